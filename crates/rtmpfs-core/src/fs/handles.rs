@@ -1,0 +1,229 @@
+//! Open handles: open/release for files, opendir/readdir/releasedir for directories.
+
+use std::collections::HashMap;
+
+use super::{relatime_due, Filesystem};
+use crate::error::{FsError, Result};
+use crate::inode::Inode;
+use crate::perm;
+use crate::sync::{Arc, AtomicU64, LockRank, Mutex, Ordering};
+use crate::types::{access, Ctx, DirEntry, Fh, FileKind, Ino, OpenFlags, Timespec};
+
+const SHARDS: usize = 32;
+
+/// One open handle: it keeps its inode alive (data included) until released.
+pub(crate) struct Handle {
+    pub inode: Arc<Inode>,
+    pub flags: OpenFlags,
+}
+
+/// Handle number -> handle. Sharded; rank `Handles`, a leaf.
+pub(crate) struct Handles {
+    shards: Box<[Mutex<HashMap<u64, Arc<Handle>>>]>,
+    next: AtomicU64,
+}
+
+impl Handles {
+    pub(crate) fn new() -> Self {
+        Handles {
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(LockRank::Handles, HashMap::new()))
+                .collect(),
+            next: AtomicU64::new(1),
+        }
+    }
+
+    fn shard(&self, fh: u64) -> &Mutex<HashMap<u64, Arc<Handle>>> {
+        &self.shards[(fh as usize) % SHARDS]
+    }
+
+    pub(crate) fn insert(&self, h: Handle) -> Fh {
+        let fh = self.next.fetch_add(1, Ordering::Relaxed);
+        self.shard(fh).lock().insert(fh, Arc::new(h));
+        Fh(fh)
+    }
+
+    pub(crate) fn get(&self, fh: Fh) -> Result<Arc<Handle>> {
+        self.shard(fh.0)
+            .lock()
+            .get(&fh.0)
+            .cloned()
+            .ok_or(FsError::BadHandle)
+    }
+
+    pub(crate) fn remove(&self, fh: Fh) -> Result<Arc<Handle>> {
+        self.shard(fh.0)
+            .lock()
+            .remove(&fh.0)
+            .ok_or(FsError::BadHandle)
+    }
+}
+
+impl Filesystem {
+    /// Open a file (not a directory: use [`Filesystem::opendir`]). Checks read/write permission;
+    /// `flags.truncate` truncates to zero (needs `flags.write`).
+    ///
+    /// # Errors
+    /// `IsDir` for a directory opened for writing, `Access`, `ReadOnly`, `NotFound`.
+    pub fn open(&self, ctx: &Ctx, ino: Ino, flags: OpenFlags) -> Result<Fh> {
+        let inode = self.inode(ino)?;
+        if inode.kind == FileKind::Directory && (flags.write || flags.truncate) {
+            return Err(FsError::IsDir);
+        }
+        if (flags.write || flags.truncate)
+            && self.config.read_only
+            && inode.kind == FileKind::RegularFile
+        {
+            return Err(FsError::ReadOnly);
+        }
+        if self.config.enforce_permissions {
+            let mut mask = 0;
+            if flags.read {
+                mask |= access::R_OK;
+            }
+            if flags.write || flags.truncate {
+                mask |= access::W_OK;
+            }
+            let m = inode.meta.read();
+            perm::check(ctx, inode.owner(&m), mask)?;
+        }
+        let fh = self.open_inode(&inode, flags)?;
+        if flags.truncate && flags.write {
+            if let Some(file) = inode.file() {
+                let io = file.lock_io();
+                if file.size() != 0 {
+                    file.truncate(&io, &self.acct, 0)?;
+                    let now = Timespec::now();
+                    let mut m = inode.meta.write();
+                    m.mtime = now;
+                    m.ctime = now;
+                    m.perm &= !perm::setid_bits_to_kill_on_write(ctx, m.perm, true);
+                }
+            }
+        }
+        Ok(fh)
+    }
+
+    /// Register a handle on `inode`, refusing one that was already released.
+    pub(crate) fn open_inode(&self, inode: &Arc<Inode>, flags: OpenFlags) -> Result<Fh> {
+        {
+            let mut m = inode.meta.write();
+            if m.released {
+                return Err(FsError::NotFound);
+            }
+            m.opens += 1;
+        }
+        Ok(self.handles.insert(Handle {
+            inode: inode.clone(),
+            flags,
+        }))
+    }
+
+    /// Close a handle. The last close of an unlinked file frees its data.
+    ///
+    /// # Errors
+    /// `BadHandle` for an unknown handle.
+    pub fn release(&self, fh: Fh) -> Result<()> {
+        let h = self.handles.remove(fh)?;
+        {
+            let mut m = h.inode.meta.write();
+            m.opens -= 1;
+        }
+        self.maybe_release(&h.inode);
+        Ok(())
+    }
+
+    /// The inode a handle refers to.
+    ///
+    /// # Errors
+    /// `BadHandle` for an unknown handle.
+    pub fn handle_ino(&self, fh: Fh) -> Result<Ino> {
+        Ok(self.handles.get(fh)?.inode.ino)
+    }
+
+    /// Open a directory for reading.
+    ///
+    /// # Errors
+    /// `NotDir`, `Access`, `NotFound`.
+    pub fn opendir(&self, ctx: &Ctx, ino: Ino) -> Result<Fh> {
+        let inode = self.inode(ino)?;
+        if inode.kind != FileKind::Directory {
+            return Err(FsError::NotDir);
+        }
+        self.check_perm(ctx, &inode, access::R_OK)?;
+        self.open_inode(&inode, OpenFlags::READ)
+    }
+
+    /// Close a directory handle.
+    ///
+    /// # Errors
+    /// `BadHandle` for an unknown handle.
+    pub fn releasedir(&self, fh: Fh) -> Result<()> {
+        self.release(fh)
+    }
+
+    /// List a directory from cookie `offset` (0 = from the start): `.` (cookie 1), `..` (cookie
+    /// 2), then the entries in cookie order, calling `f` for each until it returns false. An entry
+    /// untouched during a listing is seen exactly once. A removed directory lists nothing.
+    ///
+    /// # Errors
+    /// `BadHandle`, `NotDir`.
+    pub fn readdir(&self, fh: Fh, offset: u64, mut f: impl FnMut(DirEntry) -> bool) -> Result<()> {
+        let h = self.handles.get(fh)?;
+        let body = h.inode.dir().ok_or(FsError::NotDir)?;
+        let d = body.entries.read();
+        if d.removed {
+            return Ok(());
+        }
+        if offset < 1
+            && !f(DirEntry {
+                ino: h.inode.ino,
+                cookie: 1,
+                kind: FileKind::Directory,
+                name: b".".to_vec(),
+            })
+        {
+            return Ok(());
+        }
+        if offset < 2
+            && !f(DirEntry {
+                ino: body.parent(),
+                cookie: 2,
+                kind: FileKind::Directory,
+                name: b"..".to_vec(),
+            })
+        {
+            return Ok(());
+        }
+        d.for_each_after(offset, f);
+        drop(d);
+        self.touch_atime(&h.inode, false);
+        Ok(())
+    }
+
+    /// Number of entries in a directory (not counting `.` and `..`).
+    ///
+    /// # Errors
+    /// `NotDir`, `NotFound`.
+    pub fn dir_len(&self, ino: Ino) -> Result<usize> {
+        let inode = self.inode(ino)?;
+        let body = inode.dir().ok_or(FsError::NotDir)?;
+        let n = body.entries.read().len();
+        Ok(n)
+    }
+
+    /// Update atime after a read, following relatime (or not at all with `noatime`).
+    pub(crate) fn touch_atime(&self, inode: &Inode, noatime: bool) {
+        if noatime || self.config.noatime || self.config.read_only {
+            return;
+        }
+        let now = Timespec::now();
+        if !relatime_due(&inode.meta.read(), now) {
+            return;
+        }
+        let mut m = inode.meta.write();
+        if relatime_due(&m, now) {
+            m.atime = now;
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! Data operations through handles: read, write, fallocate, lseek, copy_file_range, fsync.
+
+use super::handles::Handle;
+use super::Filesystem;
+use crate::error::{FsError, Result};
+use crate::file::FileData;
+use crate::perm;
+use crate::sync::Arc;
+use crate::types::{Ctx, FallocateMode, Fh, FileKind, SeekWhence, Timespec, MAX_FILE_SIZE};
+
+/// Largest chunk copied at once by `copy_file_range` (bounds the temporary buffer).
+const COPY_CHUNK: usize = 1 << 20;
+
+impl Filesystem {
+    /// Read up to `buf.len()` bytes at `offset` into `buf`; returns the count (0 at EOF).
+    /// Takes no per-file lock that a writer holds: a read never waits for a write.
+    ///
+    /// # Errors
+    /// `BadHandle` (unknown or not open for reading), `IsDir`, `Invalid` (not a regular file),
+    /// `Io` (a page whose data was lost).
+    pub fn read(&self, fh: Fh, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        let h = self.readable(fh)?;
+        let file = file_of(&h)?;
+        let n = file.read(offset, buf)?;
+        self.touch_atime(&h.inode, h.flags.noatime);
+        Ok(n)
+    }
+
+    /// Read up to `len` bytes at `offset` into a new vector.
+    ///
+    /// # Errors
+    /// As [`Filesystem::read`].
+    pub fn read_vec(&self, fh: Fh, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let h = self.readable(fh)?;
+        let file = file_of(&h)?;
+        let size = file.size();
+        let want = len.min(usize::try_from(size.saturating_sub(offset)).unwrap_or(usize::MAX));
+        let mut buf = vec![0u8; want];
+        let n = file.read(offset, &mut buf)?;
+        buf.truncate(n);
+        self.touch_atime(&h.inode, h.flags.noatime);
+        Ok(buf)
+    }
+
+    /// Write `data` at `offset` (at the end for a handle opened with `append`); returns the
+    /// count, short only when space ran out part-way. Updates mtime and ctime and clears
+    /// set-user-ID/set-group-ID as Linux does for a non-root writer.
+    ///
+    /// # Errors
+    /// `BadHandle` (not open for writing), `IsDir`, `Invalid`, `FileTooBig`, `NoSpace`, `Io`,
+    /// `ReadOnly`.
+    pub fn write(&self, ctx: &Ctx, fh: Fh, offset: u64, data: &[u8]) -> Result<usize> {
+        let h = self.writable(fh)?;
+        let file = file_of(&h)?;
+        self.write_locked_io(ctx, &h, file, offset, data)
+    }
+
+    fn write_locked_io(
+        &self,
+        ctx: &Ctx,
+        h: &Handle,
+        file: &FileData,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<usize> {
+        if data.is_empty() {
+            return Ok(0);
+        }
+        let io = file.lock_io();
+        let offset = if h.flags.append { file.size() } else { offset };
+        let n = file.write(&io, &self.acct, offset, data)?;
+        drop(io);
+        self.after_modify(ctx, h);
+        Ok(n)
+    }
+
+    /// mtime/ctime and set-id clearing after data changed through a handle.
+    fn after_modify(&self, ctx: &Ctx, h: &Handle) {
+        let now = Timespec::now();
+        let mut m = h.inode.meta.write();
+        m.mtime = now;
+        m.ctime = now;
+        m.perm &= !perm::setid_bits_to_kill_on_write(ctx, m.perm, true);
+    }
+
+    /// `fallocate(2)`: reserve a range (extending the size unless `KeepSize`), or punch a hole.
+    /// A failed reservation changes nothing.
+    ///
+    /// # Errors
+    /// `Invalid` for a zero length, `FileTooBig`, `NoSpace`, `BadHandle`, `IsDir`, `ReadOnly`.
+    pub fn fallocate(
+        &self,
+        ctx: &Ctx,
+        fh: Fh,
+        offset: u64,
+        len: u64,
+        mode: FallocateMode,
+    ) -> Result<()> {
+        let h = self.writable(fh)?;
+        let file = file_of(&h)?;
+        if len == 0 {
+            return Err(FsError::Invalid);
+        }
+        if offset.checked_add(len).is_none_or(|e| e > MAX_FILE_SIZE) {
+            return Err(FsError::FileTooBig);
+        }
+        let io = file.lock_io();
+        match mode {
+            FallocateMode::Allocate => file.reserve(&io, &self.acct, offset, len, false)?,
+            FallocateMode::KeepSize => file.reserve(&io, &self.acct, offset, len, true)?,
+            FallocateMode::PunchHole => file.punch(&io, &self.acct, offset, len),
+        }
+        drop(io);
+        self.after_modify(ctx, &h);
+        Ok(())
+    }
+
+    /// `SEEK_DATA`/`SEEK_HOLE`. Reserved (fallocated, unwritten) pages are holes; swapped pages
+    /// are data.
+    ///
+    /// # Errors
+    /// `NoDeviceOrAddress` for a negative offset or one at/after EOF (or no data after it),
+    /// `BadHandle`, `Invalid` for a non-file.
+    pub fn lseek(&self, fh: Fh, offset: i64, whence: SeekWhence) -> Result<u64> {
+        let h = self.handles.get(fh)?;
+        let file = file_of(&h)?;
+        let offset = u64::try_from(offset).map_err(|_| FsError::NoDeviceOrAddress)?;
+        file.seek(offset, whence)
+    }
+
+    /// Copy `len` bytes from one handle's file to another's (`copy_file_range(2)`); returns the
+    /// count (short at the source's EOF).
+    ///
+    /// # Errors
+    /// `BadHandle` (source not readable, target not writable or append-only), `Invalid`
+    /// (overlapping ranges in one file, not regular files), `IsDir`, `FileTooBig`, `NoSpace`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn copy_file_range(
+        &self,
+        ctx: &Ctx,
+        fh_in: Fh,
+        off_in: u64,
+        fh_out: Fh,
+        off_out: u64,
+        len: u64,
+    ) -> Result<u64> {
+        let hin = self.readable(fh_in)?;
+        let hout = self.writable(fh_out)?;
+        if hout.flags.append {
+            return Err(FsError::BadHandle);
+        }
+        let fin = file_of(&hin)?;
+        let fout = file_of(&hout)?;
+        if off_in.checked_add(len).is_none() || off_out.checked_add(len).is_none() {
+            return Err(FsError::Invalid);
+        }
+        if off_out.saturating_add(len) > MAX_FILE_SIZE && off_out >= MAX_FILE_SIZE {
+            return Err(FsError::FileTooBig);
+        }
+        if hin.inode.ino == hout.inode.ino && off_in < off_out + len && off_out < off_in + len {
+            return Err(FsError::Invalid);
+        }
+        let avail = fin.size().saturating_sub(off_in);
+        let total = len.min(avail);
+        let mut buf = vec![0u8; COPY_CHUNK.min(usize::try_from(total).unwrap_or(COPY_CHUNK))];
+        let mut done = 0u64;
+        while done < total {
+            let want = buf
+                .len()
+                .min(usize::try_from(total - done).unwrap_or(usize::MAX));
+            let n = fin.read(off_in + done, &mut buf[..want])?;
+            if n == 0 {
+                break;
+            }
+            let io = fout.lock_io();
+            let w = match fout.write(&io, &self.acct, off_out + done, &buf[..n]) {
+                Ok(w) => w,
+                Err(e) if done == 0 => return Err(e),
+                Err(_) => break,
+            };
+            drop(io);
+            done += w as u64;
+            if w < n {
+                break;
+            }
+        }
+        if done > 0 {
+            self.after_modify(ctx, &hout);
+            self.touch_atime(&hin.inode, hin.flags.noatime);
+        }
+        Ok(done)
+    }
+
+    /// `fsync`: data is in memory, so there is nothing to flush; checks the handle.
+    ///
+    /// # Errors
+    /// `BadHandle`.
+    pub fn fsync(&self, fh: Fh) -> Result<()> {
+        self.handles.get(fh).map(|_| ())
+    }
+
+    fn readable(&self, fh: Fh) -> Result<Arc<Handle>> {
+        let h = self.handles.get(fh)?;
+        if !h.flags.read {
+            return Err(FsError::BadHandle);
+        }
+        Ok(h)
+    }
+
+    fn writable(&self, fh: Fh) -> Result<Arc<Handle>> {
+        let h = self.handles.get(fh)?;
+        if !h.flags.write {
+            return Err(FsError::BadHandle);
+        }
+        self.check_writable()?;
+        Ok(h)
+    }
+}
+
+fn file_of(h: &Handle) -> Result<&FileData> {
+    match h.inode.kind {
+        FileKind::RegularFile => h.inode.file().ok_or(FsError::Invalid),
+        FileKind::Directory => Err(FsError::IsDir),
+        _ => Err(FsError::Invalid),
+    }
+}

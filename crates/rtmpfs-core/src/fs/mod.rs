@@ -1,0 +1,499 @@
+//! The filesystem: the public API of the engine.
+//!
+//! Every method takes `&self` and may be called from many threads at once. Methods are split by
+//! topic across the submodules; this one holds the struct, attributes, statfs and the accounting
+//! invariant.
+
+mod handles;
+mod io;
+mod namespace;
+mod rename;
+mod xattrs;
+
+pub use xattrs::{fit_xattr_reply, XattrFit};
+
+use crate::accounting::Accounting;
+use crate::config::Config;
+use crate::dir::DirBody;
+use crate::error::{ConfigError, FsError, Result};
+use crate::file::FileData;
+use crate::inode::{Body, Inode, InodeTable, Meta};
+use crate::limits::{Budget, BOGO_INODE_SIZE};
+use crate::perm;
+use crate::sync::{Arc, AtomicU64, LockRank, Mutex, Ordering};
+use crate::types::{
+    access, Attr, Ctx, FileKind, Ino, SetAttr, SetTime, StatFs, Timespec, Usage, NAME_MAX,
+    PAGE_SIZE,
+};
+use handles::Handles;
+
+/// An in-memory tmpfs instance.
+///
+/// # Lookup counts
+/// With [`Config::track_lookups`], every method that returns a new reference to an inode
+/// (`lookup`, `create`, `mkdir`, `mknod`, `symlink`, `link`, `tmpfile`) adds one to its lookup
+/// count, and [`Filesystem::forget`] removes them; an inode that is unlinked and closed keeps its
+/// attributes (not its data) until its count reaches zero, as the FUSE protocol requires.
+///
+/// # Unlinked files
+/// An unlinked file keeps its data while a handle is open and reports `nlink == 0`; the data and
+/// its inode space are freed when the last handle closes.
+pub struct Filesystem {
+    config: Config,
+    table: InodeTable,
+    handles: Handles,
+    /// Next inode number; never reused.
+    next_ino: AtomicU64,
+    /// Generation given to every inode of this instance (inode numbers are never reused, so one
+    /// per instance keeps `(ino, generation)` unique even across a restore into a new instance).
+    generation: u64,
+    acct: Accounting,
+    /// Inode space in bytes (`nr_inodes * 1024` when limited).
+    ispace: Budget,
+    /// Live inodes (not yet released).
+    live_inodes: AtomicU64,
+    /// Rank `Rename`: held by cross-directory renames; parent pointers change only under it.
+    rename_lock: Mutex<()>,
+}
+
+impl std::fmt::Debug for Filesystem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Filesystem")
+            .field("config", &self.config)
+            .field("usage", &self.usage())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Filesystem {
+    /// Build an empty filesystem whose root directory has the configured mode and owners.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] for a nonsensical configuration.
+    pub fn new(config: Config) -> std::result::Result<Filesystem, ConfigError> {
+        config.validate()?;
+        let max_pages = config.size_bytes.map(|b| b / PAGE_SIZE);
+        let ispace = Budget::new(config.max_inodes.map(|n| n.saturating_mul(BOGO_INODE_SIZE)));
+        let fs = Filesystem {
+            table: InodeTable::new(),
+            handles: Handles::new(),
+            next_ino: AtomicU64::new(Ino::ROOT.0 + 1),
+            generation: instance_generation(),
+            acct: Accounting::new(max_pages),
+            ispace,
+            live_inodes: AtomicU64::new(0),
+            rename_lock: Mutex::new(LockRank::Rename, ()),
+            config,
+        };
+        fs.ispace
+            .charge(BOGO_INODE_SIZE)
+            .map_err(|_| ConfigError("nr_inodes too small for the root".into()))?;
+        let now = Timespec::now();
+        let meta = Meta::new(
+            fs.config.root_mode,
+            fs.config.root_uid,
+            fs.config.root_gid,
+            2,
+            now,
+        );
+        let root = Inode::new(
+            Ino::ROOT,
+            fs.generation,
+            FileKind::Directory,
+            meta,
+            Body::Dir(DirBody::new(Ino::ROOT)),
+        );
+        fs.table.insert(Arc::new(root));
+        fs.live_inodes.fetch_add(1, Ordering::Relaxed);
+        Ok(fs)
+    }
+
+    /// The configuration this instance was built with.
+    #[must_use]
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The root directory's inode number.
+    #[must_use]
+    pub fn root(&self) -> Ino {
+        Ino::ROOT
+    }
+
+    /// Attributes of an inode.
+    ///
+    /// # Errors
+    /// `NotFound` if the inode does not exist (any more).
+    pub fn getattr(&self, ino: Ino) -> Result<Attr> {
+        let inode = self.inode(ino)?;
+        let m = inode.meta.read();
+        Ok(inode.attr(&m))
+    }
+
+    /// Change attributes, with Linux's rules: only the owner (or root) may chmod, chown to
+    /// another user needs root, chgrp needs membership of the new group, explicit times need
+    /// ownership, `UTIME_NOW` needs write permission; truncation needs write permission unless
+    /// done through a handle (`fh`) open for writing. chown clears set-user-ID (and set-group-ID
+    /// when group-executable) on non-directories; every call updates ctime.
+    ///
+    /// # Errors
+    /// `Perm`/`Access` for permission failures, `IsDir`/`Invalid` for a size on a non-file,
+    /// `FileTooBig`, `ReadOnly`, `NotFound`.
+    pub fn setattr(
+        &self,
+        ctx: &Ctx,
+        ino: Ino,
+        set: &SetAttr,
+        fh: Option<crate::Fh>,
+    ) -> Result<Attr> {
+        self.check_writable()?;
+        let inode = self.inode(ino)?;
+        if set.size.is_some() {
+            match inode.kind {
+                FileKind::RegularFile => {}
+                FileKind::Directory => return Err(FsError::IsDir),
+                _ => return Err(FsError::Invalid),
+            }
+        }
+        let via_handle = match fh {
+            Some(fh) => {
+                let h = self.handles.get(fh)?;
+                if h.inode.ino != ino {
+                    return Err(FsError::BadHandle);
+                }
+                h.flags.write
+            }
+            None => false,
+        };
+        if self.config.enforce_permissions {
+            let m = inode.meta.read();
+            self.check_setattr_permission(ctx, &inode, &m, set, via_handle)?;
+        }
+        let mut size_changed = false;
+        if let (Some(size), Some(file)) = (set.size, inode.file()) {
+            let io = file.lock_io();
+            if size != file.size() {
+                file.truncate(&io, &self.acct, size)?;
+                size_changed = true;
+            }
+        }
+        let now = Timespec::now();
+        let mut m = inode.meta.write();
+        if size_changed {
+            m.mtime = now;
+            m.perm &= !perm::setid_bits_to_kill_on_write(ctx, m.perm, true);
+        }
+        if let Some(mode) = set.mode {
+            let mut mode = mode & 0o7777;
+            let gid_after = set.gid.unwrap_or(m.gid);
+            if self.config.enforce_permissions && !ctx.is_root() && !ctx.in_group(gid_after) {
+                mode &= !libc::S_ISGID;
+            }
+            m.perm = mode;
+        }
+        if set.uid.is_some() || set.gid.is_some() {
+            if inode.kind != FileKind::Directory {
+                let mut kill = libc::S_ISUID;
+                let group_exec = m.perm & 0o010 != 0;
+                let not_member =
+                    self.config.enforce_permissions && !ctx.is_root() && !ctx.in_group(m.gid);
+                if group_exec || not_member {
+                    kill |= libc::S_ISGID;
+                }
+                if set.mode.is_none() {
+                    m.perm &= !kill;
+                }
+            }
+            if let Some(uid) = set.uid {
+                m.uid = uid;
+            }
+            if let Some(gid) = set.gid {
+                m.gid = gid;
+            }
+        }
+        if let Some(t) = set.atime {
+            m.atime = resolve_time(t, now);
+        }
+        if let Some(t) = set.mtime {
+            m.mtime = resolve_time(t, now);
+        }
+        let only_unchanged_size = set.size.is_some()
+            && !size_changed
+            && set.mode.is_none()
+            && set.uid.is_none()
+            && set.gid.is_none()
+            && set.atime.is_none()
+            && set.mtime.is_none()
+            && set.ctime.is_none();
+        if !only_unchanged_size {
+            m.ctime = set.ctime.unwrap_or(now);
+        }
+        Ok(inode.attr(&m))
+    }
+
+    fn check_setattr_permission(
+        &self,
+        ctx: &Ctx,
+        inode: &Inode,
+        m: &Meta,
+        set: &SetAttr,
+        via_handle: bool,
+    ) -> Result<()> {
+        let owner = inode.owner(m);
+        let is_owner = perm::is_owner_or_root(ctx, owner);
+        if set.size.is_some() && !via_handle {
+            perm::check(ctx, owner, access::W_OK)?;
+        }
+        if set.mode.is_some() && !is_owner {
+            return Err(FsError::Perm);
+        }
+        if let Some(uid) = set.uid {
+            if !ctx.is_root() && (uid != m.uid || ctx.uid != m.uid) {
+                return Err(FsError::Perm);
+            }
+        }
+        if let Some(gid) = set.gid {
+            if !ctx.is_root() && (ctx.uid != m.uid || (gid != m.gid && !ctx.in_group(gid))) {
+                return Err(FsError::Perm);
+            }
+        }
+        for t in [set.atime, set.mtime].into_iter().flatten() {
+            match t {
+                SetTime::At(_) if !is_owner => return Err(FsError::Perm),
+                SetTime::Now if !is_owner => perm::check(ctx, owner, access::W_OK)?,
+                _ => {}
+            }
+        }
+        if set.ctime.is_some() && !is_owner {
+            return Err(FsError::Perm);
+        }
+        Ok(())
+    }
+
+    /// Check `access(2)`-style permission `mask` (`R_OK|W_OK|X_OK`, or `F_OK` = 0) for `ctx`.
+    /// Always evaluated, whatever [`Config::enforce_permissions`] says: answering is its job.
+    ///
+    /// # Errors
+    /// `Access` when denied, `ReadOnly` for write access on a read-only instance, `NotFound`.
+    pub fn access(&self, ctx: &Ctx, ino: Ino, mask: u32) -> Result<()> {
+        let inode = self.inode(ino)?;
+        if mask & access::W_OK != 0 && self.config.read_only {
+            return Err(FsError::ReadOnly);
+        }
+        let m = inode.meta.read();
+        perm::check(ctx, inode.owner(&m), mask)
+    }
+
+    /// Filesystem statistics, as tmpfs reports them. An unlimited instance reports the host's
+    /// RAM as its free space (never zero, which programs read as "full").
+    #[must_use]
+    pub fn statfs(&self) -> StatFs {
+        let used = self.acct.pages.used();
+        let (blocks, bfree) = match self.acct.pages.max() {
+            Some(max) => (max, max.saturating_sub(used)),
+            None => {
+                let free = host_ram_bytes() / PAGE_SIZE;
+                (used + free, free)
+            }
+        };
+        let (files, ffree) = match self.ispace.max() {
+            Some(max) => (
+                max / BOGO_INODE_SIZE,
+                self.ispace.free().unwrap_or(0) / BOGO_INODE_SIZE,
+            ),
+            None => {
+                let free = host_ram_bytes() / BOGO_INODE_SIZE;
+                (self.ispace.used() / BOGO_INODE_SIZE + free, free)
+            }
+        };
+        StatFs {
+            bsize: PAGE_SIZE as u32,
+            blocks,
+            bfree,
+            bavail: bfree,
+            files,
+            ffree,
+            namelen: NAME_MAX as u32,
+            frsize: PAGE_SIZE as u32,
+        }
+    }
+
+    /// Live usage figures.
+    #[must_use]
+    pub fn usage(&self) -> Usage {
+        Usage {
+            charged_pages: self.acct.pages.used(),
+            resident_pages: Accounting::get(&self.acct.resident),
+            swapped_pages: Accounting::get(&self.acct.swapped),
+            reserved_pages: Accounting::get(&self.acct.reserved),
+            inodes: self.live_inodes.load(Ordering::Relaxed),
+            inode_space_used: self.ispace.used(),
+        }
+    }
+
+    /// Check the accounting invariants by walking every inode. Meant for tests and debugging;
+    /// only meaningful while no other thread changes the filesystem.
+    ///
+    /// # Errors
+    /// A description of the first violated invariant.
+    pub fn check_invariants(&self) -> std::result::Result<(), String> {
+        let charged = self.acct.pages.used();
+        let resident = Accounting::get(&self.acct.resident);
+        let reserved = Accounting::get(&self.acct.reserved);
+        let swapped = Accounting::get(&self.acct.swapped);
+        let poisoned = Accounting::get(&self.acct.poisoned);
+        if charged != resident + reserved + swapped + poisoned {
+            return Err(format!(
+                "charged {charged} != resident {resident} + reserved {reserved} + swapped {swapped} + poisoned {poisoned}"
+            ));
+        }
+        let mut sum = (0u64, 0u64, 0u64, 0u64);
+        let mut live = 0u64;
+        let mut ispace = 0u64;
+        for inode in self.table.all() {
+            let m = inode.meta.read();
+            if m.released {
+                continue;
+            }
+            live += 1;
+            ispace += BOGO_INODE_SIZE + m.xattr_space;
+            if inode.kind != FileKind::Directory && m.nlink > 1 {
+                ispace += BOGO_INODE_SIZE * u64::from(m.nlink - 1);
+            }
+            if let Some(f) = inode.file() {
+                let c = f.slot_counts();
+                if c.0 + c.1 + c.2 + c.3 != f.charged_pages() {
+                    return Err(format!(
+                        "inode {} charged {} != its slots {c:?}",
+                        inode.ino.0,
+                        f.charged_pages()
+                    ));
+                }
+                sum = (sum.0 + c.0, sum.1 + c.1, sum.2 + c.2, sum.3 + c.3);
+            }
+        }
+        if sum != (resident, reserved, swapped, poisoned) {
+            return Err(format!(
+                "per-file slots {sum:?} != counters ({resident}, {reserved}, {swapped}, {poisoned})"
+            ));
+        }
+        if live != self.live_inodes.load(Ordering::Relaxed) {
+            return Err(format!(
+                "live inodes {live} != counter {}",
+                self.live_inodes.load(Ordering::Relaxed)
+            ));
+        }
+        if self.ispace.max().is_some() && ispace != self.ispace.used() {
+            return Err(format!(
+                "inode space {ispace} != charged {}",
+                self.ispace.used()
+            ));
+        }
+        Ok(())
+    }
+
+    // ----- helpers shared by the submodules -----
+
+    pub(crate) fn inode(&self, ino: Ino) -> Result<Arc<Inode>> {
+        self.table.get(ino).ok_or(FsError::NotFound)
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        if self.config.read_only {
+            Err(FsError::ReadOnly)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn alloc_ino(&self) -> Ino {
+        Ino(self.next_ino.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Give back an orphan's data and inode space, once, when its last link and handle are gone;
+    /// drop it from the table when no lookup reference remains. Called with no lock held.
+    pub(crate) fn maybe_release(&self, inode: &Arc<Inode>) {
+        let (release, drop_from_table, xattr_space) = {
+            let mut m = inode.meta.write();
+            if !m.is_orphan() || m.released {
+                return;
+            }
+            m.released = true;
+            let space = std::mem::take(&mut m.xattr_space);
+            m.xattrs.clear();
+            (true, !self.config.track_lookups || m.lookups == 0, space)
+        };
+        if release {
+            if let Some(f) = inode.file() {
+                f.release_all(&self.acct);
+            }
+            self.ispace.uncharge(BOGO_INODE_SIZE + xattr_space);
+            self.live_inodes.fetch_sub(1, Ordering::Relaxed);
+        }
+        if drop_from_table {
+            self.table.remove(inode.ino);
+        }
+    }
+
+    /// Drop `n` lookup references (the FUSE `forget`). An inode that is released and no longer
+    /// referenced leaves the table. Unknown inodes are ignored, as the kernel may forget late.
+    pub fn forget(&self, ino: Ino, n: u64) {
+        let Some(inode) = self.table.get(ino) else {
+            return;
+        };
+        let gone = {
+            let mut m = inode.meta.write();
+            m.lookups = m.lookups.saturating_sub(n);
+            m.released && m.lookups == 0
+        };
+        if gone && ino != Ino::ROOT {
+            self.table.remove(ino);
+        }
+    }
+
+    /// Count a lookup reference if the instance tracks them.
+    fn add_lookup(&self, m: &mut Meta) {
+        if self.config.track_lookups {
+            m.lookups += 1;
+        }
+    }
+
+    fn new_file_data() -> FileData {
+        FileData::new()
+    }
+}
+
+fn resolve_time(t: SetTime, now: Timespec) -> Timespec {
+    match t {
+        SetTime::Now => now,
+        SetTime::At(ts) => ts,
+    }
+}
+
+/// Whether relatime rules call for an atime update (atime not newer than mtime or ctime, or a
+/// day old).
+fn relatime_due(m: &Meta, now: Timespec) -> bool {
+    m.atime <= m.mtime || m.atime <= m.ctime || now.sec - m.atime.sec >= 24 * 3600
+}
+
+/// The host's RAM (`MemTotal`), read once; 1 GiB if it cannot be read.
+fn host_ram_bytes() -> u64 {
+    static RAM: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *RAM.get_or_init(|| {
+        std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|s| {
+                let line = s.lines().find(|l| l.starts_with("MemTotal:"))?;
+                let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+                Some(kib * 1024)
+            })
+            .unwrap_or(1 << 30)
+    })
+}
+
+fn instance_generation() -> u64 {
+    let t = Timespec::now();
+    (t.sec as u64).wrapping_mul(1_000_000_007)
+        ^ u64::from(t.nsec)
+        ^ (u64::from(std::process::id()) << 32)
+}

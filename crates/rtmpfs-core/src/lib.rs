@@ -1,0 +1,74 @@
+//! # rtmpfs-core: a tmpfs engine in process
+//!
+//! An in-memory filesystem with Linux tmpfs semantics — inodes, directories with stable readdir
+//! cookies, hard links, symlinks, device nodes, sparse paged files, xattrs, permissions, `size`
+//! and `nr_inodes` limits — usable from any Rust program, and the engine behind the `rtmpfs`
+//! FUSE mount. It knows nothing of FUSE.
+//!
+//! ```
+//! use rtmpfs_core::{Config, Ctx, Filesystem, OpenFlags};
+//! use std::ffi::OsStr;
+//!
+//! let fs = Filesystem::new(Config::default()).unwrap();
+//! let ctx = Ctx::root();
+//! let (attr, fh) = fs.create(&ctx, fs.root(), OsStr::new("hello"), 0o644, OpenFlags::READ_WRITE).unwrap();
+//! fs.write(&ctx, fh, 0, b"hello, world").unwrap();
+//! assert_eq!(fs.read_vec(fh, 7, 100).unwrap(), b"world");
+//! fs.release(fh).unwrap();
+//! assert_eq!(fs.getattr(attr.ino).unwrap().size, 12);
+//! ```
+//!
+//! # Lock order
+//!
+//! One order, checked in debug builds by [`sync`]'s ranked locks (an inversion panics naming both
+//! locks). A thread only ever takes locks downward in this tree; `try_*` acquisitions are exempt
+//! because they cannot wait.
+//!
+//! ```text
+//! Rename            filesystem-wide; cross-directory rename only (freezes parent pointers)
+//!  └─ Dir           directory entries; nested: parent before child (rmdir, rename victim),
+//!      │            else ancestor first, else ascending ino (rename's two parents)
+//!      └─ FileIo    a file's i_rwsem role: write, truncate, punch, fallocate, seek.
+//!          │        NEVER taken by read, page fault (a FUSE READ) or the evictor.
+//!          └─ Meta  attributes, link/open/lookup counts, xattrs (short holds)
+//!              └─ InodeTable, Handles     leaf shards: nothing is taken under them
+//!              └─ PageMap   slot lookups and transitions; never held across allocation,
+//!                  │        I/O, or a wait for memory
+//!                  └─ Frame one page's bytes
+//!                      └─ Budget → Swap   (swap tier)
+//! ```
+//!
+//! Why this order makes the 2001 tmpfs deadlock impossible: the deadlock was a cycle *write
+//! holds the inode lock → fault on the source buffer needs page lookup → page lookup needs the
+//! inode lock*. Here the read/fault path ([`Filesystem::read`]) takes only `PageMap` and `Frame`,
+//! below `FileIo`, so a writer holding `FileIo` can wait for a reader but a reader can never wait
+//! for `FileIo`; page-state changes are compare-and-set against the state seen (a loser retries),
+//! and nothing waits for memory with a `PageMap` or `Frame` lock held. See `docs/design.md`.
+
+#![deny(missing_docs)]
+#![deny(unsafe_code)]
+
+mod accounting;
+mod config;
+mod dir;
+mod error;
+mod file;
+mod fs;
+mod inode;
+mod limits;
+mod name;
+mod perm;
+pub mod sync;
+mod types;
+mod xattr;
+
+pub use config::Config;
+pub use error::{ConfigError, FsError, Result};
+pub use fs::Filesystem;
+pub use fs::{fit_xattr_reply, XattrFit};
+pub use types::{
+    access, Attr, Ctx, DirEntry, FallocateMode, Fh, FileKind, Ino, OpenFlags, RenameFlags,
+    SeekWhence, SetAttr, SetTime, StatFs, Timespec, Usage, MAX_FILE_SIZE, NAME_MAX, PAGE_SIZE,
+    SYMLINK_MAX,
+};
+pub use xattr::{XattrSetMode, XATTR_LIST_MAX, XATTR_NAME_MAX, XATTR_SIZE_MAX};

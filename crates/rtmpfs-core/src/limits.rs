@@ -1,0 +1,101 @@
+//! The `size` and `nr_inodes` limits, as reservations on atomic counters.
+//!
+//! Reserve before you allocate: every charge is a compare-and-swap loop that fails with
+//! `NoSpace` without side effects, so a failed operation leaves the counters as they were.
+
+use crate::error::{FsError, Result};
+use crate::sync::{AtomicU64, Ordering};
+
+/// Inode space charged per inode and per extra hard link, as tmpfs's `BOGO_INODE_SIZE`.
+pub(crate) const BOGO_INODE_SIZE: u64 = 1024;
+
+/// Directory size per entry, as tmpfs's `BOGO_DIRENT_SIZE`.
+pub(crate) const BOGO_DIRENT_SIZE: u64 = 20;
+
+/// Inode space charged for an xattr, as Linux's `simple_xattr_space()`: a fixed 40 bytes plus the
+/// full name and the value.
+pub(crate) fn xattr_space(name_len: usize, value_len: usize) -> u64 {
+    40 + name_len as u64 + value_len as u64
+}
+
+/// A counter with an optional ceiling, charged by compare-and-swap.
+#[derive(Debug)]
+pub(crate) struct Budget {
+    max: Option<u64>,
+    used: AtomicU64,
+}
+
+impl Budget {
+    pub(crate) fn new(max: Option<u64>) -> Self {
+        Budget {
+            max,
+            used: AtomicU64::new(0),
+        }
+    }
+
+    /// Charge `n` units, or fail with `NoSpace` and charge nothing.
+    pub(crate) fn charge(&self, n: u64) -> Result<()> {
+        let Some(max) = self.max else {
+            self.used.fetch_add(n, Ordering::Relaxed);
+            return Ok(());
+        };
+        let mut cur = self.used.load(Ordering::Relaxed);
+        loop {
+            let next = cur
+                .checked_add(n)
+                .filter(|&v| v <= max)
+                .ok_or(FsError::NoSpace)?;
+            match self
+                .used
+                .compare_exchange_weak(cur, next, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return Ok(()),
+                Err(seen) => cur = seen,
+            }
+        }
+    }
+
+    /// Give back `n` units charged earlier.
+    pub(crate) fn uncharge(&self, n: u64) {
+        let prev = self.used.fetch_sub(n, Ordering::Relaxed);
+        debug_assert!(prev >= n, "uncharge {n} below zero (was {prev})");
+    }
+
+    pub(crate) fn used(&self) -> u64 {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn max(&self) -> Option<u64> {
+        self.max
+    }
+
+    /// Units still free, or `None` when unlimited.
+    pub(crate) fn free(&self) -> Option<u64> {
+        self.max.map(|m| m.saturating_sub(self.used()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn charge_respects_ceiling_and_fails_cleanly() {
+        let b = Budget::new(Some(10));
+        b.charge(7).unwrap();
+        assert_eq!(b.charge(4), Err(FsError::NoSpace));
+        assert_eq!(b.used(), 7);
+        b.charge(3).unwrap();
+        assert_eq!(b.free(), Some(0));
+        b.uncharge(10);
+        assert_eq!(b.used(), 0);
+        assert_eq!(b.charge(u64::MAX), Err(FsError::NoSpace));
+    }
+
+    #[test]
+    fn unlimited_never_fails() {
+        let b = Budget::new(None);
+        b.charge(1 << 40).unwrap();
+        assert_eq!(b.free(), None);
+    }
+}

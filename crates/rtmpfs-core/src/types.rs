@@ -1,0 +1,455 @@
+//! Plain data types of the engine's API: identifiers, attributes, credentials, times.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Size of a data page. Every allocation, limit and `st_blocks` figure is in these units.
+pub const PAGE_SIZE: u64 = 4096;
+
+/// The largest file size, as Linux's `MAX_LFS_FILESIZE` on 64-bit: writes, truncates and
+/// fallocates past it fail with [`crate::FsError::FileTooBig`].
+pub const MAX_FILE_SIZE: u64 = i64::MAX as u64;
+
+/// Longest name component, in bytes (`NAME_MAX`).
+pub const NAME_MAX: usize = 255;
+
+/// Longest symlink target, in bytes (`PAGE_SIZE - 1`, as tmpfs).
+pub const SYMLINK_MAX: usize = 4095;
+
+/// Inode number. Root is [`Ino::ROOT`]; numbers are never reused while the filesystem lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Ino(pub u64);
+
+impl Ino {
+    /// The root directory's inode number (as FUSE's `FUSE_ROOT_ID`).
+    pub const ROOT: Ino = Ino(1);
+}
+
+/// Open file handle, returned by `open`/`create`/`opendir`, valid until released.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Fh(pub u64);
+
+/// The kind of an inode. Fixed at creation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FileKind {
+    /// Regular file with sparse paged data.
+    RegularFile,
+    /// Directory.
+    Directory,
+    /// Symbolic link.
+    Symlink,
+    /// Named pipe.
+    NamedPipe,
+    /// Unix domain socket node.
+    Socket,
+    /// Character device node.
+    CharDevice,
+    /// Block device node.
+    BlockDevice,
+}
+
+impl FileKind {
+    /// The `S_IFMT` bits of this kind.
+    #[must_use]
+    pub fn mode_bits(self) -> u32 {
+        match self {
+            FileKind::RegularFile => libc::S_IFREG,
+            FileKind::Directory => libc::S_IFDIR,
+            FileKind::Symlink => libc::S_IFLNK,
+            FileKind::NamedPipe => libc::S_IFIFO,
+            FileKind::Socket => libc::S_IFSOCK,
+            FileKind::CharDevice => libc::S_IFCHR,
+            FileKind::BlockDevice => libc::S_IFBLK,
+        }
+    }
+
+    /// The kind named by the `S_IFMT` bits of a mode, if any.
+    #[must_use]
+    pub fn from_mode(mode: u32) -> Option<FileKind> {
+        match mode & libc::S_IFMT {
+            libc::S_IFREG => Some(FileKind::RegularFile),
+            libc::S_IFDIR => Some(FileKind::Directory),
+            libc::S_IFLNK => Some(FileKind::Symlink),
+            libc::S_IFIFO => Some(FileKind::NamedPipe),
+            libc::S_IFSOCK => Some(FileKind::Socket),
+            libc::S_IFCHR => Some(FileKind::CharDevice),
+            libc::S_IFBLK => Some(FileKind::BlockDevice),
+            _ => None,
+        }
+    }
+}
+
+/// A point in time with nanoseconds, seconds since the Unix epoch (may be negative).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Timespec {
+    /// Seconds since the epoch.
+    pub sec: i64,
+    /// Nanoseconds, `0..1_000_000_000`.
+    pub nsec: u32,
+}
+
+impl Timespec {
+    /// The current wall-clock time.
+    #[must_use]
+    pub fn now() -> Timespec {
+        match SystemTime::now().duration_since(UNIX_EPOCH) {
+            Ok(d) => Timespec {
+                sec: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+                nsec: d.subsec_nanos(),
+            },
+            Err(e) => {
+                let d = e.duration();
+                let sec = -i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+                if d.subsec_nanos() == 0 {
+                    Timespec { sec, nsec: 0 }
+                } else {
+                    Timespec {
+                        sec: sec - 1,
+                        nsec: 1_000_000_000 - d.subsec_nanos(),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Convert to `SystemTime` (saturating at the representable range).
+    #[must_use]
+    pub fn to_system_time(self) -> SystemTime {
+        use std::time::Duration;
+        if self.sec >= 0 {
+            UNIX_EPOCH + Duration::new(self.sec.unsigned_abs(), self.nsec)
+        } else {
+            UNIX_EPOCH - Duration::from_secs(self.sec.unsigned_abs())
+                + Duration::from_nanos(u64::from(self.nsec))
+        }
+    }
+
+    /// Convert from `SystemTime`.
+    #[must_use]
+    pub fn from_system_time(t: SystemTime) -> Timespec {
+        match t.duration_since(UNIX_EPOCH) {
+            Ok(d) => Timespec {
+                sec: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+                nsec: d.subsec_nanos(),
+            },
+            Err(e) => {
+                let d = e.duration();
+                let sec = -i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+                if d.subsec_nanos() == 0 {
+                    Timespec { sec, nsec: 0 }
+                } else {
+                    Timespec {
+                        sec: sec - 1,
+                        nsec: 1_000_000_000 - d.subsec_nanos(),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A time to set with `setattr`: the current time or an explicit one (`UTIME_NOW` vs a value).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetTime {
+    /// The current time (`UTIME_NOW`).
+    Now,
+    /// An explicit time.
+    At(Timespec),
+}
+
+/// Attributes of an inode, as `stat` reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attr {
+    /// Inode number.
+    pub ino: Ino,
+    /// Generation: with `ino`, unique for the life of the filesystem.
+    pub generation: u64,
+    /// Kind of file.
+    pub kind: FileKind,
+    /// Permission bits and set-id/sticky bits (`mode & 0o7777`).
+    pub perm: u32,
+    /// Number of hard links (0 for an unlinked-but-open or anonymous file).
+    pub nlink: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Device number for device nodes, else 0.
+    pub rdev: u64,
+    /// Size in bytes (directories: 20 per entry plus 40, as tmpfs; symlinks: target length).
+    pub size: u64,
+    /// 512-byte blocks allocated: data pages (resident, swapped or reserved) times 8.
+    pub blocks: u64,
+    /// Preferred I/O size.
+    pub blksize: u32,
+    /// Last access.
+    pub atime: Timespec,
+    /// Last data modification.
+    pub mtime: Timespec,
+    /// Last status change.
+    pub ctime: Timespec,
+    /// Creation (birth) time.
+    pub btime: Timespec,
+}
+
+impl Attr {
+    /// Full `st_mode`: kind bits plus permission bits.
+    #[must_use]
+    pub fn mode(&self) -> u32 {
+        self.kind.mode_bits() | self.perm
+    }
+}
+
+/// Which attributes `setattr` changes; `None` leaves a field alone.
+///
+/// Every `setattr` call updates ctime, as Linux's `notify_change` does, so `chown(-1, -1)`
+/// (all fields `None`) still changes ctime.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SetAttr {
+    /// New permission bits (`& 0o7777`).
+    pub mode: Option<u32>,
+    /// New owner.
+    pub uid: Option<u32>,
+    /// New group.
+    pub gid: Option<u32>,
+    /// New size (regular files only): truncate or extend.
+    pub size: Option<u64>,
+    /// New access time.
+    pub atime: Option<SetTime>,
+    /// New modification time.
+    pub mtime: Option<SetTime>,
+    /// Explicit ctime (FUSE can send one); otherwise ctime becomes now.
+    pub ctime: Option<Timespec>,
+}
+
+/// The credentials of a caller: who asks. Permission checks use them; new inodes are owned by
+/// `uid` and `gid` (or the directory's group, below a set-group-ID directory).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Ctx {
+    /// Effective (fs) user ID.
+    pub uid: u32,
+    /// Effective (fs) group ID.
+    pub gid: u32,
+    /// Supplementary groups.
+    pub groups: Vec<u32>,
+    /// File-creation mask applied to the mode of new inodes (0 when the caller already applied it).
+    pub umask: u32,
+}
+
+impl Ctx {
+    /// Root credentials (uid 0, gid 0): every permission check passes, as with all capabilities.
+    #[must_use]
+    pub fn root() -> Ctx {
+        Ctx::default()
+    }
+
+    /// Unprivileged credentials with no supplementary groups.
+    #[must_use]
+    pub fn user(uid: u32, gid: u32) -> Ctx {
+        Ctx {
+            uid,
+            gid,
+            groups: Vec::new(),
+            umask: 0,
+        }
+    }
+
+    /// Whether the caller is privileged (uid 0 holds every capability here).
+    #[must_use]
+    pub fn is_root(&self) -> bool {
+        self.uid == 0
+    }
+
+    /// Whether `gid` is the caller's group or one of its supplementary groups.
+    #[must_use]
+    pub fn in_group(&self, gid: u32) -> bool {
+        self.gid == gid || self.groups.contains(&gid)
+    }
+}
+
+/// Access mask bits for [`crate::Filesystem::access`] (as `access(2)`'s `R_OK|W_OK|X_OK`).
+pub mod access {
+    /// Test for existence only.
+    pub const F_OK: u32 = 0;
+    /// Read.
+    pub const R_OK: u32 = 4;
+    /// Write.
+    pub const W_OK: u32 = 2;
+    /// Execute or search.
+    pub const X_OK: u32 = 1;
+}
+
+/// Flags of `open`: the access mode and the flags the engine acts on. Built from `open(2)` flags
+/// with [`OpenFlags::from_libc`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OpenFlags {
+    /// Open for reading.
+    pub read: bool,
+    /// Open for writing.
+    pub write: bool,
+    /// Every write goes to the end of the file.
+    pub append: bool,
+    /// Truncate to 0 on open (needs `write`).
+    pub truncate: bool,
+    /// Do not update atime on reads (`O_NOATIME`).
+    pub noatime: bool,
+}
+
+impl OpenFlags {
+    /// Read-only.
+    pub const READ: OpenFlags = OpenFlags {
+        read: true,
+        write: false,
+        append: false,
+        truncate: false,
+        noatime: false,
+    };
+    /// Write-only.
+    pub const WRITE: OpenFlags = OpenFlags {
+        read: false,
+        write: true,
+        append: false,
+        truncate: false,
+        noatime: false,
+    };
+    /// Read and write.
+    pub const READ_WRITE: OpenFlags = OpenFlags {
+        read: true,
+        write: true,
+        append: false,
+        truncate: false,
+        noatime: false,
+    };
+
+    /// Decode `open(2)` flags.
+    #[must_use]
+    pub fn from_libc(flags: i32) -> OpenFlags {
+        let acc = flags & libc::O_ACCMODE;
+        OpenFlags {
+            read: acc == libc::O_RDONLY || acc == libc::O_RDWR,
+            write: acc == libc::O_WRONLY || acc == libc::O_RDWR,
+            append: flags & libc::O_APPEND != 0,
+            truncate: flags & libc::O_TRUNC != 0,
+            noatime: flags & libc::O_NOATIME != 0,
+        }
+    }
+}
+
+/// Flags of `rename`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RenameFlags {
+    /// Fail with `Exists` if the target exists (`RENAME_NOREPLACE`).
+    pub noreplace: bool,
+    /// Atomically swap source and target, both of which must exist (`RENAME_EXCHANGE`).
+    pub exchange: bool,
+    /// Leave a whiteout (a 0:0 character device) at the source name (`RENAME_WHITEOUT`).
+    pub whiteout: bool,
+}
+
+impl RenameFlags {
+    /// Decode `renameat2(2)` flags; unknown bits are `Invalid`.
+    ///
+    /// # Errors
+    /// [`crate::FsError::Invalid`] for unknown bits.
+    pub fn from_libc(flags: u32) -> crate::Result<RenameFlags> {
+        const NOREPLACE: u32 = 1;
+        const EXCHANGE: u32 = 2;
+        const WHITEOUT: u32 = 4;
+        if flags & !(NOREPLACE | EXCHANGE | WHITEOUT) != 0 {
+            return Err(crate::FsError::Invalid);
+        }
+        Ok(RenameFlags {
+            noreplace: flags & NOREPLACE != 0,
+            exchange: flags & EXCHANGE != 0,
+            whiteout: flags & WHITEOUT != 0,
+        })
+    }
+}
+
+/// What `fallocate` does. Linux tmpfs supports exactly these; anything else is `NotSupported`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FallocateMode {
+    /// Reserve the range and extend the file size if the range ends past it (mode 0).
+    Allocate,
+    /// Reserve the range, leave the size alone (`FALLOC_FL_KEEP_SIZE`).
+    KeepSize,
+    /// Free the range; it reads zero afterwards (`FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE`).
+    PunchHole,
+}
+
+impl FallocateMode {
+    /// Decode `fallocate(2)` mode bits.
+    ///
+    /// # Errors
+    /// [`crate::FsError::NotSupported`] for any mode tmpfs does not support (as tmpfs);
+    /// punch without keep-size is [`crate::FsError::NotSupported`] too.
+    pub fn from_libc(mode: i32) -> crate::Result<FallocateMode> {
+        const KEEP_SIZE: i32 = 0x01;
+        const PUNCH_HOLE: i32 = 0x02;
+        match mode {
+            0 => Ok(FallocateMode::Allocate),
+            KEEP_SIZE => Ok(FallocateMode::KeepSize),
+            m if m == PUNCH_HOLE | KEEP_SIZE => Ok(FallocateMode::PunchHole),
+            _ => Err(crate::FsError::NotSupported),
+        }
+    }
+}
+
+/// `lseek` whence values the engine computes itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeekWhence {
+    /// Next offset at or after `offset` that holds data (`SEEK_DATA`).
+    Data,
+    /// Next offset at or after `offset` that is a hole, or EOF (`SEEK_HOLE`).
+    Hole,
+}
+
+/// One directory entry returned by `readdir`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    /// Inode of the entry.
+    pub ino: Ino,
+    /// Cookie of this entry: pass it as `offset` to continue after it. Stable for the entry's life.
+    pub cookie: u64,
+    /// Kind of the entry's inode.
+    pub kind: FileKind,
+    /// Name (bytes, no `/` or NUL).
+    pub name: Vec<u8>,
+}
+
+/// What `statfs` reports, tmpfs style.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatFs {
+    /// Block size (`PAGE_SIZE`).
+    pub bsize: u32,
+    /// Total blocks (the `size` limit in pages; a large non-zero figure when unlimited).
+    pub blocks: u64,
+    /// Free blocks.
+    pub bfree: u64,
+    /// Free blocks for unprivileged users (same as `bfree`).
+    pub bavail: u64,
+    /// Total inodes (`nr_inodes`; a large non-zero figure when unlimited).
+    pub files: u64,
+    /// Free inodes (remaining inode space / 1024, as tmpfs).
+    pub ffree: u64,
+    /// Longest name.
+    pub namelen: u32,
+    /// Fragment size.
+    pub frsize: u32,
+}
+
+/// Live usage figures of the filesystem.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Usage {
+    /// Data pages charged against `size`: resident + swapped + reserved.
+    pub charged_pages: u64,
+    /// Pages whose data is in RAM.
+    pub resident_pages: u64,
+    /// Pages whose data is in the swap file.
+    pub swapped_pages: u64,
+    /// Pages reserved by fallocate and not yet written: charged, read as zero, cost no RAM.
+    pub reserved_pages: u64,
+    /// Inodes alive (linked, open, or anonymous).
+    pub inodes: u64,
+    /// Inode space used, in bytes (1024 per inode and per extra hard link, plus xattrs).
+    pub inode_space_used: u64,
+}
