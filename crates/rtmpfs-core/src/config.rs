@@ -1,5 +1,7 @@
 //! Configuration of a filesystem instance: limits, root attributes, policy switches.
 
+use std::path::PathBuf;
+
 use crate::error::ConfigError;
 
 /// How a [`crate::Filesystem`] is built. `Config::default()` is an unlimited tmpfs whose root is
@@ -28,6 +30,39 @@ pub struct Config {
     pub read_only: bool,
     /// Do not update atime on reads (`noatime`); otherwise relatime rules apply.
     pub noatime: bool,
+    /// The RAM budget for file data in bytes (`memory=`), rounded down to whole pages. `None`:
+    /// no separate budget, every page stays resident (up to `size`). With a budget, cold pages
+    /// go to the swap file (or, with `swap: None`, the budget is a hard cap: `NoSpace`).
+    pub memory_bytes: Option<u64>,
+    /// Where and how pages leave RAM when a budget is set; `None` is `noswap`.
+    pub swap: Option<SwapConfig>,
+    /// Run a background evictor thread that keeps some of the budget free, so writers rarely
+    /// reclaim memory themselves. Off only in deterministic tests.
+    pub background_evictor: bool,
+}
+
+/// The private swap file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SwapConfig {
+    /// Directory that holds the swap file (`swap=`). The file is anonymous (`O_TMPFILE`).
+    pub dir: PathBuf,
+    /// Most bytes the swap file may hold (`swap_size=`); `None`: `size - memory` (unbounded when
+    /// `size` is).
+    pub size_bytes: Option<u64>,
+    /// Seal every swapped page with AES-256-GCM under a key held only in memory (default on).
+    pub encrypt: bool,
+}
+
+impl SwapConfig {
+    /// Swap in the system's temporary directory, encrypted, sized `size - memory`.
+    #[must_use]
+    pub fn in_temp_dir() -> SwapConfig {
+        SwapConfig {
+            dir: std::env::temp_dir(),
+            size_bytes: None,
+            encrypt: true,
+        }
+    }
 }
 
 impl Default for Config {
@@ -42,6 +77,9 @@ impl Default for Config {
             track_lookups: false,
             read_only: false,
             noatime: false,
+            memory_bytes: None,
+            swap: None,
+            background_evictor: true,
         }
     }
 }
@@ -53,10 +91,7 @@ impl Config {
     /// A [`ConfigError`] naming the bad field.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.root_mode & !0o7777 != 0 {
-            return Err(ConfigError(format!(
-                "mode {:o} has bits outside 07777",
-                self.root_mode
-            )));
+            return Err(ConfigError(format!("mode {:o} has bits outside 07777", self.root_mode)));
         }
         if let Some(size) = self.size_bytes {
             if size < crate::PAGE_SIZE {
@@ -64,6 +99,30 @@ impl Config {
                     "size {size} is smaller than one page ({} bytes)",
                     crate::PAGE_SIZE
                 )));
+            }
+        }
+        if let Some(mem) = self.memory_bytes {
+            if mem < crate::PAGE_SIZE {
+                return Err(ConfigError(format!(
+                    "memory {mem} is smaller than one page ({} bytes)",
+                    crate::PAGE_SIZE
+                )));
+            }
+            if let Some(size) = self.size_bytes {
+                if mem > size {
+                    return Err(ConfigError(format!(
+                        "memory ({mem} bytes) is larger than size ({size} bytes)"
+                    )));
+                }
+            }
+        } else if self.swap.as_ref().is_some_and(|s| s.size_bytes.is_some()) {
+            return Err(ConfigError(
+                "swap_size needs memory= (a RAM budget) to mean anything".into(),
+            ));
+        }
+        if let Some(swap) = &self.swap {
+            if swap.size_bytes.is_some_and(|b| b < crate::PAGE_SIZE) {
+                return Err(ConfigError("swap_size is smaller than one page".into()));
             }
         }
         if self.max_inodes == Some(0) {

@@ -149,12 +149,7 @@ mod tests {
         {
             let mut d = body.entries.write();
             for i in 0..5u64 {
-                body.insert(
-                    &mut d,
-                    format!("f{i}").as_bytes(),
-                    Ino(10 + i),
-                    FileKind::RegularFile,
-                );
+                body.insert(&mut d, format!("f{i}").as_bytes(), Ino(10 + i), FileKind::RegularFile);
             }
         }
         let first = names_after(&body, 0);
@@ -166,10 +161,7 @@ mod tests {
             body.remove(&mut d, b"f3");
             body.insert(&mut d, b"new", Ino(99), FileKind::RegularFile);
         }
-        let rest: Vec<_> = names_after(&body, resume_after)
-            .into_iter()
-            .map(|(_, n)| n)
-            .collect();
+        let rest: Vec<_> = names_after(&body, resume_after).into_iter().map(|(_, n)| n).collect();
         assert_eq!(rest, vec![b"f2".to_vec(), b"f4".to_vec(), b"new".to_vec()]);
         assert_eq!(body.size(), 40 + 4 * 20);
     }

@@ -153,10 +153,12 @@ impl Inode {
 
 const SHARDS: usize = 64;
 
+type InodeShard = RwLock<HashMap<u64, Arc<Inode>>>;
+
 /// Inode number -> inode. Sharded so that unrelated operations do not contend. Rank
 /// `InodeTable`: a leaf; no other lock is taken while a shard is held.
 pub(crate) struct InodeTable {
-    shards: Box<[RwLock<HashMap<u64, Arc<Inode>>>]>,
+    shards: Box<[InodeShard]>,
 }
 
 impl InodeTable {
@@ -168,7 +170,7 @@ impl InodeTable {
         }
     }
 
-    fn shard(&self, ino: Ino) -> &RwLock<HashMap<u64, Arc<Inode>>> {
+    fn shard(&self, ino: Ino) -> &InodeShard {
         &self.shards[(ino.0 as usize) % SHARDS]
     }
 

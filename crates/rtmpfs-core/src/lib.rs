@@ -56,19 +56,21 @@ mod file;
 mod fs;
 mod inode;
 mod limits;
+mod mem;
 mod name;
+mod pager;
 mod perm;
+pub mod swap;
 pub mod sync;
 mod types;
 mod xattr;
 
-pub use config::Config;
+pub use config::{Config, SwapConfig};
 pub use error::{ConfigError, FsError, Result};
 pub use fs::Filesystem;
 pub use fs::{fit_xattr_reply, XattrFit};
 pub use types::{
-    access, Attr, Ctx, DirEntry, FallocateMode, Fh, FileKind, Ino, OpenFlags, RenameFlags,
-    SeekWhence, SetAttr, SetTime, StatFs, Timespec, Usage, MAX_FILE_SIZE, NAME_MAX, PAGE_SIZE,
-    SYMLINK_MAX,
+    access, Attr, Ctx, DirEntry, FallocateMode, Fh, FileKind, Ino, OpenFlags, RenameFlags, SeekWhence, SetAttr,
+    SetTime, StatFs, Timespec, Usage, MAX_FILE_SIZE, NAME_MAX, PAGE_SIZE, SYMLINK_MAX,
 };
 pub use xattr::{XattrSetMode, XATTR_LIST_MAX, XATTR_NAME_MAX, XATTR_SIZE_MAX};

@@ -41,10 +41,7 @@ impl Budget {
         };
         let mut cur = self.used.load(Ordering::Relaxed);
         loop {
-            let next = cur
-                .checked_add(n)
-                .filter(|&v| v <= max)
-                .ok_or(FsError::NoSpace)?;
+            let next = cur.checked_add(n).filter(|&v| v <= max).ok_or(FsError::NoSpace)?;
             match self
                 .used
                 .compare_exchange_weak(cur, next, Ordering::Relaxed, Ordering::Relaxed)

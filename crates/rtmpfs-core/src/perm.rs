@@ -45,8 +45,7 @@ pub(crate) fn check(ctx: &Ctx, o: Owner, mask: u32) -> Result<()> {
 /// The sticky-bit rule for removing or renaming `child` out of `dir`: in a sticky directory only
 /// the owner of the entry, the owner of the directory, or root may do it.
 pub(crate) fn check_sticky(ctx: &Ctx, dir: Owner, child: Owner) -> Result<()> {
-    if dir.perm & libc::S_ISVTX == 0 || ctx.is_root() || ctx.uid == child.uid || ctx.uid == dir.uid
-    {
+    if dir.perm & libc::S_ISVTX == 0 || ctx.is_root() || ctx.uid == child.uid || ctx.uid == dir.uid {
         Ok(())
     } else {
         Err(FsError::Perm)
@@ -90,14 +89,8 @@ mod tests {
         let o = owner(0o640, 10, 20);
         assert!(check(&Ctx::user(10, 99), o, access::R_OK | access::W_OK).is_ok());
         assert!(check(&Ctx::user(11, 20), o, access::R_OK).is_ok());
-        assert_eq!(
-            check(&Ctx::user(11, 20), o, access::W_OK),
-            Err(FsError::Access)
-        );
-        assert_eq!(
-            check(&Ctx::user(11, 21), o, access::R_OK),
-            Err(FsError::Access)
-        );
+        assert_eq!(check(&Ctx::user(11, 20), o, access::W_OK), Err(FsError::Access));
+        assert_eq!(check(&Ctx::user(11, 21), o, access::R_OK), Err(FsError::Access));
         let mut c = Ctx::user(11, 21);
         c.groups.push(20);
         assert!(check(&c, o, access::R_OK).is_ok());

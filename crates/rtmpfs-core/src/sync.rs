@@ -20,12 +20,16 @@ pub use std::sync::{
     atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering},
     Arc, Weak,
 };
+#[cfg(not(feature = "shuttle"))]
+pub use std::thread;
 
 #[cfg(feature = "shuttle")]
 pub use shuttle::sync::{
     atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering},
     Arc, Weak,
 };
+#[cfg(feature = "shuttle")]
+pub use shuttle::thread;
 
 /// The engine's lock order. A thread may only take a lock whose rank is greater than every rank it
 /// already holds (nested ranks are allowed only through the `*_nested` methods, whose callers
@@ -140,6 +144,13 @@ impl Drop for RankToken {
 
 #[cfg(not(feature = "shuttle"))]
 mod raw {
+    use std::time::Duration;
+
+    pub type Condvar = parking_lot::Condvar;
+    pub fn wait_timeout<'a, T>(c: &Condvar, mut g: MutexGuard<'a, T>, d: Duration) -> MutexGuard<'a, T> {
+        c.wait_for(&mut g, d);
+        g
+    }
     pub type Mutex<T> = parking_lot::Mutex<T>;
     pub type MutexGuard<'a, T> = parking_lot::MutexGuard<'a, T>;
     pub type RwLock<T> = parking_lot::RwLock<T>;
@@ -168,6 +179,15 @@ mod raw {
 
 #[cfg(feature = "shuttle")]
 mod raw {
+    use std::time::Duration;
+
+    pub type Condvar = shuttle::sync::Condvar;
+    pub fn wait_timeout<'a, T>(c: &Condvar, g: MutexGuard<'a, T>, d: Duration) -> MutexGuard<'a, T> {
+        match c.wait_timeout(g, d) {
+            Ok((g, _)) => g,
+            Err(e) => e.into_inner().0,
+        }
+    }
     pub type Mutex<T> = shuttle::sync::Mutex<T>;
     pub type MutexGuard<'a, T> = shuttle::sync::MutexGuard<'a, T>;
     pub type RwLock<T> = shuttle::sync::RwLock<T>;
@@ -253,6 +273,43 @@ impl<T> Deref for MutexGuard<'_, T> {
 impl<T> DerefMut for MutexGuard<'_, T> {
     fn deref_mut(&mut self) -> &mut T {
         &mut self.guard
+    }
+}
+
+/// A condition variable for [`Mutex`]. Waiting keeps the mutex's rank recorded (the thread is
+/// blocked, so it takes nothing meanwhile).
+#[derive(Default)]
+pub struct Condvar {
+    inner: raw::Condvar,
+}
+
+impl Condvar {
+    /// A new condition variable.
+    #[must_use]
+    pub fn new() -> Self {
+        Condvar {
+            inner: raw::Condvar::default(),
+        }
+    }
+
+    /// Release `guard`, wait for a notification or `timeout`, and re-lock.
+    pub fn wait_timeout<'a, T>(&self, guard: MutexGuard<'a, T>, timeout: std::time::Duration) -> MutexGuard<'a, T> {
+        let MutexGuard { guard, _token } = guard;
+        MutexGuard {
+            guard: raw::wait_timeout(&self.inner, guard, timeout),
+            _token,
+        }
+    }
+
+    /// Wake every waiter.
+    pub fn notify_all(&self) {
+        self.inner.notify_all();
+    }
+}
+
+impl fmt::Debug for Condvar {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Condvar")
     }
 }
 

@@ -118,8 +118,7 @@ impl Timespec {
         if self.sec >= 0 {
             UNIX_EPOCH + Duration::new(self.sec.unsigned_abs(), self.nsec)
         } else {
-            UNIX_EPOCH - Duration::from_secs(self.sec.unsigned_abs())
-                + Duration::from_nanos(u64::from(self.nsec))
+            UNIX_EPOCH - Duration::from_secs(self.sec.unsigned_abs()) + Duration::from_nanos(u64::from(self.nsec))
         }
     }
 
@@ -452,4 +451,30 @@ pub struct Usage {
     pub inodes: u64,
     /// Inode space used, in bytes (1024 per inode and per extra hard link, plus xattrs).
     pub inode_space_used: u64,
+    /// Pages whose data was lost to a failed swap read (EIO on access).
+    pub poisoned_pages: u64,
+    /// The RAM budget in pages (`memory=`), if any.
+    pub memory_limit_pages: Option<u64>,
+    /// Frames alive and charged to the RAM budget (resident pages plus frames in flight).
+    pub frames_in_use: u64,
+    /// Swap slots in use: swapped pages plus swap copies kept by clean resident pages.
+    pub swap_slots_used: u64,
+    /// Swap capacity in pages, if bounded.
+    pub swap_capacity_pages: Option<u64>,
+    /// Bytes spanned by the swap file.
+    pub swap_file_bytes: u64,
+    /// Whether swapped pages are encrypted.
+    pub swap_encrypted: bool,
+    /// Pages written to swap and dropped from RAM.
+    pub evictions: u64,
+    /// Pages dropped from RAM without I/O (their swap copy was still valid).
+    pub clean_evictions: u64,
+    /// Pages read back from swap.
+    pub swap_ins: u64,
+    /// Failed swap reads (each poisons a page).
+    pub swap_read_errors: u64,
+    /// Failed swap writes (the page stayed in RAM).
+    pub swap_write_errors: u64,
+    /// Times a thread had to reclaim or wait for memory itself.
+    pub direct_reclaims: u64,
 }

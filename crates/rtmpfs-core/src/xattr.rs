@@ -78,22 +78,11 @@ pub(crate) fn namespace_of(name: &[u8]) -> Result<Namespace> {
 }
 
 /// Namespace rules of `xattr_permission()` that do not depend on mode bits.
-pub(crate) fn namespace_permission(
-    ctx: &Ctx,
-    ns: Namespace,
-    kind: FileKind,
-    write: bool,
-) -> Result<()> {
-    let deny = if write {
-        FsError::Perm
-    } else {
-        FsError::NoData
-    };
+pub(crate) fn namespace_permission(ctx: &Ctx, ns: Namespace, kind: FileKind, write: bool) -> Result<()> {
+    let deny = if write { FsError::Perm } else { FsError::NoData };
     match ns {
         Namespace::Trusted if !ctx.is_root() => Err(deny),
-        Namespace::User if !matches!(kind, FileKind::RegularFile | FileKind::Directory) => {
-            Err(deny)
-        }
+        Namespace::User if !matches!(kind, FileKind::RegularFile | FileKind::Directory) => Err(deny),
         _ => Ok(()),
     }
 }
@@ -123,10 +112,7 @@ mod tests {
         assert_eq!(namespace_of(b"security.selinux"), Ok(Namespace::Security));
         assert_eq!(namespace_of(b"user."), Err(FsError::Invalid));
         assert_eq!(namespace_of(b"foo.bar"), Err(FsError::NotSupported));
-        assert_eq!(
-            namespace_of(b"system.posix_acl_access"),
-            Err(FsError::NotSupported)
-        );
+        assert_eq!(namespace_of(b"system.posix_acl_access"), Err(FsError::NotSupported));
         assert_eq!(namespace_of(b""), Err(FsError::Range));
         let long = [b"user.".as_slice(), &[b'x'; 251]].concat();
         assert_eq!(namespace_of(&long), Err(FsError::Range));
@@ -147,8 +133,6 @@ mod tests {
             namespace_permission(&u, Namespace::User, FileKind::Symlink, true),
             Err(FsError::Perm)
         );
-        assert!(
-            namespace_permission(&Ctx::root(), Namespace::Trusted, FileKind::Symlink, true).is_ok()
-        );
+        assert!(namespace_permission(&Ctx::root(), Namespace::Trusted, FileKind::Symlink, true).is_ok());
     }
 }

@@ -1,11 +1,13 @@
 //! Regular-file data: a sparse page map behind two locks.
 //!
 //! * `io` (rank `FileIo`, the role of Linux's `i_rwsem`) serialises everything that changes the
-//!   size or allocates: write, truncate, punch, fallocate. Reads never take it, and neither will
-//!   the evictor or swap-in: that is the rule that makes the 2001 deadlock impossible here — a
-//!   reader (a page fault served over FUSE) can never wait for a writer's `io` lock.
-//! * `pages` (rank `PageMap`) is held only to look up or change slots, never across allocation,
-//!   I/O, or a wait for memory. Page data sits behind each frame's own lock.
+//!   size or allocates: write, truncate, punch, fallocate. Reads never take it, nor do swap-in
+//!   and the evictor: that is the rule that makes the 2001 deadlock impossible here — a reader
+//!   (a page fault served over FUSE) never waits for a writer's `io` lock.
+//! * `pages` (rank `PageMap`) is held only to look up or change slots and to copy bytes in or
+//!   out of resident frames — never across allocation, swap I/O, or a wait for memory. A thread
+//!   that let go of it to do slow work re-checks the slot before publishing (compare-and-set
+//!   against the state it saw) and retries on a mismatch.
 //!
 //! `size` is written only under `io` (exclusive) and read lock-free. Invariant: bytes of a page
 //! beyond `size` are zero (truncate zeroes the tail of the last page), so extending a file never
@@ -13,9 +15,11 @@
 
 pub(crate) mod page_map;
 
-use crate::accounting::Accounting;
 use crate::error::{FsError, Result};
-use crate::sync::{AtomicU64, LockRank, Ordering, RwLock, WriteGuard};
+use crate::inode::Inode;
+use crate::pager::Pager;
+use crate::swap::{PageId, StoreError, Swap, SwapEntry};
+use crate::sync::{Arc, AtomicU64, LockRank, Ordering, RwLock, Weak, WriteGuard};
 use crate::types::{SeekWhence, MAX_FILE_SIZE, PAGE_SIZE};
 use page_map::{Frame, PageMap, Slot, SlotState, PAGE};
 
@@ -26,8 +30,29 @@ const READ_BATCH_PAGES: u64 = 64;
 /// Proof that the caller holds a file's I/O lock exclusively.
 pub(crate) type IoGuard<'a> = WriteGuard<'a, ()>;
 
+/// What became of one eviction attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EvictOutcome {
+    /// Written to swap and dropped from RAM.
+    Evicted,
+    /// Dropped from RAM without I/O: its swap copy was still valid.
+    Clean,
+    /// The page is no longer this frame (truncated, rewritten): forget the entry.
+    Gone,
+    /// In use or changed meanwhile: try later.
+    Busy,
+    /// No swap slot free.
+    Full,
+    /// The swap write failed; the page stays resident.
+    IoError,
+}
+
 /// The data of one regular file.
 pub(crate) struct FileData {
+    /// Immutable: the inode number (bound into swap seals).
+    ino: u64,
+    /// Immutable: the owning inode, for the evictor's CLOCK entries.
+    owner: Weak<Inode>,
     /// Rank `FileIo`. See the module docs.
     io: RwLock<()>,
     /// Written under `io`; read lock-free.
@@ -39,8 +64,10 @@ pub(crate) struct FileData {
 }
 
 impl FileData {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(ino: u64, owner: Weak<Inode>) -> Self {
         FileData {
+            ino,
+            owner,
             io: RwLock::new(LockRank::FileIo, ()),
             size: AtomicU64::new(0),
             pages: RwLock::new(LockRank::PageMap, PageMap::default()),
@@ -61,59 +88,83 @@ impl FileData {
         self.io.write()
     }
 
-    /// Read into `buf` from `offset`; returns bytes read (short at EOF). Takes no I/O lock.
+    fn page_id(&self, idx: u64) -> PageId {
+        PageId { ino: self.ino, idx }
+    }
+
+    /// Whether reading `[offset, offset + len)` would need swap I/O.
+    pub(crate) fn range_needs_swap_in(&self, offset: u64, len: u64) -> bool {
+        let end = self.size().min(offset.saturating_add(len));
+        if offset >= end {
+            return false;
+        }
+        let map = self.pages.read();
+        map.slots
+            .range(offset / PAGE_SIZE..=(end - 1) / PAGE_SIZE)
+            .any(|(_, s)| matches!(s, Slot::Swapped(_)))
+    }
+
+    /// Read into `buf` from `offset`; returns bytes read (short at EOF). Takes no I/O lock;
+    /// swaps pages in as needed, with no lock held during the I/O.
     ///
     /// # Errors
-    /// `Io` when the first page touched is poisoned; a poisoned page later in the range ends the
-    /// read short before it.
-    pub(crate) fn read(&self, offset: u64, buf: &mut [u8]) -> Result<usize> {
+    /// `Io` when the first page touched is poisoned (or its swap-in fails); a bad page later in
+    /// the range ends the read short before it. `NoSpace` if no frame can be had for a swap-in.
+    pub(crate) fn read(&self, pager: &Pager, offset: u64, buf: &mut [u8]) -> Result<usize> {
         let size = self.size();
         if offset >= size || buf.is_empty() {
             return Ok(0);
         }
         let end = size.min(offset.saturating_add(buf.len() as u64));
         let mut pos = offset;
+        let short_or = |pos: u64, e: FsError| {
+            if pos == offset {
+                Err(e)
+            } else {
+                Ok((pos - offset) as usize)
+            }
+        };
         while pos < end {
-            let map = self.pages.read();
-            let batch_end = end.min((pos / PAGE_SIZE + READ_BATCH_PAGES) * PAGE_SIZE);
-            while pos < batch_end {
-                let idx = pos / PAGE_SIZE;
-                let in_page = (pos % PAGE_SIZE) as usize;
-                let n = (PAGE - in_page).min((batch_end - pos) as usize);
-                let out = &mut buf[(pos - offset) as usize..(pos - offset) as usize + n];
-                match map.slots.get(&idx) {
-                    None | Some(Slot::Reserved) => out.fill(0),
-                    Some(Slot::Resident(frame)) => {
-                        out.copy_from_slice(&frame.data.read()[in_page..in_page + n])
+            let mut swap_in = None;
+            {
+                let map = self.pages.read();
+                let batch_end = end.min((pos / PAGE_SIZE + READ_BATCH_PAGES) * PAGE_SIZE);
+                while pos < batch_end {
+                    let idx = pos / PAGE_SIZE;
+                    let in_page = (pos % PAGE_SIZE) as usize;
+                    let n = (PAGE - in_page).min((batch_end - pos) as usize);
+                    let out = &mut buf[(pos - offset) as usize..(pos - offset) as usize + n];
+                    match map.slots.get(&idx) {
+                        None | Some(Slot::Reserved) => out.fill(0),
+                        Some(Slot::Resident(frame)) => {
+                            out.copy_from_slice(&frame.data.read()[in_page..in_page + n]);
+                            frame.touch();
+                        }
+                        Some(Slot::Swapped(e)) => {
+                            swap_in = Some((idx, *e));
+                            break;
+                        }
+                        Some(Slot::Poisoned) => return short_or(pos, FsError::Io),
                     }
-                    Some(Slot::Swapped(_) | Slot::Poisoned) => {
-                        // No swap tier yet: a swapped page cannot exist. Poisoned pages are EIO.
-                        return if pos == offset {
-                            Err(FsError::Io)
-                        } else {
-                            Ok((pos - offset) as usize)
-                        };
-                    }
+                    pos += n as u64;
                 }
-                pos += n as u64;
+            }
+            if let Some((idx, e)) = swap_in {
+                if let Err(err) = self.swap_in(pager, idx, e) {
+                    return short_or(pos, err);
+                }
             }
         }
         Ok((end - offset) as usize)
     }
 
     /// Write `data` at `offset`, allocating pages as needed; extends the size. Returns bytes
-    /// written, which is short only if space ran out after some bytes landed.
+    /// written, which is short only if space ran out (or a page was lost) after some bytes landed.
     ///
     /// # Errors
     /// `FileTooBig` at or past the maximum size; `NoSpace` if not even the first page could be
     /// charged; `Io` on a poisoned first page.
-    pub(crate) fn write(
-        &self,
-        _io: &IoGuard<'_>,
-        acct: &Accounting,
-        offset: u64,
-        data: &[u8],
-    ) -> Result<usize> {
+    pub(crate) fn write(&self, _io: &IoGuard<'_>, pager: &Pager, offset: u64, data: &[u8]) -> Result<usize> {
         if data.is_empty() {
             return Ok(0);
         }
@@ -127,14 +178,12 @@ impl FileData {
             let idx = pos / PAGE_SIZE;
             let in_page = (pos % PAGE_SIZE) as usize;
             let n = (PAGE - in_page).min((len - done) as usize);
-            let frame = match self.frame_for_write(acct, idx) {
-                Ok(f) => f,
+            let src = &data[done as usize..done as usize + n];
+            match self.modify_page(pager, idx, |page| page[in_page..in_page + n].copy_from_slice(src)) {
+                Ok(()) => done += n as u64,
                 Err(e) if done == 0 => return Err(e),
                 Err(_) => break,
-            };
-            frame.data.write()[in_page..in_page + n]
-                .copy_from_slice(&data[done as usize..done as usize + n]);
-            done += n as u64;
+            }
         }
         let end = offset + done;
         if end > self.size() {
@@ -143,41 +192,173 @@ impl FileData {
         Ok(done as usize)
     }
 
-    /// The resident frame of page `idx`, allocating (and charging) it if it is a hole or reserved.
-    /// The page map is never locked while allocating: the state seen before is re-checked before
-    /// the new frame is published, and a loser retries.
-    fn frame_for_write(&self, acct: &Accounting, idx: u64) -> Result<crate::sync::Arc<Frame>> {
+    /// Apply `change` to the bytes of page `idx`, making it resident first (allocating a hole or
+    /// reserved page, or swapping it in). The change is made under the page-map read lock and
+    /// the frame's write lock, and bumps the frame's version; a swap copy it had is dropped.
+    fn modify_page(&self, pager: &Pager, idx: u64, mut change: impl FnMut(&mut [u8; PAGE])) -> Result<()> {
+        loop {
+            self.make_resident(pager, idx)?;
+            let map = self.pages.read();
+            let Some(Slot::Resident(frame)) = map.slots.get(&idx) else {
+                continue;
+            };
+            let mut bytes = frame.data.write();
+            change(&mut bytes);
+            frame.version.fetch_add(1, Ordering::AcqRel);
+            frame.touch();
+            if let Some(origin) = frame.take_origin() {
+                if let Some(swap) = pager.tier.as_ref().and_then(|t| t.swap.as_ref()) {
+                    swap.free(origin.slot);
+                }
+            }
+            return Ok(());
+        }
+    }
+
+    /// Make page `idx` resident: allocate (and charge) a hole, materialise a reserved page,
+    /// swap a swapped one in. Holds no lock while allocating or doing I/O.
+    fn make_resident(&self, pager: &Pager, idx: u64) -> Result<()> {
         loop {
             let seen = {
                 let map = self.pages.read();
                 match map.slots.get(&idx) {
-                    Some(Slot::Resident(f)) => return Ok(f.clone()),
+                    Some(Slot::Resident(_)) => return Ok(()),
                     Some(Slot::Poisoned) => return Err(FsError::Io),
-                    Some(Slot::Swapped(_)) => return Err(FsError::Io),
                     other => other.map_or(SlotState::Hole, Slot::state),
                 }
             };
-            if seen == SlotState::Hole {
-                acct.pages.charge(1)?;
+            if let SlotState::Swapped(e) = seen {
+                self.swap_in(pager, idx, e)?;
+                continue;
             }
-            let frame = Frame::new_zeroed();
+            if seen == SlotState::Hole {
+                pager.acct.pages.charge(1)?;
+            }
+            let frame = match pager.new_frame() {
+                Ok(f) => f,
+                Err(e) => {
+                    if seen == SlotState::Hole {
+                        pager.acct.pages.uncharge(1);
+                    }
+                    return Err(e);
+                }
+            };
             let mut map = self.pages.write();
             if map.state(idx) != seen {
                 drop(map);
                 if seen == SlotState::Hole {
-                    acct.pages.uncharge(1);
+                    pager.acct.pages.uncharge(1);
                 }
                 continue;
             }
             let new = Slot::Resident(frame.clone());
             match map.slots.insert(idx, new) {
-                Some(old) => acct.moved(&old, &Slot::Resident(frame.clone())),
+                Some(old) => pager.acct.moved(&old, &Slot::Resident(frame.clone())),
                 None => {
-                    acct.add(&Slot::Resident(frame.clone()));
+                    pager.acct.add(&Slot::Resident(frame.clone()));
                     self.charged.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            return Ok(frame);
+            drop(map);
+            pager.track(&self.owner, idx, &frame);
+            return Ok(());
+        }
+    }
+
+    /// Bring swapped page `idx` (seen as `entry`) back into RAM, or poison it if its swap copy
+    /// cannot be read or does not authenticate. Publishes only if the slot still holds `entry`;
+    /// otherwise someone else changed it and the caller looks again.
+    fn swap_in(&self, pager: &Pager, idx: u64, entry: SwapEntry) -> Result<()> {
+        let tier = pager.tier.as_ref().ok_or(FsError::Io)?;
+        let swap = tier.swap.as_ref().ok_or(FsError::Io)?;
+        let frame = pager.new_frame()?;
+        let loaded = {
+            // The frame is not published yet: nobody else can see this lock.
+            let mut bytes = frame.data.write();
+            swap.load(entry, self.page_id(idx), &mut bytes)
+        };
+        let mut map = self.pages.write();
+        if map.state(idx) != SlotState::Swapped(entry) {
+            return Ok(());
+        }
+        if loaded.is_err() {
+            let old = map.slots.insert(idx, Slot::Poisoned);
+            if let Some(old) = &old {
+                pager.acct.moved(old, &Slot::Poisoned);
+            }
+            drop(map);
+            swap.free(entry.slot);
+            tier.stats.poisoned.fetch_add(1, Ordering::Relaxed);
+            return Err(FsError::Io);
+        }
+        frame.set_origin(entry);
+        let old = map.slots.insert(idx, Slot::Resident(frame.clone()));
+        if let Some(old) = &old {
+            pager.acct.moved(old, &Slot::Resident(frame.clone()));
+        }
+        drop(map);
+        tier.stats.swap_ins.fetch_add(1, Ordering::Relaxed);
+        pager.track(&self.owner, idx, &frame);
+        Ok(())
+    }
+
+    /// One eviction attempt of page `idx`, expected to be `frame`. Try-locks only; swap I/O with
+    /// no lock held; publishes `Swapped` only if the slot still holds `frame` unchanged.
+    pub(crate) fn try_evict(&self, pager: &Pager, swap: &Swap, idx: u64, frame: &Arc<Frame>) -> EvictOutcome {
+        let is_this_frame =
+            |map: &PageMap| matches!(map.slots.get(&idx), Some(Slot::Resident(f)) if Arc::ptr_eq(f, frame));
+        let (version, origin, copy) = {
+            let Some(map) = self.pages.try_read() else {
+                return EvictOutcome::Busy;
+            };
+            if !is_this_frame(&map) {
+                return EvictOutcome::Gone;
+            }
+            let Some(bytes) = frame.data.try_read() else {
+                return EvictOutcome::Busy;
+            };
+            let version = frame.version.load(Ordering::Acquire);
+            match frame.origin() {
+                Some(o) => (version, Some(o), None),
+                None => (version, None, Some(Box::new(**bytes))),
+            }
+        };
+        let (entry, fresh) = match (origin, copy) {
+            (Some(o), _) => (o, false),
+            (None, Some(copy)) => match swap.store(&copy, self.page_id(idx)) {
+                Ok(e) => (e, true),
+                Err(StoreError::Full) => return EvictOutcome::Full,
+                Err(StoreError::Io) => return EvictOutcome::IoError,
+            },
+            (None, None) => unreachable!("either a swap copy or a data copy"),
+        };
+        let give_up = |outcome| {
+            if fresh {
+                swap.free(entry.slot);
+            }
+            outcome
+        };
+        let Some(mut map) = self.pages.try_write() else {
+            return give_up(EvictOutcome::Busy);
+        };
+        if !is_this_frame(&map) {
+            return give_up(EvictOutcome::Gone);
+        }
+        if frame.version.load(Ordering::Acquire) != version {
+            return give_up(EvictOutcome::Busy);
+        }
+        if !fresh && frame.take_origin() != Some(entry) {
+            return EvictOutcome::Busy;
+        }
+        let swapped = Slot::Swapped(entry);
+        pager.acct.moved(&Slot::Resident(frame.clone()), &swapped);
+        let old = map.slots.insert(idx, swapped);
+        drop(map);
+        drop(old);
+        if fresh {
+            EvictOutcome::Evicted
+        } else {
+            EvictOutcome::Clean
         }
     }
 
@@ -186,60 +367,58 @@ impl FileData {
     ///
     /// # Errors
     /// `FileTooBig` past the maximum size.
-    pub(crate) fn truncate(
-        &self,
-        _io: &IoGuard<'_>,
-        acct: &Accounting,
-        new_size: u64,
-    ) -> Result<()> {
+    pub(crate) fn truncate(&self, _io: &IoGuard<'_>, pager: &Pager, new_size: u64) -> Result<()> {
         if new_size > MAX_FILE_SIZE {
             return Err(FsError::FileTooBig);
         }
         let old = self.size();
-        // Publish the new size first, so that racing readers clamp to it.
+        if new_size < old && new_size % PAGE_SIZE != 0 {
+            // Zero the tail first: if that fails (no frame to swap the page in), nothing changed.
+            self.zero_in_page(pager, new_size / PAGE_SIZE, (new_size % PAGE_SIZE) as usize, PAGE)?;
+        }
         self.size.store(new_size, Ordering::Release);
         if new_size < old {
-            let first_gone = new_size.div_ceil(PAGE_SIZE);
-            let removed = self.remove_pages(acct, first_gone, u64::MAX);
-            drop(removed);
-            if new_size % PAGE_SIZE != 0 {
-                self.zero_in_page(new_size / PAGE_SIZE, (new_size % PAGE_SIZE) as usize, PAGE);
-            }
+            self.remove_pages(pager, new_size.div_ceil(PAGE_SIZE), u64::MAX);
         }
         Ok(())
     }
 
     /// Free the byte range `[offset, offset + len)`: whole pages go, partial pages are zeroed.
     /// The size does not change (`FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE`).
-    pub(crate) fn punch(&self, _io: &IoGuard<'_>, acct: &Accounting, offset: u64, len: u64) {
+    ///
+    /// # Errors
+    /// `NoSpace`/`Io` if a partial page that is swapped out cannot be brought back to be zeroed;
+    /// whole pages may have been freed by then (as a partly done punch on Linux).
+    pub(crate) fn punch(&self, _io: &IoGuard<'_>, pager: &Pager, offset: u64, len: u64) -> Result<()> {
         let end = offset.saturating_add(len).min(MAX_FILE_SIZE);
         if end <= offset {
-            return;
+            return Ok(());
         }
         let first_full = offset.div_ceil(PAGE_SIZE);
         let end_full = end / PAGE_SIZE;
         if first_full < end_full {
-            drop(self.remove_pages(acct, first_full, end_full));
+            self.remove_pages(pager, first_full, end_full);
         }
         let head_page = offset / PAGE_SIZE;
         let tail_page = end / PAGE_SIZE;
         if head_page == tail_page {
-            // Both ends inside one page.
             if offset % PAGE_SIZE != 0 || end % PAGE_SIZE != 0 {
                 self.zero_in_page(
+                    pager,
                     head_page,
                     (offset % PAGE_SIZE) as usize,
                     (end % PAGE_SIZE) as usize,
-                );
+                )?;
             }
-            return;
+            return Ok(());
         }
         if offset % PAGE_SIZE != 0 {
-            self.zero_in_page(head_page, (offset % PAGE_SIZE) as usize, PAGE);
+            self.zero_in_page(pager, head_page, (offset % PAGE_SIZE) as usize, PAGE)?;
         }
         if end % PAGE_SIZE != 0 {
-            self.zero_in_page(tail_page, 0, (end % PAGE_SIZE) as usize);
+            self.zero_in_page(pager, tail_page, 0, (end % PAGE_SIZE) as usize)?;
         }
+        Ok(())
     }
 
     /// Reserve (charge) every page of `[offset, offset + len)` that is a hole, all or nothing,
@@ -251,7 +430,7 @@ impl FileData {
     pub(crate) fn reserve(
         &self,
         _io: &IoGuard<'_>,
-        acct: &Accounting,
+        pager: &Pager,
         offset: u64,
         len: u64,
         keep_size: bool,
@@ -270,11 +449,11 @@ impl FileData {
             let mut map = self.pages.write();
             let present = map.slots.range(first..=last).count() as u64;
             let holes = total - present;
-            acct.pages.charge(holes)?;
+            pager.acct.pages.charge(holes)?;
             if holes > 0 {
                 for idx in first..=last {
                     map.slots.entry(idx).or_insert_with(|| {
-                        acct.add(&Slot::Reserved);
+                        pager.acct.add(&Slot::Reserved);
                         Slot::Reserved
                     });
                 }
@@ -301,21 +480,10 @@ impl FileData {
         let start_idx = offset / PAGE_SIZE;
         match whence {
             SeekWhence::Data => {
-                let idx = map
-                    .slots
-                    .range(start_idx..)
-                    .find(|(_, s)| s.is_data())
-                    .map(|(&i, _)| i);
-                match idx {
-                    Some(i) => {
-                        let at = (i * PAGE_SIZE).max(offset);
-                        if at < size {
-                            Ok(at)
-                        } else {
-                            Err(FsError::NoDeviceOrAddress)
-                        }
-                    }
-                    None => Err(FsError::NoDeviceOrAddress),
+                let idx = map.slots.range(start_idx..).find(|(_, s)| s.is_data()).map(|(&i, _)| i);
+                match idx.map(|i| (i * PAGE_SIZE).max(offset)) {
+                    Some(at) if at < size => Ok(at),
+                    _ => Err(FsError::NoDeviceOrAddress),
                 }
             }
             SeekWhence::Hole => {
@@ -333,27 +501,35 @@ impl FileData {
 
     /// Free every page (the file's last link and handle are gone). Needs no I/O lock: nobody can
     /// reach the file any more.
-    pub(crate) fn release_all(&self, acct: &Accounting) {
-        drop(self.remove_pages(acct, 0, u64::MAX));
+    pub(crate) fn release_all(&self, pager: &Pager) {
+        self.remove_pages(pager, 0, u64::MAX);
     }
 
-    /// Remove pages `[start, end)` from the map, uncharge them, and return them so that the
-    /// caller drops the frames after the map lock is released.
-    fn remove_pages(&self, acct: &Accounting, start: u64, end: u64) -> Vec<Slot> {
+    /// Remove pages `[start, end)` from the map, uncharge them and free their swap slots; the
+    /// frames are dropped after the map lock is released.
+    fn remove_pages(&self, pager: &Pager, start: u64, end: u64) {
         let removed = self.pages.write().take_range(start, end);
-        let n = acct.remove(&removed);
+        let n = pager.acct.remove(&removed);
         self.charged.fetch_sub(n, Ordering::Relaxed);
-        removed
+        pager.dispose(&removed);
+        drop(removed);
     }
 
-    /// Zero bytes `[from, to)` of page `idx` if it is resident (holes and reserved pages read
-    /// zero already).
-    fn zero_in_page(&self, idx: u64, from: usize, to: usize) {
-        let frame = match self.pages.read().slots.get(&idx) {
-            Some(Slot::Resident(f)) => f.clone(),
-            _ => return,
-        };
-        frame.data.write()[from..to].fill(0);
+    /// Zero bytes `[from, to)` of page `idx` if it holds data (holes and reserved pages read
+    /// zero already; a swapped page is brought back first; a poisoned one stays poisoned and
+    /// unreadable, so no old byte can reappear from it).
+    fn zero_in_page(&self, pager: &Pager, idx: u64, from: usize, to: usize) -> Result<()> {
+        let needs = matches!(
+            self.pages.read().state(idx),
+            SlotState::Resident | SlotState::Swapped(_)
+        );
+        if !needs {
+            return Ok(());
+        }
+        match self.modify_page(pager, idx, |page| page[from..to].fill(0)) {
+            Err(FsError::Io) => Ok(()),
+            other => other,
+        }
     }
 
     /// Per-state slot counts of this file: (resident, reserved, swapped, poisoned).

@@ -25,33 +25,77 @@
 
 use std::collections::BTreeMap;
 
-use crate::sync::{Arc, LockRank, RwLock};
+use crate::mem::MemBudget;
+use crate::swap::SwapEntry;
+use crate::sync::{Arc, AtomicBool, AtomicU64, LockRank, Mutex, Ordering, RwLock};
 use crate::types::PAGE_SIZE;
 
 /// Bytes in one page, as `usize`.
 pub(crate) const PAGE: usize = PAGE_SIZE as usize;
 
 /// One page of file data in RAM.
+///
+/// Rule: the bytes change only under the owning page map's **read** lock plus `data`'s write
+/// lock, and every change bumps `version`; slot transitions happen only under the page map's
+/// **write** lock. So a thread holding the map's write lock sees a stable `version`, which is how
+/// the evictor knows that the copy it wrote to swap is still the page's content.
 pub(crate) struct Frame {
-    /// Rank `Frame`. Writers copy in under the write lock; readers copy out under the read lock.
+    /// Rank `Frame`.
     pub data: RwLock<Box<[u8; PAGE]>>,
+    /// Bumped by every change to `data`.
+    pub version: AtomicU64,
+    /// CLOCK reference bit: set on every access, cleared by the evictor's sweep.
+    pub referenced: AtomicBool,
+    /// A swap copy identical to `data` (swapped in, not changed since): evicting the page again
+    /// needs no I/O. Rank `Swap` (a leaf). Taken (and its slot freed) by the first change.
+    origin: Mutex<Option<SwapEntry>>,
+    /// The RAM budget this frame is charged to, released when it is dropped.
+    budget: Option<Arc<MemBudget>>,
 }
 
 impl Frame {
-    pub(crate) fn new_zeroed() -> Arc<Frame> {
+    /// A zeroed frame; `budget` must already be charged for it.
+    pub(crate) fn new_zeroed(budget: Option<Arc<MemBudget>>) -> Arc<Frame> {
         let data: Box<[u8; PAGE]> = vec![0u8; PAGE]
             .into_boxed_slice()
             .try_into()
             .unwrap_or_else(|_| unreachable!());
         Arc::new(Frame {
             data: RwLock::new(LockRank::Frame, data),
+            version: AtomicU64::new(0),
+            referenced: AtomicBool::new(true),
+            origin: Mutex::new(LockRank::Swap, None),
+            budget,
         })
+    }
+
+    /// Mark as used (CLOCK).
+    pub(crate) fn touch(&self) {
+        if !self.referenced.load(Ordering::Relaxed) {
+            self.referenced.store(true, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn origin(&self) -> Option<SwapEntry> {
+        *self.origin.lock()
+    }
+
+    pub(crate) fn set_origin(&self, e: SwapEntry) {
+        *self.origin.lock() = Some(e);
+    }
+
+    pub(crate) fn take_origin(&self) -> Option<SwapEntry> {
+        self.origin.lock().take()
     }
 }
 
-/// Where the data of one swapped-out page lives in the swap file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct SwapSlot(pub u64);
+impl Drop for Frame {
+    fn drop(&mut self) {
+        if let Some(b) = &self.budget {
+            b.release();
+        }
+    }
+}
 
 /// The state of one page that is not a hole.
 pub(crate) enum Slot {
@@ -59,11 +103,9 @@ pub(crate) enum Slot {
     Resident(Arc<Frame>),
     /// Charged by fallocate, never written: reads zero, no RAM.
     Reserved,
-    /// Data in the swap file. Constructed by the swap tier only.
-    #[allow(dead_code)]
-    Swapped(SwapSlot),
+    /// Data in the swap file.
+    Swapped(SwapEntry),
     /// Data lost to a failed swap read: EIO on access.
-    #[allow(dead_code)]
     Poisoned,
 }
 
@@ -74,7 +116,7 @@ pub(crate) enum SlotState {
     Hole,
     Resident,
     Reserved,
-    Swapped(SwapSlot),
+    Swapped(SwapEntry),
     Poisoned,
 }
 

@@ -17,9 +17,11 @@ pub(crate) struct Handle {
     pub flags: OpenFlags,
 }
 
+type HandleShard = Mutex<HashMap<u64, Arc<Handle>>>;
+
 /// Handle number -> handle. Sharded; rank `Handles`, a leaf.
 pub(crate) struct Handles {
-    shards: Box<[Mutex<HashMap<u64, Arc<Handle>>>]>,
+    shards: Box<[HandleShard]>,
     next: AtomicU64,
 }
 
@@ -33,7 +35,7 @@ impl Handles {
         }
     }
 
-    fn shard(&self, fh: u64) -> &Mutex<HashMap<u64, Arc<Handle>>> {
+    fn shard(&self, fh: u64) -> &HandleShard {
         &self.shards[(fh as usize) % SHARDS]
     }
 
@@ -44,18 +46,11 @@ impl Handles {
     }
 
     pub(crate) fn get(&self, fh: Fh) -> Result<Arc<Handle>> {
-        self.shard(fh.0)
-            .lock()
-            .get(&fh.0)
-            .cloned()
-            .ok_or(FsError::BadHandle)
+        self.shard(fh.0).lock().get(&fh.0).cloned().ok_or(FsError::BadHandle)
     }
 
     pub(crate) fn remove(&self, fh: Fh) -> Result<Arc<Handle>> {
-        self.shard(fh.0)
-            .lock()
-            .remove(&fh.0)
-            .ok_or(FsError::BadHandle)
+        self.shard(fh.0).lock().remove(&fh.0).ok_or(FsError::BadHandle)
     }
 }
 
@@ -70,10 +65,7 @@ impl Filesystem {
         if inode.kind == FileKind::Directory && (flags.write || flags.truncate) {
             return Err(FsError::IsDir);
         }
-        if (flags.write || flags.truncate)
-            && self.config.read_only
-            && inode.kind == FileKind::RegularFile
-        {
+        if (flags.write || flags.truncate) && self.config.read_only && inode.kind == FileKind::RegularFile {
             return Err(FsError::ReadOnly);
         }
         if self.config.enforce_permissions {
@@ -92,7 +84,7 @@ impl Filesystem {
             if let Some(file) = inode.file() {
                 let io = file.lock_io();
                 if file.size() != 0 {
-                    file.truncate(&io, &self.acct, 0)?;
+                    file.truncate(&io, &self.pager, 0)?;
                     let now = Timespec::now();
                     let mut m = inode.meta.write();
                     m.mtime = now;

@@ -21,9 +21,21 @@ impl Filesystem {
     pub fn read(&self, fh: Fh, offset: u64, buf: &mut [u8]) -> Result<usize> {
         let h = self.readable(fh)?;
         let file = file_of(&h)?;
-        let n = file.read(offset, buf)?;
+        let n = file.read(&self.pager, offset, buf)?;
         self.touch_atime(&h.inode, h.flags.noatime);
         Ok(n)
+    }
+
+    /// Whether reading `len` bytes at `offset` through `fh` would wait for swap I/O (some page is
+    /// swapped out). A server can then hand the read to a worker instead of blocking the thread
+    /// that serves unrelated requests.
+    #[must_use]
+    pub fn read_needs_swap_in(&self, fh: Fh, offset: u64, len: u64) -> bool {
+        self.handles
+            .get(fh)
+            .ok()
+            .and_then(|h| h.inode.file().map(|f| f.range_needs_swap_in(offset, len)))
+            .unwrap_or(false)
     }
 
     /// Read up to `len` bytes at `offset` into a new vector.
@@ -36,7 +48,7 @@ impl Filesystem {
         let size = file.size();
         let want = len.min(usize::try_from(size.saturating_sub(offset)).unwrap_or(usize::MAX));
         let mut buf = vec![0u8; want];
-        let n = file.read(offset, &mut buf)?;
+        let n = file.read(&self.pager, offset, &mut buf)?;
         buf.truncate(n);
         self.touch_atime(&h.inode, h.flags.noatime);
         Ok(buf)
@@ -55,20 +67,13 @@ impl Filesystem {
         self.write_locked_io(ctx, &h, file, offset, data)
     }
 
-    fn write_locked_io(
-        &self,
-        ctx: &Ctx,
-        h: &Handle,
-        file: &FileData,
-        offset: u64,
-        data: &[u8],
-    ) -> Result<usize> {
+    fn write_locked_io(&self, ctx: &Ctx, h: &Handle, file: &FileData, offset: u64, data: &[u8]) -> Result<usize> {
         if data.is_empty() {
             return Ok(0);
         }
         let io = file.lock_io();
         let offset = if h.flags.append { file.size() } else { offset };
-        let n = file.write(&io, &self.acct, offset, data)?;
+        let n = file.write(&io, &self.pager, offset, data)?;
         drop(io);
         self.after_modify(ctx, h);
         Ok(n)
@@ -88,14 +93,7 @@ impl Filesystem {
     ///
     /// # Errors
     /// `Invalid` for a zero length, `FileTooBig`, `NoSpace`, `BadHandle`, `IsDir`, `ReadOnly`.
-    pub fn fallocate(
-        &self,
-        ctx: &Ctx,
-        fh: Fh,
-        offset: u64,
-        len: u64,
-        mode: FallocateMode,
-    ) -> Result<()> {
+    pub fn fallocate(&self, ctx: &Ctx, fh: Fh, offset: u64, len: u64, mode: FallocateMode) -> Result<()> {
         let h = self.writable(fh)?;
         let file = file_of(&h)?;
         if len == 0 {
@@ -106,9 +104,9 @@ impl Filesystem {
         }
         let io = file.lock_io();
         match mode {
-            FallocateMode::Allocate => file.reserve(&io, &self.acct, offset, len, false)?,
-            FallocateMode::KeepSize => file.reserve(&io, &self.acct, offset, len, true)?,
-            FallocateMode::PunchHole => file.punch(&io, &self.acct, offset, len),
+            FallocateMode::Allocate => file.reserve(&io, &self.pager, offset, len, false)?,
+            FallocateMode::KeepSize => file.reserve(&io, &self.pager, offset, len, true)?,
+            FallocateMode::PunchHole => file.punch(&io, &self.pager, offset, len)?,
         }
         drop(io);
         self.after_modify(ctx, &h);
@@ -165,15 +163,13 @@ impl Filesystem {
         let mut buf = vec![0u8; COPY_CHUNK.min(usize::try_from(total).unwrap_or(COPY_CHUNK))];
         let mut done = 0u64;
         while done < total {
-            let want = buf
-                .len()
-                .min(usize::try_from(total - done).unwrap_or(usize::MAX));
-            let n = fin.read(off_in + done, &mut buf[..want])?;
+            let want = buf.len().min(usize::try_from(total - done).unwrap_or(usize::MAX));
+            let n = fin.read(&self.pager, off_in + done, &mut buf[..want])?;
             if n == 0 {
                 break;
             }
             let io = fout.lock_io();
-            let w = match fout.write(&io, &self.acct, off_out + done, &buf[..n]) {
+            let w = match fout.write(&io, &self.pager, off_out + done, &buf[..n]) {
                 Ok(w) => w,
                 Err(e) if done == 0 => return Err(e),
                 Err(_) => break,

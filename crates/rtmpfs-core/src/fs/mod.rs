@@ -8,23 +8,24 @@ mod handles;
 mod io;
 mod namespace;
 mod rename;
+#[cfg(all(test, not(feature = "shuttle")))]
+mod swap_tests;
 mod xattrs;
 
 pub use xattrs::{fit_xattr_reply, XattrFit};
 
 use crate::accounting::Accounting;
-use crate::config::Config;
+use crate::config::{Config, SwapConfig};
 use crate::dir::DirBody;
 use crate::error::{ConfigError, FsError, Result};
-use crate::file::FileData;
 use crate::inode::{Body, Inode, InodeTable, Meta};
 use crate::limits::{Budget, BOGO_INODE_SIZE};
+use crate::mem::{Clock, MemBudget, TierStats};
+use crate::pager::{MemTier, Pager};
 use crate::perm;
+use crate::swap::{FileSwap, Sealer, Swap, SwapBackend};
 use crate::sync::{Arc, AtomicU64, LockRank, Mutex, Ordering};
-use crate::types::{
-    access, Attr, Ctx, FileKind, Ino, SetAttr, SetTime, StatFs, Timespec, Usage, NAME_MAX,
-    PAGE_SIZE,
-};
+use crate::types::{access, Attr, Ctx, FileKind, Ino, SetAttr, SetTime, StatFs, Timespec, Usage, NAME_MAX, PAGE_SIZE};
 use handles::Handles;
 
 /// An in-memory tmpfs instance.
@@ -47,7 +48,10 @@ pub struct Filesystem {
     /// Generation given to every inode of this instance (inode numbers are never reused, so one
     /// per instance keeps `(ino, generation)` unique even across a restore into a new instance).
     generation: u64,
-    acct: Accounting,
+    /// Page accounting and the memory tier, shared with the background evictor thread.
+    pager: Arc<Pager>,
+    /// The background evictor, joined on drop.
+    evictor: Option<std::thread::JoinHandle<()>>,
     /// Inode space in bytes (`nr_inodes * 1024` when limited).
     ispace: Budget,
     /// Live inodes (not yet released).
@@ -71,15 +75,82 @@ impl Filesystem {
     /// # Errors
     /// A [`ConfigError`] for a nonsensical configuration.
     pub fn new(config: Config) -> std::result::Result<Filesystem, ConfigError> {
+        let backend: Option<Box<dyn SwapBackend>> = match (&config.memory_bytes, &config.swap) {
+            (Some(_), Some(swap)) => {
+                config.validate()?;
+                let file = FileSwap::create(&swap.dir).map_err(|e| ConfigError(e.to_string()))?;
+                Some(Box::new(file))
+            }
+            _ => None,
+        };
+        Self::build(config, backend)
+    }
+
+    /// Build a filesystem whose swap tier stores pages in `backend` instead of a swap file (an
+    /// in-memory or fault-injecting backend, for tests). `config.memory_bytes` must be set;
+    /// `config.swap` still gives `size_bytes` (capacity) and `encrypt`.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] for a nonsensical configuration or a missing RAM budget.
+    pub fn with_swap_backend(
+        config: Config,
+        backend: Box<dyn SwapBackend>,
+    ) -> std::result::Result<Filesystem, ConfigError> {
+        if config.memory_bytes.is_none() {
+            return Err(ConfigError("a swap backend needs memory= (a RAM budget)".into()));
+        }
+        Self::build(config, Some(backend))
+    }
+
+    fn build(config: Config, backend: Option<Box<dyn SwapBackend>>) -> std::result::Result<Filesystem, ConfigError> {
         config.validate()?;
         let max_pages = config.size_bytes.map(|b| b / PAGE_SIZE);
+        let tier = match config.memory_bytes {
+            None => None,
+            Some(mem) => {
+                let swap = match backend {
+                    None => None,
+                    Some(backend) => {
+                        let swap_cfg = config.swap.clone().unwrap_or_else(SwapConfig::in_temp_dir);
+                        let cap = swap_cfg
+                            .size_bytes
+                            .map(|b| b / PAGE_SIZE)
+                            .or_else(|| max_pages.map(|size| size - mem / PAGE_SIZE));
+                        let sealer = if swap_cfg.encrypt {
+                            Sealer::random_key().map_err(|e| ConfigError(e.to_string()))?
+                        } else {
+                            Sealer::Plain
+                        };
+                        Some(Swap::new(backend, cap, sealer))
+                    }
+                };
+                Some(MemTier {
+                    budget: Arc::new(MemBudget::new(mem / PAGE_SIZE)),
+                    clock: Clock::new(),
+                    swap,
+                    stats: TierStats::default(),
+                })
+            }
+        };
         let ispace = Budget::new(config.max_inodes.map(|n| n.saturating_mul(BOGO_INODE_SIZE)));
+        let pager = Arc::new(Pager::new(Accounting::new(max_pages), tier));
+        let evictor = if config.background_evictor && pager.tier.as_ref().is_some_and(|t| t.swap.is_some()) {
+            let p = pager.clone();
+            let handle = std::thread::Builder::new()
+                .name("rtmpfs-evictor".into())
+                .spawn(move || p.run_evictor())
+                .map_err(|e| ConfigError(format!("cannot start the evictor thread: {e}")))?;
+            Some(handle)
+        } else {
+            None
+        };
         let fs = Filesystem {
             table: InodeTable::new(),
             handles: Handles::new(),
             next_ino: AtomicU64::new(Ino::ROOT.0 + 1),
             generation: instance_generation(),
-            acct: Accounting::new(max_pages),
+            pager,
+            evictor,
             ispace,
             live_inodes: AtomicU64::new(0),
             rename_lock: Mutex::new(LockRank::Rename, ()),
@@ -89,13 +160,7 @@ impl Filesystem {
             .charge(BOGO_INODE_SIZE)
             .map_err(|_| ConfigError("nr_inodes too small for the root".into()))?;
         let now = Timespec::now();
-        let meta = Meta::new(
-            fs.config.root_mode,
-            fs.config.root_uid,
-            fs.config.root_gid,
-            2,
-            now,
-        );
+        let meta = Meta::new(fs.config.root_mode, fs.config.root_uid, fs.config.root_gid, 2, now);
         let root = Inode::new(
             Ino::ROOT,
             fs.generation,
@@ -139,13 +204,7 @@ impl Filesystem {
     /// # Errors
     /// `Perm`/`Access` for permission failures, `IsDir`/`Invalid` for a size on a non-file,
     /// `FileTooBig`, `ReadOnly`, `NotFound`.
-    pub fn setattr(
-        &self,
-        ctx: &Ctx,
-        ino: Ino,
-        set: &SetAttr,
-        fh: Option<crate::Fh>,
-    ) -> Result<Attr> {
+    pub fn setattr(&self, ctx: &Ctx, ino: Ino, set: &SetAttr, fh: Option<crate::Fh>) -> Result<Attr> {
         self.check_writable()?;
         let inode = self.inode(ino)?;
         if set.size.is_some() {
@@ -173,7 +232,7 @@ impl Filesystem {
         if let (Some(size), Some(file)) = (set.size, inode.file()) {
             let io = file.lock_io();
             if size != file.size() {
-                file.truncate(&io, &self.acct, size)?;
+                file.truncate(&io, &self.pager, size)?;
                 size_changed = true;
             }
         }
@@ -195,8 +254,7 @@ impl Filesystem {
             if inode.kind != FileKind::Directory {
                 let mut kill = libc::S_ISUID;
                 let group_exec = m.perm & 0o010 != 0;
-                let not_member =
-                    self.config.enforce_permissions && !ctx.is_root() && !ctx.in_group(m.gid);
+                let not_member = self.config.enforce_permissions && !ctx.is_root() && !ctx.in_group(m.gid);
                 if group_exec || not_member {
                     kill |= libc::S_ISGID;
                 }
@@ -288,8 +346,8 @@ impl Filesystem {
     /// RAM as its free space (never zero, which programs read as "full").
     #[must_use]
     pub fn statfs(&self) -> StatFs {
-        let used = self.acct.pages.used();
-        let (blocks, bfree) = match self.acct.pages.max() {
+        let used = self.pager.acct.pages.used();
+        let (blocks, bfree) = match self.pager.acct.pages.max() {
             Some(max) => (max, max.saturating_sub(used)),
             None => {
                 let free = host_ram_bytes() / PAGE_SIZE;
@@ -297,10 +355,7 @@ impl Filesystem {
             }
         };
         let (files, ffree) = match self.ispace.max() {
-            Some(max) => (
-                max / BOGO_INODE_SIZE,
-                self.ispace.free().unwrap_or(0) / BOGO_INODE_SIZE,
-            ),
+            Some(max) => (max / BOGO_INODE_SIZE, self.ispace.free().unwrap_or(0) / BOGO_INODE_SIZE),
             None => {
                 let free = host_ram_bytes() / BOGO_INODE_SIZE;
                 (self.ispace.used() / BOGO_INODE_SIZE + free, free)
@@ -322,13 +377,46 @@ impl Filesystem {
     #[must_use]
     pub fn usage(&self) -> Usage {
         Usage {
-            charged_pages: self.acct.pages.used(),
-            resident_pages: Accounting::get(&self.acct.resident),
-            swapped_pages: Accounting::get(&self.acct.swapped),
-            reserved_pages: Accounting::get(&self.acct.reserved),
+            charged_pages: self.pager.acct.pages.used(),
+            resident_pages: Accounting::get(&self.pager.acct.resident),
+            swapped_pages: Accounting::get(&self.pager.acct.swapped),
+            reserved_pages: Accounting::get(&self.pager.acct.reserved),
             inodes: self.live_inodes.load(Ordering::Relaxed),
             inode_space_used: self.ispace.used(),
+            poisoned_pages: Accounting::get(&self.pager.acct.poisoned),
+            ..self.tier_usage()
         }
+    }
+
+    fn tier_usage(&self) -> Usage {
+        let Some(tier) = &self.pager.tier else {
+            return Usage::default();
+        };
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let mut u = Usage {
+            memory_limit_pages: Some(tier.budget.max()),
+            frames_in_use: tier.budget.used(),
+            evictions: get(&tier.stats.evictions),
+            clean_evictions: get(&tier.stats.clean_evictions),
+            swap_ins: get(&tier.stats.swap_ins),
+            direct_reclaims: get(&tier.stats.direct_reclaims),
+            ..Usage::default()
+        };
+        if let Some(swap) = &tier.swap {
+            u.swap_slots_used = swap.used_slots();
+            u.swap_capacity_pages = swap.capacity_slots();
+            u.swap_file_bytes = swap.file_bytes();
+            u.swap_encrypted = swap.encrypted();
+            u.swap_read_errors = get(&swap.stats.read_errors);
+            u.swap_write_errors = get(&swap.stats.write_errors);
+        }
+        u
+    }
+
+    /// Evict up to `pages` cold pages to swap now (the background evictor does this on its own;
+    /// this is for tests and for a "drop caches" control). Returns how many left RAM.
+    pub fn evict_now(&self, pages: usize) -> usize {
+        self.pager.evict_batch(pages)
     }
 
     /// Check the accounting invariants by walking every inode. Meant for tests and debugging;
@@ -337,11 +425,11 @@ impl Filesystem {
     /// # Errors
     /// A description of the first violated invariant.
     pub fn check_invariants(&self) -> std::result::Result<(), String> {
-        let charged = self.acct.pages.used();
-        let resident = Accounting::get(&self.acct.resident);
-        let reserved = Accounting::get(&self.acct.reserved);
-        let swapped = Accounting::get(&self.acct.swapped);
-        let poisoned = Accounting::get(&self.acct.poisoned);
+        let charged = self.pager.acct.pages.used();
+        let resident = Accounting::get(&self.pager.acct.resident);
+        let reserved = Accounting::get(&self.pager.acct.reserved);
+        let swapped = Accounting::get(&self.pager.acct.swapped);
+        let poisoned = Accounting::get(&self.pager.acct.poisoned);
         if charged != resident + reserved + swapped + poisoned {
             return Err(format!(
                 "charged {charged} != resident {resident} + reserved {reserved} + swapped {swapped} + poisoned {poisoned}"
@@ -384,10 +472,7 @@ impl Filesystem {
             ));
         }
         if self.ispace.max().is_some() && ispace != self.ispace.used() {
-            return Err(format!(
-                "inode space {ispace} != charged {}",
-                self.ispace.used()
-            ));
+            return Err(format!("inode space {ispace} != charged {}", self.ispace.used()));
         }
         Ok(())
     }
@@ -425,7 +510,7 @@ impl Filesystem {
         };
         if release {
             if let Some(f) = inode.file() {
-                f.release_all(&self.acct);
+                f.release_all(&self.pager);
             }
             self.ispace.uncharge(BOGO_INODE_SIZE + xattr_space);
             self.live_inodes.fetch_sub(1, Ordering::Relaxed);
@@ -457,9 +542,17 @@ impl Filesystem {
             m.lookups += 1;
         }
     }
+}
 
-    fn new_file_data() -> FileData {
-        FileData::new()
+impl Drop for Filesystem {
+    fn drop(&mut self) {
+        self.pager.stop.store(true, Ordering::Release);
+        if let Some(tier) = &self.pager.tier {
+            tier.budget.wake_all();
+        }
+        if let Some(h) = self.evictor.take() {
+            let _ = h.join();
+        }
     }
 }
 
@@ -493,7 +586,5 @@ fn host_ram_bytes() -> u64 {
 
 fn instance_generation() -> u64 {
     let t = Timespec::now();
-    (t.sec as u64).wrapping_mul(1_000_000_007)
-        ^ u64::from(t.nsec)
-        ^ (u64::from(std::process::id()) << 32)
+    (t.sec as u64).wrapping_mul(1_000_000_007) ^ u64::from(t.nsec) ^ (u64::from(std::process::id()) << 32)
 }

@@ -3,6 +3,7 @@
 use super::{FileKind, Filesystem};
 use crate::dir::DirBody;
 use crate::error::{FsError, Result};
+use crate::file::FileData;
 use crate::inode::{Body, Inode, Meta};
 use crate::limits::BOGO_INODE_SIZE;
 use crate::name::{self, NameKind};
@@ -54,14 +55,7 @@ impl Filesystem {
     ///
     /// # Errors
     /// `Exists`, `NoSpace` (inode limit), name and permission errors, `ReadOnly`.
-    pub fn create(
-        &self,
-        ctx: &Ctx,
-        parent: Ino,
-        name: &OsStr,
-        mode: u32,
-        flags: OpenFlags,
-    ) -> Result<(Attr, Fh)> {
+    pub fn create(&self, ctx: &Ctx, parent: Ino, name: &OsStr, mode: u32, flags: OpenFlags) -> Result<(Attr, Fh)> {
         let inode = self.create_inode(ctx, parent, name.as_bytes(), mode, NewKind::File)?;
         let fh = self.open_inode(&inode, flags)?;
         let m = inode.meta.read();
@@ -73,13 +67,7 @@ impl Filesystem {
     ///
     /// # Errors
     /// As [`Filesystem::create`].
-    pub fn tmpfile(
-        &self,
-        ctx: &Ctx,
-        parent: Ino,
-        mode: u32,
-        flags: OpenFlags,
-    ) -> Result<(Attr, Fh)> {
+    pub fn tmpfile(&self, ctx: &Ctx, parent: Ino, mode: u32, flags: OpenFlags) -> Result<(Attr, Fh)> {
         self.check_writable()?;
         let dir_inode = self.inode(parent)?;
         let body = dir_inode.dir().ok_or(FsError::NotDir)?;
@@ -95,13 +83,16 @@ impl Filesystem {
         let mut meta = Meta::new(perm, ctx.uid, gid, 0, Timespec::now());
         meta.linkable = true;
         self.add_lookup(&mut meta);
-        let inode = Arc::new(Inode::new(
-            self.alloc_ino(),
-            self.generation,
-            FileKind::RegularFile,
-            meta,
-            Body::File(Self::new_file_data()),
-        ));
+        let ino = self.alloc_ino();
+        let inode = Arc::new_cyclic(|me| {
+            Inode::new(
+                ino,
+                self.generation,
+                FileKind::RegularFile,
+                meta,
+                Body::File(FileData::new(ino.0, me.clone())),
+            )
+        });
         self.table.insert(inode.clone());
         self.live_inodes.fetch_add(1, Ordering::Relaxed);
         let fh = match self.open_inode(&inode, flags) {
@@ -131,14 +122,7 @@ impl Filesystem {
     /// # Errors
     /// `Perm` for a directory type or (with permission checks) a device node made by a non-root
     /// caller, `Invalid` for an unknown type, and as [`Filesystem::create`].
-    pub fn mknod(
-        &self,
-        ctx: &Ctx,
-        parent: Ino,
-        name: &OsStr,
-        mode: u32,
-        rdev: u64,
-    ) -> Result<Attr> {
+    pub fn mknod(&self, ctx: &Ctx, parent: Ino, name: &OsStr, mode: u32, rdev: u64) -> Result<Attr> {
         let kind = if mode & libc::S_IFMT == 0 {
             FileKind::RegularFile
         } else {
@@ -168,13 +152,7 @@ impl Filesystem {
     pub fn symlink(&self, ctx: &Ctx, parent: Ino, name: &OsStr, target: &OsStr) -> Result<Attr> {
         let target = target.as_bytes();
         name::check_symlink_target(target)?;
-        let inode = self.create_inode(
-            ctx,
-            parent,
-            name.as_bytes(),
-            0o777,
-            NewKind::Symlink(target),
-        )?;
+        let inode = self.create_inode(ctx, parent, name.as_bytes(), 0o777, NewKind::Symlink(target))?;
         let m = inode.meta.read();
         Ok(inode.attr(&m))
     }
@@ -322,14 +300,7 @@ impl Filesystem {
     // ----- helpers -----
 
     /// Create an inode of `kind` named `name` in `parent`, all or nothing.
-    fn create_inode(
-        &self,
-        ctx: &Ctx,
-        parent: Ino,
-        name: &[u8],
-        mode: u32,
-        kind: NewKind<'_>,
-    ) -> Result<Arc<Inode>> {
+    fn create_inode(&self, ctx: &Ctx, parent: Ino, name: &[u8], mode: u32, kind: NewKind<'_>) -> Result<Arc<Inode>> {
         self.check_writable()?;
         name::check_new(name)?;
         let dir_inode = self.inode(parent)?;
@@ -363,13 +334,7 @@ impl Filesystem {
         Ok(inode)
     }
 
-    fn build_inode(
-        &self,
-        ctx: &Ctx,
-        dir_inode: &Inode,
-        mode: u32,
-        kind: NewKind<'_>,
-    ) -> Arc<Inode> {
+    fn build_inode(&self, ctx: &Ctx, dir_inode: &Inode, mode: u32, kind: NewKind<'_>) -> Arc<Inode> {
         let is_dir = matches!(kind, NewKind::Dir);
         let (perm, gid) = {
             let pm = dir_inode.meta.read();
@@ -379,16 +344,36 @@ impl Filesystem {
         let nlink = if is_dir { 2 } else { 1 };
         let mut meta = Meta::new(perm, ctx.uid, gid, nlink, Timespec::now());
         self.add_lookup(&mut meta);
-        let (file_kind, body) = match kind {
-            NewKind::File => (FileKind::RegularFile, Body::File(Self::new_file_data())),
-            NewKind::Dir => (FileKind::Directory, Body::Dir(DirBody::new(dir_inode.ino))),
-            NewKind::Symlink(t) => (FileKind::Symlink, Body::Symlink(t.into())),
+        let generation = self.generation;
+        match kind {
+            NewKind::File => Arc::new_cyclic(|me| {
+                Inode::new(
+                    ino,
+                    generation,
+                    FileKind::RegularFile,
+                    meta,
+                    Body::File(FileData::new(ino.0, me.clone())),
+                )
+            }),
+            NewKind::Dir => Arc::new(Inode::new(
+                ino,
+                generation,
+                FileKind::Directory,
+                meta,
+                Body::Dir(DirBody::new(dir_inode.ino)),
+            )),
+            NewKind::Symlink(t) => Arc::new(Inode::new(
+                ino,
+                generation,
+                FileKind::Symlink,
+                meta,
+                Body::Symlink(t.into()),
+            )),
             NewKind::Special(k, rdev) => {
                 meta.rdev = rdev;
-                (k, Body::Special)
+                Arc::new(Inode::new(ino, generation, k, meta, Body::Special))
             }
-        };
-        Arc::new(Inode::new(ino, self.generation, file_kind, meta, body))
+        }
     }
 
     /// Permission bits and group of a new inode: umask applied; below a set-group-ID directory the

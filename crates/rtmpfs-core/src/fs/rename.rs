@@ -150,9 +150,7 @@ impl Filesystem {
         let moved = self.inode(src.ino)?;
         let victim = dst.map(|d| self.inode(d.ino)).transpose()?;
         let moved_is_dir = moved.kind == FileKind::Directory;
-        let victim_is_dir = victim
-            .as_ref()
-            .is_some_and(|v| v.kind == FileKind::Directory);
+        let victim_is_dir = victim.as_ref().is_some_and(|v| v.kind == FileKind::Directory);
         if !flags.exchange {
             if let Some(v) = &victim {
                 if moved_is_dir && !victim_is_dir {
@@ -197,10 +195,7 @@ impl Filesystem {
         // to mark it removed atomically with the check.
         let mut victim_dir_guard = None;
         if !flags.exchange && victim_is_dir {
-            let vb = victim
-                .as_ref()
-                .and_then(|v| v.dir())
-                .ok_or(FsError::NotDir)?;
+            let vb = victim.as_ref().and_then(|v| v.dir()).ok_or(FsError::NotDir)?;
             let vd = vb.entries.write_nested();
             if !vd.is_empty() {
                 return Err(FsError::NotEmpty);

@@ -18,14 +18,7 @@ impl Filesystem {
     /// `NotSupported` (unknown namespace), `Range` (name empty or over 255 bytes), `TooBig`
     /// (value over 64 KiB), `Exists`/`NoData` (create/replace), `Perm`/`Access`, `NoSpace`,
     /// `ReadOnly`, `NotFound`.
-    pub fn setxattr(
-        &self,
-        ctx: &Ctx,
-        ino: Ino,
-        name: &OsStr,
-        value: &[u8],
-        mode: XattrSetMode,
-    ) -> Result<()> {
+    pub fn setxattr(&self, ctx: &Ctx, ino: Ino, name: &OsStr, value: &[u8], mode: XattrSetMode) -> Result<()> {
         self.check_writable()?;
         let name = name.as_bytes();
         let ns = xattr::namespace_of(name)?;
@@ -78,10 +71,7 @@ impl Filesystem {
         if self.config.enforce_permissions {
             perm::check(ctx, inode.owner(&m), access::R_OK)?;
         }
-        m.xattrs
-            .get(name)
-            .map(|v| v.to_vec())
-            .ok_or(FsError::NoData)
+        m.xattrs.get(name).map(|v| v.to_vec()).ok_or(FsError::NoData)
     }
 
     /// Every attribute name visible to the caller, each followed by a NUL (`listxattr(2)`).

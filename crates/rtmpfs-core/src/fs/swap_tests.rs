@@ -1,0 +1,435 @@
+//! Tests of the RAM budget and the swap tier through the public API.
+
+use std::ffi::OsStr;
+use std::time::{Duration, Instant};
+
+use crate::swap::{FaultySwap, FileSwap, MemorySwap, SwapBackend};
+use crate::sync::{Arc, Ordering};
+use crate::{Config, Ctx, FallocateMode, Filesystem, FsError, OpenFlags, SetAttr, SwapConfig, PAGE_SIZE};
+
+const P: usize = PAGE_SIZE as usize;
+
+fn config(memory_pages: u64, size_pages: u64, encrypt: bool) -> Config {
+    Config {
+        size_bytes: Some(size_pages * PAGE_SIZE),
+        memory_bytes: Some(memory_pages * PAGE_SIZE),
+        swap: Some(SwapConfig {
+            dir: std::env::temp_dir(),
+            size_bytes: None,
+            encrypt,
+        }),
+        background_evictor: false,
+        ..Config::default()
+    }
+}
+
+fn page_pattern(idx: usize) -> Vec<u8> {
+    (0..P)
+        .map(|i| {
+            (i as u8)
+                .wrapping_mul(31)
+                .wrapping_add(idx as u8)
+                .wrapping_add((idx >> 8) as u8)
+        })
+        .collect()
+}
+
+fn new_file(fs: &Filesystem, name: &str) -> crate::Fh {
+    fs.create(&Ctx::root(), fs.root(), OsStr::new(name), 0o644, OpenFlags::READ_WRITE)
+        .unwrap()
+        .1
+}
+
+fn write_pages(fs: &Filesystem, fh: crate::Fh, pages: usize) {
+    for i in 0..pages {
+        assert_eq!(fs.write(&Ctx::root(), fh, (i * P) as u64, &page_pattern(i)).unwrap(), P);
+    }
+}
+
+fn check_pages(fs: &Filesystem, fh: crate::Fh, pages: usize) {
+    for i in (0..pages).rev() {
+        assert_eq!(fs.read_vec(fh, (i * P) as u64, P).unwrap(), page_pattern(i), "page {i}");
+    }
+}
+
+#[test]
+fn file_four_times_the_budget_round_trips() {
+    let fs = Filesystem::with_swap_backend(config(8, 1024, true), Box::new(MemorySwap::new(None))).unwrap();
+    let fh = new_file(&fs, "big");
+    write_pages(&fs, fh, 32);
+    let u = fs.usage();
+    assert!(u.frames_in_use <= 8, "{u:?}");
+    assert!(u.evictions >= 24, "{u:?}");
+    fs.check_invariants().unwrap();
+    check_pages(&fs, fh, 32);
+    let u = fs.usage();
+    assert!(u.swap_ins > 0 && u.frames_in_use <= 8, "{u:?}");
+    assert_eq!(u.charged_pages, 32);
+    assert_eq!(u.resident_pages + u.swapped_pages, 32);
+    fs.check_invariants().unwrap();
+    fs.release(fh).unwrap();
+    fs.unlink(&Ctx::root(), fs.root(), OsStr::new("big")).unwrap();
+    let u = fs.usage();
+    assert_eq!(
+        (
+            u.charged_pages,
+            u.resident_pages,
+            u.swapped_pages,
+            u.swap_slots_used,
+            u.frames_in_use
+        ),
+        (0, 0, 0, 0, 0)
+    );
+    fs.check_invariants().unwrap();
+}
+
+#[test]
+fn clean_pages_leave_ram_without_io() {
+    let fs = Filesystem::with_swap_backend(config(4, 64, false), Box::new(MemorySwap::new(None))).unwrap();
+    let fh = new_file(&fs, "f");
+    write_pages(&fs, fh, 8);
+    check_pages(&fs, fh, 8);
+    let before = fs.usage();
+    // Reading again swaps pages in and evicts pages that were swapped in and never changed.
+    check_pages(&fs, fh, 8);
+    let after = fs.usage();
+    assert!(
+        after.clean_evictions > before.clean_evictions,
+        "{before:?} -> {after:?}"
+    );
+    fs.check_invariants().unwrap();
+}
+
+#[test]
+fn truncate_and_punch_free_swap_slots_and_zero_tails() {
+    let fs = Filesystem::with_swap_backend(config(2, 64, true), Box::new(MemorySwap::new(None))).unwrap();
+    let fh = new_file(&fs, "f");
+    write_pages(&fs, fh, 10);
+    assert!(fs.usage().swapped_pages >= 8);
+    // Truncate into a swapped page: the tail must read zero after extending again.
+    let ino = fs.handle_ino(fh).unwrap();
+    let cut = (3 * P + 100) as u64;
+    fs.setattr(
+        &Ctx::root(),
+        ino,
+        &SetAttr {
+            size: Some(cut),
+            ..SetAttr::default()
+        },
+        None,
+    )
+    .unwrap();
+    fs.setattr(
+        &Ctx::root(),
+        ino,
+        &SetAttr {
+            size: Some((5 * P) as u64),
+            ..SetAttr::default()
+        },
+        None,
+    )
+    .unwrap();
+    let page3 = fs.read_vec(fh, (3 * P) as u64, P).unwrap();
+    assert_eq!(&page3[..100], &page_pattern(3)[..100]);
+    assert!(
+        page3[100..].iter().all(|&b| b == 0),
+        "stale bytes after truncate of a swapped page"
+    );
+    assert!(fs.read_vec(fh, (4 * P) as u64, P).unwrap().iter().all(|&b| b == 0));
+    // Punch a partial range in a swapped page.
+    fs.evict_now(16);
+    fs.fallocate(&Ctx::root(), fh, 10, 20, FallocateMode::PunchHole)
+        .unwrap();
+    let page0 = fs.read_vec(fh, 0, P).unwrap();
+    let mut want = page_pattern(0);
+    want[10..30].fill(0);
+    assert_eq!(page0, want);
+    fs.check_invariants().unwrap();
+    fs.setattr(
+        &Ctx::root(),
+        ino,
+        &SetAttr {
+            size: Some(0),
+            ..SetAttr::default()
+        },
+        None,
+    )
+    .unwrap();
+    let u = fs.usage();
+    assert_eq!((u.charged_pages, u.swap_slots_used), (0, 0), "{u:?}");
+    fs.check_invariants().unwrap();
+}
+
+#[test]
+fn failed_swap_read_poisons_only_that_page() {
+    let (faulty, control) = FaultySwap::new(Box::new(MemorySwap::new(None)));
+    let fs = Filesystem::with_swap_backend(config(2, 64, true), Box::new(faulty)).unwrap();
+    let fh = new_file(&fs, "f");
+    write_pages(&fs, fh, 6);
+    fs.evict_now(16);
+    assert!(fs.usage().swapped_pages >= 4);
+    control.fail_reads.store(true, Ordering::Relaxed);
+    assert_eq!(fs.read_vec(fh, 0, P), Err(FsError::Io));
+    control.fail_reads.store(false, Ordering::Relaxed);
+    // The same page stays poisoned; the others read fine.
+    assert_eq!(fs.read_vec(fh, 0, P), Err(FsError::Io));
+    for i in 1..6 {
+        assert_eq!(fs.read_vec(fh, (i * P) as u64, P).unwrap(), page_pattern(i));
+    }
+    assert_eq!(fs.usage().poisoned_pages, 1);
+    // A read spanning the poisoned page stops short before it.
+    let n = fs.read_vec(fh, (P - 10) as u64, 100).unwrap_err();
+    assert_eq!(n, FsError::Io);
+    fs.check_invariants().unwrap();
+    // Overwriting a poisoned page is EIO too (as tmpfs); truncating it away frees it.
+    assert_eq!(fs.write(&Ctx::root(), fh, 0, b"x"), Err(FsError::Io));
+    let ino = fs.handle_ino(fh).unwrap();
+    fs.setattr(
+        &Ctx::root(),
+        ino,
+        &SetAttr {
+            size: Some(0),
+            ..SetAttr::default()
+        },
+        None,
+    )
+    .unwrap();
+    assert_eq!(fs.usage().poisoned_pages, 0);
+    fs.check_invariants().unwrap();
+}
+
+#[test]
+fn tampered_swap_page_fails_authentication() {
+    let (faulty, control) = FaultySwap::new(Box::new(MemorySwap::new(None)));
+    let fs = Filesystem::with_swap_backend(config(2, 64, true), Box::new(faulty)).unwrap();
+    let fh = new_file(&fs, "f");
+    write_pages(&fs, fh, 4);
+    fs.evict_now(16);
+    control.corrupt_reads.store(true, Ordering::Relaxed);
+    let swapped_page = (0..4).find(|&i| fs.read_vec(fh, (i * P) as u64, P) == Err(FsError::Io));
+    assert!(swapped_page.is_some(), "a corrupted swap page was accepted");
+    assert!(fs.usage().swap_read_errors >= 1);
+}
+
+#[test]
+fn swap_full_gives_nospace_and_loses_nothing() {
+    let (faulty, control) = FaultySwap::new(Box::new(MemorySwap::new(None)));
+    let fs = Filesystem::with_swap_backend(config(4, 1024, true), Box::new(faulty)).unwrap();
+    let fh = new_file(&fs, "f");
+    write_pages(&fs, fh, 8);
+    control.disk_full.store(true, Ordering::Relaxed);
+    let start = Instant::now();
+    let mut err = None;
+    for i in 8..64 {
+        if let Err(e) = fs.write(&Ctx::root(), fh, (i * P) as u64, &page_pattern(i)) {
+            err = Some((i, e));
+            break;
+        }
+    }
+    let (at, e) = err.expect("writes past RAM with a full swap disk must fail");
+    assert_eq!(e, FsError::NoSpace);
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "ENOSPC took {:?}",
+        start.elapsed()
+    );
+    fs.check_invariants().unwrap();
+    control.disk_full.store(false, Ordering::Relaxed);
+    check_pages(&fs, fh, at);
+    // Space is back: writing works again.
+    for i in at..at + 8 {
+        assert_eq!(fs.write(&Ctx::root(), fh, (i * P) as u64, &page_pattern(i)).unwrap(), P);
+    }
+    check_pages(&fs, fh, at + 8);
+    fs.check_invariants().unwrap();
+}
+
+#[test]
+fn noswap_budget_is_a_hard_cap() {
+    let mut cfg = config(4, 1024, true);
+    cfg.swap = None;
+    let fs = Filesystem::new(cfg).unwrap();
+    let fh = new_file(&fs, "f");
+    write_pages(&fs, fh, 4);
+    assert_eq!(
+        fs.write(&Ctx::root(), fh, (4 * P) as u64, &page_pattern(4)),
+        Err(FsError::NoSpace)
+    );
+    check_pages(&fs, fh, 4);
+    fs.check_invariants().unwrap();
+}
+
+#[test]
+fn fallocate_reserves_without_ram() {
+    let fs = Filesystem::with_swap_backend(config(2, 64, true), Box::new(MemorySwap::new(None))).unwrap();
+    let fh = new_file(&fs, "f");
+    fs.fallocate(&Ctx::root(), fh, 0, 40 * PAGE_SIZE, FallocateMode::Allocate)
+        .unwrap();
+    let u = fs.usage();
+    assert_eq!((u.charged_pages, u.reserved_pages, u.frames_in_use), (40, 40, 0));
+    assert_eq!(
+        fs.fallocate(&Ctx::root(), fh, 0, 65 * PAGE_SIZE, FallocateMode::Allocate),
+        Err(FsError::NoSpace)
+    );
+    assert_eq!(fs.usage().charged_pages, 40, "a failed fallocate left a trace");
+    write_pages(&fs, fh, 40);
+    check_pages(&fs, fh, 40);
+    assert_eq!(fs.usage().charged_pages, 40);
+    fs.check_invariants().unwrap();
+}
+
+#[test]
+fn swap_file_is_private_and_anonymous() {
+    let dir = tempfile::tempdir().unwrap();
+    let swap = FileSwap::create(dir.path()).unwrap();
+    let mut page = crate::swap::AlignedPage::boxed();
+    page.0.fill(7);
+    swap.write_page(3, &page).unwrap();
+    let mut back = crate::swap::AlignedPage::boxed();
+    swap.read_page(3, &mut back).unwrap();
+    assert_eq!(back.0, page.0);
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "swap file visible in its directory"
+    );
+    let mut found = false;
+    for fd in std::fs::read_dir("/proc/self/fd").unwrap() {
+        let fd = fd.unwrap().path();
+        let Ok(target) = std::fs::read_link(&fd) else { continue };
+        let t = target.to_string_lossy();
+        if t.starts_with(&*dir.path().to_string_lossy()) {
+            use std::os::unix::fs::MetadataExt;
+            assert!(t.ends_with("(deleted)"), "swap file has a name: {t}");
+            assert_eq!(std::fs::metadata(&fd).unwrap().mode() & 0o777, 0o600);
+            found = true;
+        }
+    }
+    assert!(found, "swap file fd not found");
+}
+
+#[test]
+fn missing_swap_dir_is_a_config_error() {
+    let mut cfg = config(4, 64, true);
+    cfg.swap = Some(SwapConfig {
+        dir: "/nonexistent/rtmpfs".into(),
+        size_bytes: None,
+        encrypt: true,
+    });
+    let err = Filesystem::new(cfg).unwrap_err();
+    assert!(err.0.contains("/nonexistent/rtmpfs"), "{err}");
+    let mut cfg = config(4, 64, true);
+    cfg.memory_bytes = Some(128 * PAGE_SIZE);
+    assert!(Filesystem::new(cfg).unwrap_err().0.contains("larger than size"));
+}
+
+#[test]
+fn encryption_hides_plaintext_at_rest() {
+    struct Recording(Arc<MemorySwap>);
+    impl SwapBackend for Recording {
+        fn write_page(&self, slot: u64, page: &crate::swap::AlignedPage) -> std::io::Result<()> {
+            self.0.write_page(slot, page)
+        }
+        fn read_page(&self, slot: u64, page: &mut crate::swap::AlignedPage) -> std::io::Result<()> {
+            self.0.read_page(slot, page)
+        }
+    }
+    for encrypt in [true, false] {
+        let store = Arc::new(MemorySwap::new(None));
+        let fs = Filesystem::with_swap_backend(config(1, 64, encrypt), Box::new(Recording(store.clone()))).unwrap();
+        let fh = new_file(&fs, "secret");
+        let secret = b"TOP-SECRET-rtmpfs-".repeat(200);
+        fs.write(&Ctx::root(), fh, 0, &secret).unwrap();
+        fs.write(&Ctx::root(), fh, 64 * 1024, b"other").unwrap();
+        fs.evict_now(16);
+        let mut page = crate::swap::AlignedPage::boxed();
+        let mut seen_plain = false;
+        for slot in 0..fs.usage().swap_slots_used + 2 {
+            if store.read_page(slot, &mut page).is_ok() {
+                seen_plain |= page.0.windows(18).any(|w| w == b"TOP-SECRET-rtmpfs-");
+            }
+        }
+        assert_eq!(seen_plain, !encrypt, "encrypt={encrypt}");
+        assert_eq!(fs.read_vec(fh, 0, secret.len()).unwrap(), secret);
+    }
+}
+
+#[test]
+fn concurrent_io_under_a_tiny_budget_finishes_and_balances() {
+    let mut cfg = config(4, 4096, true);
+    cfg.background_evictor = true;
+    let fs = Arc::new(Filesystem::with_swap_backend(cfg, Box::new(MemorySwap::new(None))).unwrap());
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut threads = Vec::new();
+    for t in 0..4u8 {
+        let fs = fs.clone();
+        threads.push(std::thread::spawn(move || {
+            let name = format!("f{}", t % 2);
+            let ctx = Ctx::root();
+            let fh = match fs.create(&ctx, fs.root(), OsStr::new(&name), 0o644, OpenFlags::READ_WRITE) {
+                Ok((_, fh)) => fh,
+                Err(_) => {
+                    let ino = fs.lookup(&ctx, fs.root(), OsStr::new(&name)).unwrap().ino;
+                    fs.open(&ctx, ino, OpenFlags::READ_WRITE).unwrap()
+                }
+            };
+            let ino = fs.handle_ino(fh).unwrap();
+            let mut x = u64::from(t) + 1;
+            for _ in 0..400 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let off = (x % 48) * PAGE_SIZE + x % 97;
+                match x % 7 {
+                    0 => {
+                        let _ = fs.setattr(
+                            &ctx,
+                            ino,
+                            &SetAttr {
+                                size: Some(x % (40 * PAGE_SIZE)),
+                                ..SetAttr::default()
+                            },
+                            None,
+                        );
+                    }
+                    1 => {
+                        let _ = fs.fallocate(&ctx, fh, off, 3 * PAGE_SIZE, FallocateMode::PunchHole);
+                    }
+                    2 | 3 => {
+                        let _ = fs.write(&ctx, fh, off, &vec![t; 5000]);
+                    }
+                    _ => {
+                        let buf = fs.read_vec(fh, off, 9000).unwrap();
+                        assert!(buf.iter().all(|&b| b < 4), "byte never written");
+                    }
+                }
+            }
+            fs.release(fh).unwrap();
+        }));
+    }
+    let watchdog = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let start = Instant::now();
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                assert!(
+                    start.elapsed() < Duration::from_secs(120),
+                    "hang: swap stress did not finish"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    for t in threads {
+        t.join().unwrap();
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    watchdog.join().unwrap();
+    fs.check_invariants().unwrap();
+    assert!(fs.usage().frames_in_use <= 4);
+    for name in ["f0", "f1"] {
+        fs.unlink(&Ctx::root(), fs.root(), OsStr::new(name)).unwrap();
+    }
+    let u = fs.usage();
+    assert_eq!((u.charged_pages, u.swap_slots_used), (0, 0), "{u:?}");
+}

@@ -1,0 +1,198 @@
+//! The pager: page accounting plus, when a RAM budget is configured, the memory tier (budget,
+//! CLOCK ring, swap) and the eviction sweep. Shared by the filesystem and its background evictor
+//! thread through an `Arc`.
+
+use std::time::Duration;
+
+use crate::accounting::Accounting;
+use crate::error::{FsError, Result};
+use crate::file::page_map::{Frame, Slot};
+use crate::file::EvictOutcome;
+use crate::inode::Inode;
+use crate::mem::{Clock, ClockEntry, MemBudget, TierStats};
+use crate::swap::Swap;
+use crate::sync::{Arc, AtomicBool, Ordering, Weak};
+
+/// How long a thread that needs a frame keeps trying (reclaiming, then waiting for frames to be
+/// released) before it gives up with `NoSpace`. Only reached when nothing at all can be evicted:
+/// swap full or failing, or no swap.
+const FRAME_WAIT_ROUNDS: u32 = 100;
+const FRAME_WAIT_STEP: Duration = Duration::from_millis(10);
+
+/// Pages examined per eviction attempt before giving up on a sweep.
+const SWEEP_FACTOR: usize = 4;
+
+/// Everything the data path needs besides a file's own page map.
+pub(crate) struct Pager {
+    pub acct: Accounting,
+    pub tier: Option<MemTier>,
+    /// Set when the filesystem is dropped: stops the background evictor.
+    pub stop: AtomicBool,
+}
+
+/// The RAM budget and what enforces it.
+pub(crate) struct MemTier {
+    pub budget: Arc<MemBudget>,
+    pub clock: Clock,
+    /// `None` with `noswap`: the budget is then a hard cap (`NoSpace` when full).
+    pub swap: Option<Swap>,
+    pub stats: TierStats,
+}
+
+impl Pager {
+    pub(crate) fn new(acct: Accounting, tier: Option<MemTier>) -> Pager {
+        Pager {
+            acct,
+            tier,
+            stop: AtomicBool::new(false),
+        }
+    }
+
+    /// A zeroed frame, charged to the RAM budget. When the budget is full this reclaims frames
+    /// itself (direct reclaim) and then waits for others to release frames.
+    ///
+    /// # Preconditions
+    /// No `PageMap`, `Frame` or higher lock held (checked in debug builds): the evictor needs
+    /// them, and waiting for memory while holding them is the classic deadlock.
+    pub(crate) fn new_frame(&self) -> Result<Arc<Frame>> {
+        let Some(tier) = &self.tier else {
+            return Ok(Frame::new_zeroed(None));
+        };
+        crate::sync::assert_not_held_at_or_above(crate::sync::LockRank::PageMap);
+        let mut rounds = 0;
+        loop {
+            if tier.budget.try_charge() {
+                return Ok(Frame::new_zeroed(Some(tier.budget.clone())));
+            }
+            tier.stats.direct_reclaims.fetch_add(1, Ordering::Relaxed);
+            if tier.swap.is_none() {
+                return Err(FsError::NoSpace);
+            }
+            if self.evict_batch(8) > 0 {
+                continue;
+            }
+            rounds += 1;
+            if rounds > FRAME_WAIT_ROUNDS {
+                return Err(FsError::NoSpace);
+            }
+            tier.budget.kick();
+            tier.budget.wait_for_release(FRAME_WAIT_STEP);
+        }
+    }
+
+    /// Put a newly resident frame on the CLOCK ring.
+    pub(crate) fn track(&self, owner: &Weak<Inode>, idx: u64, frame: &Arc<Frame>) {
+        if let Some(tier) = &self.tier {
+            tier.clock.push(
+                ClockEntry {
+                    inode: owner.clone(),
+                    idx,
+                    frame: Arc::downgrade(frame),
+                },
+                tier.budget.used(),
+            );
+        }
+    }
+
+    /// Slots removed from a page map: free their swap slots (and the swap copies of clean
+    /// frames). The frames themselves are dropped by the caller, after its locks.
+    pub(crate) fn dispose(&self, slots: &[Slot]) {
+        let Some(swap) = self.tier.as_ref().and_then(|t| t.swap.as_ref()) else {
+            return;
+        };
+        for s in slots {
+            match s {
+                Slot::Swapped(e) => swap.free(e.slot),
+                Slot::Resident(f) => {
+                    if let Some(o) = f.take_origin() {
+                        swap.free(o.slot);
+                    }
+                }
+                Slot::Reserved | Slot::Poisoned => {}
+            }
+        }
+    }
+
+    /// Evict up to `want` pages: sweep the CLOCK ring, giving referenced frames a second chance
+    /// and skipping (requeueing) anything busy. Returns how many frames left RAM.
+    pub(crate) fn evict_batch(&self, want: usize) -> usize {
+        let Some(tier) = &self.tier else { return 0 };
+        let Some(swap) = &tier.swap else { return 0 };
+        let budget_examined = (tier.clock.len() + want)
+            .min(want * SWEEP_FACTOR * 64)
+            .max(want * SWEEP_FACTOR);
+        let mut done = 0;
+        let mut examined = 0;
+        let mut full = false;
+        while done < want && examined < budget_examined {
+            let Some(entry) = tier.clock.pop() else { break };
+            examined += 1;
+            let (Some(inode), Some(frame)) = (entry.inode.upgrade(), entry.frame.upgrade()) else {
+                continue;
+            };
+            if frame.referenced.swap(false, Ordering::Relaxed) {
+                tier.clock.requeue(entry);
+                continue;
+            }
+            let Some(file) = inode.file() else { continue };
+            match file.try_evict(self, swap, entry.idx, &frame) {
+                EvictOutcome::Evicted => {
+                    tier.stats.evictions.fetch_add(1, Ordering::Relaxed);
+                    done += 1;
+                }
+                EvictOutcome::Clean => {
+                    tier.stats.clean_evictions.fetch_add(1, Ordering::Relaxed);
+                    done += 1;
+                }
+                EvictOutcome::Gone => {}
+                EvictOutcome::Busy => tier.clock.requeue(entry),
+                EvictOutcome::Full => {
+                    tier.clock.requeue(entry);
+                    if full {
+                        break;
+                    }
+                    // Swap is full: free the swap copies kept by clean resident pages, once.
+                    full = true;
+                    self.drop_origins(tier, swap);
+                }
+                EvictOutcome::IoError => {
+                    tier.clock.requeue(entry);
+                    break;
+                }
+            }
+        }
+        done
+    }
+
+    /// Free every swap copy held by a resident (clean) frame, to make room in a full swap.
+    fn drop_origins(&self, tier: &MemTier, swap: &Swap) {
+        let n = tier.clock.len();
+        for _ in 0..n {
+            let Some(entry) = tier.clock.pop() else { break };
+            if let Some(frame) = entry.frame.upgrade() {
+                if let Some(o) = frame.take_origin() {
+                    swap.free(o.slot);
+                }
+                drop(frame);
+                tier.clock.requeue(entry);
+            }
+        }
+    }
+
+    /// The background evictor: keeps `target_free` frames free so writers rarely wait.
+    pub(crate) fn run_evictor(self: &Arc<Self>) {
+        let Some(tier) = &self.tier else { return };
+        while !self.stop.load(Ordering::Acquire) {
+            let deficit = tier.budget.deficit();
+            if deficit == 0 || tier.swap.is_none() {
+                tier.budget.wait_for_kick(Duration::from_millis(200));
+                continue;
+            }
+            let want = usize::try_from(deficit.min(256)).unwrap_or(256);
+            if self.evict_batch(want) == 0 {
+                // Nothing evictable now (all busy or swap full): back off.
+                tier.budget.wait_for_kick(Duration::from_millis(20));
+            }
+        }
+    }
+}

@@ -1,0 +1,246 @@
+//! Swap backends: where sealed pages are stored.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::Path;
+
+use crate::sync::{Arc, AtomicBool, AtomicU64, LockRank, Mutex, Ordering};
+use crate::types::PAGE_SIZE;
+
+/// One page in a 4096-aligned buffer, as `O_DIRECT` I/O requires.
+#[repr(C, align(4096))]
+pub struct AlignedPage(pub [u8; PAGE_SIZE as usize]);
+
+impl AlignedPage {
+    /// A zeroed page on the heap (the `Box` honours the 4096 alignment).
+    #[must_use]
+    pub fn boxed() -> Box<AlignedPage> {
+        Box::new(AlignedPage([0; PAGE_SIZE as usize]))
+    }
+}
+
+/// Page storage addressed by slot number. Implementations must be safe to call from several
+/// threads at once on different slots.
+pub trait SwapBackend: Send + Sync {
+    /// Store one page at `slot`.
+    ///
+    /// # Errors
+    /// Any I/O error; the engine then keeps the page in RAM.
+    fn write_page(&self, slot: u64, page: &AlignedPage) -> io::Result<()>;
+    /// Read one page from `slot`.
+    ///
+    /// # Errors
+    /// Any I/O error; the engine then poisons the page (EIO on access).
+    fn read_page(&self, slot: u64, page: &mut AlignedPage) -> io::Result<()>;
+    /// How many slots the backend can hold, if bounded.
+    fn capacity_slots(&self) -> Option<u64> {
+        None
+    }
+}
+
+/// The private swap file.
+pub struct FileSwap {
+    file: File,
+    /// `O_DIRECT` was refused by the directory's filesystem: drop written pages from the host
+    /// page cache with `POSIX_FADV_DONTNEED` instead.
+    fadvise: bool,
+}
+
+impl FileSwap {
+    /// Create an anonymous swap file in `dir`: `O_TMPFILE` (never visible, gone when the process
+    /// ends, even killed), mode 0600, `O_DIRECT` where the filesystem allows. Falls back to a
+    /// named file unlinked at once where `O_TMPFILE` is unsupported.
+    ///
+    /// # Errors
+    /// `dir` is missing, not a directory, not writable, or on a filesystem that refuses both.
+    pub fn create(dir: &Path) -> io::Result<FileSwap> {
+        let meta = std::fs::metadata(dir)
+            .map_err(|e| io::Error::new(e.kind(), format!("swap directory {}: {e}", dir.display())))?;
+        if !meta.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotADirectory,
+                format!("swap directory {} is not a directory", dir.display()),
+            ));
+        }
+        let attempts = [(libc::O_TMPFILE | libc::O_DIRECT, false), (libc::O_TMPFILE, true)];
+        let mut last = None;
+        for (flags, fadvise) in attempts {
+            match OpenOptions::new()
+                .read(true)
+                .write(true)
+                .mode(0o600)
+                .custom_flags(flags)
+                .open(dir)
+            {
+                Ok(file) => return Ok(FileSwap { file, fadvise }),
+                Err(e) => last = Some(e),
+            }
+        }
+        // No O_TMPFILE: a named file, created exclusively and unlinked at once.
+        let name = dir.join(format!(
+            ".rtmpfs-swap-{}-{}",
+            std::process::id(),
+            crate::types::Timespec::now().nsec
+        ));
+        let named = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&name);
+        match named {
+            Ok(file) => {
+                std::fs::remove_file(&name)?;
+                Ok(FileSwap { file, fadvise: true })
+            }
+            Err(e) => {
+                let first = last.map(|l| format!("{l}; ")).unwrap_or_default();
+                Err(io::Error::new(
+                    e.kind(),
+                    format!("cannot create swap file in {}: {first}{e}", dir.display()),
+                ))
+            }
+        }
+    }
+
+    /// Whether writes bypass the host page cache with `O_DIRECT`.
+    #[must_use]
+    pub fn is_direct(&self) -> bool {
+        !self.fadvise
+    }
+}
+
+impl SwapBackend for FileSwap {
+    fn write_page(&self, slot: u64, page: &AlignedPage) -> io::Result<()> {
+        let off = slot * PAGE_SIZE;
+        self.file.write_all_at(&page.0, off)?;
+        if self.fadvise {
+            rustix::fs::fadvise(
+                &self.file,
+                off,
+                std::num::NonZeroU64::new(PAGE_SIZE),
+                rustix::fs::Advice::DontNeed,
+            )?;
+        }
+        Ok(())
+    }
+
+    fn read_page(&self, slot: u64, page: &mut AlignedPage) -> io::Result<()> {
+        let off = slot * PAGE_SIZE;
+        self.file.read_exact_at(&mut page.0, off)?;
+        if self.fadvise {
+            rustix::fs::fadvise(
+                &self.file,
+                off,
+                std::num::NonZeroU64::new(PAGE_SIZE),
+                rustix::fs::Advice::DontNeed,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Pages kept in a map in memory: for tests and for measuring the engine without a disk.
+pub struct MemorySwap {
+    pages: Mutex<HashMap<u64, Box<[u8]>>>,
+    capacity: Option<u64>,
+}
+
+impl MemorySwap {
+    /// An in-memory backend holding at most `capacity` slots.
+    #[must_use]
+    pub fn new(capacity: Option<u64>) -> MemorySwap {
+        MemorySwap {
+            pages: Mutex::new(LockRank::Swap, HashMap::new()),
+            capacity,
+        }
+    }
+}
+
+impl SwapBackend for MemorySwap {
+    fn write_page(&self, slot: u64, page: &AlignedPage) -> io::Result<()> {
+        self.pages.lock().insert(slot, page.0.to_vec().into_boxed_slice());
+        Ok(())
+    }
+
+    fn read_page(&self, slot: u64, page: &mut AlignedPage) -> io::Result<()> {
+        let pages = self.pages.lock();
+        let data = pages
+            .get(&slot)
+            .ok_or_else(|| io::Error::other(format!("slot {slot} never written")))?;
+        page.0.copy_from_slice(data);
+        Ok(())
+    }
+
+    fn capacity_slots(&self) -> Option<u64> {
+        self.capacity
+    }
+}
+
+/// Switches of a [`FaultySwap`], shared with the test that flips them.
+#[derive(Debug, Default)]
+pub struct FaultControl {
+    /// Fail every write with an I/O error.
+    pub fail_writes: AtomicBool,
+    /// Fail every read with an I/O error.
+    pub fail_reads: AtomicBool,
+    /// Flip a bit of every page read (authentication must catch it).
+    pub corrupt_reads: AtomicBool,
+    /// Fail writes as if the disk were full (`ENOSPC`).
+    pub disk_full: AtomicBool,
+    /// Writes that failed because of a switch.
+    pub injected: AtomicU64,
+}
+
+/// A backend that injects faults into another, for tests.
+pub struct FaultySwap {
+    inner: Box<dyn SwapBackend>,
+    control: Arc<FaultControl>,
+}
+
+impl FaultySwap {
+    /// Wrap `inner`; the returned control flips faults on and off.
+    #[must_use]
+    pub fn new(inner: Box<dyn SwapBackend>) -> (FaultySwap, Arc<FaultControl>) {
+        let control = Arc::new(FaultControl::default());
+        (
+            FaultySwap {
+                inner,
+                control: control.clone(),
+            },
+            control,
+        )
+    }
+}
+
+impl SwapBackend for FaultySwap {
+    fn write_page(&self, slot: u64, page: &AlignedPage) -> io::Result<()> {
+        if self.control.disk_full.load(Ordering::Relaxed) {
+            self.control.injected.fetch_add(1, Ordering::Relaxed);
+            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+        }
+        if self.control.fail_writes.load(Ordering::Relaxed) {
+            self.control.injected.fetch_add(1, Ordering::Relaxed);
+            return Err(io::Error::from_raw_os_error(libc::EIO));
+        }
+        self.inner.write_page(slot, page)
+    }
+
+    fn read_page(&self, slot: u64, page: &mut AlignedPage) -> io::Result<()> {
+        if self.control.fail_reads.load(Ordering::Relaxed) {
+            self.control.injected.fetch_add(1, Ordering::Relaxed);
+            return Err(io::Error::from_raw_os_error(libc::EIO));
+        }
+        self.inner.read_page(slot, page)?;
+        if self.control.corrupt_reads.load(Ordering::Relaxed) {
+            page.0[17] ^= 0x40;
+        }
+        Ok(())
+    }
+
+    fn capacity_slots(&self) -> Option<u64> {
+        self.inner.capacity_slots()
+    }
+}

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Run every test of rtmpfs: lint, unit/integration/model/differential tests (in-process and on
+# real mounts), shuttle schedule exploration, then the external suites on a live FUSE mount
+# compared with kernel tmpfs on the same machine. Needs root and /dev/fuse (CI has both).
+#
+# Environment: RTMPFS_FSX_OPS (default 100000), RTMPFS_STRESS_SECS (default 60),
+#              RTMPFS_SKIP_EXTERNAL=1 to stop after the cargo tests (local iteration only).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=never
+results=${RESULTS_DIR:-/tmp/rtmpfs-results}
+mkdir -p "$results"
+passed=0
+failed=0
+failures=()
+
+step() { # step NAME CMD...: run, count, keep going
+    local name=$1
+    shift
+    echo "=== $name: $*"
+    local start=$SECONDS
+    if "$@"; then
+        passed=$((passed + 1))
+        echo "=== $name: ok ($((SECONDS - start)) s)"
+    else
+        failed=$((failed + 1))
+        failures+=("$name")
+        echo "=== $name: FAILED ($((SECONDS - start)) s)"
+    fi
+}
+
+step install-tools scripts/install-test-tools.sh
+step fmt cargo fmt --all -- --check
+step clippy cargo clippy --workspace --all-targets --locked -- -D warnings
+step cargo-test cargo test --workspace --locked
+step shuttle cargo test -p rtmpfs-core --locked --features shuttle --test tests shuttle
+step build-release cargo build --release --locked --workspace
+
+if [ "${RTMPFS_SKIP_EXTERNAL:-0}" != 1 ]; then
+    step external-suites scripts/external-suites.sh
+fi
+
+echo
+if [ ${#failures[@]} -gt 0 ]; then
+    echo "failed steps: ${failures[*]}"
+fi
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
