@@ -33,7 +33,7 @@ step install-tools scripts/install-test-tools.sh
 step fmt cargo fmt --all -- --check
 step clippy cargo clippy --workspace --all-targets --locked -- -D warnings
 step cargo-test cargo test --workspace --locked
-step shuttle cargo test -p rtmpfs-core --locked --features shuttle --test tests shuttle
+step shuttle cargo test -p rtmpfs-core --locked --features shuttle shuttle
 step build-release cargo build --release --locked --workspace
 
 if [ "${RTMPFS_SKIP_EXTERNAL:-0}" != 1 ]; then

@@ -13,11 +13,25 @@ use crate::mem::{Clock, ClockEntry, MemBudget, TierStats};
 use crate::swap::Swap;
 use crate::sync::{Arc, AtomicBool, Ordering, Weak};
 
-/// How long a thread that needs a frame keeps trying (reclaiming, then waiting for frames to be
-/// released) before it gives up with `NoSpace`. Only reached when nothing at all can be evicted:
-/// swap full or failing, or no swap.
+/// When a thread that needs a frame gives up with `NoSpace`: after this many sweeps in a row
+/// that found the swap full or failing, or this many waits of `FRAME_WAIT_STEP` during which no
+/// frame was released anywhere. Losing races to threads that do make progress never counts:
+/// `NoSpace` means memory is really exhausted.
 const FRAME_WAIT_ROUNDS: u32 = 100;
 const FRAME_WAIT_STEP: Duration = Duration::from_millis(10);
+const EXHAUSTED_SWEEPS: u32 = 3;
+/// Fruitless sweeps (every candidate busy, or held by another thread's sweep) answered by
+/// yielding and looking again before sleeping: the other thread usually needs only a moment.
+const YIELD_RETRIES: u32 = 64;
+
+/// What one eviction sweep did.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Sweep {
+    /// Frames that left RAM.
+    pub evicted: usize,
+    /// A page could not be written out: swap full, or the swap device failing.
+    pub swap_exhausted: bool,
+}
 
 /// Pages examined per eviction attempt before giving up on a sweep.
 const SWEEP_FACTOR: usize = 4;
@@ -59,7 +73,9 @@ impl Pager {
             return Ok(Frame::new_zeroed(None));
         };
         crate::sync::assert_not_held_at_or_above(crate::sync::LockRank::PageMap);
-        let mut rounds = 0;
+        let mut idle_waits = 0;
+        let mut exhausted = 0;
+        let mut fruitless = 0;
         loop {
             if tier.budget.try_charge() {
                 return Ok(Frame::new_zeroed(Some(tier.budget.clone())));
@@ -68,15 +84,32 @@ impl Pager {
             if tier.swap.is_none() {
                 return Err(FsError::NoSpace);
             }
-            if self.evict_batch(8) > 0 {
+            let seen = tier.budget.progress();
+            let sweep = self.sweep(8);
+            if sweep.evicted > 0 {
+                exhausted = 0;
+                fruitless = 0;
                 continue;
             }
-            rounds += 1;
-            if rounds > FRAME_WAIT_ROUNDS {
-                return Err(FsError::NoSpace);
+            if sweep.swap_exhausted {
+                exhausted += 1;
+                if exhausted >= EXHAUSTED_SWEEPS {
+                    return Err(FsError::NoSpace);
+                }
             }
+            fruitless += 1;
+            if fruitless <= YIELD_RETRIES {
+                crate::sync::thread::yield_now();
+                continue;
+            }
+            fruitless = 0;
             tier.budget.kick();
-            tier.budget.wait_for_release(FRAME_WAIT_STEP);
+            if !tier.budget.wait_for_progress(seen, FRAME_WAIT_STEP) {
+                idle_waits += 1;
+                if idle_waits > FRAME_WAIT_ROUNDS {
+                    return Err(FsError::NoSpace);
+                }
+            }
         }
     }
 
@@ -113,17 +146,31 @@ impl Pager {
         }
     }
 
-    /// Evict up to `want` pages: sweep the CLOCK ring, giving referenced frames a second chance
-    /// and skipping (requeueing) anything busy. Returns how many frames left RAM.
+    /// Evict up to `want` pages. Returns how many frames left RAM.
     pub(crate) fn evict_batch(&self, want: usize) -> usize {
-        let Some(tier) = &self.tier else { return 0 };
-        let Some(swap) = &tier.swap else { return 0 };
+        self.sweep(want).evicted
+    }
+
+    /// Sweep the CLOCK ring for up to `want` victims, giving referenced frames a second chance
+    /// and skipping (requeueing) anything busy.
+    pub(crate) fn sweep(&self, want: usize) -> Sweep {
+        let Some(tier) = &self.tier else {
+            return Sweep::default();
+        };
+        let Some(swap) = &tier.swap else {
+            return Sweep::default();
+        };
+        self.sweep_ring(tier, swap, want)
+    }
+
+    fn sweep_ring(&self, tier: &MemTier, swap: &Swap, want: usize) -> Sweep {
         let budget_examined = (tier.clock.len() + want)
             .min(want * SWEEP_FACTOR * 64)
             .max(want * SWEEP_FACTOR);
         let mut done = 0;
         let mut examined = 0;
         let mut full = false;
+        let mut io_error = false;
         while done < want && examined < budget_examined {
             let Some(entry) = tier.clock.pop() else { break };
             examined += 1;
@@ -157,11 +204,15 @@ impl Pager {
                 }
                 EvictOutcome::IoError => {
                     tier.clock.requeue(entry);
+                    io_error = true;
                     break;
                 }
             }
         }
-        done
+        Sweep {
+            evicted: done,
+            swap_exhausted: done == 0 && (full || io_error),
+        }
     }
 
     /// Free every swap copy held by a resident (clean) frame, to make room in a full swap.
@@ -189,7 +240,7 @@ impl Pager {
                 continue;
             }
             let want = usize::try_from(deficit.min(256)).unwrap_or(256);
-            if self.evict_batch(want) == 0 {
+            if self.sweep(want).evicted == 0 {
                 // Nothing evictable now (all busy or swap full): back off.
                 tier.budget.wait_for_kick(Duration::from_millis(20));
             }

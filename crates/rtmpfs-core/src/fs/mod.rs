@@ -8,6 +8,8 @@ mod handles;
 mod io;
 mod namespace;
 mod rename;
+#[cfg(all(test, feature = "shuttle"))]
+mod shuttle_tests;
 #[cfg(all(test, not(feature = "shuttle")))]
 mod swap_tests;
 mod xattrs;
@@ -119,7 +121,7 @@ impl Filesystem {
                         let sealer = if swap_cfg.encrypt {
                             Sealer::random_key().map_err(|e| ConfigError(e.to_string()))?
                         } else {
-                            Sealer::Plain
+                            Sealer::plain()
                         };
                         Some(Swap::new(backend, cap, sealer))
                     }

@@ -28,8 +28,11 @@ pub(crate) struct MemBudget {
     used: AtomicU64,
     /// Free frames the background evictor tries to keep, so writers rarely wait.
     target_free: u64,
-    /// Threads parked in [`MemBudget::wait_for_release`].
+    /// Threads parked in [`MemBudget::wait_for_progress`].
     waiters: AtomicU64,
+    /// Bumped whenever a frame is released: a thread that found nothing to evict sleeps only if
+    /// no frame was released since it looked (no lost wake-up).
+    progress: AtomicU64,
     /// Rank `Budget`. Guards nothing but the condition variables' waits.
     lock: Mutex<()>,
     released: Condvar,
@@ -45,6 +48,7 @@ impl MemBudget {
             used: AtomicU64::new(0),
             target_free: (max_pages / 16).clamp(1, 4096),
             waiters: AtomicU64::new(0),
+            progress: AtomicU64::new(0),
             lock: Mutex::new(LockRank::Budget, ()),
             released: Condvar::new(),
             kick: Condvar::new(),
@@ -78,21 +82,37 @@ impl MemBudget {
     pub(crate) fn release(&self) {
         let prev = self.used.fetch_sub(1, Ordering::AcqRel);
         debug_assert!(prev > 0, "frame budget released below zero");
+        self.note_progress();
+    }
+
+    /// The progress counter, read before an eviction attempt.
+    pub(crate) fn progress(&self) -> u64 {
+        self.progress.load(Ordering::Acquire)
+    }
+
+    /// A frame was released: wake the waiters.
+    fn note_progress(&self) {
+        self.progress.fetch_add(1, Ordering::AcqRel);
         if self.waiters.load(Ordering::Acquire) > 0 {
             let _g = self.lock.lock();
             self.released.notify_all();
         }
     }
 
-    /// Park until a frame is released or `timeout` passes.
-    pub(crate) fn wait_for_release(&self, timeout: Duration) {
+    /// Park until a frame is released after `seen` or `timeout` passes. Returns at once if the
+    /// budget has room or a release already happened. Returns whether anything happened (false:
+    /// the whole timeout passed with no frame released anywhere).
+    pub(crate) fn wait_for_progress(&self, seen: u64, timeout: Duration) -> bool {
         crate::sync::assert_not_held_at_or_above(LockRank::PageMap);
         self.waiters.fetch_add(1, Ordering::AcqRel);
         let g = self.lock.lock();
-        if self.used.load(Ordering::Acquire) >= self.max {
+        if self.used.load(Ordering::Acquire) >= self.max && self.progress.load(Ordering::Acquire) == seen {
             drop(self.released.wait_timeout(g, timeout));
+        } else {
+            drop(g);
         }
         self.waiters.fetch_sub(1, Ordering::AcqRel);
+        self.used.load(Ordering::Acquire) < self.max || self.progress.load(Ordering::Acquire) != seen
     }
 
     /// Ask the background evictor to run.

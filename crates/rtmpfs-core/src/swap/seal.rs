@@ -8,9 +8,14 @@ use super::{PageId, SwapEntry};
 use crate::sync::{AtomicU64, Ordering};
 
 /// Encrypts and authenticates pages, or passes them through (`encrypt=false`).
+///
+/// Either way every sealed page gets a fresh nonce from a counter: the page map compares
+/// `Swapped` entries by (slot, nonce, tag) to detect that a page it saw swapped out was swapped
+/// in, changed and swapped out again *to the same slot* meanwhile (the ABA case that shuttle
+/// found as `regression_swap_slot_aba`); a unique nonce makes every entry distinct.
 pub(crate) enum Sealer {
     /// No encryption, no authentication.
-    Plain,
+    Plain { next_nonce: AtomicU64 },
     /// AES-256-GCM; nonces from a counter that never repeats under this key.
     Aes {
         cipher: Box<Aes256Gcm>,
@@ -34,6 +39,13 @@ impl Sealer {
         })
     }
 
+    /// A sealer that neither encrypts nor authenticates.
+    pub(crate) fn plain() -> Sealer {
+        Sealer::Plain {
+            next_nonce: AtomicU64::new(1),
+        }
+    }
+
     pub(crate) fn encrypts(&self) -> bool {
         matches!(self, Sealer::Aes { .. })
     }
@@ -41,7 +53,7 @@ impl Sealer {
     /// Seal `page` in place for `slot`; returns (nonce, tag).
     pub(crate) fn seal(&self, page: &mut [u8], slot: u64, id: PageId) -> (u64, [u8; 16]) {
         match self {
-            Sealer::Plain => (0, [0; 16]),
+            Sealer::Plain { next_nonce } => (next_nonce.fetch_add(1, Ordering::Relaxed), [0; 16]),
             Sealer::Aes { cipher, next_nonce } => {
                 let n = next_nonce.fetch_add(1, Ordering::Relaxed);
                 let tag = cipher
@@ -55,7 +67,7 @@ impl Sealer {
     /// Verify and decrypt `page` in place.
     pub(crate) fn open(&self, page: &mut [u8], entry: SwapEntry, id: PageId) -> Result<(), ()> {
         match self {
-            Sealer::Plain => Ok(()),
+            Sealer::Plain { .. } => Ok(()),
             Sealer::Aes { cipher, .. } => cipher
                 .decrypt_in_place_detached(
                     &nonce_bytes(entry.nonce),
