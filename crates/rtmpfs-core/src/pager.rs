@@ -7,10 +7,11 @@ use std::time::Duration;
 use crate::accounting::Accounting;
 use crate::error::{FsError, Result};
 use crate::file::page_map::{Frame, Slot};
-use crate::file::EvictOutcome;
+use crate::file::{EvictOutcome, EvictSnapshot};
 use crate::inode::Inode;
 use crate::mem::{Clock, ClockEntry, MemBudget, TierStats};
-use crate::swap::Swap;
+use crate::swap::{PageId, StoreError, Swap};
+use crate::types::PAGE_SIZE;
 use crate::sync::{Arc, AtomicBool, Ordering, Weak};
 
 /// When a thread that needs a frame gives up with `NoSpace`: after this many sweeps in a row
@@ -35,6 +36,17 @@ pub(crate) struct Sweep {
 
 /// Pages examined per eviction attempt before giving up on a sweep.
 const SWEEP_FACTOR: usize = 4;
+/// Most pages written out by one sweep, or read back by one swap-in (one vectored I/O of up to
+/// 1 MiB when their slots are consecutive).
+const MAX_BATCH: usize = 256;
+
+/// A page chosen for eviction, between its snapshot and its publication.
+struct Candidate {
+    entry: ClockEntry,
+    inode: Arc<Inode>,
+    frame: Arc<Frame>,
+    snap: EvictSnapshot,
+}
 
 /// Everything the data path needs besides a file's own page map.
 pub(crate) struct Pager {
@@ -113,6 +125,12 @@ impl Pager {
         }
     }
 
+    /// Most swapped pages brought back by one read: up to `MAX_BATCH` (1 MiB), and no more than
+    /// a quarter of the RAM budget, so that read-ahead never crowds out the working set.
+    pub(crate) fn swap_in_run_limit(&self) -> usize {
+        self.tier.as_ref().map_or(1, |t| usize::try_from((t.budget.max() / 4).clamp(1, MAX_BATCH as u64)).unwrap_or(1))
+    }
+
     /// Put a newly resident frame on the CLOCK ring.
     pub(crate) fn track(&self, owner: &Weak<Inode>, idx: u64, frame: &Arc<Frame>) {
         if let Some(tier) = &self.tier {
@@ -164,14 +182,11 @@ impl Pager {
     }
 
     fn sweep_ring(&self, tier: &MemTier, swap: &Swap, want: usize) -> Sweep {
-        let budget_examined = (tier.clock.len() + want)
-            .min(want * SWEEP_FACTOR * 64)
-            .max(want * SWEEP_FACTOR);
-        let mut done = 0;
+        let want = want.min(MAX_BATCH);
+        let examine_limit = (tier.clock.len() + want).min(want * SWEEP_FACTOR * 64).max(want * SWEEP_FACTOR);
+        let mut batch: Vec<Candidate> = Vec::with_capacity(want);
         let mut examined = 0;
-        let mut full = false;
-        let mut io_error = false;
-        while done < want && examined < budget_examined {
+        while batch.len() < want && examined < examine_limit {
             let Some(entry) = tier.clock.pop() else { break };
             examined += 1;
             let (Some(inode), Some(frame)) = (entry.inode.upgrade(), entry.frame.upgrade()) else {
@@ -182,7 +197,36 @@ impl Pager {
                 continue;
             }
             let Some(file) = inode.file() else { continue };
-            match file.try_evict(self, swap, entry.idx, &frame) {
+            match file.evict_snapshot(entry.idx, &frame) {
+                Ok(snap) => batch.push(Candidate { entry, inode, frame, snap }),
+                Err(EvictOutcome::Busy) => tier.clock.requeue(entry),
+                Err(_) => {}
+            }
+        }
+        // Write every dirty page of the batch together: consecutive slots, few I/Os.
+        let dirty: Vec<(&[u8; PAGE_SIZE as usize], PageId)> =
+            batch.iter().filter_map(|c| c.snap.copy.as_deref().map(|copy| (copy, c.snap.id))).collect();
+        let mut stored = swap.store_batch(&dirty).into_iter();
+        let (mut done, mut full, mut io_error) = (0, false, false);
+        for c in batch {
+            let (entry, fresh) = match (c.snap.origin, &c.snap.copy) {
+                (Some(origin), _) => (origin, false),
+                (None, _) => match stored.next() {
+                    Some(Ok(e)) => (e, true),
+                    Some(Err(StoreError::Full)) | None => {
+                        full = true;
+                        tier.clock.requeue(c.entry);
+                        continue;
+                    }
+                    Some(Err(StoreError::Io)) => {
+                        io_error = true;
+                        tier.clock.requeue(c.entry);
+                        continue;
+                    }
+                },
+            };
+            let Some(file) = c.inode.file() else { continue };
+            match file.evict_publish(self, swap, (c.entry.idx, &c.frame), c.snap.version, (entry, fresh)) {
                 EvictOutcome::Evicted => {
                     tier.stats.evictions.fetch_add(1, Ordering::Relaxed);
                     done += 1;
@@ -191,28 +235,16 @@ impl Pager {
                     tier.stats.clean_evictions.fetch_add(1, Ordering::Relaxed);
                     done += 1;
                 }
-                EvictOutcome::Gone => {}
-                EvictOutcome::Busy => tier.clock.requeue(entry),
-                EvictOutcome::Full => {
-                    tier.clock.requeue(entry);
-                    if full {
-                        break;
-                    }
-                    // Swap is full: free the swap copies kept by clean resident pages, once.
-                    full = true;
-                    self.drop_origins(tier, swap);
-                }
-                EvictOutcome::IoError => {
-                    tier.clock.requeue(entry);
-                    io_error = true;
-                    break;
-                }
+                EvictOutcome::Busy => tier.clock.requeue(c.entry),
+                _ => {}
             }
         }
-        Sweep {
-            evicted: done,
-            swap_exhausted: done == 0 && (full || io_error),
+        if full && done == 0 {
+            // Swap is full: free the swap copies kept by clean resident pages; the next sweep
+            // can use their slots.
+            self.drop_origins(tier, swap);
         }
+        Sweep { evicted: done, swap_exhausted: done == 0 && (full || io_error) }
     }
 
     /// Free every swap copy held by a resident (clean) frame, to make room in a full swap.
@@ -239,7 +271,7 @@ impl Pager {
                 tier.budget.wait_for_kick(Duration::from_millis(200));
                 continue;
             }
-            let want = usize::try_from(deficit.min(256)).unwrap_or(256);
+            let want = usize::try_from(deficit.min(MAX_BATCH as u64)).unwrap_or(MAX_BATCH);
             if self.sweep(want).evicted == 0 {
                 // Nothing evictable now (all busy or swap full): back off.
                 tier.budget.wait_for_kick(Duration::from_millis(20));

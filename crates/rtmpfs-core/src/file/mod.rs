@@ -18,7 +18,7 @@ pub(crate) mod page_map;
 use crate::error::{FsError, Result};
 use crate::inode::Inode;
 use crate::pager::Pager;
-use crate::swap::{PageId, StoreError, Swap, SwapEntry};
+use crate::swap::{PageId, Swap, SwapEntry};
 use crate::sync::{Arc, AtomicU64, LockRank, Ordering, RwLock, Weak, WriteGuard};
 use crate::types::{SeekWhence, MAX_FILE_SIZE, PAGE_SIZE};
 use page_map::{Frame, PageMap, Slot, SlotState, PAGE};
@@ -41,10 +41,23 @@ pub(crate) enum EvictOutcome {
     Gone,
     /// In use or changed meanwhile: try later.
     Busy,
-    /// No swap slot free.
-    Full,
-    /// The swap write failed; the page stays resident.
-    IoError,
+}
+
+/// What the first phase of an eviction saw.
+pub(crate) struct EvictSnapshot {
+    /// The frame's version when copied: publishing needs it unchanged.
+    pub version: u64,
+    /// The frame's still-valid swap copy: evict without I/O.
+    pub origin: Option<SwapEntry>,
+    /// Otherwise, the bytes to write out.
+    pub copy: Option<Box<[u8; PAGE]>>,
+    /// Bound into the seal.
+    pub id: PageId,
+}
+
+/// Whether page `idx` of `map` is resident in exactly `frame`.
+fn is_frame_at(map: &PageMap, idx: u64, frame: &Arc<Frame>) -> bool {
+    matches!(map.slots.get(&idx), Some(Slot::Resident(f)) if Arc::ptr_eq(f, frame))
 }
 
 /// The data of one regular file.
@@ -61,6 +74,9 @@ pub(crate) struct FileData {
     pages: RwLock<PageMap>,
     /// Non-hole slots of this file (for `st_blocks`). Changed under `pages`.
     charged: AtomicU64,
+    /// Where the last read ended: a read starting there is sequential, and may bring swapped
+    /// pages back ahead of the reader (swap read-ahead). A hint only; races are harmless.
+    read_cursor: AtomicU64,
 }
 
 impl FileData {
@@ -72,6 +88,7 @@ impl FileData {
             size: AtomicU64::new(0),
             pages: RwLock::new(LockRank::PageMap, PageMap::default()),
             charged: AtomicU64::new(0),
+            read_cursor: AtomicU64::new(u64::MAX),
         }
     }
 
@@ -116,6 +133,9 @@ impl FileData {
             return Ok(0);
         }
         let end = size.min(offset.saturating_add(buf.len() as u64));
+        // Sequential reads may swap in ahead of the request, up to EOF; others only what they read.
+        let sequential = self.read_cursor.swap(end, Ordering::Relaxed) == offset;
+        let swap_in_last = if sequential { (size - 1) / PAGE_SIZE } else { (end - 1) / PAGE_SIZE };
         let mut pos = offset;
         let short_or = |pos: u64, e: FsError| {
             if pos == offset {
@@ -141,7 +161,7 @@ impl FileData {
                             frame.touch();
                         }
                         Some(Slot::Swapped(e)) => {
-                            swap_in = Some((idx, *e));
+                            swap_in = Some(self.swapped_run(&map, pager, idx, *e, swap_in_last));
                             break;
                         }
                         Some(Slot::Poisoned) => return short_or(pos, FsError::Io),
@@ -149,8 +169,8 @@ impl FileData {
                     pos += n as u64;
                 }
             }
-            if let Some((idx, e)) = swap_in {
-                if let Err(err) = self.swap_in(pager, idx, e) {
+            if let Some(run) = swap_in {
+                if let Err(err) = self.swap_in(pager, &run) {
                     return short_or(pos, err);
                 }
             }
@@ -228,7 +248,7 @@ impl FileData {
                 }
             };
             if let SlotState::Swapped(e) = seen {
-                self.swap_in(pager, idx, e)?;
+                self.swap_in(pager, &[(idx, e)])?;
                 continue;
             }
             if seen == SlotState::Hole {
@@ -265,73 +285,115 @@ impl FileData {
         }
     }
 
-    /// Bring swapped page `idx` (seen as `entry`) back into RAM, or poison it if its swap copy
-    /// cannot be read or does not authenticate. Publishes only if the slot still holds `entry`;
-    /// otherwise someone else changed it and the caller looks again.
-    fn swap_in(&self, pager: &Pager, idx: u64, entry: SwapEntry) -> Result<()> {
-        let tier = pager.tier.as_ref().ok_or(FsError::Io)?;
-        let swap = tier.swap.as_ref().ok_or(FsError::Io)?;
-        let frame = pager.new_frame()?;
-        let loaded = {
-            // The frame is not published yet: nobody else can see this lock.
-            let mut bytes = frame.data.write();
-            swap.load(entry, self.page_id(idx), &mut bytes)
-        };
-        let mut map = self.pages.write();
-        if map.state(idx) != SlotState::Swapped(entry) {
-            return Ok(());
-        }
-        if loaded.is_err() {
-            let old = map.slots.insert(idx, Slot::Poisoned);
-            if let Some(old) = &old {
-                pager.acct.moved(old, &Slot::Poisoned);
+    /// The run of swapped pages starting at `idx` (seen as `first`) whose swap slots are
+    /// consecutive, up to page `last` and the pager's read-ahead limit: read back with one I/O.
+    fn swapped_run(&self, map: &PageMap, pager: &Pager, idx: u64, first: SwapEntry, last: u64) -> Vec<(u64, SwapEntry)> {
+        let mut run = vec![(idx, first)];
+        let limit = pager.swap_in_run_limit();
+        let mut next = idx + 1;
+        while next <= last && run.len() < limit {
+            match map.slots.get(&next) {
+                Some(Slot::Swapped(e)) if e.slot == first.slot + run.len() as u64 => run.push((next, *e)),
+                _ => break,
             }
-            drop(map);
-            swap.free(entry.slot);
-            tier.stats.poisoned.fetch_add(1, Ordering::Relaxed);
-            return Err(FsError::Io);
+            next += 1;
         }
-        frame.set_origin(entry);
-        let old = map.slots.insert(idx, Slot::Resident(frame.clone()));
-        if let Some(old) = &old {
-            pager.acct.moved(old, &Slot::Resident(frame.clone()));
-        }
-        drop(map);
-        tier.stats.swap_ins.fetch_add(1, Ordering::Relaxed);
-        pager.track(&self.owner, idx, &frame);
-        Ok(())
+        run
     }
 
-    /// One eviction attempt of page `idx`, expected to be `frame`. Try-locks only; swap I/O with
-    /// no lock held; publishes `Swapped` only if the slot still holds `frame` unchanged.
-    pub(crate) fn try_evict(&self, pager: &Pager, swap: &Swap, idx: u64, frame: &Arc<Frame>) -> EvictOutcome {
-        let is_this_frame =
-            |map: &PageMap| matches!(map.slots.get(&idx), Some(Slot::Resident(f)) if Arc::ptr_eq(f, frame));
-        let (version, origin, copy) = {
-            let Some(map) = self.pages.try_read() else {
-                return EvictOutcome::Busy;
-            };
-            if !is_this_frame(&map) {
-                return EvictOutcome::Gone;
+    /// Bring the swapped pages `run` (page index, entry seen; consecutive swap slots) back into
+    /// RAM with one read, or poison those whose copy cannot be read or does not authenticate.
+    /// Each page is published only if its slot still holds the entry seen; otherwise someone
+    /// else changed it and the caller looks again. Holds no lock during allocation or I/O.
+    ///
+    /// # Errors
+    /// `Io` if the first page of the run was poisoned; `NoSpace` if no frame could be had.
+    fn swap_in(&self, pager: &Pager, run: &[(u64, SwapEntry)]) -> Result<()> {
+        let tier = pager.tier.as_ref().ok_or(FsError::Io)?;
+        let swap = tier.swap.as_ref().ok_or(FsError::Io)?;
+        let mut frames = Vec::with_capacity(run.len());
+        for _ in run {
+            match pager.new_frame() {
+                Ok(f) => frames.push(f),
+                Err(e) if frames.is_empty() => return Err(e),
+                Err(_) => break,
             }
-            let Some(bytes) = frame.data.try_read() else {
-                return EvictOutcome::Busy;
-            };
-            let version = frame.version.load(Ordering::Acquire);
-            match frame.origin() {
-                Some(o) => (version, Some(o), None),
-                None => (version, None, Some(Box::new(**bytes))),
+        }
+        let run = &run[..frames.len()];
+        let ids: Vec<(SwapEntry, PageId)> = run.iter().map(|&(idx, e)| (e, self.page_id(idx))).collect();
+        let mut bufs: Vec<Box<[u8; PAGE]>> = (0..run.len()).map(|_| Box::new([0u8; PAGE])).collect();
+        let loaded = swap.load_run(&ids, &mut bufs);
+        for (frame, buf) in frames.iter().zip(&bufs) {
+            // Not published yet: nobody else can see these frames.
+            frame.data.write().copy_from_slice(&buf[..]);
+        }
+        let mut first_poisoned = false;
+        let mut published = Vec::with_capacity(run.len());
+        let mut freed = Vec::new();
+        {
+            let mut map = self.pages.write();
+            for (i, (&(idx, entry), frame)) in run.iter().zip(&frames).enumerate() {
+                if map.state(idx) != SlotState::Swapped(entry) {
+                    continue;
+                }
+                let new = if loaded[i].is_ok() {
+                    frame.set_origin(entry);
+                    published.push((idx, frame.clone()));
+                    Slot::Resident(frame.clone())
+                } else {
+                    first_poisoned |= i == 0;
+                    freed.push(entry.slot);
+                    tier.stats.poisoned.fetch_add(1, Ordering::Relaxed);
+                    Slot::Poisoned
+                };
+                if let Some(old) = map.slots.insert(idx, new) {
+                    pager.acct.moved(&old, map.slots.get(&idx).expect("just inserted"));
+                }
             }
-        };
-        let (entry, fresh) = match (origin, copy) {
-            (Some(o), _) => (o, false),
-            (None, Some(copy)) => match swap.store(&copy, self.page_id(idx)) {
-                Ok(e) => (e, true),
-                Err(StoreError::Full) => return EvictOutcome::Full,
-                Err(StoreError::Io) => return EvictOutcome::IoError,
-            },
-            (None, None) => unreachable!("either a swap copy or a data copy"),
-        };
+        }
+        for slot in freed {
+            swap.free(slot);
+        }
+        tier.stats.swap_ins.fetch_add(published.len() as u64, Ordering::Relaxed);
+        for (idx, frame) in &published {
+            pager.track(&self.owner, *idx, frame);
+        }
+        if first_poisoned {
+            Err(FsError::Io)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// First phase of evicting page `idx`, expected to be `frame`: under try-locks only, record
+    /// its version and either its still-valid swap copy or a copy of its bytes.
+    ///
+    /// # Errors
+    /// `Busy` if a lock is held, `Gone` if the page is no longer this frame.
+    pub(crate) fn evict_snapshot(&self, idx: u64, frame: &Arc<Frame>) -> Result<EvictSnapshot, EvictOutcome> {
+        let map = self.pages.try_read().ok_or(EvictOutcome::Busy)?;
+        if !is_frame_at(&map, idx, frame) {
+            return Err(EvictOutcome::Gone);
+        }
+        let bytes = frame.data.try_read().ok_or(EvictOutcome::Busy)?;
+        let version = frame.version.load(Ordering::Acquire);
+        Ok(match frame.origin() {
+            Some(o) => EvictSnapshot { version, origin: Some(o), copy: None, id: self.page_id(idx) },
+            None => EvictSnapshot { version, origin: None, copy: Some(Box::new(**bytes)), id: self.page_id(idx) },
+        })
+    }
+
+    /// Last phase of evicting page `idx`: publish `Swapped(entry)` by compare-and-set — only if
+    /// the slot still holds `frame` at the snapshot's version. `fresh` says whether `entry` was
+    /// just written (its slot is freed on failure) or is the frame's own swap copy.
+    pub(crate) fn evict_publish(
+        &self,
+        pager: &Pager,
+        swap: &Swap,
+        (idx, frame): (u64, &Arc<Frame>),
+        version: u64,
+        (entry, fresh): (SwapEntry, bool),
+    ) -> EvictOutcome {
         let give_up = |outcome| {
             if fresh {
                 swap.free(entry.slot);
@@ -341,7 +403,7 @@ impl FileData {
         let Some(mut map) = self.pages.try_write() else {
             return give_up(EvictOutcome::Busy);
         };
-        if !is_this_frame(&map) {
+        if !is_frame_at(&map, idx, frame) {
             return give_up(EvictOutcome::Gone);
         }
         if frame.version.load(Ordering::Acquire) != version {

@@ -38,7 +38,32 @@ pub trait SwapBackend: Send + Sync {
     fn capacity_slots(&self) -> Option<u64> {
         None
     }
+
+    /// Store consecutive pages at slots `first..first + pages.len()` (one I/O where the backend
+    /// can).
+    ///
+    /// # Errors
+    /// Any I/O error; then none of the pages counts as stored.
+    fn write_pages(&self, first: u64, pages: &[AlignedPage]) -> io::Result<()> {
+        for (i, p) in pages.iter().enumerate() {
+            self.write_page(first + i as u64, p)?;
+        }
+        Ok(())
+    }
+
+    /// Read consecutive pages from slots `first..first + pages.len()` (one I/O where the backend
+    /// can).
+    ///
+    /// # Errors
+    /// Any I/O error; then none of the pages counts as read.
+    fn read_pages(&self, first: u64, pages: &mut [AlignedPage]) -> io::Result<()> {
+        for (i, p) in pages.iter_mut().enumerate() {
+            self.read_page(first + i as u64, p)?;
+        }
+        Ok(())
+    }
 }
+
 
 /// The private swap file.
 pub struct FileSwap {
@@ -137,6 +162,56 @@ impl SwapBackend for FileSwap {
                 std::num::NonZeroU64::new(PAGE_SIZE),
                 rustix::fs::Advice::DontNeed,
             )?;
+        }
+        Ok(())
+    }
+
+    fn write_pages(&self, first: u64, pages: &[AlignedPage]) -> io::Result<()> {
+        let mut done = 0;
+        while done < pages.len() {
+            let iov: Vec<io::IoSlice<'_>> = pages[done..].iter().map(|p| io::IoSlice::new(&p.0)).collect();
+            let n = rustix::io::pwritev(&self.file, &iov, (first + done as u64) * PAGE_SIZE)?;
+            if n == 0 {
+                return Err(io::Error::from(io::ErrorKind::WriteZero));
+            }
+            if n % PAGE_SIZE as usize != 0 {
+                // A torn page: rewrite it alone (O_DIRECT never does this; buffered I/O may).
+                let page = done + n / PAGE_SIZE as usize;
+                self.write_page(first + page as u64, &pages[page])?;
+                done = page + 1;
+            } else {
+                done += n / PAGE_SIZE as usize;
+            }
+        }
+        if self.fadvise {
+            let len = std::num::NonZeroU64::new(pages.len() as u64 * PAGE_SIZE);
+            rustix::fs::fadvise(&self.file, first * PAGE_SIZE, len, rustix::fs::Advice::DontNeed)?;
+        }
+        Ok(())
+    }
+
+    fn read_pages(&self, first: u64, pages: &mut [AlignedPage]) -> io::Result<()> {
+        let count = pages.len();
+        let mut done = 0;
+        while done < count {
+            let mut iov: Vec<io::IoSliceMut<'_>> =
+                pages[done..].iter_mut().map(|p| io::IoSliceMut::new(&mut p.0)).collect();
+            let n = rustix::io::preadv(&self.file, &mut iov, (first + done as u64) * PAGE_SIZE)?;
+            drop(iov);
+            if n == 0 {
+                return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
+            }
+            if n % PAGE_SIZE as usize != 0 {
+                let page = done + n / PAGE_SIZE as usize;
+                self.read_page(first + page as u64, &mut pages[page])?;
+                done = page + 1;
+            } else {
+                done += n / PAGE_SIZE as usize;
+            }
+        }
+        if self.fadvise {
+            let len = std::num::NonZeroU64::new(count as u64 * PAGE_SIZE);
+            rustix::fs::fadvise(&self.file, first * PAGE_SIZE, len, rustix::fs::Advice::DontNeed)?;
         }
         Ok(())
     }
@@ -242,5 +317,19 @@ impl SwapBackend for FaultySwap {
 
     fn capacity_slots(&self) -> Option<u64> {
         self.inner.capacity_slots()
+    }
+
+    fn write_pages(&self, first: u64, pages: &[AlignedPage]) -> io::Result<()> {
+        for (i, p) in pages.iter().enumerate() {
+            self.write_page(first + i as u64, p)?;
+        }
+        Ok(())
+    }
+
+    fn read_pages(&self, first: u64, pages: &mut [AlignedPage]) -> io::Result<()> {
+        for (i, p) in pages.iter_mut().enumerate() {
+            self.read_page(first + i as u64, p)?;
+        }
+        Ok(())
     }
 }

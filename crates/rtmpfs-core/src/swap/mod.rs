@@ -78,50 +78,69 @@ impl Swap {
         }
     }
 
-    /// Seal and write one page. No engine lock may be held (this does I/O).
-    pub(crate) fn store(&self, data: &[u8; PAGE_SIZE as usize], id: PageId) -> Result<SwapEntry, StoreError> {
-        let slot = self.slots.lock().alloc().ok_or(StoreError::Full)?;
-        let mut page = AlignedPage::boxed();
-        page.0.copy_from_slice(data);
-        let (nonce, tag) = self.sealer.seal(&mut page.0, slot, id);
-        match self.backend.write_page(slot, &page) {
-            Ok(()) => {
-                self.stats.writes.fetch_add(1, Ordering::Relaxed);
-                Ok(SwapEntry { slot, nonce, tag })
-            }
-            Err(e) => {
-                tracing::warn!(slot, error = %e, "swap write failed");
-                self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
-                self.free(slot);
-                Err(StoreError::Io)
-            }
+    /// Seal and write several pages, in as few I/Os as the free slots allow (contiguous runs of
+    /// slots are written with one vectored write). Returns one result per page, in order. No
+    /// engine lock may be held.
+    pub(crate) fn store_batch(&self, pages: &[(&[u8; PAGE_SIZE as usize], PageId)]) -> Vec<Result<SwapEntry, StoreError>> {
+        let slots = self.slots.lock().alloc_many(pages.len());
+        let mut out: Vec<Result<SwapEntry, StoreError>> = Vec::with_capacity(pages.len());
+        let mut sealed: Vec<AlignedPage> = Vec::with_capacity(slots.len());
+        for (&slot, (data, id)) in slots.iter().zip(pages) {
+            let mut page = AlignedPage([0; PAGE_SIZE as usize]);
+            page.0.copy_from_slice(&data[..]);
+            let (nonce, tag) = self.sealer.seal(&mut page.0, slot, *id);
+            sealed.push(page);
+            out.push(Ok(SwapEntry { slot, nonce, tag }));
         }
+        // Write each run of consecutive slots with one call.
+        let mut start = 0;
+        while start < slots.len() {
+            let mut end = start + 1;
+            while end < slots.len() && slots[end] == slots[end - 1] + 1 {
+                end += 1;
+            }
+            if let Err(e) = self.backend.write_pages(slots[start], &sealed[start..end]) {
+                tracing::warn!(first = slots[start], pages = end - start, error = %e, "swap write failed");
+                self.stats.write_errors.fetch_add((end - start) as u64, Ordering::Relaxed);
+                let mut alloc = self.slots.lock();
+                for r in &mut out[start..end] {
+                    if let Ok(e) = r {
+                        alloc.free(e.slot);
+                    }
+                    *r = Err(StoreError::Io);
+                }
+            } else {
+                self.stats.writes.fetch_add((end - start) as u64, Ordering::Relaxed);
+            }
+            start = end;
+        }
+        out.resize(pages.len(), Err(StoreError::Full));
+        out
     }
 
-    /// Read and verify one page into `out`. No engine lock may be held (this does I/O).
-    ///
-    /// # Errors
-    /// `Err(())` when the read fails or the page does not authenticate: the caller poisons it.
-    pub(crate) fn load(&self, entry: SwapEntry, id: PageId, out: &mut [u8; PAGE_SIZE as usize]) -> Result<(), ()> {
-        let mut page = AlignedPage::boxed();
-        if let Err(e) = self.backend.read_page(entry.slot, &mut page) {
-            tracing::warn!(slot = entry.slot, error = %e, "swap read failed");
-            self.stats.read_errors.fetch_add(1, Ordering::Relaxed);
-            return Err(());
+    /// Read and verify pages whose slots are consecutive (`entries[i].slot == first + i`) in one
+    /// I/O, into `outs`. Returns one result per page. No engine lock may be held.
+    pub(crate) fn load_run(&self, entries: &[(SwapEntry, PageId)], outs: &mut [Box<[u8; PAGE_SIZE as usize]>]) -> Vec<Result<(), ()>> {
+        debug_assert!(entries.windows(2).all(|w| w[1].0.slot == w[0].0.slot + 1));
+        let mut pages: Vec<AlignedPage> = (0..entries.len()).map(|_| AlignedPage([0; PAGE_SIZE as usize])).collect();
+        if let Err(e) = self.backend.read_pages(entries[0].0.slot, &mut pages) {
+            tracing::warn!(first = entries[0].0.slot, pages = entries.len(), error = %e, "swap read failed");
+            self.stats.read_errors.fetch_add(entries.len() as u64, Ordering::Relaxed);
+            return vec![Err(()); entries.len()];
         }
-        if self.sealer.open(&mut page.0, entry, id).is_err() {
-            tracing::warn!(
-                slot = entry.slot,
-                ino = id.ino,
-                idx = id.idx,
-                "swap page failed authentication"
-            );
-            self.stats.read_errors.fetch_add(1, Ordering::Relaxed);
-            return Err(());
+        let mut results = Vec::with_capacity(entries.len());
+        for ((page, (entry, id)), out) in pages.iter_mut().zip(entries).zip(outs.iter_mut()) {
+            if self.sealer.open(&mut page.0, *entry, *id).is_err() {
+                tracing::warn!(slot = entry.slot, ino = id.ino, idx = id.idx, "swap page failed authentication");
+                self.stats.read_errors.fetch_add(1, Ordering::Relaxed);
+                results.push(Err(()));
+            } else {
+                self.stats.reads.fetch_add(1, Ordering::Relaxed);
+                out.copy_from_slice(&page.0);
+                results.push(Ok(()));
+            }
         }
-        self.stats.reads.fetch_add(1, Ordering::Relaxed);
-        out.copy_from_slice(&page.0);
-        Ok(())
+        results
     }
 
     /// Give a slot back for reuse.

@@ -33,6 +33,19 @@ impl SlotAllocator {
         Some(self.next - 1)
     }
 
+    /// Up to `n` slots, as contiguous as the free space allows: from the end of the file when no
+    /// freed slot is waiting, otherwise lowest freed first. Fewer than `n` when full.
+    pub(crate) fn alloc_many(&mut self, n: usize) -> Vec<u64> {
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            match self.alloc() {
+                Some(s) => out.push(s),
+                None => break,
+            }
+        }
+        out
+    }
+
     pub(crate) fn free(&mut self, slot: u64) {
         debug_assert!(
             slot < self.next && !self.free.contains(&slot),
