@@ -8,7 +8,7 @@
 use std::ffi::OsStr;
 use std::fs::OpenOptions;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use rtmpfs_core::swap::AlignedPage;
@@ -28,17 +28,23 @@ struct Figures {
     rand_iops: f64,
 }
 
-fn engine_run(dir: &PathBuf, budget_mib: usize, encrypt: bool) -> Figures {
+fn engine_run(dir: &Path, budget_mib: usize, encrypt: bool) -> Figures {
     let total = 4 * budget_mib * MIB;
     let cfg = Config {
         size_bytes: Some(8 * total as u64),
         memory_bytes: Some((budget_mib * MIB) as u64),
-        swap: Some(SwapConfig { dir: dir.clone(), size_bytes: None, encrypt }),
+        swap: Some(SwapConfig {
+            dir: dir.to_path_buf(),
+            size_bytes: None,
+            encrypt,
+        }),
         ..Config::default()
     };
     let fs = Filesystem::new(cfg).expect("filesystem");
     let ctx = Ctx::root();
-    let (_, fh) = fs.create(&ctx, fs.root(), OsStr::new("big"), 0o644, OpenFlags::READ_WRITE).unwrap();
+    let (_, fh) = fs
+        .create(&ctx, fs.root(), OsStr::new("big"), 0o644, OpenFlags::READ_WRITE)
+        .unwrap();
     let chunk: Vec<u8> = (0..MIB).map(|i| (i * 7 + 3) as u8).collect();
     for i in 0..total / MIB {
         fs.write(&ctx, fh, (i * MIB) as u64, &chunk).unwrap();
@@ -72,13 +78,16 @@ fn engine_run(dir: &PathBuf, budget_mib: usize, encrypt: bool) -> Figures {
                 u.frames_in_use,
                 u.memory_limit_pages.unwrap_or(0)
             );
-            return Figures { seq_mib_s: seq, rand_iops: rand };
+            return Figures {
+                seq_mib_s: seq,
+                rand_iops: rand,
+            };
         }
     }
     unreachable!()
 }
 
-fn direct_run(dir: &PathBuf, budget_mib: usize) -> Figures {
+fn direct_run(dir: &Path, budget_mib: usize) -> Figures {
     let total = 4 * budget_mib * MIB;
     let path = dir.join(format!("rtmpfs-swap-bench-{}", std::process::id()));
     let file = OpenOptions::new()
@@ -99,7 +108,8 @@ fn direct_run(dir: &PathBuf, budget_mib: usize) -> Figures {
     // 1 MiB O_DIRECT reads: one preadv of 256 aligned pages.
     let start = Instant::now();
     for i in 0..total / MIB {
-        let mut iov: Vec<std::io::IoSliceMut<'_>> = pages.iter_mut().map(|p| std::io::IoSliceMut::new(&mut p.0)).collect();
+        let mut iov: Vec<std::io::IoSliceMut<'_>> =
+            pages.iter_mut().map(|p| std::io::IoSliceMut::new(&mut p.0)).collect();
         let n = rustix::io::preadv(&file, &mut iov, (i * MIB) as u64).unwrap();
         assert_eq!(n, MIB);
     }
@@ -112,21 +122,37 @@ fn direct_run(dir: &PathBuf, budget_mib: usize) -> Figures {
         file.read_exact_at(&mut pages[0].0, page * 4096).unwrap();
     }
     let rand = f64::from(n) / start.elapsed().as_secs_f64();
-    Figures { seq_mib_s: seq, rand_iops: rand }
+    Figures {
+        seq_mib_s: seq,
+        rand_iops: rand,
+    }
 }
 
 fn main() {
     let mut args = std::env::args().skip(1);
     let dir = PathBuf::from(args.next().unwrap_or_else(|| "/var/tmp".into()));
     let budget_mib: usize = args.next().map_or(64, |s| s.parse().expect("budget MiB"));
-    println!("working set {} MiB, RAM budget {budget_mib} MiB, swap dir {}", 4 * budget_mib, dir.display());
+    println!(
+        "working set {} MiB, RAM budget {budget_mib} MiB, swap dir {}",
+        4 * budget_mib,
+        dir.display()
+    );
     let direct = direct_run(&dir, budget_mib);
     let enc = engine_run(&dir, budget_mib, true);
     let plain = engine_run(&dir, budget_mib, false);
     println!("{:<28} {:>12} {:>12}", "", "seq MiB/s", "rand 4k IOPS");
-    println!("{:<28} {:>12.0} {:>12.0}", "plain file O_DIRECT", direct.seq_mib_s, direct.rand_iops);
-    println!("{:<28} {:>12.0} {:>12.0}", "engine, encrypted swap", enc.seq_mib_s, enc.rand_iops);
-    println!("{:<28} {:>12.0} {:>12.0}", "engine, plain swap", plain.seq_mib_s, plain.rand_iops);
+    println!(
+        "{:<28} {:>12.0} {:>12.0}",
+        "plain file O_DIRECT", direct.seq_mib_s, direct.rand_iops
+    );
+    println!(
+        "{:<28} {:>12.0} {:>12.0}",
+        "engine, encrypted swap", enc.seq_mib_s, enc.rand_iops
+    );
+    println!(
+        "{:<28} {:>12.0} {:>12.0}",
+        "engine, plain swap", plain.seq_mib_s, plain.rand_iops
+    );
     println!(
         "ratios vs O_DIRECT: encrypted seq {:.2} rand {:.2}; plain seq {:.2} rand {:.2}; encryption cost on seq {:.1}%",
         enc.seq_mib_s / direct.seq_mib_s,

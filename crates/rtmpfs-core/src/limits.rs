@@ -18,24 +18,32 @@ pub(crate) fn xattr_space(name_len: usize, value_len: usize) -> u64 {
     40 + name_len as u64 + value_len as u64
 }
 
-/// A counter with an optional ceiling, charged by compare-and-swap.
+/// A counter with an optional ceiling, charged by compare-and-swap. The ceiling can change at
+/// run time (remount); `UNLIMITED` stands for none.
 #[derive(Debug)]
 pub(crate) struct Budget {
-    max: Option<u64>,
+    max: AtomicU64,
     used: AtomicU64,
 }
+
+const UNLIMITED: u64 = u64::MAX;
 
 impl Budget {
     pub(crate) fn new(max: Option<u64>) -> Self {
         Budget {
-            max,
+            max: AtomicU64::new(max.unwrap_or(UNLIMITED)),
             used: AtomicU64::new(0),
         }
     }
 
+    /// Change the ceiling (remount); the caller checked it is not below what is used.
+    pub(crate) fn set_max(&self, max: u64) {
+        self.max.store(max, Ordering::Relaxed);
+    }
+
     /// Charge `n` units, or fail with `NoSpace` and charge nothing.
     pub(crate) fn charge(&self, n: u64) -> Result<()> {
-        let Some(max) = self.max else {
+        let Some(max) = self.max() else {
             self.used.fetch_add(n, Ordering::Relaxed);
             return Ok(());
         };
@@ -63,12 +71,12 @@ impl Budget {
     }
 
     pub(crate) fn max(&self) -> Option<u64> {
-        self.max
+        Some(self.max.load(Ordering::Relaxed)).filter(|&m| m != UNLIMITED)
     }
 
     /// Units still free, or `None` when unlimited.
     pub(crate) fn free(&self) -> Option<u64> {
-        self.max.map(|m| m.saturating_sub(self.used()))
+        self.max().map(|m| m.saturating_sub(self.used()))
     }
 }
 

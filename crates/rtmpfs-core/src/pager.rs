@@ -11,8 +11,8 @@ use crate::file::{EvictOutcome, EvictSnapshot};
 use crate::inode::Inode;
 use crate::mem::{Clock, ClockEntry, MemBudget, TierStats};
 use crate::swap::{PageId, StoreError, Swap};
-use crate::types::PAGE_SIZE;
 use crate::sync::{Arc, AtomicBool, Ordering, Weak};
+use crate::types::PAGE_SIZE;
 
 /// When a thread that needs a frame gives up with `NoSpace`: after this many sweeps in a row
 /// that found the swap full or failing, or this many waits of `FRAME_WAIT_STEP` during which no
@@ -128,7 +128,9 @@ impl Pager {
     /// Most swapped pages brought back by one read: up to `MAX_BATCH` (1 MiB), and no more than
     /// a quarter of the RAM budget, so that read-ahead never crowds out the working set.
     pub(crate) fn swap_in_run_limit(&self) -> usize {
-        self.tier.as_ref().map_or(1, |t| usize::try_from((t.budget.max() / 4).clamp(1, MAX_BATCH as u64)).unwrap_or(1))
+        self.tier.as_ref().map_or(1, |t| {
+            usize::try_from((t.budget.max() / 4).clamp(1, MAX_BATCH as u64)).unwrap_or(1)
+        })
     }
 
     /// Put a newly resident frame on the CLOCK ring.
@@ -183,7 +185,9 @@ impl Pager {
 
     fn sweep_ring(&self, tier: &MemTier, swap: &Swap, want: usize) -> Sweep {
         let want = want.min(MAX_BATCH);
-        let examine_limit = (tier.clock.len() + want).min(want * SWEEP_FACTOR * 64).max(want * SWEEP_FACTOR);
+        let examine_limit = (tier.clock.len() + want)
+            .min(want * SWEEP_FACTOR * 64)
+            .max(want * SWEEP_FACTOR);
         let mut batch: Vec<Candidate> = Vec::with_capacity(want);
         let mut examined = 0;
         while batch.len() < want && examined < examine_limit {
@@ -198,14 +202,21 @@ impl Pager {
             }
             let Some(file) = inode.file() else { continue };
             match file.evict_snapshot(entry.idx, &frame) {
-                Ok(snap) => batch.push(Candidate { entry, inode, frame, snap }),
+                Ok(snap) => batch.push(Candidate {
+                    entry,
+                    inode,
+                    frame,
+                    snap,
+                }),
                 Err(EvictOutcome::Busy) => tier.clock.requeue(entry),
                 Err(_) => {}
             }
         }
         // Write every dirty page of the batch together: consecutive slots, few I/Os.
-        let dirty: Vec<(&[u8; PAGE_SIZE as usize], PageId)> =
-            batch.iter().filter_map(|c| c.snap.copy.as_deref().map(|copy| (copy, c.snap.id))).collect();
+        let dirty: Vec<(&[u8; PAGE_SIZE as usize], PageId)> = batch
+            .iter()
+            .filter_map(|c| c.snap.copy.as_deref().map(|copy| (copy, c.snap.id)))
+            .collect();
         let mut stored = swap.store_batch(&dirty).into_iter();
         let (mut done, mut full, mut io_error) = (0, false, false);
         for c in batch {
@@ -244,7 +255,10 @@ impl Pager {
             // can use their slots.
             self.drop_origins(tier, swap);
         }
-        Sweep { evicted: done, swap_exhausted: done == 0 && (full || io_error) }
+        Sweep {
+            evicted: done,
+            swap_exhausted: done == 0 && (full || io_error),
+        }
     }
 
     /// Free every swap copy held by a resident (clean) frame, to make room in a full swap.

@@ -58,10 +58,10 @@ pub(crate) fn is_owner_or_root(ctx: &Ctx, o: Owner) -> bool {
 }
 
 /// Which set-id bits a write or truncate by `ctx` must clear (Linux `should_remove_suid`):
-/// set-user-ID always, set-group-ID when group-executable; never for root (`CAP_FSETID`), and
-/// only on regular files.
+/// set-user-ID always, set-group-ID when group-executable; never for a caller with
+/// `CAP_FSETID`, and only on regular files.
 pub(crate) fn setid_bits_to_kill_on_write(ctx: &Ctx, perm: u32, is_regular: bool) -> u32 {
-    if ctx.is_root() || !is_regular {
+    if ctx.has_fsetid() || !is_regular {
         return 0;
     }
     let mut kill = perm & libc::S_ISUID;

@@ -232,6 +232,10 @@ pub struct Ctx {
     pub groups: Vec<u32>,
     /// File-creation mask applied to the mode of new inodes (0 when the caller already applied it).
     pub umask: u32,
+    /// Whether the caller holds `CAP_FSETID` (keeps set-user-ID/set-group-ID bits when it writes
+    /// or truncates). `None`: assume it does exactly when it is root. A FUSE server knows better
+    /// (the kernel says so per request) and sets it.
+    pub cap_fsetid: Option<bool>,
 }
 
 impl Ctx {
@@ -249,6 +253,7 @@ impl Ctx {
             gid,
             groups: Vec::new(),
             umask: 0,
+            cap_fsetid: None,
         }
     }
 
@@ -256,6 +261,12 @@ impl Ctx {
     #[must_use]
     pub fn is_root(&self) -> bool {
         self.uid == 0
+    }
+
+    /// Whether the caller holds `CAP_FSETID` (see [`Ctx::cap_fsetid`]).
+    #[must_use]
+    pub fn has_fsetid(&self) -> bool {
+        self.cap_fsetid.unwrap_or(self.uid == 0)
     }
 
     /// Whether `gid` is the caller's group or one of its supplementary groups.

@@ -135,7 +135,11 @@ impl FileData {
         let end = size.min(offset.saturating_add(buf.len() as u64));
         // Sequential reads may swap in ahead of the request, up to EOF; others only what they read.
         let sequential = self.read_cursor.swap(end, Ordering::Relaxed) == offset;
-        let swap_in_last = if sequential { (size - 1) / PAGE_SIZE } else { (end - 1) / PAGE_SIZE };
+        let swap_in_last = if sequential {
+            (size - 1) / PAGE_SIZE
+        } else {
+            (end - 1) / PAGE_SIZE
+        };
         let mut pos = offset;
         let short_or = |pos: u64, e: FsError| {
             if pos == offset {
@@ -287,7 +291,14 @@ impl FileData {
 
     /// The run of swapped pages starting at `idx` (seen as `first`) whose swap slots are
     /// consecutive, up to page `last` and the pager's read-ahead limit: read back with one I/O.
-    fn swapped_run(&self, map: &PageMap, pager: &Pager, idx: u64, first: SwapEntry, last: u64) -> Vec<(u64, SwapEntry)> {
+    fn swapped_run(
+        &self,
+        map: &PageMap,
+        pager: &Pager,
+        idx: u64,
+        first: SwapEntry,
+        last: u64,
+    ) -> Vec<(u64, SwapEntry)> {
         let mut run = vec![(idx, first)];
         let limit = pager.swap_in_run_limit();
         let mut next = idx + 1;
@@ -378,8 +389,18 @@ impl FileData {
         let bytes = frame.data.try_read().ok_or(EvictOutcome::Busy)?;
         let version = frame.version.load(Ordering::Acquire);
         Ok(match frame.origin() {
-            Some(o) => EvictSnapshot { version, origin: Some(o), copy: None, id: self.page_id(idx) },
-            None => EvictSnapshot { version, origin: None, copy: Some(Box::new(**bytes)), id: self.page_id(idx) },
+            Some(o) => EvictSnapshot {
+                version,
+                origin: Some(o),
+                copy: None,
+                id: self.page_id(idx),
+            },
+            None => EvictSnapshot {
+                version,
+                origin: None,
+                copy: Some(Box::new(**bytes)),
+                id: self.page_id(idx),
+            },
         })
     }
 

@@ -65,7 +65,7 @@ impl Filesystem {
         if inode.kind == FileKind::Directory && (flags.write || flags.truncate) {
             return Err(FsError::IsDir);
         }
-        if (flags.write || flags.truncate) && self.config.read_only && inode.kind == FileKind::RegularFile {
+        if (flags.write || flags.truncate) && self.is_read_only() && inode.kind == FileKind::RegularFile {
             return Err(FsError::ReadOnly);
         }
         if self.config.enforce_permissions {
@@ -90,6 +90,7 @@ impl Filesystem {
                     m.mtime = now;
                     m.ctime = now;
                     m.perm &= !perm::setid_bits_to_kill_on_write(ctx, m.perm, true);
+                    self.kill_priv(&mut m);
                 }
             }
         }
@@ -206,7 +207,7 @@ impl Filesystem {
 
     /// Update atime after a read, following relatime (or not at all with `noatime`).
     pub(crate) fn touch_atime(&self, inode: &Inode, noatime: bool) {
-        if noatime || self.config.noatime || self.config.read_only {
+        if noatime || self.config.noatime || self.is_read_only() {
             return;
         }
         let now = Timespec::now();

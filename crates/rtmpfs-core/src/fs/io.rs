@@ -86,6 +86,7 @@ impl Filesystem {
         m.mtime = now;
         m.ctime = now;
         m.perm &= !perm::setid_bits_to_kill_on_write(ctx, m.perm, true);
+        self.kill_priv(&mut m);
     }
 
     /// `fallocate(2)`: reserve a range (extending the size unless `KeepSize`), or punch a hole.

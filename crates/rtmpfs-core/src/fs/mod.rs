@@ -7,6 +7,8 @@
 mod handles;
 mod io;
 mod namespace;
+#[cfg(all(test, not(feature = "shuttle")))]
+mod remount_tests;
 mod rename;
 #[cfg(all(test, feature = "shuttle"))]
 mod shuttle_tests;
@@ -26,7 +28,7 @@ use crate::mem::{Clock, MemBudget, TierStats};
 use crate::pager::{MemTier, Pager};
 use crate::perm;
 use crate::swap::{FileSwap, Sealer, Swap, SwapBackend};
-use crate::sync::{Arc, AtomicU64, LockRank, Mutex, Ordering};
+use crate::sync::{Arc, AtomicBool, AtomicU64, LockRank, Mutex, Ordering};
 use crate::types::{access, Attr, Ctx, FileKind, Ino, SetAttr, SetTime, StatFs, Timespec, Usage, NAME_MAX, PAGE_SIZE};
 use handles::Handles;
 
@@ -60,6 +62,8 @@ pub struct Filesystem {
     live_inodes: AtomicU64,
     /// Rank `Rename`: held by cross-directory renames; parent pointers change only under it.
     rename_lock: Mutex<()>,
+    /// Refuse changes (`ro`); starts as `config.read_only`, switched by remount.
+    read_only: AtomicBool,
 }
 
 impl std::fmt::Debug for Filesystem {
@@ -156,6 +160,7 @@ impl Filesystem {
             ispace,
             live_inodes: AtomicU64::new(0),
             rename_lock: Mutex::new(LockRank::Rename, ()),
+            read_only: AtomicBool::new(config.read_only),
             config,
         };
         fs.ispace
@@ -179,6 +184,43 @@ impl Filesystem {
     #[must_use]
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Whether changes are refused (`ro`).
+    #[must_use]
+    pub fn is_read_only(&self) -> bool {
+        self.read_only.load(Ordering::Acquire)
+    }
+
+    /// Switch read-only on or off (remount). While read-only, every change fails with
+    /// `ReadOnly` and reads leave atime alone.
+    pub fn set_read_only(&self, read_only: bool) {
+        self.read_only.store(read_only, Ordering::Release);
+    }
+
+    /// Change the `size` and `nr_inodes` limits (remount), as tmpfs: `None` leaves a limit as
+    /// it is. A limit below what is in use, or a limit on an instance that was built unlimited,
+    /// is refused ("cannot retroactively limit size").
+    ///
+    /// # Errors
+    /// `Invalid`, and nothing changes.
+    pub fn set_limits(&self, size_bytes: Option<u64>, max_inodes: Option<u64>) -> Result<()> {
+        let pages = size_bytes.map(|b| b / PAGE_SIZE);
+        let ispace = max_inodes.map(|n| n.saturating_mul(BOGO_INODE_SIZE));
+        for (new, budget) in [(pages, &self.pager.acct.pages), (ispace, &self.ispace)] {
+            if let Some(new) = new {
+                if budget.max().is_none() || new < budget.used() || new == 0 {
+                    return Err(FsError::Invalid);
+                }
+            }
+        }
+        if let Some(p) = pages {
+            self.pager.acct.pages.set_max(p);
+        }
+        if let Some(i) = ispace {
+            self.ispace.set_max(i);
+        }
+        Ok(())
     }
 
     /// The root directory's inode number.
@@ -243,6 +285,7 @@ impl Filesystem {
         if size_changed {
             m.mtime = now;
             m.perm &= !perm::setid_bits_to_kill_on_write(ctx, m.perm, true);
+            self.kill_priv(&mut m);
         }
         if let Some(mode) = set.mode {
             let mut mode = mode & 0o7777;
@@ -264,6 +307,7 @@ impl Filesystem {
                     m.perm &= !kill;
                 }
             }
+            self.kill_priv(&mut m);
             if let Some(uid) = set.uid {
                 m.uid = uid;
             }
@@ -337,7 +381,7 @@ impl Filesystem {
     /// `Access` when denied, `ReadOnly` for write access on a read-only instance, `NotFound`.
     pub fn access(&self, ctx: &Ctx, ino: Ino, mask: u32) -> Result<()> {
         let inode = self.inode(ino)?;
-        if mask & access::W_OK != 0 && self.config.read_only {
+        if mask & access::W_OK != 0 && self.is_read_only() {
             return Err(FsError::ReadOnly);
         }
         let m = inode.meta.read();
@@ -486,7 +530,7 @@ impl Filesystem {
     }
 
     fn check_writable(&self) -> Result<()> {
-        if self.config.read_only {
+        if self.is_read_only() {
             Err(FsError::ReadOnly)
         } else {
             Ok(())
@@ -536,6 +580,37 @@ impl Filesystem {
         if gone && ino != Ino::ROOT {
             self.table.remove(ino);
         }
+    }
+
+    /// Drop `security.capability`, as Linux does on write, truncate and chown
+    /// (`security_inode_killpriv`): file capabilities must not survive a change of content or
+    /// owner. Cheap when the inode has no xattrs.
+    pub(crate) fn kill_priv(&self, m: &mut Meta) {
+        if m.xattrs.is_empty() {
+            return;
+        }
+        if let Some(old) = m.xattrs.remove(b"security.capability".as_slice()) {
+            if self.ispace.max().is_some() {
+                let space = crate::limits::xattr_space(b"security.capability".len(), old.len());
+                self.ispace.uncharge(space);
+                m.xattr_space -= space;
+            }
+        }
+    }
+
+    /// Take one more lookup reference on `ino` and return its attributes (a FUSE server does
+    /// this for every entry of a READDIRPLUS reply, and for `LOOKUP(ino, ".")` of any inode).
+    ///
+    /// # Errors
+    /// `NotFound` if the inode is gone or released.
+    pub fn lookup_ino(&self, ino: Ino) -> Result<Attr> {
+        let inode = self.inode(ino)?;
+        let mut m = inode.meta.write();
+        if m.released && m.lookups == 0 {
+            return Err(FsError::NotFound);
+        }
+        self.add_lookup(&mut m);
+        Ok(inode.attr(&m))
     }
 
     /// Count a lookup reference if the instance tracks them.

@@ -29,6 +29,15 @@ impl Filesystem {
     pub fn lookup(&self, ctx: &Ctx, parent: Ino, name: &OsStr) -> Result<Attr> {
         let name = name.as_bytes();
         let kind = name::check(name)?;
+        if kind == NameKind::Dot {
+            // "." of any inode is itself: the kernel asks this of non-directories when it decodes
+            // an exported file handle.
+            let inode = self.inode(parent)?;
+            if inode.kind == FileKind::Directory {
+                self.check_perm(ctx, &inode, access::X_OK)?;
+            }
+            return self.lookup_ino(parent);
+        }
         let dir_inode = self.inode(parent)?;
         let body = dir_inode.dir().ok_or(FsError::NotDir)?;
         self.check_perm(ctx, &dir_inode, access::X_OK)?;

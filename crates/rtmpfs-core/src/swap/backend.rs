@@ -64,7 +64,6 @@ pub trait SwapBackend: Send + Sync {
     }
 }
 
-
 /// The private swap file.
 pub struct FileSwap {
     file: File,
@@ -194,8 +193,10 @@ impl SwapBackend for FileSwap {
         let count = pages.len();
         let mut done = 0;
         while done < count {
-            let mut iov: Vec<io::IoSliceMut<'_>> =
-                pages[done..].iter_mut().map(|p| io::IoSliceMut::new(&mut p.0)).collect();
+            let mut iov: Vec<io::IoSliceMut<'_>> = pages[done..]
+                .iter_mut()
+                .map(|p| io::IoSliceMut::new(&mut p.0))
+                .collect();
             let n = rustix::io::preadv(&self.file, &mut iov, (first + done as u64) * PAGE_SIZE)?;
             drop(iov);
             if n == 0 {

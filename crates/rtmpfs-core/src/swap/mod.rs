@@ -81,7 +81,10 @@ impl Swap {
     /// Seal and write several pages, in as few I/Os as the free slots allow (contiguous runs of
     /// slots are written with one vectored write). Returns one result per page, in order. No
     /// engine lock may be held.
-    pub(crate) fn store_batch(&self, pages: &[(&[u8; PAGE_SIZE as usize], PageId)]) -> Vec<Result<SwapEntry, StoreError>> {
+    pub(crate) fn store_batch(
+        &self,
+        pages: &[(&[u8; PAGE_SIZE as usize], PageId)],
+    ) -> Vec<Result<SwapEntry, StoreError>> {
         let slots = self.slots.lock().alloc_many(pages.len());
         let mut out: Vec<Result<SwapEntry, StoreError>> = Vec::with_capacity(pages.len());
         let mut sealed: Vec<AlignedPage> = Vec::with_capacity(slots.len());
@@ -101,7 +104,9 @@ impl Swap {
             }
             if let Err(e) = self.backend.write_pages(slots[start], &sealed[start..end]) {
                 tracing::warn!(first = slots[start], pages = end - start, error = %e, "swap write failed");
-                self.stats.write_errors.fetch_add((end - start) as u64, Ordering::Relaxed);
+                self.stats
+                    .write_errors
+                    .fetch_add((end - start) as u64, Ordering::Relaxed);
                 let mut alloc = self.slots.lock();
                 for r in &mut out[start..end] {
                     if let Ok(e) = r {
@@ -120,18 +125,31 @@ impl Swap {
 
     /// Read and verify pages whose slots are consecutive (`entries[i].slot == first + i`) in one
     /// I/O, into `outs`. Returns one result per page. No engine lock may be held.
-    pub(crate) fn load_run(&self, entries: &[(SwapEntry, PageId)], outs: &mut [Box<[u8; PAGE_SIZE as usize]>]) -> Vec<Result<(), ()>> {
+    pub(crate) fn load_run(
+        &self,
+        entries: &[(SwapEntry, PageId)],
+        outs: &mut [Box<[u8; PAGE_SIZE as usize]>],
+    ) -> Vec<Result<(), ()>> {
         debug_assert!(entries.windows(2).all(|w| w[1].0.slot == w[0].0.slot + 1));
-        let mut pages: Vec<AlignedPage> = (0..entries.len()).map(|_| AlignedPage([0; PAGE_SIZE as usize])).collect();
+        let mut pages: Vec<AlignedPage> = (0..entries.len())
+            .map(|_| AlignedPage([0; PAGE_SIZE as usize]))
+            .collect();
         if let Err(e) = self.backend.read_pages(entries[0].0.slot, &mut pages) {
             tracing::warn!(first = entries[0].0.slot, pages = entries.len(), error = %e, "swap read failed");
-            self.stats.read_errors.fetch_add(entries.len() as u64, Ordering::Relaxed);
+            self.stats
+                .read_errors
+                .fetch_add(entries.len() as u64, Ordering::Relaxed);
             return vec![Err(()); entries.len()];
         }
         let mut results = Vec::with_capacity(entries.len());
         for ((page, (entry, id)), out) in pages.iter_mut().zip(entries).zip(outs.iter_mut()) {
             if self.sealer.open(&mut page.0, *entry, *id).is_err() {
-                tracing::warn!(slot = entry.slot, ino = id.ino, idx = id.idx, "swap page failed authentication");
+                tracing::warn!(
+                    slot = entry.slot,
+                    ino = id.ino,
+                    idx = id.idx,
+                    "swap page failed authentication"
+                );
                 self.stats.read_errors.fetch_add(1, Ordering::Relaxed);
                 results.push(Err(()));
             } else {

@@ -22,7 +22,10 @@ pub(crate) enum Sealer {
     Plain { next_nonce: AtomicU64 },
     /// AES-256-GCM; nonces from a counter that never repeats under this key. `LessSafeKey`
     /// because nonce uniqueness is ours to keep, and the counter keeps it.
-    Aes { key: Box<LessSafeKey>, next_nonce: AtomicU64 },
+    Aes {
+        key: Box<LessSafeKey>,
+        next_nonce: AtomicU64,
+    },
 }
 
 impl Sealer {
@@ -32,15 +35,22 @@ impl Sealer {
     /// The OS random source failed.
     pub(crate) fn random_key() -> std::io::Result<Sealer> {
         let mut key = [0u8; 32];
-        SystemRandom::new().fill(&mut key).map_err(|_| std::io::Error::other("no random source for the swap key"))?;
+        SystemRandom::new()
+            .fill(&mut key)
+            .map_err(|_| std::io::Error::other("no random source for the swap key"))?;
         let unbound = UnboundKey::new(&AES_256_GCM, &key).map_err(|_| std::io::Error::other("AES-256-GCM key"))?;
         key.fill(0);
-        Ok(Sealer::Aes { key: Box::new(LessSafeKey::new(unbound)), next_nonce: AtomicU64::new(1) })
+        Ok(Sealer::Aes {
+            key: Box::new(LessSafeKey::new(unbound)),
+            next_nonce: AtomicU64::new(1),
+        })
     }
 
     /// A sealer that neither encrypts nor authenticates.
     pub(crate) fn plain() -> Sealer {
-        Sealer::Plain { next_nonce: AtomicU64::new(1) }
+        Sealer::Plain {
+            next_nonce: AtomicU64::new(1),
+        }
     }
 
     pub(crate) fn encrypts(&self) -> bool {

@@ -1,0 +1,181 @@
+//! Tests of the run-time switches a FUSE server needs: remount (read-only, limits), explicit
+//! `CAP_FSETID`, capability stripping, lookup references by inode number.
+
+use std::ffi::OsStr;
+
+use crate::{Config, Ctx, Filesystem, FsError, Ino, OpenFlags, SetAttr, XattrSetMode, PAGE_SIZE};
+
+fn fs_with(size_pages: Option<u64>, inodes: Option<u64>) -> Filesystem {
+    Filesystem::new(Config {
+        size_bytes: size_pages.map(|p| p * PAGE_SIZE),
+        max_inodes: inodes,
+        track_lookups: true,
+        ..Config::default()
+    })
+    .unwrap()
+}
+
+#[test]
+fn read_only_switch_refuses_changes_and_comes_back() {
+    let fs = fs_with(None, None);
+    let root = Ctx::root();
+    let (_, fh) = fs
+        .create(&root, fs.root(), OsStr::new("f"), 0o644, OpenFlags::READ_WRITE)
+        .unwrap();
+    fs.set_read_only(true);
+    assert!(fs.is_read_only());
+    assert_eq!(fs.write(&root, fh, 0, b"x"), Err(FsError::ReadOnly));
+    assert_eq!(
+        fs.mkdir(&root, fs.root(), OsStr::new("d"), 0o755).unwrap_err(),
+        FsError::ReadOnly
+    );
+    assert_eq!(fs.read_vec(fh, 0, 10).unwrap(), b"");
+    fs.set_read_only(false);
+    assert_eq!(fs.write(&root, fh, 0, b"x").unwrap(), 1);
+}
+
+#[test]
+fn limits_change_like_tmpfs_remount() {
+    let fs = fs_with(Some(16), Some(10));
+    let root = Ctx::root();
+    let (_, fh) = fs
+        .create(&root, fs.root(), OsStr::new("f"), 0o644, OpenFlags::READ_WRITE)
+        .unwrap();
+    fs.write(&root, fh, 0, &vec![1; 8 * PAGE_SIZE as usize]).unwrap();
+    assert_eq!(
+        fs.set_limits(Some(4 * PAGE_SIZE), None),
+        Err(FsError::Invalid),
+        "below use"
+    );
+    assert_eq!(fs.set_limits(None, Some(1)), Err(FsError::Invalid), "below inode use");
+    fs.set_limits(Some(8 * PAGE_SIZE), Some(5)).unwrap();
+    assert_eq!(fs.statfs().blocks, 8);
+    assert_eq!(fs.statfs().files, 5);
+    assert_eq!(fs.write(&root, fh, 8 * PAGE_SIZE, b"x"), Err(FsError::NoSpace));
+    fs.set_limits(Some(32 * PAGE_SIZE), None).unwrap();
+    assert_eq!(fs.write(&root, fh, 8 * PAGE_SIZE, b"x").unwrap(), 1);
+    let unlimited = fs_with(None, None);
+    assert_eq!(
+        unlimited.set_limits(Some(PAGE_SIZE * 100), None),
+        Err(FsError::Invalid),
+        "cannot retroactively limit"
+    );
+}
+
+#[test]
+fn cap_fsetid_decides_setid_clearing() {
+    let fs = fs_with(None, None);
+    let root = Ctx::root();
+    let (attr, fh) = fs
+        .create(&root, fs.root(), OsStr::new("f"), 0o6755, OpenFlags::READ_WRITE)
+        .unwrap();
+    // Root without CAP_FSETID (a capability-dropped container) loses the bits.
+    let dropped = Ctx {
+        cap_fsetid: Some(false),
+        ..Ctx::root()
+    };
+    fs.write(&dropped, fh, 0, b"a").unwrap();
+    assert_eq!(fs.getattr(attr.ino).unwrap().perm, 0o755);
+    fs.setattr(
+        &root,
+        attr.ino,
+        &SetAttr {
+            mode: Some(0o6755),
+            ..SetAttr::default()
+        },
+        None,
+    )
+    .unwrap();
+    // A non-root writer holding CAP_FSETID keeps them.
+    let capable = Ctx {
+        cap_fsetid: Some(true),
+        ..Ctx::user(5, 5)
+    };
+    fs.write(&capable, fh, 0, b"b").unwrap();
+    assert_eq!(fs.getattr(attr.ino).unwrap().perm, 0o6755);
+    fs.write(&Ctx::user(5, 5), fh, 0, b"c").unwrap();
+    assert_eq!(fs.getattr(attr.ino).unwrap().perm, 0o755);
+}
+
+#[test]
+fn security_capability_is_dropped_on_write_truncate_and_chown() {
+    let fs = fs_with(None, Some(100));
+    let root = Ctx::root();
+    let (attr, fh) = fs
+        .create(&root, fs.root(), OsStr::new("f"), 0o755, OpenFlags::READ_WRITE)
+        .unwrap();
+    let cap = OsStr::new("security.capability");
+    let before = fs.usage().inode_space_used;
+    let set = || {
+        fs.setxattr(&root, attr.ino, cap, b"\x01\x00\x00\x02", XattrSetMode::Upsert)
+            .unwrap()
+    };
+    set();
+    fs.setxattr(&root, attr.ino, OsStr::new("user.keep"), b"v", XattrSetMode::Upsert)
+        .unwrap();
+    fs.write(&root, fh, 0, b"data").unwrap();
+    assert_eq!(
+        fs.getxattr(&root, attr.ino, cap),
+        Err(FsError::NoData),
+        "write keeps the capability"
+    );
+    assert_eq!(fs.getxattr(&root, attr.ino, OsStr::new("user.keep")).unwrap(), b"v");
+    set();
+    fs.setattr(
+        &root,
+        attr.ino,
+        &SetAttr {
+            size: Some(1),
+            ..SetAttr::default()
+        },
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        fs.getxattr(&root, attr.ino, cap),
+        Err(FsError::NoData),
+        "truncate keeps the capability"
+    );
+    set();
+    fs.setattr(
+        &root,
+        attr.ino,
+        &SetAttr {
+            uid: Some(7),
+            ..SetAttr::default()
+        },
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        fs.getxattr(&root, attr.ino, cap),
+        Err(FsError::NoData),
+        "chown keeps the capability"
+    );
+    fs.removexattr(&root, attr.ino, OsStr::new("user.keep")).unwrap();
+    assert_eq!(fs.usage().inode_space_used, before, "capability space not given back");
+    fs.check_invariants().unwrap();
+}
+
+#[test]
+fn lookup_ino_and_dot_of_a_file_take_references() {
+    let fs = fs_with(None, None);
+    let root = Ctx::root();
+    let (attr, fh) = fs
+        .create(&root, fs.root(), OsStr::new("f"), 0o644, OpenFlags::READ_WRITE)
+        .unwrap();
+    // create took one reference; "." and lookup_ino take two more.
+    assert_eq!(fs.lookup(&root, attr.ino, OsStr::new(".")).unwrap().ino, attr.ino);
+    assert_eq!(fs.lookup_ino(attr.ino).unwrap().ino, attr.ino);
+    assert_eq!(fs.lookup(&root, attr.ino, OsStr::new("..")), Err(FsError::NotDir));
+    fs.release(fh).unwrap();
+    fs.unlink(&root, fs.root(), OsStr::new("f")).unwrap();
+    // Released, but three references keep the attributes until forgotten.
+    assert_eq!(fs.getattr(attr.ino).unwrap().nlink, 0);
+    fs.forget(attr.ino, 2);
+    assert!(fs.getattr(attr.ino).is_ok());
+    fs.forget(attr.ino, 1);
+    assert_eq!(fs.getattr(attr.ino), Err(FsError::NotFound));
+    assert_eq!(fs.lookup_ino(attr.ino), Err(FsError::NotFound));
+    assert_eq!(fs.lookup_ino(Ino(999_999)), Err(FsError::NotFound));
+}
