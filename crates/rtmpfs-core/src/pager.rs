@@ -10,9 +10,8 @@ use crate::file::page_map::{Frame, Slot};
 use crate::file::{EvictOutcome, EvictSnapshot};
 use crate::inode::Inode;
 use crate::mem::{Clock, ClockEntry, MemBudget, TierStats};
-use crate::swap::{PageId, StoreError, Swap};
+use crate::swap::{AlignedPage, PageId, StoreError, Swap};
 use crate::sync::{Arc, AtomicBool, Ordering, Weak};
-use crate::types::PAGE_SIZE;
 
 /// When a thread that needs a frame gives up with `NoSpace`: after this many sweeps in a row
 /// that found the swap full or failing, or this many waits of `FRAME_WAIT_STEP` during which no
@@ -212,17 +211,18 @@ impl Pager {
                 Err(_) => {}
             }
         }
-        // Write every dirty page of the batch together: consecutive slots, few I/Os.
-        let dirty: Vec<(&[u8; PAGE_SIZE as usize], PageId)> = batch
-            .iter()
-            .filter_map(|c| c.snap.copy.as_deref().map(|copy| (copy, c.snap.id)))
+        // Write every dirty page of the batch together, in file order: consecutive slots, few I/Os.
+        batch.sort_by_key(|c| (c.snap.id.ino, c.snap.id.idx));
+        let mut dirty: Vec<(Box<AlignedPage>, PageId, Option<u64>)> = batch
+            .iter_mut()
+            .filter_map(|c| c.snap.copy.take().map(|copy| (copy, c.snap.id, c.snap.slot_hint)))
             .collect();
-        let mut stored = swap.store_batch(&dirty).into_iter();
+        let mut stored = swap.store_batch(&mut dirty).into_iter();
         let (mut done, mut full, mut io_error) = (0, false, false);
         for c in batch {
-            let (entry, fresh) = match (c.snap.origin, &c.snap.copy) {
-                (Some(origin), _) => (origin, false),
-                (None, _) => match stored.next() {
+            let (entry, fresh) = match c.snap.origin {
+                Some(origin) => (origin, false),
+                None => match stored.next() {
                     Some(Ok(e)) => (e, true),
                     Some(Err(StoreError::Full)) | None => {
                         full = true;

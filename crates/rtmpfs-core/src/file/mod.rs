@@ -18,7 +18,7 @@ pub(crate) mod page_map;
 use crate::error::{FsError, Result};
 use crate::inode::Inode;
 use crate::pager::Pager;
-use crate::swap::{PageId, Swap, SwapEntry};
+use crate::swap::{AlignedPage, PageId, Swap, SwapEntry};
 use crate::sync::{Arc, AtomicU64, LockRank, Ordering, RwLock, Weak, WriteGuard};
 use crate::types::{SeekWhence, MAX_FILE_SIZE, PAGE_SIZE};
 use page_map::{Frame, PageMap, Slot, SlotState, PAGE};
@@ -49,10 +49,13 @@ pub(crate) struct EvictSnapshot {
     pub version: u64,
     /// The frame's still-valid swap copy: evict without I/O.
     pub origin: Option<SwapEntry>,
-    /// Otherwise, the bytes to write out.
-    pub copy: Option<Box<[u8; PAGE]>>,
+    /// Otherwise, the bytes to write out (in an I/O-aligned buffer, sealed in place).
+    pub copy: Option<Box<AlignedPage>>,
     /// Bound into the seal.
     pub id: PageId,
+    /// The swap slot after the previous page's, if that page is swapped out: writing there keeps
+    /// the file's pages consecutive in the swap file.
+    pub slot_hint: Option<u64>,
 }
 
 /// Whether page `idx` of `map` is resident in exactly `frame`.
@@ -332,11 +335,12 @@ impl FileData {
         }
         let run = &run[..frames.len()];
         let ids: Vec<(SwapEntry, PageId)> = run.iter().map(|&(idx, e)| (e, self.page_id(idx))).collect();
-        let mut bufs: Vec<Box<[u8; PAGE]>> = (0..run.len()).map(|_| Box::new([0u8; PAGE])).collect();
-        let loaded = swap.load_run(&ids, &mut bufs);
+        let mut bufs: Vec<Box<AlignedPage>> = (0..run.len()).map(|_| AlignedPage::boxed()).collect();
+        let mut outs: Vec<&mut AlignedPage> = bufs.iter_mut().map(|b| &mut **b).collect();
+        let loaded = swap.load_run(&ids, &mut outs);
         for (frame, buf) in frames.iter().zip(&bufs) {
             // Not published yet: nobody else can see these frames.
-            frame.data.write().copy_from_slice(&buf[..]);
+            frame.data.write().copy_from_slice(&buf.0);
         }
         let mut first_poisoned = false;
         let mut published = Vec::with_capacity(run.len());
@@ -388,19 +392,31 @@ impl FileData {
         }
         let bytes = frame.data.try_read().ok_or(EvictOutcome::Busy)?;
         let version = frame.version.load(Ordering::Acquire);
+        let slot_hint = match idx.checked_sub(1).and_then(|prev| map.slots.get(&prev)) {
+            Some(Slot::Swapped(e)) => Some(e.slot + 1),
+            Some(Slot::Resident(f)) => f.origin().map(|o| o.slot + 1),
+            _ => None,
+        };
+        let id = self.page_id(idx);
         Ok(match frame.origin() {
             Some(o) => EvictSnapshot {
                 version,
                 origin: Some(o),
                 copy: None,
-                id: self.page_id(idx),
+                id,
+                slot_hint,
             },
-            None => EvictSnapshot {
-                version,
-                origin: None,
-                copy: Some(Box::new(**bytes)),
-                id: self.page_id(idx),
-            },
+            None => {
+                let mut copy = AlignedPage::boxed();
+                copy.0.copy_from_slice(&bytes[..]);
+                EvictSnapshot {
+                    version,
+                    origin: None,
+                    copy: Some(copy),
+                    id,
+                    slot_hint,
+                }
+            }
         })
     }
 

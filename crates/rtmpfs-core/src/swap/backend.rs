@@ -44,7 +44,7 @@ pub trait SwapBackend: Send + Sync {
     ///
     /// # Errors
     /// Any I/O error; then none of the pages counts as stored.
-    fn write_pages(&self, first: u64, pages: &[AlignedPage]) -> io::Result<()> {
+    fn write_pages(&self, first: u64, pages: &[&AlignedPage]) -> io::Result<()> {
         for (i, p) in pages.iter().enumerate() {
             self.write_page(first + i as u64, p)?;
         }
@@ -56,7 +56,7 @@ pub trait SwapBackend: Send + Sync {
     ///
     /// # Errors
     /// Any I/O error; then none of the pages counts as read.
-    fn read_pages(&self, first: u64, pages: &mut [AlignedPage]) -> io::Result<()> {
+    fn read_pages(&self, first: u64, pages: &mut [&mut AlignedPage]) -> io::Result<()> {
         for (i, p) in pages.iter_mut().enumerate() {
             self.read_page(first + i as u64, p)?;
         }
@@ -165,7 +165,7 @@ impl SwapBackend for FileSwap {
         Ok(())
     }
 
-    fn write_pages(&self, first: u64, pages: &[AlignedPage]) -> io::Result<()> {
+    fn write_pages(&self, first: u64, pages: &[&AlignedPage]) -> io::Result<()> {
         let mut done = 0;
         while done < pages.len() {
             let iov: Vec<io::IoSlice<'_>> = pages[done..].iter().map(|p| io::IoSlice::new(&p.0)).collect();
@@ -189,7 +189,7 @@ impl SwapBackend for FileSwap {
         Ok(())
     }
 
-    fn read_pages(&self, first: u64, pages: &mut [AlignedPage]) -> io::Result<()> {
+    fn read_pages(&self, first: u64, pages: &mut [&mut AlignedPage]) -> io::Result<()> {
         let count = pages.len();
         let mut done = 0;
         while done < count {
@@ -320,14 +320,14 @@ impl SwapBackend for FaultySwap {
         self.inner.capacity_slots()
     }
 
-    fn write_pages(&self, first: u64, pages: &[AlignedPage]) -> io::Result<()> {
+    fn write_pages(&self, first: u64, pages: &[&AlignedPage]) -> io::Result<()> {
         for (i, p) in pages.iter().enumerate() {
             self.write_page(first + i as u64, p)?;
         }
         Ok(())
     }
 
-    fn read_pages(&self, first: u64, pages: &mut [AlignedPage]) -> io::Result<()> {
+    fn read_pages(&self, first: u64, pages: &mut [&mut AlignedPage]) -> io::Result<()> {
         for (i, p) in pages.iter_mut().enumerate() {
             self.read_page(first + i as u64, p)?;
         }

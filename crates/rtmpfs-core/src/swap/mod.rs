@@ -78,31 +78,41 @@ impl Swap {
         }
     }
 
-    /// Seal and write several pages, in as few I/Os as the free slots allow (contiguous runs of
-    /// slots are written with one vectored write). Returns one result per page, in order. No
-    /// engine lock may be held.
+    /// Seal (in place) and write several pages, in as few I/Os as the free slots allow:
+    /// contiguous runs of slots are written with one vectored write. Returns one result per
+    /// page, in order. No engine lock may be held.
+    /// Each page may carry a slot hint (the slot after its predecessor's): a page whose
+    /// predecessor is also in the batch goes right after it.
     pub(crate) fn store_batch(
         &self,
-        pages: &[(&[u8; PAGE_SIZE as usize], PageId)],
+        pages: &mut [(Box<AlignedPage>, PageId, Option<u64>)],
     ) -> Vec<Result<SwapEntry, StoreError>> {
-        let slots = self.slots.lock().alloc_many(pages.len());
+        let slots: Vec<u64> = {
+            let mut alloc = self.slots.lock();
+            let mut slots: Vec<u64> = Vec::with_capacity(pages.len());
+            for (i, (_, id, hint)) in pages.iter().enumerate() {
+                let follows = i > 0 && pages[i - 1].1.ino == id.ino && pages[i - 1].1.idx + 1 == id.idx;
+                let hint = if follows { slots.last().map(|s| s + 1) } else { *hint };
+                match alloc.alloc_near(hint) {
+                    Some(s) => slots.push(s),
+                    None => break,
+                }
+            }
+            slots
+        };
         let mut out: Vec<Result<SwapEntry, StoreError>> = Vec::with_capacity(pages.len());
-        let mut sealed: Vec<AlignedPage> = Vec::with_capacity(slots.len());
-        for (&slot, (data, id)) in slots.iter().zip(pages) {
-            let mut page = AlignedPage([0; PAGE_SIZE as usize]);
-            page.0.copy_from_slice(&data[..]);
+        for (&slot, (page, id, _)) in slots.iter().zip(pages.iter_mut()) {
             let (nonce, tag) = self.sealer.seal(&mut page.0, slot, *id);
-            sealed.push(page);
             out.push(Ok(SwapEntry { slot, nonce, tag }));
         }
-        // Write each run of consecutive slots with one call.
         let mut start = 0;
         while start < slots.len() {
             let mut end = start + 1;
             while end < slots.len() && slots[end] == slots[end - 1] + 1 {
                 end += 1;
             }
-            if let Err(e) = self.backend.write_pages(slots[start], &sealed[start..end]) {
+            let run: Vec<&AlignedPage> = pages[start..end].iter().map(|(p, _, _)| &**p).collect();
+            if let Err(e) = self.backend.write_pages(slots[start], &run) {
                 tracing::warn!(first = slots[start], pages = end - start, error = %e, "swap write failed");
                 self.stats
                     .write_errors
@@ -123,18 +133,16 @@ impl Swap {
         out
     }
 
-    /// Read and verify pages whose slots are consecutive (`entries[i].slot == first + i`) in one
-    /// I/O, into `outs`. Returns one result per page. No engine lock may be held.
+    /// Read and verify pages whose slots are consecutive (`entries[i].slot == first + i`) with
+    /// one I/O, straight into `outs` (decrypted in place). Returns one result per page; a page
+    /// that failed leaves its `out` with undefined bytes. No engine lock may be held.
     pub(crate) fn load_run(
         &self,
         entries: &[(SwapEntry, PageId)],
-        outs: &mut [Box<[u8; PAGE_SIZE as usize]>],
+        outs: &mut [&mut AlignedPage],
     ) -> Vec<Result<(), ()>> {
         debug_assert!(entries.windows(2).all(|w| w[1].0.slot == w[0].0.slot + 1));
-        let mut pages: Vec<AlignedPage> = (0..entries.len())
-            .map(|_| AlignedPage([0; PAGE_SIZE as usize]))
-            .collect();
-        if let Err(e) = self.backend.read_pages(entries[0].0.slot, &mut pages) {
+        if let Err(e) = self.backend.read_pages(entries[0].0.slot, outs) {
             tracing::warn!(first = entries[0].0.slot, pages = entries.len(), error = %e, "swap read failed");
             self.stats
                 .read_errors
@@ -142,7 +150,7 @@ impl Swap {
             return vec![Err(()); entries.len()];
         }
         let mut results = Vec::with_capacity(entries.len());
-        for ((page, (entry, id)), out) in pages.iter_mut().zip(entries).zip(outs.iter_mut()) {
+        for (page, (entry, id)) in outs.iter_mut().zip(entries) {
             if self.sealer.open(&mut page.0, *entry, *id).is_err() {
                 tracing::warn!(
                     slot = entry.slot,
@@ -154,7 +162,6 @@ impl Swap {
                 results.push(Err(()));
             } else {
                 self.stats.reads.fetch_add(1, Ordering::Relaxed);
-                out.copy_from_slice(&page.0);
                 results.push(Ok(()));
             }
         }

@@ -33,17 +33,19 @@ impl SlotAllocator {
         Some(self.next - 1)
     }
 
-    /// Up to `n` slots, as contiguous as the free space allows: from the end of the file when no
-    /// freed slot is waiting, otherwise lowest freed first. Fewer than `n` when full.
-    pub(crate) fn alloc_many(&mut self, n: usize) -> Vec<u64> {
-        let mut out = Vec::with_capacity(n);
-        while out.len() < n {
-            match self.alloc() {
-                Some(s) => out.push(s),
-                None => break,
+    /// A slot, `hint` if it is free (to keep a file's pages consecutive in the swap file, so that
+    /// they come back with one read), else the lowest free one.
+    pub(crate) fn alloc_near(&mut self, hint: Option<u64>) -> Option<u64> {
+        if let Some(h) = hint {
+            if self.free.remove(&h) {
+                return Some(h);
+            }
+            if h == self.next && self.capacity.is_none_or(|c| h < c) {
+                self.next += 1;
+                return Some(h);
             }
         }
-        out
+        self.alloc()
     }
 
     pub(crate) fn free(&mut self, slot: u64) {
