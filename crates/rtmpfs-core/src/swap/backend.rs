@@ -176,7 +176,7 @@ impl SwapBackend for FileSwap {
             if n % PAGE_SIZE as usize != 0 {
                 // A torn page: rewrite it alone (O_DIRECT never does this; buffered I/O may).
                 let page = done + n / PAGE_SIZE as usize;
-                self.write_page(first + page as u64, &pages[page])?;
+                self.write_page(first + page as u64, pages[page])?;
                 done = page + 1;
             } else {
                 done += n / PAGE_SIZE as usize;
@@ -204,7 +204,7 @@ impl SwapBackend for FileSwap {
             }
             if n % PAGE_SIZE as usize != 0 {
                 let page = done + n / PAGE_SIZE as usize;
-                self.read_page(first + page as u64, &mut pages[page])?;
+                self.read_page(first + page as u64, pages[page])?;
                 done = page + 1;
             } else {
                 done += n / PAGE_SIZE as usize;
