@@ -53,36 +53,52 @@ pub(crate) enum Namespace {
 /// The per-inode attribute map.
 pub(crate) type XattrMap = BTreeMap<Box<[u8]>, Box<[u8]>>;
 
-/// Validate a full attribute name and return its namespace.
-pub(crate) fn namespace_of(name: &[u8]) -> Result<Namespace> {
+/// The namespace an attribute name claims by its prefix, if it is one tmpfs knows. Checks only
+/// the length (`ERANGE`, as the syscall's name copy does first); the rest of the validation
+/// ([`check_name`]) comes after the namespace permission rules, in Linux's order.
+pub(crate) fn prefix_namespace(name: &[u8]) -> Result<Option<Namespace>> {
     if name.is_empty() || name.len() > XATTR_NAME_MAX {
         return Err(FsError::Range);
     }
-    let (ns, prefix_len) = if name.starts_with(b"user.") {
-        (Namespace::User, 5)
+    Ok(if name.starts_with(b"user.") {
+        Some(Namespace::User)
     } else if name.starts_with(b"trusted.") {
-        (Namespace::Trusted, 8)
+        Some(Namespace::Trusted)
     } else if name.starts_with(b"security.") {
-        (Namespace::Security, 9)
+        Some(Namespace::Security)
     } else {
-        // system.posix_acl_* included: we do not implement POSIX ACLs.
-        return Err(FsError::NotSupported);
+        None
+    })
+}
+
+/// The handler lookup: an unknown namespace (POSIX ACLs included: not implemented) is
+/// `NotSupported`, an empty suffix or a NUL is `Invalid`.
+pub(crate) fn check_name(name: &[u8], ns: Option<Namespace>) -> Result<Namespace> {
+    let ns = ns.ok_or(FsError::NotSupported)?;
+    let prefix_len = match ns {
+        Namespace::User => 5,
+        Namespace::Trusted => 8,
+        Namespace::Security => 9,
     };
-    if name.len() == prefix_len {
-        return Err(FsError::Invalid);
-    }
-    if name.contains(&0) {
+    if name.len() == prefix_len || name.contains(&0) {
         return Err(FsError::Invalid);
     }
     Ok(ns)
 }
 
+/// Validate a full attribute name and return its namespace (length, then namespace, then
+/// suffix), for callers with no permission rule in between.
+#[cfg(test)]
+pub(crate) fn namespace_of(name: &[u8]) -> Result<Namespace> {
+    check_name(name, prefix_namespace(name)?)
+}
+
 /// Namespace rules of `xattr_permission()` that do not depend on mode bits.
-pub(crate) fn namespace_permission(ctx: &Ctx, ns: Namespace, kind: FileKind, write: bool) -> Result<()> {
+pub(crate) fn namespace_permission(ctx: &Ctx, ns: Option<Namespace>, kind: FileKind, write: bool) -> Result<()> {
     let deny = if write { FsError::Perm } else { FsError::NoData };
     match ns {
-        Namespace::Trusted if !ctx.is_root() => Err(deny),
-        Namespace::User if !matches!(kind, FileKind::RegularFile | FileKind::Directory) => Err(deny),
+        Some(Namespace::Trusted) if !ctx.is_root() => Err(deny),
+        Some(Namespace::User) if !matches!(kind, FileKind::RegularFile | FileKind::Directory) => Err(deny),
         _ => Ok(()),
     }
 }
@@ -121,18 +137,24 @@ mod tests {
     #[test]
     fn namespace_rules() {
         let u = Ctx::user(1, 1);
+        let t = Some(Namespace::Trusted);
         assert_eq!(
-            namespace_permission(&u, Namespace::Trusted, FileKind::RegularFile, true),
+            namespace_permission(&u, t, FileKind::RegularFile, true),
             Err(FsError::Perm)
         );
         assert_eq!(
-            namespace_permission(&u, Namespace::Trusted, FileKind::RegularFile, false),
+            namespace_permission(&u, t, FileKind::RegularFile, false),
             Err(FsError::NoData)
         );
         assert_eq!(
-            namespace_permission(&u, Namespace::User, FileKind::Symlink, true),
+            namespace_permission(&u, Some(Namespace::User), FileKind::Symlink, true),
             Err(FsError::Perm)
         );
-        assert!(namespace_permission(&Ctx::root(), Namespace::Trusted, FileKind::Symlink, true).is_ok());
+        assert!(namespace_permission(&Ctx::root(), t, FileKind::Symlink, true).is_ok());
+        // Linux's order: the namespace rule before the handler's suffix check.
+        assert_eq!(
+            namespace_permission(&u, prefix_namespace(b"user.").unwrap(), FileKind::Symlink, true),
+            Err(FsError::Perm)
+        );
     }
 }

@@ -476,7 +476,8 @@ impl FileData {
             self.zero_in_page(pager, new_size / PAGE_SIZE, (new_size % PAGE_SIZE) as usize, PAGE)?;
         }
         self.size.store(new_size, Ordering::Release);
-        if new_size < old {
+        if new_size <= old {
+            // Also when the size is unchanged: reserved pages past EOF go (shmem_setattr).
             self.remove_pages(pager, new_size.div_ceil(PAGE_SIZE), u64::MAX);
         }
         Ok(())

@@ -56,7 +56,7 @@ impl Handles {
 
 impl Filesystem {
     /// Open a file (not a directory: use [`Filesystem::opendir`]). Checks read/write permission;
-    /// `flags.truncate` truncates to zero (needs `flags.write`).
+    /// `flags.truncate` truncates to zero (needs write permission, whatever the access mode).
     ///
     /// # Errors
     /// `IsDir` for a directory opened for writing, `Access`, `ReadOnly`, `NotFound`.
@@ -79,22 +79,23 @@ impl Filesystem {
             let m = inode.meta.read();
             perm::check(ctx, inode.owner(&m), mask)?;
         }
-        let fh = self.open_inode(&inode, flags)?;
-        if flags.truncate && flags.write {
+        if flags.truncate {
+            // O_TRUNC truncates whatever the access mode (the permission check above asked for
+            // write access) and, like do_truncate with ATTR_MTIME|ATTR_CTIME, stamps the times
+            // even when the file is already empty.
             if let Some(file) = inode.file() {
                 let io = file.lock_io();
-                if file.size() != 0 {
-                    file.truncate(&io, &self.pager, 0)?;
-                    let now = Timespec::now();
-                    let mut m = inode.meta.write();
-                    m.mtime = now;
-                    m.ctime = now;
-                    m.perm &= !perm::setid_bits_to_kill_on_write(ctx, m.perm, true);
-                    self.kill_priv(&mut m);
-                }
+                file.truncate(&io, &self.pager, 0)?;
+                drop(io);
+                let now = Timespec::now();
+                let mut m = inode.meta.write();
+                m.mtime = now;
+                m.ctime = now;
+                m.perm &= !perm::setid_bits_to_kill_on_write(ctx, m.perm, true);
+                self.kill_priv(&mut m);
             }
         }
-        Ok(fh)
+        self.open_inode(&inode, flags)
     }
 
     /// Register a handle on `inode`, refusing one that was already released.

@@ -6,7 +6,7 @@ use crate::error::{FsError, Result};
 use crate::file::FileData;
 use crate::perm;
 use crate::sync::Arc;
-use crate::types::{Ctx, FallocateMode, Fh, FileKind, SeekWhence, Timespec, MAX_FILE_SIZE};
+use crate::types::{Ctx, FallocateMode, Fh, FileKind, SeekWhence, Timespec, MAX_FILE_SIZE, PAGE_SIZE};
 
 /// Largest chunk copied at once by `copy_file_range` (bounds the temporary buffer).
 const COPY_CHUNK: usize = 1 << 20;
@@ -95,13 +95,23 @@ impl Filesystem {
     /// # Errors
     /// `Invalid` for a zero length, `FileTooBig`, `NoSpace`, `BadHandle`, `IsDir`, `ReadOnly`.
     pub fn fallocate(&self, ctx: &Ctx, fh: Fh, offset: u64, len: u64, mode: FallocateMode) -> Result<()> {
-        let h = self.writable(fh)?;
-        let file = file_of(&h)?;
+        // vfs_fallocate's order: the length, then the handle's mode, then the file's kind.
         if len == 0 {
             return Err(FsError::Invalid);
         }
+        let h = self.writable(fh)?;
+        let file = file_of(&h)?;
         if offset.checked_add(len).is_none_or(|e| e > MAX_FILE_SIZE) {
             return Err(FsError::FileTooBig);
+        }
+        if mode != FallocateMode::PunchHole && self.pager.acct.pages.max().is_none() {
+            // Unlimited instance: statfs reports the host's RAM as free space; refuse at once a
+            // reservation bigger than that (Linux fails it on its memory accounting) instead of
+            // building a page map for it.
+            let pages = (offset + len).div_ceil(PAGE_SIZE) - offset / PAGE_SIZE;
+            if pages > self.statfs().bfree.saturating_add(file.charged_pages()) {
+                return Err(FsError::NoSpace);
+            }
         }
         let io = file.lock_io();
         match mode {
@@ -122,7 +132,8 @@ impl Filesystem {
     /// `BadHandle`, `Invalid` for a non-file.
     pub fn lseek(&self, fh: Fh, offset: i64, whence: SeekWhence) -> Result<u64> {
         let h = self.handles.get(fh)?;
-        let file = file_of(&h)?;
+        // A directory's llseek refuses SEEK_DATA/SEEK_HOLE with EINVAL.
+        let file = h.inode.file().ok_or(FsError::Invalid)?;
         let offset = u64::try_from(offset).map_err(|_| FsError::NoDeviceOrAddress)?;
         file.seek(offset, whence)
     }
@@ -143,24 +154,29 @@ impl Filesystem {
         off_out: u64,
         len: u64,
     ) -> Result<u64> {
+        // generic_copy_file_checks' order: kinds, then modes, then ranges.
+        let (hin, hout) = (self.handles.get(fh_in)?, self.handles.get(fh_out)?);
+        let fin = file_of(&hin)?;
+        let fout = file_of(&hout)?;
         let hin = self.readable(fh_in)?;
         let hout = self.writable(fh_out)?;
         if hout.flags.append {
             return Err(FsError::BadHandle);
         }
-        let fin = file_of(&hin)?;
-        let fout = file_of(&hout)?;
         if off_in.checked_add(len).is_none() || off_out.checked_add(len).is_none() {
             return Err(FsError::Invalid);
         }
         if off_out.saturating_add(len) > MAX_FILE_SIZE && off_out >= MAX_FILE_SIZE {
             return Err(FsError::FileTooBig);
         }
-        if hin.inode.ino == hout.inode.ino && off_in < off_out + len && off_out < off_in + len {
+        // The count is shortened to the source's EOF (and the maximum size) before the overlap
+        // check, as Linux does.
+        let total = len
+            .min(fin.size().saturating_sub(off_in))
+            .min(MAX_FILE_SIZE.saturating_sub(off_out));
+        if hin.inode.ino == hout.inode.ino && off_in < off_out + total && off_out < off_in + total {
             return Err(FsError::Invalid);
         }
-        let avail = fin.size().saturating_sub(off_in);
-        let total = len.min(avail);
         let mut buf = vec![0u8; COPY_CHUNK.min(usize::try_from(total).unwrap_or(COPY_CHUNK))];
         let mut done = 0u64;
         while done < total {

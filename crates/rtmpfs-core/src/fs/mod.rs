@@ -275,10 +275,10 @@ impl Filesystem {
         let mut size_changed = false;
         if let (Some(size), Some(file)) = (set.size, inode.file()) {
             let io = file.lock_io();
-            if size != file.size() {
-                file.truncate(&io, &self.pager, size)?;
-                size_changed = true;
-            }
+            size_changed = size != file.size();
+            // Even to the same size: pages reserved past EOF (fallocate KEEP_SIZE) go, as
+            // shmem_setattr truncates the range whenever the size does not grow.
+            file.truncate(&io, &self.pager, size)?;
         }
         let now = Timespec::now();
         let mut m = inode.meta.write();

@@ -161,7 +161,12 @@ impl Filesystem {
     pub fn symlink(&self, ctx: &Ctx, parent: Ino, name: &OsStr, target: &OsStr) -> Result<Attr> {
         let target = target.as_bytes();
         name::check_symlink_target(target)?;
-        let inode = self.create_inode(ctx, parent, name.as_bytes(), 0o777, NewKind::Symlink(target))?;
+        // Symlinks are always 0777: the umask does not apply to them (as Linux).
+        let no_umask = Ctx {
+            umask: 0,
+            ..ctx.clone()
+        };
+        let inode = self.create_inode(&no_umask, parent, name.as_bytes(), 0o777, NewKind::Symlink(target))?;
         let m = inode.meta.read();
         Ok(inode.attr(&m))
     }
@@ -190,9 +195,6 @@ impl Filesystem {
         let new_name = new_name.as_bytes();
         name::check_new(new_name)?;
         let inode = self.inode(ino)?;
-        if inode.kind == FileKind::Directory {
-            return Err(FsError::Perm);
-        }
         let dir_inode = self.inode(new_parent)?;
         let body = dir_inode.dir().ok_or(FsError::NotDir)?;
         self.check_perm(ctx, &dir_inode, access::W_OK | access::X_OK)?;
@@ -200,8 +202,12 @@ impl Filesystem {
         if d.removed {
             return Err(FsError::NotFound);
         }
+        // The new name is looked up before vfs_link refuses a directory.
         if d.get(new_name).is_some() {
             return Err(FsError::Exists);
+        }
+        if inode.kind == FileKind::Directory {
+            return Err(FsError::Perm);
         }
         let now = Timespec::now();
         {
@@ -389,7 +395,10 @@ impl Filesystem {
     /// directory's group (and, for directories, the bit itself) is inherited; a non-directory
     /// keeps set-group-ID only if the caller belongs to its group (`mode_strip_sgid`).
     fn new_owner(&self, ctx: &Ctx, parent: &Meta, mode: u32, is_dir: bool) -> (u32, u32) {
-        let mut perm = mode & 0o7777 & !(ctx.umask & 0o777);
+        // mkdir keeps only the permission and sticky bits of the mode (vfs_mkdir); set-group-ID
+        // on a directory comes from its parent alone.
+        let allowed = if is_dir { 0o1777 } else { 0o7777 };
+        let mut perm = mode & allowed & !(ctx.umask & 0o777);
         let gid = if parent.perm & libc::S_ISGID != 0 {
             if is_dir {
                 perm |= libc::S_ISGID;

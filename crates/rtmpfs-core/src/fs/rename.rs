@@ -52,10 +52,6 @@ impl Filesystem {
         let b2 = p2.dir().ok_or(FsError::NotDir)?;
         self.check_perm(ctx, &p1, access::W_OK | access::X_OK)?;
         self.check_perm(ctx, &p2, access::W_OK | access::X_OK)?;
-        // Whiteouts cost an inode; charge before anything changes so failure leaves no trace.
-        if flags.whiteout {
-            self.ispace.charge(BOGO_INODE_SIZE)?;
-        }
         let result = if parent == new_parent {
             let mut d = b1.entries.write();
             self.rename_locked(
@@ -102,20 +98,10 @@ impl Filesystem {
                 flags,
             )
         };
-        match result {
-            Ok(victim) => {
-                if let Some(v) = victim {
-                    self.maybe_release(&v);
-                }
-                Ok(())
-            }
-            Err(e) => {
-                if flags.whiteout {
-                    self.ispace.uncharge(BOGO_INODE_SIZE);
-                }
-                Err(e)
-            }
+        if let Some(v) = result? {
+            self.maybe_release(&v);
         }
+        Ok(())
     }
 
     /// The body of rename, with both parent directories locked. Returns the victim whose last
@@ -135,14 +121,15 @@ impl Filesystem {
             return Err(FsError::NotFound);
         }
         let dst = g.second().get(new_name);
+        // NOREPLACE is checked before the "same inode" shortcut, as do_renameat2 does.
+        if flags.noreplace && dst.is_some() {
+            return Err(FsError::Exists);
+        }
         if let Some(dst) = dst {
             if dst.ino == src.ino {
                 // Two names of one inode (or the same name): POSIX says do nothing.
                 return Ok(None);
             }
-        }
-        if flags.noreplace && dst.is_some() {
-            return Err(FsError::Exists);
         }
         if flags.exchange && dst.is_none() {
             return Err(FsError::NotFound);
@@ -151,32 +138,28 @@ impl Filesystem {
         let victim = dst.map(|d| self.inode(d.ino)).transpose()?;
         let moved_is_dir = moved.kind == FileKind::Directory;
         let victim_is_dir = victim.as_ref().is_some_and(|v| v.kind == FileKind::Directory);
-        if !flags.exchange {
-            if let Some(v) = &victim {
-                if moved_is_dir && !victim_is_dir {
-                    return Err(FsError::NotDir);
-                }
-                if !moved_is_dir && victim_is_dir {
-                    return Err(FsError::IsDir);
-                }
-                let _ = v;
-            }
-        }
         if cross {
-            // Parent pointers are frozen by the rename lock, so these walks are exact.
+            // Parent pointers are frozen by the rename lock, so these walks are exact. The VFS
+            // checks ancestry (lock_rename's trap) before it looks at the kinds.
             if moved_is_dir && is_ancestor(self, moved.ino, p.p2.ino) {
                 return Err(FsError::Invalid);
             }
-            if victim_is_dir {
-                if let Some(v) = &victim {
-                    if is_ancestor(self, v.ino, p.p1.ino) {
-                        return Err(if flags.exchange {
-                            FsError::Invalid
-                        } else {
-                            FsError::NotEmpty
-                        });
-                    }
+            if let Some(v) = victim.as_ref().filter(|_| victim_is_dir) {
+                if is_ancestor(self, v.ino, p.p1.ino) {
+                    return Err(if flags.exchange {
+                        FsError::Invalid
+                    } else {
+                        FsError::NotEmpty
+                    });
                 }
+            }
+        }
+        if !flags.exchange && victim.is_some() {
+            if moved_is_dir && !victim_is_dir {
+                return Err(FsError::NotDir);
+            }
+            if !moved_is_dir && victim_is_dir {
+                return Err(FsError::IsDir);
             }
         }
         self.check_sticky(ctx, p.p1, &moved)?;
@@ -203,6 +186,10 @@ impl Filesystem {
             victim_dir_guard = Some(vd);
         }
 
+        // Whiteouts cost an inode; charge after every check, before anything changes.
+        if flags.whiteout {
+            self.ispace.charge(BOGO_INODE_SIZE)?;
+        }
         let now = Timespec::now();
         if flags.exchange {
             let v = victim.as_ref().ok_or(FsError::NotFound)?;

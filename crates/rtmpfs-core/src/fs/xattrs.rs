@@ -21,20 +21,16 @@ impl Filesystem {
     pub fn setxattr(&self, ctx: &Ctx, ino: Ino, name: &OsStr, value: &[u8], mode: XattrSetMode) -> Result<()> {
         self.check_writable()?;
         let name = name.as_bytes();
-        let ns = xattr::namespace_of(name)?;
+        let ns = xattr::prefix_namespace(name)?;
         xattr::check_value(value)?;
         let inode = self.inode(ino)?;
         xattr::namespace_permission(ctx, ns, inode.kind, true)?;
+        xattr::check_name(name, ns)?;
         let mut m = inode.meta.write();
         if self.config.enforce_permissions {
             perm::check(ctx, inode.owner(&m), access::W_OK)?;
         }
         let old = m.xattrs.get(name).map(|v| v.len());
-        match (mode, old) {
-            (XattrSetMode::Create, Some(_)) => return Err(FsError::Exists),
-            (XattrSetMode::Replace, None) => return Err(FsError::NoData),
-            _ => {}
-        }
         let limited = self.ispace.max().is_some();
         let new_space = if limited {
             xattr_space(name.len(), value.len())
@@ -46,8 +42,21 @@ impl Filesystem {
         } else {
             0
         };
+        // tmpfs charges the new value's inode space before it looks for the old one, so a full
+        // instance says ENOSPC even where EEXIST/ENODATA would follow.
         if new_space > 0 {
             self.ispace.charge(new_space)?;
+        }
+        let refuse = match (mode, old) {
+            (XattrSetMode::Create, Some(_)) => Some(FsError::Exists),
+            (XattrSetMode::Replace, None) => Some(FsError::NoData),
+            _ => None,
+        };
+        if let Some(e) = refuse {
+            if new_space > 0 {
+                self.ispace.uncharge(new_space);
+            }
+            return Err(e);
         }
         if old_space > 0 {
             self.ispace.uncharge(old_space);
@@ -64,9 +73,10 @@ impl Filesystem {
     /// `NoData` if absent, `NotSupported`, `Range`, `Access`, `NotFound`.
     pub fn getxattr(&self, ctx: &Ctx, ino: Ino, name: &OsStr) -> Result<Vec<u8>> {
         let name = name.as_bytes();
-        let ns = xattr::namespace_of(name)?;
+        let ns = xattr::prefix_namespace(name)?;
         let inode = self.inode(ino)?;
         xattr::namespace_permission(ctx, ns, inode.kind, false)?;
+        xattr::check_name(name, ns)?;
         let m = inode.meta.read();
         if self.config.enforce_permissions {
             perm::check(ctx, inode.owner(&m), access::R_OK)?;
@@ -99,9 +109,10 @@ impl Filesystem {
     pub fn removexattr(&self, ctx: &Ctx, ino: Ino, name: &OsStr) -> Result<()> {
         self.check_writable()?;
         let name = name.as_bytes();
-        let ns = xattr::namespace_of(name)?;
+        let ns = xattr::prefix_namespace(name)?;
         let inode = self.inode(ino)?;
         xattr::namespace_permission(ctx, ns, inode.kind, true)?;
+        xattr::check_name(name, ns)?;
         let mut m = inode.meta.write();
         if self.config.enforce_permissions {
             perm::check(ctx, inode.owner(&m), access::W_OK)?;
