@@ -223,22 +223,26 @@ impl FileData {
     /// reserved page, or swapping it in). The change is made under the page-map read lock and
     /// the frame's write lock, and bumps the frame's version; a swap copy it had is dropped.
     fn modify_page(&self, pager: &Pager, idx: u64, mut change: impl FnMut(&mut [u8; PAGE])) -> Result<()> {
+        let swap = pager.tier.as_ref().and_then(|t| t.swap.as_ref());
         loop {
-            self.make_resident(pager, idx)?;
-            let map = self.pages.read();
-            let Some(Slot::Resident(frame)) = map.slots.get(&idx) else {
-                continue;
-            };
-            let mut bytes = frame.data.write();
-            change(&mut bytes);
-            frame.version.fetch_add(1, Ordering::AcqRel);
-            frame.touch();
-            if let Some(origin) = frame.take_origin() {
-                if let Some(swap) = pager.tier.as_ref().and_then(|t| t.swap.as_ref()) {
-                    swap.free(origin.slot);
+            {
+                // Common case first: the page is resident, one lookup.
+                let map = self.pages.read();
+                if let Some(Slot::Resident(frame)) = map.slots.get(&idx) {
+                    let mut bytes = frame.data.write();
+                    change(&mut bytes);
+                    frame.version.fetch_add(1, Ordering::AcqRel);
+                    frame.touch();
+                    // Only a swap tier ever gives a frame a swap copy (origin).
+                    if let Some(swap) = swap {
+                        if let Some(origin) = frame.take_origin() {
+                            swap.free(origin.slot);
+                        }
+                    }
+                    return Ok(());
                 }
             }
-            return Ok(());
+            self.make_resident(pager, idx)?;
         }
     }
 

@@ -27,6 +27,11 @@ impl Filesystem {
         xattr::namespace_permission(ctx, ns, inode.kind, true)?;
         xattr::check_name(name, ns)?;
         let mut m = inode.meta.write();
+        if m.released {
+            // Unlinked, closed, kept only for its lookup references: nothing may be charged to
+            // it, since nothing would give the space back.
+            return Err(FsError::NotFound);
+        }
         if self.config.enforce_permissions {
             perm::check(ctx, inode.owner(&m), access::W_OK)?;
         }
