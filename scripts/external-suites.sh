@@ -21,6 +21,8 @@ export RTMPFS_BIN=${RTMPFS_BIN:-$PWD/target/release/rtmpfs}
 [ -x "$RTMPFS_BIN" ] || { echo "external-suites.sh: no $RTMPFS_BIN (cargo build --release)" >&2; exit 2; }
 mkdir -p "$RESULTS_DIR"
 work=$(mktemp -d /tmp/rtmpfs-ext.XXXXXX)
+# pjdfstest switches to unprivileged users, who must be able to reach the mount points.
+chmod 755 "$work"
 ref=$work/ref
 rt=$work/rt
 mkdir -p "$ref" "$rt"

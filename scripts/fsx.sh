@@ -14,13 +14,15 @@
 #   copy_file_range (within the same file)
 #
 # Environment knobs:
-#   FSX_SEED      seed of process A (B uses FSX_SEED+1); default: random, printed
+#   FSX_SEED      seed of process A (B uses FSX_SEED+1); default 1234567;
+#                 "random" picks one.  Always printed (FSX_SEED=... on stdout)
 #   FSX_DISABLE   space/comma-separated op names to set to weight 0, e.g.
 #                 "punch_hole copy_file_range" for a fs lacking them
 #   FSX_FLEN      max file size in bytes (default 262144, fsx's default)
 #   FSX_OPMAX     max bytes per read/write op (default 65536)
 #   FSX_TIMEOUT   seconds before both processes are killed (default 1200)
-#   RESULTS_DIR   logs/artifacts (default /tmp/rtmpfs-results)
+#   RESULTS_DIR   logs/artifacts go to $RESULTS_DIR/fsx-$(basename MOUNTPOINT)/
+#                 (default RESULTS_DIR /tmp/rtmpfs-results)
 # Exit: 0 both passed; 1 either failed; 2 usage/harness error or timeout.
 set -euo pipefail
 
@@ -39,7 +41,9 @@ FSX_TIMEOUT=${FSX_TIMEOUT:-1200}
 FSX_FLEN=${FSX_FLEN:-262144}
 FSX_OPMAX=${FSX_OPMAX:-65536}
 FSX_DISABLE=${FSX_DISABLE:-}
-if [ -z "${FSX_SEED:-}" ]; then
+# Fixed default seed so CI is deterministic; FSX_SEED=random explores.
+FSX_SEED=${FSX_SEED:-1234567}
+if [ "$FSX_SEED" = random ]; then
     # 31 random bits from the kernel; small enough to paste anywhere.
     FSX_SEED=$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')
     FSX_SEED=$((FSX_SEED % 2147483647))
@@ -53,7 +57,8 @@ log() { printf 'fsx.sh: %s\n' "$*" >&2; }
 PATH="$PATH:${CARGO_HOME:-$HOME/.cargo}/bin"
 command -v fsx >/dev/null || { log "fsx not installed (run scripts/install-test-tools.sh)"; exit 2; }
 
-OUT="$RESULTS_DIR/fsx"
+# Per-mount results dir, so runs on different mounts do not clobber each other.
+OUT="$RESULTS_DIR/fsx-$(basename "$MOUNTPOINT")"
 mkdir -p "$OUT"
 CONF="$OUT/fsx.toml"
 
@@ -83,7 +88,12 @@ blockmode = false
 
 [opsize]
 max = $FSX_OPMAX
-min = 0
+# min = 1, not 0: fsx 0.3.2 issues posix_fallocate(len = 0) when it draws a
+# zero size (read/write/punch/copy skip zero sizes, fallocate does not), gets
+# the POSIX-mandated EINVAL and reports "does not support posix_fallocate".
+# Seen on kernel tmpfs with seed 1234568 at op 28555.  Zero-size reads and
+# writes are skipped by fsx anyway, so nothing is lost.
+min = 1
 align = 1
 
 [weights]
@@ -103,33 +113,47 @@ posix_fadvise = $(weight posix_fadvise 2)
 copy_file_range = $(weight copy_file_range 6)
 EOF
 
+# fsx 0.3.2 never munmap()s the mapping made by a mapread op (domapread has no
+# munmap), so each process accumulates one VMA per mapread.  That makes later
+# ops slower (100k ops cost ~5x the CPU of 4 x 25k) and, past
+# vm.max_map_count (65530 by default), mmap fails with ENOMEM and fsx panics:
+# a false failure.  Refuse runs that would get near the limit.
+wsum=$(awk -F' = ' '/^\[weights\]/{w=1;next} w&&NF==2{s+=$2} END{print s}' "$CONF")
+wmap=$(awk -F' = ' '/^mapread = /{print $2}' "$CONF")
+maxmaps=$(cat /proc/sys/vm/max_map_count 2>/dev/null || echo 65530)
+if [ "$wsum" -gt 0 ] && [ $((NUM_OPS * wmap / wsum)) -gt $((maxmaps * 8 / 10)) ]; then
+    log "NUM_OPS=$NUM_OPS would leak ~$((NUM_OPS * wmap / wsum)) mmaps per fsx process (fsx bug), over 80% of vm.max_map_count=$maxmaps; use fewer ops or FSX_DISABLE=mapread"
+    exit 2
+fi
+
 WORK=$(mktemp -d "$MOUNTPOINT/fsx.XXXXXX")
 log "fsx $(fsx --version | awk '{print $2}') on $WORK: $NUM_OPS ops x 2 files, seeds A=$SEED_A B=$SEED_B${FSX_DISABLE:+, disabled: $FSX_DISABLE}"
 echo "FSX_SEED=$SEED_A"
 
 start=$(date +%s)
-run_one() { # tag seed
+# Start "timeout fsx" directly in the background so that $! is timeout's pid:
+# killing it (cleanup on INT/TERM) forwards the signal to fsx.
+start_one() { # tag seed
     local tag=$1 seed=$2
     mkdir -p "$OUT/$tag"
     # -P: where fsx dumps .fsxlog/.fsxgood on failure.  -q: no per-op logging.
     timeout --kill-after=10 "$FSX_TIMEOUT" \
         fsx -q -N "$NUM_OPS" -S "$seed" -f "$CONF" -P "$OUT/$tag" "$WORK/fsx-$tag.dat" \
-        >"$OUT/$tag.log" 2>&1 </dev/null
+        >"$OUT/$tag.log" 2>&1 </dev/null &
+    PIDS+=($!)
 }
-run_one a "$SEED_A" &
-PIDS+=($!)
-run_one b "$SEED_B" &
-PIDS+=($!)
-rc_a=0; rc_b=0
-wait "${PIDS[0]}" || rc_a=$?
-wait "${PIDS[1]}" || rc_b=$?
+start_one a "$SEED_A"
+start_one b "$SEED_B"
+rcs=(0 0)
+wait "${PIDS[0]}" || rcs[0]=$?
+wait "${PIDS[1]}" || rcs[1]=$?
 PIDS=()
 end=$(date +%s)
 
 status=0
-for t in a b; do
-    rc_var=rc_$t
-    rc=${!rc_var}
+for i in 0 1; do
+    t=$([ "$i" = 0 ] && echo a || echo b)
+    rc=${rcs[$i]}
     seed_var=SEED_${t^^}
     if [ "$rc" -eq 0 ] && grep -q 'All operations completed A-OK!' "$OUT/$t.log"; then
         log "file $t (seed ${!seed_var}): PASS"

@@ -23,9 +23,12 @@
 #                            must exceed the fs timestamp granularity (0.01)
 #   PJDFSTEST_FEATURES       opt-in features (default: posix_fallocate
 #                            rename_ctime utime_now utimensat; `pjdfstest -l`)
-#   PJDFSTEST_ALLOW_REMOUNT  1 (default) lets the EROFS tests run
-#                            `mount -o remount,ro|rw MOUNTPOINT`; only honoured
-#                            when MOUNTPOINT itself is a mount point, else 0.
+#   PJDFSTEST_ALLOW_REMOUNT  1 (default) lets the 13 EROFS tests run
+#                            `mount -o remount,ro|rw MOUNTPOINT`; 0 skips them.
+#                            Only honoured when MOUNTPOINT itself is a mount
+#                            point.  On FUSE, mount(8) runs the
+#                            /sbin/mount.fuse.<subtype> helper for a remount
+#                            too; rtmpfs's helper handles it.
 #   PJDFSTEST_SECONDARY_FS   directory on another fs for the EXDEV tests;
 #                            default: a 16 MiB tmpfs mounted (and unmounted)
 #                            by this script.
@@ -87,6 +90,7 @@ trap 'exit 130' INT TERM
 # EROFS tests remount the *mount point containing the test dir* read-only.
 # Only allow that on a dedicated mount passed as MOUNTPOINT.
 REMOUNT_OK=0
+FSTYPE=$(findmnt -n -o FSTYPE --target "$MOUNTPOINT" || echo unknown)
 if [ "$PJDFSTEST_ALLOW_REMOUNT" = 1 ]; then
     if mountpoint -q "$MOUNTPOINT" && [ "$MOUNTPOINT" != / ]; then
         REMOUNT_OK=1
@@ -102,8 +106,8 @@ if [ -z "$PJDFSTEST_SECONDARY_FS" ]; then
 fi
 
 WORK=$(mktemp -d "$MOUNTPOINT/pjdfstest.XXXXXX")
-# pjdfstest creates its base dir (mode 0700) inside -p and per-test dirs (0755)
-# inside that; tests that switch to the dummy users must traverse every level.
+# pjdfstest makes its own temp dirs inside -p; tests that switch to the dummy
+# users must be able to traverse -p itself.
 chmod 0755 "$WORK"
 
 user_group() { # user -> ["user", "primary group name"]
@@ -138,7 +142,7 @@ run_pass() { # conf patterns...  (appends to $LOG; returns pjdfstest's status)
 }
 
 : >"$LOG"
-log "running pjdfstest $(pjdfstest --version | awk '{print $2}') on $WORK (label $LABEL, log $LOG)"
+log "running pjdfstest $(pjdfstest --version | awk '{print $2}') on $WORK ($FSTYPE, label $LABEL, log $LOG)"
 start=$(date +%s)
 rc=0
 passes=1

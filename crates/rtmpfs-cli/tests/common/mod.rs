@@ -1,0 +1,282 @@
+//! Shared harness for the mount tests: start `rtmpfs` on a fresh temporary directory, wait for
+//! the mount with a deadline, and always clean up (unmount, kill the daemon, remove the
+//! directory) in `Drop`, even when the test fails.
+//!
+//! These tests mount, so they need root and `/dev/fuse`. Without `/dev/fuse` (or without root)
+//! each test prints why and returns early; CI has both, so there they always run.
+
+#![allow(dead_code)]
+
+use std::ffi::CString;
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The binary under test.
+pub fn rtmpfs_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_rtmpfs"))
+}
+
+/// Whether mount tests can run here; prints the reason when not.
+pub fn can_mount(test: &str) -> bool {
+    if !Path::new("/dev/fuse").exists() {
+        eprintln!("SKIP {test}: /dev/fuse is absent");
+        return false;
+    }
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIP {test}: mounting needs root");
+        return false;
+    }
+    true
+}
+
+/// One line of /proc/self/mountinfo, reduced to what the tests check.
+#[derive(Debug, Clone)]
+pub struct MountLine {
+    pub major_minor: String,
+    pub mount_point: PathBuf,
+    pub options: String,
+    pub fstype: String,
+    pub source: String,
+    pub super_options: String,
+}
+
+fn unescape(s: &str) -> String {
+    s.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
+}
+
+/// The topmost mount at exactly `path`.
+pub fn mounted_at(path: &Path) -> Option<MountLine> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            let sep = f.iter().position(|x| *x == "-")?;
+            Some(MountLine {
+                major_minor: f[2].to_string(),
+                mount_point: PathBuf::from(unescape(f[4])),
+                options: f[5].to_string(),
+                fstype: f.get(sep + 1)?.to_string(),
+                source: unescape(f.get(sep + 2)?),
+                super_options: f.get(sep + 3).unwrap_or(&"").to_string(),
+            })
+        })
+        .rfind(|m| m.mount_point == path)
+}
+
+/// Poll `cond` every 10 ms until it holds or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Wait for a child with a deadline; kills it on timeout and returns None.
+pub fn wait_child(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let end = Instant::now() + timeout;
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return Some(st);
+        }
+        if Instant::now() >= end {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Run a command to completion with a deadline (killed on timeout: a hang fails the test).
+pub fn run(cmd: &mut Command, timeout: Duration) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let t_out = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = out.read_to_end(&mut v);
+        v
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = err.read_to_end(&mut v);
+        v
+    });
+    let status = wait_child(&mut child, timeout).unwrap_or_else(|| panic!("{cmd:?} did not finish within {timeout:?}"));
+    Output {
+        status,
+        stdout: t_out.join().unwrap(),
+        stderr: t_err.join().unwrap(),
+    }
+}
+
+/// Lazily unmount whatever is at `path` (best effort).
+pub fn force_unmount(path: &Path) {
+    let c = CString::new(path.as_os_str().as_bytes()).unwrap();
+    for _ in 0..4 {
+        if mounted_at(path).is_none() {
+            return;
+        }
+        // SAFETY: a valid NUL-terminated path.
+        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+/// A temporary directory that is unmounted (lazily, if need be) before it is removed.
+pub struct MountDir {
+    pub dir: tempfile::TempDir,
+}
+
+impl MountDir {
+    pub fn new() -> MountDir {
+        MountDir {
+            dir: tempfile::Builder::new()
+                .prefix("rtmpfs-test.")
+                .tempdir_in("/tmp")
+                .unwrap(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for MountDir {
+    fn drop(&mut self) {
+        force_unmount(self.dir.path());
+    }
+}
+
+/// A running `rtmpfs` daemon in the foreground, killed and unmounted on drop.
+pub struct Daemon {
+    pub child: Option<Child>,
+    pub mnt: MountDir,
+    pub stderr_path: PathBuf,
+}
+
+impl Daemon {
+    /// Start `rtmpfs DIR -o opts` on a fresh directory and wait (10 s at most) until mounted.
+    pub fn start(opts: &str) -> Daemon {
+        Daemon::start_in(MountDir::new(), opts)
+    }
+
+    pub fn start_in(mnt: MountDir, opts: &str) -> Daemon {
+        let stderr_path = std::env::temp_dir().join(format!(
+            "rtmpfs-test-{}-{}.stderr",
+            std::process::id(),
+            mnt.path().file_name().unwrap().to_string_lossy()
+        ));
+        let mut cmd = Command::new(rtmpfs_bin());
+        cmd.arg(mnt.path());
+        if !opts.is_empty() {
+            cmd.arg("-o").arg(opts);
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr_path).unwrap())
+            .spawn()
+            .unwrap();
+        let mut d = Daemon {
+            child: Some(child),
+            mnt,
+            stderr_path,
+        };
+        let path = d.path().to_path_buf();
+        let ok = wait_until(Duration::from_secs(10), || {
+            mounted_at(&path).is_some_and(|m| m.fstype.starts_with("fuse"))
+                || d.child.as_mut().unwrap().try_wait().unwrap().is_some()
+        });
+        assert!(ok, "rtmpfs did not mount within 10 s");
+        if let Some(st) = d.child.as_mut().unwrap().try_wait().unwrap() {
+            panic!("rtmpfs exited at start ({st}): {}", d.stderr());
+        }
+        d
+    }
+
+    pub fn path(&self) -> &Path {
+        self.mnt.path()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: sending a signal to our own child.
+        unsafe { libc::kill(self.pid(), sig) };
+    }
+
+    /// Wait for the daemon to exit (10 s at most: a hang fails).
+    pub fn wait(&mut self) -> ExitStatus {
+        let mut child = self.child.take().unwrap();
+        let st = wait_child(&mut child, Duration::from_secs(10));
+        st.unwrap_or_else(|| panic!("rtmpfs did not exit within 10 s: {}", self.stderr()))
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            if wait_child(&mut c, Duration::from_secs(5)).is_none() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+        force_unmount(self.mnt.path());
+        let _ = std::fs::remove_file(&self.stderr_path);
+    }
+}
+
+/// A kernel tmpfs on a fresh directory (the oracle), unmounted on drop.
+pub struct Tmpfs {
+    pub mnt: MountDir,
+}
+
+impl Tmpfs {
+    pub fn mount(opts: &str) -> Tmpfs {
+        let mnt = MountDir::new();
+        let out = run(
+            Command::new("mount")
+                .args(["-t", "tmpfs", "-o", opts, "rtmpfs_test_oracle"])
+                .arg(mnt.path()),
+            Duration::from_secs(10),
+        );
+        assert!(out.status.success(), "mount tmpfs: {out:?}");
+        Tmpfs { mnt }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.mnt.path()
+    }
+}
+
+/// errno of the last failed libc call.
+pub fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}

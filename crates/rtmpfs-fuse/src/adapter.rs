@@ -1,0 +1,858 @@
+//! The FUSE adapter: decode a request, call the engine, reply. All semantics live in the engine;
+//! this file only converts types, counts lookups the way the kernel does, picks cache flags, and
+//! turns [`FsError`] into an errno with [`reply_errno`] (the engine's table is the only one).
+//!
+//! Threads: fuser calls these methods from `threads=` event loops at once; the engine is
+//! thread-safe and no lock is held here across requests, so a request that the kernel issues
+//! while serving another (a page fault on a mapping of the file being written, a lookup during a
+//! readdir) never waits for this one.
+
+use crate::attr::{file_attr, negative_attr, set_time};
+use crate::stats::{Op, Stats};
+use fuser::{
+    AccessFlags, CopyFileRangeFlags, Errno, FileHandle, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
+    LockOwner, OpenFlags as FuseOpenFlags, RenameFlags as FuseRenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyXattr, Request, TimeOrNow, WriteFlags,
+};
+use rtmpfs_core::{
+    fit_xattr_reply, Attr, Ctx, DirEntry, FallocateMode, Fh, FileKind, Filesystem, FsError, Ino, OpenFlags,
+    RenameFlags, SeekWhence, SetAttr, Timespec, XattrFit, XattrSetMode,
+};
+use std::cell::RefCell;
+use std::ffi::OsStr;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+/// How long the kernel may trust entries and attributes. Everything that changes a name or an
+/// attribute goes through this mount (the kernel invalidates what its own requests change), so
+/// the only bound is memory: one day, as libfuse's passthrough_hp.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// Largest read or write the kernel sends (`max_write`, and the 256-page `max_pages_limit`).
+pub const MAX_IO: u32 = 1 << 20;
+
+/// Entries collected from the engine per batch in readdirplus (a 32 KiB getdents buffer holds
+/// about 200 entries with attributes).
+const READDIRPLUS_BATCH: usize = 256;
+
+/// The largest `copy_file_range` served at once: the reply's count is 32 bits.
+const MAX_COPY: u64 = 1 << 30;
+
+thread_local! {
+    /// Per-thread read buffer, grown once to the largest read seen (1 MiB), so that a READ
+    /// costs no allocation.
+    static READ_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// How the adapter serves data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdapterOptions {
+    /// `FOPEN_DIRECT_IO` on every open file: no kernel page cache for file data (mmap still
+    /// works through `FUSE_DIRECT_IO_ALLOW_MMAP`). Otherwise `FOPEN_KEEP_CACHE`.
+    pub direct_io: bool,
+    /// Entry and attribute timeout.
+    pub ttl: Duration,
+}
+
+impl Default for AdapterOptions {
+    fn default() -> Self {
+        AdapterOptions {
+            direct_io: false,
+            ttl: DEFAULT_TTL,
+        }
+    }
+}
+
+/// The `fuser::Filesystem` over an engine.
+pub struct Adapter {
+    fs: Arc<Filesystem>,
+    opts: AdapterOptions,
+    stats: Arc<Stats>,
+    /// Workers for READs that must wait for swap I/O, so that the event loops keep serving
+    /// everything else (only when the engine has a RAM budget).
+    swap_in: Option<SwapInPool>,
+}
+
+impl Adapter {
+    /// An adapter serving `fs`. Read-only state is the engine's (`set_read_only` on remount).
+    #[must_use]
+    pub fn new(fs: Arc<Filesystem>, opts: AdapterOptions, stats: Arc<Stats>) -> Adapter {
+        let swap_in = fs
+            .config()
+            .memory_bytes
+            .map(|_| SwapInPool::start(fs.clone(), SWAP_IN_WORKERS));
+        Adapter {
+            fs,
+            opts,
+            stats,
+            swap_in,
+        }
+    }
+
+    fn count(&self, op: Op) {
+        self.stats.count(op);
+    }
+
+    /// Read-only (`ro`, `mount -o remount,ro`): the kernel refuses writes on a read-only mount
+    /// before they reach us and the engine refuses them too; this only answers early.
+    fn rofs(&self) -> bool {
+        self.fs.is_read_only()
+    }
+
+    fn entry(&self, reply: ReplyEntry, attr: &Attr) {
+        reply.entry(&self.opts.ttl, &file_attr(attr), Generation(attr.generation));
+    }
+
+    fn file_open_flags(&self) -> FopenFlags {
+        // NOFLUSH: FLUSH has nothing to do here (no locks are kept by the daemon and errors are
+        // reported by write itself), so the kernel may skip that round trip on every close. The
+        // kernel ignores it when the writeback cache is on.
+        if self.opts.direct_io {
+            FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NOFLUSH | FopenFlags::FOPEN_PARALLEL_DIRECT_WRITES
+        } else {
+            FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH
+        }
+    }
+}
+
+/// The caller's credentials. Supplementary groups are not sent by FUSE (the kernel checks
+/// permissions with them, `default_permissions`). The kernel has applied the umask already
+/// (we do not ask for `FUSE_DONT_MASK`), so none is passed on. Whether the caller holds
+/// `CAP_FSETID` is unknown here (the engine's rule: exactly when root).
+fn ctx(req: &Request) -> Ctx {
+    Ctx::user(req.uid(), req.gid())
+}
+
+/// The caller's credentials for a data change after which the *kernel* has already cleared the
+/// set-id bits if they had to go (the cached path: file_remove_privs/file_modified, or the
+/// SETATTR it builds for truncate and chown): the engine must leave the mode alone.
+fn ctx_kernel_killed_privs(req: &Request) -> Ctx {
+    Ctx {
+        cap_fsetid: Some(true),
+        ..ctx(req)
+    }
+}
+
+/// The one place an engine error becomes a FUSE errno.
+fn reply_errno(e: FsError) -> Errno {
+    Errno::from_i32(e.errno())
+}
+
+fn fh(h: FileHandle) -> Fh {
+    Fh(h.0)
+}
+
+fn ino(i: INodeNo) -> Ino {
+    Ino(i.0)
+}
+
+/// Capabilities we ask for when the kernel offers them; see `docs/fuse.md` for why each.
+/// Never ask for what fuser 0.18 cannot honour (SECURITY_CTX, CREATE_SUPP_GROUP,
+/// HANDLE_KILLPRIV_V2, ALLOW_IDMAP, OVER_IO_URING, HAS_RESEND, REQUEST_TIMEOUT, SETXATTR_EXT,
+/// POSIX_ACL without ACL support, locks without lock support).
+fn wanted_capabilities(direct_io: bool) -> Vec<(InitFlags, &'static str)> {
+    let mut v = vec![
+        (InitFlags::FUSE_ATOMIC_O_TRUNC, "atomic_o_trunc"),
+        (InitFlags::FUSE_EXPORT_SUPPORT, "export_support"),
+        (InitFlags::FUSE_DO_READDIRPLUS, "readdirplus"),
+        (InitFlags::FUSE_READDIRPLUS_AUTO, "readdirplus_auto"),
+        (InitFlags::FUSE_PARALLEL_DIROPS, "parallel_dirops"),
+        (InitFlags::FUSE_CACHE_SYMLINKS, "cache_symlinks"),
+    ];
+    if direct_io {
+        v.push((InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP, "direct_io_allow_mmap"));
+    }
+    v
+}
+
+impl fuser::Filesystem for Adapter {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
+        for (cap, name) in wanted_capabilities(self.opts.direct_io) {
+            if config.add_capabilities(cap).is_err() {
+                tracing::warn!("kernel does not offer FUSE capability {name}");
+            }
+        }
+        if let Err(max) = config.set_max_write(MAX_IO) {
+            let _ = config.set_max_write(max);
+        }
+        let _ = config.set_max_background(64);
+        let _ = config.set_congestion_threshold(48);
+        tracing::debug!(
+            "FUSE INIT: kernel ABI {:?}, capabilities {:?}",
+            config.kernel_abi(),
+            config.capabilities()
+        );
+        Ok(())
+    }
+
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        self.count(Op::Lookup);
+        match self.fs.lookup(&ctx(req), ino(parent), name) {
+            Ok(a) => self.entry(reply, &a),
+            // A negative entry with the same timeout: names change only through this mount,
+            // and the kernel drops the negative dentry when it creates the name itself.
+            Err(FsError::NotFound) => {
+                reply.entry(&self.opts.ttl, &negative_attr(), Generation(0));
+            }
+            Err(e) => reply.error(reply_errno(e)),
+        }
+    }
+
+    fn forget(&self, _req: &Request, i: INodeNo, nlookup: u64) {
+        self.count(Op::Forget);
+        self.fs.forget(ino(i), nlookup);
+    }
+
+    // batch_forget: fuser's default calls `forget` for each node (its `ForgetOne` type is not
+    // exported in 0.18, so it cannot be overridden).
+
+    fn getattr(&self, _req: &Request, i: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        self.count(Op::Getattr);
+        match self.fs.getattr(ino(i)) {
+            Ok(a) => reply.attr(&self.opts.ttl, &file_attr(&a)),
+            Err(e) => reply.error(reply_errno(e)),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn setattr(
+        &self,
+        req: &Request,
+        i: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        ctime: Option<SystemTime>,
+        h: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        self.count(Op::Setattr);
+        if self.rofs() {
+            return reply.error(Errno::EROFS);
+        }
+        let set = SetAttr {
+            mode: mode.map(|m| m & 0o7777),
+            uid,
+            gid,
+            size,
+            atime: atime.map(set_time),
+            mtime: mtime.map(set_time),
+            ctime: ctime.map(Timespec::from_system_time),
+        };
+        // The kernel clears set-id bits on truncate and chown itself (as a mode change in this
+        // same request, after a GETATTR). The engine drops security.capability (Linux does on
+        // truncate and chown).
+        match self.fs.setattr(&ctx_kernel_killed_privs(req), ino(i), &set, h.map(fh)) {
+            Ok(a) => reply.attr(&self.opts.ttl, &file_attr(&a)),
+            Err(e) => reply.error(reply_errno(e)),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, i: INodeNo, reply: ReplyData) {
+        self.count(Op::Other);
+        match self.fs.readlink(ino(i)) {
+            Ok(t) => reply.data(&t),
+            Err(e) => reply.error(reply_errno(e)),
+        }
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        self.count(Op::Create);
+        if self.rofs() {
+            return reply.error(Errno::EROFS);
+        }
+        match self.fs.mknod(&ctx(req), ino(parent), name, mode, u64::from(rdev)) {
+            Ok(a) => self.entry(reply, &a),
+            Err(e) => reply.error(reply_errno(e)),
+        }
+    }
+
+    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
+        self.count(Op::Create);
+        if self.rofs() {
+            return reply.error(Errno::EROFS);
+        }
+        match self.fs.mkdir(&ctx(req), ino(parent), name, mode & 0o7777) {
+            Ok(a) => self.entry(reply, &a),
+            Err(e) => reply.error(reply_errno(e)),
+        }
+    }
+
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.count(Op::Remove);
+        if self.rofs() {
+            return reply.error(Errno::EROFS);
+        }
+        // The kernel drops the victim's nlink and invalidates its attributes itself; the
+        // protocol has no attributes in this reply.
+        match self.fs.unlink(&ctx(req), ino(parent), name) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(reply_errno(e)),
+        }
+    }
+
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.count(Op::Remove);
+        if self.rofs() {
+            return reply.error(Errno::EROFS);
+        }
+        match self.fs.rmdir(&ctx(req), ino(parent), name) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(reply_errno(e)),
+        }
+    }
+
+    fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
+        self.count(Op::Create);
+        if self.rofs() {
+            return reply.error(Errno::EROFS);
+        }
+        match self.fs.symlink(&ctx(req), ino(parent), link_name, target.as_os_str()) {
+            Ok(a) => self.entry(reply, &a),
+            Err(e) => reply.error(reply_errno(e)),
+        }
+    }
+
+    fn rename(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: FuseRenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.count(Op::Rename);
+        if self.rofs() {
+            return reply.error(Errno::EROFS);
+        }
+        let result = RenameFlags::from_libc(flags.bits())
+            .and_then(|f| self.fs.rename(&ctx(req), ino(parent), name, ino(newparent), newname, f));
+        match result {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(reply_errno(e)),
+        }
+    }
+
+    fn link(&self, req: &Request, i: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+        self.count(Op::Create);
+        if self.rofs() {
+            return reply.error(Errno::EROFS);
+        }
+        // The entry carries the inode's fresh attributes (nlink, ctime) and adds a lookup.
+        match self.fs.link(&ctx(req), ino(i), ino(newparent), newname) {
+            Ok(a) => self.entry(reply, &a),
+            Err(e) => reply.error(reply_errno(e)),
+        }
+    }
+
+    fn open(&self, req: &Request, i: INodeNo, flags: FuseOpenFlags, reply: ReplyOpen) {
+        self.count(Op::Open);
+        let of = OpenFlags::from_libc(flags.0);
+        if self.rofs() && (of.write || of.truncate) {
+            return reply.error(Errno::EROFS);
+        }
+        match self.fs.open(&ctx(req), ino(i), of) {
+            Ok(h) => reply.opened(FileHandle(h.0), self.file_open_flags()),
+            Err(e) => reply.error(reply_errno(e)),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn read(
+        &self,
+        _req: &Request,
+        _i: INodeNo,
+        h: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: FuseOpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        self.count(Op::Read);
+        if let Some(pool) = &self.swap_in {
+            if self.fs.read_needs_swap_in(fh(h), offset, u64::from(size)) {
+                return pool.submit(fh(h), offset, size, reply);
+            }
+        }
+        serve_read(&self.fs, fh(h), offset, size, reply);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn write(
+        &self,
+        req: &Request,
+        _i: INodeNo,
+        h: FileHandle,
+        offset: u64,
+        data: &[u8],
+        write_flags: WriteFlags,
+        _flags: FuseOpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        self.count(Op::Write);
+        if self.rofs() {
+            return reply.error(Errno::EROFS);
+        }
+        // Who clears set-user-ID/set-group-ID on a write: on the cached path the kernel does,
+        // before the write (file_remove_privs sends a SETATTR), so the engine must not change
+        // the mode behind the kernel's back. In direct_io mode the kernel skips that and sets
+        // FUSE_WRITE_KILL_SUIDGID exactly when the writer lacks CAP_FSETID. The engine drops
+        // security.capability on every write, as Linux does.
+        let wctx = Ctx {
+            cap_fsetid: Some(!write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID)),
+            ..ctx(req)
+        };
+        match self.fs.write(&wctx, fh(h), offset, data) {
+            Ok(n) => reply.written(n as u32),
+            Err(e) => reply.error(reply_errno(e)),
+        }
+    }
+
+    fn flush(&self, _req: &Request, _i: INodeNo, _h: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+        // Every open sets FOPEN_NOFLUSH, so the kernel sends none (except with a writeback
+        // cache, which we do not use); answered anyway.
+        self.count(Op::Flush);
+        reply.ok();
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _i: INodeNo,
+        h: FileHandle,
+        _flags: FuseOpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.count(Op::Release);
+        match self.fs.release(fh(h)) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(reply_errno(e)),
+        }
+    }
+
+    fn fsync(&self, _req: &Request, _i: INodeNo, h: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        self.count(Op::Other);
+        match self.fs.fsync(fh(h)) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(reply_errno(e)),
+        }
+    }
+
+    fn opendir(&self, req: &Request, i: INodeNo, _flags: FuseOpenFlags, reply: ReplyOpen) {
+        self.count(Op::Open);
+        match self.fs.opendir(&ctx(req), ino(i)) {
+            // CACHE_DIR: the kernel keeps listings in its page cache and drops them when the
+            // directory changes through it; KEEP_CACHE: opendir does not drop them.
+            Ok(h) => reply.opened(
+                FileHandle(h.0),
+                FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
+            ),
+            Err(e) => reply.error(reply_errno(e)),
+        }
+    }
+
+    fn readdir(&self, _req: &Request, _i: INodeNo, h: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        self.count(Op::Readdir);
+        // Each entry's offset is its engine cookie: the kernel resumes after it.
+        let r = self.fs.readdir(fh(h), offset, |e| {
+            !reply.add(
+                INodeNo(e.ino.0),
+                e.cookie,
+                crate::attr::file_type(e.kind),
+                OsStr::from_bytes(&e.name),
+            )
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(reply_errno(e)),
+        }
+    }
+
+    fn readdirplus(&self, _req: &Request, _i: INodeNo, h: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+        self.count(Op::Readdirplus);
+        match self.fill_readdirplus(fh(h), offset, &mut reply) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(reply_errno(e)),
+        }
+    }
+
+    fn releasedir(&self, _req: &Request, _i: INodeNo, h: FileHandle, _flags: FuseOpenFlags, reply: ReplyEmpty) {
+        self.count(Op::Release);
+        match self.fs.releasedir(fh(h)) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(reply_errno(e)),
+        }
+    }
+
+    fn fsyncdir(&self, _req: &Request, _i: INodeNo, h: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        self.count(Op::Other);
+        match self.fs.fsync(fh(h)) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(reply_errno(e)),
+        }
+    }
+
+    fn statfs(&self, _req: &Request, _i: INodeNo, reply: ReplyStatfs) {
+        self.count(Op::Other);
+        let s = self.fs.statfs();
+        reply.statfs(
+            s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
+        );
+    }
+
+    fn setxattr(
+        &self,
+        req: &Request,
+        i: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        position: u32,
+        reply: ReplyEmpty,
+    ) {
+        self.count(Op::Xattr);
+        if self.rofs() {
+            return reply.error(Errno::EROFS);
+        }
+        if position != 0 {
+            return reply.error(Errno::EINVAL);
+        }
+        let r = XattrSetMode::from_libc(flags).and_then(|m| self.fs.setxattr(&ctx(req), ino(i), name, value, m));
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(reply_errno(e)),
+        }
+    }
+
+    fn getxattr(&self, req: &Request, i: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        self.count(Op::Getxattr);
+        match self.fs.getxattr(&ctx(req), ino(i), name) {
+            Ok(v) => reply_xattr(reply, &v, size),
+            Err(e) => reply.error(reply_errno(e)),
+        }
+    }
+
+    fn listxattr(&self, req: &Request, i: INodeNo, size: u32, reply: ReplyXattr) {
+        self.count(Op::Xattr);
+        match self.fs.listxattr(&ctx(req), ino(i)) {
+            Ok(v) => reply_xattr(reply, &v, size),
+            Err(e) => reply.error(reply_errno(e)),
+        }
+    }
+
+    fn removexattr(&self, req: &Request, i: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.count(Op::Xattr);
+        if self.rofs() {
+            return reply.error(Errno::EROFS);
+        }
+        match self.fs.removexattr(&ctx(req), ino(i), name) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(reply_errno(e)),
+        }
+    }
+
+    fn access(&self, req: &Request, i: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        // Not sent with default_permissions (the kernel answers access(2) itself).
+        self.count(Op::Other);
+        if self.rofs() && mask.contains(AccessFlags::W_OK) {
+            return reply.error(Errno::EROFS);
+        }
+        match self.fs.access(&ctx(req), ino(i), mask.bits() as u32) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(reply_errno(e)),
+        }
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        self.count(Op::Create);
+        if self.rofs() {
+            return reply.error(Errno::EROFS);
+        }
+        let of = OpenFlags::from_libc(flags);
+        match self.fs.create(&ctx(req), ino(parent), name, mode & 0o7777, of) {
+            Ok((a, h)) => reply.created(
+                &self.opts.ttl,
+                &file_attr(&a),
+                Generation(a.generation),
+                FileHandle(h.0),
+                self.file_open_flags(),
+            ),
+            // The name appeared after the kernel's lookup (another creator won the race).
+            // Without O_EXCL, open(2) must open the existing file, with the permission checks
+            // of an ordinary open: ESTALE makes the kernel redo the whole open with a fresh
+            // lookup (do_filp_open retries with LOOKUP_REVAL).
+            Err(FsError::Exists) if flags & libc::O_EXCL == 0 => reply.error(Errno::ESTALE),
+            Err(e) => reply.error(reply_errno(e)),
+        }
+    }
+
+    fn fallocate(
+        &self,
+        req: &Request,
+        _i: INodeNo,
+        h: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        self.count(Op::Other);
+        if self.rofs() {
+            return reply.error(Errno::EROFS);
+        }
+        // file_modified() in the kernel has already cleared set-id bits (see `write`).
+        let r = FallocateMode::from_libc(mode).and_then(|m| {
+            self.fs
+                .fallocate(&ctx_kernel_killed_privs(req), fh(h), offset, length, m)
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(reply_errno(e)),
+        }
+    }
+
+    fn lseek(&self, _req: &Request, _i: INodeNo, h: FileHandle, offset: i64, whence: i32, reply: ReplyLseek) {
+        // The kernel answers SEEK_SET/CUR/END itself; only SEEK_DATA/SEEK_HOLE come here.
+        self.count(Op::Other);
+        let whence = match whence {
+            libc::SEEK_DATA => SeekWhence::Data,
+            libc::SEEK_HOLE => SeekWhence::Hole,
+            _ => return reply.error(Errno::EINVAL),
+        };
+        match self.fs.lseek(fh(h), offset, whence) {
+            Ok(o) => reply.offset(o as i64),
+            Err(e) => reply.error(reply_errno(e)),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn copy_file_range(
+        &self,
+        req: &Request,
+        _ino_in: INodeNo,
+        fh_in: FileHandle,
+        offset_in: u64,
+        _ino_out: INodeNo,
+        fh_out: FileHandle,
+        offset_out: u64,
+        len: u64,
+        flags: CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        self.count(Op::Write);
+        if self.rofs() {
+            return reply.error(Errno::EROFS);
+        }
+        if !flags.is_empty() {
+            return reply.error(Errno::EINVAL);
+        }
+        // Like a write, a copy by a caller without CAP_FSETID clears set-id bits of the
+        // target; the kernel does that itself before sending the request (file_modified on
+        // the output), so the engine leaves the mode alone.
+        match self.fs.copy_file_range(
+            &ctx_kernel_killed_privs(req),
+            fh(fh_in),
+            offset_in,
+            fh(fh_out),
+            offset_out,
+            len.min(MAX_COPY),
+        ) {
+            Ok(n) => reply.written(n as u32),
+            Err(e) => reply.error(reply_errno(e)),
+        }
+    }
+}
+
+impl Adapter {
+    /// Fill a READDIRPLUS reply. Every entry the kernel receives, except `.` and `..`, becomes
+    /// a kernel reference to its inode (fuse_direntplus_link counts it as a lookup), so each
+    /// one takes a reference in the engine (`lookup_ino`) before it is added; one that does not
+    /// fit is forgotten again. Entries are collected in batches first so that no directory
+    /// lock is held while taking references.
+    fn fill_readdirplus(&self, h: Fh, mut offset: u64, reply: &mut ReplyDirectoryPlus) -> Result<(), FsError> {
+        let ttl = self.opts.ttl;
+        let mut batch: Vec<DirEntry> = Vec::with_capacity(READDIRPLUS_BATCH);
+        loop {
+            batch.clear();
+            self.fs.readdir(h, offset, |e| {
+                batch.push(e);
+                batch.len() < READDIRPLUS_BATCH
+            })?;
+            if batch.is_empty() {
+                return Ok(());
+            }
+            let done = batch.len() < READDIRPLUS_BATCH;
+            for e in batch.drain(..) {
+                let name = OsStr::from_bytes(&e.name);
+                let dots = e.name == b"." || e.name == b"..";
+                let attr = if dots {
+                    // Not a reference for the kernel: plain attributes, no lookup count.
+                    match self.fs.getattr(e.ino) {
+                        Ok(a) => a,
+                        Err(_) => placeholder_dir_attr(e.ino),
+                    }
+                } else {
+                    match self.fs.lookup_ino(e.ino) {
+                        Ok(a) => a,
+                        // Removed since the listing was taken: leave it out.
+                        Err(FsError::NotFound) => {
+                            offset = e.cookie;
+                            continue;
+                        }
+                        Err(err) => return Err(err),
+                    }
+                };
+                let full = reply.add(
+                    INodeNo(attr.ino.0),
+                    e.cookie,
+                    name,
+                    &ttl,
+                    &file_attr(&attr),
+                    Generation(attr.generation),
+                );
+                if full {
+                    if !dots {
+                        self.fs.forget(attr.ino, 1);
+                    }
+                    return Ok(());
+                }
+                offset = e.cookie;
+            }
+            if done {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Attributes for a `.`/`..` entry whose inode vanished mid-listing (the kernel ignores the
+/// attributes of these two entries).
+fn placeholder_dir_attr(i: Ino) -> Attr {
+    let t = Timespec::default();
+    Attr {
+        ino: i,
+        generation: 0,
+        kind: FileKind::Directory,
+        perm: 0,
+        nlink: 0,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        size: 0,
+        blocks: 0,
+        blksize: 4096,
+        atime: t,
+        mtime: t,
+        ctime: t,
+        btime: t,
+    }
+}
+
+/// Answer getxattr/listxattr with the engine's rule for the size-0 probe and ERANGE.
+fn reply_xattr(reply: ReplyXattr, value: &[u8], size: u32) {
+    match fit_xattr_reply(value.len(), size as usize) {
+        Ok(XattrFit::Size(n)) => reply.size(n as u32),
+        Ok(XattrFit::Data) => reply.data(value),
+        Err(e) => reply.error(reply_errno(e)),
+    }
+}
+
+/// Answer a READ from the engine through this thread's buffer.
+fn serve_read(fs: &Filesystem, h: Fh, offset: u64, size: u32, reply: ReplyData) {
+    let size = size as usize;
+    READ_BUF.with(|buf| {
+        let mut buf = buf.borrow_mut();
+        if buf.len() < size {
+            buf.resize(size.max(MAX_IO as usize), 0);
+        }
+        match fs.read(h, offset, &mut buf[..size]) {
+            Ok(n) => reply.data(&buf[..n]),
+            Err(e) => reply.error(reply_errno(e)),
+        }
+    });
+}
+
+/// Threads that serve READs which must wait for swap I/O. fuser's replies are `Send`, so the
+/// event loop hands the request over and goes back to reading /dev/fuse.
+struct SwapInPool {
+    fs: Arc<Filesystem>,
+    tx: Mutex<mpsc::Sender<SwapInJob>>,
+}
+
+type SwapInJob = (Fh, u64, u32, ReplyData);
+
+/// Swap-in workers: enough to overlap a couple of swap reads on a 2-core machine.
+const SWAP_IN_WORKERS: usize = 2;
+
+impl SwapInPool {
+    fn start(fs: Arc<Filesystem>, workers: usize) -> SwapInPool {
+        let (tx, rx) = mpsc::channel::<SwapInJob>();
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..workers {
+            let (fs, rx) = (fs.clone(), rx.clone());
+            let spawned = std::thread::Builder::new()
+                .name(format!("rtmpfs-swapin-{i}"))
+                .spawn(move || loop {
+                    let job = match rx.lock() {
+                        Ok(r) => r.recv(),
+                        Err(_) => return,
+                    };
+                    match job {
+                        Ok((h, off, size, reply)) => serve_read(&fs, h, off, size, reply),
+                        Err(_) => return,
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::warn!("swap-in worker: {e}");
+            }
+        }
+        SwapInPool { fs, tx: Mutex::new(tx) }
+    }
+
+    fn submit(&self, h: Fh, offset: u64, size: u32, reply: ReplyData) {
+        let job = (h, offset, size, reply);
+        let unsent = match self.tx.lock() {
+            Ok(tx) => tx.send(job).err().map(|e| e.0),
+            Err(_) => Some(job),
+        };
+        // No worker could take it (none started): serve it on this thread.
+        if let Some((h, off, size, reply)) = unsent {
+            serve_read(&self.fs, h, off, size, reply);
+        }
+    }
+}

@@ -1,0 +1,709 @@
+//! Mount options in tmpfs syntax (`-o size=1G,mode=755,nosuid`), parsed into the engine's
+//! [`Config`], the kernel's mount flags and the adapter's own settings.
+//!
+//! The parser is strict, as the kernel's tmpfs is: an unknown option or a malformed value is an
+//! error that names the option. Options that only mean something to mount(8) or fstab
+//! (`defaults`, `noauto`, `_netdev`, `x-*`, ...) are accepted and ignored, so that an fstab line
+//! works unchanged.
+
+use rtmpfs_core::{Config, SwapConfig, PAGE_SIZE};
+use std::fmt;
+
+/// The default number of threads serving FUSE requests: one per core on the 2-core machines
+/// we measured (see `docs/benchmarks.md`).
+pub const DEFAULT_THREADS: usize = 2;
+/// The most serving threads `threads=` accepts.
+pub const MAX_THREADS: usize = 64;
+/// The source (first column of `/proc/mounts`) when none is given.
+pub const DEFAULT_SOURCE: &str = "rtmpfs";
+
+/// How access times are kept (the kernel's `MS_NOATIME` / `MS_RELATIME` / `MS_STRICTATIME`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Atime {
+    /// `relatime` (the default).
+    Relatime,
+    /// `noatime`.
+    Noatime,
+    /// `strictatime` (the engine still applies relatime rules; the kernel flag is passed on).
+    Strict,
+}
+
+/// A size limit as given: bytes, or a percentage of RAM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SizeSpec {
+    /// An absolute number of bytes (`0` = unlimited).
+    Bytes(u64),
+    /// A percentage of RAM (`size=50%`).
+    Percent(u64),
+}
+
+/// Everything `-o` can say, after parsing. Build with [`MountOptions::parse`], turn into an
+/// engine configuration with [`MountOptions::engine_config`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountOptions {
+    /// `size=`/`nr_blocks=`; `None` = the default (50% of RAM).
+    pub size: Option<SizeSpec>,
+    /// `nr_inodes=`; `None` = the default (RAM pages / 2); `Some(0)` = unlimited.
+    pub nr_inodes: Option<u64>,
+    /// `mode=` of the root directory (default `1777`).
+    pub mode: u32,
+    /// `uid=` of the root directory (default: the mounter).
+    pub uid: Option<u32>,
+    /// `gid=` of the root directory (default: the mounter).
+    pub gid: Option<u32>,
+    /// `ro` (true) or `rw`.
+    pub read_only: bool,
+    /// `nosuid`.
+    pub nosuid: bool,
+    /// `nodev`.
+    pub nodev: bool,
+    /// `noexec`.
+    pub noexec: bool,
+    /// Access-time mode.
+    pub atime: Atime,
+    /// `nodiratime`.
+    pub nodiratime: bool,
+    /// `sync`.
+    pub sync: bool,
+    /// `dirsync`.
+    pub dirsync: bool,
+    /// `lazytime`.
+    pub lazytime: bool,
+    /// `threads=`: FUSE serving threads.
+    pub threads: usize,
+    /// `direct_io`: no kernel page cache for file data (one copy of the data, every I/O a request).
+    pub direct_io: bool,
+    /// `memory=`: a RAM budget for file data (cold pages go to the swap file); `None`: none.
+    pub memory: Option<SizeSpec>,
+    /// `swap=`: the directory of the private swap file (default: the system's temporary dir).
+    pub swap_dir: Option<std::path::PathBuf>,
+    /// `swap_size=`: the most the swap file may hold (default: `size - memory`).
+    pub swap_size: Option<u64>,
+    /// `noswap`: with `memory=`, the budget is a hard cap (`ENOSPC`) instead of swapping.
+    pub noswap: bool,
+    /// `swap_encrypt=0|1`: seal swapped pages (default 1).
+    pub swap_encrypt: bool,
+    /// `readahead=`: the kernel's readahead window for this mount, in bytes (`None`: the
+    /// kernel's default, 128 KiB).
+    pub readahead: Option<u64>,
+    /// `fsname=`: the mount's source as shown by `/proc/mounts` (the helper's TAG).
+    pub source: Option<String>,
+    /// `remount` was given (only meaningful to the mount helper).
+    pub remount: bool,
+    /// Options accepted and ignored (fstab/mount(8) options and no-op tmpfs options), in order.
+    pub ignored: Vec<String>,
+}
+
+impl Default for MountOptions {
+    fn default() -> Self {
+        MountOptions {
+            size: None,
+            nr_inodes: None,
+            mode: 0o1777,
+            uid: None,
+            gid: None,
+            read_only: false,
+            nosuid: false,
+            nodev: false,
+            noexec: false,
+            atime: Atime::Relatime,
+            nodiratime: false,
+            sync: false,
+            dirsync: false,
+            lazytime: false,
+            threads: DEFAULT_THREADS,
+            direct_io: false,
+            readahead: None,
+            memory: None,
+            swap_dir: None,
+            swap_size: None,
+            noswap: false,
+            swap_encrypt: true,
+            source: None,
+            remount: false,
+            ignored: Vec::new(),
+        }
+    }
+}
+
+/// A bad option: the one-line message names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OptionError {
+    /// Not an option we know.
+    Unknown(String),
+    /// A known option with a value we cannot read.
+    BadValue {
+        /// The option's name.
+        name: String,
+        /// The value given.
+        value: String,
+        /// What was expected.
+        expected: &'static str,
+    },
+    /// A known option that needs a value, given without one (or a flag given one).
+    Missing(String),
+    /// A tmpfs option rtmpfs does not implement.
+    Unsupported(String),
+}
+
+impl fmt::Display for OptionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OptionError::Unknown(o) => write!(f, "unknown mount option '{o}'"),
+            OptionError::BadValue { name, value, expected } => {
+                write!(f, "bad value '{value}' for mount option '{name}' (expected {expected})")
+            }
+            OptionError::Missing(o) => write!(f, "mount option '{o}' needs a value"),
+            OptionError::Unsupported(o) => {
+                write!(f, "mount option '{o}' is not supported by rtmpfs")
+            }
+        }
+    }
+}
+
+impl std::error::Error for OptionError {}
+
+/// Host facts the defaults depend on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Host {
+    /// Total RAM in bytes.
+    pub ram_bytes: u64,
+    /// The mounter's fs uid.
+    pub uid: u32,
+    /// The mounter's fs gid.
+    pub gid: u32,
+}
+
+impl Host {
+    /// The running host: `MemTotal` from /proc/meminfo and the caller's effective ids.
+    #[must_use]
+    pub fn current() -> Host {
+        let ram_bytes = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|s| {
+                let line = s.lines().find(|l| l.starts_with("MemTotal:"))?;
+                line.split_whitespace().nth(1)?.parse::<u64>().ok()
+            })
+            .map_or(1 << 30, |kib| kib * 1024);
+        // SAFETY: geteuid/getegid cannot fail and touch no memory.
+        let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        Host { ram_bytes, uid, gid }
+    }
+}
+
+impl MountOptions {
+    /// Parse comma-separated option strings (each as given to one `-o`), later options winning,
+    /// as mount(8) does.
+    ///
+    /// # Errors
+    /// The first bad option.
+    pub fn parse<S: AsRef<str>>(lists: &[S]) -> Result<MountOptions, OptionError> {
+        let mut o = MountOptions::default();
+        for list in lists {
+            for opt in split_options(list.as_ref()) {
+                o.apply(&opt)?;
+            }
+        }
+        Ok(o)
+    }
+
+    fn apply<'a>(&mut self, opt: &'a str) -> Result<(), OptionError> {
+        let (name, value) = match opt.split_once('=') {
+            Some((n, v)) => (n, Some(v)),
+            None => (opt, None),
+        };
+        let need = |v: Option<&'a str>| v.ok_or_else(|| OptionError::Missing(name.to_string()));
+        let flag = |v: Option<&str>| match v {
+            None => Ok(()),
+            Some(_) => Err(OptionError::Unknown(opt.to_string())),
+        };
+        match name {
+            "size" => {
+                let v = need(value)?;
+                self.size = Some(parse_size(v).ok_or_else(|| bad(name, v, SIZE_EXPECTED))?);
+            }
+            "nr_blocks" => {
+                let v = need(value)?;
+                let blocks = memparse(v).ok_or_else(|| bad(name, v, "a number of pages"))?;
+                let bytes = blocks
+                    .checked_mul(PAGE_SIZE)
+                    .ok_or_else(|| bad(name, v, "a number of pages"))?;
+                self.size = Some(SizeSpec::Bytes(bytes));
+            }
+            "nr_inodes" => {
+                let v = need(value)?;
+                self.nr_inodes = Some(memparse(v).ok_or_else(|| bad(name, v, "a number"))?);
+            }
+            "mode" => {
+                let v = need(value)?;
+                let m = u32::from_str_radix(v, 8)
+                    .ok()
+                    .filter(|m| *m <= 0o7777)
+                    .ok_or_else(|| bad(name, v, "octal permission bits, at most 7777"))?;
+                self.mode = m;
+            }
+            "uid" => {
+                let v = need(value)?;
+                self.uid = Some(parse_id(v).ok_or_else(|| bad(name, v, "a numeric user id"))?);
+            }
+            "gid" => {
+                let v = need(value)?;
+                self.gid = Some(parse_id(v).ok_or_else(|| bad(name, v, "a numeric group id"))?);
+            }
+            "threads" => {
+                let v = need(value)?;
+                self.threads = v
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=MAX_THREADS).contains(n))
+                    .ok_or_else(|| bad(name, v, "a number from 1 to 64"))?;
+            }
+            "memory" => {
+                let v = need(value)?;
+                let m = parse_size(v).ok_or_else(|| bad(name, v, SIZE_EXPECTED))?;
+                self.memory = match m {
+                    SizeSpec::Bytes(0) | SizeSpec::Percent(0) => None,
+                    m => Some(m),
+                };
+            }
+            "swap" => {
+                let v = need(value)?;
+                if !v.starts_with('/') {
+                    return Err(bad(name, v, "an absolute directory path"));
+                }
+                self.swap_dir = Some(v.into());
+                self.noswap = false;
+            }
+            "swap_size" => {
+                let v = need(value)?;
+                self.swap_size = Some(memparse(v).ok_or_else(|| bad(name, v, "a size, e.g. 4g"))?);
+            }
+            "swap_encrypt" => {
+                let v = need(value)?;
+                self.swap_encrypt = match v {
+                    "1" | "on" | "yes" => true,
+                    "0" | "off" | "no" => false,
+                    _ => return Err(bad(name, v, "0 or 1")),
+                };
+            }
+            "readahead" => {
+                let v = need(value)?;
+                let b = memparse(v)
+                    .filter(|b| *b <= 1 << 30)
+                    .ok_or_else(|| bad(name, v, "a size up to 1g, e.g. 1m"))?;
+                self.readahead = Some(b);
+            }
+            "fsname" => {
+                let v = need(value)?;
+                if v.is_empty() || v.contains(|c: char| c.is_whitespace() || c == ',') {
+                    return Err(bad(name, v, "a non-empty name without spaces or commas"));
+                }
+                self.source = Some(v.to_string());
+            }
+            "huge" => {
+                let v = need(value)?;
+                if !matches!(v, "never" | "always" | "within_size" | "advise" | "deny" | "force") {
+                    return Err(bad(name, v, "never, always, within_size, advise, deny or force"));
+                }
+                // The kernel chooses page-cache folio sizes for FUSE files; nothing to do.
+                self.ignored.push(opt.to_string());
+            }
+            // fstab comments, and the FUSE kernel options mount(8) repeats from /proc/mounts
+            // when it remounts (the daemon sets these itself).
+            "comment" | "user_id" | "group_id" | "rootmode" | "max_read" | "blksize" | "subtype" => {
+                need(value)?;
+                self.ignored.push(opt.to_string());
+            }
+            _ if name.starts_with("x-") => self.ignored.push(opt.to_string()),
+            "mpol"
+            | "casefold"
+            | "usrquota_block_hardlimit"
+            | "usrquota_inode_hardlimit"
+            | "grpquota_block_hardlimit"
+            | "grpquota_inode_hardlimit" => {
+                return Err(OptionError::Unsupported(name.to_string()));
+            }
+            _ => {
+                flag(value)?;
+                self.apply_flag(name)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_flag(&mut self, name: &str) -> Result<(), OptionError> {
+        match name {
+            "ro" => self.read_only = true,
+            "rw" => self.read_only = false,
+            "nosuid" => self.nosuid = true,
+            "suid" => self.nosuid = false,
+            "nodev" => self.nodev = true,
+            "dev" => self.nodev = false,
+            "noexec" => self.noexec = true,
+            "exec" => self.noexec = false,
+            "noatime" => self.atime = Atime::Noatime,
+            "relatime" | "atime" | "norelatime" | "nostrictatime" => {
+                self.atime = Atime::Relatime;
+            }
+            "strictatime" => self.atime = Atime::Strict,
+            "nodiratime" => self.nodiratime = true,
+            "diratime" => self.nodiratime = false,
+            "sync" => self.sync = true,
+            "async" => self.sync = false,
+            "dirsync" => self.dirsync = true,
+            "lazytime" => self.lazytime = true,
+            "nolazytime" => self.lazytime = false,
+            "direct_io" => self.direct_io = true,
+            "remount" => self.remount = true,
+            // mount(8)/fstab options, and FUSE options that are always on here.
+            "defaults"
+            | "auto"
+            | "noauto"
+            | "nouser"
+            | "_netdev"
+            | "nofail"
+            | "silent"
+            | "loud"
+            | "nomand"
+            | "iversion"
+            | "noiversion"
+            | "default_permissions"
+            | "allow_other"
+            | "inode64" => self.ignored.push(name.to_string()),
+            "noswap" => self.noswap = true,
+            "user" | "users" | "owner" | "group" => {
+                return Err(OptionError::Unsupported(format!(
+                    "{name} (non-root mounts through mount(8))"
+                )));
+            }
+            "inode32" | "mand" | "usrquota" | "grpquota" | "quota" | "casefold" | "strict_encoding" => {
+                return Err(OptionError::Unsupported(name.to_string()))
+            }
+            _ if name.starts_with("mpol") || name.ends_with("_hardlimit") || name.starts_with("casefold") => {
+                return Err(OptionError::Unsupported(name.to_string()));
+            }
+            _ => return Err(OptionError::Unknown(name.to_string())),
+        }
+        Ok(())
+    }
+
+    /// The `size=` limit in bytes for this host, `None` when unlimited. tmpfs rounds the limit
+    /// up to whole pages; so do we.
+    #[must_use]
+    pub fn size_bytes(&self, host: &Host) -> Option<u64> {
+        let bytes = match self.size {
+            None => host.ram_bytes / 2,
+            Some(SizeSpec::Bytes(b)) => b,
+            Some(SizeSpec::Percent(p)) => {
+                u64::try_from(u128::from(host.ram_bytes) * u128::from(p) / 100).unwrap_or(u64::MAX)
+            }
+        };
+        if bytes == 0 {
+            None
+        } else {
+            Some(bytes.div_ceil(PAGE_SIZE).saturating_mul(PAGE_SIZE))
+        }
+    }
+
+    /// The `nr_inodes=` limit for this host, `None` when unlimited. The default is tmpfs's:
+    /// half the RAM pages (all memory is lowmem on 64-bit).
+    #[must_use]
+    pub fn max_inodes(&self, host: &Host) -> Option<u64> {
+        match self.nr_inodes {
+            None => Some((host.ram_bytes / PAGE_SIZE / 2).max(1)),
+            Some(0) => None,
+            Some(n) => Some(n),
+        }
+    }
+
+    /// The engine configuration: limits and root attributes from the options; permission
+    /// checks off (the kernel does them with `default_permissions`) and lookup counts on (the
+    /// FUSE forget contract). A remount switches read-only with `Filesystem::set_read_only`.
+    #[must_use]
+    pub fn engine_config(&self, host: &Host) -> Config {
+        Config {
+            size_bytes: self.size_bytes(host),
+            max_inodes: self.max_inodes(host),
+            root_mode: self.mode,
+            root_uid: self.uid.unwrap_or(host.uid),
+            root_gid: self.gid.unwrap_or(host.gid),
+            enforce_permissions: false,
+            track_lookups: true,
+            read_only: self.read_only,
+            noatime: self.atime == Atime::Noatime,
+            memory_bytes: self.memory_bytes(host),
+            swap: match self.memory_bytes(host) {
+                Some(_) if !self.noswap => Some(SwapConfig {
+                    dir: self.swap_dir.clone().unwrap_or_else(std::env::temp_dir),
+                    size_bytes: self.swap_size,
+                    encrypt: self.swap_encrypt,
+                }),
+                _ => None,
+            },
+            ..Config::default()
+        }
+    }
+
+    /// The `memory=` budget in bytes for this host, `None` when there is none.
+    #[must_use]
+    pub fn memory_bytes(&self, host: &Host) -> Option<u64> {
+        match self.memory? {
+            SizeSpec::Bytes(b) => Some(b),
+            SizeSpec::Percent(p) => {
+                Some(u64::try_from(u128::from(host.ram_bytes) * u128::from(p) / 100).unwrap_or(u64::MAX))
+            }
+        }
+    }
+
+    /// The kernel mount flags (`MS_*`) these options ask for. `dev` and `suid` are on unless
+    /// `nodev`/`nosuid` were given, as for tmpfs.
+    #[must_use]
+    pub fn ms_flags(&self) -> libc::c_ulong {
+        let mut f: libc::c_ulong = 0;
+        let mut set = |cond: bool, bit: libc::c_ulong| {
+            if cond {
+                f |= bit;
+            }
+        };
+        set(self.read_only, libc::MS_RDONLY);
+        set(self.nosuid, libc::MS_NOSUID);
+        set(self.nodev, libc::MS_NODEV);
+        set(self.noexec, libc::MS_NOEXEC);
+        set(self.atime == Atime::Noatime, libc::MS_NOATIME);
+        set(self.atime == Atime::Relatime, libc::MS_RELATIME);
+        set(self.atime == Atime::Strict, libc::MS_STRICTATIME);
+        set(self.nodiratime, libc::MS_NODIRATIME);
+        set(self.sync, libc::MS_SYNCHRONOUS);
+        set(self.dirsync, libc::MS_DIRSYNC);
+        set(self.lazytime, libc::MS_LAZYTIME);
+        f
+    }
+
+    /// The mount's source: `fsname=` or `rtmpfs`.
+    #[must_use]
+    pub fn source(&self) -> &str {
+        self.source.as_deref().unwrap_or(DEFAULT_SOURCE)
+    }
+}
+
+const SIZE_EXPECTED: &str = "a size with an optional k, m, g, t, p or e suffix, or a percentage";
+
+fn bad(name: &str, value: &str, expected: &'static str) -> OptionError {
+    OptionError::BadValue {
+        name: name.to_string(),
+        value: value.to_string(),
+        expected,
+    }
+}
+
+/// Split a `-o` list on commas, keeping commas inside double quotes (as libmount does).
+fn split_options(list: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    for c in list.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            ',' if !quoted => {
+                if !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                }
+            }
+            _ => cur.push(c),
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+/// The kernel's `memparse`: a decimal (or 0x hex) number with an optional k/m/g/t/p/e suffix
+/// (binary multiples, either case). Overflow is an error.
+pub fn memparse(s: &str) -> Option<u64> {
+    let (digits, shift) = match s.as_bytes().last()? {
+        b'k' | b'K' => (&s[..s.len() - 1], 10),
+        b'm' | b'M' => (&s[..s.len() - 1], 20),
+        b'g' | b'G' => (&s[..s.len() - 1], 30),
+        b't' | b'T' => (&s[..s.len() - 1], 40),
+        b'p' | b'P' => (&s[..s.len() - 1], 50),
+        b'e' | b'E' => (&s[..s.len() - 1], 60),
+        _ => (s, 0),
+    };
+    let n = if let Some(hex) = digits.strip_prefix("0x").or_else(|| digits.strip_prefix("0X")) {
+        u64::from_str_radix(hex, 16).ok()?
+    } else {
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        digits.parse::<u64>().ok()?
+    };
+    n.checked_mul(1u64 << shift)
+}
+
+fn parse_size(s: &str) -> Option<SizeSpec> {
+    if let Some(p) = s.strip_suffix('%') {
+        if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        return p.parse().ok().map(SizeSpec::Percent);
+    }
+    memparse(s).map(SizeSpec::Bytes)
+}
+
+fn parse_id(s: &str) -> Option<u32> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse::<u32>().ok().filter(|id| *id != u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOST: Host = Host {
+        ram_bytes: 8 << 30,
+        uid: 1000,
+        gid: 100,
+    };
+
+    fn parse(s: &str) -> Result<MountOptions, OptionError> {
+        MountOptions::parse(&[s])
+    }
+
+    #[test]
+    fn defaults_are_tmpfs_defaults() {
+        let o = parse("").unwrap();
+        let c = o.engine_config(&HOST);
+        assert_eq!(c.size_bytes, Some(4 << 30));
+        assert_eq!(c.max_inodes, Some((8 << 30) / 4096 / 2));
+        assert_eq!(c.root_mode, 0o1777);
+        assert_eq!((c.root_uid, c.root_gid), (1000, 100));
+        assert!(!c.enforce_permissions && c.track_lookups && !c.read_only);
+        assert_eq!(o.ms_flags(), libc::MS_RELATIME);
+        assert_eq!(o.threads, DEFAULT_THREADS);
+        assert_eq!(o.source(), "rtmpfs");
+    }
+
+    #[test]
+    fn sizes() {
+        let size = |s: &str| parse(s).unwrap().size_bytes(&HOST);
+        assert_eq!(size("size=1G"), Some(1 << 30));
+        assert_eq!(size("size=1g"), Some(1 << 30));
+        assert_eq!(size("size=512k"), Some(512 << 10));
+        assert_eq!(size("size=2t"), Some(2 << 40));
+        assert_eq!(size("size=1"), Some(4096), "rounded up to a page");
+        assert_eq!(size("size=4097"), Some(8192));
+        assert_eq!(size("size=25%"), Some(2 << 30));
+        assert_eq!(size("size=0"), None);
+        assert_eq!(size("nr_blocks=10"), Some(40960));
+        assert_eq!(size("nr_blocks=1k"), Some(1024 * 4096));
+        assert_eq!(size("nr_blocks=0"), None);
+        assert_eq!(size("size=1G,size=2G"), Some(2 << 30), "last one wins");
+        for bad in ["size=", "size=abc", "size=1x", "size=-1", "size=%", "size=1.5G"] {
+            assert!(
+                matches!(parse(bad), Err(OptionError::BadValue { .. } | OptionError::Missing(_))),
+                "{bad}"
+            );
+        }
+        assert!(parse("size=99999999999999999999").is_err());
+        assert!(parse("size=16777216t").is_err(), "overflow");
+    }
+
+    #[test]
+    fn inodes_mode_ids() {
+        let o = parse("nr_inodes=1k,mode=755,uid=0,gid=5").unwrap();
+        let c = o.engine_config(&HOST);
+        assert_eq!(c.max_inodes, Some(1024));
+        assert_eq!(c.root_mode, 0o755);
+        assert_eq!((c.root_uid, c.root_gid), (0, 5));
+        assert_eq!(parse("nr_inodes=0").unwrap().max_inodes(&HOST), None);
+        assert!(parse("mode=8").is_err());
+        assert!(parse("mode=17777").is_err());
+        assert!(parse("uid=root").is_err());
+        assert!(parse("gid=-1").is_err());
+        assert!(parse("uid=4294967295").is_err());
+    }
+
+    #[test]
+    fn flags() {
+        let o = parse("ro,nosuid,nodev,noexec,noatime").unwrap();
+        assert_eq!(
+            o.ms_flags(),
+            libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC | libc::MS_NOATIME
+        );
+        assert!(o.engine_config(&HOST).noatime);
+        let o = parse("ro,rw,nosuid,suid,strictatime").unwrap();
+        assert_eq!(o.ms_flags(), libc::MS_STRICTATIME);
+        assert!(parse("ro=1").is_err());
+    }
+
+    #[test]
+    fn ours_and_ignored() {
+        let o = parse("threads=3,direct_io,fsname=scratch").unwrap();
+        assert_eq!(o.threads, 3);
+        assert!(o.direct_io);
+        assert_eq!(o.source(), "scratch");
+        assert!(parse("threads=0").is_err());
+        assert!(parse("threads=65").is_err());
+        let o =
+            parse("defaults,noauto,_netdev,nofail,x-systemd.device-timeout=5,comment=x,huge=never,inode64").unwrap();
+        assert_eq!(o.ignored.len(), 8);
+        assert!(parse("remount,ro").unwrap().remount);
+    }
+
+    #[test]
+    fn errors_name_the_option() {
+        assert_eq!(
+            parse("size=1G,bogus").unwrap_err().to_string(),
+            "unknown mount option 'bogus'"
+        );
+        assert_eq!(
+            parse("size=lots").unwrap_err().to_string(),
+            format!("bad value 'lots' for mount option 'size' (expected {SIZE_EXPECTED})")
+        );
+        assert_eq!(
+            parse("mode").unwrap_err().to_string(),
+            "mount option 'mode' needs a value"
+        );
+        assert!(matches!(parse("mpol=interleave"), Err(OptionError::Unsupported(_))));
+        assert!(matches!(parse("huge=sometimes"), Err(OptionError::BadValue { .. })));
+    }
+
+    #[test]
+    fn memory_and_swap() {
+        let c = parse("size=1g,memory=256m,swap=/var/tmp,swap_size=2g,swap_encrypt=0")
+            .unwrap()
+            .engine_config(&HOST);
+        assert_eq!(c.memory_bytes, Some(256 << 20));
+        let s = c.swap.unwrap();
+        assert_eq!(s.dir, std::path::PathBuf::from("/var/tmp"));
+        assert_eq!(s.size_bytes, Some(2 << 30));
+        assert!(!s.encrypt);
+        let c = parse("memory=10%,noswap").unwrap().engine_config(&HOST);
+        assert_eq!(c.memory_bytes, Some((8 << 30) / 10));
+        assert!(c.swap.is_none());
+        let c = parse("swap=/var/tmp").unwrap().engine_config(&HOST);
+        assert!(c.memory_bytes.is_none() && c.swap.is_none(), "no budget, no swap");
+        assert!(parse("swap=relative").is_err());
+        assert!(parse("swap_encrypt=maybe").is_err());
+        assert!(parse("ro").unwrap().engine_config(&HOST).read_only);
+    }
+
+    #[test]
+    fn memparse_matches_the_kernel() {
+        assert_eq!(memparse("0x10"), Some(16));
+        assert_eq!(memparse("10K"), Some(10240));
+        assert_eq!(memparse("1e"), Some(1 << 60));
+        assert_eq!(memparse("16e"), None);
+        assert_eq!(memparse(""), None);
+        assert_eq!(memparse("k"), None);
+    }
+
+    #[test]
+    fn quoted_commas() {
+        assert_eq!(split_options("a,\"b,c\",d"), vec!["a", "b,c", "d"]);
+        assert_eq!(split_options(",,a,,"), vec!["a"]);
+    }
+}
