@@ -187,6 +187,10 @@ struct Row {
     /// Scaling rows: the same scaling computed from CPU time per operation (engine, kernel).
     cpu_engine: Vec<f64>,
     cpu_kernel: Vec<f64>,
+    /// Scaling rows: CPU time of the 2-thread run / (2 x its wall time): how much of the time
+    /// both threads were actually on a CPU (engine, kernel).
+    oncpu_engine: Vec<f64>,
+    oncpu_kernel: Vec<f64>,
 }
 
 fn rows() -> Vec<Row> {
@@ -202,6 +206,8 @@ fn rows() -> Vec<Row> {
         kernel_ratio: Vec::new(),
         cpu_engine: Vec::new(),
         cpu_kernel: Vec::new(),
+        oncpu_engine: Vec::new(),
+        oncpu_kernel: Vec::new(),
     };
     vec![
         row(
@@ -385,9 +391,10 @@ fn paired_pass(fx: &Fixture, rounds: u64, ms: u64) -> Vec<Row> {
                         (
                             t * one.wall.as_secs_f64() / two.wall.as_secs_f64(),
                             t * t * one.cpu.as_secs_f64() / two.cpu.as_secs_f64(),
+                            two.cpu.as_secs_f64() / (t * two.wall.as_secs_f64()),
                         )
                     };
-                    let ((e, ec), (k, kc)) = if flip {
+                    let ((e, ec, eo), (k, kc, ko)) = if flip {
                         let k = scale(Side::Kernel);
                         (scale(Side::Engine), k)
                     } else {
@@ -398,6 +405,8 @@ fn paired_pass(fx: &Fixture, rounds: u64, ms: u64) -> Vec<Row> {
                     row.kernel.push(k);
                     row.cpu_engine.push(ec);
                     row.cpu_kernel.push(kc);
+                    row.oncpu_engine.push(eo);
+                    row.oncpu_kernel.push(ko);
                     row.ratio.push(e);
                     row.kernel_ratio.push(k);
                 }
@@ -485,14 +494,16 @@ fn summary(rows: &[Row], crit: &HashMap<String, f64>) -> Vec<String> {
             ),
             Kind::Scaling(_) => (
                 format!(
-                    "{}x (CPU-time bound {}x)",
+                    "{}x (CPU-time bound {}x; on CPU {:.0}%)",
                     fmt_num(median(row.engine.clone())),
-                    fmt_num(median(row.cpu_engine.clone()))
+                    fmt_num(median(row.cpu_engine.clone())),
+                    100.0 * median(row.oncpu_engine.clone())
                 ),
                 format!(
-                    "{}x (CPU-time bound {}x)",
+                    "{}x (CPU-time bound {}x; on CPU {:.0}%)",
                     fmt_ratio(&row.kernel),
-                    fmt_num(median(row.cpu_kernel.clone()))
+                    fmt_num(median(row.cpu_kernel.clone())),
+                    100.0 * median(row.oncpu_kernel.clone())
                 ),
                 format!("{}x", fmt_ratio(&row.ratio)),
                 "engine ≥ 1.7x",
@@ -545,7 +556,7 @@ fn main() {
          * kernel side: {}\n\
          * load average (1/5/15 min): start {load_start}, after criterion {load_mid}, end {load_end}; {} CPUs\n\
          * paired pass: {rounds} rounds, ~{ms} ms per side per round; ratio = median of per-round ratios (min..max)\n\
-         * small ops: ratio = kernel time / engine time; 1 MiB: engine MiB/s / memcpy MiB/s (memcpy of 1 MiB chunks between two 256 MiB buffers, same round); threads: 2-thread throughput / 1-thread throughput (wall clock; \"CPU-time bound\": the same from CPU time per operation, i.e. what the 2 threads would reach if the machine's other work left them both CPUs — an upper bound, since time asleep on a lock is not counted)\n",
+         * small ops: ratio = kernel time / engine time; 1 MiB: engine MiB/s / memcpy MiB/s (memcpy of 1 MiB chunks between two 256 MiB buffers, same round); threads: 2-thread throughput / 1-thread throughput (wall clock; \"CPU-time bound\": the same from CPU time per operation, i.e. what the 2 threads would reach if the machine's other work left them both CPUs — an upper bound, since time asleep on a lock is not counted; \"on CPU\": CPU time of the 2-thread run / (2 x its wall time), 100% when both threads had a CPU throughout)\n",
         kernel.what,
         std::thread::available_parallelism().map_or(0, std::num::NonZeroUsize::get),
     );
