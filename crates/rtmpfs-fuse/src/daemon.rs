@@ -340,19 +340,43 @@ struct Control {
     fs: Arc<Filesystem>,
 }
 
+/// The engine's live figures, one `name value` line each (sizes in 4 KiB pages unless named
+/// `_bytes`): what `rtmpfs --stats MOUNTPOINT` prints after the request counters.
+fn render_usage(u: &rtmpfs_core::Usage) -> String {
+    let opt = |v: Option<u64>| v.map_or_else(|| "unlimited".to_string(), |n| n.to_string());
+    let lines: [(&str, String); 19] = [
+        ("charged_pages", u.charged_pages.to_string()),
+        ("resident_pages", u.resident_pages.to_string()),
+        ("swapped_pages", u.swapped_pages.to_string()),
+        ("reserved_pages", u.reserved_pages.to_string()),
+        ("poisoned_pages", u.poisoned_pages.to_string()),
+        ("inodes", u.inodes.to_string()),
+        ("inode_space_used_bytes", u.inode_space_used.to_string()),
+        (
+            "memory_limit_pages",
+            u.memory_limit_pages
+                .map_or_else(|| "none".to_string(), |n| n.to_string()),
+        ),
+        ("frames_in_use", u.frames_in_use.to_string()),
+        ("swap_slots_used", u.swap_slots_used.to_string()),
+        ("swap_capacity_pages", opt(u.swap_capacity_pages)),
+        ("swap_file_bytes", u.swap_file_bytes.to_string()),
+        ("swap_encrypted", u.swap_encrypted.to_string()),
+        ("evictions", u.evictions.to_string()),
+        ("clean_evictions", u.clean_evictions.to_string()),
+        ("swap_ins", u.swap_ins.to_string()),
+        ("swap_read_errors", u.swap_read_errors.to_string()),
+        ("swap_write_errors", u.swap_write_errors.to_string()),
+        ("direct_reclaims", u.direct_reclaims.to_string()),
+    ];
+    lines.iter().map(|(k, v)| format!("{k} {v}\n")).collect()
+}
+
 impl control::Handler for Control {
     fn handle(&self, request: &str) -> Result<String, String> {
         let (cmd, arg) = request.split_once(' ').unwrap_or((request, ""));
         match cmd {
-            "stats" => {
-                let u = self.fs.usage();
-                Ok(format!(
-                    "{}charged_pages {}\ninodes {}\n",
-                    self.stats.render(),
-                    u.charged_pages,
-                    u.inodes
-                ))
-            }
+            "stats" => Ok(format!("{}{}", self.stats.render(), render_usage(&self.fs.usage()))),
             "status" => {
                 let o = self.opts.lock().map_err(|_| "poisoned".to_string())?;
                 Ok(format!(
