@@ -28,7 +28,16 @@ chmod 755 "$work"
 ref=$work/ref
 rt=$work/rt
 mkdir -p "$ref" "$rt"
+# `mount -o remount,ro` of a fuse.rtmpfs mount (pjdfstest's EROFS tests) goes through mount(8)'s
+# helper: install it for this run, pointing at the binary under test, unless one is there.
+helper=/sbin/mount.fuse.rtmpfs
+installed_helper=0
+if [ ! -e "$helper" ]; then
+    ln -s "$RTMPFS_BIN" "$helper"
+    installed_helper=1
+fi
 cleanup() {
+    [ "$installed_helper" = 1 ] && rm -f "$helper"
     mountpoint -q "$ref" && umount "$ref"
     mountpoint -q "$rt" && scripts/mount-rtmpfs.sh --umount "$rt"
     rm -f "$work/src.bin"
