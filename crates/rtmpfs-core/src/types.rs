@@ -91,24 +91,7 @@ impl Timespec {
     /// The current wall-clock time.
     #[must_use]
     pub fn now() -> Timespec {
-        match SystemTime::now().duration_since(UNIX_EPOCH) {
-            Ok(d) => Timespec {
-                sec: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-                nsec: d.subsec_nanos(),
-            },
-            Err(e) => {
-                let d = e.duration();
-                let sec = -i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
-                if d.subsec_nanos() == 0 {
-                    Timespec { sec, nsec: 0 }
-                } else {
-                    Timespec {
-                        sec: sec - 1,
-                        nsec: 1_000_000_000 - d.subsec_nanos(),
-                    }
-                }
-            }
-        }
+        Timespec::from_system_time(SystemTime::now())
     }
 
     /// Convert to `SystemTime` (saturating at the representable range).

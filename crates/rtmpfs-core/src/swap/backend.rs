@@ -320,17 +320,6 @@ impl SwapBackend for FaultySwap {
         self.inner.capacity_slots()
     }
 
-    fn write_pages(&self, first: u64, pages: &[&AlignedPage]) -> io::Result<()> {
-        for (i, p) in pages.iter().enumerate() {
-            self.write_page(first + i as u64, p)?;
-        }
-        Ok(())
-    }
-
-    fn read_pages(&self, first: u64, pages: &mut [&mut AlignedPage]) -> io::Result<()> {
-        for (i, p) in pages.iter_mut().enumerate() {
-            self.read_page(first + i as u64, p)?;
-        }
-        Ok(())
-    }
+    // write_pages/read_pages: the trait's page-by-page defaults, so that every page goes through
+    // the fault switches above.
 }
