@@ -11,7 +11,7 @@
 //! and both return to 0 when every file is deleted and closed. `charged` is what the `size` limit
 //! bounds; `resident` is what the RAM budget (issue 4) will bound.
 
-use crate::file::page_map::Slot;
+use crate::file::page_map::{Slot, SlotState};
 use crate::limits::Budget;
 use crate::sync::{AtomicU64, Ordering};
 
@@ -37,22 +37,24 @@ impl Accounting {
         }
     }
 
-    fn counter(&self, slot: &Slot) -> &AtomicU64 {
-        match slot {
-            Slot::Resident(_) => &self.resident,
-            Slot::Reserved => &self.reserved,
-            Slot::Swapped(_) => &self.swapped,
-            Slot::Poisoned => &self.poisoned,
+    /// The counter of a non-hole state (holes are not counted: callers never pass one).
+    fn counter(&self, state: SlotState) -> &AtomicU64 {
+        match state {
+            SlotState::Resident => &self.resident,
+            SlotState::Reserved => &self.reserved,
+            SlotState::Swapped(_) => &self.swapped,
+            SlotState::Poisoned => &self.poisoned,
+            SlotState::Hole => unreachable!("holes have no counter"),
         }
     }
 
     /// Count a slot that was just published in place of a hole (its page was charged before).
-    pub(crate) fn add(&self, slot: &Slot) {
-        self.counter(slot).fetch_add(1, Ordering::Relaxed);
+    pub(crate) fn add(&self, state: SlotState) {
+        self.counter(state).fetch_add(1, Ordering::Relaxed);
     }
 
     /// A slot changed state in place (no charge change).
-    pub(crate) fn moved(&self, from: &Slot, to: &Slot) {
+    pub(crate) fn moved(&self, from: SlotState, to: SlotState) {
         self.counter(to).fetch_add(1, Ordering::Relaxed);
         self.counter(from).fetch_sub(1, Ordering::Relaxed);
     }
@@ -60,7 +62,7 @@ impl Accounting {
     /// Slots removed from a page map: uncount and uncharge them. Returns how many.
     pub(crate) fn remove(&self, slots: &[Slot]) -> u64 {
         for s in slots {
-            self.counter(s).fetch_sub(1, Ordering::Relaxed);
+            self.counter(s.state()).fetch_sub(1, Ordering::Relaxed);
         }
         let n = slots.len() as u64;
         if n > 0 {

@@ -284,9 +284,9 @@ impl FileData {
             }
             let new = Slot::Resident(frame.clone());
             match map.slots.insert(idx, new) {
-                Some(old) => pager.acct.moved(&old, &Slot::Resident(frame.clone())),
+                Some(old) => pager.acct.moved(old.state(), SlotState::Resident),
                 None => {
-                    pager.acct.add(&Slot::Resident(frame.clone()));
+                    pager.acct.add(SlotState::Resident);
                     self.charged.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -365,8 +365,9 @@ impl FileData {
                     tier.stats.poisoned.fetch_add(1, Ordering::Relaxed);
                     Slot::Poisoned
                 };
+                let new_state = new.state();
                 if let Some(old) = map.slots.insert(idx, new) {
-                    pager.acct.moved(&old, map.slots.get(&idx).expect("just inserted"));
+                    pager.acct.moved(old.state(), new_state);
                 }
             }
         }
@@ -453,9 +454,8 @@ impl FileData {
         if !fresh && frame.take_origin() != Some(entry) {
             return EvictOutcome::Busy;
         }
-        let swapped = Slot::Swapped(entry);
-        pager.acct.moved(&Slot::Resident(frame.clone()), &swapped);
-        let old = map.slots.insert(idx, swapped);
+        pager.acct.moved(SlotState::Resident, SlotState::Swapped(entry));
+        let old = map.slots.insert(idx, Slot::Swapped(entry));
         drop(map);
         drop(old);
         if fresh {
@@ -557,7 +557,7 @@ impl FileData {
             if holes > 0 {
                 for idx in first..=last {
                     map.slots.entry(idx).or_insert_with(|| {
-                        pager.acct.add(&Slot::Reserved);
+                        pager.acct.add(SlotState::Reserved);
                         Slot::Reserved
                     });
                 }
