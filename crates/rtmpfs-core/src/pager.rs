@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use crate::accounting::Accounting;
 use crate::error::{FsError, Result};
-use crate::file::page_map::{Frame, Slot};
+use rtmpfs_pages::{OutOfMemory, PageBuf};
+
+use crate::file::page_map::{Frame, Slot, PAGE};
 use crate::file::{EvictOutcome, EvictSnapshot};
 use crate::inode::Inode;
 use crate::mem::{Clock, ClockEntry, MemBudget, TierStats};
@@ -73,15 +75,42 @@ impl Pager {
         }
     }
 
-    /// A zeroed frame, charged to the RAM budget. When the budget is full this reclaims frames
-    /// itself (direct reclaim) and then waits for others to release frames.
+    /// A frame charged to the RAM budget, holding a copy of `init`, or zeros. When the budget
+    /// is full this reclaims frames itself (direct reclaim) and then waits for others to release
+    /// frames.
     ///
     /// # Preconditions
     /// No `PageMap`, `Frame` or higher lock held (checked in debug builds): the evictor needs
     /// them, and waiting for memory while holding them is the classic deadlock.
-    pub(crate) fn new_frame(&self) -> Result<Arc<Frame>> {
+    ///
+    /// # Errors
+    /// `NoSpace` when the budget stays full (see `charge_frame`) or the host has no memory left.
+    pub(crate) fn new_frame(&self, init: Option<&[u8; PAGE]>) -> Result<Arc<Frame>> {
+        let budget = self.charge_frame()?;
+        let page = match init {
+            // The whole page is overwritten before the frame is visible: no need to zero it.
+            Some(src) => PageBuf::for_overwrite().map(|mut p| {
+                p.copy_from_slice(src);
+                p
+            }),
+            None => PageBuf::zeroed(),
+        };
+        match page {
+            Ok(page) => Ok(Frame::new(budget, page)),
+            Err(OutOfMemory) => {
+                if let Some(b) = budget {
+                    b.release();
+                }
+                Err(FsError::NoSpace)
+            }
+        }
+    }
+
+    /// Charge one frame to the RAM budget, if there is one (returned, to be released when the
+    /// frame is dropped). See `new_frame`.
+    fn charge_frame(&self) -> Result<Option<Arc<MemBudget>>> {
         let Some(tier) = &self.tier else {
-            return Ok(Frame::new_zeroed(None));
+            return Ok(None);
         };
         crate::sync::assert_not_held_at_or_above(crate::sync::LockRank::PageMap);
         let mut idle_waits = 0;
@@ -89,7 +118,7 @@ impl Pager {
         let mut fruitless = 0;
         loop {
             if tier.budget.try_charge() {
-                return Ok(Frame::new_zeroed(Some(tier.budget.clone())));
+                return Ok(Some(tier.budget.clone()));
             }
             tier.stats.direct_reclaims.fetch_add(1, Ordering::Relaxed);
             if tier.swap.is_none() {

@@ -471,4 +471,10 @@ pub struct Usage {
     pub swap_write_errors: u64,
     /// Times a thread had to reclaim or wait for memory itself.
     pub direct_reclaims: u64,
+    /// RAM held by the page pool that data pages come from: pages in use plus free pages kept
+    /// for reuse (at most 4 MiB plus 256 KiB per thread). Process-wide: shared by every
+    /// `Filesystem` in the process.
+    pub page_pool_ram_bytes: u64,
+    /// Address space the page pool has mapped (RAM or given back to the kernel). Process-wide.
+    pub page_pool_mapped_bytes: u64,
 }

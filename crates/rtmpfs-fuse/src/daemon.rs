@@ -344,7 +344,7 @@ struct Control {
 /// `_bytes`): what `rtmpfs --stats MOUNTPOINT` prints after the request counters.
 fn render_usage(u: &rtmpfs_core::Usage) -> String {
     let opt = |v: Option<u64>| v.map_or_else(|| "unlimited".to_string(), |n| n.to_string());
-    let lines: [(&str, String); 19] = [
+    let lines: [(&str, String); 21] = [
         ("charged_pages", u.charged_pages.to_string()),
         ("resident_pages", u.resident_pages.to_string()),
         ("swapped_pages", u.swapped_pages.to_string()),
@@ -368,6 +368,8 @@ fn render_usage(u: &rtmpfs_core::Usage) -> String {
         ("swap_read_errors", u.swap_read_errors.to_string()),
         ("swap_write_errors", u.swap_write_errors.to_string()),
         ("direct_reclaims", u.direct_reclaims.to_string()),
+        ("page_pool_ram_bytes", u.page_pool_ram_bytes.to_string()),
+        ("page_pool_mapped_bytes", u.page_pool_mapped_bytes.to_string()),
     ];
     lines.iter().map(|(k, v)| format!("{k} {v}\n")).collect()
 }

@@ -43,6 +43,17 @@ pub(crate) enum EvictOutcome {
     Busy,
 }
 
+/// How `make_resident` left the page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Resident {
+    /// It was resident already (possibly made so by another thread meanwhile).
+    Already,
+    /// It was made resident with its old contents (zeros, or read back from swap).
+    Made,
+    /// It was made resident holding the caller's `fill`.
+    Filled,
+}
+
 /// What the first phase of an eviction saw.
 pub(crate) struct EvictSnapshot {
     /// The frame's version when copied: publishing needs it unchanged.
@@ -206,7 +217,11 @@ impl FileData {
             let in_page = (pos % PAGE_SIZE) as usize;
             let n = (PAGE - in_page).min((len - done) as usize);
             let src = &data[done as usize..done as usize + n];
-            match self.modify_page(pager, idx, |page| page[in_page..in_page + n].copy_from_slice(src)) {
+            let written = match <&[u8; PAGE]>::try_from(src) {
+                Ok(whole) => self.overwrite_page(pager, idx, whole),
+                Err(_) => self.modify_page(pager, idx, |page| page[in_page..in_page + n].copy_from_slice(src)),
+            };
+            match written {
                 Ok(()) => done += n as u64,
                 Err(e) if done == 0 => return Err(e),
                 Err(_) => break,
@@ -223,49 +238,70 @@ impl FileData {
     /// reserved page, or swapping it in). The change is made under the page-map read lock and
     /// the frame's write lock, and bumps the frame's version; a swap copy it had is dropped.
     fn modify_page(&self, pager: &Pager, idx: u64, mut change: impl FnMut(&mut [u8; PAGE])) -> Result<()> {
-        let swap = pager.tier.as_ref().and_then(|t| t.swap.as_ref());
         loop {
-            {
-                // Common case first: the page is resident, one lookup.
-                let map = self.pages.read();
-                if let Some(Slot::Resident(frame)) = map.slots.get(&idx) {
-                    let mut bytes = frame.data.write();
-                    change(&mut bytes);
-                    frame.version.fetch_add(1, Ordering::AcqRel);
-                    frame.touch();
-                    // Only a swap tier ever gives a frame a swap copy (origin).
-                    if let Some(swap) = swap {
-                        if let Some(origin) = frame.take_origin() {
-                            swap.free(origin.slot);
-                        }
-                    }
-                    return Ok(());
-                }
+            if self.change_resident(pager, idx, &mut change) {
+                return Ok(());
             }
-            self.make_resident(pager, idx)?;
+            self.make_resident(pager, idx, None)?;
         }
+    }
+
+    /// Replace all of page `idx` with `data`. Unlike `modify_page`, a page that is not resident
+    /// is not read back from swap nor zeroed first: a new frame is filled with `data` and
+    /// published in its place.
+    fn overwrite_page(&self, pager: &Pager, idx: u64, data: &[u8; PAGE]) -> Result<()> {
+        loop {
+            if self.change_resident(pager, idx, |page| page.copy_from_slice(data)) {
+                return Ok(());
+            }
+            if self.make_resident(pager, idx, Some(data))? == Resident::Filled {
+                return Ok(());
+            }
+        }
+    }
+
+    /// If page `idx` is resident, apply `change` to it (see `modify_page`) and return true.
+    fn change_resident(&self, pager: &Pager, idx: u64, change: impl FnOnce(&mut [u8; PAGE])) -> bool {
+        let map = self.pages.read();
+        let Some(Slot::Resident(frame)) = map.slots.get(&idx) else {
+            return false;
+        };
+        let mut bytes = frame.data.write();
+        change(&mut bytes);
+        frame.version.fetch_add(1, Ordering::AcqRel);
+        frame.touch();
+        // Only a swap tier ever gives a frame a swap copy (origin).
+        if let Some(swap) = pager.tier.as_ref().and_then(|t| t.swap.as_ref()) {
+            if let Some(origin) = frame.take_origin() {
+                swap.free(origin.slot);
+            }
+        }
+        true
     }
 
     /// Make page `idx` resident: allocate (and charge) a hole, materialise a reserved page,
     /// swap a swapped one in. Holds no lock while allocating or doing I/O.
-    fn make_resident(&self, pager: &Pager, idx: u64) -> Result<()> {
+    ///
+    /// With `fill`, a page that is not resident gets a new frame holding `fill` instead (a
+    /// swapped page is not read back: its swap copy is dropped), and the result says so.
+    fn make_resident(&self, pager: &Pager, idx: u64, fill: Option<&[u8; PAGE]>) -> Result<Resident> {
         loop {
             let seen = {
                 let map = self.pages.read();
                 match map.slots.get(&idx) {
-                    Some(Slot::Resident(_)) => return Ok(()),
+                    Some(Slot::Resident(_)) => return Ok(Resident::Already),
                     Some(Slot::Poisoned) => return Err(FsError::Io),
                     other => other.map_or(SlotState::Hole, Slot::state),
                 }
             };
-            if let SlotState::Swapped(e) = seen {
+            if let (SlotState::Swapped(e), None) = (seen, fill) {
                 self.swap_in(pager, &[(idx, e)])?;
                 continue;
             }
             if seen == SlotState::Hole {
                 pager.acct.pages.charge(1)?;
             }
-            let frame = match pager.new_frame() {
+            let frame = match pager.new_frame(fill) {
                 Ok(f) => f,
                 Err(e) => {
                     if seen == SlotState::Hole {
@@ -291,8 +327,18 @@ impl FileData {
                 }
             }
             drop(map);
+            if let SlotState::Swapped(e) = seen {
+                // Overwritten without being read back: the swap copy is garbage now.
+                if let Some(swap) = pager.tier.as_ref().and_then(|t| t.swap.as_ref()) {
+                    swap.free(e.slot);
+                }
+            }
             pager.track(&self.owner, idx, &frame);
-            return Ok(());
+            return Ok(if fill.is_some() {
+                Resident::Filled
+            } else {
+                Resident::Made
+            });
         }
     }
 
@@ -331,7 +377,7 @@ impl FileData {
         let swap = tier.swap.as_ref().ok_or(FsError::Io)?;
         let mut frames = Vec::with_capacity(run.len());
         for _ in run {
-            match pager.new_frame() {
+            match pager.new_frame(None) {
                 Ok(f) => frames.push(f),
                 Err(e) if frames.is_empty() => return Err(e),
                 Err(_) => break,

@@ -25,6 +25,8 @@
 
 use std::collections::BTreeMap;
 
+use rtmpfs_pages::PageBuf;
+
 use crate::mem::MemBudget;
 use crate::swap::SwapEntry;
 use crate::sync::{Arc, AtomicBool, AtomicU64, LockRank, Mutex, Ordering, RwLock};
@@ -40,8 +42,9 @@ pub(crate) const PAGE: usize = PAGE_SIZE as usize;
 /// **write** lock. So a thread holding the map's write lock sees a stable `version`, which is how
 /// the evictor knows that the copy it wrote to swap is still the page's content.
 pub(crate) struct Frame {
-    /// Rank `Frame`.
-    pub data: RwLock<Box<[u8; PAGE]>>,
+    /// Rank `Frame`. The page comes from the page pool (`rtmpfs-pages`), which gives freed
+    /// pages' RAM back to the kernel.
+    pub data: RwLock<PageBuf>,
     /// Bumped by every change to `data`.
     pub version: AtomicU64,
     /// CLOCK reference bit: set on every access, cleared by the evictor's sweep.
@@ -54,12 +57,9 @@ pub(crate) struct Frame {
 }
 
 impl Frame {
-    /// A zeroed frame; `budget` must already be charged for it.
-    pub(crate) fn new_zeroed(budget: Option<Arc<MemBudget>>) -> Arc<Frame> {
-        let data: Box<[u8; PAGE]> = vec![0u8; PAGE]
-            .into_boxed_slice()
-            .try_into()
-            .unwrap_or_else(|_| unreachable!());
+    /// A frame holding `data`; `budget` must already be charged for it (released when the frame
+    /// is dropped).
+    pub(crate) fn new(budget: Option<Arc<MemBudget>>, data: PageBuf) -> Arc<Frame> {
         Arc::new(Frame {
             data: RwLock::new(LockRank::Frame, data),
             version: AtomicU64::new(0),

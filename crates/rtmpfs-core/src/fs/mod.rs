@@ -422,6 +422,7 @@ impl Filesystem {
     /// Live usage figures.
     #[must_use]
     pub fn usage(&self) -> Usage {
+        let pool = rtmpfs_pages::stats();
         Usage {
             charged_pages: self.pager.acct.pages.used(),
             resident_pages: Accounting::get(&self.pager.acct.resident),
@@ -430,6 +431,8 @@ impl Filesystem {
             inodes: self.live_inodes.load(Ordering::Relaxed),
             inode_space_used: self.ispace.used(),
             poisoned_pages: Accounting::get(&self.pager.acct.poisoned),
+            page_pool_ram_bytes: pool.out_bytes + pool.free_hot_bytes,
+            page_pool_mapped_bytes: pool.mapped_bytes,
             ..self.tier_usage()
         }
     }

@@ -106,6 +106,76 @@ fn scenario() {
     fs.check_invariants().unwrap();
 }
 
+/// Whole-page overwrites (which publish a new frame instead of reading a swapped page back)
+/// racing a reader's swap-in with read-ahead, eviction and a whole-page punch.
+fn overwrite_scenario() {
+    let fs = fs_with_tiny_budget();
+    let ctx = Ctx::root();
+    let (_, fh) = fs
+        .create(&ctx, fs.root(), OsStr::new("f"), 0o644, OpenFlags::READ_WRITE)
+        .unwrap();
+    fs.write(&ctx, fh, 0, &vec![1u8; (3 * P) as usize]).unwrap();
+    fs.evict_now(4);
+
+    let writer = {
+        let fs = fs.clone();
+        thread::spawn(move || {
+            fs.write(&Ctx::root(), fh, 0, &vec![2u8; (2 * P) as usize]).unwrap();
+        })
+    };
+    let reader = {
+        let fs = fs.clone();
+        thread::spawn(move || {
+            let buf = fs.read_vec(fh, 0, (3 * P) as usize).unwrap();
+            for (i, page) in buf.chunks(P as usize).enumerate() {
+                assert!(page.iter().all(|&b| b == page[0]), "page {i} read torn");
+                let ok: &[u8] = [&[1u8, 2][..], &[0, 1, 2], &[1]][i];
+                assert!(ok.contains(&page[0]), "page {i} read {}", page[0]);
+            }
+        })
+    };
+    let puncher = {
+        let fs = fs.clone();
+        thread::spawn(move || {
+            fs.fallocate(&Ctx::root(), fh, P, P, FallocateMode::PunchHole).unwrap();
+        })
+    };
+    let evictor = {
+        let fs = fs.clone();
+        thread::spawn(move || {
+            fs.evict_now(2);
+            fs.evict_now(2);
+        })
+    };
+    for t in [writer, reader, puncher, evictor] {
+        t.join().unwrap();
+    }
+    fs.check_invariants().unwrap();
+    let all = fs.read_vec(fh, 0, (3 * P) as usize).unwrap();
+    let p = P as usize;
+    assert!(all[..p].iter().all(|&b| b == 2), "the overwrite of page 0 was lost");
+    assert!(all[p..2 * p].iter().all(|&b| b == all[p]) && [0, 2].contains(&all[p]));
+    assert!(all[2 * p..].iter().all(|&b| b == 1), "page 2 changed");
+    fs.release(fh).unwrap();
+    fs.unlink(&ctx, fs.root(), OsStr::new("f")).unwrap();
+    let u = fs.usage();
+    assert_eq!(
+        (u.charged_pages, u.swap_slots_used, u.frames_in_use),
+        (0, 0, 0),
+        "{u:?}"
+    );
+}
+
+#[test]
+fn shuttle_overwrite_swapin_punch_evict_random() {
+    shuttle::check_random(overwrite_scenario, 1000);
+}
+
+#[test]
+fn shuttle_overwrite_swapin_punch_evict_pct() {
+    shuttle::check_pct(overwrite_scenario, 1000, 3);
+}
+
 #[test]
 fn shuttle_write_fault_truncate_punch_evict_random() {
     shuttle::check_random(scenario, 1500);

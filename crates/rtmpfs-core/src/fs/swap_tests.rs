@@ -199,6 +199,52 @@ fn failed_swap_read_poisons_only_that_page() {
 }
 
 #[test]
+fn whole_page_overwrite_of_a_swapped_page_reads_nothing_back() {
+    let (faulty, control) = FaultySwap::new(Box::new(MemorySwap::new(None)));
+    let fs = Filesystem::with_swap_backend(config(2, 64, true), Box::new(faulty)).unwrap();
+    let fh = new_file(&fs, "f");
+    write_pages(&fs, fh, 6);
+    fs.evict_now(16);
+    let before = fs.usage();
+    assert!(before.swapped_pages >= 4, "{before:?}");
+    // Any swap read now fails: a page that needed one would be poisoned.
+    control.fail_reads.store(true, Ordering::Relaxed);
+    for i in 0..6 {
+        assert_eq!(
+            fs.write(&Ctx::root(), fh, (i * P) as u64, &page_pattern(i + 100))
+                .unwrap(),
+            P
+        );
+    }
+    control.fail_reads.store(false, Ordering::Relaxed);
+    let after = fs.usage();
+    assert_eq!(after.poisoned_pages, 0, "{after:?}");
+    assert_eq!(
+        after.swap_ins, before.swap_ins,
+        "a whole-page overwrite read swap: {after:?}"
+    );
+    assert_eq!(after.charged_pages, 6);
+    fs.check_invariants().unwrap();
+    for i in 0..6 {
+        assert_eq!(
+            fs.read_vec(fh, (i * P) as u64, P).unwrap(),
+            page_pattern(i + 100),
+            "page {i}"
+        );
+    }
+    // The dropped swap copies freed their slots: only pages evicted since hold one.
+    assert!(fs.usage().swap_slots_used <= 6);
+    fs.release(fh).unwrap();
+    fs.unlink(&Ctx::root(), fs.root(), OsStr::new("f")).unwrap();
+    let u = fs.usage();
+    assert_eq!(
+        (u.charged_pages, u.swap_slots_used, u.frames_in_use),
+        (0, 0, 0),
+        "{u:?}"
+    );
+}
+
+#[test]
 fn tampered_swap_page_fails_authentication() {
     let (faulty, control) = FaultySwap::new(Box::new(MemorySwap::new(None)));
     let fs = Filesystem::with_swap_backend(config(2, 64, true), Box::new(faulty)).unwrap();
