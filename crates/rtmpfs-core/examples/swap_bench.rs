@@ -99,17 +99,23 @@ fn direct_run(dir: &Path, budget_mib: usize) -> Figures {
         .open(&path)
         .expect("plain file");
     std::fs::remove_file(&path).ok();
-    let mut pages: Vec<AlignedPage> = (0..MIB / 4096).map(|_| AlignedPage([0x5a; 4096])).collect();
+    let mut pages: Vec<AlignedPage> = (0..MIB / 4096)
+        .map(|_| {
+            let mut p = AlignedPage::for_overwrite().expect("memory");
+            p.fill(0x5a);
+            p
+        })
+        .collect();
     for i in 0..total / MIB {
         for (j, p) in pages.iter().enumerate() {
-            file.write_all_at(&p.0, (i * MIB + j * 4096) as u64).unwrap();
+            file.write_all_at(&p[..], (i * MIB + j * 4096) as u64).unwrap();
         }
     }
     // 1 MiB O_DIRECT reads: one preadv of 256 aligned pages.
     let start = Instant::now();
     for i in 0..total / MIB {
         let mut iov: Vec<std::io::IoSliceMut<'_>> =
-            pages.iter_mut().map(|p| std::io::IoSliceMut::new(&mut p.0)).collect();
+            pages.iter_mut().map(|p| std::io::IoSliceMut::new(&mut p[..])).collect();
         let n = rustix::io::preadv(&file, &mut iov, (i * MIB) as u64).unwrap();
         assert_eq!(n, MIB);
     }
@@ -119,7 +125,7 @@ fn direct_run(dir: &Path, budget_mib: usize) -> Figures {
     let start = Instant::now();
     for _ in 0..n {
         let page = rng(&mut x) % (total as u64 / 4096);
-        file.read_exact_at(&mut pages[0].0, page * 4096).unwrap();
+        file.read_exact_at(&mut pages[0][..], page * 4096).unwrap();
     }
     let rand = f64::from(n) / start.elapsed().as_secs_f64();
     Figures {

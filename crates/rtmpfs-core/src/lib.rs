@@ -60,6 +60,7 @@ mod mem;
 mod name;
 mod pager;
 mod perm;
+mod readahead;
 pub mod swap;
 pub mod sync;
 mod types;

@@ -12,6 +12,7 @@ use crate::file::page_map::{Frame, Slot, PAGE};
 use crate::file::{EvictOutcome, EvictSnapshot};
 use crate::inode::Inode;
 use crate::mem::{Clock, ClockEntry, MemBudget, TierStats};
+use crate::readahead;
 use crate::swap::{AlignedPage, PageId, StoreError, Swap};
 use crate::sync::{Arc, AtomicBool, Ordering, Weak};
 
@@ -55,6 +56,9 @@ pub(crate) struct Pager {
     pub tier: Option<MemTier>,
     /// Set when the filesystem is dropped: stops the background evictor.
     pub stop: AtomicBool,
+    /// Jobs for the swap read-ahead thread, when there is one (a swap tier and background
+    /// threads): sequential readers then read ahead asynchronously, else synchronously.
+    pub readahead: Option<readahead::Queue>,
 }
 
 /// The RAM budget and what enforces it.
@@ -67,11 +71,13 @@ pub(crate) struct MemTier {
 }
 
 impl Pager {
-    pub(crate) fn new(acct: Accounting, tier: Option<MemTier>) -> Pager {
+    /// `readahead`: whether a read-ahead thread will serve `run_readahead`.
+    pub(crate) fn new(acct: Accounting, tier: Option<MemTier>, readahead: bool) -> Pager {
         Pager {
             acct,
             tier,
             stop: AtomicBool::new(false),
+            readahead: readahead.then(readahead::Queue::new),
         }
     }
 
@@ -97,6 +103,21 @@ impl Pager {
         };
         match page {
             Ok(page) => Ok(Frame::new(budget, page)),
+            Err(OutOfMemory) => {
+                if let Some(b) = budget {
+                    b.release();
+                }
+                Err(FsError::NoSpace)
+            }
+        }
+    }
+
+    /// A buffer for a page read back from swap, charged to the RAM budget like a frame (the
+    /// charge goes with it into `Frame::new`). Same preconditions and errors as `new_frame`.
+    pub(crate) fn new_swap_in_buffer(&self) -> Result<(Option<Arc<MemBudget>>, AlignedPage)> {
+        let budget = self.charge_frame()?;
+        match AlignedPage::for_overwrite() {
+            Ok(page) => Ok((budget, page)),
             Err(OutOfMemory) => {
                 if let Some(b) = budget {
                     b.release();
@@ -242,7 +263,7 @@ impl Pager {
         }
         // Write every dirty page of the batch together, in file order: consecutive slots, few I/Os.
         batch.sort_by_key(|c| (c.snap.id.ino, c.snap.id.idx));
-        let mut dirty: Vec<(Box<AlignedPage>, PageId, Option<u64>)> = batch
+        let mut dirty: Vec<(AlignedPage, PageId, Option<u64>)> = batch
             .iter_mut()
             .filter_map(|c| c.snap.copy.take().map(|copy| (copy, c.snap.id, c.snap.slot_hint)))
             .collect();
@@ -301,6 +322,18 @@ impl Pager {
                 }
                 drop(frame);
                 tier.clock.requeue(entry);
+            }
+        }
+    }
+
+    /// The swap read-ahead thread: swaps in the windows sequential readers post, until the
+    /// queue is stopped.
+    pub(crate) fn run_readahead(&self) {
+        let Some(queue) = &self.readahead else { return };
+        while let Some(job) = queue.pop() {
+            let Some(inode) = job.inode.upgrade() else { continue };
+            if let Some(file) = inode.file() {
+                file.read_ahead(self, job.first, job.last, job.seq);
             }
         }
     }

@@ -57,6 +57,10 @@ pub enum LockRank {
     Frame = 70,
     /// The RAM budget and cold-page list.
     Budget = 80,
+    /// A file's swap read-ahead state. Leaf-like: only the read-ahead queue is taken inside.
+    ReadAhead = 84,
+    /// The read-ahead job queue. A leaf.
+    ReadAheadQueue = 86,
     /// The swap slot allocator and swap file.
     Swap = 90,
 }

@@ -465,6 +465,8 @@ pub struct Usage {
     pub clean_evictions: u64,
     /// Pages read back from swap.
     pub swap_ins: u64,
+    /// Of those, pages read back ahead of a sequential reader by the read-ahead thread.
+    pub readahead_swap_ins: u64,
     /// Failed swap reads (each poisons a page).
     pub swap_read_errors: u64,
     /// Failed swap writes (the page stayed in RAM).

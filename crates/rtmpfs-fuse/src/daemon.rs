@@ -344,7 +344,7 @@ struct Control {
 /// `_bytes`): what `rtmpfs --stats MOUNTPOINT` prints after the request counters.
 fn render_usage(u: &rtmpfs_core::Usage) -> String {
     let opt = |v: Option<u64>| v.map_or_else(|| "unlimited".to_string(), |n| n.to_string());
-    let lines: [(&str, String); 21] = [
+    let lines: [(&str, String); 22] = [
         ("charged_pages", u.charged_pages.to_string()),
         ("resident_pages", u.resident_pages.to_string()),
         ("swapped_pages", u.swapped_pages.to_string()),
@@ -365,6 +365,7 @@ fn render_usage(u: &rtmpfs_core::Usage) -> String {
         ("evictions", u.evictions.to_string()),
         ("clean_evictions", u.clean_evictions.to_string()),
         ("swap_ins", u.swap_ins.to_string()),
+        ("readahead_swap_ins", u.readahead_swap_ins.to_string()),
         ("swap_read_errors", u.swap_read_errors.to_string()),
         ("swap_write_errors", u.swap_write_errors.to_string()),
         ("direct_reclaims", u.direct_reclaims.to_string()),

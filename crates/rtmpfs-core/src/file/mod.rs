@@ -18,6 +18,7 @@ pub(crate) mod page_map;
 use crate::error::{FsError, Result};
 use crate::inode::Inode;
 use crate::pager::Pager;
+use crate::readahead::FileReadAhead;
 use crate::swap::{AlignedPage, PageId, Swap, SwapEntry};
 use crate::sync::{Arc, AtomicU64, LockRank, Ordering, RwLock, Weak, WriteGuard};
 use crate::types::{SeekWhence, MAX_FILE_SIZE, PAGE_SIZE};
@@ -61,7 +62,7 @@ pub(crate) struct EvictSnapshot {
     /// The frame's still-valid swap copy: evict without I/O.
     pub origin: Option<SwapEntry>,
     /// Otherwise, the bytes to write out (in an I/O-aligned buffer, sealed in place).
-    pub copy: Option<Box<AlignedPage>>,
+    pub copy: Option<AlignedPage>,
     /// Bound into the seal.
     pub id: PageId,
     /// The swap slot after the previous page's, if that page is swapped out: writing there keeps
@@ -91,6 +92,8 @@ pub(crate) struct FileData {
     /// Where the last read ended: a read starting there is sequential, and may bring swapped
     /// pages back ahead of the reader (swap read-ahead). A hint only; races are harmless.
     read_cursor: AtomicU64,
+    /// Asynchronous swap read-ahead windows posted for this file.
+    ra: FileReadAhead,
 }
 
 impl FileData {
@@ -103,6 +106,7 @@ impl FileData {
             pages: RwLock::new(LockRank::PageMap, PageMap::default()),
             charged: AtomicU64::new(0),
             read_cursor: AtomicU64::new(u64::MAX),
+            ra: FileReadAhead::new(),
         }
     }
 
@@ -147,10 +151,22 @@ impl FileData {
             return Ok(0);
         }
         let end = size.min(offset.saturating_add(buf.len() as u64));
-        // Sequential reads may swap in ahead of the request, up to EOF; others only what they read.
         let sequential = self.read_cursor.swap(end, Ordering::Relaxed) == offset;
-        let swap_in_last = if sequential {
-            (size - 1) / PAGE_SIZE
+        // A sequential reader posts the next window to the read-ahead thread before it starts on
+        // its own pages, so the swap reads overlap its work. Without that thread, its own swap-ins
+        // read ahead (synchronously) up to EOF; other reads swap in only what they read.
+        let last_page = (size - 1) / PAGE_SIZE;
+        let async_ahead = match (&pager.readahead, sequential) {
+            (Some(queue), true) => {
+                let window = pager.swap_in_run_limit() as u64;
+                self.ra
+                    .advance(queue, &self.owner, (end - 1) / PAGE_SIZE, last_page, window);
+                true
+            }
+            _ => false,
+        };
+        let swap_in_last = if sequential && !async_ahead {
+            last_page
         } else {
             (end - 1) / PAGE_SIZE
         };
@@ -188,6 +204,10 @@ impl FileData {
                 }
             }
             if let Some(run) = swap_in {
+                // Read-ahead is fetching this page: wait for it rather than read it twice.
+                if pager.readahead.is_some() && self.ra.wait_for(pos / PAGE_SIZE) {
+                    continue;
+                }
                 if let Err(err) = self.swap_in(pager, &run) {
                     return short_or(pos, err);
                 }
@@ -342,6 +362,39 @@ impl FileData {
         }
     }
 
+    /// The read-ahead thread's job: swap in the swapped pages of `[first, last]` (runs of
+    /// consecutive slots, one read each), then mark window `seq` done. Failures are left for a
+    /// reader to meet (a page that fails to load is poisoned, as it would be for the reader).
+    pub(crate) fn read_ahead(&self, pager: &Pager, first: u64, last: u64, seq: u64) {
+        let mut idx = first;
+        while idx <= last {
+            let run = {
+                let map = self.pages.read();
+                let found = map.slots.range(idx..=last).find_map(|(&i, s)| match s {
+                    Slot::Swapped(e) => Some((i, *e)),
+                    _ => None,
+                });
+                found.map(|(i, e)| self.swapped_run(&map, pager, i, e, last))
+            };
+            let Some(run) = run else { break };
+            idx = run[run.len() - 1].0 + 1;
+            match self.swap_in(pager, &run) {
+                Ok(n) => {
+                    if let Some(tier) = &pager.tier {
+                        tier.stats.readahead_swap_ins.fetch_add(n as u64, Ordering::Relaxed);
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        self.ra.finished(seq);
+    }
+
+    /// Read-ahead window `seq` will not be run (the worker stopped): release its waiters.
+    pub(crate) fn read_ahead_abandoned(&self, seq: u64) {
+        self.ra.finished(seq);
+    }
+
     /// The run of swapped pages starting at `idx` (seen as `first`) whose swap slots are
     /// consecutive, up to page `last` and the pager's read-ahead limit: read back with one I/O.
     fn swapped_run(
@@ -370,28 +423,33 @@ impl FileData {
     /// Each page is published only if its slot still holds the entry seen; otherwise someone
     /// else changed it and the caller looks again. Holds no lock during allocation or I/O.
     ///
+    /// Returns how many pages it published.
+    ///
     /// # Errors
     /// `Io` if the first page of the run was poisoned; `NoSpace` if no frame could be had.
-    fn swap_in(&self, pager: &Pager, run: &[(u64, SwapEntry)]) -> Result<()> {
+    fn swap_in(&self, pager: &Pager, run: &[(u64, SwapEntry)]) -> Result<usize> {
         let tier = pager.tier.as_ref().ok_or(FsError::Io)?;
         let swap = tier.swap.as_ref().ok_or(FsError::Io)?;
-        let mut frames = Vec::with_capacity(run.len());
+        // Charge and allocate first (this may reclaim or wait: no lock is held); the pages are
+        // read straight into the buffers that become the frames.
+        let mut bufs = Vec::with_capacity(run.len());
         for _ in run {
-            match pager.new_frame(None) {
-                Ok(f) => frames.push(f),
-                Err(e) if frames.is_empty() => return Err(e),
+            match pager.new_swap_in_buffer() {
+                Ok(b) => bufs.push(b),
+                Err(e) if bufs.is_empty() => return Err(e),
                 Err(_) => break,
             }
         }
-        let run = &run[..frames.len()];
+        let run = &run[..bufs.len()];
         let ids: Vec<(SwapEntry, PageId)> = run.iter().map(|&(idx, e)| (e, self.page_id(idx))).collect();
-        let mut bufs: Vec<Box<AlignedPage>> = (0..run.len()).map(|_| AlignedPage::boxed()).collect();
-        let mut outs: Vec<&mut AlignedPage> = bufs.iter_mut().map(|b| &mut **b).collect();
+        let mut outs: Vec<&mut AlignedPage> = bufs.iter_mut().map(|(_, page)| page).collect();
         let loaded = swap.load_run(&ids, &mut outs);
-        for (frame, buf) in frames.iter().zip(&bufs) {
-            // Not published yet: nobody else can see these frames.
-            frame.data.write().copy_from_slice(&buf.0);
-        }
+        // A page that failed to load holds garbage: its frame is never published (it is
+        // poisoned below) and goes straight back to the pool.
+        let frames: Vec<Arc<Frame>> = bufs
+            .into_iter()
+            .map(|(budget, page)| Frame::new(budget, page.into_page()))
+            .collect();
         let mut first_poisoned = false;
         let mut published = Vec::with_capacity(run.len());
         let mut freed = Vec::new();
@@ -427,7 +485,7 @@ impl FileData {
         if first_poisoned {
             Err(FsError::Io)
         } else {
-            Ok(())
+            Ok(published.len())
         }
     }
 
@@ -458,8 +516,8 @@ impl FileData {
                 slot_hint,
             },
             None => {
-                let mut copy = AlignedPage::boxed();
-                copy.0.copy_from_slice(&bytes[..]);
+                let mut copy = AlignedPage::for_overwrite().map_err(|_| EvictOutcome::Busy)?;
+                copy.copy_from_slice(&bytes[..]);
                 EvictSnapshot {
                     version,
                     origin: None,

@@ -52,10 +52,10 @@ pub struct Filesystem {
     /// Generation given to every inode of this instance (inode numbers are never reused, so one
     /// per instance keeps `(ino, generation)` unique even across a restore into a new instance).
     generation: u64,
-    /// Page accounting and the memory tier, shared with the background evictor thread.
+    /// Page accounting and the memory tier, shared with the background threads.
     pager: Arc<Pager>,
-    /// The background evictor, joined on drop.
-    evictor: Option<std::thread::JoinHandle<()>>,
+    /// The background evictor and the swap read-ahead thread (with a swap tier), joined on drop.
+    threads: std::sync::Mutex<Vec<crate::sync::thread::JoinHandle<()>>>,
     /// Inode space in bytes (`nr_inodes * 1024` when limited).
     ispace: Budget,
     /// Live inodes (not yet released).
@@ -139,24 +139,28 @@ impl Filesystem {
             }
         };
         let ispace = Budget::new(config.max_inodes.map(|n| n.saturating_mul(BOGO_INODE_SIZE)));
-        let pager = Arc::new(Pager::new(Accounting::new(max_pages), tier));
-        let evictor = if config.background_evictor && pager.tier.as_ref().is_some_and(|t| t.swap.is_some()) {
-            let p = pager.clone();
-            let handle = std::thread::Builder::new()
-                .name("rtmpfs-evictor".into())
-                .spawn(move || p.run_evictor())
-                .map_err(|e| ConfigError(format!("cannot start the evictor thread: {e}")))?;
-            Some(handle)
-        } else {
-            None
-        };
+        let background = config.background_evictor && tier.as_ref().is_some_and(|t| t.swap.is_some());
+        let pager = Arc::new(Pager::new(Accounting::new(max_pages), tier, background));
+        let mut threads = Vec::new();
+        if background {
+            let spawn = |name: &str, run: fn(&Arc<Pager>)| {
+                let p = pager.clone();
+                // `sync::thread`: under shuttle these become threads whose schedule it explores.
+                crate::sync::thread::Builder::new()
+                    .name(name.into())
+                    .spawn(move || run(&p))
+                    .map_err(|e| ConfigError(format!("cannot start the {name} thread: {e}")))
+            };
+            threads.push(spawn("rtmpfs-evictor", Pager::run_evictor)?);
+            threads.push(spawn("rtmpfs-readahead", |p| p.run_readahead())?);
+        }
         let fs = Filesystem {
             table: InodeTable::new(),
             handles: Handles::new(),
             next_ino: AtomicU64::new(Ino::ROOT.0 + 1),
             generation: instance_generation(),
             pager,
-            evictor,
+            threads: std::sync::Mutex::new(threads),
             ispace,
             live_inodes: AtomicU64::new(0),
             rename_lock: Mutex::new(LockRank::Rename, ()),
@@ -448,6 +452,7 @@ impl Filesystem {
             evictions: get(&tier.stats.evictions),
             clean_evictions: get(&tier.stats.clean_evictions),
             swap_ins: get(&tier.stats.swap_ins),
+            readahead_swap_ins: get(&tier.stats.readahead_swap_ins),
             direct_reclaims: get(&tier.stats.direct_reclaims),
             ..Usage::default()
         };
@@ -460,6 +465,29 @@ impl Filesystem {
             u.swap_write_errors = get(&swap.stats.write_errors);
         }
         u
+    }
+
+    /// Stop the background evictor and swap read-ahead threads and wait for them to exit.
+    /// The filesystem keeps working without them: allocation then reclaims memory itself and
+    /// sequential reads swap in synchronously. For a quiescent state (`check_invariants` while
+    /// nothing else runs), or an orderly shutdown; dropping the filesystem does it too.
+    pub fn stop_background_threads(&self) {
+        self.pager.stop.store(true, Ordering::Release);
+        if let Some(tier) = &self.pager.tier {
+            tier.budget.wake_all();
+        }
+        if let Some(q) = &self.pager.readahead {
+            // Windows that will never be read: release any reader waiting for them.
+            for job in q.stop() {
+                if let Some(f) = job.inode.upgrade().as_deref().and_then(|i| i.file()) {
+                    f.read_ahead_abandoned(job.seq);
+                }
+            }
+        }
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        for h in threads {
+            let _ = h.join();
+        }
     }
 
     /// Evict up to `pages` cold pages to swap now (the background evictor does this on its own;
@@ -626,13 +654,7 @@ impl Filesystem {
 
 impl Drop for Filesystem {
     fn drop(&mut self) {
-        self.pager.stop.store(true, Ordering::Release);
-        if let Some(tier) = &self.pager.tier {
-            tier.budget.wake_all();
-        }
-        if let Some(h) = self.evictor.take() {
-            let _ = h.join();
-        }
+        self.stop_background_threads();
     }
 }
 

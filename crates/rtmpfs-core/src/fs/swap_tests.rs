@@ -245,6 +245,49 @@ fn whole_page_overwrite_of_a_swapped_page_reads_nothing_back() {
 }
 
 #[test]
+fn sequential_reads_are_served_by_read_ahead() {
+    let cfg = Config {
+        background_evictor: true,
+        ..config(64, 4096, true)
+    };
+    let fs = Filesystem::with_swap_backend(cfg, Box::new(MemorySwap::new(None))).unwrap();
+    let fh = new_file(&fs, "f");
+    write_pages(&fs, fh, 512);
+    // A sequential reader, 8 pages per read: the read-ahead thread fetches windows ahead of it.
+    for chunk in 0..64 {
+        let got = fs.read_vec(fh, (chunk * 8 * P) as u64, 8 * P).unwrap();
+        for (j, page) in got.chunks(P).enumerate() {
+            assert_eq!(page, &page_pattern(chunk * 8 + j)[..], "page {}", chunk * 8 + j);
+        }
+    }
+    let u = fs.usage();
+    assert!(u.readahead_swap_ins > 0, "no page came from read-ahead: {u:?}");
+    assert!(u.readahead_swap_ins <= u.swap_ins, "{u:?}");
+    // Random reads never post windows; the data is right either way.
+    for i in [300, 7, 511, 128, 0, 255] {
+        assert_eq!(fs.read_vec(fh, (i * P) as u64, P).unwrap(), page_pattern(i));
+    }
+    fs.stop_background_threads();
+    fs.check_invariants().unwrap();
+    // Without the threads, sequential reads still work (synchronous read-ahead).
+    fs.evict_now(64);
+    for chunk in 0..64 {
+        let got = fs.read_vec(fh, (chunk * 8 * P) as u64, 8 * P).unwrap();
+        for (j, page) in got.chunks(P).enumerate() {
+            assert_eq!(page, &page_pattern(chunk * 8 + j)[..], "page {}", chunk * 8 + j);
+        }
+    }
+    fs.release(fh).unwrap();
+    fs.unlink(&Ctx::root(), fs.root(), OsStr::new("f")).unwrap();
+    let u = fs.usage();
+    assert_eq!(
+        (u.charged_pages, u.swap_slots_used, u.frames_in_use),
+        (0, 0, 0),
+        "{u:?}"
+    );
+}
+
+#[test]
 fn tampered_swap_page_fails_authentication() {
     let (faulty, control) = FaultySwap::new(Box::new(MemorySwap::new(None)));
     let fs = Filesystem::with_swap_backend(config(2, 64, true), Box::new(faulty)).unwrap();
@@ -328,12 +371,12 @@ fn fallocate_reserves_without_ram() {
 fn swap_file_is_private_and_anonymous() {
     let dir = tempfile::tempdir().unwrap();
     let swap = FileSwap::create(dir.path()).unwrap();
-    let mut page = crate::swap::AlignedPage::boxed();
-    page.0.fill(7);
+    let mut page = crate::swap::AlignedPage::zeroed().unwrap();
+    page.fill(7);
     swap.write_page(3, &page).unwrap();
-    let mut back = crate::swap::AlignedPage::boxed();
+    let mut back = crate::swap::AlignedPage::zeroed().unwrap();
     swap.read_page(3, &mut back).unwrap();
-    assert_eq!(back.0, page.0);
+    assert_eq!(back[..], page[..]);
     assert_eq!(
         std::fs::read_dir(dir.path()).unwrap().count(),
         0,
@@ -388,11 +431,11 @@ fn encryption_hides_plaintext_at_rest() {
         fs.write(&Ctx::root(), fh, 0, &secret).unwrap();
         fs.write(&Ctx::root(), fh, 64 * 1024, b"other").unwrap();
         fs.evict_now(16);
-        let mut page = crate::swap::AlignedPage::boxed();
+        let mut page = crate::swap::AlignedPage::zeroed().unwrap();
         let mut seen_plain = false;
         for slot in 0..fs.usage().swap_slots_used + 2 {
             if store.read_page(slot, &mut page).is_ok() {
-                seen_plain |= page.0.windows(18).any(|w| w == b"TOP-SECRET-rtmpfs-");
+                seen_plain |= page.windows(18).any(|w| w == b"TOP-SECRET-rtmpfs-");
             }
         }
         assert_eq!(seen_plain, !encrypt, "encrypt={encrypt}");

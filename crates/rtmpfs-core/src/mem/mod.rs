@@ -133,8 +133,10 @@ impl MemBudget {
         }
     }
 
-    /// Wake everyone (shutdown).
+    /// Wake everyone (shutdown). Sets `kicked` first, as `kick` does: an evictor between its
+    /// check of the stop flag and its wait would otherwise sleep through this notification.
     pub(crate) fn wake_all(&self) {
+        self.kicked.store(true, Ordering::Release);
         let _g = self.lock.lock();
         self.kick.notify_all();
         self.released.notify_all();
@@ -163,6 +165,8 @@ pub(crate) struct TierStats {
     pub clean_evictions: AtomicU64,
     /// Pages read back from swap.
     pub swap_ins: AtomicU64,
+    /// Of those, pages read back by the read-ahead thread ahead of a sequential reader.
+    pub readahead_swap_ins: AtomicU64,
     /// Pages lost to failed swap reads.
     pub poisoned: AtomicU64,
     /// Times a thread had to reclaim or wait for memory itself.

@@ -3,21 +3,53 @@
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io;
+use std::ops::{Deref, DerefMut};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
+
+use rtmpfs_pages::{OutOfMemory, PageBuf};
 
 use crate::sync::{Arc, AtomicBool, AtomicU64, LockRank, Mutex, Ordering};
 use crate::types::PAGE_SIZE;
 
-/// One page in a 4096-aligned buffer, as `O_DIRECT` I/O requires.
-#[repr(C, align(4096))]
-pub struct AlignedPage(pub [u8; PAGE_SIZE as usize]);
+/// One page in a 4096-aligned buffer, as `O_DIRECT` I/O requires: a page of the page pool, so
+/// that a page read back from swap becomes a frame without a copy.
+pub struct AlignedPage(PageBuf);
 
 impl AlignedPage {
-    /// A zeroed page on the heap (the `Box` honours the 4096 alignment).
+    /// A page of zeros.
+    ///
+    /// # Errors
+    /// `OutOfMemory` when the host has no memory for it.
+    pub fn zeroed() -> Result<AlignedPage, OutOfMemory> {
+        PageBuf::zeroed().map(AlignedPage)
+    }
+
+    /// A page with unspecified contents, to be overwritten entirely (by a read, or a copy).
+    ///
+    /// # Errors
+    /// `OutOfMemory` when the host has no memory for it.
+    pub fn for_overwrite() -> Result<AlignedPage, OutOfMemory> {
+        PageBuf::for_overwrite().map(AlignedPage)
+    }
+
+    /// The page itself, e.g. to become a frame's data.
     #[must_use]
-    pub fn boxed() -> Box<AlignedPage> {
-        Box::new(AlignedPage([0; PAGE_SIZE as usize]))
+    pub fn into_page(self) -> PageBuf {
+        self.0
+    }
+}
+
+impl Deref for AlignedPage {
+    type Target = [u8; PAGE_SIZE as usize];
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl DerefMut for AlignedPage {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
     }
 }
 
@@ -139,7 +171,7 @@ impl FileSwap {
 impl SwapBackend for FileSwap {
     fn write_page(&self, slot: u64, page: &AlignedPage) -> io::Result<()> {
         let off = slot * PAGE_SIZE;
-        self.file.write_all_at(&page.0, off)?;
+        self.file.write_all_at(&page[..], off)?;
         if self.fadvise {
             rustix::fs::fadvise(
                 &self.file,
@@ -153,7 +185,7 @@ impl SwapBackend for FileSwap {
 
     fn read_page(&self, slot: u64, page: &mut AlignedPage) -> io::Result<()> {
         let off = slot * PAGE_SIZE;
-        self.file.read_exact_at(&mut page.0, off)?;
+        self.file.read_exact_at(&mut page[..], off)?;
         if self.fadvise {
             rustix::fs::fadvise(
                 &self.file,
@@ -168,7 +200,7 @@ impl SwapBackend for FileSwap {
     fn write_pages(&self, first: u64, pages: &[&AlignedPage]) -> io::Result<()> {
         let mut done = 0;
         while done < pages.len() {
-            let iov: Vec<io::IoSlice<'_>> = pages[done..].iter().map(|p| io::IoSlice::new(&p.0)).collect();
+            let iov: Vec<io::IoSlice<'_>> = pages[done..].iter().map(|p| io::IoSlice::new(&p[..])).collect();
             let n = rustix::io::pwritev(&self.file, &iov, (first + done as u64) * PAGE_SIZE)?;
             if n == 0 {
                 return Err(io::Error::from(io::ErrorKind::WriteZero));
@@ -195,7 +227,7 @@ impl SwapBackend for FileSwap {
         while done < count {
             let mut iov: Vec<io::IoSliceMut<'_>> = pages[done..]
                 .iter_mut()
-                .map(|p| io::IoSliceMut::new(&mut p.0))
+                .map(|p| io::IoSliceMut::new(&mut p[..]))
                 .collect();
             let n = rustix::io::preadv(&self.file, &mut iov, (first + done as u64) * PAGE_SIZE)?;
             drop(iov);
@@ -237,7 +269,7 @@ impl MemorySwap {
 
 impl SwapBackend for MemorySwap {
     fn write_page(&self, slot: u64, page: &AlignedPage) -> io::Result<()> {
-        self.pages.lock().insert(slot, page.0.to_vec().into_boxed_slice());
+        self.pages.lock().insert(slot, page.to_vec().into_boxed_slice());
         Ok(())
     }
 
@@ -246,7 +278,7 @@ impl SwapBackend for MemorySwap {
         let data = pages
             .get(&slot)
             .ok_or_else(|| io::Error::other(format!("slot {slot} never written")))?;
-        page.0.copy_from_slice(data);
+        page.copy_from_slice(data);
         Ok(())
     }
 
@@ -311,7 +343,7 @@ impl SwapBackend for FaultySwap {
         }
         self.inner.read_page(slot, page)?;
         if self.control.corrupt_reads.load(Ordering::Relaxed) {
-            page.0[17] ^= 0x40;
+            page[17] ^= 0x40;
         }
         Ok(())
     }

@@ -85,7 +85,7 @@ impl Swap {
     /// predecessor is also in the batch goes right after it.
     pub(crate) fn store_batch(
         &self,
-        pages: &mut [(Box<AlignedPage>, PageId, Option<u64>)],
+        pages: &mut [(AlignedPage, PageId, Option<u64>)],
     ) -> Vec<Result<SwapEntry, StoreError>> {
         let slots: Vec<u64> = {
             let mut alloc = self.slots.lock();
@@ -102,7 +102,7 @@ impl Swap {
         };
         let mut out: Vec<Result<SwapEntry, StoreError>> = Vec::with_capacity(pages.len());
         for (&slot, (page, id, _)) in slots.iter().zip(pages.iter_mut()) {
-            let (nonce, tag) = self.sealer.seal(&mut page.0, slot, *id);
+            let (nonce, tag) = self.sealer.seal(&mut page[..], slot, *id);
             out.push(Ok(SwapEntry { slot, nonce, tag }));
         }
         let mut start = 0;
@@ -111,7 +111,7 @@ impl Swap {
             while end < slots.len() && slots[end] == slots[end - 1] + 1 {
                 end += 1;
             }
-            let run: Vec<&AlignedPage> = pages[start..end].iter().map(|(p, _, _)| &**p).collect();
+            let run: Vec<&AlignedPage> = pages[start..end].iter().map(|(p, _, _)| p).collect();
             if let Err(e) = self.backend.write_pages(slots[start], &run) {
                 tracing::warn!(first = slots[start], pages = end - start, error = %e, "swap write failed");
                 self.stats
@@ -151,7 +151,7 @@ impl Swap {
         }
         let mut results = Vec::with_capacity(entries.len());
         for (page, (entry, id)) in outs.iter_mut().zip(entries) {
-            if self.sealer.open(&mut page.0, *entry, *id).is_err() {
+            if self.sealer.open(&mut page[..], *entry, *id).is_err() {
                 tracing::warn!(
                     slot = entry.slot,
                     ino = id.ino,
