@@ -24,7 +24,7 @@ use crate::sync::{Condvar, LockRank, Mutex, Weak};
 
 /// Windows of one file posted and not yet done, at most: enough to keep the disk busy while
 /// the reader works, without read-ahead crowding the RAM budget.
-const MAX_POSTED: usize = 2;
+const MAX_POSTED: usize = 4;
 /// Longest a reader waits for a window before reading the page itself.
 const WAIT_LIMIT: Duration = Duration::from_secs(2);
 /// One wait step (a window's completion also wakes waiters at once).
@@ -124,12 +124,12 @@ impl FileReadAhead {
         let restart = match st.ahead_until {
             None => true,
             // The reader overtook read-ahead, or jumped back: start a new stream from it.
-            Some(a) => a < end_page || a > end_page.saturating_add(2 * window),
+            Some(a) => a < end_page || a > end_page.saturating_add(4 * window),
         };
         if restart {
             st.ahead_until = Some(end_page);
         }
-        let goal = end_page.saturating_add(window).min(last_page);
+        let goal = end_page.saturating_add(3 * window).min(last_page);
         while let Some(a) = st.ahead_until {
             if a >= goal || st.posted.len() >= MAX_POSTED {
                 break;

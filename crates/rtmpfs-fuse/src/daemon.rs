@@ -516,6 +516,7 @@ fn start(mount_point: &Path, opts: MountOptions) -> Result<Started, MountError> 
         AdapterOptions {
             direct_io: opts.direct_io,
             ttl: DEFAULT_TTL,
+            event_loops: opts.threads,
         },
         stats.clone(),
     );

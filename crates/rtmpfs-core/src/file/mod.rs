@@ -28,6 +28,10 @@ use page_map::{Frame, PageMap, Slot, SlotState, PAGE};
 /// read keeps slot transitions (eviction, swap-in) waiting.
 const READ_BATCH_PAGES: u64 = 64;
 
+/// Read-ahead reads across gaps of up to this many slots (ignoring them) rather than splitting
+/// a read: a few extra 4 KiB in one I/O cost less than another I/O.
+const READ_AHEAD_MAX_GAP: u64 = 16;
+
 /// Proof that the caller holds a file's I/O lock exclusively.
 pub(crate) type IoGuard<'a> = WriteGuard<'a, ()>;
 
@@ -362,23 +366,36 @@ impl FileData {
         }
     }
 
-    /// The read-ahead thread's job: swap in the swapped pages of `[first, last]` (runs of
-    /// consecutive slots, one read each), then mark window `seq` done. Failures are left for a
+    /// The read-ahead thread's job: swap in the swapped pages of `[first, last]` (grouped by
+    /// slot, one read per group), then mark window `seq` done. Failures are left for a
     /// reader to meet (a page that fails to load is poisoned, as it would be for the reader).
     pub(crate) fn read_ahead(&self, pager: &Pager, first: u64, last: u64, seq: u64) {
-        let mut idx = first;
-        while idx <= last {
-            let run = {
-                let map = self.pages.read();
-                let found = map.slots.range(idx..=last).find_map(|(&i, s)| match s {
+        // The window's swapped pages in slot order. Eviction does not always give consecutive
+        // pages consecutive slots (concurrent sweeps interleave), so grouping by slot, with small
+        // gaps read and ignored, turns a window into a few large reads instead of many small.
+        let mut swapped: Vec<(u64, SwapEntry)> = {
+            let map = self.pages.read();
+            map.slots
+                .range(first..=last)
+                .filter_map(|(&i, s)| match s {
                     Slot::Swapped(e) => Some((i, *e)),
                     _ => None,
-                });
-                found.map(|(i, e)| self.swapped_run(&map, pager, i, e, last))
-            };
-            let Some(run) = run else { break };
-            idx = run[run.len() - 1].0 + 1;
-            match self.swap_in(pager, &run) {
+                })
+                .collect()
+        };
+        swapped.sort_unstable_by_key(|&(_, e)| e.slot);
+        let limit = pager.swap_in_run_limit();
+        let mut start = 0;
+        while start < swapped.len() {
+            let mut end = start + 1;
+            while end < swapped.len()
+                && end - start < limit
+                && swapped[end].1.slot - swapped[end - 1].1.slot <= READ_AHEAD_MAX_GAP
+                && swapped[end].1.slot - swapped[start].1.slot < 2 * limit as u64
+            {
+                end += 1;
+            }
+            match self.swap_in(pager, &swapped[start..end]) {
                 Ok(n) => {
                     if let Some(tier) = &pager.tier {
                         tier.stats.readahead_swap_ins.fetch_add(n as u64, Ordering::Relaxed);
@@ -386,6 +403,7 @@ impl FileData {
                 }
                 Err(_) => break,
             }
+            start = end;
         }
         self.ra.finished(seq);
     }
@@ -418,16 +436,19 @@ impl FileData {
         run
     }
 
-    /// Bring the swapped pages `run` (page index, entry seen; consecutive swap slots) back into
-    /// RAM with one read, or poison those whose copy cannot be read or does not authenticate.
-    /// Each page is published only if its slot still holds the entry seen; otherwise someone
-    /// else changed it and the caller looks again. Holds no lock during allocation or I/O.
+    /// Bring the swapped pages `run` (page index, entry seen) back into RAM with one read, or
+    /// poison those whose copy cannot be read or does not authenticate. `run` is in ascending
+    /// slot order; slots between its pages (gaps, at most a few: see `read_ahead`) are read into
+    /// scratch pages and ignored. Each page is published only if its slot still holds the entry
+    /// seen; otherwise someone else changed it and the caller looks again. Holds no lock during
+    /// allocation or I/O.
     ///
     /// Returns how many pages it published.
     ///
     /// # Errors
-    /// `Io` if the first page of the run was poisoned; `NoSpace` if no frame could be had.
+    /// `Io` if `run[0]` was poisoned; `NoSpace` if no frame could be had.
     fn swap_in(&self, pager: &Pager, run: &[(u64, SwapEntry)]) -> Result<usize> {
+        debug_assert!(run.windows(2).all(|w| w[0].1.slot < w[1].1.slot));
         let tier = pager.tier.as_ref().ok_or(FsError::Io)?;
         let swap = tier.swap.as_ref().ok_or(FsError::Io)?;
         // Charge and allocate first (this may reclaim or wait: no lock is held); the pages are
@@ -441,9 +462,41 @@ impl FileData {
             }
         }
         let run = &run[..bufs.len()];
-        let ids: Vec<(SwapEntry, PageId)> = run.iter().map(|&(idx, e)| (e, self.page_id(idx))).collect();
-        let mut outs: Vec<&mut AlignedPage> = bufs.iter_mut().map(|(_, page)| page).collect();
-        let loaded = swap.load_run(&ids, &mut outs);
+        let first_slot = run[0].1.slot;
+        let span = usize::try_from(run[run.len() - 1].1.slot - first_slot + 1).unwrap_or(usize::MAX);
+        let gaps: Result<Vec<AlignedPage>, _> = (run.len()..span).map(|_| AlignedPage::for_overwrite()).collect();
+        let Ok(mut gaps) = gaps else {
+            for (budget, _) in bufs {
+                if let Some(b) = budget {
+                    b.release();
+                }
+            }
+            return Err(FsError::NoSpace);
+        };
+        let mut entries = Vec::with_capacity(span);
+        let mut outs: Vec<&mut AlignedPage> = Vec::with_capacity(span);
+        {
+            let mut pages = run.iter().peekable();
+            let mut frame_bufs = bufs.iter_mut().map(|(_, page)| page);
+            let mut gap_bufs = gaps.iter_mut();
+            for slot in first_slot..first_slot + span as u64 {
+                let out = match pages.peek() {
+                    Some(&&(idx, e)) if e.slot == slot => {
+                        pages.next();
+                        entries.push(Some((e, self.page_id(idx))));
+                        frame_bufs.next()
+                    }
+                    _ => {
+                        entries.push(None);
+                        gap_bufs.next()
+                    }
+                };
+                outs.push(out.expect("one buffer per slot of the span"));
+            }
+        }
+        let loaded = swap.load_span(first_slot, &entries, &mut outs);
+        drop(outs);
+        drop(gaps);
         // A page that failed to load holds garbage: its frame is never published (it is
         // poisoned below) and goes straight back to the pool.
         let frames: Vec<Arc<Frame>> = bufs
@@ -459,7 +512,7 @@ impl FileData {
                 if map.state(idx) != SlotState::Swapped(entry) {
                     continue;
                 }
-                let new = if loaded[i].is_ok() {
+                let new = if loaded[(entry.slot - first_slot) as usize].is_ok() {
                     frame.set_origin(entry);
                     published.push((idx, frame.clone()));
                     Slot::Resident(frame.clone())

@@ -152,7 +152,10 @@ impl Filesystem {
                     .map_err(|e| ConfigError(format!("cannot start the {name} thread: {e}")))
             };
             threads.push(spawn("rtmpfs-evictor", Pager::run_evictor)?);
-            threads.push(spawn("rtmpfs-readahead", |p| p.run_readahead())?);
+            // Two read-ahead threads: one window's swap read overlaps the other's decryption.
+            for name in ["rtmpfs-readahead-0", "rtmpfs-readahead-1"] {
+                threads.push(spawn(name, |p| p.run_readahead())?);
+            }
         }
         let fs = Filesystem {
             table: InodeTable::new(),

@@ -133,24 +133,56 @@ impl Swap {
         out
     }
 
-    /// Read and verify pages whose slots are consecutive (`entries[i].slot == first + i`) with
-    /// one I/O, straight into `outs` (decrypted in place). Returns one result per page; a page
-    /// that failed leaves its `out` with undefined bytes. No engine lock may be held.
-    pub(crate) fn load_run(
+    /// Read and verify the pages stored in slots `first..first + entries.len()` with one I/O,
+    /// straight into `outs` (decrypted in place). `entries[i]` describes slot `first + i`; `None`
+    /// is a gap: a slot read only to keep the I/O in one piece, whose bytes are ignored. Returns
+    /// one result per slot (gaps always `Ok`); a page that failed leaves its `out` with undefined
+    /// bytes. If the one I/O fails and there are gaps (a gap slot may be unreadable, e.g. past
+    /// the end of the file), the stored pages' runs are read again on their own before anything
+    /// counts as failed. No engine lock may be held.
+    pub(crate) fn load_span(
         &self,
-        entries: &[(SwapEntry, PageId)],
+        first: u64,
+        entries: &[Option<(SwapEntry, PageId)>],
         outs: &mut [&mut AlignedPage],
     ) -> Vec<Result<(), ()>> {
-        debug_assert!(entries.windows(2).all(|w| w[1].0.slot == w[0].0.slot + 1));
-        if let Err(e) = self.backend.read_pages(entries[0].0.slot, outs) {
-            tracing::warn!(first = entries[0].0.slot, pages = entries.len(), error = %e, "swap read failed");
-            self.stats
-                .read_errors
-                .fetch_add(entries.len() as u64, Ordering::Relaxed);
-            return vec![Err(()); entries.len()];
+        debug_assert_eq!(entries.len(), outs.len());
+        debug_assert!(entries
+            .iter()
+            .enumerate()
+            .all(|(i, e)| e.is_none_or(|(e, _)| e.slot == first + i as u64)));
+        let mut results: Vec<Result<(), ()>> = vec![Ok(()); entries.len()];
+        if let Err(e) = self.backend.read_pages(first, outs) {
+            if entries.iter().all(Option::is_some) {
+                tracing::warn!(first, pages = entries.len(), error = %e, "swap read failed");
+                self.stats
+                    .read_errors
+                    .fetch_add(entries.len() as u64, Ordering::Relaxed);
+                return vec![Err(()); entries.len()];
+            }
+            let mut start = 0;
+            while start < entries.len() {
+                if entries[start].is_none() {
+                    start += 1;
+                    continue;
+                }
+                let end = (start..entries.len())
+                    .find(|&i| entries[i].is_none())
+                    .unwrap_or(entries.len());
+                if let Err(e) = self.backend.read_pages(first + start as u64, &mut outs[start..end]) {
+                    tracing::warn!(first = first + start as u64, pages = end - start, error = %e, "swap read failed");
+                    self.stats
+                        .read_errors
+                        .fetch_add((end - start) as u64, Ordering::Relaxed);
+                    results[start..end].fill(Err(()));
+                }
+                start = end;
+            }
         }
-        let mut results = Vec::with_capacity(entries.len());
-        for (page, (entry, id)) in outs.iter_mut().zip(entries) {
+        for ((page, entry), result) in outs.iter_mut().zip(entries).zip(&mut results) {
+            let (Some((entry, id)), Ok(())) = (entry, &result) else {
+                continue;
+            };
             if self.sealer.open(&mut page[..], *entry, *id).is_err() {
                 tracing::warn!(
                     slot = entry.slot,
@@ -159,10 +191,9 @@ impl Swap {
                     "swap page failed authentication"
                 );
                 self.stats.read_errors.fetch_add(1, Ordering::Relaxed);
-                results.push(Err(()));
+                *result = Err(());
             } else {
                 self.stats.reads.fetch_add(1, Ordering::Relaxed);
-                results.push(Ok(()));
             }
         }
         results
