@@ -342,6 +342,8 @@ impl Pager {
     pub(crate) fn run_evictor(self: &Arc<Self>) {
         let Some(tier) = &self.tier else { return };
         while !self.stop.load(Ordering::Acquire) {
+            // Awake anyway (at least every 200 ms): give long-free pool pages back to the kernel.
+            rtmpfs_pages::trim_idle();
             let deficit = tier.budget.deficit();
             if deficit == 0 || tier.swap.is_none() {
                 tier.budget.wait_for_kick(Duration::from_millis(200));

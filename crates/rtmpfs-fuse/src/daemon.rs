@@ -21,7 +21,7 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 /// Why a mount could not be made or served. Each renders as one line naming the problem.
 #[derive(Debug)]
@@ -342,6 +342,44 @@ struct Control {
 
 /// The engine's live figures, one `name value` line each (sizes in 4 KiB pages unless named
 /// `_bytes`): what `rtmpfs --stats MOUNTPOINT` prints after the request counters.
+/// Data pages (plus inodes) that must have gone since the last heap trim before the next.
+const TRIM_AFTER_PAGES: u64 = 4096;
+
+/// Give free memory back to the kernel, every second: the page pool's pages that have been
+/// free for a while (`rtmpfs_pages::trim_idle`), and, after large frees, the C heap's. File data
+/// lives in the page pool; what remains on the heap is metadata (page-map nodes, frames'
+/// headers, directory entries), and glibc keeps freed heap memory mapped unless asked. So if at
+/// least `TRIM_AFTER_PAGES` data pages (plus inodes) went since the last trim, `malloc_trim(0)`:
+/// deleting a large tree then shrinks the daemon's RSS within a couple of seconds.
+fn start_heap_trimmer(fs: &Arc<Filesystem>) {
+    let fs = Arc::downgrade(fs);
+    let spawned = std::thread::Builder::new().name("rtmpfs-trim".into()).spawn(move || {
+        let footprint = |fs: &Weak<Filesystem>| {
+            fs.upgrade().map(|fs| {
+                let u = fs.usage();
+                u.charged_pages + u.inodes
+            })
+        };
+        let Some(mut peak) = footprint(&fs) else { return };
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+            rtmpfs_pages::trim_idle();
+            let Some(now) = footprint(&fs) else { return };
+            if now + TRIM_AFTER_PAGES <= peak {
+                // SAFETY: malloc_trim only walks glibc's own heap under its own locks; it
+                // takes no pointer from us and is safe to call from any thread at any time.
+                unsafe { libc::malloc_trim(0) };
+                peak = now;
+            } else {
+                peak = peak.max(now);
+            }
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::warn!("no heap trimmer thread: {e}");
+    }
+}
+
 fn render_usage(u: &rtmpfs_core::Usage) -> String {
     let opt = |v: Option<u64>| v.map_or_else(|| "unlimited".to_string(), |n| n.to_string());
     let lines: [(&str, String); 22] = [
@@ -542,6 +580,7 @@ fn start(mount_point: &Path, opts: MountOptions) -> Result<Started, MountError> 
     if let Some(bytes) = opts.readahead {
         set_readahead(dev, bytes);
     }
+    start_heap_trimmer(&fs);
     let ctl = Control {
         opts: Mutex::new(opts),
         host,

@@ -6,11 +6,15 @@
 //! Every allocation also zeroed a page that a full-page write then overwrote.
 //!
 //! So pages come from 2 MiB anonymous mappings (`MADV_NOHUGEPAGE`, so that khugepaged never
-//! fills freed pages back in), and freed pages go to a LIFO free list. The free list keeps at
-//! most [`HOT_LIMIT`] pages with their old contents, for reuse without a page fault; beyond
-//! that, the oldest are handed back to the kernel with `MADV_DONTNEED` in sorted, coalesced
-//! batches. That bounds the RSS held by free pages to `HOT_LIMIT` pages plus the per-thread
-//! caches, whatever the history.
+//! fills freed pages back in), and freed pages go to a LIFO free list that keeps them with their
+//! old contents, for reuse without a page fault. Free pages are handed back to the kernel with
+//! `MADV_DONTNEED` (in sorted, coalesced batches) once they have been free for [`IDLE`], or at
+//! once beyond [`HOT_CAP`] pages; [`HOT_LIMIT`] pages stay regardless. So a file truncated and
+//! rewritten at once reuses its pages as they were (faulting 4 KiB pages in again costs more than
+//! the copy), while a deleted tree's RAM goes back within about `IDLE` of the next call into the
+//! pool or of [`trim_idle`], which the engine's and the daemon's background threads call
+//! periodically. The RSS held by free pages is bounded by `HOT_CAP` pages plus the per-thread
+//! caches, and by `HOT_LIMIT` pages once idle.
 //!
 //! A page given back reads as zeros when next touched, so a pool page is either *known zero*
 //! (fresh or given back) or *dirty* (old contents): [`PageBuf::zeroed`] zeroes only dirty ones,
@@ -30,6 +34,8 @@ use std::ffi::c_void;
 use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::ptr::NonNull;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use rustix::mm::{Advice, MapFlags, ProtFlags};
@@ -38,8 +44,12 @@ use rustix::mm::{Advice, MapFlags, ProtFlags};
 pub const PAGE: usize = 4096;
 /// Pages per mapping.
 const CHUNK_PAGES: usize = 512;
-/// Free pages the shared list keeps with their contents before giving the oldest back.
+/// Free pages the shared list keeps with their contents however long they stay free (4 MiB).
 pub const HOT_LIMIT: usize = 1024;
+/// Most free pages kept with their contents (256 MiB): beyond, the oldest go back at once.
+pub const HOT_CAP: usize = 65_536;
+/// How long a free page beyond `HOT_LIMIT` keeps its RAM.
+pub const IDLE: Duration = Duration::from_secs(1);
 /// Pages given back to the kernel per trim.
 const TRIM_BATCH: usize = 256;
 /// Pages moved between a thread's cache and the shared list at a time.
@@ -68,8 +78,9 @@ struct FreePage {
 
 /// The shared free list and the pool's figures.
 struct Shared {
-    /// Dirty pages, most recently freed at the back. At most `HOT_LIMIT + TRIM_BATCH`.
-    hot: VecDeque<usize>,
+    /// Dirty pages and when they were freed (ms since `EPOCH`), most recent at the back. At most
+    /// `HOT_CAP + TRIM_BATCH`.
+    hot: VecDeque<(usize, u64)>,
     /// Pages known to be zero (fresh, or given back to the kernel).
     cold: Vec<usize>,
     mapped_pages: u64,
@@ -85,6 +96,14 @@ static SHARED: Mutex<Shared> = Mutex::new(Shared {
     out: 0,
     given_back: 0,
 });
+
+/// The pool's clock origin.
+static EPOCH: OnceLock<Instant> = OnceLock::new();
+
+/// Milliseconds since the pool's clock origin.
+fn now_ms() -> u64 {
+    u64::try_from(EPOCH.get_or_init(Instant::now).elapsed().as_millis()).unwrap_or(u64::MAX)
+}
 
 /// A thread's cache of free pages. Flushed to the shared list when the thread exits.
 struct ThreadCache {
@@ -260,7 +279,7 @@ fn refill(into: &mut Vec<FreePage>) -> Result<(), OutOfMemory> {
                 let cold_at = s.cold.len() - from_cold;
                 into.extend(s.cold.drain(cold_at..).map(|addr| FreePage { addr, zero: true }));
                 let hot_at = s.hot.len() - from_hot;
-                into.extend(s.hot.drain(hot_at..).map(|addr| FreePage { addr, zero: false }));
+                into.extend(s.hot.drain(hot_at..).map(|(addr, _)| FreePage { addr, zero: false }));
                 s.out += n as u64;
                 return Ok(());
             }
@@ -273,29 +292,58 @@ fn refill(into: &mut Vec<FreePage>) -> Result<(), OutOfMemory> {
     }
 }
 
-/// Give free pages back to the shared list; trim it if it holds too many dirty pages.
+/// Give free pages back to the shared list, then trim it.
 fn give_to_shared(pages: impl Iterator<Item = FreePage>) {
-    let trim: Vec<usize> = {
-        let mut s = SHARED.lock();
-        for p in pages {
-            s.out -= 1;
-            if p.zero {
-                s.cold.push(p.addr);
-            } else {
-                s.hot.push_back(p.addr);
-            }
+    let now = now_ms();
+    let mut s = SHARED.lock();
+    for p in pages {
+        s.out -= 1;
+        if p.zero {
+            s.cold.push(p.addr);
+        } else {
+            s.hot.push_back((p.addr, now));
         }
-        if s.hot.len() <= HOT_LIMIT + TRIM_BATCH {
+    }
+    trim(s, now);
+}
+
+/// Hand back to the kernel the RAM of free pages that have been free for longer than [`IDLE`]
+/// (beyond the [`HOT_LIMIT`] kept regardless). Cheap when there is nothing to do: call it
+/// periodically from a thread that is awake anyway.
+pub fn trim_idle() {
+    let now = now_ms();
+    trim(SHARED.lock(), now);
+}
+
+/// Trim the dirty list: pages beyond `HOT_CAP`, and pages beyond `HOT_LIMIT` free for longer
+/// than `IDLE`, are given back in batches (with the lock released during the `madvise`).
+fn trim(mut s: parking_lot::MutexGuard<'_, Shared>, now: u64) {
+    let idle_ms = u64::try_from(IDLE.as_millis()).unwrap_or(u64::MAX);
+    loop {
+        let over_cap = s.hot.len().saturating_sub(HOT_CAP);
+        let idle = s.hot.len() > HOT_LIMIT && s.hot.front().is_some_and(|&(_, t)| now.saturating_sub(t) >= idle_ms);
+        if over_cap < TRIM_BATCH.min(s.hot.len()) && !idle {
             return;
         }
-        let n = s.hot.len() - HOT_LIMIT;
-        s.hot.drain(..n).collect()
-    };
-    // The batch is in neither list while it is being given back: nobody can take it meanwhile.
-    let trimmed = give_back(trim);
-    let mut s = SHARED.lock();
-    s.given_back += trimmed.len() as u64;
-    s.cold.extend(trimmed);
+        let mut n = 0;
+        while n < TRIM_BATCH && s.hot.len() - n > HOT_LIMIT {
+            let Some(&(_, t)) = s.hot.get(n) else { break };
+            if n >= over_cap && now.saturating_sub(t) < idle_ms {
+                break;
+            }
+            n += 1;
+        }
+        if n == 0 {
+            return;
+        }
+        let batch: Vec<usize> = s.hot.drain(..n).map(|(addr, _)| addr).collect();
+        drop(s);
+        // The batch is in neither list while it is being given back: nobody can take it meanwhile.
+        let trimmed = give_back(batch);
+        s = SHARED.lock();
+        s.given_back += trimmed.len() as u64;
+        s.cold.extend(trimmed);
+    }
 }
 
 /// Hand the pages' RAM back to the kernel (they read as zeros afterwards), coalescing adjacent
