@@ -36,9 +36,12 @@ pub(crate) struct Entry {
 }
 
 /// The entries of a directory. Protected by `DirBody::entries`.
+///
+/// Both maps hold the whole entry (it never changes after insertion: a rename is a remove and an
+/// insert), so lookups touch only `by_name` and listings only `by_cookie`.
 pub(crate) struct Dir {
     by_name: HashMap<Box<[u8]>, Entry>,
-    by_cookie: BTreeMap<u64, Box<[u8]>>,
+    by_cookie: BTreeMap<u64, (Entry, Box<[u8]>)>,
     next_cookie: u64,
     /// Set by rmdir: no entry may be added any more.
     pub removed: bool,
@@ -77,9 +80,10 @@ impl DirBody {
     pub(crate) fn insert(&self, d: &mut Dir, name: &[u8], ino: Ino, kind: FileKind) {
         let cookie = d.next_cookie;
         d.next_cookie += 1;
-        let prev = d.by_name.insert(name.into(), Entry { ino, kind, cookie });
+        let entry = Entry { ino, kind, cookie };
+        let prev = d.by_name.insert(name.into(), entry);
         debug_assert!(prev.is_none(), "insert over an existing entry");
-        d.by_cookie.insert(cookie, name.into());
+        d.by_cookie.insert(cookie, (entry, name.into()));
         self.size.store(
             2 * BOGO_DIRENT_SIZE + BOGO_DIRENT_SIZE * d.by_name.len() as u64,
             Ordering::Relaxed,
@@ -114,8 +118,7 @@ impl Dir {
     /// Entries with cookie > `after`, in cookie order, until `f` returns false.
     pub(crate) fn for_each_after(&self, after: u64, mut f: impl FnMut(DirEntry) -> bool) {
         let start = after.saturating_add(1).max(FIRST_COOKIE);
-        for (&cookie, name) in self.by_cookie.range(start..) {
-            let e = self.by_name[name];
+        for (&cookie, (e, name)) in self.by_cookie.range(start..) {
             let more = f(DirEntry {
                 ino: e.ino,
                 cookie,
