@@ -2,6 +2,8 @@
 
 use std::collections::HashMap;
 
+use crossbeam_utils::CachePadded;
+
 use crate::dir::DirBody;
 use crate::file::FileData;
 use crate::perm::Owner;
@@ -153,7 +155,7 @@ impl Inode {
 
 const SHARDS: usize = 64;
 
-type InodeShard = RwLock<HashMap<u64, Arc<Inode>>>;
+type InodeShard = CachePadded<RwLock<HashMap<u64, Arc<Inode>>>>;
 
 /// Inode number -> inode. Sharded so that unrelated operations do not contend. Rank
 /// `InodeTable`: a leaf; no other lock is taken while a shard is held.
@@ -165,13 +167,14 @@ impl InodeTable {
     pub(crate) fn new() -> Self {
         InodeTable {
             shards: (0..SHARDS)
-                .map(|_| RwLock::new(LockRank::InodeTable, HashMap::new()))
+                .map(|_| CachePadded::new(RwLock::new(LockRank::InodeTable, HashMap::new())))
                 .collect(),
         }
     }
 
     fn shard(&self, ino: Ino) -> &InodeShard {
-        &self.shards[(ino.0 as usize) % SHARDS]
+        // Numbers come in per-thread batches (`ids`): one thread's inodes share a shard.
+        &self.shards[crate::ids::shard_of(ino.0, SHARDS)]
     }
 
     pub(crate) fn get(&self, ino: Ino) -> Option<Arc<Inode>> {

@@ -54,6 +54,7 @@ mod dir;
 mod error;
 mod file;
 mod fs;
+mod ids;
 mod inode;
 mod limits;
 mod mem;

@@ -63,6 +63,8 @@ pub enum LockRank {
     ReadAheadQueue = 86,
     /// The swap slot allocator and swap file.
     Swap = 90,
+    /// A thread slot's batch of inode or handle numbers. A leaf.
+    IdBatch = 95,
 }
 
 #[cfg(all(debug_assertions, not(feature = "shuttle")))]

@@ -76,7 +76,7 @@ pub(crate) struct EvictSnapshot {
 
 /// Whether page `idx` of `map` is resident in exactly `frame`.
 fn is_frame_at(map: &PageMap, idx: u64, frame: &Arc<Frame>) -> bool {
-    matches!(map.slots.get(&idx), Some(Slot::Resident(f)) if Arc::ptr_eq(f, frame))
+    matches!(map.get(idx), Some(Slot::Resident(f)) if Arc::ptr_eq(f, frame))
 }
 
 /// The data of one regular file.
@@ -138,9 +138,10 @@ impl FileData {
             return false;
         }
         let map = self.pages.read();
-        map.slots
-            .range(offset / PAGE_SIZE..=(end - 1) / PAGE_SIZE)
-            .any(|(_, s)| matches!(s, Slot::Swapped(_)))
+        let needs = map
+            .range(offset / PAGE_SIZE, (end - 1) / PAGE_SIZE)
+            .any(|(_, s)| matches!(s, Slot::Swapped(_)));
+        needs
     }
 
     /// Read into `buf` from `offset`; returns bytes read (short at EOF). Takes no I/O lock;
@@ -192,7 +193,7 @@ impl FileData {
                     let in_page = (pos % PAGE_SIZE) as usize;
                     let n = (PAGE - in_page).min((batch_end - pos) as usize);
                     let out = &mut buf[(pos - offset) as usize..(pos - offset) as usize + n];
-                    match map.slots.get(&idx) {
+                    match map.get(idx) {
                         None | Some(Slot::Reserved) => out.fill(0),
                         Some(Slot::Resident(frame)) => {
                             out.copy_from_slice(&frame.data.read()[in_page..in_page + n]);
@@ -287,7 +288,7 @@ impl FileData {
     /// If page `idx` is resident, apply `change` to it (see `modify_page`) and return true.
     fn change_resident(&self, pager: &Pager, idx: u64, change: impl FnOnce(&mut [u8; PAGE])) -> bool {
         let map = self.pages.read();
-        let Some(Slot::Resident(frame)) = map.slots.get(&idx) else {
+        let Some(Slot::Resident(frame)) = map.get(idx) else {
             return false;
         };
         let mut bytes = frame.data.write();
@@ -312,7 +313,7 @@ impl FileData {
         loop {
             let seen = {
                 let map = self.pages.read();
-                match map.slots.get(&idx) {
+                match map.get(idx) {
                     Some(Slot::Resident(_)) => return Ok(Resident::Already),
                     Some(Slot::Poisoned) => return Err(FsError::Io),
                     other => other.map_or(SlotState::Hole, Slot::state),
@@ -343,7 +344,7 @@ impl FileData {
                 continue;
             }
             let new = Slot::Resident(frame.clone());
-            match map.slots.insert(idx, new) {
+            match map.insert(idx, new) {
                 Some(old) => pager.acct.moved(old.state(), SlotState::Resident),
                 None => {
                     pager.acct.add(SlotState::Resident);
@@ -375,9 +376,8 @@ impl FileData {
         // gaps read and ignored, turns a window into a few large reads instead of many small.
         let mut swapped: Vec<(u64, SwapEntry)> = {
             let map = self.pages.read();
-            map.slots
-                .range(first..=last)
-                .filter_map(|(&i, s)| match s {
+            map.range(first, last)
+                .filter_map(|(i, s)| match s {
                     Slot::Swapped(e) => Some((i, *e)),
                     _ => None,
                 })
@@ -427,7 +427,7 @@ impl FileData {
         let limit = pager.swap_in_run_limit();
         let mut next = idx + 1;
         while next <= last && run.len() < limit {
-            match map.slots.get(&next) {
+            match map.get(next) {
                 Some(Slot::Swapped(e)) if e.slot == first.slot + run.len() as u64 => run.push((next, *e)),
                 _ => break,
             }
@@ -523,7 +523,7 @@ impl FileData {
                     Slot::Poisoned
                 };
                 let new_state = new.state();
-                if let Some(old) = map.slots.insert(idx, new) {
+                if let Some(old) = map.insert(idx, new) {
                     pager.acct.moved(old.state(), new_state);
                 }
             }
@@ -554,7 +554,7 @@ impl FileData {
         }
         let bytes = frame.data.try_read().ok_or(EvictOutcome::Busy)?;
         let version = frame.version.load(Ordering::Acquire);
-        let slot_hint = match idx.checked_sub(1).and_then(|prev| map.slots.get(&prev)) {
+        let slot_hint = match idx.checked_sub(1).and_then(|prev| map.get(prev)) {
             Some(Slot::Swapped(e)) => Some(e.slot + 1),
             Some(Slot::Resident(f)) => f.origin().map(|o| o.slot + 1),
             _ => None,
@@ -612,7 +612,7 @@ impl FileData {
             return EvictOutcome::Busy;
         }
         pager.acct.moved(SlotState::Resident, SlotState::Swapped(entry));
-        let old = map.slots.insert(idx, Slot::Swapped(entry));
+        let old = map.insert(idx, Slot::Swapped(entry));
         drop(map);
         drop(old);
         if fresh {
@@ -708,15 +708,15 @@ impl FileData {
         let total = last - first + 1;
         {
             let mut map = self.pages.write();
-            let present = map.slots.range(first..=last).count() as u64;
+            let present = map.range(first, last).count() as u64;
             let holes = total - present;
             pager.acct.pages.charge(holes)?;
             if holes > 0 {
                 for idx in first..=last {
-                    map.slots.entry(idx).or_insert_with(|| {
+                    if map.get(idx).is_none() {
                         pager.acct.add(SlotState::Reserved);
-                        Slot::Reserved
-                    });
+                        map.insert(idx, Slot::Reserved);
+                    }
                 }
                 self.charged.fetch_add(holes, Ordering::Relaxed);
             }
@@ -741,7 +741,10 @@ impl FileData {
         let start_idx = offset / PAGE_SIZE;
         match whence {
             SeekWhence::Data => {
-                let idx = map.slots.range(start_idx..).find(|(_, s)| s.is_data()).map(|(&i, _)| i);
+                let idx = map
+                    .range(start_idx, u64::MAX)
+                    .find(|(_, s)| s.is_data())
+                    .map(|(i, _)| i);
                 match idx.map(|i| (i * PAGE_SIZE).max(offset)) {
                     Some(at) if at < size => Ok(at),
                     _ => Err(FsError::NoDeviceOrAddress),
@@ -749,7 +752,7 @@ impl FileData {
             }
             SeekWhence::Hole => {
                 let mut expect = start_idx;
-                for (&i, s) in map.slots.range(start_idx..) {
+                for (i, s) in map.range(start_idx, u64::MAX) {
                     if i != expect || !s.is_data() {
                         break;
                     }
@@ -797,7 +800,7 @@ impl FileData {
     pub(crate) fn slot_counts(&self) -> (u64, u64, u64, u64) {
         let map = self.pages.read();
         let mut c = (0, 0, 0, 0);
-        for s in map.slots.values() {
+        for (_, s) in map.iter() {
             match s {
                 Slot::Resident(_) => c.0 += 1,
                 Slot::Reserved => c.1 += 1,

@@ -2,11 +2,14 @@
 
 use std::collections::HashMap;
 
+use crossbeam_utils::CachePadded;
+
 use super::{relatime_due, Filesystem};
 use crate::error::{FsError, Result};
+use crate::ids::{shard_of, Ids};
 use crate::inode::Inode;
 use crate::perm;
-use crate::sync::{Arc, AtomicU64, LockRank, Mutex, Ordering};
+use crate::sync::{Arc, LockRank, Mutex};
 use crate::types::{access, Ctx, DirEntry, Fh, FileKind, Ino, OpenFlags, Timespec};
 
 const SHARDS: usize = 32;
@@ -17,30 +20,30 @@ pub(crate) struct Handle {
     pub flags: OpenFlags,
 }
 
-type HandleShard = Mutex<HashMap<u64, Arc<Handle>>>;
+type HandleShard = CachePadded<Mutex<HashMap<u64, Arc<Handle>>>>;
 
 /// Handle number -> handle. Sharded; rank `Handles`, a leaf.
 pub(crate) struct Handles {
     shards: Box<[HandleShard]>,
-    next: AtomicU64,
+    ids: Ids,
 }
 
 impl Handles {
     pub(crate) fn new() -> Self {
         Handles {
             shards: (0..SHARDS)
-                .map(|_| Mutex::new(LockRank::Handles, HashMap::new()))
+                .map(|_| CachePadded::new(Mutex::new(LockRank::Handles, HashMap::new())))
                 .collect(),
-            next: AtomicU64::new(1),
+            ids: Ids::new(1),
         }
     }
 
     fn shard(&self, fh: u64) -> &HandleShard {
-        &self.shards[(fh as usize) % SHARDS]
+        &self.shards[shard_of(fh, SHARDS)]
     }
 
     pub(crate) fn insert(&self, h: Handle) -> Fh {
-        let fh = self.next.fetch_add(1, Ordering::Relaxed);
+        let fh = self.ids.next();
         self.shard(fh).lock().insert(fh, Arc::new(h));
         Fh(fh)
     }

@@ -22,6 +22,7 @@ use crate::accounting::Accounting;
 use crate::config::{Config, SwapConfig};
 use crate::dir::DirBody;
 use crate::error::{ConfigError, FsError, Result};
+use crate::ids::Ids;
 use crate::inode::{Body, Inode, InodeTable, Meta};
 use crate::limits::{Budget, BOGO_INODE_SIZE};
 use crate::mem::{Clock, MemBudget, TierStats};
@@ -47,8 +48,8 @@ pub struct Filesystem {
     config: Config,
     table: InodeTable,
     handles: Handles,
-    /// Next inode number; never reused.
-    next_ino: AtomicU64,
+    /// Inode numbers; never reused (handed out in per-thread batches).
+    inos: Ids,
     /// Generation given to every inode of this instance (inode numbers are never reused, so one
     /// per instance keeps `(ino, generation)` unique even across a restore into a new instance).
     generation: u64,
@@ -160,7 +161,7 @@ impl Filesystem {
         let fs = Filesystem {
             table: InodeTable::new(),
             handles: Handles::new(),
-            next_ino: AtomicU64::new(Ino::ROOT.0 + 1),
+            inos: Ids::new(Ino::ROOT.0 + 1),
             generation: instance_generation(),
             pager,
             threads: std::sync::Mutex::new(threads),
@@ -572,7 +573,7 @@ impl Filesystem {
     }
 
     fn alloc_ino(&self) -> Ino {
-        Ino(self.next_ino.fetch_add(1, Ordering::Relaxed))
+        Ino(self.inos.next())
     }
 
     /// Give back an orphan's data and inode space, once, when its last link and handle are gone;
