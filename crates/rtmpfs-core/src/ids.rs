@@ -10,7 +10,7 @@
 
 use crossbeam_utils::CachePadded;
 
-use crate::sync::{AtomicU64, LockRank, Mutex, Ordering};
+use crate::sync::{AtomicI64, AtomicU64, LockRank, Mutex, Ordering};
 
 /// Numbers taken from the shared counter at a time.
 const BATCH: u64 = 64;
@@ -53,6 +53,28 @@ impl Ids {
     }
 }
 
+/// A counter that threads change without sharing a cache line: each thread slot adds to its own
+/// stripe; reading sums the stripes (not a consistent cut while others change it).
+pub(crate) struct Striped {
+    stripes: Box<[CachePadded<AtomicI64>]>,
+}
+
+impl Striped {
+    pub(crate) fn new() -> Striped {
+        Striped {
+            stripes: (0..SLOTS).map(|_| CachePadded::new(AtomicI64::new(0))).collect(),
+        }
+    }
+
+    pub(crate) fn add(&self, n: i64) {
+        self.stripes[thread_slot()].fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn sum(&self) -> i64 {
+        self.stripes.iter().map(|s| s.load(Ordering::Relaxed)).sum()
+    }
+}
+
 /// This thread's slot: threads are numbered as they first get here.
 fn thread_slot() -> usize {
     use std::cell::Cell;
@@ -62,8 +84,11 @@ fn thread_slot() -> usize {
         static SLOT: Cell<Option<usize>> = const { Cell::new(None) };
     }
     SLOT.with(|s| {
-        *s.get()
-            .get_or_insert_with(|| NEXT.fetch_add(1, StdOrdering::Relaxed) % SLOTS)
+        s.get().unwrap_or_else(|| {
+            let slot = NEXT.fetch_add(1, StdOrdering::Relaxed) % SLOTS;
+            s.set(Some(slot));
+            slot
+        })
     })
 }
 

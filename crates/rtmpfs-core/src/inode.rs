@@ -1,6 +1,6 @@
 //! Inodes: identity, metadata and body, and the sharded table that maps numbers to inodes.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 use crossbeam_utils::CachePadded;
 
@@ -155,7 +155,10 @@ impl Inode {
 
 const SHARDS: usize = 64;
 
-type InodeShard = CachePadded<RwLock<HashMap<u64, Arc<Inode>>>>;
+/// Keyed by inode number with Fx hashing: the numbers come from our own counter, so there is
+/// nothing for an attacker to collide (directory entries, keyed by user-chosen names, keep
+/// the standard library's keyed SipHash).
+type InodeShard = CachePadded<RwLock<FxHashMap<u64, Arc<Inode>>>>;
 
 /// Inode number -> inode. Sharded so that unrelated operations do not contend. Rank
 /// `InodeTable`: a leaf; no other lock is taken while a shard is held.
@@ -167,7 +170,7 @@ impl InodeTable {
     pub(crate) fn new() -> Self {
         InodeTable {
             shards: (0..SHARDS)
-                .map(|_| CachePadded::new(RwLock::new(LockRank::InodeTable, HashMap::new())))
+                .map(|_| CachePadded::new(RwLock::new(LockRank::InodeTable, FxHashMap::default())))
                 .collect(),
         }
     }

@@ -17,7 +17,7 @@ use std::ops::{Deref, DerefMut};
 
 #[cfg(not(feature = "shuttle"))]
 pub use std::sync::{
-    atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering},
+    atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering},
     Arc, Weak,
 };
 #[cfg(not(feature = "shuttle"))]
@@ -25,7 +25,7 @@ pub use std::thread;
 
 #[cfg(feature = "shuttle")]
 pub use shuttle::sync::{
-    atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering},
+    atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering},
     Arc, Weak,
 };
 #[cfg(feature = "shuttle")]

@@ -1,6 +1,6 @@
 //! Open handles: open/release for files, opendir/readdir/releasedir for directories.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 use crossbeam_utils::CachePadded;
 
@@ -20,7 +20,7 @@ pub(crate) struct Handle {
     pub flags: OpenFlags,
 }
 
-type HandleShard = CachePadded<Mutex<HashMap<u64, Arc<Handle>>>>;
+type HandleShard = CachePadded<Mutex<FxHashMap<u64, Arc<Handle>>>>;
 
 /// Handle number -> handle. Sharded; rank `Handles`, a leaf.
 pub(crate) struct Handles {
@@ -32,7 +32,7 @@ impl Handles {
     pub(crate) fn new() -> Self {
         Handles {
             shards: (0..SHARDS)
-                .map(|_| CachePadded::new(Mutex::new(LockRank::Handles, HashMap::new())))
+                .map(|_| CachePadded::new(Mutex::new(LockRank::Handles, FxHashMap::default())))
                 .collect(),
             ids: Ids::new(1),
         }

@@ -22,7 +22,7 @@ use crate::accounting::Accounting;
 use crate::config::{Config, SwapConfig};
 use crate::dir::DirBody;
 use crate::error::{ConfigError, FsError, Result};
-use crate::ids::Ids;
+use crate::ids::{Ids, Striped};
 use crate::inode::{Body, Inode, InodeTable, Meta};
 use crate::limits::{Budget, BOGO_INODE_SIZE};
 use crate::mem::{Clock, MemBudget, TierStats};
@@ -60,7 +60,7 @@ pub struct Filesystem {
     /// Inode space in bytes (`nr_inodes * 1024` when limited).
     ispace: Budget,
     /// Live inodes (not yet released).
-    live_inodes: AtomicU64,
+    live_inodes: Striped,
     /// Rank `Rename`: held by cross-directory renames; parent pointers change only under it.
     rename_lock: Mutex<()>,
     /// Refuse changes (`ro`); starts as `config.read_only`, switched by remount.
@@ -166,7 +166,7 @@ impl Filesystem {
             pager,
             threads: std::sync::Mutex::new(threads),
             ispace,
-            live_inodes: AtomicU64::new(0),
+            live_inodes: Striped::new(),
             rename_lock: Mutex::new(LockRank::Rename, ()),
             read_only: AtomicBool::new(config.read_only),
             config,
@@ -184,7 +184,7 @@ impl Filesystem {
             Body::Dir(DirBody::new(Ino::ROOT)),
         );
         fs.table.insert(Arc::new(root));
-        fs.live_inodes.fetch_add(1, Ordering::Relaxed);
+        fs.live_inodes.add(1);
         Ok(fs)
     }
 
@@ -436,7 +436,7 @@ impl Filesystem {
             resident_pages: Accounting::get(&self.pager.acct.resident),
             swapped_pages: Accounting::get(&self.pager.acct.swapped),
             reserved_pages: Accounting::get(&self.pager.acct.reserved),
-            inodes: self.live_inodes.load(Ordering::Relaxed),
+            inodes: self.live_inodes_count(),
             inode_space_used: self.ispace.used(),
             poisoned_pages: Accounting::get(&self.pager.acct.poisoned),
             page_pool_ram_bytes: pool.out_bytes + pool.free_hot_bytes,
@@ -546,11 +546,8 @@ impl Filesystem {
                 "per-file slots {sum:?} != counters ({resident}, {reserved}, {swapped}, {poisoned})"
             ));
         }
-        if live != self.live_inodes.load(Ordering::Relaxed) {
-            return Err(format!(
-                "live inodes {live} != counter {}",
-                self.live_inodes.load(Ordering::Relaxed)
-            ));
+        if live != self.live_inodes_count() {
+            return Err(format!("live inodes {live} != counter {}", self.live_inodes_count()));
         }
         if self.ispace.max().is_some() && ispace != self.ispace.used() {
             return Err(format!("inode space {ispace} != charged {}", self.ispace.used()));
@@ -570,6 +567,10 @@ impl Filesystem {
         } else {
             Ok(())
         }
+    }
+
+    fn live_inodes_count(&self) -> u64 {
+        u64::try_from(self.live_inodes.sum()).unwrap_or(0)
     }
 
     fn alloc_ino(&self) -> Ino {
@@ -594,7 +595,7 @@ impl Filesystem {
                 f.release_all(&self.pager);
             }
             self.ispace.uncharge(BOGO_INODE_SIZE + xattr_space);
-            self.live_inodes.fetch_sub(1, Ordering::Relaxed);
+            self.live_inodes.add(-1);
         }
         if drop_from_table {
             self.table.remove(inode.ino);

@@ -8,7 +8,7 @@ use crate::inode::{Body, Inode, Meta};
 use crate::limits::BOGO_INODE_SIZE;
 use crate::name::{self, NameKind};
 use crate::perm;
-use crate::sync::{Arc, Ordering};
+use crate::sync::Arc;
 use crate::types::{access, Attr, Ctx, Fh, Ino, OpenFlags, Timespec};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -103,7 +103,7 @@ impl Filesystem {
             )
         });
         self.table.insert(inode.clone());
-        self.live_inodes.fetch_add(1, Ordering::Relaxed);
+        self.live_inodes.add(1);
         let fh = match self.open_inode(&inode, flags) {
             Ok(fh) => fh,
             Err(e) => {
@@ -335,7 +335,7 @@ impl Filesystem {
         self.ispace.charge(BOGO_INODE_SIZE)?;
         let inode = self.build_inode(ctx, &dir_inode, mode, kind);
         self.table.insert(inode.clone());
-        self.live_inodes.fetch_add(1, Ordering::Relaxed);
+        self.live_inodes.add(1);
         body.insert(&mut d, name, inode.ino, inode.kind);
         let now = inode.meta.read().ctime;
         {

@@ -16,7 +16,7 @@ use crate::error::{FsError, Result};
 use crate::inode::{Body, Inode, Meta};
 use crate::limits::BOGO_INODE_SIZE;
 use crate::name::{self, NameKind};
-use crate::sync::{Arc, Ordering, WriteGuard};
+use crate::sync::{Arc, WriteGuard};
 use crate::types::{access, Ctx, FileKind, Ino, RenameFlags, Timespec};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -230,7 +230,7 @@ impl Filesystem {
             if flags.whiteout {
                 let wo = self.whiteout_inode(ctx, p.p1);
                 self.table.insert(wo.clone());
-                self.live_inodes.fetch_add(1, Ordering::Relaxed);
+                self.live_inodes.add(1);
                 p.b1.insert(g.first(), name, wo.ino, wo.kind);
             }
         }
