@@ -22,11 +22,13 @@ pub(crate) fn shard_of(n: u64, shards: usize) -> usize {
     ((n / BATCH) % shards as u64) as usize
 }
 
+/// A thread slot's current batch, `[next, end)`. Rank `IdBatch` (a leaf).
+type Batch = CachePadded<Mutex<(u64, u64)>>;
+
 /// A source of unique numbers.
 pub(crate) struct Ids {
     next: CachePadded<AtomicU64>,
-    /// Rank `IdBatch` (a leaf). Each slot's current batch: `[next, end)`.
-    slots: Box<[CachePadded<Mutex<(u64, u64)>>]>,
+    slots: Box<[Batch]>,
 }
 
 impl Ids {
