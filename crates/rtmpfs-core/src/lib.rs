@@ -35,8 +35,12 @@
 //!              └─ PageMap   slot lookups and transitions; never held across allocation,
 //!                  │        I/O, or a wait for memory
 //!                  └─ Frame one page's bytes
-//!                      └─ Budget → Swap   (swap tier)
+//!                      └─ Budget → ReadAhead → ReadAheadQueue → Swap   (swap tier)
+//!                                                          IdBatch   (leaf: ino/fh batches)
 //! ```
+//!
+//! The read-ahead locks are leaves taken with nothing above `FileIo` held; a reader waiting for
+//! a read-ahead window holds no lock, and the read-ahead thread never waits for a reader.
 //!
 //! Why this order makes the 2001 tmpfs deadlock impossible: the deadlock was a cycle *write
 //! holds the inode lock → fault on the source buffer needs page lookup → page lookup needs the

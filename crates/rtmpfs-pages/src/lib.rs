@@ -393,6 +393,11 @@ fn map_chunk() -> Result<usize, OutOfMemory> {
     // SAFETY: `ptr..ptr+len` is the mapping just made. NOHUGEPAGE only changes how the kernel
     // backs it; failure (a kernel without THP) is harmless and ignored.
     let _ = unsafe { rustix::mm::madvise(ptr, len, Advice::LinuxNoHugepage) };
+    // Fault the whole chunk in with one call rather than one page fault per 4 KiB as it is
+    // first written (a fresh 1 GiB file: a quarter of the daemon's time was fault handling).
+    // SAFETY: as above; POPULATE_WRITE only allocates the pages. Before Linux 5.14 it fails and
+    // the pages fault in one by one as before.
+    let _ = unsafe { rustix::mm::madvise(ptr, len, Advice::LinuxPopulateWrite) };
     Ok(ptr as usize)
 }
 
