@@ -517,9 +517,17 @@ impl FileData {
                     published.push((idx, frame.clone()));
                     Slot::Resident(frame.clone())
                 } else {
+                    // The slot still holds what was read: the copy really is bad.
+                    tracing::warn!(
+                        ino = self.ino,
+                        idx,
+                        slot = entry.slot,
+                        "swap page lost: read failed or did not authenticate"
+                    );
                     first_poisoned |= i == 0;
                     freed.push(entry.slot);
                     tier.stats.poisoned.fetch_add(1, Ordering::Relaxed);
+                    swap.stats.read_errors.fetch_add(1, Ordering::Relaxed);
                     Slot::Poisoned
                 };
                 let new_state = new.state();

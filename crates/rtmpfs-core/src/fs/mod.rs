@@ -14,6 +14,8 @@ mod rename;
 mod shuttle_tests;
 #[cfg(all(test, not(feature = "shuttle")))]
 mod swap_tests;
+#[cfg(test)]
+mod test_support;
 mod xattrs;
 
 pub use xattrs::{fit_xattr_reply, XattrFit};

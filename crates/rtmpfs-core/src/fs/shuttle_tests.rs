@@ -7,6 +7,8 @@
 
 use std::ffi::OsStr;
 
+use super::test_support::delete_and_check_empty;
+
 use crate::swap::MemorySwap;
 use crate::sync::{thread, Arc};
 use crate::{Config, Ctx, FallocateMode, Filesystem, OpenFlags, SetAttr, SwapConfig, PAGE_SIZE};
@@ -95,14 +97,7 @@ fn scenario() {
     // The truncate to P + 300 dropped every byte past it, and only the writer (up to 6100) writes
     // afterwards: past 6100 a non-zero byte would be stale data brought back.
     assert!(all[6100..].iter().all(|&b| b == 0), "stale bytes survived the truncate");
-    fs.release(fh).unwrap();
-    fs.unlink(&ctx, fs.root(), OsStr::new("f")).unwrap();
-    let u = fs.usage();
-    assert_eq!(
-        (u.charged_pages, u.swap_slots_used, u.frames_in_use),
-        (0, 0, 0),
-        "{u:?}"
-    );
+    delete_and_check_empty(&fs, fh, "f");
     fs.check_invariants().unwrap();
 }
 
@@ -156,14 +151,7 @@ fn overwrite_scenario() {
     assert!(all[..p].iter().all(|&b| b == 2), "the overwrite of page 0 was lost");
     assert!(all[p..2 * p].iter().all(|&b| b == all[p]) && [0, 2].contains(&all[p]));
     assert!(all[2 * p..].iter().all(|&b| b == 1), "page 2 changed");
-    fs.release(fh).unwrap();
-    fs.unlink(&ctx, fs.root(), OsStr::new("f")).unwrap();
-    let u = fs.usage();
-    assert_eq!(
-        (u.charged_pages, u.swap_slots_used, u.frames_in_use),
-        (0, 0, 0),
-        "{u:?}"
-    );
+    delete_and_check_empty(&fs, fh, "f");
 }
 
 #[test]
@@ -244,14 +232,7 @@ fn readahead_scenario() {
         let want = if i == 3 { 99 } else { 10 + i as u8 };
         assert!(page.iter().all(|&b| b == want), "page {i} holds {}", page[0]);
     }
-    fs.release(fh).unwrap();
-    fs.unlink(&ctx, fs.root(), OsStr::new("f")).unwrap();
-    let u = fs.usage();
-    assert_eq!(
-        (u.charged_pages, u.swap_slots_used, u.frames_in_use),
-        (0, 0, 0),
-        "{u:?}"
-    );
+    delete_and_check_empty(&fs, fh, "f");
 }
 
 #[test]

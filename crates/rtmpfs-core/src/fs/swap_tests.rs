@@ -1,6 +1,8 @@
 //! Tests of the RAM budget and the swap tier through the public API.
 
 use std::ffi::OsStr;
+
+use super::test_support::delete_and_check_empty;
 use std::time::{Duration, Instant};
 
 use crate::swap::{FaultySwap, FileSwap, MemorySwap, SwapBackend};
@@ -234,14 +236,7 @@ fn whole_page_overwrite_of_a_swapped_page_reads_nothing_back() {
     }
     // The dropped swap copies freed their slots: only pages evicted since hold one.
     assert!(fs.usage().swap_slots_used <= 6);
-    fs.release(fh).unwrap();
-    fs.unlink(&Ctx::root(), fs.root(), OsStr::new("f")).unwrap();
-    let u = fs.usage();
-    assert_eq!(
-        (u.charged_pages, u.swap_slots_used, u.frames_in_use),
-        (0, 0, 0),
-        "{u:?}"
-    );
+    delete_and_check_empty(&fs, fh, "f");
 }
 
 #[test]
@@ -277,14 +272,7 @@ fn sequential_reads_are_served_by_read_ahead() {
             assert_eq!(page, &page_pattern(chunk * 8 + j)[..], "page {}", chunk * 8 + j);
         }
     }
-    fs.release(fh).unwrap();
-    fs.unlink(&Ctx::root(), fs.root(), OsStr::new("f")).unwrap();
-    let u = fs.usage();
-    assert_eq!(
-        (u.charged_pages, u.swap_slots_used, u.frames_in_use),
-        (0, 0, 0),
-        "{u:?}"
-    );
+    delete_and_check_empty(&fs, fh, "f");
 }
 
 /// Read-ahead reads a window's slots in one I/O across gaps (freed slots here): with a backend

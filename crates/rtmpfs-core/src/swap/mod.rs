@@ -137,9 +137,10 @@ impl Swap {
     /// straight into `outs` (decrypted in place). `entries[i]` describes slot `first + i`; `None`
     /// is a gap: a slot read only to keep the I/O in one piece, whose bytes are ignored. Returns
     /// one result per slot (gaps always `Ok`); a page that failed leaves its `out` with undefined
-    /// bytes. If the one I/O fails and there are gaps (a gap slot may be unreadable, e.g. past
-    /// the end of the file), the stored pages' runs are read again on their own before anything
-    /// counts as failed. No engine lock may be held.
+    /// bytes. Failures are not counted here (see `FileData::swap_in`). If the one I/O fails and
+    /// there are gaps (a gap slot may be unreadable, e.g. past the end of the file), the stored
+    /// pages' runs are read again on their own before anything counts as failed. No engine lock
+    /// may be held.
     pub(crate) fn load_span(
         &self,
         first: u64,
@@ -155,9 +156,6 @@ impl Swap {
         if let Err(e) = self.backend.read_pages(first, outs) {
             if entries.iter().all(Option::is_some) {
                 tracing::warn!(first, pages = entries.len(), error = %e, "swap read failed");
-                self.stats
-                    .read_errors
-                    .fetch_add(entries.len() as u64, Ordering::Relaxed);
                 return vec![Err(()); entries.len()];
             }
             let mut start = 0;
@@ -171,9 +169,6 @@ impl Swap {
                     .unwrap_or(entries.len());
                 if let Err(e) = self.backend.read_pages(first + start as u64, &mut outs[start..end]) {
                     tracing::warn!(first = first + start as u64, pages = end - start, error = %e, "swap read failed");
-                    self.stats
-                        .read_errors
-                        .fetch_add((end - start) as u64, Ordering::Relaxed);
                     results[start..end].fill(Err(()));
                 }
                 start = end;
@@ -184,13 +179,9 @@ impl Swap {
                 continue;
             };
             if self.sealer.open(&mut page[..], *entry, *id).is_err() {
-                tracing::warn!(
-                    slot = entry.slot,
-                    ino = id.ino,
-                    idx = id.idx,
-                    "swap page failed authentication"
-                );
-                self.stats.read_errors.fetch_add(1, Ordering::Relaxed);
+                // Not counted or reported here: the slot may have been freed and reused since
+                // the caller looked (its page truncated or rewritten), and then the caller's
+                // compare-and-set drops this result. `swap_in` reports what it poisons.
                 *result = Err(());
             } else {
                 self.stats.reads.fetch_add(1, Ordering::Relaxed);
