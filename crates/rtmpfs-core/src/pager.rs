@@ -11,7 +11,7 @@ use rtmpfs_pages::{OutOfMemory, PageBuf};
 use crate::file::page_map::{Frame, Slot, PAGE};
 use crate::file::{EvictOutcome, EvictSnapshot};
 use crate::inode::Inode;
-use crate::mem::{Clock, ClockEntry, MemBudget, TierStats};
+use crate::mem::{Clock, ClockEntry, FrameCharge, MemBudget, TierStats};
 use crate::readahead;
 use crate::swap::{AlignedPage, PageId, StoreError, Swap};
 use crate::sync::{Arc, AtomicBool, Ordering, Weak};
@@ -92,7 +92,7 @@ impl Pager {
     /// # Errors
     /// `NoSpace` when the budget stays full (see `charge_frame`) or the host has no memory left.
     pub(crate) fn new_frame(&self, init: Option<&[u8; PAGE]>) -> Result<Arc<Frame>> {
-        let budget = self.charge_frame()?;
+        let charge = self.charge_frame()?;
         let page = match init {
             // The whole page is overwritten before the frame is visible: no need to zero it.
             Some(src) => PageBuf::for_overwrite().map(|mut p| {
@@ -101,37 +101,21 @@ impl Pager {
             }),
             None => PageBuf::zeroed(),
         };
-        match page {
-            Ok(page) => Ok(Frame::new(budget, page)),
-            Err(OutOfMemory) => {
-                if let Some(b) = budget {
-                    b.release();
-                }
-                Err(FsError::NoSpace)
-            }
-        }
+        Ok(Frame::new(charge, page.map_err(|OutOfMemory| FsError::NoSpace)?))
     }
 
     /// A buffer for a page read back from swap, charged to the RAM budget like a frame (the
     /// charge goes with it into `Frame::new`). Same preconditions and errors as `new_frame`.
-    pub(crate) fn new_swap_in_buffer(&self) -> Result<(Option<Arc<MemBudget>>, AlignedPage)> {
-        let budget = self.charge_frame()?;
-        match AlignedPage::for_overwrite() {
-            Ok(page) => Ok((budget, page)),
-            Err(OutOfMemory) => {
-                if let Some(b) = budget {
-                    b.release();
-                }
-                Err(FsError::NoSpace)
-            }
-        }
+    pub(crate) fn new_swap_in_buffer(&self) -> Result<(FrameCharge, AlignedPage)> {
+        let charge = self.charge_frame()?;
+        let page = AlignedPage::for_overwrite().map_err(|OutOfMemory| FsError::NoSpace)?;
+        Ok((charge, page))
     }
 
-    /// Charge one frame to the RAM budget, if there is one (returned, to be released when the
-    /// frame is dropped). See `new_frame`.
-    fn charge_frame(&self) -> Result<Option<Arc<MemBudget>>> {
+    /// Charge one frame to the RAM budget, if there is one. See `new_frame`.
+    fn charge_frame(&self) -> Result<FrameCharge> {
         let Some(tier) = &self.tier else {
-            return Ok(None);
+            return Ok(FrameCharge(None));
         };
         crate::sync::assert_not_held_at_or_above(crate::sync::LockRank::PageMap);
         let mut idle_waits = 0;
@@ -139,7 +123,7 @@ impl Pager {
         let mut fruitless = 0;
         loop {
             if tier.budget.try_charge() {
-                return Ok(Some(tier.budget.clone()));
+                return Ok(FrameCharge(Some(tier.budget.clone())));
             }
             tier.stats.direct_reclaims.fetch_add(1, Ordering::Relaxed);
             if tier.swap.is_none() {

@@ -464,15 +464,11 @@ impl FileData {
         let run = &run[..bufs.len()];
         let first_slot = run[0].1.slot;
         let span = usize::try_from(run[run.len() - 1].1.slot - first_slot + 1).unwrap_or(usize::MAX);
-        let gaps: Result<Vec<AlignedPage>, _> = (run.len()..span).map(|_| AlignedPage::for_overwrite()).collect();
-        let Ok(mut gaps) = gaps else {
-            for (budget, _) in bufs {
-                if let Some(b) = budget {
-                    b.release();
-                }
-            }
-            return Err(FsError::NoSpace);
-        };
+        // (On failure the charges in `bufs` go back as it is dropped.)
+        let mut gaps: Vec<AlignedPage> = (run.len()..span)
+            .map(|_| AlignedPage::for_overwrite())
+            .collect::<Result<_, _>>()
+            .map_err(|_| FsError::NoSpace)?;
         let mut entries = Vec::with_capacity(span);
         let mut outs: Vec<&mut AlignedPage> = Vec::with_capacity(span);
         {
@@ -501,7 +497,7 @@ impl FileData {
         // poisoned below) and goes straight back to the pool.
         let frames: Vec<Arc<Frame>> = bufs
             .into_iter()
-            .map(|(budget, page)| Frame::new(budget, page.into_page()))
+            .map(|(charge, page)| Frame::new(charge, page.into_page()))
             .collect();
         let mut first_poisoned = false;
         let mut published = Vec::with_capacity(run.len());

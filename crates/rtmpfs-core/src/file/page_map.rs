@@ -27,7 +27,7 @@ use std::collections::BTreeMap;
 
 use rtmpfs_pages::PageBuf;
 
-use crate::mem::MemBudget;
+use crate::mem::FrameCharge;
 use crate::swap::SwapEntry;
 use crate::sync::{Arc, AtomicBool, AtomicU64, LockRank, Mutex, Ordering, RwLock};
 use crate::types::PAGE_SIZE;
@@ -53,19 +53,18 @@ pub(crate) struct Frame {
     /// needs no I/O. Rank `Swap` (a leaf). Taken (and its slot freed) by the first change.
     origin: Mutex<Option<SwapEntry>>,
     /// The RAM budget this frame is charged to, released when it is dropped.
-    budget: Option<Arc<MemBudget>>,
+    _charge: FrameCharge,
 }
 
 impl Frame {
-    /// A frame holding `data`; `budget` must already be charged for it (released when the frame
-    /// is dropped).
-    pub(crate) fn new(budget: Option<Arc<MemBudget>>, data: PageBuf) -> Arc<Frame> {
+    /// A frame holding `data`, charged by `charge` (released when the frame is dropped).
+    pub(crate) fn new(charge: FrameCharge, data: PageBuf) -> Arc<Frame> {
         Arc::new(Frame {
             data: RwLock::new(LockRank::Frame, data),
             version: AtomicU64::new(0),
             referenced: AtomicBool::new(true),
             origin: Mutex::new(LockRank::Swap, None),
-            budget,
+            _charge: charge,
         })
     }
 
@@ -86,14 +85,6 @@ impl Frame {
 
     pub(crate) fn take_origin(&self) -> Option<SwapEntry> {
         self.origin.lock().take()
-    }
-}
-
-impl Drop for Frame {
-    fn drop(&mut self) {
-        if let Some(b) = &self.budget {
-            b.release();
-        }
     }
 }
 

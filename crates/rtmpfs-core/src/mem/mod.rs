@@ -18,9 +18,21 @@ pub(crate) mod clock;
 
 use std::time::Duration;
 
-use crate::sync::{AtomicBool, AtomicU64, Condvar, LockRank, Mutex, Ordering};
+use crate::sync::{Arc, AtomicBool, AtomicU64, Condvar, LockRank, Mutex, Ordering};
 
 pub(crate) use clock::{Clock, ClockEntry};
+
+/// One frame's charge against the RAM budget (`None` without a budget), given back when it is
+/// dropped: with the frame it went into, or on whatever path gave up before making one.
+pub(crate) struct FrameCharge(pub(crate) Option<Arc<MemBudget>>);
+
+impl Drop for FrameCharge {
+    fn drop(&mut self) {
+        if let Some(b) = &self.0 {
+            b.release();
+        }
+    }
+}
 
 /// Counts frames against the RAM budget, and parks threads waiting for a frame.
 pub(crate) struct MemBudget {
@@ -78,8 +90,8 @@ impl MemBudget {
         }
     }
 
-    /// Give back one frame (called from `Frame::drop`).
-    pub(crate) fn release(&self) {
+    /// Give back one frame (called when a `FrameCharge` is dropped).
+    fn release(&self) {
         let prev = self.used.fetch_sub(1, Ordering::AcqRel);
         debug_assert!(prev > 0, "frame budget released below zero");
         self.note_progress();
