@@ -115,6 +115,14 @@ impl Adapter {
         reply.entry(&self.opts.ttl, &file_attr(attr), Generation(attr.generation));
     }
 
+    /// Reply to an operation that makes or finds an entry: the entry, or the error.
+    fn reply_entry(&self, reply: ReplyEntry, result: Result<Attr, FsError>) {
+        match result {
+            Ok(a) => self.entry(reply, &a),
+            Err(e) => reply.error(reply_errno(e)),
+        }
+    }
+
     fn file_open_flags(&self) -> FopenFlags {
         // NOFLUSH: FLUSH has nothing to do here (no locks are kept by the daemon and errors are
         // reported by write itself), so the kernel may skip that round trip on every close. The
@@ -289,10 +297,10 @@ impl fuser::Filesystem for Adapter {
         if self.rofs() {
             return reply.error(Errno::EROFS);
         }
-        match self.fs.mknod(&ctx(req), ino(parent), name, mode, u64::from(rdev)) {
-            Ok(a) => self.entry(reply, &a),
-            Err(e) => reply.error(reply_errno(e)),
-        }
+        self.reply_entry(
+            reply,
+            self.fs.mknod(&ctx(req), ino(parent), name, mode, u64::from(rdev)),
+        );
     }
 
     fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
@@ -300,10 +308,7 @@ impl fuser::Filesystem for Adapter {
         if self.rofs() {
             return reply.error(Errno::EROFS);
         }
-        match self.fs.mkdir(&ctx(req), ino(parent), name, mode & 0o7777) {
-            Ok(a) => self.entry(reply, &a),
-            Err(e) => reply.error(reply_errno(e)),
-        }
+        self.reply_entry(reply, self.fs.mkdir(&ctx(req), ino(parent), name, mode & 0o7777));
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -313,10 +318,7 @@ impl fuser::Filesystem for Adapter {
         }
         // The kernel drops the victim's nlink and invalidates its attributes itself; the
         // protocol has no attributes in this reply.
-        match self.fs.unlink(&ctx(req), ino(parent), name) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(reply_errno(e)),
-        }
+        reply_empty(reply, self.fs.unlink(&ctx(req), ino(parent), name));
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -324,10 +326,7 @@ impl fuser::Filesystem for Adapter {
         if self.rofs() {
             return reply.error(Errno::EROFS);
         }
-        match self.fs.rmdir(&ctx(req), ino(parent), name) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(reply_errno(e)),
-        }
+        reply_empty(reply, self.fs.rmdir(&ctx(req), ino(parent), name));
     }
 
     fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
@@ -335,10 +334,10 @@ impl fuser::Filesystem for Adapter {
         if self.rofs() {
             return reply.error(Errno::EROFS);
         }
-        match self.fs.symlink(&ctx(req), ino(parent), link_name, target.as_os_str()) {
-            Ok(a) => self.entry(reply, &a),
-            Err(e) => reply.error(reply_errno(e)),
-        }
+        self.reply_entry(
+            reply,
+            self.fs.symlink(&ctx(req), ino(parent), link_name, target.as_os_str()),
+        );
     }
 
     fn rename(
@@ -357,10 +356,7 @@ impl fuser::Filesystem for Adapter {
         }
         let result = RenameFlags::from_libc(flags.bits())
             .and_then(|f| self.fs.rename(&ctx(req), ino(parent), name, ino(newparent), newname, f));
-        match result {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(reply_errno(e)),
-        }
+        reply_empty(reply, result);
     }
 
     fn link(&self, req: &Request, i: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
@@ -369,10 +365,7 @@ impl fuser::Filesystem for Adapter {
             return reply.error(Errno::EROFS);
         }
         // The entry carries the inode's fresh attributes (nlink, ctime) and adds a lookup.
-        match self.fs.link(&ctx(req), ino(i), ino(newparent), newname) {
-            Ok(a) => self.entry(reply, &a),
-            Err(e) => reply.error(reply_errno(e)),
-        }
+        self.reply_entry(reply, self.fs.link(&ctx(req), ino(i), ino(newparent), newname));
     }
 
     fn open(&self, req: &Request, i: INodeNo, flags: FuseOpenFlags, reply: ReplyOpen) {
@@ -468,18 +461,12 @@ impl fuser::Filesystem for Adapter {
         reply: ReplyEmpty,
     ) {
         self.count(Op::Release);
-        match self.fs.release(fh(h)) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(reply_errno(e)),
-        }
+        reply_empty(reply, self.fs.release(fh(h)));
     }
 
     fn fsync(&self, _req: &Request, _i: INodeNo, h: FileHandle, _datasync: bool, reply: ReplyEmpty) {
         self.count(Op::Other);
-        match self.fs.fsync(fh(h)) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(reply_errno(e)),
-        }
+        reply_empty(reply, self.fs.fsync(fh(h)));
     }
 
     fn opendir(&self, req: &Request, i: INodeNo, _flags: FuseOpenFlags, reply: ReplyOpen) {
@@ -522,18 +509,12 @@ impl fuser::Filesystem for Adapter {
 
     fn releasedir(&self, _req: &Request, _i: INodeNo, h: FileHandle, _flags: FuseOpenFlags, reply: ReplyEmpty) {
         self.count(Op::Release);
-        match self.fs.releasedir(fh(h)) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(reply_errno(e)),
-        }
+        reply_empty(reply, self.fs.releasedir(fh(h)));
     }
 
     fn fsyncdir(&self, _req: &Request, _i: INodeNo, h: FileHandle, _datasync: bool, reply: ReplyEmpty) {
         self.count(Op::Other);
-        match self.fs.fsync(fh(h)) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(reply_errno(e)),
-        }
+        reply_empty(reply, self.fs.fsync(fh(h)));
     }
 
     fn statfs(&self, _req: &Request, _i: INodeNo, reply: ReplyStatfs) {
@@ -562,10 +543,7 @@ impl fuser::Filesystem for Adapter {
             return reply.error(Errno::EINVAL);
         }
         let r = XattrSetMode::from_libc(flags).and_then(|m| self.fs.setxattr(&ctx(req), ino(i), name, value, m));
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(reply_errno(e)),
-        }
+        reply_empty(reply, r);
     }
 
     fn getxattr(&self, req: &Request, i: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
@@ -589,10 +567,7 @@ impl fuser::Filesystem for Adapter {
         if self.rofs() {
             return reply.error(Errno::EROFS);
         }
-        match self.fs.removexattr(&ctx(req), ino(i), name) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(reply_errno(e)),
-        }
+        reply_empty(reply, self.fs.removexattr(&ctx(req), ino(i), name));
     }
 
     fn access(&self, req: &Request, i: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
@@ -601,10 +576,7 @@ impl fuser::Filesystem for Adapter {
         if self.rofs() && mask.contains(AccessFlags::W_OK) {
             return reply.error(Errno::EROFS);
         }
-        match self.fs.access(&ctx(req), ino(i), mask.bits() as u32) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(reply_errno(e)),
-        }
+        reply_empty(reply, self.fs.access(&ctx(req), ino(i), mask.bits() as u32));
     }
 
     fn create(
@@ -658,10 +630,7 @@ impl fuser::Filesystem for Adapter {
             self.fs
                 .fallocate(&ctx_kernel_killed_privs(req), fh(h), offset, length, m)
         });
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(reply_errno(e)),
-        }
+        reply_empty(reply, r);
     }
 
     fn lseek(&self, _req: &Request, _i: INodeNo, h: FileHandle, offset: i64, whence: i32, reply: ReplyLseek) {
@@ -811,6 +780,14 @@ fn reply_xattr(reply: ReplyXattr, value: &[u8], size: u32) {
 }
 
 /// Answer a READ from the engine through this thread's buffer.
+/// Reply to an operation with no result but success: ok, or the error.
+fn reply_empty(reply: ReplyEmpty, result: Result<(), FsError>) {
+    match result {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(reply_errno(e)),
+    }
+}
+
 fn serve_read(fs: &Filesystem, h: Fh, offset: u64, size: u32, reply: ReplyData) {
     let size = size as usize;
     READ_BUF.with(|buf| {
