@@ -82,6 +82,9 @@ pub struct Adapter {
     swap_in: Option<SwapInPool>,
     /// Event loops serving a READ that waits on swap I/O themselves right now.
     inline_swap_ins: AtomicUsize,
+    /// `FUSE_HANDLE_KILLPRIV_V2` was negotiated: the daemon, not the kernel, clears set-id bits
+    /// on truncate, fallocate and copy_file_range (see [`Adapter::ctx_changing_data`]).
+    daemon_kills_privs: bool,
 }
 
 impl Adapter {
@@ -98,6 +101,22 @@ impl Adapter {
             stats,
             swap_in,
             inline_swap_ins: AtomicUsize::new(0),
+            daemon_kills_privs: false,
+        }
+    }
+
+    /// The caller's credentials for a change of a file's data other than WRITE (truncate,
+    /// fallocate, copy_file_range), which must clear set-user-ID/set-group-ID bits when the
+    /// caller lacks `CAP_FSETID`. Under `FUSE_HANDLE_KILLPRIV_V2` the kernel leaves that to us;
+    /// it says whether the caller lacks the capability with `FATTR_KILL_SUIDGID`, which fuser
+    /// 0.18 does not pass on, so the engine's own rule decides (`CAP_FSETID` exactly when
+    /// root). Without it the kernel has cleared them already (file_remove_privs sends a
+    /// SETATTR first), and the engine must leave the mode alone.
+    fn ctx_changing_data(&self, req: &Request) -> Ctx {
+        if self.daemon_kills_privs {
+            ctx(req)
+        } else {
+            ctx_kernel_killed_privs(req)
         }
     }
 
@@ -167,9 +186,10 @@ fn ino(i: INodeNo) -> Ino {
 }
 
 /// Capabilities we ask for when the kernel offers them; see `docs/fuse.md` for why each.
-/// Never ask for what fuser 0.18 cannot honour (SECURITY_CTX, CREATE_SUPP_GROUP,
-/// HANDLE_KILLPRIV_V2, ALLOW_IDMAP, OVER_IO_URING, HAS_RESEND, REQUEST_TIMEOUT, SETXATTR_EXT,
-/// POSIX_ACL without ACL support, locks without lock support).
+/// Never ask for what fuser 0.18 cannot honour (SECURITY_CTX, CREATE_SUPP_GROUP, ALLOW_IDMAP,
+/// OVER_IO_URING, HAS_RESEND, REQUEST_TIMEOUT, SETXATTR_EXT, POSIX_ACL without ACL support,
+/// locks without lock support). HANDLE_KILLPRIV_V2 is asked for in `init`: the engine clears
+/// set-id bits and capabilities itself on every path that needs it.
 fn wanted_capabilities(direct_io: bool) -> Vec<(InitFlags, &'static str)> {
     let mut v = vec![
         (InitFlags::FUSE_ATOMIC_O_TRUNC, "atomic_o_trunc"),
@@ -192,6 +212,10 @@ impl fuser::Filesystem for Adapter {
                 tracing::warn!("kernel does not offer FUSE capability {name}");
             }
         }
+        // Set-id and capability clearing in the daemon: it spares a GETXATTR of
+        // security.capability before every write(2) (see docs/fuse.md, "Who clears set-id
+        // bits"). A kernel without it (before 5.11) keeps clearing them itself.
+        self.daemon_kills_privs = config.add_capabilities(InitFlags::FUSE_HANDLE_KILLPRIV_V2).is_ok();
         if let Err(max) = config.set_max_write(MAX_IO) {
             let _ = config.set_max_write(max);
         }
@@ -266,10 +290,22 @@ impl fuser::Filesystem for Adapter {
             mtime: mtime.map(set_time),
             ctime: ctime.map(Timespec::from_system_time),
         };
-        // The kernel clears set-id bits on truncate and chown itself (as a mode change in this
-        // same request, after a GETATTR). The engine drops security.capability (Linux does on
-        // truncate and chown).
-        match self.fs.setattr(&ctx_kernel_killed_privs(req), ino(i), &set, h.map(fh)) {
+        // Under KILLPRIV_V2 the kernel turns its own privilege clearing (file_remove_privs
+        // before a change, and chown(-1, -1)) into a SETATTR that sets nothing: clear what a
+        // caller without CAP_FSETID must lose. Root keeps its bits (the kernel does not say
+        // whether this was a chown(-1, -1), which would clear them for root too: see
+        // docs/semantics.md).
+        if self.daemon_kills_privs && set == SetAttr::default() {
+            return match self.fs.remove_privs(&ctx(req), ino(i)) {
+                Ok(a) => reply.attr(&self.opts.ttl, &file_attr(&a)),
+                Err(e) => reply.error(reply_errno(e)),
+            };
+        }
+        // Set-id bits on truncate: see `ctx_changing_data`. On chown the engine clears them
+        // whoever asks (the kernel sends FATTR_KILL_SUIDGID unconditionally there, or, without
+        // KILLPRIV_V2, the mode change in this same request). The engine drops
+        // security.capability on truncate and chown, as Linux does.
+        match self.fs.setattr(&self.ctx_changing_data(req), ino(i), &set, h.map(fh)) {
             Ok(a) => reply.attr(&self.opts.ttl, &file_attr(&a)),
             Err(e) => reply.error(reply_errno(e)),
         }
@@ -428,16 +464,23 @@ impl fuser::Filesystem for Adapter {
         if self.rofs() {
             return reply.error(Errno::EROFS);
         }
-        // Who clears set-user-ID/set-group-ID on a write: on the cached path the kernel does,
-        // before the write (file_remove_privs sends a SETATTR), so the engine must not change
-        // the mode behind the kernel's back. In direct_io mode the kernel skips that and sets
-        // FUSE_WRITE_KILL_SUIDGID exactly when the writer lacks CAP_FSETID. The engine drops
-        // security.capability on every write, as Linux does.
-        let wctx = Ctx {
-            cap_fsetid: Some(!write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID)),
-            ..ctx(req)
+        // Who clears set-user-ID/set-group-ID on a write: the kernel sets
+        // FUSE_WRITE_KILL_SUIDGID exactly when the writer lacks CAP_FSETID, on the cached path
+        // under FUSE_HANDLE_KILLPRIV_V2 and on the direct path always; then the engine clears
+        // them. Otherwise the kernel has cleared them before the write (file_remove_privs
+        // sends a SETATTR). The engine drops security.capability on every write, as Linux
+        // does, except mmap writeback (FUSE_WRITE_CACHE): a store through a mapping clears
+        // nothing on Linux.
+        let r = if write_flags.contains(WriteFlags::FUSE_WRITE_CACHE) {
+            self.fs.write_back(fh(h), offset, data)
+        } else {
+            let wctx = Ctx {
+                cap_fsetid: Some(!write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID)),
+                ..ctx(req)
+            };
+            self.fs.write(&wctx, fh(h), offset, data)
         };
-        match self.fs.write(&wctx, fh(h), offset, data) {
+        match r {
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(reply_errno(e)),
         }
@@ -625,10 +668,10 @@ impl fuser::Filesystem for Adapter {
         if self.rofs() {
             return reply.error(Errno::EROFS);
         }
-        // file_modified() in the kernel has already cleared set-id bits (see `write`).
+        // Set-id bits: see `ctx_changing_data`.
         let r = FallocateMode::from_libc(mode).and_then(|m| {
             self.fs
-                .fallocate(&ctx_kernel_killed_privs(req), fh(h), offset, length, m)
+                .fallocate(&self.ctx_changing_data(req), fh(h), offset, length, m)
         });
         reply_empty(reply, r);
     }
@@ -669,10 +712,9 @@ impl fuser::Filesystem for Adapter {
             return reply.error(Errno::EINVAL);
         }
         // Like a write, a copy by a caller without CAP_FSETID clears set-id bits of the
-        // target; the kernel does that itself before sending the request (file_modified on
-        // the output), so the engine leaves the mode alone.
+        // target (see `ctx_changing_data`).
         match self.fs.copy_file_range(
-            &ctx_kernel_killed_privs(req),
+            &self.ctx_changing_data(req),
             fh(fh_in),
             offset_in,
             fh(fh_out),

@@ -64,10 +64,31 @@ impl Filesystem {
     pub fn write(&self, ctx: &Ctx, fh: Fh, offset: u64, data: &[u8]) -> Result<usize> {
         let h = self.writable(fh)?;
         let file = file_of(&h)?;
-        self.write_locked_io(ctx, &h, file, offset, data)
+        self.write_locked_io(Some(ctx), &h, file, offset, data)
     }
 
-    fn write_locked_io(&self, ctx: &Ctx, h: &Handle, file: &FileData, offset: u64, data: &[u8]) -> Result<usize> {
+    /// Write back data that a program stored through a shared mapping (what a FUSE server
+    /// receives as a `FUSE_WRITE_CACHE` write): as [`Filesystem::write`], but set-id bits and
+    /// `security.capability` stay, since a store through a mapping clears neither on Linux.
+    ///
+    /// # Errors
+    /// As [`Filesystem::write`].
+    pub fn write_back(&self, fh: Fh, offset: u64, data: &[u8]) -> Result<usize> {
+        let h = self.writable(fh)?;
+        let file = file_of(&h)?;
+        self.write_locked_io(None, &h, file, offset, data)
+    }
+
+    /// The write itself; `ctx` is the writer whose privileges decide the set-id clearing, or
+    /// `None` for mapping writeback, which clears nothing.
+    fn write_locked_io(
+        &self,
+        ctx: Option<&Ctx>,
+        h: &Handle,
+        file: &FileData,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<usize> {
         if data.is_empty() {
             return Ok(0);
         }
@@ -75,7 +96,15 @@ impl Filesystem {
         let offset = if h.flags.append { file.size() } else { offset };
         let n = file.write(&io, &self.pager, offset, data)?;
         drop(io);
-        self.after_modify(ctx, h);
+        match ctx {
+            Some(ctx) => self.after_modify(ctx, h),
+            None => {
+                let now = Timespec::now();
+                let mut m = h.inode.meta.write();
+                m.mtime = now;
+                m.ctime = now;
+            }
+        }
         Ok(n)
     }
 

@@ -249,6 +249,25 @@ impl Filesystem {
         Ok(inode.attr(&m))
     }
 
+    /// What Linux's `file_remove_privs` does for `ctx` on `ino`: clear set-user-ID and, when
+    /// group-executable, set-group-ID of a regular file unless `ctx` holds `CAP_FSETID`, and
+    /// drop `security.capability`; ctime becomes now. No permission is needed: the caller is
+    /// changing the file by other means it was allowed. (A FUSE server under
+    /// `FUSE_HANDLE_KILLPRIV_V2` receives this as a SETATTR that sets nothing.)
+    ///
+    /// # Errors
+    /// `ReadOnly`, `NotFound`.
+    pub fn remove_privs(&self, ctx: &Ctx, ino: Ino) -> Result<Attr> {
+        self.check_writable()?;
+        let inode = self.inode(ino)?;
+        let mut m = inode.meta.write();
+        let is_regular = inode.kind == FileKind::RegularFile;
+        m.perm &= !perm::setid_bits_to_kill_on_write(ctx, m.perm, is_regular);
+        self.kill_priv(&mut m);
+        m.ctime = Timespec::now();
+        Ok(inode.attr(&m))
+    }
+
     /// Change attributes, with Linux's rules: only the owner (or root) may chmod, chown to
     /// another user needs root, chgrp needs membership of the new group, explicit times need
     /// ownership, `UTIME_NOW` needs write permission; truncation needs write permission unless

@@ -179,3 +179,74 @@ fn lookup_ino_and_dot_of_a_file_take_references() {
     assert_eq!(fs.lookup_ino(attr.ino), Err(FsError::NotFound));
     assert_eq!(fs.lookup_ino(Ino(999_999)), Err(FsError::NotFound));
 }
+
+#[test]
+fn write_back_keeps_setid_bits_and_capability() {
+    let fs = fs_with(None, Some(100));
+    let root = Ctx::root();
+    let (attr, fh) = fs
+        .create(&root, fs.root(), OsStr::new("f"), 0o6775, OpenFlags::READ_WRITE)
+        .unwrap();
+    let cap = OsStr::new("security.capability");
+    fs.setxattr(&root, attr.ino, cap, b"\x01\x00\x00\x02", XattrSetMode::Upsert)
+        .unwrap();
+    let before = fs.getattr(attr.ino).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2));
+    assert_eq!(fs.write_back(fh, 4, b"mapped").unwrap(), 6);
+    let after = fs.getattr(attr.ino).unwrap();
+    assert_eq!(after.perm, 0o6775, "a store through a mapping clears no set-id bit");
+    assert_eq!(fs.getxattr(&root, attr.ino, cap).unwrap(), b"\x01\x00\x00\x02");
+    assert!(after.mtime > before.mtime && after.ctime > before.ctime);
+    assert_eq!(after.size, 10);
+    assert_eq!(fs.read_vec(fh, 4, 6).unwrap(), b"mapped");
+    // Not through a read-only handle.
+    let ro = fs.open(&root, attr.ino, OpenFlags::READ).unwrap();
+    assert_eq!(fs.write_back(ro, 0, b"x"), Err(FsError::BadHandle));
+}
+
+#[test]
+fn remove_privs_clears_like_file_remove_privs() {
+    let fs = fs_with(None, Some(100));
+    let root = Ctx::root();
+    let cap = OsStr::new("security.capability");
+    for (name, mode, who, want) in [
+        ("a", 0o6755, Ctx::user(5, 5), 0o755),
+        // Set-group-ID without group-execute is a locking mark, not a privilege: it stays.
+        ("b", 0o6745, Ctx::user(5, 5), 0o2745),
+        ("c", 0o6755, root.clone(), 0o6755),
+        (
+            "d",
+            0o6755,
+            Ctx {
+                cap_fsetid: Some(false),
+                ..Ctx::root()
+            },
+            0o755,
+        ),
+    ] {
+        let (attr, _) = fs
+            .create(&root, fs.root(), OsStr::new(name), mode, OpenFlags::READ_WRITE)
+            .unwrap();
+        fs.setxattr(&root, attr.ino, cap, b"\x01\x00\x00\x02", XattrSetMode::Upsert)
+            .unwrap();
+        let before = fs.getattr(attr.ino).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let a = fs.remove_privs(&who, attr.ino).unwrap();
+        assert_eq!(a.perm, want, "{name}");
+        assert_eq!(fs.getxattr(&root, attr.ino, cap), Err(FsError::NoData), "{name}");
+        assert!(a.ctime > before.ctime && a.mtime == before.mtime, "{name}");
+    }
+    // Directories keep set-group-ID (it is inheritance there, not a privilege).
+    let d = fs.mkdir(&root, fs.root(), OsStr::new("dir"), 0o775).unwrap();
+    let chmod = SetAttr {
+        mode: Some(0o2775),
+        ..SetAttr::default()
+    };
+    fs.setattr(&root, d.ino, &chmod, None).unwrap();
+    assert_eq!(fs.remove_privs(&Ctx::user(5, 5), d.ino).unwrap().perm, 0o2775);
+    fs.set_read_only(true);
+    assert_eq!(fs.remove_privs(&root, d.ino), Err(FsError::ReadOnly));
+    assert_eq!(fs.remove_privs(&root, Ino(999_999)), Err(FsError::ReadOnly));
+    fs.set_read_only(false);
+    assert_eq!(fs.remove_privs(&root, Ino(999_999)), Err(FsError::NotFound));
+}
