@@ -32,6 +32,8 @@ step() { # step NAME CMD...: run, count, keep going
 step install-tools scripts/install-test-tools.sh
 step fmt cargo fmt --all -- --check
 step clippy cargo clippy --workspace --all-targets --locked -- -D warnings
+# The engine built for shuttle (its model-checked locks) is code too.
+step clippy-shuttle cargo clippy -p rtmpfs-core --all-targets --locked --features shuttle -- -D warnings
 step cargo-test cargo test --workspace --locked
 step shuttle cargo test -p rtmpfs-core --locked --features shuttle shuttle
 step build-release cargo build --release --locked --workspace
