@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::{can_mount, Daemon, Tmpfs};
+use common::{can_mount, stat_of, Daemon, Tmpfs};
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -361,4 +361,24 @@ fn setid_and_capability_clearing_matches_kernel_tmpfs() {
     assert_eq!(find("Write by root on 6755").after, (0o6755, false));
     assert_eq!(find("Write by root on 755+cap").after, (0o755, false));
     assert_eq!(find("MmapWrite by user on 6777+cap").after, (0o6777, true));
+}
+
+/// The reason KILLPRIV_V2 is negotiated: without it the kernel sends a GETXATTR of
+/// `security.capability` before every `write(2)` (300 writes cost 300 GETXATTRs). With it, one
+/// per inode until something (a chmod, a `security.*` xattr) makes the kernel look again.
+#[test]
+fn writes_do_not_ask_for_security_capability() {
+    if !can_mount("writes_do_not_ask_for_security_capability") {
+        return;
+    }
+    let d = Daemon::start("");
+    let path = d.path().join("f");
+    let f = std::fs::File::create(&path).unwrap();
+    let before = stat_of(d.path(), "getxattr");
+    for i in 0..300u64 {
+        std::os::unix::fs::FileExt::write_all_at(&f, &[i as u8; 512], i * 512).unwrap();
+    }
+    let asked = stat_of(d.path(), "getxattr") - before;
+    assert!(asked <= 1, "300 writes sent {asked} GETXATTRs");
+    assert_eq!(stat_of(d.path(), "write"), 300);
 }

@@ -9,11 +9,10 @@
 
 mod common;
 
-use common::{can_mount, run, Daemon};
+use common::{can_mount, stat_of, Daemon};
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -66,30 +65,6 @@ fn direct_read_page(path: &Path, index: usize) -> std::io::Result<Vec<u8>> {
         }
         Ok(out)
     }
-}
-
-/// `rtmpfs --stats` of a mount, as (name, value) pairs.
-fn stats(mnt: &Path) -> Vec<(String, u64)> {
-    let out = run(
-        Command::new(common::rtmpfs_bin()).arg("--stats").arg(mnt),
-        Duration::from_secs(10),
-    );
-    assert!(out.status.success(), "rtmpfs --stats: {out:?}");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| {
-            let (k, v) = l.split_once(' ')?;
-            Some((k.to_string(), v.trim().parse().ok()?))
-        })
-        .collect()
-}
-
-fn stat_of(mnt: &Path, name: &str) -> u64 {
-    stats(mnt)
-        .into_iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v)
-        .unwrap_or_else(|| panic!("no {name} in rtmpfs --stats"))
 }
 
 /// Run `f` on a thread and fail the test if it has not returned within DEADLINE.

@@ -280,3 +280,28 @@ impl Tmpfs {
 pub fn errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
+
+/// `rtmpfs --stats` of a mount, as (name, value) pairs.
+pub fn stats(mnt: &Path) -> Vec<(String, u64)> {
+    let out = run(
+        Command::new(rtmpfs_bin()).arg("--stats").arg(mnt),
+        Duration::from_secs(10),
+    );
+    assert!(out.status.success(), "rtmpfs --stats: {out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once(' ')?;
+            Some((k.to_string(), v.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// One counter of `rtmpfs --stats`.
+pub fn stat_of(mnt: &Path, name: &str) -> u64 {
+    stats(mnt)
+        .into_iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v)
+        .unwrap_or_else(|| panic!("no {name} in rtmpfs --stats"))
+}
