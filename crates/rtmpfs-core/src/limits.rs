@@ -21,16 +21,21 @@ pub(crate) fn xattr_space(name_len: usize, value_len: usize) -> u64 {
     40 + name_len as u64 + value_len as u64
 }
 
-/// A counter with an optional ceiling, charged by compare-and-swap. The ceiling can change at
-/// run time (remount); `UNLIMITED` stands for none.
+/// A counter with an optional ceiling, charged by compare-and-swap. Whether there is a ceiling
+/// is fixed when the budget is made (tmpfs refuses to limit an unlimited instance on remount, and
+/// `size=0` means unlimited, so `Filesystem::set_limits` never adds or removes one); its value can
+/// change at run time (remount).
 ///
 /// Without a ceiling there is nothing to compare against, so charges and uncharges go to the
 /// calling thread's stripe of a `Striped` counter instead of one shared atomic (which every
-/// create and unlink would otherwise bounce between CPUs). With one, `used` is shared and exact;
-/// what was charged to stripes before a ceiling was set still counts against it.
+/// create and unlink would otherwise bounce between CPUs). With one, `used` is shared and exact,
+/// and the stripes stay unused.
 pub(crate) struct Budget {
+    /// The ceiling, or `UNLIMITED` for ever.
     max: AtomicU64,
+    /// Units charged, with a ceiling.
     used: CachePadded<AtomicU64>,
+    /// Units charged, without one.
     striped: Striped,
 }
 
@@ -52,12 +57,15 @@ impl Budget {
     }
 
     /// Change the ceiling (remount); the caller checked it is not below what is used.
-    pub(crate) fn set_max(&self, max: u64) {
+    ///
+    /// # Errors
+    /// `Invalid` for a budget made without a ceiling (which keeps none).
+    pub(crate) fn set_max(&self, max: u64) -> Result<()> {
+        if self.max().is_none() {
+            return Err(FsError::Invalid);
+        }
         self.max.store(max, Ordering::Relaxed);
-    }
-
-    fn striped_used(&self) -> u64 {
-        u64::try_from(self.striped.sum()).unwrap_or(0)
+        Ok(())
     }
 
     /// Charge `n` units, or fail with `NoSpace` and charge nothing.
@@ -66,13 +74,9 @@ impl Budget {
             self.striped.add(i64::try_from(n).map_err(|_| FsError::NoSpace)?);
             return Ok(());
         };
-        let striped = self.striped_used();
         let mut cur = self.used.load(Ordering::Relaxed);
         loop {
-            let next = cur
-                .checked_add(n)
-                .filter(|&v| v.saturating_add(striped) <= max)
-                .ok_or(FsError::NoSpace)?;
+            let next = cur.checked_add(n).filter(|&v| v <= max).ok_or(FsError::NoSpace)?;
             match self
                 .used
                 .compare_exchange_weak(cur, next, Ordering::Relaxed, Ordering::Relaxed)
@@ -85,32 +89,20 @@ impl Budget {
 
     /// Give back `n` units charged earlier.
     pub(crate) fn uncharge(&self, n: u64) {
-        let n_signed = i64::try_from(n).unwrap_or(i64::MAX);
         if self.max().is_none() {
-            self.striped.add(-n_signed);
+            self.striped.add(-i64::try_from(n).unwrap_or(i64::MAX));
             return;
         }
-        // Units charged to stripes before a ceiling was set come back there.
-        let mut cur = self.used.load(Ordering::Relaxed);
-        loop {
-            let take = cur.min(n);
-            match self
-                .used
-                .compare_exchange_weak(cur, cur - take, Ordering::Relaxed, Ordering::Relaxed)
-            {
-                Ok(_) => {
-                    if take < n {
-                        self.striped.add(-i64::try_from(n - take).unwrap_or(i64::MAX));
-                    }
-                    return;
-                }
-                Err(seen) => cur = seen,
-            }
-        }
+        let prev = self.used.fetch_sub(n, Ordering::Relaxed);
+        debug_assert!(prev >= n, "uncharge {n} below zero (was {prev})");
     }
 
     pub(crate) fn used(&self) -> u64 {
-        self.used.load(Ordering::Relaxed).saturating_add(self.striped_used())
+        if self.max().is_none() {
+            u64::try_from(self.striped.sum()).unwrap_or(0)
+        } else {
+            self.used.load(Ordering::Relaxed)
+        }
     }
 
     pub(crate) fn max(&self) -> Option<u64> {
@@ -141,16 +133,22 @@ mod tests {
     }
 
     #[test]
-    fn charges_made_while_unlimited_count_after_a_ceiling_is_set() {
+    fn a_ceiling_changes_but_is_never_added_to_an_unlimited_budget() {
         let b = Budget::new(None);
         b.charge(6).unwrap();
-        b.set_max(10);
-        assert_eq!(b.used(), 6);
-        assert_eq!(b.charge(5), Err(FsError::NoSpace));
-        b.charge(4).unwrap();
-        b.uncharge(10);
+        assert_eq!(b.set_max(10), Err(FsError::Invalid));
+        assert_eq!((b.max(), b.used()), (None, 6));
+        b.charge(1 << 40).unwrap();
+        b.uncharge((1 << 40) + 6);
         assert_eq!(b.used(), 0);
-        b.charge(10).unwrap();
+        let l = Budget::new(Some(10));
+        l.charge(6).unwrap();
+        l.set_max(8).unwrap();
+        assert_eq!(l.charge(3), Err(FsError::NoSpace));
+        l.charge(2).unwrap();
+        l.uncharge(8);
+        assert_eq!(l.used(), 0);
+        l.charge(8).unwrap();
     }
 
     #[test]

@@ -224,11 +224,12 @@ impl Filesystem {
                 }
             }
         }
+        // Checked above for both, so that a refused remount changes neither.
         if let Some(p) = pages {
-            self.pager.acct.pages.set_max(p);
+            self.pager.acct.pages.set_max(p)?;
         }
         if let Some(i) = ispace {
-            self.ispace.set_max(i);
+            self.ispace.set_max(i)?;
         }
         Ok(())
     }
