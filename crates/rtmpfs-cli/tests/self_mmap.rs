@@ -13,8 +13,6 @@
 mod common;
 
 use common::{can_mount, Daemon, Tmpfs};
-use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
@@ -32,7 +30,7 @@ struct Subject {
 
 impl Subject {
     fn create(dir: &Path, name: &str) -> Subject {
-        let p = CString::new(dir.join(name).as_os_str().as_bytes()).unwrap();
+        let p = common::c_path(&dir.join(name));
         // SAFETY: valid path; flags and mode are plain integers.
         let fd = unsafe { libc::open(p.as_ptr(), libc::O_RDWR | libc::O_CREAT | libc::O_TRUNC, 0o644) };
         assert!(fd >= 0, "open {name}: errno {}", common::errno());

@@ -12,21 +12,24 @@
 
 mod common;
 
-use common::{can_mount, stat_of, Daemon, Tmpfs};
+use common::{c_path, can_mount, stat_of, Daemon, Tmpfs};
 use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 const USER: u32 = 65534;
 const LEN: usize = 8192;
 
-/// A `vfs_cap_data` (revision 2) granting CAP_NET_RAW: a valid `security.capability` value.
-fn capability_value() -> Vec<u8> {
+/// Give `path` a file capability: a `vfs_cap_data` (revision 2) granting CAP_NET_RAW, a valid
+/// `security.capability` value.
+fn set_capability(path: &Path) {
     let mut v = Vec::with_capacity(20);
     v.extend_from_slice(&0x0200_0000u32.to_le_bytes());
     v.extend_from_slice(&(1u32 << 13).to_le_bytes());
     v.extend_from_slice(&[0; 12]);
-    v
+    let (p, name) = (c_path(path), CString::new("security.capability").unwrap());
+    // SAFETY: valid path and name; the value buffer outlives the call.
+    let r = unsafe { libc::setxattr(p.as_ptr(), name.as_ptr(), v.as_ptr().cast(), v.len(), 0) };
+    assert_eq!(r, 0, "setxattr security.capability: errno {}", common::errno());
 }
 
 /// What changes the file.
@@ -60,10 +63,6 @@ const CHANGES: [Change; 12] = [
     Change::ChownSame,
     Change::Utimens,
 ];
-
-fn cstr(p: &Path) -> CString {
-    CString::new(p.as_os_str().as_bytes()).unwrap()
-}
 
 /// Run `f` on a new thread whose credentials (only that thread's: raw syscalls, not glibc's
 /// process-wide wrappers) are `uid`/`uid` when given, which drops every capability; returns
@@ -99,7 +98,7 @@ fn errno_of(r: i64) -> i32 {
 
 /// Apply `change` to `path` (errno, 0 on success). `src` is a readable file for copies.
 fn apply(change: Change, path: &Path, src: &Path) -> i32 {
-    let p = cstr(path);
+    let p = c_path(path);
     let buf = [0x5au8; 100];
     // SAFETY: plain syscalls on valid paths, fds and buffers of the stated lengths; the
     // mapping is LEN bytes of a file at least LEN long, unmapped before return.
@@ -139,7 +138,7 @@ fn apply(change: Change, path: &Path, src: &Path) -> i32 {
                 ))
             }),
             Change::CopyFileRange => {
-                let s = cstr(src);
+                let s = c_path(src);
                 let sfd = libc::open(s.as_ptr(), libc::O_RDONLY);
                 assert!(sfd >= 0);
                 let e = with_fd(libc::O_WRONLY, &|fd| {
@@ -179,7 +178,7 @@ fn apply(change: Change, path: &Path, src: &Path) -> i32 {
 
 /// Mode bits (07777) and whether `security.capability` is present.
 fn probe(path: &Path) -> (u32, bool) {
-    let p = cstr(path);
+    let p = c_path(path);
     let name = CString::new("security.capability").unwrap();
     // SAFETY: valid path and name; a zeroed stat buffer; size-0 getxattr writes nothing.
     unsafe {
@@ -193,17 +192,14 @@ fn probe(path: &Path) -> (u32, bool) {
 /// A fresh file of LEN bytes owned by USER with `mode`, and the capability when asked.
 fn make_file(path: &Path, mode: u32, with_cap: bool) {
     std::fs::write(path, vec![1u8; LEN]).unwrap();
-    let p = cstr(path);
-    // SAFETY: valid path; the value buffer outlives the call.
+    let p = c_path(path);
+    // SAFETY: a valid path.
     unsafe {
         assert_eq!(libc::chown(p.as_ptr(), USER, USER), 0);
         assert_eq!(libc::chmod(p.as_ptr(), mode), 0);
-        if with_cap {
-            let name = CString::new("security.capability").unwrap();
-            let v = capability_value();
-            let r = libc::setxattr(p.as_ptr(), name.as_ptr(), v.as_ptr().cast(), v.len(), 0);
-            assert_eq!(r, 0, "setxattr security.capability: errno {}", common::errno());
-        }
+    }
+    if with_cap {
+        set_capability(path);
     }
 }
 
@@ -246,7 +242,7 @@ fn run_all(dir: &Path) -> Vec<Outcome> {
     let src = dir.join("src");
     std::fs::write(&src, vec![9u8; LEN]).unwrap();
     // SAFETY: valid path.
-    unsafe { libc::chmod(cstr(&src).as_ptr(), 0o644) };
+    unsafe { libc::chmod(c_path(&src).as_ptr(), 0o644) };
     let mut out = Vec::new();
     let mut n = 0;
     for change in CHANGES {
@@ -283,21 +279,13 @@ fn run_all(dir: &Path) -> Vec<Outcome> {
         make_file(&path, first_mode, false);
         let e1 = as_user(Some(USER), || apply(Change::Write, &path, &src));
         let after_first = probe(&path);
-        let p = cstr(&path);
-        // SAFETY: valid path and buffer.
-        unsafe {
-            match restore {
-                "cap" => {
-                    let name = CString::new("security.capability").unwrap();
-                    let v = capability_value();
-                    assert_eq!(
-                        libc::setxattr(p.as_ptr(), name.as_ptr(), v.as_ptr().cast(), v.len(), 0),
-                        0
-                    );
-                }
-                "chmod-truncate" => assert_eq!(libc::chmod(p.as_ptr(), 0o4755), 0),
-                _ => assert_eq!(libc::chmod(p.as_ptr(), 0o6755), 0),
-            }
+        let p = c_path(&path);
+        match restore {
+            "cap" => set_capability(&path),
+            // SAFETY: a valid path.
+            "chmod-truncate" => assert_eq!(unsafe { libc::chmod(p.as_ptr(), 0o4755) }, 0),
+            // SAFETY: a valid path.
+            _ => assert_eq!(unsafe { libc::chmod(p.as_ptr(), 0o6755) }, 0),
         }
         let restored = probe(&path);
         let second = if restore == "chmod-truncate" {

@@ -9,9 +9,8 @@
 
 mod common;
 
-use common::{can_mount, stat_of, Daemon};
+use common::{c_path, can_mount, stat_of, Daemon};
 use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -42,7 +41,7 @@ impl Drop for ContinueOnDrop {
 
 /// One 4 KiB page of `path` read with O_DIRECT (so the read reaches the daemon).
 fn direct_read_page(path: &Path, index: usize) -> std::io::Result<Vec<u8>> {
-    let p = CString::new(path.as_os_str().as_bytes()).unwrap();
+    let p = c_path(path);
     let layout = std::alloc::Layout::from_size_align(PAGE, PAGE).unwrap();
     // SAFETY: a valid path; the buffer is PAGE bytes, PAGE-aligned (O_DIRECT), freed below.
     unsafe {
@@ -159,7 +158,7 @@ fn swap_in_never_stalls_unrelated_requests() {
                 4 => assert_eq!(std::fs::read_dir(&d).unwrap().count(), 21),
                 5 => assert!(std::fs::metadata(d.join("sub")).unwrap().is_dir()),
                 6 => {
-                    let p = CString::new(d.join("e0").as_os_str().as_bytes()).unwrap();
+                    let p = c_path(&d.join("e0"));
                     let n = CString::new("user.k").unwrap();
                     let mut buf = [0u8; 8];
                     // SAFETY: valid path, name and buffers of the given sizes.
@@ -169,7 +168,7 @@ fn swap_in_never_stalls_unrelated_requests() {
                     }
                 }
                 7 => {
-                    let p = CString::new(root.as_os_str().as_bytes()).unwrap();
+                    let p = c_path(&root);
                     // SAFETY: valid path and a zeroed statfs buffer.
                     unsafe {
                         let mut s: libc::statfs = std::mem::zeroed();

@@ -134,6 +134,14 @@ impl Adapter {
         reply.entry(&self.opts.ttl, &file_attr(attr), Generation(attr.generation));
     }
 
+    /// Reply with an inode's attributes, or the error.
+    fn reply_attr(&self, reply: ReplyAttr, result: Result<Attr, FsError>) {
+        match result {
+            Ok(a) => reply.attr(&self.opts.ttl, &file_attr(&a)),
+            Err(e) => reply.error(reply_errno(e)),
+        }
+    }
+
     /// Reply to an operation that makes or finds an entry: the entry, or the error.
     fn reply_entry(&self, reply: ReplyEntry, result: Result<Attr, FsError>) {
         match result {
@@ -252,10 +260,7 @@ impl fuser::Filesystem for Adapter {
 
     fn getattr(&self, _req: &Request, i: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         self.count(Op::Getattr);
-        match self.fs.getattr(ino(i)) {
-            Ok(a) => reply.attr(&self.opts.ttl, &file_attr(&a)),
-            Err(e) => reply.error(reply_errno(e)),
-        }
+        self.reply_attr(reply, self.fs.getattr(ino(i)));
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -295,20 +300,17 @@ impl fuser::Filesystem for Adapter {
         // caller without CAP_FSETID must lose. Root keeps its bits (the kernel does not say
         // whether this was a chown(-1, -1), which would clear them for root too: see
         // docs/semantics.md).
-        if self.daemon_kills_privs && set == SetAttr::default() {
-            return match self.fs.remove_privs(&ctx(req), ino(i)) {
-                Ok(a) => reply.attr(&self.opts.ttl, &file_attr(&a)),
-                Err(e) => reply.error(reply_errno(e)),
-            };
-        }
-        // Set-id bits on truncate: see `ctx_changing_data`. On chown the engine clears them
-        // whoever asks (the kernel sends FATTR_KILL_SUIDGID unconditionally there, or, without
-        // KILLPRIV_V2, the mode change in this same request). The engine drops
+        //
+        // Otherwise, set-id bits on truncate: see `ctx_changing_data`. On chown the engine
+        // clears them whoever asks (the kernel sends FATTR_KILL_SUIDGID unconditionally there,
+        // or, without KILLPRIV_V2, the mode change in this same request). The engine drops
         // security.capability on truncate and chown, as Linux does.
-        match self.fs.setattr(&self.ctx_changing_data(req), ino(i), &set, h.map(fh)) {
-            Ok(a) => reply.attr(&self.opts.ttl, &file_attr(&a)),
-            Err(e) => reply.error(reply_errno(e)),
-        }
+        let r = if self.daemon_kills_privs && set == SetAttr::default() {
+            self.fs.remove_privs(&ctx(req), ino(i))
+        } else {
+            self.fs.setattr(&self.ctx_changing_data(req), ino(i), &set, h.map(fh))
+        };
+        self.reply_attr(reply, r);
     }
 
     fn readlink(&self, _req: &Request, i: INodeNo, reply: ReplyData) {

@@ -340,8 +340,6 @@ struct Control {
     fs: Arc<Filesystem>,
 }
 
-/// The engine's live figures, one `name value` line each (sizes in 4 KiB pages unless named
-/// `_bytes`): what `rtmpfs --stats MOUNTPOINT` prints after the request counters.
 /// Data pages (plus inodes) that must have gone since the last heap trim before the next.
 const TRIM_AFTER_PAGES: u64 = 4096;
 
@@ -380,6 +378,8 @@ fn start_heap_trimmer(fs: &Arc<Filesystem>) {
     }
 }
 
+/// The engine's live figures, one `name value` line each (sizes in 4 KiB pages unless named
+/// `_bytes`): what `rtmpfs --stats MOUNTPOINT` prints after the request counters.
 fn render_usage(u: &rtmpfs_core::Usage) -> String {
     let opt = |v: Option<u64>| v.map_or_else(|| "unlimited".to_string(), |n| n.to_string());
     let lines: [(&str, String); 22] = [

@@ -128,9 +128,14 @@ pub fn run(cmd: &mut Command, timeout: Duration) -> Output {
     }
 }
 
+/// `path` for a libc call.
+pub fn c_path(path: &Path) -> CString {
+    CString::new(path.as_os_str().as_bytes()).unwrap()
+}
+
 /// Lazily unmount whatever is at `path` (best effort).
 pub fn force_unmount(path: &Path) {
-    let c = CString::new(path.as_os_str().as_bytes()).unwrap();
+    let c = c_path(path);
     for _ in 0..4 {
         if mounted_at(path).is_none() {
             return;

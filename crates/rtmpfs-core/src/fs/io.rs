@@ -96,26 +96,21 @@ impl Filesystem {
         let offset = if h.flags.append { file.size() } else { offset };
         let n = file.write(&io, &self.pager, offset, data)?;
         drop(io);
-        match ctx {
-            Some(ctx) => self.after_modify(ctx, h),
-            None => {
-                let now = Timespec::now();
-                let mut m = h.inode.meta.write();
-                m.mtime = now;
-                m.ctime = now;
-            }
-        }
+        self.after_modify(ctx, h);
         Ok(n)
     }
 
-    /// mtime/ctime and set-id clearing after data changed through a handle.
-    fn after_modify(&self, ctx: &Ctx, h: &Handle) {
+    /// mtime/ctime after data changed through a handle, and the set-id and capability clearing
+    /// of a change by `ctx` (`None`: mapping writeback, which clears nothing).
+    fn after_modify(&self, ctx: Option<&Ctx>, h: &Handle) {
         let now = Timespec::now();
         let mut m = h.inode.meta.write();
         m.mtime = now;
         m.ctime = now;
-        m.perm &= !perm::setid_bits_to_kill_on_write(ctx, m.perm, true);
-        self.kill_priv(&mut m);
+        if let Some(ctx) = ctx {
+            m.perm &= !perm::setid_bits_to_kill_on_write(ctx, m.perm, true);
+            self.kill_priv(&mut m);
+        }
     }
 
     /// `fallocate(2)`: reserve a range (extending the size unless `KeepSize`), or punch a hole.
@@ -149,7 +144,7 @@ impl Filesystem {
             FallocateMode::PunchHole => file.punch(&io, &self.pager, offset, len)?,
         }
         drop(io);
-        self.after_modify(ctx, &h);
+        self.after_modify(Some(ctx), &h);
         Ok(())
     }
 
@@ -227,7 +222,7 @@ impl Filesystem {
             }
         }
         if done > 0 {
-            self.after_modify(ctx, &hout);
+            self.after_modify(Some(ctx), &hout);
             self.touch_atime(&hin.inode, hin.flags.noatime);
         }
         Ok(done)
