@@ -5,6 +5,15 @@ use std::ffi::OsStr;
 
 use crate::{Config, Ctx, Filesystem, FsError, Ino, OpenFlags, SetAttr, XattrSetMode, PAGE_SIZE};
 
+/// The file capability the tests give files, and its xattr name.
+const CAP: &str = "security.capability";
+const CAP_VALUE: &[u8] = b"\x01\x00\x00\x02";
+
+fn set_cap(fs: &Filesystem, ino: Ino) {
+    fs.setxattr(&Ctx::root(), ino, OsStr::new(CAP), CAP_VALUE, XattrSetMode::Upsert)
+        .unwrap();
+}
+
 fn fs_with(size_pages: Option<u64>, inodes: Option<u64>) -> Filesystem {
     Filesystem::new(Config {
         size_bytes: size_pages.map(|p| p * PAGE_SIZE),
@@ -104,12 +113,9 @@ fn security_capability_is_dropped_on_write_truncate_and_chown() {
     let (attr, fh) = fs
         .create(&root, fs.root(), OsStr::new("f"), 0o755, OpenFlags::READ_WRITE)
         .unwrap();
-    let cap = OsStr::new("security.capability");
+    let cap = OsStr::new(CAP);
     let before = fs.usage().inode_space_used;
-    let set = || {
-        fs.setxattr(&root, attr.ino, cap, b"\x01\x00\x00\x02", XattrSetMode::Upsert)
-            .unwrap()
-    };
+    let set = || set_cap(&fs, attr.ino);
     set();
     fs.setxattr(&root, attr.ino, OsStr::new("user.keep"), b"v", XattrSetMode::Upsert)
         .unwrap();
@@ -187,15 +193,14 @@ fn write_back_keeps_setid_bits_and_capability() {
     let (attr, fh) = fs
         .create(&root, fs.root(), OsStr::new("f"), 0o6775, OpenFlags::READ_WRITE)
         .unwrap();
-    let cap = OsStr::new("security.capability");
-    fs.setxattr(&root, attr.ino, cap, b"\x01\x00\x00\x02", XattrSetMode::Upsert)
-        .unwrap();
+    let cap = OsStr::new(CAP);
+    set_cap(&fs, attr.ino);
     let before = fs.getattr(attr.ino).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(2));
     assert_eq!(fs.write_back(fh, 4, b"mapped").unwrap(), 6);
     let after = fs.getattr(attr.ino).unwrap();
     assert_eq!(after.perm, 0o6775, "a store through a mapping clears no set-id bit");
-    assert_eq!(fs.getxattr(&root, attr.ino, cap).unwrap(), b"\x01\x00\x00\x02");
+    assert_eq!(fs.getxattr(&root, attr.ino, cap).unwrap(), CAP_VALUE);
     assert!(after.mtime > before.mtime && after.ctime > before.ctime);
     assert_eq!(after.size, 10);
     assert_eq!(fs.read_vec(fh, 4, 6).unwrap(), b"mapped");
@@ -208,7 +213,7 @@ fn write_back_keeps_setid_bits_and_capability() {
 fn remove_privs_clears_like_file_remove_privs() {
     let fs = fs_with(None, Some(100));
     let root = Ctx::root();
-    let cap = OsStr::new("security.capability");
+    let cap = OsStr::new(CAP);
     for (name, mode, who, want) in [
         ("a", 0o6755, Ctx::user(5, 5), 0o755),
         // Set-group-ID without group-execute is a locking mark, not a privilege: it stays.
@@ -227,8 +232,7 @@ fn remove_privs_clears_like_file_remove_privs() {
         let (attr, _) = fs
             .create(&root, fs.root(), OsStr::new(name), mode, OpenFlags::READ_WRITE)
             .unwrap();
-        fs.setxattr(&root, attr.ino, cap, b"\x01\x00\x00\x02", XattrSetMode::Upsert)
-            .unwrap();
+        set_cap(&fs, attr.ino);
         let before = fs.getattr(attr.ino).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(2));
         let a = fs.remove_privs(&who, attr.ino).unwrap();
