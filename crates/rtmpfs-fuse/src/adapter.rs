@@ -472,7 +472,8 @@ impl fuser::Filesystem for Adapter {
         // them. Otherwise the kernel has cleared them before the write (file_remove_privs
         // sends a SETATTR). The engine drops security.capability on every write, as Linux
         // does, except mmap writeback (FUSE_WRITE_CACHE): a store through a mapping clears
-        // nothing on Linux.
+        // nothing on Linux. The kernel applied O_APPEND (and F_SETFL, RWF_NOAPPEND) itself, so
+        // the offset it sends is where the data goes: `write_at`, never the handle's open flags.
         let r = if write_flags.contains(WriteFlags::FUSE_WRITE_CACHE) {
             self.fs.write_back(fh(h), offset, data)
         } else {
@@ -480,7 +481,7 @@ impl fuser::Filesystem for Adapter {
                 cap_fsetid: Some(!write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID)),
                 ..ctx(req)
             };
-            self.fs.write(&wctx, fh(h), offset, data)
+            self.fs.write_at(&wctx, fh(h), offset, data)
         };
         match r {
             Ok(n) => reply.written(n as u32),
@@ -714,8 +715,9 @@ impl fuser::Filesystem for Adapter {
             return reply.error(Errno::EINVAL);
         }
         // Like a write, a copy by a caller without CAP_FSETID clears set-id bits of the
-        // target (see `ctx_changing_data`).
-        match self.fs.copy_file_range(
+        // target (see `ctx_changing_data`). The kernel refused an O_APPEND target itself
+        // (generic_copy_file_checks, seeing F_SETFL changes), so the engine does not check.
+        match self.fs.copy_file_range_at(
             &self.ctx_changing_data(req),
             fh(fh_in),
             offset_in,

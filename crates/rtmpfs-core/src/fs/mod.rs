@@ -8,6 +8,8 @@ mod handles;
 mod io;
 mod namespace;
 #[cfg(all(test, not(feature = "shuttle")))]
+mod parity_tests;
+#[cfg(all(test, not(feature = "shuttle")))]
 mod remount_tests;
 mod rename;
 #[cfg(all(test, feature = "shuttle"))]

@@ -1,0 +1,148 @@
+//! Behaviours where rtmpfs once differed from kernel tmpfs (issue 10), each run over the mount
+//! and on a kernel tmpfs (the oracle) in the same run; the two transcripts must be identical.
+//!
+//! Every scenario returns lines of text describing what it saw (return values, errnos, bytes,
+//! modes, times); a scenario knows nothing of which filesystem it runs on.
+
+mod common;
+
+use common::{c_path, can_mount, Daemon, Tmpfs};
+use std::path::Path;
+
+/// Open `path` with `flags` (mode 0644 when created); panics on failure.
+fn open(path: &Path, flags: i32) -> i32 {
+    let p = c_path(path);
+    // SAFETY: valid NUL-terminated path; flags and mode are plain integers.
+    let fd = unsafe { libc::open(p.as_ptr(), flags | libc::O_CLOEXEC, 0o644) };
+    assert!(fd >= 0, "open {}: errno {}", path.display(), common::errno());
+    fd
+}
+
+fn close(fd: i32) {
+    // SAFETY: closing our own fd once.
+    unsafe { libc::close(fd) };
+}
+
+/// `pwrite` as text: the count, or the errno.
+fn pwrite(fd: i32, data: &[u8], off: i64) -> String {
+    // SAFETY: `data` is a valid buffer of its length.
+    let r = unsafe { libc::pwrite(fd, data.as_ptr().cast(), data.len(), off) };
+    ret(r as i64)
+}
+
+/// A return value as text: the value, or `-1 errno N`.
+fn ret(r: i64) -> String {
+    if r < 0 {
+        format!("-1 errno {}", common::errno())
+    } else {
+        r.to_string()
+    }
+}
+
+/// The whole file as text (read through a fresh descriptor).
+fn content(path: &Path) -> String {
+    String::from_utf8_lossy(&std::fs::read(path).unwrap()).into_owned()
+}
+
+/// Run `scenario` on a kernel tmpfs and on rtmpfs (mounted with `opts`); the transcripts must
+/// be the same.
+fn same_as_tmpfs(test: &str, opts: &str, scenario: impl Fn(&Path) -> Vec<String>) {
+    if !can_mount(test) {
+        return;
+    }
+    let tmpfs = Tmpfs::mount("size=64m");
+    let want = scenario(tmpfs.path());
+    let daemon = Daemon::start(opts);
+    let got = scenario(daemon.path());
+    for (w, g) in want.iter().zip(&got) {
+        eprintln!("tmpfs : {w}\nrtmpfs: {g}");
+    }
+    assert_eq!(want, got, "rtmpfs ({opts}) differs from kernel tmpfs");
+}
+
+/// Item 1: after `fcntl(F_SETFL)` clears O_APPEND, a pwrite lands at its offset.
+fn append_cleared_by_setfl(dir: &Path) -> Vec<String> {
+    let path = dir.join("setfl");
+    std::fs::write(&path, "abcdef").unwrap();
+    let fd = open(&path, libc::O_RDWR | libc::O_APPEND);
+    let mut out = vec![format!("append: {}", pwrite(fd, b"12", 0))];
+    // SAFETY: plain fcntl on our fd.
+    let r = unsafe { libc::fcntl(fd, libc::F_SETFL, 0) };
+    out.push(format!("setfl: {}", ret(r.into())));
+    out.push(format!("at 0: {}", pwrite(fd, b"XY", 0)));
+    // SAFETY: plain fcntl on our fd.
+    let r = unsafe { libc::fcntl(fd, libc::F_SETFL, libc::O_APPEND) };
+    out.push(format!("setfl append: {}", ret(r.into())));
+    out.push(format!("append again: {}", pwrite(fd, b"34", 0)));
+    close(fd);
+    out.push(format!("content: {}", content(&path)));
+    out
+}
+
+/// Item 1: `pwritev2(RWF_NOAPPEND)` on an O_APPEND descriptor writes at the offset.
+fn rwf_noappend(dir: &Path) -> Vec<String> {
+    let path = dir.join("noappend");
+    std::fs::write(&path, "abcdef").unwrap();
+    let fd = open(&path, libc::O_WRONLY | libc::O_APPEND);
+    let data = b"XY";
+    let iov = libc::iovec {
+        iov_base: data.as_ptr() as *mut libc::c_void,
+        iov_len: data.len(),
+    };
+    // SAFETY: one valid iovec over `data`.
+    let r = unsafe { libc::pwritev2(fd, &iov, 1, 1, libc::RWF_NOAPPEND) };
+    let mut out = vec![format!("pwritev2 noappend at 1: {}", ret(r as i64))];
+    // SAFETY: as above.
+    let r = unsafe { libc::pwritev2(fd, &iov, 1, 1, 0) };
+    out.push(format!("pwritev2 at 1: {}", ret(r as i64)));
+    close(fd);
+    out.push(format!("content: {}", content(&path)));
+    out
+}
+
+/// Item 1: copy_file_range into a descriptor whose O_APPEND was cleared by F_SETFL works (with
+/// O_APPEND set it is EBADF).
+fn copy_into_cleared_append(dir: &Path) -> Vec<String> {
+    let (src, dst) = (dir.join("cfr_src"), dir.join("cfr_dst"));
+    std::fs::write(&src, "0123456789").unwrap();
+    std::fs::write(&dst, "abcdefghij").unwrap();
+    let fin = open(&src, libc::O_RDONLY);
+    let fout = open(&dst, libc::O_WRONLY | libc::O_APPEND);
+    let copy = || {
+        let (mut oi, mut oo) = (0i64, 2i64);
+        // SAFETY: valid fds and offsets.
+        ret(unsafe { libc::copy_file_range(fin, &mut oi, fout, &mut oo, 3, 0) } as i64)
+    };
+    let mut out = vec![format!("with O_APPEND: {}", copy())];
+    // SAFETY: plain fcntl on our fd.
+    unsafe { libc::fcntl(fout, libc::F_SETFL, 0) };
+    out.push(format!("after F_SETFL: {}", copy()));
+    close(fin);
+    close(fout);
+    out.push(format!("content: {}", content(&dst)));
+    out
+}
+
+#[test]
+fn o_append_cleared_by_setfl_matches_tmpfs() {
+    same_as_tmpfs("o_append_cleared_by_setfl_matches_tmpfs", "", append_cleared_by_setfl);
+}
+
+#[test]
+fn rwf_noappend_matches_tmpfs() {
+    same_as_tmpfs("rwf_noappend_matches_tmpfs", "", rwf_noappend);
+}
+
+#[test]
+fn rwf_noappend_direct_io_matches_tmpfs() {
+    same_as_tmpfs("rwf_noappend_direct_io_matches_tmpfs", "direct_io", rwf_noappend);
+}
+
+#[test]
+fn copy_file_range_into_cleared_append_matches_tmpfs() {
+    same_as_tmpfs(
+        "copy_file_range_into_cleared_append_matches_tmpfs",
+        "",
+        copy_into_cleared_append,
+    );
+}
