@@ -120,6 +120,28 @@ impl Adapter {
         }
     }
 
+    /// [`Adapter::ctx_changing_data`] for a change of inode `i`, with the supplementary groups
+    /// when they decide its set-group-ID bit.
+    fn ctx_changing_data_of(&self, req: &Request, i: Ino) -> Ctx {
+        self.with_groups_for_setid(req, self.ctx_changing_data(req), i)
+    }
+
+    /// `c` with the caller's supplementary groups filled in when they decide a set-group-ID
+    /// clearing on `i`: the file has set-group-ID without group-execute and is not of the
+    /// caller's primary group, so Linux keeps the bit only for a member of its group
+    /// (`setattr_should_drop_sgid`). FUSE sends no supplementary groups; they are read from
+    /// /proc for this rare case only (a process gone meanwhile counts as in no group).
+    fn with_groups_for_setid(&self, req: &Request, mut c: Ctx, i: Ino) -> Ctx {
+        let needs = self
+            .fs
+            .getattr(i)
+            .is_ok_and(|a| a.perm & (libc::S_ISGID | 0o010) == libc::S_ISGID && a.gid != req.gid() && !c.has_fsetid());
+        if needs {
+            c.groups = supplementary_groups(req.pid());
+        }
+        c
+    }
+
     fn count(&self, op: Op) {
         self.stats.count(op);
     }
@@ -168,6 +190,17 @@ impl Adapter {
 /// `CAP_FSETID` is unknown here (the engine's rule: exactly when root).
 fn ctx(req: &Request) -> Ctx {
     Ctx::user(req.uid(), req.gid())
+}
+
+/// The supplementary groups of thread `tid` (the `Groups:` line of /proc/TID/status; FUSE's
+/// request pid is the calling thread's id, and credentials are per thread); empty if unknown.
+fn supplementary_groups(tid: u32) -> Vec<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Groups:"))
+        .map(|g| g.split_whitespace().filter_map(|x| x.parse().ok()).collect())
+        .unwrap_or_default()
 }
 
 /// The caller's credentials for a data change after which the *kernel* has already cleared the
@@ -306,9 +339,11 @@ impl fuser::Filesystem for Adapter {
         // or, without KILLPRIV_V2, the mode change in this same request). The engine drops
         // security.capability on truncate and chown, as Linux does.
         let r = if self.daemon_kills_privs && set == SetAttr::default() {
-            self.fs.remove_privs(&ctx(req), ino(i))
+            let c = self.with_groups_for_setid(req, ctx(req), ino(i));
+            self.fs.remove_privs(&c, ino(i))
         } else {
-            self.fs.setattr(&self.ctx_changing_data(req), ino(i), &set, h.map(fh))
+            let c = self.with_groups_for_setid(req, self.ctx_changing_data(req), ino(i));
+            self.fs.setattr(&c, ino(i), &set, h.map(fh))
         };
         self.reply_attr(reply, r);
     }
@@ -412,7 +447,12 @@ impl fuser::Filesystem for Adapter {
         if self.rofs() && (of.write || of.truncate) {
             return reply.error(Errno::EROFS);
         }
-        match self.fs.open(&ctx(req), ino(i), of) {
+        let c = if of.truncate {
+            self.with_groups_for_setid(req, ctx(req), ino(i))
+        } else {
+            ctx(req)
+        };
+        match self.fs.open(&c, ino(i), of) {
             Ok(h) => reply.opened(FileHandle(h.0), self.file_open_flags()),
             Err(e) => reply.error(reply_errno(e)),
         }
@@ -453,7 +493,7 @@ impl fuser::Filesystem for Adapter {
     fn write(
         &self,
         req: &Request,
-        _i: INodeNo,
+        i: INodeNo,
         h: FileHandle,
         offset: u64,
         data: &[u8],
@@ -477,9 +517,15 @@ impl fuser::Filesystem for Adapter {
         let r = if write_flags.contains(WriteFlags::FUSE_WRITE_CACHE) {
             self.fs.write_back(fh(h), offset, data)
         } else {
+            let kill = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
             let wctx = Ctx {
-                cap_fsetid: Some(!write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID)),
+                cap_fsetid: Some(!kill),
                 ..ctx(req)
+            };
+            let wctx = if kill {
+                self.with_groups_for_setid(req, wctx, ino(i))
+            } else {
+                wctx
             };
             self.fs.write_at(&wctx, fh(h), offset, data)
         };
@@ -660,7 +706,7 @@ impl fuser::Filesystem for Adapter {
     fn fallocate(
         &self,
         req: &Request,
-        _i: INodeNo,
+        i: INodeNo,
         h: FileHandle,
         offset: u64,
         length: u64,
@@ -674,7 +720,7 @@ impl fuser::Filesystem for Adapter {
         // Set-id bits: see `ctx_changing_data`.
         let r = FallocateMode::from_libc(mode).and_then(|m| {
             self.fs
-                .fallocate(&self.ctx_changing_data(req), fh(h), offset, length, m)
+                .fallocate(&self.ctx_changing_data_of(req, ino(i)), fh(h), offset, length, m)
         });
         reply_empty(reply, r);
     }
@@ -700,7 +746,7 @@ impl fuser::Filesystem for Adapter {
         _ino_in: INodeNo,
         fh_in: FileHandle,
         offset_in: u64,
-        _ino_out: INodeNo,
+        ino_out: INodeNo,
         fh_out: FileHandle,
         offset_out: u64,
         len: u64,
@@ -718,7 +764,7 @@ impl fuser::Filesystem for Adapter {
         // target (see `ctx_changing_data`). The kernel refused an O_APPEND target itself
         // (generic_copy_file_checks, seeing F_SETFL changes), so the engine does not check.
         match self.fs.copy_file_range_at(
-            &self.ctx_changing_data(req),
+            &self.ctx_changing_data_of(req, ino(ino_out)),
             fh(fh_in),
             offset_in,
             fh(fh_out),

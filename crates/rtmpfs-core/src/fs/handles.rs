@@ -94,7 +94,7 @@ impl Filesystem {
                 let mut m = inode.meta.write();
                 m.mtime = now;
                 m.ctime = now;
-                m.perm &= !perm::setid_bits_to_kill_on_write(ctx, m.perm, true);
+                m.perm &= !perm::setid_bits_to_kill_on_write(ctx, m.perm, m.gid, true);
                 self.kill_priv(&mut m);
             }
         }

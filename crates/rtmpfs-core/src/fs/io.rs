@@ -125,7 +125,7 @@ impl Filesystem {
         m.mtime = now;
         m.ctime = now;
         if let Some(ctx) = ctx {
-            m.perm &= !perm::setid_bits_to_kill_on_write(ctx, m.perm, true);
+            m.perm &= !perm::setid_bits_to_kill_on_write(ctx, m.perm, m.gid, true);
             self.kill_priv(&mut m);
         }
     }

@@ -265,7 +265,7 @@ impl Filesystem {
         let inode = self.inode(ino)?;
         let mut m = inode.meta.write();
         let is_regular = inode.kind == FileKind::RegularFile;
-        m.perm &= !perm::setid_bits_to_kill_on_write(ctx, m.perm, is_regular);
+        m.perm &= !perm::setid_bits_to_kill_on_write(ctx, m.perm, m.gid, is_regular);
         self.kill_priv(&mut m);
         m.ctime = Timespec::now();
         Ok(inode.attr(&m))
@@ -316,7 +316,7 @@ impl Filesystem {
         let mut m = inode.meta.write();
         if size_changed {
             m.mtime = now;
-            m.perm &= !perm::setid_bits_to_kill_on_write(ctx, m.perm, true);
+            m.perm &= !perm::setid_bits_to_kill_on_write(ctx, m.perm, m.gid, true);
             self.kill_priv(&mut m);
         }
         if let Some(mode) = set.mode {
@@ -329,12 +329,8 @@ impl Filesystem {
         }
         if set.uid.is_some() || set.gid.is_some() {
             if inode.kind != FileKind::Directory {
-                let mut kill = libc::S_ISUID;
-                let group_exec = m.perm & 0o010 != 0;
-                let not_member = self.config.enforce_permissions && !ctx.is_root() && !ctx.in_group(m.gid);
-                if group_exec || not_member {
-                    kill |= libc::S_ISGID;
-                }
+                // chown_common: set-user-ID always, set-group-ID by setattr_should_drop_sgid.
+                let kill = libc::S_ISUID | perm::sgid_to_drop(ctx, m.perm, m.gid);
                 if set.mode.is_none() {
                     m.perm &= !kill;
                 }
