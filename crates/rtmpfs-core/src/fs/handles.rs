@@ -9,7 +9,7 @@ use crate::error::{FsError, Result};
 use crate::ids::{shard_of, Ids};
 use crate::inode::Inode;
 use crate::perm;
-use crate::sync::{Arc, LockRank, Mutex};
+use crate::sync::{Arc, AtomicU64, LockRank, Mutex, Ordering};
 use crate::types::{access, Ctx, DirEntry, Fh, FileKind, Ino, OpenFlags, Timespec};
 
 const SHARDS: usize = 32;
@@ -18,6 +18,11 @@ const SHARDS: usize = 32;
 pub(crate) struct Handle {
     pub inode: Arc<Inode>,
     pub flags: OpenFlags,
+    /// A directory handle's listing end: the directory's end cookie when it was opened or last
+    /// listed from offset 0 (a rewind); entries from it on are left out. 0 for other handles.
+    /// Written by `readdir(fh, 0, ..)` under the directory's lock; one handle is listed by one
+    /// reader at a time (the kernel holds `f_pos_lock`), so relaxed ordering suffices.
+    listing_end: AtomicU64,
 }
 
 type HandleShard = CachePadded<Mutex<FxHashMap<u64, Arc<Handle>>>>;
@@ -110,9 +115,11 @@ impl Filesystem {
             }
             m.opens += 1;
         }
+        let listing_end = inode.dir().map_or(0, |b| b.entries.read().end_cookie());
         Ok(self.handles.insert(Handle {
             inode: inode.clone(),
             flags,
+            listing_end: AtomicU64::new(listing_end),
         }))
     }
 
@@ -161,7 +168,11 @@ impl Filesystem {
 
     /// List a directory from cookie `offset` (0 = from the start): `.` (cookie 1), `..` (cookie
     /// 2), then the entries in cookie order, calling `f` for each until it returns false. An entry
-    /// untouched during a listing is seen exactly once. A removed directory lists nothing.
+    /// untouched during a listing is seen exactly once. A listing from offset 0 records the
+    /// directory's end, and this handle's listings stop there until the next one from offset 0
+    /// (as Linux tmpfs, which records it at open and rewind): entries created or renamed into
+    /// the directory meanwhile may be left out, and a listing always ends. A removed directory
+    /// lists nothing.
     ///
     /// # Errors
     /// `BadHandle`, `NotDir`.
@@ -172,6 +183,13 @@ impl Filesystem {
         if d.removed {
             return Ok(());
         }
+        let end = if offset == 0 {
+            let end = d.end_cookie();
+            h.listing_end.store(end, Ordering::Relaxed);
+            end
+        } else {
+            h.listing_end.load(Ordering::Relaxed)
+        };
         if offset < 1
             && !f(DirEntry {
                 ino: h.inode.ino,
@@ -192,7 +210,7 @@ impl Filesystem {
         {
             return Ok(());
         }
-        d.for_each_after(offset, f);
+        d.for_each_between(offset, end, f);
         drop(d);
         self.touch_atime(&h.inode, false);
         Ok(())

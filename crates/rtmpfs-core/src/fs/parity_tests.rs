@@ -2,8 +2,9 @@
 //! first seen over FUSE; these pin the engine's part of the fix for in-process users).
 
 use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 
-use crate::{Config, Ctx, Filesystem, FsError, OpenFlags};
+use crate::{Config, Ctx, Filesystem, FsError, OpenFlags, RenameFlags};
 
 fn fs() -> Filesystem {
     Filesystem::new(Config {
@@ -48,4 +49,56 @@ fn copy_file_range_at_ignores_the_targets_append_flag() {
     assert_eq!(fs.copy_file_range(&root, src, 0, dst, 1, 2), Err(FsError::BadHandle));
     assert_eq!(fs.copy_file_range_at(&root, src, 0, dst, 1, 2), Ok(2));
     assert_eq!(fs.read_vec(dst, 0, 64).unwrap(), b"a01def");
+}
+
+/// Names listed through `dh` from offset 0, renaming each listed entry to a new name and back
+/// before asking for the next batch (of `batch` entries); stops after `cap` entries.
+fn list_while_renaming(fs: &Filesystem, dh: crate::Fh, batch: usize, cap: usize) -> Vec<Vec<u8>> {
+    let root = Ctx::root();
+    let mut seen = Vec::new();
+    let mut offset = 0;
+    loop {
+        let mut got = Vec::new();
+        fs.readdir(dh, offset, |e| {
+            got.push(e);
+            got.len() < batch
+        })
+        .unwrap();
+        let Some(last) = got.last() else { break };
+        offset = last.cookie;
+        for e in got {
+            if e.name == b"." || e.name == b".." {
+                continue;
+            }
+            let (name, tmp) = (OsStr::from_bytes(&e.name), OsStr::new("renamed-away"));
+            fs.rename(&root, fs.root(), name, fs.root(), tmp, RenameFlags::default())
+                .unwrap();
+            fs.rename(&root, fs.root(), tmp, fs.root(), name, RenameFlags::default())
+                .unwrap();
+            seen.push(e.name);
+        }
+        if seen.len() > cap {
+            break;
+        }
+    }
+    seen
+}
+
+#[test]
+fn a_listing_that_renames_every_entry_ends_with_each_once() {
+    let fs = fs();
+    let root = Ctx::root();
+    for i in 0..500 {
+        fs.mknod(&root, fs.root(), OsStr::new(&format!("f{i}")), libc::S_IFREG | 0o644, 0)
+            .unwrap();
+    }
+    let dh = fs.opendir(&root, fs.root()).unwrap();
+    let mut seen = list_while_renaming(&fs, dh, 64, 1500);
+    assert_eq!(seen.len(), 500, "the listing did not end at the directory's end");
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), 500);
+    // A rewind (offset 0) records the end again: everything is listed once more.
+    assert_eq!(list_while_renaming(&fs, dh, 64, 1500).len(), 500);
+    fs.releasedir(dh).unwrap();
 }
