@@ -4,7 +4,7 @@ use rustc_hash::FxHashMap;
 
 use crossbeam_utils::CachePadded;
 
-use super::{relatime_due, Filesystem};
+use super::{relatime_due, AtimeRule, Filesystem};
 use crate::error::{FsError, Result};
 use crate::ids::{shard_of, Ids};
 use crate::inode::Inode;
@@ -227,17 +227,22 @@ impl Filesystem {
         Ok(n)
     }
 
-    /// Update atime after a read, following relatime (or not at all with `noatime`).
+    /// Update atime after a read by the rule in force ([`Filesystem::set_atime_rule`]); not
+    /// for a handle opened `noatime`, not on a read-only instance, not for a directory under
+    /// `nodiratime`.
     pub(crate) fn touch_atime(&self, inode: &Inode, noatime: bool) {
-        if noatime || self.config.noatime || self.is_read_only() {
+        let (rule, nodiratime) = self.atime_rule();
+        let dir_kept = nodiratime && inode.kind == FileKind::Directory;
+        if noatime || dir_kept || rule == AtimeRule::Never || self.is_read_only() {
             return;
         }
         let now = Timespec::now();
-        if !relatime_due(&inode.meta.read(), now) {
+        let due = |m: &crate::inode::Meta| rule == AtimeRule::Strict || relatime_due(m, now);
+        if !due(&inode.meta.read()) {
             return;
         }
         let mut m = inode.meta.write();
-        if relatime_due(&m, now) {
+        if due(&m) {
             m.atime = now;
         }
     }

@@ -33,7 +33,7 @@ use crate::mem::{Clock, MemBudget, TierStats};
 use crate::pager::{MemTier, Pager};
 use crate::perm;
 use crate::swap::{FileSwap, Sealer, Swap, SwapBackend};
-use crate::sync::{Arc, AtomicBool, AtomicU64, LockRank, Mutex, Ordering};
+use crate::sync::{Arc, AtomicBool, AtomicU32, AtomicU64, LockRank, Mutex, Ordering};
 use crate::types::{access, Attr, Ctx, FileKind, Ino, SetAttr, SetTime, StatFs, Timespec, Usage, NAME_MAX, PAGE_SIZE};
 use handles::Handles;
 
@@ -69,6 +69,34 @@ pub struct Filesystem {
     rename_lock: Mutex<()>,
     /// Refuse changes (`ro`); starts as `config.read_only`, switched by remount.
     read_only: AtomicBool,
+    /// How reads update atime (an [`AtimeRule`] as u32); starts as `config.noatime` says,
+    /// switched by remount.
+    atime_rule: AtomicU32,
+    /// Directories' atime stays (`nodiratime`); switched by remount.
+    nodiratime: AtomicBool,
+}
+
+/// How reads update access times: the mount options `relatime`, `strictatime`, `noatime`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[repr(u32)]
+pub enum AtimeRule {
+    /// Only when atime is not newer than mtime or ctime, or is a day old (the default).
+    #[default]
+    Relatime = 0,
+    /// On every read.
+    Strict = 1,
+    /// Never.
+    Never = 2,
+}
+
+impl AtimeRule {
+    fn from_u32(v: u32) -> AtimeRule {
+        match v {
+            1 => AtimeRule::Strict,
+            2 => AtimeRule::Never,
+            _ => AtimeRule::Relatime,
+        }
+    }
 }
 
 impl std::fmt::Debug for Filesystem {
@@ -173,6 +201,12 @@ impl Filesystem {
             live_inodes: Striped::new(),
             rename_lock: Mutex::new(LockRank::Rename, ()),
             read_only: AtomicBool::new(config.read_only),
+            atime_rule: AtomicU32::new(if config.noatime {
+                AtimeRule::Never as u32
+            } else {
+                AtimeRule::Relatime as u32
+            }),
+            nodiratime: AtomicBool::new(false),
             config,
         };
         fs.ispace
@@ -208,6 +242,21 @@ impl Filesystem {
     /// `ReadOnly` and reads leave atime alone.
     pub fn set_read_only(&self, read_only: bool) {
         self.read_only.store(read_only, Ordering::Release);
+    }
+
+    /// Set how reads update access times (mount and remount: `relatime`, `strictatime`,
+    /// `noatime`) and whether directories' stay (`nodiratime`). Writes, `utimensat` and
+    /// truncation set times whatever the rule.
+    pub fn set_atime_rule(&self, rule: AtimeRule, nodiratime: bool) {
+        self.atime_rule.store(rule as u32, Ordering::Relaxed);
+        self.nodiratime.store(nodiratime, Ordering::Relaxed);
+    }
+
+    /// The access-time rule in force and whether `nodiratime` is on.
+    #[must_use]
+    pub fn atime_rule(&self) -> (AtimeRule, bool) {
+        let rule = AtimeRule::from_u32(self.atime_rule.load(Ordering::Relaxed));
+        (rule, self.nodiratime.load(Ordering::Relaxed))
     }
 
     /// Change the `size` and `nr_inodes` limits (remount), as tmpfs: `None` leaves a limit as

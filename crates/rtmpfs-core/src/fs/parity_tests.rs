@@ -102,3 +102,50 @@ fn a_listing_that_renames_every_entry_ends_with_each_once() {
     assert_eq!(list_while_renaming(&fs, dh, 64, 1500).len(), 500);
     fs.releasedir(dh).unwrap();
 }
+
+#[test]
+fn atime_rule_switches_at_run_time() {
+    use crate::{AtimeRule, SetAttr, SetTime, Timespec};
+    let fs = fs();
+    let root = Ctx::root();
+    let (a, fh) = fs
+        .create(&root, fs.root(), OsStr::new("f"), 0o644, OpenFlags::READ_WRITE)
+        .unwrap();
+    fs.write(&root, fh, 0, b"x").unwrap();
+    let d = fs.mkdir(&root, fs.root(), OsStr::new("d"), 0o755).unwrap();
+    let future = Timespec {
+        sec: Timespec::now().sec + 3600,
+        nsec: 0,
+    };
+    let set_atime = |ino, t| {
+        let set = SetAttr {
+            atime: Some(SetTime::At(t)),
+            ..SetAttr::default()
+        };
+        fs.setattr(&root, ino, &set, None).unwrap();
+    };
+    let read_changes_atime = |ino, t| {
+        set_atime(ino, t);
+        fs.read_vec(fh, 0, 1).unwrap();
+        fs.getattr(ino).unwrap().atime != t
+    };
+    let listing_changes_atime = || {
+        let old = Timespec { sec: 1000, nsec: 0 };
+        set_atime(d.ino, old);
+        let dh = fs.opendir(&root, d.ino).unwrap();
+        fs.readdir(dh, 0, |_| true).unwrap();
+        fs.releasedir(dh).unwrap();
+        fs.getattr(d.ino).unwrap().atime != old
+    };
+    // relatime: an atime newer than mtime and ctime and not a day old stays.
+    assert!(!read_changes_atime(a.ino, future));
+    fs.set_atime_rule(AtimeRule::Strict, false);
+    assert!(read_changes_atime(a.ino, future));
+    assert!(listing_changes_atime());
+    fs.set_atime_rule(AtimeRule::Strict, true);
+    assert!(!listing_changes_atime());
+    fs.set_atime_rule(AtimeRule::Never, false);
+    assert!(!read_changes_atime(a.ino, Timespec { sec: 1000, nsec: 0 }));
+    assert!(!listing_changes_atime());
+    assert_eq!(fs.atime_rule(), (AtimeRule::Never, false));
+}
