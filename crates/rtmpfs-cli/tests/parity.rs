@@ -178,3 +178,83 @@ fn list_while_renaming(dir: &Path) -> Vec<String> {
 fn listing_while_renaming_ends_as_on_tmpfs() {
     same_as_tmpfs("listing_while_renaming_ends_as_on_tmpfs", "", list_while_renaming);
 }
+
+/// Item 5: `ls` in a current directory that was removed (by the same process here; the kernel
+/// keeps its reference as the process's cwd).
+fn list_removed_cwd(dir: &Path) -> Vec<String> {
+    let d = dir.join("gone");
+    std::fs::create_dir(&d).unwrap();
+    let script = "cd \"$1\" && rmdir \"$1\" && ls -a; echo \"ls: $?\"; touch x 2>/dev/null; echo \"touch: $?\"";
+    let out = common::run(
+        std::process::Command::new("sh").args(["-c", script, "sh"]).arg(&d),
+        std::time::Duration::from_secs(10),
+    );
+    vec![String::from_utf8_lossy(&out.stdout).replace('\n', " | ")]
+}
+
+/// Item 5: reopen an unlinked file through `/proc/self/fd/N` of an `O_PATH` descriptor (the
+/// only reference left: the kernel's lookup), read it, write it, set an xattr on it.
+fn reopen_unlinked_through_o_path(dir: &Path) -> Vec<String> {
+    let free = || {
+        // SAFETY: a zeroed statvfs filled by the call on a valid path.
+        let mut sv: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::statvfs(c_path(dir).as_ptr(), &mut sv) }, 0);
+        (sv.f_ffree, sv.f_bfree)
+    };
+    let before = free();
+    let path = dir.join("unlinked");
+    std::fs::write(&path, "hello").unwrap();
+    let opath = open(&path, libc::O_PATH);
+    std::fs::remove_file(&path).unwrap();
+    let proc_path = std::path::PathBuf::from(format!("/proc/self/fd/{opath}"));
+    let p = c_path(&proc_path);
+    // SAFETY: valid NUL-terminated path.
+    let fd = unsafe { libc::open(p.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+    let mut out = vec![format!("reopen: {}", ret(fd.min(0).into()))];
+    if fd >= 0 {
+        let mut buf = [0u8; 16];
+        // SAFETY: `buf` is a valid buffer of its length.
+        let n = unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+        out.push(format!("read: {}", String::from_utf8_lossy(&buf[..n.max(0) as usize])));
+        out.push(format!("write: {}", pwrite(fd, b"XY", 0)));
+        // SAFETY: as above.
+        let n = unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+        out.push(format!("read: {}", String::from_utf8_lossy(&buf[..n.max(0) as usize])));
+        close(fd);
+    }
+    let name = std::ffi::CString::new("user.k").unwrap();
+    // SAFETY: valid path and name; a 1-byte value.
+    let r = unsafe { libc::setxattr(p.as_ptr(), name.as_ptr(), b"v".as_ptr().cast(), 1, 0) };
+    out.push(format!("setxattr: {}", ret(r.into())));
+    // SAFETY: a zeroed stat buffer filled by fstat.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: our O_PATH fd and a writable stat.
+    let r = unsafe { libc::fstat(opath, &mut st) };
+    out.push(format!(
+        "fstat: {} nlink {} size {}",
+        ret(r.into()),
+        st.st_nlink,
+        st.st_size
+    ));
+    let held = free() != before;
+    close(opath);
+    // The kernel's FORGET (sent when it drops the inode) gives the inode and its data back.
+    let back = common::wait_until(std::time::Duration::from_secs(5), || free() == before);
+    out.push(format!("space held while referenced {held}, back after close {back}"));
+    out
+}
+
+#[test]
+fn removed_cwd_lists_as_on_tmpfs() {
+    same_as_tmpfs("removed_cwd_lists_as_on_tmpfs", "", list_removed_cwd);
+}
+
+#[test]
+fn unlinked_file_reopens_through_o_path_as_on_tmpfs() {
+    same_as_tmpfs(
+        "unlinked_file_reopens_through_o_path_as_on_tmpfs",
+        "",
+        reopen_unlinked_through_o_path,
+    );
+}

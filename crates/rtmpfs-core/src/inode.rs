@@ -64,7 +64,8 @@ pub(crate) struct Meta {
     pub lookups: u64,
     /// An anonymous (`O_TMPFILE`) inode that may be linked in although its `nlink` is 0.
     pub linkable: bool,
-    /// Data and inode space were given back: set once, when `nlink == 0 && opens == 0`.
+    /// Data and inode space were given back and the inode left the table: set once, when
+    /// `nlink == 0 && opens == 0` and no kernel lookup reference is left (when tracked).
     pub released: bool,
 }
 

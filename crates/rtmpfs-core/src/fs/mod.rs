@@ -646,44 +646,44 @@ impl Filesystem {
         Ino(self.inos.next())
     }
 
-    /// Give back an orphan's data and inode space, once, when its last link and handle are gone;
-    /// drop it from the table when no lookup reference remains. Called with no lock held.
+    /// Give back an orphan's data and inode space and drop it from the table, once, when its
+    /// last link, handle and (with [`Config::track_lookups`]) kernel lookup reference are gone.
+    /// Until then it stays usable, as a Linux inode stays until evicted: a FUSE kernel may
+    /// reopen it (a removed current directory, `/proc/self/fd/N` of an `O_PATH` descriptor).
+    /// Called with no lock held.
     pub(crate) fn maybe_release(&self, inode: &Arc<Inode>) {
-        let (release, drop_from_table, xattr_space) = {
+        let xattr_space = {
             let mut m = inode.meta.write();
-            if !m.is_orphan() || m.released {
+            let referenced = self.config.track_lookups && m.lookups > 0;
+            if !m.is_orphan() || m.released || referenced {
                 return;
             }
             m.released = true;
-            let space = std::mem::take(&mut m.xattr_space);
             m.xattrs.clear();
-            (true, !self.config.track_lookups || m.lookups == 0, space)
+            std::mem::take(&mut m.xattr_space)
         };
-        if release {
-            if let Some(f) = inode.file() {
-                f.release_all(&self.pager);
-            }
-            self.ispace.uncharge(BOGO_INODE_SIZE + xattr_space);
-            self.live_inodes.add(-1);
+        if let Some(f) = inode.file() {
+            f.release_all(&self.pager);
         }
-        if drop_from_table {
-            self.table.remove(inode.ino);
-        }
+        self.ispace.uncharge(BOGO_INODE_SIZE + xattr_space);
+        self.live_inodes.add(-1);
+        self.table.remove(inode.ino);
     }
 
-    /// Drop `n` lookup references (the FUSE `forget`). An inode that is released and no longer
-    /// referenced leaves the table. Unknown inodes are ignored, as the kernel may forget late.
+    /// Drop `n` lookup references (the FUSE `forget`). The last one of an inode without links
+    /// and handles releases it ([`Filesystem::maybe_release`]). Unknown inodes are ignored, as
+    /// the kernel may forget late; the root is never released.
     pub fn forget(&self, ino: Ino, n: u64) {
         let Some(inode) = self.table.get(ino) else {
             return;
         };
-        let gone = {
+        let unreferenced = {
             let mut m = inode.meta.write();
             m.lookups = m.lookups.saturating_sub(n);
-            m.released && m.lookups == 0
+            m.lookups == 0
         };
-        if gone && ino != Ino::ROOT {
-            self.table.remove(ino);
+        if unreferenced && ino != Ino::ROOT {
+            self.maybe_release(&inode);
         }
     }
 
@@ -711,7 +711,7 @@ impl Filesystem {
     pub fn lookup_ino(&self, ino: Ino) -> Result<Attr> {
         let inode = self.inode(ino)?;
         let mut m = inode.meta.write();
-        if m.released && m.lookups == 0 {
+        if m.released {
             return Err(FsError::NotFound);
         }
         self.add_lookup(&mut m);

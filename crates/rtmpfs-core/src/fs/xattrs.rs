@@ -28,8 +28,8 @@ impl Filesystem {
         xattr::check_name(name, ns)?;
         let mut m = inode.meta.write();
         if m.released {
-            // Unlinked, closed, kept only for its lookup references: nothing may be charged to
-            // it, since nothing would give the space back.
+            // Released (reached through an `Arc` taken before it left the table): nothing may
+            // be charged to it, since nothing would give the space back.
             return Err(FsError::NotFound);
         }
         if self.config.enforce_permissions {
