@@ -258,3 +258,44 @@ fn unlinked_file_reopens_through_o_path_as_on_tmpfs() {
         reopen_unlinked_through_o_path,
     );
 }
+
+/// Item 6: times before 1970 with a fraction of a second are stored as given.
+fn times_before_1970(dir: &Path) -> Vec<String> {
+    let path = dir.join("old");
+    std::fs::write(&path, "x").unwrap();
+    let p = c_path(&path);
+    let mut out = Vec::new();
+    // -1 ns, -1.5 s, -0.5 s, -3 s, and one just after 1970.
+    for (sec, nsec) in [(-1, 999_999_999), (-2, 500_000_000), (-1, 500_000_000), (-3, 0), (0, 1)] {
+        let ts = [
+            libc::timespec {
+                tv_sec: sec,
+                tv_nsec: nsec,
+            },
+            libc::timespec {
+                tv_sec: sec,
+                tv_nsec: nsec,
+            },
+        ];
+        // SAFETY: valid path and two timespecs.
+        let r = unsafe { libc::utimensat(libc::AT_FDCWD, p.as_ptr(), ts.as_ptr(), 0) };
+        // SAFETY: a zeroed stat buffer filled by stat.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: valid path and writable stat.
+        assert_eq!(unsafe { libc::stat(p.as_ptr(), &mut st) }, 0);
+        out.push(format!(
+            "set ({sec} s, {nsec} ns): {} -> atime ({} s, {} ns) mtime ({} s, {} ns)",
+            ret(r.into()),
+            st.st_atime,
+            st.st_atime_nsec,
+            st.st_mtime,
+            st.st_mtime_nsec
+        ));
+    }
+    out
+}
+
+#[test]
+fn times_before_1970_match_tmpfs() {
+    same_as_tmpfs("times_before_1970_match_tmpfs", "", times_before_1970);
+}
