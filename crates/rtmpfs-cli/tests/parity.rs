@@ -299,3 +299,75 @@ fn times_before_1970(dir: &Path) -> Vec<String> {
 fn times_before_1970_match_tmpfs() {
     same_as_tmpfs("times_before_1970_match_tmpfs", "", times_before_1970);
 }
+
+/// (mtime, ctime) of `path` as (sec, nsec) pairs.
+fn mctime(path: &Path) -> ((i64, i64), (i64, i64)) {
+    // SAFETY: a zeroed stat buffer filled by stat on a valid path.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::stat(c_path(path).as_ptr(), &mut st) }, 0);
+    ((st.st_mtime, st.st_mtime_nsec), (st.st_ctime, st.st_ctime_nsec))
+}
+
+/// Item 7: which truncations stamp mtime and ctime: `ftruncate` always (to the same size too),
+/// `O_TRUNC` always, `truncate(path)` when the size changes or the file has pages (tmpfs's
+/// `shmem_truncate_range` stamps them), so not for a same-size truncate of a sparse file.
+fn truncate_stamps(dir: &Path) -> Vec<String> {
+    let path = dir.join("stamps");
+    let mut out = Vec::new();
+    let cases: [(&str, i64); 8] = [
+        ("ftruncate same size", 5),
+        ("ftruncate shorter", 2),
+        ("ftruncate same size of a sparse file", 4096),
+        ("truncate(path) same size", 5),
+        ("truncate(path) same size of a sparse file", 4096),
+        ("truncate(path) longer", 9),
+        ("O_TRUNC of an empty file", 0),
+        ("O_TRUNC", 5),
+    ];
+    for (what, to) in cases {
+        let initial = if what == "O_TRUNC of an empty file" {
+            ""
+        } else {
+            "hello"
+        };
+        std::fs::write(&path, initial).unwrap();
+        if what.ends_with("sparse file") {
+            std::fs::File::create(&path).unwrap().set_len(4096).unwrap();
+        }
+        let ts = [libc::timespec {
+            tv_sec: 1000,
+            tv_nsec: 0,
+        }; 2];
+        // SAFETY: valid path and two timespecs.
+        unsafe { libc::utimensat(libc::AT_FDCWD, c_path(&path).as_ptr(), ts.as_ptr(), 0) };
+        let before = mctime(&path);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let r = if what.starts_with("ftruncate") {
+            let fd = open(&path, libc::O_WRONLY);
+            // SAFETY: plain syscall on our fd.
+            let r = unsafe { libc::ftruncate(fd, to) };
+            close(fd);
+            r
+        } else if what.starts_with("truncate") {
+            // SAFETY: valid path.
+            unsafe { libc::truncate(c_path(&path).as_ptr(), to) }
+        } else {
+            close(open(&path, libc::O_WRONLY | libc::O_TRUNC));
+            0
+        };
+        let after = mctime(&path);
+        out.push(format!(
+            "{what}: {} mtime changed {} ctime changed {}",
+            ret(r.into()),
+            after.0 != before.0,
+            after.1 != before.1
+        ));
+    }
+    out
+}
+
+#[test]
+fn truncate_stamps_times_as_tmpfs() {
+    same_as_tmpfs("truncate_stamps_times_as_tmpfs", "", truncate_stamps);
+}

@@ -353,17 +353,17 @@ impl Filesystem {
             let m = inode.meta.read();
             self.check_setattr_permission(ctx, &inode, &m, set, via_handle)?;
         }
-        let mut size_changed = false;
+        let mut truncated = false;
         if let (Some(size), Some(file)) = (set.size, inode.file()) {
             let io = file.lock_io();
-            size_changed = size != file.size();
+            truncated = truncation_stamps(size, file.size(), file.charged_pages(), fh.is_some());
             // Even to the same size: pages reserved past EOF (fallocate KEEP_SIZE) go, as
             // shmem_setattr truncates the range whenever the size does not grow.
             file.truncate(&io, &self.pager, size)?;
         }
         let now = Timespec::now();
         let mut m = inode.meta.write();
-        if size_changed {
+        if truncated {
             m.mtime = now;
             m.perm &= !perm::setid_bits_to_kill_on_write(ctx, m.perm, m.gid, true);
             self.kill_priv(&mut m);
@@ -399,7 +399,7 @@ impl Filesystem {
             m.mtime = resolve_time(t, now);
         }
         let only_unchanged_size = set.size.is_some()
-            && !size_changed
+            && !truncated
             && set.mode.is_none()
             && set.uid.is_none()
             && set.gid.is_none()
@@ -730,6 +730,15 @@ impl Drop for Filesystem {
     fn drop(&mut self) {
         self.stop_background_threads();
     }
+}
+
+/// Whether a truncation from `old` to `new` bytes stamps mtime and ctime (and clears set-id
+/// bits and the capability), as on Linux tmpfs: when the size changes; always through a
+/// handle (`ftruncate` passes ATTR_MTIME|ATTR_CTIME; over FUSE the kernel leaves that stamp to
+/// the server when FATTR_FH is set); and, to the same or a smaller size, whenever the file has
+/// pages (`shmem_setattr` calls `shmem_truncate_range`, which stamps, when `info->alloced`).
+fn truncation_stamps(new: u64, old: u64, charged_pages: u64, via_handle: bool) -> bool {
+    new != old || via_handle || charged_pages > 0
 }
 
 fn resolve_time(t: SetTime, now: Timespec) -> Timespec {
