@@ -648,8 +648,17 @@ impl fuser::Filesystem for Adapter {
 
     fn listxattr(&self, req: &Request, i: INodeNo, size: u32, reply: ReplyXattr) {
         self.count(Op::Xattr);
+        // As Linux: the size query answers the length even past 64 KiB; a list that does not
+        // fit the buffer is ERANGE, which the kernel turns into E2BIG for a 64 KiB buffer.
+        if size == 0 {
+            return match self.fs.listxattr_len(&ctx(req), ino(i)) {
+                Ok(n) => reply.size(u32::try_from(n).unwrap_or(u32::MAX)),
+                Err(e) => reply.error(reply_errno(e)),
+            };
+        }
         match self.fs.listxattr(&ctx(req), ino(i)) {
             Ok(v) => reply_xattr(reply, &v, size),
+            Err(FsError::TooBig) => reply.error(Errno::ERANGE),
             Err(e) => reply.error(reply_errno(e)),
         }
     }

@@ -149,3 +149,27 @@ fn atime_rule_switches_at_run_time() {
     assert!(!listing_changes_atime());
     assert_eq!(fs.atime_rule(), (AtimeRule::Never, false));
 }
+
+#[test]
+fn xattr_create_and_replace_together_and_long_lists() {
+    use crate::{XattrSetMode, XATTR_LIST_MAX};
+    let fs = fs();
+    let root = Ctx::root();
+    let (a, _) = fs
+        .create(&root, fs.root(), OsStr::new("f"), 0o644, OpenFlags::READ_WRITE)
+        .unwrap();
+    let both = XattrSetMode::from_libc(libc::XATTR_CREATE | libc::XATTR_REPLACE).unwrap();
+    assert_eq!(both, XattrSetMode::CreateAndReplace);
+    let set = |name: &str, mode| fs.setxattr(&root, a.ino, OsStr::new(name), b"v", mode);
+    assert_eq!(set("user.a", both), Err(FsError::NoData));
+    set("user.a", XattrSetMode::Create).unwrap();
+    assert_eq!(set("user.a", both), Err(FsError::Exists));
+    assert_eq!(XattrSetMode::from_libc(4), Err(FsError::Invalid));
+    // A list over 64 KiB: its length is known, the list itself is E2BIG.
+    for i in 0..300 {
+        set(&format!("user.{i:03}{}", "n".repeat(232)), XattrSetMode::Upsert).unwrap();
+    }
+    let len = fs.listxattr_len(&root, a.ino).unwrap();
+    assert!(len > XATTR_LIST_MAX, "{len}");
+    assert_eq!(fs.listxattr(&root, a.ino), Err(FsError::TooBig));
+}
