@@ -442,3 +442,59 @@ fn xattr_errnos_match_tmpfs() {
         listxattr_size_capped_by_fuse,
     );
 }
+
+/// Item 9 (a documented difference, so rtmpfs only): a store through a shared mapping into a
+/// hole of a full filesystem. tmpfs raises SIGBUS at the store; over FUSE the store lands in
+/// the kernel's page cache and the daemon can only refuse the writeback, so `msync` and
+/// `fsync` must report ENOSPC (and the data must not appear).
+#[test]
+fn mapped_store_into_a_hole_of_a_full_mount_reports_enospc_at_sync() {
+    if !can_mount("mapped_store_into_a_hole_of_a_full_mount_reports_enospc_at_sync") {
+        return;
+    }
+    let d = Daemon::start("size=1m");
+    let (hole, filler) = (d.path().join("sparse"), d.path().join("filler"));
+    std::fs::File::create(&hole).unwrap().set_len(8 * 4096).unwrap();
+    let fd_fill = open(&filler, libc::O_WRONLY | libc::O_CREAT);
+    let page = [7u8; 4096];
+    let mut off = 0i64;
+    while pwrite(fd_fill, &page, off) == "4096" {
+        off += 4096;
+    }
+    assert_eq!(pwrite(fd_fill, &page, off), format!("-1 errno {}", libc::ENOSPC));
+    close(fd_fill);
+    let fd = open(&hole, libc::O_RDWR);
+    let len = 8 * 4096;
+    // SAFETY: a new shared mapping of our fd, `len` bytes of a file that long.
+    let map = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd,
+            0,
+        )
+    };
+    assert_ne!(map, libc::MAP_FAILED);
+    let map = map.cast::<u8>();
+    // SAFETY: page 0 lies inside the mapping; the store succeeds (no SIGBUS over FUSE).
+    unsafe { map.write(0xaa) };
+    // SAFETY: our own mapping, of this length.
+    let r = unsafe { libc::msync(map.cast(), len, libc::MS_SYNC) };
+    assert_eq!(ret(r.into()), format!("-1 errno {}", libc::ENOSPC), "msync");
+    // SAFETY: page 4 lies inside the mapping.
+    unsafe { map.add(4 * 4096).write(0xbb) };
+    // SAFETY: plain syscall on our fd.
+    let r = unsafe { libc::fsync(fd) };
+    assert_eq!(ret(r.into()), format!("-1 errno {}", libc::ENOSPC), "fsync");
+    // SAFETY: our own mapping, of this length; nothing refers into it afterwards.
+    unsafe { libc::munmap(map.cast(), len) };
+    close(fd);
+    // Nothing was stored: the file is still a hole of zeros.
+    let fd = open(&hole, libc::O_RDONLY);
+    // SAFETY: plain syscall on our fd.
+    unsafe { libc::posix_fadvise(fd, 0, 0, libc::POSIX_FADV_DONTNEED) };
+    close(fd);
+    assert!(std::fs::read(&hole).unwrap().iter().all(|&b| b == 0));
+}
