@@ -40,6 +40,8 @@ pub enum MountError {
     Options(crate::options::OptionError),
     /// The options make no sense to the engine.
     Config(String),
+    /// The control socket's name is held by another process (or could not be bound).
+    Control(control::BindError),
     /// Anything else, with what we were doing.
     Io(&'static str, io::Error),
 }
@@ -58,6 +60,7 @@ impl fmt::Display for MountError {
             MountError::Permission(m) => write!(f, "permission denied: {m}"),
             MountError::Options(e) => write!(f, "{e}"),
             MountError::Config(m) => write!(f, "{m}"),
+            MountError::Control(e) => write!(f, "{e}"),
             MountError::Io(what, e) => write!(f, "{what}: {e}"),
         }
     }
@@ -429,7 +432,7 @@ impl control::Handler for Control {
                 ))
             }
             "remount" => self.remount(arg),
-            _ => Err(format!("unknown request '{cmd}'")),
+            _ => Err("unknown request".to_string()),
         }
     }
 }
@@ -548,6 +551,17 @@ fn start(mount_point: &Path, opts: MountOptions) -> Result<Started, MountError> 
     // A daemon must not pin the directory it was started from (it could not be unmounted).
     let _ = std::env::set_current_dir("/");
     let mounted = mount(&path, &opts)?;
+    // Bound before the FUSE handshake: a name held by someone else fails the mount (a client
+    // could otherwise be answered by them; see control.rs), and nothing is served yet.
+    let listener = match control::bind(&mounted.entry) {
+        Ok(l) => l,
+        Err(e) => {
+            let (path, dev) = (mounted.path.clone(), mounted.dev);
+            drop(mounted);
+            let _ = unmount(&path, dev);
+            return Err(MountError::Control(e));
+        }
+    };
     let stats = Arc::new(Stats::default());
     let adapter = Adapter::new(
         fs.clone(),
@@ -562,12 +576,7 @@ fn start(mount_point: &Path, opts: MountOptions) -> Result<Started, MountError> 
     config.n_threads = Some(opts.threads);
     config.clone_fd = true;
     config.acl = fuser::SessionACL::All;
-    let Mounted {
-        fuse_fd,
-        path,
-        dev,
-        entry,
-    } = mounted;
+    let Mounted { fuse_fd, path, dev, .. } = mounted;
     let session = match fuser::Session::from_fd(adapter, fuse_fd, fuser::SessionACL::All, config) {
         Ok(s) => s,
         Err(e) => {
@@ -587,10 +596,11 @@ fn start(mount_point: &Path, opts: MountOptions) -> Result<Started, MountError> 
         stats,
         fs,
     };
-    if let Err(e) = control::serve(&entry, ctl) {
+    if let Err(e) = control::serve(listener, ctl) {
         // Not fatal: the mount works; only remount's read-only switch and --stats cannot
-        // reach this daemon (the kernel still enforces a read-only remount).
-        tracing::warn!("no control socket: {e}");
+        // reach this daemon (the kernel still enforces a read-only remount), and nobody else
+        // can answer for it (we hold the name).
+        tracing::error!("no control socket thread: {e}");
     }
     Ok((session, MountedLite { path, dev }, sigset))
 }
