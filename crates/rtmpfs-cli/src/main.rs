@@ -5,6 +5,7 @@
 //! `mount -t fuse.rtmpfs TAG DIR -o ...` and fstab lines; see `helper.rs`.
 
 mod helper;
+mod logging;
 
 use clap::Parser;
 use rtmpfs_fuse::daemon::{self, ReadyPipe};
@@ -90,7 +91,8 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => return clap_error(&e),
     };
-    init_logging(cli.verbose);
+    // Started by the mount helper (which passes --ready-fd): stderr is /dev/null.
+    logging::init(cli.verbose, cli.ready_fd.is_some());
     if cli.stats {
         return stats(&cli);
     }
@@ -153,18 +155,4 @@ fn clap_error(e: &clap::Error) -> ExitCode {
             fail(&format!("{first} (see --help)"))
         }
     }
-}
-
-fn init_logging(verbose: u8) {
-    let default = match verbose {
-        0 => "warn",
-        1 => "info",
-        _ => "debug",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
 }

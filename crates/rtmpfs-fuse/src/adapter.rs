@@ -506,6 +506,26 @@ impl fuser::Filesystem for Adapter {
         reply.error(Errno::ENOSYS);
     }
 
+    #[allow(clippy::too_many_arguments)]
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _i: INodeNo,
+        _h: FileHandle,
+        _flags: fuser::IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: fuser::ReplyIoctl,
+    ) {
+        // No ioctl is implemented (tmpfs's are chattr flags and the like). ENOTTY is what
+        // Linux answers for an ioctl a file does not support, and what isatty() expects of a
+        // regular file: every isatty() on the mount sends TCGETS here, so no log line either
+        // (fuser's default logs each one as a warning).
+        self.count(Op::Other);
+        reply.error(Errno::ENOTTY);
+    }
+
     fn release(
         &self,
         _req: &Request,

@@ -618,6 +618,7 @@ fn start(mount_point: &Path, opts: MountOptions) -> Result<Started, MountError> 
         set_readahead(dev, bytes);
     }
     start_heap_trimmer(&fs);
+    crate::health::start_swap_watch(&fs);
     let ctl = Control {
         opts: Mutex::new(opts),
         host,
