@@ -65,7 +65,23 @@ pub fn init(verbose: u8, detached: bool) {
 }
 
 /// Every interval, say how many events were left out at sites that have gone quiet since.
+///
+/// The thread is started with the termination signals blocked (it inherits the mask), as every
+/// thread of the daemon is: the daemon takes SIGINT/SIGTERM on its signal thread alone, and a
+/// thread that did not block them would let the default action kill the process unmounted.
 fn start_summaries(limiter: Arc<Limiter>) {
+    // SAFETY: sigset_t is plain data initialised by sigemptyset/sigaddset; pthread_sigmask
+    // reads `set` and writes the previous mask into `old`, both valid.
+    let old = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
+            libc::sigaddset(&mut set, s);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
+        old
+    };
     let _ = std::thread::Builder::new()
         .name("rtmpfs-log".into())
         .spawn(move || loop {
@@ -74,6 +90,8 @@ fn start_summaries(limiter: Arc<Limiter>) {
                 tracing::warn!(target: SUMMARY_TARGET, "{count} more like the last message from {site}");
             }
         });
+    // SAFETY: restores the mask saved above.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
 }
 
 /// Per-site state.
