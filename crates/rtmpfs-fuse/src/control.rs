@@ -35,6 +35,8 @@ pub const MAX_REQUEST: usize = 64 * 1024;
 pub const MAX_CONNECTIONS: usize = 64;
 /// How long a client has, from being accepted, to send its whole request line.
 pub const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
+/// The answer to a connection dropped for a newer one.
+const TOO_MANY: &str = "too many control connections";
 /// The longest error message sent back (option errors name the option, which is input).
 const MAX_ERROR: usize = 200;
 /// The longest response the client reads (`stats` is about 1 KiB).
@@ -288,7 +290,7 @@ impl<H: Handler> Server<H> {
             }
             if self.conns.len() >= MAX_CONNECTIONS {
                 let mut oldest = self.conns.remove(0);
-                answer(&mut oldest.stream, Err("too many control connections"));
+                answer(&mut oldest.stream, Err(TOO_MANY));
             }
             self.conns.push(conn);
         }
@@ -464,16 +466,28 @@ pub fn request(mount_point: &Path, request: &str) -> Result<String, ClientError>
     let entry = mountinfo::mounted_at(mount_point)
         .map_err(ClientError::Io)?
         .ok_or(ClientError::NotMounted)?;
-    let addr = SocketAddr::from_abstract_name(socket_name(&entry).as_bytes()).map_err(ClientError::Io)?;
+    // Dropped for a newer connection while the daemon's slots were full (a flood of idle
+    // connections): try again a few times.
+    let mut tries = 0;
+    loop {
+        match request_once(&entry, request) {
+            Err(ClientError::Refused(m)) if m == TOO_MANY && tries < 3 => tries += 1,
+            r => return r,
+        }
+    }
+}
+
+fn request_once(entry: &MountEntry, request: &str) -> Result<String, ClientError> {
+    let addr = SocketAddr::from_abstract_name(socket_name(entry).as_bytes()).map_err(ClientError::Io)?;
     let conn = match UnixStream::connect_addr(&addr) {
         Ok(c) => c,
         Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-            return Err(ClientError::NotRtmpfs(Box::new(entry)));
+            return Err(ClientError::NotRtmpfs(Box::new(entry.clone())));
         }
         Err(e) => return Err(ClientError::Io(e)),
     };
     let peer = peer_cred(conn.as_raw_fd()).map_err(ClientError::Io)?;
-    let owner = mount_owner(&entry);
+    let owner = mount_owner(entry);
     if !may_serve(peer, owner) {
         return Err(ClientError::Impostor { peer, owner });
     }
