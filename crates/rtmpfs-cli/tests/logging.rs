@@ -95,8 +95,8 @@ fn detached_daemon_logs_to_syslog_once_per_state_change() {
     drain(&sock, Duration::from_secs(2), |_| false, &mut got);
     let count = |s: &str| got.iter().filter(|l| l.contains(s)).count();
     assert_eq!(count("swap device failing"), 1, "{got:#?}");
-    // Hundreds of failed swap writes (see swap_write_errors), one or two lines.
-    assert!(count("swap write failed") >= 1, "{got:#?}");
+    // Hundreds of failed swap writes (760 when written), at most two lines of the engine's
+    // per-I/O warning (not required to exist: the engine may stop warning per I/O).
     assert!(
         count("swap write failed") <= 2,
         "not rate-limited: {} lines",
