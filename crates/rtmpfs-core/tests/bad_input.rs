@@ -351,7 +351,10 @@ fn wrong_inode_kinds_for_every_op() {
     assert_eq!(RenameFlags::from_libc(8), Err(FsError::Invalid));
     assert_eq!(FallocateMode::from_libc(2), Err(FsError::NotSupported));
     assert_eq!(FallocateMode::from_libc(0x10), Err(FsError::NotSupported));
-    assert_eq!(XattrSetMode::from_libc(3), Err(FsError::Invalid));
+    // Both flags together are valid on Linux (EEXIST or ENODATA); other bits are not.
+    assert_eq!(XattrSetMode::from_libc(3), Ok(XattrSetMode::CreateAndReplace));
+    assert_eq!(XattrSetMode::from_libc(4), Err(FsError::Invalid));
+    assert_eq!(XattrSetMode::from_libc(-1), Err(FsError::Invalid));
     let _ = e;
     fs.check_invariants().unwrap();
 }

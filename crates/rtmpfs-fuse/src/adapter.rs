@@ -172,14 +172,22 @@ impl Adapter {
         }
     }
 
-    fn file_open_flags(&self) -> FopenFlags {
-        // NOFLUSH: FLUSH has nothing to do here (no locks are kept by the daemon and errors are
-        // reported by write itself), so the kernel may skip that round trip on every close. The
-        // kernel ignores it when the writeback cache is on.
-        if self.opts.direct_io {
-            FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NOFLUSH | FopenFlags::FOPEN_PARALLEL_DIRECT_WRITES
+    fn file_open_flags(&self, of: OpenFlags) -> FopenFlags {
+        let base = if self.opts.direct_io {
+            FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_PARALLEL_DIRECT_WRITES
         } else {
-            FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH
+            FopenFlags::FOPEN_KEEP_CACHE
+        };
+        // NOFLUSH lets `close` skip the kernel's fuse_flush, which is where the kernel writes
+        // back dirty mapped pages and returns their pending writeback error (ENOSPC from a store
+        // through a shared mapping) before sending FLUSH. Only a handle open for reading and
+        // writing can carry a writable shared mapping (mmap needs O_RDWR for that), so only
+        // those do without it; every other close stays free of a round trip (write(2) reports
+        // its own errors).
+        if of.read && of.write {
+            base
+        } else {
+            base | FopenFlags::FOPEN_NOFLUSH
         }
     }
 }
@@ -453,7 +461,7 @@ impl fuser::Filesystem for Adapter {
             ctx(req)
         };
         match self.fs.open(&c, ino(i), of) {
-            Ok(h) => reply.opened(FileHandle(h.0), self.file_open_flags()),
+            Ok(h) => reply.opened(FileHandle(h.0), self.file_open_flags(of)),
             Err(e) => reply.error(reply_errno(e)),
         }
     }
@@ -536,10 +544,33 @@ impl fuser::Filesystem for Adapter {
     }
 
     fn flush(&self, _req: &Request, _i: INodeNo, _h: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
-        // Every open sets FOPEN_NOFLUSH, so the kernel sends none (except with a writeback
-        // cache, which we do not use); answered anyway.
+        // The kernel sends FLUSH on the close of a read-write handle (see `file_open_flags`)
+        // after it has written back the dirty pages and returned their error itself: the daemon
+        // has nothing left to do (no locks are kept here, WRITE reported its own errors).
+        // ENOSYS makes the kernel stop sending FLUSH for this mount (fc->no_flush) while it
+        // keeps doing that writeback and error check on every such close.
         self.count(Op::Flush);
-        reply.ok();
+        reply.error(Errno::ENOSYS);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _i: INodeNo,
+        _h: FileHandle,
+        _flags: fuser::IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: fuser::ReplyIoctl,
+    ) {
+        // No ioctl is implemented (tmpfs's are chattr flags and the like). ENOTTY is what
+        // Linux answers for an ioctl a file does not support, and what isatty() expects of a
+        // regular file: every isatty() on the mount sends TCGETS here, so no log line either
+        // (fuser's default logs each one as a warning).
+        self.count(Op::Other);
+        reply.error(Errno::ENOTTY);
     }
 
     fn release(
@@ -701,7 +732,7 @@ impl fuser::Filesystem for Adapter {
                 &file_attr(&a),
                 Generation(a.generation),
                 FileHandle(h.0),
-                self.file_open_flags(),
+                self.file_open_flags(of),
             ),
             // The name appeared after the kernel's lookup (another creator won the race).
             // Without O_EXCL, open(2) must open the existing file, with the permission checks
