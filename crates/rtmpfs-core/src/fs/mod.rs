@@ -671,7 +671,7 @@ impl Filesystem {
     }
 
     /// Drop `n` lookup references (the FUSE `forget`). The last one of an inode without links
-    /// and handles releases it ([`Filesystem::maybe_release`]). Unknown inodes are ignored, as
+    /// and handles releases it (data, inode space, table entry). Unknown inodes are ignored, as
     /// the kernel may forget late; the root is never released.
     pub fn forget(&self, ino: Ino, n: u64) {
         let Some(inode) = self.table.get(ino) else {
