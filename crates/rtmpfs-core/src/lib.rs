@@ -73,8 +73,8 @@ mod xattr;
 
 pub use config::{Config, SwapConfig};
 pub use error::{ConfigError, FsError, Result};
+pub use fs::{file_flags, AtimeRule, Filesystem};
 pub use fs::{fit_xattr_reply, XattrFit};
-pub use fs::{AtimeRule, Filesystem};
 pub use types::{
     access, Attr, Ctx, DirEntry, FallocateMode, Fh, FileKind, Ino, OpenFlags, RenameFlags, SeekWhence, SetAttr,
     SetTime, StatFs, Timespec, Usage, MAX_FILE_SIZE, NAME_MAX, PAGE_SIZE, SYMLINK_MAX,

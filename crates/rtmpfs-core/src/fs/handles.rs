@@ -62,6 +62,19 @@ impl Handles {
     }
 }
 
+/// The file flags' refusals of an open (Linux `may_open`): an immutable file is not opened
+/// for writing or truncation; an append-only one only with `append`, and never truncated.
+fn check_open_flags(m: &crate::inode::Meta, flags: OpenFlags) -> Result<()> {
+    if flags.write || flags.truncate {
+        m.check_not_immutable()?;
+    }
+    let append_only = m.flags & crate::file_flags::APPEND != 0;
+    if append_only && ((flags.write && !flags.append) || flags.truncate) {
+        return Err(FsError::Perm);
+    }
+    Ok(())
+}
+
 impl Filesystem {
     /// Open a file (not a directory: use [`Filesystem::opendir`]). Checks read/write permission;
     /// `flags.truncate` truncates to zero (needs write permission, whatever the access mode).
@@ -76,6 +89,7 @@ impl Filesystem {
         if (flags.write || flags.truncate) && self.is_read_only() && inode.kind == FileKind::RegularFile {
             return Err(FsError::ReadOnly);
         }
+        check_open_flags(&inode.meta.read(), flags)?;
         if self.config.enforce_permissions {
             let mut mask = 0;
             if flags.read {
@@ -234,6 +248,9 @@ impl Filesystem {
         let (rule, nodiratime) = self.atime_rule();
         let dir_kept = nodiratime && inode.kind == FileKind::Directory;
         if noatime || dir_kept || rule == AtimeRule::Never || self.is_read_only() {
+            return;
+        }
+        if inode.meta.read().flags & crate::file_flags::NOATIME != 0 {
             return;
         }
         let now = Timespec::now();

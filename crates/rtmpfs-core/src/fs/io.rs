@@ -111,6 +111,7 @@ impl Filesystem {
             Placement::HandleMode if h.flags.append => file.size(),
             _ => offset,
         };
+        check_write_flags(&h.inode.meta.read(), offset, file.size())?;
         let n = file.write(&io, &self.pager, offset, data)?;
         drop(io);
         self.after_modify(ctx, &h);
@@ -152,6 +153,14 @@ impl Filesystem {
             let pages = (offset + len).div_ceil(PAGE_SIZE) - offset / PAGE_SIZE;
             if pages > self.statfs().bfree.saturating_add(file.charged_pages()) {
                 return Err(FsError::NoSpace);
+            }
+        }
+        {
+            // vfs_fallocate: nothing on an immutable file; only allocation on an append-only one.
+            let m = h.inode.meta.read();
+            m.check_not_immutable()?;
+            if mode != FallocateMode::Allocate && m.flags & crate::file_flags::APPEND != 0 {
+                return Err(FsError::Perm);
             }
         }
         let io = file.lock_io();
@@ -235,6 +244,9 @@ impl Filesystem {
         if placement == Placement::HandleMode && hout.flags.append {
             return Err(FsError::BadHandle);
         }
+        // An immutable target cannot change; an append-only one only through an `append`
+        // handle, which copy_file_range refuses anyway.
+        hout.inode.meta.read().check_no_fixed_flags()?;
         if off_in.checked_add(len).is_none() || off_out.checked_add(len).is_none() {
             return Err(FsError::Invalid);
         }
@@ -300,6 +312,17 @@ impl Filesystem {
         self.check_writable()?;
         Ok(h)
     }
+}
+
+/// The file flags' refusals of a write at `offset` into a file of `size` bytes: none into an
+/// immutable file (a handle opened before the flag was set), only at the end of an append-only
+/// one (a FUSE client sends the offset; the kernel does not check the flag for FUSE).
+fn check_write_flags(m: &crate::inode::Meta, offset: u64, size: u64) -> Result<()> {
+    m.check_not_immutable()?;
+    if m.flags & crate::file_flags::APPEND != 0 && offset != size {
+        return Err(FsError::Perm);
+    }
+    Ok(())
 }
 
 fn file_of(h: &Handle) -> Result<&FileData> {

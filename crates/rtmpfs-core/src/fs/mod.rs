@@ -76,6 +76,23 @@ pub struct Filesystem {
     nodiratime: AtomicBool,
 }
 
+/// File flags (`chattr`, `FS_IOC_GETFLAGS`/`SETFLAGS`): Linux's `FS_*_FL` values, the ones
+/// tmpfs supports. The engine enforces them on every path (over FUSE the kernel does not).
+pub mod file_flags {
+    /// `i`: no change at all: not written, truncated, linked, renamed, removed, nor its
+    /// attributes or xattrs changed, nor opened for writing; a directory takes no new entries.
+    pub const IMMUTABLE: u32 = 0x10;
+    /// `a`: written only at its end; not truncated, linked, renamed, removed, nor its
+    /// attributes or xattrs changed; a directory's entries are not removed.
+    pub const APPEND: u32 = 0x20;
+    /// `d`: not dumped (recorded only).
+    pub const NODUMP: u32 = 0x40;
+    /// `A`: reads leave atime alone.
+    pub const NOATIME: u32 = 0x80;
+    /// Every flag tmpfs supports; others are `NotSupported`.
+    pub const SUPPORTED: u32 = IMMUTABLE | APPEND | NODUMP | NOATIME;
+}
+
 /// How reads update access times: the mount options `relatime`, `strictatime`, `noatime`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[repr(u32)]
@@ -320,6 +337,39 @@ impl Filesystem {
         Ok(inode.attr(&m))
     }
 
+    /// The file flags of an inode ([`file_flags`] bits; `lsattr`).
+    ///
+    /// # Errors
+    /// `NotFound`.
+    pub fn file_flags(&self, ino: Ino) -> Result<u32> {
+        Ok(self.inode(ino)?.meta.read().flags)
+    }
+
+    /// Set the file flags of an inode (`chattr`), with Linux's rules: only the owner or root may,
+    /// and only root (`CAP_LINUX_IMMUTABLE`) may set or clear immutable and append-only; ctime
+    /// becomes now.
+    ///
+    /// # Errors
+    /// `NotSupported` for a flag tmpfs does not support, `Perm`, `ReadOnly`, `NotFound`.
+    pub fn set_file_flags(&self, ctx: &Ctx, ino: Ino, flags: u32) -> Result<Attr> {
+        self.check_writable()?;
+        let inode = self.inode(ino)?;
+        if flags & !file_flags::SUPPORTED != 0 {
+            return Err(FsError::NotSupported);
+        }
+        let mut m = inode.meta.write();
+        if !perm::is_owner_or_root(ctx, inode.owner(&m)) {
+            return Err(FsError::Perm);
+        }
+        let fixed = file_flags::IMMUTABLE | file_flags::APPEND;
+        if (m.flags ^ flags) & fixed != 0 && !ctx.is_root() {
+            return Err(FsError::Perm);
+        }
+        m.flags = flags;
+        m.ctime = Timespec::now();
+        Ok(inode.attr(&m))
+    }
+
     /// Change attributes, with Linux's rules: only the owner (or root) may chmod, chown to
     /// another user needs root, chgrp needs membership of the new group, explicit times need
     /// ownership, `UTIME_NOW` needs write permission; truncation needs write permission unless
@@ -339,6 +389,7 @@ impl Filesystem {
                 _ => return Err(FsError::Invalid),
             }
         }
+        check_setattr_flags(&inode.meta.read(), set)?;
         let via_handle = match fh {
             Some(fh) => {
                 let h = self.handles.get(fh)?;
@@ -730,6 +781,27 @@ impl Drop for Filesystem {
     fn drop(&mut self) {
         self.stop_background_threads();
     }
+}
+
+/// The file flags' refusals of a `setattr` (Linux `notify_change` and `do_truncate`): an
+/// immutable inode takes no change at all; an append-only one no truncation and no explicit
+/// mode, owner or time (only "times to now").
+fn check_setattr_flags(m: &Meta, set: &SetAttr) -> Result<()> {
+    m.check_not_immutable()?;
+    let explicit_time = [set.atime, set.mtime]
+        .into_iter()
+        .flatten()
+        .any(|t| matches!(t, SetTime::At(_)));
+    let fixed = set.size.is_some()
+        || set.mode.is_some()
+        || set.uid.is_some()
+        || set.gid.is_some()
+        || set.ctime.is_some()
+        || explicit_time;
+    if fixed {
+        m.check_no_fixed_flags()?;
+    }
+    Ok(())
 }
 
 /// Whether a truncation from `old` to `new` bytes stamps mtime and ctime (and clears set-id

@@ -24,6 +24,8 @@ impl Filesystem {
         let ns = xattr::prefix_namespace(name)?;
         xattr::check_value(value)?;
         let inode = self.inode(ino)?;
+        // xattr_permission: an immutable or append-only inode's xattrs do not change.
+        inode.meta.read().check_no_fixed_flags()?;
         xattr::namespace_permission(ctx, ns, inode.kind, true)?;
         xattr::check_name(name, ns)?;
         let mut m = inode.meta.write();
@@ -131,6 +133,8 @@ impl Filesystem {
         let name = name.as_bytes();
         let ns = xattr::prefix_namespace(name)?;
         let inode = self.inode(ino)?;
+        // xattr_permission: an immutable or append-only inode's xattrs do not change.
+        inode.meta.read().check_no_fixed_flags()?;
         xattr::namespace_permission(ctx, ns, inode.kind, true)?;
         xattr::check_name(name, ns)?;
         let mut m = inode.meta.write();
