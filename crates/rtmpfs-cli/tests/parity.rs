@@ -498,3 +498,148 @@ fn mapped_store_into_a_hole_of_a_full_mount_reports_enospc_at_sync() {
     close(fd);
     assert!(std::fs::read(&hole).unwrap().iter().all(|&b| b == 0));
 }
+
+/// Item 11: file flags through `FS_IOC_GETFLAGS`/`SETFLAGS` and `FS_IOC_FSGETXATTR`, and what
+/// append-only and immutable files and directories refuse. The kernel enforces none of it for
+/// FUSE: every refusal on rtmpfs is the daemon's.
+fn file_flags(dir: &Path) -> Vec<String> {
+    const GETFLAGS: libc::c_ulong = 0x8008_6601;
+    const SETFLAGS: libc::c_ulong = 0x4008_6602;
+    const FSGETXATTR: libc::c_ulong = 0x801c_581f;
+    const APPEND: i32 = 0x20;
+    const IMMUTABLE: i32 = 0x10;
+    let (f, d) = (dir.join("flagged"), dir.join("flagged-dir"));
+    std::fs::write(&f, "abc").unwrap();
+    std::fs::create_dir(&d).unwrap();
+    std::fs::write(d.join("in"), "").unwrap();
+    let setflags = |p: &Path, flags: i32| {
+        let fd = open(p, libc::O_RDONLY);
+        // SAFETY: FS_IOC_SETFLAGS reads an int from a valid pointer.
+        let r = unsafe { libc::ioctl(fd, SETFLAGS, &flags) };
+        close(fd);
+        ret(r.into())
+    };
+    let getflags = |p: &Path| {
+        let fd = open(p, libc::O_RDONLY);
+        let mut flags: i32 = -1;
+        // SAFETY: FS_IOC_GETFLAGS writes an int to a valid pointer.
+        let r = unsafe { libc::ioctl(fd, GETFLAGS, &mut flags) };
+        let mut fsx = [0u32; 7];
+        // SAFETY: FS_IOC_FSGETXATTR writes a 28-byte struct fsxattr.
+        let r2 = unsafe { libc::ioctl(fd, FSGETXATTR, fsx.as_mut_ptr()) };
+        close(fd);
+        format!(
+            "{} flags {flags:#x}, {} xflags {:#x}",
+            ret(r.into()),
+            ret(r2.into()),
+            fsx[0]
+        )
+    };
+    let try_open = |p: &Path, flags: i32| {
+        let c = c_path(p);
+        // SAFETY: valid path; flags are plain integers.
+        let fd = unsafe { libc::open(c.as_ptr(), flags | libc::O_CLOEXEC) };
+        if fd >= 0 {
+            let w = pwrite(fd, b"Z", 0);
+            close(fd);
+            format!("ok, pwrite at 0: {w}")
+        } else {
+            ret(fd.into())
+        }
+    };
+    let errno_of = |r: std::io::Result<()>| match r {
+        Ok(()) => "ok".to_string(),
+        Err(e) => format!("errno {}", e.raw_os_error().unwrap_or(0)),
+    };
+    let mut out = vec![format!("initial: {}", getflags(&f))];
+    out.push(format!("unsupported flag (compress): {}", setflags(&f, 0x4)));
+    out.push(format!("set append-only: {}", setflags(&f, APPEND)));
+    out.push(format!("flags: {}", getflags(&f)));
+    out.push(format!("open for writing: {}", try_open(&f, libc::O_WRONLY)));
+    out.push(format!(
+        "open O_APPEND: {}",
+        try_open(&f, libc::O_WRONLY | libc::O_APPEND)
+    ));
+    out.push(format!(
+        "O_TRUNC: {}",
+        try_open(&f, libc::O_WRONLY | libc::O_APPEND | libc::O_TRUNC)
+    ));
+    out.push(format!(
+        "truncate: {}",
+        errno_of(std::fs::File::open(&f).and_then(|_| {
+            // SAFETY: valid path.
+            let r = unsafe { libc::truncate(c_path(&f).as_ptr(), 1) };
+            if r == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        }))
+    ));
+    out.push(format!("unlink: {}", errno_of(std::fs::remove_file(&f))));
+    out.push(format!("content: {}", content(&f)));
+    out.push(format!("set immutable: {}", setflags(&f, IMMUTABLE)));
+    out.push(format!("open read-only: {}", try_open(&f, libc::O_RDONLY)));
+    out.push(format!(
+        "open O_APPEND: {}",
+        try_open(&f, libc::O_WRONLY | libc::O_APPEND)
+    ));
+    let chmod = std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o600));
+    out.push(format!("chmod: {}", errno_of(chmod)));
+    out.push(format!(
+        "link: {}",
+        errno_of(std::fs::hard_link(&f, dir.join("flagged-link")))
+    ));
+    out.push(format!(
+        "rename: {}",
+        errno_of(std::fs::rename(&f, dir.join("flagged-moved")))
+    ));
+    let name = std::ffi::CString::new("user.k").unwrap();
+    // SAFETY: valid path and name; a 1-byte value.
+    let r = unsafe { libc::setxattr(c_path(&f).as_ptr(), name.as_ptr(), b"v".as_ptr().cast(), 1, 0) };
+    out.push(format!("setxattr: {}", ret(r.into())));
+    out.push(format!("clear: {}", setflags(&f, 0)));
+    out.push(format!("unlink: {}", errno_of(std::fs::remove_file(&f))));
+    out.push(format!("directory immutable: {}", setflags(&d, IMMUTABLE)));
+    out.push(format!("create in it: {}", errno_of(std::fs::write(d.join("new"), ""))));
+    out.push(format!(
+        "remove from it: {}",
+        errno_of(std::fs::remove_file(d.join("in")))
+    ));
+    out.push(format!("directory append-only: {}", setflags(&d, APPEND)));
+    out.push(format!("create in it: {}", errno_of(std::fs::write(d.join("new"), ""))));
+    out.push(format!(
+        "remove from it: {}",
+        errno_of(std::fs::remove_file(d.join("in")))
+    ));
+    out.push(format!("clear: {}", setflags(&d, 0)));
+    // A caller without CAP_LINUX_IMMUTABLE may not set immutable, even as the owner.
+    std::fs::write(&f, "x").unwrap();
+    // SAFETY: valid path.
+    unsafe { libc::chown(c_path(&f).as_ptr(), 65534, 65534) };
+    let f2 = f.clone();
+    let by_user = std::thread::spawn(move || {
+        // SAFETY: raw credential syscalls on this thread only (glibc's wrappers are
+        // process-wide).
+        unsafe {
+            assert_eq!(libc::syscall(libc::SYS_setresgid, 65534, 65534, 65534), 0);
+            assert_eq!(libc::syscall(libc::SYS_setresuid, 65534, 65534, 65534), 0);
+        }
+        let fd = open(&f2, libc::O_RDONLY);
+        let flags = IMMUTABLE;
+        // SAFETY: as above.
+        let r = unsafe { libc::ioctl(fd, SETFLAGS, &flags) };
+        let e = ret(r.into());
+        close(fd);
+        e
+    })
+    .join()
+    .unwrap();
+    out.push(format!("owner sets immutable: {by_user}"));
+    out
+}
+
+#[test]
+fn file_flags_match_tmpfs() {
+    same_as_tmpfs("file_flags_match_tmpfs", "", file_flags);
+}

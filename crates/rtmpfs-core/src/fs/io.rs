@@ -111,7 +111,7 @@ impl Filesystem {
             Placement::HandleMode if h.flags.append => file.size(),
             _ => offset,
         };
-        check_write_flags(&h.inode.meta.read(), offset, file.size())?;
+        check_write_flags(&h.inode.meta.read(), offset, file.size(), ctx.is_none())?;
         let n = file.write(&io, &self.pager, offset, data)?;
         drop(io);
         self.after_modify(ctx, &h);
@@ -316,9 +316,13 @@ impl Filesystem {
 
 /// The file flags' refusals of a write at `offset` into a file of `size` bytes: none into an
 /// immutable file (a handle opened before the flag was set), only at the end of an append-only
-/// one (a FUSE client sends the offset; the kernel does not check the flag for FUSE).
-fn check_write_flags(m: &crate::inode::Meta, offset: u64, size: u64) -> Result<()> {
-    m.check_not_immutable()?;
+/// one (a FUSE client sends the offset; the kernel does not check the flag for FUSE). A
+/// mapping's writeback (`writeback`) into an immutable file is let through, as on Linux, where
+/// a shared mapping made before `chattr +i` keeps storing into the page cache.
+fn check_write_flags(m: &crate::inode::Meta, offset: u64, size: u64, writeback: bool) -> Result<()> {
+    if !writeback {
+        m.check_not_immutable()?;
+    }
     if m.flags & crate::file_flags::APPEND != 0 && offset != size {
         return Err(FsError::Perm);
     }
