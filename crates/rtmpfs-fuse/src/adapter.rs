@@ -12,8 +12,8 @@ use crate::stats::{Op, Stats};
 use fuser::{
     AccessFlags, CopyFileRangeFlags, Errno, FileHandle, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
     LockOwner, OpenFlags as FuseOpenFlags, RenameFlags as FuseRenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite,
-    ReplyXattr, Request, TimeOrNow, WriteFlags,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyStatx,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use rtmpfs_core::{
     fit_xattr_reply, Attr, Ctx, DirEntry, FallocateMode, Fh, FileKind, Filesystem, FsError, Ino, OpenFlags,
@@ -83,7 +83,7 @@ pub struct Adapter {
     /// Event loops serving a READ that waits on swap I/O themselves right now.
     inline_swap_ins: AtomicUsize,
     /// `FUSE_HANDLE_KILLPRIV_V2` was negotiated: the daemon, not the kernel, clears set-id bits
-    /// on truncate, fallocate and copy_file_range (see [`Adapter::ctx_changing_data`]).
+    /// on write, truncate, fallocate and copy_file_range (see [`Adapter::ctx_changing_data`]).
     daemon_kills_privs: bool,
 }
 
@@ -105,18 +105,27 @@ impl Adapter {
         }
     }
 
-    /// The caller's credentials for a change of a file's data other than WRITE (truncate,
+    /// The caller's credentials for a change of a file's data (write, truncate, O_TRUNC,
     /// fallocate, copy_file_range), which must clear set-user-ID/set-group-ID bits when the
-    /// caller lacks `CAP_FSETID`. Under `FUSE_HANDLE_KILLPRIV_V2` the kernel leaves that to us;
-    /// it says whether the caller lacks the capability with `FATTR_KILL_SUIDGID`, which fuser
-    /// 0.18 does not pass on, so the engine's own rule decides (`CAP_FSETID` exactly when
-    /// root). Without it the kernel has cleared them already (file_remove_privs sends a
-    /// SETATTR first), and the engine must leave the mode alone.
-    fn ctx_changing_data(&self, req: &Request) -> Ctx {
-        if self.daemon_kills_privs {
-            ctx(req)
-        } else {
-            ctx_kernel_killed_privs(req)
+    /// caller lacks `CAP_FSETID`. This is the adapter's one decision on privilege:
+    ///
+    /// * The request carries the kernel's flag (`FUSE_WRITE_KILL_SUIDGID` on WRITE,
+    ///   `FATTR_KILL_SUIDGID` on a truncating SETATTR, `FUSE_OPEN_KILL_SUIDGID` on an O_TRUNC
+    ///   OPEN): it is the kernel's word, set exactly when the caller lacks `CAP_FSETID` under
+    ///   `FUSE_HANDLE_KILLPRIV_V2` (WRITE: also on the direct path without it). Unset, either
+    ///   the caller holds the capability or the kernel has cleared the bits itself before
+    ///   (file_remove_privs sends a SETATTR): the engine must leave them alone either way.
+    /// * The kernel says nothing (fallocate, copy_file_range): under `KILLPRIV_V2` the
+    ///   engine's own rule decides (`CAP_FSETID` exactly when root); without it the kernel
+    ///   has cleared them already.
+    fn ctx_changing_data(&self, req: &Request, word: KernelWord) -> Ctx {
+        match word {
+            KernelWord::KillSuidgid(kill) => Ctx {
+                cap_fsetid: Some(!kill),
+                ..ctx(req)
+            },
+            KernelWord::Silent if self.daemon_kills_privs => ctx(req),
+            KernelWord::Silent => ctx_kernel_killed_privs(req),
         }
     }
 
@@ -160,6 +169,15 @@ impl Adapter {
             FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH
         }
     }
+}
+
+/// What the kernel says, with a data change, about the caller's privilege to keep set-id bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KernelWord {
+    /// The request's `KILL_SUIDGID` flag: set exactly when the bits must go.
+    KillSuidgid(bool),
+    /// The protocol has no flag for this change.
+    Silent,
 }
 
 /// The caller's credentials. Supplementary groups are not sent by FUSE (the kernel checks
@@ -280,6 +298,7 @@ impl fuser::Filesystem for Adapter {
         _chgtime: Option<SystemTime>,
         _bkuptime: Option<SystemTime>,
         _flags: Option<fuser::BsdFileFlags>,
+        kill_suidgid: bool,
         reply: ReplyAttr,
     ) {
         self.count(Op::Setattr);
@@ -301,14 +320,21 @@ impl fuser::Filesystem for Adapter {
         // whether this was a chown(-1, -1), which would clear them for root too: see
         // docs/semantics.md).
         //
-        // Otherwise, set-id bits on truncate: see `ctx_changing_data`. On chown the engine
-        // clears them whoever asks (the kernel sends FATTR_KILL_SUIDGID unconditionally there,
-        // or, without KILLPRIV_V2, the mode change in this same request). The engine drops
+        // Otherwise, set-id bits on truncate: FATTR_KILL_SUIDGID is the kernel's word (see
+        // `ctx_changing_data`). On chown the engine clears them whoever asks (the kernel sends
+        // FATTR_KILL_SUIDGID unconditionally there, so it says nothing about the caller, or,
+        // without KILLPRIV_V2, the mode change in this same request). The engine drops
         // security.capability on truncate and chown, as Linux does.
+        let word = if set.size.is_some() && set.uid.is_none() && set.gid.is_none() {
+            KernelWord::KillSuidgid(kill_suidgid)
+        } else {
+            KernelWord::Silent
+        };
         let r = if self.daemon_kills_privs && set == SetAttr::default() {
             self.fs.remove_privs(&ctx(req), ino(i))
         } else {
-            self.fs.setattr(&self.ctx_changing_data(req), ino(i), &set, h.map(fh))
+            self.fs
+                .setattr(&self.ctx_changing_data(req, word), ino(i), &set, h.map(fh))
         };
         self.reply_attr(reply, r);
     }
@@ -406,13 +432,15 @@ impl fuser::Filesystem for Adapter {
         self.reply_entry(reply, self.fs.link(&ctx(req), ino(i), ino(newparent), newname));
     }
 
-    fn open(&self, req: &Request, i: INodeNo, flags: FuseOpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, i: INodeNo, flags: FuseOpenFlags, kill_suidgid: bool, reply: ReplyOpen) {
         self.count(Op::Open);
         let of = OpenFlags::from_libc(flags.0);
         if self.rofs() && (of.write || of.truncate) {
             return reply.error(Errno::EROFS);
         }
-        match self.fs.open(&ctx(req), ino(i), of) {
+        // O_TRUNC (ATOMIC_O_TRUNC): set-id bits go as on a truncate, by the kernel's word.
+        let octx = self.ctx_changing_data(req, KernelWord::KillSuidgid(kill_suidgid));
+        match self.fs.open(&octx, ino(i), of) {
             Ok(h) => reply.opened(FileHandle(h.0), self.file_open_flags()),
             Err(e) => reply.error(reply_errno(e)),
         }
@@ -476,11 +504,13 @@ impl fuser::Filesystem for Adapter {
         let r = if write_flags.contains(WriteFlags::FUSE_WRITE_CACHE) {
             self.fs.write_back(fh(h), offset, data)
         } else {
-            let wctx = Ctx {
-                cap_fsetid: Some(!write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID)),
-                ..ctx(req)
-            };
-            self.fs.write(&wctx, fh(h), offset, data)
+            let kill = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
+            self.fs.write(
+                &self.ctx_changing_data(req, KernelWord::KillSuidgid(kill)),
+                fh(h),
+                offset,
+                data,
+            )
         };
         match r {
             Ok(n) => reply.written(n as u32),
@@ -632,8 +662,11 @@ impl fuser::Filesystem for Adapter {
         mode: u32,
         _umask: u32,
         flags: i32,
+        _kill_suidgid: bool,
         reply: ReplyCreate,
     ) {
+        // `_kill_suidgid`: CREATE makes a new file (an existing name answers ESTALE or
+        // EEXIST below), so there are no set-id bits to clear.
         self.count(Op::Create);
         if self.rofs() {
             return reply.error(Errno::EROFS);
@@ -656,6 +689,37 @@ impl fuser::Filesystem for Adapter {
         }
     }
 
+    fn tmpfile(&self, req: &Request, parent: INodeNo, mode: u32, _umask: u32, flags: i32, reply: ReplyCreate) {
+        self.count(Op::Create);
+        if self.rofs() {
+            return reply.error(Errno::EROFS);
+        }
+        // The engine's anonymous file: nlink 0, one lookup reference for the kernel's entry,
+        // an open handle. The kernel alone decides whether it may be linked later (O_EXCL).
+        let of = OpenFlags::from_libc(flags);
+        match self.fs.tmpfile(&ctx(req), ino(parent), mode & 0o7777, of) {
+            Ok((a, h)) => reply.created(
+                &self.opts.ttl,
+                &file_attr(&a),
+                Generation(a.generation),
+                FileHandle(h.0),
+                self.file_open_flags(),
+            ),
+            Err(e) => reply.error(reply_errno(e)),
+        }
+    }
+
+    fn statx(&self, _req: &Request, i: INodeNo, _fh: Option<FileHandle>, _flags: u32, _mask: u32, reply: ReplyStatx) {
+        // The kernel asks only for what it lacks (the birth time, or everything after an
+        // invalidation); the engine has all fields at once, so every reply carries them all
+        // and the kernel caches them like GETATTR's.
+        self.count(Op::Getattr);
+        match self.fs.getattr(ino(i)) {
+            Ok(a) => reply.statx(&self.opts.ttl, &file_attr(&a)),
+            Err(e) => reply.error(reply_errno(e)),
+        }
+    }
+
     fn fallocate(
         &self,
         req: &Request,
@@ -672,8 +736,13 @@ impl fuser::Filesystem for Adapter {
         }
         // Set-id bits: see `ctx_changing_data`.
         let r = FallocateMode::from_libc(mode).and_then(|m| {
-            self.fs
-                .fallocate(&self.ctx_changing_data(req), fh(h), offset, length, m)
+            self.fs.fallocate(
+                &self.ctx_changing_data(req, KernelWord::Silent),
+                fh(h),
+                offset,
+                length,
+                m,
+            )
         });
         reply_empty(reply, r);
     }
@@ -716,7 +785,7 @@ impl fuser::Filesystem for Adapter {
         // Like a write, a copy by a caller without CAP_FSETID clears set-id bits of the
         // target (see `ctx_changing_data`).
         match self.fs.copy_file_range(
-            &self.ctx_changing_data(req),
+            &self.ctx_changing_data(req, KernelWord::Silent),
             fh(fh_in),
             offset_in,
             fh(fh_out),
