@@ -55,6 +55,8 @@ pub struct AdapterOptions {
     /// `FOPEN_DIRECT_IO` on every open file: no kernel page cache for file data (mmap still
     /// works through `FUSE_DIRECT_IO_ALLOW_MMAP`). Otherwise `FOPEN_KEEP_CACHE`.
     pub direct_io: bool,
+    /// The FUSE writeback cache (`-o writeback`): see docs/fuse.md for the trade.
+    pub writeback: bool,
     /// Entry and attribute timeout.
     pub ttl: Duration,
     /// How many event loops (`threads=`) serve requests: up to all but one of them may wait on
@@ -66,6 +68,7 @@ impl Default for AdapterOptions {
     fn default() -> Self {
         AdapterOptions {
             direct_io: false,
+            writeback: false,
             ttl: DEFAULT_TTL,
             event_loops: 1,
         }
@@ -85,6 +88,11 @@ pub struct Adapter {
     /// `FUSE_HANDLE_KILLPRIV_V2` was negotiated: the daemon, not the kernel, clears set-id bits
     /// on write, truncate, fallocate and copy_file_range (see [`Adapter::ctx_changing_data`]).
     daemon_kills_privs: bool,
+    /// `FUSE_NO_OPENDIR_SUPPORT` is in use: OPENDIR answers `ENOSYS`, after which the kernel
+    /// opens and closes directories without asking (no OPENDIR, no RELEASEDIR) and sends
+    /// handle 0; see [`Adapter::req_dir_fh`]. Files keep OPEN and RELEASE: see docs/fuse.md,
+    /// "Requests left", for why `FUSE_NO_OPEN_SUPPORT` is not used.
+    no_opendir: bool,
 }
 
 impl Adapter {
@@ -102,7 +110,44 @@ impl Adapter {
             swap_in,
             inline_swap_ins: AtomicUsize::new(0),
             daemon_kills_privs: false,
+            no_opendir: false,
         }
+    }
+
+    /// The engine handle a request on directory `i` works through. The kernel's handle when it
+    /// has one of ours; handle 0 (engine handles are numbered from 1) is a directory the
+    /// kernel opened without asking (`FUSE_NO_OPENDIR_SUPPORT`), served through a transient
+    /// engine handle, released when the request is done. A directory stream needs no state
+    /// in the engine: readdir resumes from the engine's stable cookies, which the kernel
+    /// keeps as the stream's position; permissions are the kernel's; and the kernel never
+    /// lists a removed directory (it is marked dead at rmdir), so no handle has to keep one.
+    fn req_dir_fh(&self, req: &Request, i: INodeNo, h: FileHandle) -> Result<ReqFh<'_>, FsError> {
+        if h.0 != 0 {
+            return Ok(ReqFh {
+                fs: &self.fs,
+                fh: fh(h),
+                transient: false,
+            });
+        }
+        let transient = self.fs.opendir(&ctx(req), ino(i))?;
+        Ok(ReqFh {
+            fs: &self.fs,
+            fh: transient,
+            transient: true,
+        })
+    }
+
+    /// The engine's open flags for a handle the kernel will use. With the writeback cache the
+    /// kernel writes pages back through any open handle of the file, reads before a partial
+    /// page write, and places O_APPEND writes itself (from the size it keeps): such a handle
+    /// must read, and must not append on its own (libfuse's passthrough does the same).
+    fn engine_open_flags(&self, flags: i32) -> OpenFlags {
+        let mut of = OpenFlags::from_libc(flags);
+        if self.opts.writeback {
+            of.read |= of.write;
+            of.append = false;
+        }
+        of
     }
 
     /// The caller's credentials for a change of a file's data (write, truncate, O_TRUNC,
@@ -171,6 +216,23 @@ impl Adapter {
     }
 }
 
+/// An engine handle for one request: the kernel's, or a transient one released on drop (see
+/// [`Adapter::req_dir_fh`]).
+struct ReqFh<'a> {
+    fs: &'a Filesystem,
+    fh: Fh,
+    transient: bool,
+}
+
+impl Drop for ReqFh<'_> {
+    fn drop(&mut self) {
+        if self.transient {
+            // Cannot fail: the handle was made for this request and nobody else knows it.
+            let _ = self.fs.releasedir(self.fh);
+        }
+    }
+}
+
 /// What the kernel says, with a data change, about the caller's privilege to keep set-id bits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum KernelWord {
@@ -233,6 +295,11 @@ fn wanted_capabilities(direct_io: bool) -> Vec<(InitFlags, &'static str)> {
 
 impl fuser::Filesystem for Adapter {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
+        // Zero-message opendir and closedir (see `req_dir_fh`).
+        self.no_opendir = config.add_capabilities(InitFlags::FUSE_NO_OPENDIR_SUPPORT).is_ok();
+        if self.opts.writeback && config.add_capabilities(InitFlags::FUSE_WRITEBACK_CACHE).is_err() {
+            tracing::warn!("kernel does not offer FUSE capability writeback_cache: writes go through");
+        }
         for (cap, name) in wanted_capabilities(self.opts.direct_io) {
             if config.add_capabilities(cap).is_err() {
                 tracing::warn!("kernel does not offer FUSE capability {name}");
@@ -333,8 +400,10 @@ impl fuser::Filesystem for Adapter {
         let r = if self.daemon_kills_privs && set == SetAttr::default() {
             self.fs.remove_privs(&ctx(req), ino(i))
         } else {
-            self.fs
-                .setattr(&self.ctx_changing_data(req, word), ino(i), &set, h.map(fh))
+            // Handle 0: a directory the kernel opened without us (`no_opendir`, fchmod on a
+            // directory descriptor); the inode suffices.
+            let h = h.filter(|h| h.0 != 0).map(fh);
+            self.fs.setattr(&self.ctx_changing_data(req, word), ino(i), &set, h)
         };
         self.reply_attr(reply, r);
     }
@@ -434,7 +503,7 @@ impl fuser::Filesystem for Adapter {
 
     fn open(&self, req: &Request, i: INodeNo, flags: FuseOpenFlags, kill_suidgid: bool, reply: ReplyOpen) {
         self.count(Op::Open);
-        let of = OpenFlags::from_libc(flags.0);
+        let of = self.engine_open_flags(flags.0);
         if self.rofs() && (of.write || of.truncate) {
             return reply.error(Errno::EROFS);
         }
@@ -519,10 +588,12 @@ impl fuser::Filesystem for Adapter {
     }
 
     fn flush(&self, _req: &Request, _i: INodeNo, _h: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
-        // Every open sets FOPEN_NOFLUSH, so the kernel sends none (except with a writeback
-        // cache, which we do not use); answered anyway.
+        // FLUSH has nothing to do here (no daemon-side locks; write errors are reported by
+        // WRITE, or with `writeback` by the kernel's own writeback at close, before it would
+        // send FLUSH). Every open sets FOPEN_NOFLUSH, which the kernel ignores under the
+        // writeback cache: ENOSYS stops FLUSH for the rest of the connection.
         self.count(Op::Flush);
-        reply.ok();
+        reply.error(Errno::ENOSYS);
     }
 
     fn release(
@@ -546,6 +617,12 @@ impl fuser::Filesystem for Adapter {
 
     fn opendir(&self, req: &Request, i: INodeNo, _flags: FuseOpenFlags, reply: ReplyOpen) {
         self.count(Op::Open);
+        if self.no_opendir {
+            // The kernel then opens every directory without asking us, with CACHE_DIR and
+            // KEEP_CACHE (its defaults for this case, the flags we would set), and sends no
+            // RELEASEDIR (see `req_dir_fh`).
+            return reply.error(Errno::ENOSYS);
+        }
         match self.fs.opendir(&ctx(req), ino(i)) {
             // CACHE_DIR: the kernel keeps listings in its page cache and drops them when the
             // directory changes through it; KEEP_CACHE: opendir does not drop them.
@@ -557,16 +634,18 @@ impl fuser::Filesystem for Adapter {
         }
     }
 
-    fn readdir(&self, _req: &Request, _i: INodeNo, h: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+    fn readdir(&self, req: &Request, i: INodeNo, h: FileHandle, offset: u64, mut reply: ReplyDirectory) {
         self.count(Op::Readdir);
         // Each entry's offset is its engine cookie: the kernel resumes after it.
-        let r = self.fs.readdir(fh(h), offset, |e| {
-            !reply.add(
-                INodeNo(e.ino.0),
-                e.cookie,
-                crate::attr::file_type(e.kind),
-                OsStr::from_bytes(&e.name),
-            )
+        let r = self.req_dir_fh(req, i, h).and_then(|dir| {
+            self.fs.readdir(dir.fh, offset, |e| {
+                !reply.add(
+                    INodeNo(e.ino.0),
+                    e.cookie,
+                    crate::attr::file_type(e.kind),
+                    OsStr::from_bytes(&e.name),
+                )
+            })
         });
         match r {
             Ok(()) => reply.ok(),
@@ -574,9 +653,12 @@ impl fuser::Filesystem for Adapter {
         }
     }
 
-    fn readdirplus(&self, _req: &Request, _i: INodeNo, h: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+    fn readdirplus(&self, req: &Request, i: INodeNo, h: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
         self.count(Op::Readdirplus);
-        match self.fill_readdirplus(fh(h), offset, &mut reply) {
+        let r = self
+            .req_dir_fh(req, i, h)
+            .and_then(|dir| self.fill_readdirplus(dir.fh, offset, &mut reply));
+        match r {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(reply_errno(e)),
         }
@@ -587,9 +669,9 @@ impl fuser::Filesystem for Adapter {
         reply_empty(reply, self.fs.releasedir(fh(h)));
     }
 
-    fn fsyncdir(&self, _req: &Request, _i: INodeNo, h: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+    fn fsyncdir(&self, req: &Request, i: INodeNo, h: FileHandle, _datasync: bool, reply: ReplyEmpty) {
         self.count(Op::Other);
-        reply_empty(reply, self.fs.fsync(fh(h)));
+        reply_empty(reply, self.req_dir_fh(req, i, h).and_then(|d| self.fs.fsync(d.fh)));
     }
 
     fn statfs(&self, _req: &Request, _i: INodeNo, reply: ReplyStatfs) {
@@ -671,7 +753,7 @@ impl fuser::Filesystem for Adapter {
         if self.rofs() {
             return reply.error(Errno::EROFS);
         }
-        let of = OpenFlags::from_libc(flags);
+        let of = self.engine_open_flags(flags);
         match self.fs.create(&ctx(req), ino(parent), name, mode & 0o7777, of) {
             Ok((a, h)) => reply.created(
                 &self.opts.ttl,
@@ -696,7 +778,7 @@ impl fuser::Filesystem for Adapter {
         }
         // The engine's anonymous file: nlink 0, one lookup reference for the kernel's entry,
         // an open handle. The kernel alone decides whether it may be linked later (O_EXCL).
-        let of = OpenFlags::from_libc(flags);
+        let of = self.engine_open_flags(flags);
         match self.fs.tmpfile(&ctx(req), ino(parent), mode & 0o7777, of) {
             Ok((a, h)) => reply.created(
                 &self.opts.ttl,

@@ -477,8 +477,11 @@ impl Control {
             }
         }
         let given = |name: &str| arg.split(',').any(|o| o == name || o.starts_with(&format!("{name}=")));
-        if (given("threads") && new.threads != cur.threads) || (given("direct_io") && new.direct_io != cur.direct_io) {
-            return Err("threads= and direct_io cannot change on remount".into());
+        if (given("threads") && new.threads != cur.threads)
+            || (given("direct_io") && new.direct_io != cur.direct_io)
+            || (given("writeback") && new.writeback != cur.writeback)
+        {
+            return Err("threads=, direct_io and writeback cannot change on remount".into());
         }
         self.fs.set_read_only(new.read_only);
         cur.read_only = new.read_only;
@@ -553,6 +556,7 @@ fn start(mount_point: &Path, opts: MountOptions) -> Result<Started, MountError> 
         fs.clone(),
         AdapterOptions {
             direct_io: opts.direct_io,
+            writeback: opts.writeback,
             ttl: DEFAULT_TTL,
             event_loops: opts.threads,
         },
