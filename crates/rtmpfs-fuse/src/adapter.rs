@@ -137,6 +137,14 @@ impl Adapter {
         })
     }
 
+    /// Whether a SETATTR is the kernel's own clearing of privileges (file_remove_privs before
+    /// a change, `chown(f, -1, -1)`), which under KILLPRIV_V2 sets nothing: with the writeback
+    /// cache the kernel owns ctime and sends it along, so there "nothing" is "only ctime".
+    fn is_kernels_priv_clearing(&self, set: &SetAttr) -> bool {
+        let without_ctime = SetAttr { ctime: None, ..*set };
+        without_ctime == SetAttr::default() && (set.ctime.is_none() || self.opts.writeback)
+    }
+
     /// The engine's open flags for a handle the kernel will use. With the writeback cache the
     /// kernel writes pages back through any open handle of the file, reads before a partial
     /// page write, and places O_APPEND writes itself (from the size it keeps): such a handle
@@ -397,7 +405,7 @@ impl fuser::Filesystem for Adapter {
         } else {
             KernelWord::Silent
         };
-        let r = if self.daemon_kills_privs && set == SetAttr::default() {
+        let r = if self.daemon_kills_privs && self.is_kernels_priv_clearing(&set) {
             self.fs.remove_privs(&ctx(req), ino(i))
         } else {
             // Handle 0: a directory the kernel opened without us (`no_opendir`, fchmod on a
