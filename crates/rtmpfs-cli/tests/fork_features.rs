@@ -367,3 +367,39 @@ fn truncate_clears_setid_bits_by_the_kernels_word() {
         assert_eq!(truncations(d.path()), want, "rtmpfs -o {opts} vs tmpfs");
     }
 }
+
+/// The birth time costs one request per inode: the kernel caches the STATX reply like a
+/// GETATTR's (both count as `getattr` in `rtmpfs --stats`), and `stat` without
+/// `STATX_BTIME` never sends STATX.
+#[test]
+fn statx_birth_time_is_asked_once_per_inode() {
+    if !can_mount("statx_birth_time_is_asked_once_per_inode") {
+        return;
+    }
+    let d = Daemon::start("size=16m");
+    let f = d.path().join("f");
+    std::fs::write(&f, b"x").unwrap();
+    // Plain stat(2) (`std::fs::metadata` would ask statx for the birth time too).
+    let plain_stat = || {
+        let p = c_path(&f);
+        // SAFETY: a valid path and a zeroed stat buffer.
+        unsafe {
+            let mut st: libc::stat = std::mem::zeroed();
+            assert_eq!(libc::stat(p.as_ptr(), &mut st), 0);
+        }
+    };
+    plain_stat();
+    let getattrs = || common::stat_of(d.path(), "getattr");
+    let before = getattrs();
+    for _ in 0..10 {
+        plain_stat();
+    }
+    assert_eq!(getattrs(), before, "plain stat is served from the kernel's cache");
+    let first = statx_btime(&f);
+    assert!(first.0);
+    assert_eq!(getattrs(), before + 1, "one STATX for the birth time");
+    for _ in 0..10 {
+        assert_eq!(statx_btime(&f), first);
+    }
+    assert_eq!(getattrs(), before + 1, "the birth time is cached");
+}
