@@ -84,11 +84,12 @@ fn open_and_close_cost_open_and_release_only() {
     assert_eq!(r, expected);
 }
 
-/// Listing a directory costs no OPENDIR/RELEASEDIR (`FUSE_NO_OPENDIR_SUPPORT`), the kernel
-/// keeps the listing (CACHE_DIR, its default then), and drops it when the directory changes.
+/// Listing a cached directory costs its OPENDIR and RELEASEDIR only (not
+/// `FUSE_NO_OPENDIR_SUPPORT`: the engine's directory handle holds where a listing ends), the
+/// kernel keeps the listing (CACHE_DIR) and drops it when the directory changes.
 #[test]
-fn directory_listings_cost_no_open_and_stay_coherent() {
-    if !can_mount("directory_listings_cost_no_open_and_stay_coherent") {
+fn directory_listings_cost_open_and_release_only_and_stay_coherent() {
+    if !can_mount("directory_listings_cost_open_and_release_only_and_stay_coherent") {
         return;
     }
     let d = Daemon::start("size=16m");
@@ -111,7 +112,12 @@ fn directory_listings_cost_no_open_and_stay_coherent() {
             assert_eq!(list(&dir).len(), 100);
         }
     });
-    for kind in ["open", "release", "readdir", "readdirplus", "lookup"] {
+    assert_eq!(
+        (get(&r, "open"), get(&r, "release")),
+        (10, 10),
+        "one OPENDIR and RELEASEDIR per listing: {r:?}"
+    );
+    for kind in ["readdir", "readdirplus", "lookup"] {
         assert_eq!(get(&r, kind), 0, "cached listings: {r:?}");
     }
     // At most one GETATTR: the kernel refreshes the directory's atime, which it marked stale
@@ -124,7 +130,7 @@ fn directory_listings_cost_no_open_and_stay_coherent() {
     assert_eq!(after.len(), 100);
     assert!(after.contains(&"new".into()) && after.contains(&"g1".into()));
     assert!(!after.contains(&"f0".into()) && !after.contains(&"f1".into()));
-    // Requests that carry the handle of a directory opened without OPENDIR (handle 0).
+    // Requests on a directory descriptor.
     let h = std::fs::File::open(&dir).unwrap();
     h.sync_all().expect("fsync of a directory descriptor");
     h.set_permissions(std::fs::Permissions::from_mode(0o700))

@@ -88,11 +88,6 @@ pub struct Adapter {
     /// `FUSE_HANDLE_KILLPRIV_V2` was negotiated: the daemon, not the kernel, clears set-id bits
     /// on write, truncate, fallocate and copy_file_range (see [`Adapter::ctx_changing_data`]).
     daemon_kills_privs: bool,
-    /// `FUSE_NO_OPENDIR_SUPPORT` is in use: OPENDIR answers `ENOSYS`, after which the kernel
-    /// opens and closes directories without asking (no OPENDIR, no RELEASEDIR) and sends
-    /// handle 0; see [`Adapter::req_dir_fh`]. Files keep OPEN and RELEASE: see docs/fuse.md,
-    /// "Requests left", for why `FUSE_NO_OPEN_SUPPORT` is not used.
-    no_opendir: bool,
 }
 
 impl Adapter {
@@ -110,31 +105,7 @@ impl Adapter {
             swap_in,
             inline_swap_ins: AtomicUsize::new(0),
             daemon_kills_privs: false,
-            no_opendir: false,
         }
-    }
-
-    /// The engine handle a request on directory `i` works through. The kernel's handle when it
-    /// has one of ours; handle 0 (engine handles are numbered from 1) is a directory the
-    /// kernel opened without asking (`FUSE_NO_OPENDIR_SUPPORT`), served through a transient
-    /// engine handle, released when the request is done. A directory stream needs no state
-    /// in the engine: readdir resumes from the engine's stable cookies, which the kernel
-    /// keeps as the stream's position; permissions are the kernel's; and the kernel never
-    /// lists a removed directory (it is marked dead at rmdir), so no handle has to keep one.
-    fn req_dir_fh(&self, req: &Request, i: INodeNo, h: FileHandle) -> Result<ReqFh<'_>, FsError> {
-        if h.0 != 0 {
-            return Ok(ReqFh {
-                fs: &self.fs,
-                fh: fh(h),
-                transient: false,
-            });
-        }
-        let transient = self.fs.opendir(&ctx(req), ino(i))?;
-        Ok(ReqFh {
-            fs: &self.fs,
-            fh: transient,
-            transient: true,
-        })
     }
 
     /// Whether a SETATTR is the kernel's own clearing of privileges (file_remove_privs before
@@ -232,23 +203,6 @@ impl Adapter {
     }
 }
 
-/// An engine handle for one request: the kernel's, or a transient one released on drop (see
-/// [`Adapter::req_dir_fh`]).
-struct ReqFh<'a> {
-    fs: &'a Filesystem,
-    fh: Fh,
-    transient: bool,
-}
-
-impl Drop for ReqFh<'_> {
-    fn drop(&mut self) {
-        if self.transient {
-            // Cannot fail: the handle was made for this request and nobody else knows it.
-            let _ = self.fs.releasedir(self.fh);
-        }
-    }
-}
-
 /// What the kernel says, with a data change, about the caller's privilege to keep set-id bits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum KernelWord {
@@ -311,8 +265,10 @@ fn wanted_capabilities(direct_io: bool) -> Vec<(InitFlags, &'static str)> {
 
 impl fuser::Filesystem for Adapter {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
-        // Zero-message opendir and closedir (see `req_dir_fh`).
-        self.no_opendir = config.add_capabilities(InitFlags::FUSE_NO_OPENDIR_SUPPORT).is_ok();
+        // Not FUSE_NO_OPENDIR_SUPPORT, although it would save an OPENDIR and a RELEASEDIR per
+        // directory opened: a listing ends where the directory ended when it began, and that
+        // end lives in the engine's directory handle (as Linux keeps it in the open file);
+        // without OPENDIR there is no per-stream place for it (docs/fuse.md, "Requests left").
         if self.opts.writeback && config.add_capabilities(InitFlags::FUSE_WRITEBACK_CACHE).is_err() {
             tracing::warn!("kernel does not offer FUSE capability writeback_cache: writes go through");
         }
@@ -416,8 +372,8 @@ impl fuser::Filesystem for Adapter {
         let r = if self.daemon_kills_privs && self.is_kernels_priv_clearing(&set) {
             self.fs.remove_privs(&ctx(req), ino(i))
         } else {
-            // Handle 0: a directory the kernel opened without us (`no_opendir`, fchmod on a
-            // directory descriptor); the inode suffices.
+            // Handle 0: no handle of ours (e.g. fchmod of a descriptor the kernel holds without
+            // one); the inode suffices.
             let h = h.filter(|h| h.0 != 0).map(fh);
             self.fs.setattr(&self.ctx_changing_data(req, word), ino(i), &set, h)
         };
@@ -655,12 +611,6 @@ impl fuser::Filesystem for Adapter {
 
     fn opendir(&self, req: &Request, i: INodeNo, _flags: FuseOpenFlags, reply: ReplyOpen) {
         self.count(Op::Open);
-        if self.no_opendir {
-            // The kernel then opens every directory without asking us, with CACHE_DIR and
-            // KEEP_CACHE (its defaults for this case, the flags we would set), and sends no
-            // RELEASEDIR (see `req_dir_fh`).
-            return reply.error(Errno::ENOSYS);
-        }
         match self.fs.opendir(&ctx(req), ino(i)) {
             // CACHE_DIR: the kernel keeps listings in its page cache and drops them when the
             // directory changes through it; KEEP_CACHE: opendir does not drop them.
@@ -672,18 +622,16 @@ impl fuser::Filesystem for Adapter {
         }
     }
 
-    fn readdir(&self, req: &Request, i: INodeNo, h: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+    fn readdir(&self, _req: &Request, _i: INodeNo, h: FileHandle, offset: u64, mut reply: ReplyDirectory) {
         self.count(Op::Readdir);
         // Each entry's offset is its engine cookie: the kernel resumes after it.
-        let r = self.req_dir_fh(req, i, h).and_then(|dir| {
-            self.fs.readdir(dir.fh, offset, |e| {
-                !reply.add(
-                    INodeNo(e.ino.0),
-                    e.cookie,
-                    crate::attr::file_type(e.kind),
-                    OsStr::from_bytes(&e.name),
-                )
-            })
+        let r = self.fs.readdir(fh(h), offset, |e| {
+            !reply.add(
+                INodeNo(e.ino.0),
+                e.cookie,
+                crate::attr::file_type(e.kind),
+                OsStr::from_bytes(&e.name),
+            )
         });
         match r {
             Ok(()) => reply.ok(),
@@ -691,11 +639,9 @@ impl fuser::Filesystem for Adapter {
         }
     }
 
-    fn readdirplus(&self, req: &Request, i: INodeNo, h: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+    fn readdirplus(&self, _req: &Request, _i: INodeNo, h: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
         self.count(Op::Readdirplus);
-        let r = self
-            .req_dir_fh(req, i, h)
-            .and_then(|dir| self.fill_readdirplus(dir.fh, offset, &mut reply));
+        let r = self.fill_readdirplus(fh(h), offset, &mut reply);
         match r {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(reply_errno(e)),
@@ -707,9 +653,9 @@ impl fuser::Filesystem for Adapter {
         reply_empty(reply, self.fs.releasedir(fh(h)));
     }
 
-    fn fsyncdir(&self, req: &Request, i: INodeNo, h: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+    fn fsyncdir(&self, _req: &Request, _i: INodeNo, h: FileHandle, _datasync: bool, reply: ReplyEmpty) {
         self.count(Op::Other);
-        reply_empty(reply, self.req_dir_fh(req, i, h).and_then(|d| self.fs.fsync(d.fh)));
+        reply_empty(reply, self.fs.fsync(fh(h)));
     }
 
     fn statfs(&self, _req: &Request, _i: INodeNo, reply: ReplyStatfs) {
