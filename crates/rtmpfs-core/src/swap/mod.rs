@@ -18,7 +18,7 @@ mod slots;
 pub use backend::{AlignedPage, FaultySwap, FileSwap, MemorySwap, SwapBackend};
 pub(crate) use seal::Sealer;
 
-use crate::sync::{AtomicU64, LockRank, Mutex, Ordering};
+use crate::sync::{AtomicBool, AtomicU64, LockRank, Mutex, Ordering};
 use crate::types::PAGE_SIZE;
 use slots::SlotAllocator;
 
@@ -40,10 +40,16 @@ pub(crate) struct PageId {
 /// Why a page could not be stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum StoreError {
-    /// No free slot (swap_size reached).
+    /// No free slot (swap_size reached), or the swap file's filesystem is full (`ENOSPC`,
+    /// `EDQUOT`): the pages stored so far stay readable.
     Full,
-    /// The backend failed to write.
+    /// The backend failed to write for another reason: the device may be failing.
     Io,
+}
+
+/// Whether a backend write error means "no space" (the swap is full) rather than a failing device.
+fn is_no_space(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
 }
 
 /// Counters of swap activity.
@@ -61,6 +67,10 @@ pub(crate) struct Swap {
     /// Rank `Swap`: a leaf.
     slots: Mutex<SlotAllocator>,
     sealer: Sealer,
+    /// The last write failed with an error other than "no space": the device may be dying, so
+    /// reclaim stops dropping clean frames whose only other copy is there. Cleared by a write
+    /// that succeeds.
+    failing: AtomicBool,
     pub stats: SwapStats,
 }
 
@@ -74,6 +84,7 @@ impl Swap {
             backend,
             slots: Mutex::new(LockRank::Swap, SlotAllocator::new(cap)),
             sealer,
+            failing: AtomicBool::new(false),
             stats: SwapStats::default(),
         }
     }
@@ -117,14 +128,25 @@ impl Swap {
                 self.stats
                     .write_errors
                     .fetch_add((end - start) as u64, Ordering::Relaxed);
+                let why = if is_no_space(&e) {
+                    StoreError::Full
+                } else {
+                    self.failing.store(true, Ordering::Relaxed);
+                    StoreError::Io
+                };
                 let mut alloc = self.slots.lock();
                 for r in &mut out[start..end] {
                     if let Ok(e) = r {
                         alloc.free(e.slot);
                     }
-                    *r = Err(StoreError::Io);
+                    *r = Err(why);
+                }
+                if why == StoreError::Full {
+                    // Slots the file already spans can still be rewritten: use those for a while.
+                    alloc.block_growth();
                 }
             } else {
+                self.failing.store(false, Ordering::Relaxed);
                 self.stats.writes.fetch_add((end - start) as u64, Ordering::Relaxed);
             }
             start = end;
@@ -188,6 +210,11 @@ impl Swap {
             }
         }
         results
+    }
+
+    /// Whether the last swap write failed with an I/O error (not "no space").
+    pub(crate) fn failing(&self) -> bool {
+        self.failing.load(Ordering::Relaxed)
     }
 
     /// Give a slot back for reuse.
