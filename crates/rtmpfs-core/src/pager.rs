@@ -225,17 +225,20 @@ impl Pager {
         })
     }
 
-    /// Put a newly resident frame on the CLOCK ring.
-    pub(crate) fn track(&self, owner: &Weak<Inode>, idx: u64, frame: &Arc<Frame>) {
+    /// Put a newly resident frame on the CLOCK ring, and on its clean list if it was swapped in
+    /// with its swap copy kept (`clean`).
+    pub(crate) fn track(&self, owner: &Weak<Inode>, idx: u64, frame: &Arc<Frame>, clean: bool) {
         if let Some(tier) = &self.tier {
-            tier.clock.push(
-                ClockEntry {
-                    inode: owner.clone(),
-                    idx,
-                    frame: Arc::downgrade(frame),
-                },
-                tier.budget.used(),
-            );
+            let entry = || ClockEntry {
+                inode: owner.clone(),
+                idx,
+                frame: Arc::downgrade(frame),
+            };
+            let live = tier.budget.used();
+            if clean {
+                tier.clock.push_clean(entry(), live);
+            }
+            tier.clock.push(entry(), live);
         }
     }
 
@@ -277,6 +280,14 @@ impl Pager {
 
     fn sweep_ring(&self, tier: &MemTier, swap: &Swap, want: usize) -> Sweep {
         let want = want.min(MAX_BATCH);
+        if swap.is_full() {
+            // No slot for a dirty page: only clean frames could leave, and `sweep_clean` finds
+            // those without copying dirty candidates for nothing.
+            return Sweep {
+                full: true,
+                ..Sweep::default()
+            };
+        }
         let examine_limit = (tier.clock.len() + want)
             .min(want * SWEEP_FACTOR * 64)
             .max(want * SWEEP_FACTOR);
@@ -350,29 +361,27 @@ impl Pager {
         }
     }
 
-    /// Reclaim when the swap cannot take more pages: go round the whole ring (twice, so that a
-    /// referenced frame gets its second chance) for up to `want` clean frames — those whose swap
-    /// copy is still valid — and drop them without I/O. Dirty frames are passed over without
-    /// being copied. Does nothing while the swap device is failing: a clean frame's other copy
-    /// is on that device, and a page in RAM should stay readable. Returns frames freed.
+    /// Reclaim when the swap cannot take more pages: up to `want` clean frames — swapped in,
+    /// their swap copy still valid — leave RAM without I/O, taken from the clock's clean list
+    /// (gone through twice, so that a referenced frame gets its second chance; a frame written
+    /// since is dirty and dropped from the list). Does nothing while the swap device is failing:
+    /// a clean frame's other copy is on that device, and a page in RAM should stay readable.
+    /// Returns frames freed.
     fn sweep_clean(&self, tier: &MemTier, swap: &Swap, want: usize) -> usize {
         if swap.failing() {
             return 0;
         }
         let mut done = 0;
-        let mut left = 2 * tier.clock.len();
+        let mut left = 2 * tier.clock.clean_len();
         while done < want && left > 0 {
             left -= 1;
-            let Some(entry) = tier.clock.pop() else { break };
+            let Some(entry) = tier.clock.pop_clean() else { break };
             let (Some(inode), Some(frame)) = (entry.inode.upgrade(), entry.frame.upgrade()) else {
                 continue;
             };
-            let Some(origin) = frame.origin() else {
-                tier.clock.requeue(entry);
-                continue;
-            };
+            let Some(origin) = frame.origin() else { continue };
             if frame.referenced.swap(false, Ordering::Relaxed) {
-                tier.clock.requeue(entry);
+                tier.clock.requeue_clean(entry);
                 continue;
             }
             let Some(file) = inode.file() else { continue };
@@ -382,7 +391,7 @@ impl Pager {
                     tier.stats.clean_evictions.fetch_add(1, Ordering::Relaxed);
                     done += 1;
                 }
-                EvictOutcome::Busy => tier.clock.requeue(entry),
+                EvictOutcome::Busy => tier.clock.requeue_clean(entry),
                 _ => {}
             }
         }

@@ -352,7 +352,7 @@ impl FileData {
                     swap.free(e.slot);
                 }
             }
-            pager.track(&self.owner, idx, &frame);
+            pager.track(&self.owner, idx, &frame, false);
             return Ok(if fill.is_some() {
                 Resident::Filled
             } else {
@@ -531,7 +531,7 @@ impl FileData {
         }
         tier.stats.swap_ins.fetch_add(published.len() as u64, Ordering::Relaxed);
         for (idx, frame) in &published {
-            pager.track(&self.owner, *idx, frame);
+            pager.track(&self.owner, *idx, frame, true);
         }
         if first_poisoned {
             Err(FsError::Io)

@@ -222,6 +222,11 @@ impl Swap {
         self.slots.lock().free(slot);
     }
 
+    /// Whether no slot is free at all (capacity reached): a store would fail at once.
+    pub(crate) fn is_full(&self) -> bool {
+        self.slots.lock().is_full()
+    }
+
     /// Slots in use.
     pub(crate) fn used_slots(&self) -> u64 {
         self.slots.lock().used()

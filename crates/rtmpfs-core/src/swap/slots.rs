@@ -75,6 +75,11 @@ impl SlotAllocator {
         }
     }
 
+    /// No slot free and none can be added (capacity reached).
+    pub(crate) fn is_full(&self) -> bool {
+        self.free.is_empty() && self.capacity.is_some_and(|c| self.next >= c)
+    }
+
     pub(crate) fn used(&self) -> u64 {
         self.next - self.free.len() as u64
     }
