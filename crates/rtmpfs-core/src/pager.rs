@@ -48,8 +48,9 @@ impl Sweep {
 
 /// What a frame is charged for: it decides how far `Pager::charge_frame` goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum FrameFor {
-    /// New data (a hole or reserved page written): fails when memory and swap are full.
+pub(crate) enum FrameFor {
+    /// New data (a hole or reserved page written), or a page read ahead that nobody waits for
+    /// yet: fails when memory and swap are full.
     NewPage,
     /// The page a reader (or a writer changing part of it) needs back from swap: may overdraw
     /// the budget, so stored data stays readable when the swap is full.
@@ -136,15 +137,13 @@ impl Pager {
     }
 
     /// A buffer for a page read back from swap, charged to the RAM budget like a frame (the
-    /// charge goes with it into `Frame::new`). `first`: the page a reader is waiting for, which
-    /// may overdraw the budget (see `charge_frame`); further pages of a run are taken only if
-    /// reclaim frees frames for them at once. Same preconditions as `new_frame`.
+    /// charge goes with it into `Frame::new`) as `purpose` allows (see `FrameFor`). Same
+    /// preconditions as `new_frame`.
     ///
     /// # Errors
     /// `Io` when no frame can be had: a swap-in failure is never `NoSpace` (a read would report
     /// it as "no space") nor a short read.
-    pub(crate) fn new_swap_in_buffer(&self, first: bool) -> Result<(FrameCharge, AlignedPage)> {
-        let purpose = if first { FrameFor::SwapIn } else { FrameFor::SwapInExtra };
+    pub(crate) fn new_swap_in_buffer(&self, purpose: FrameFor) -> Result<(FrameCharge, AlignedPage)> {
         let charge = self.charge_frame(purpose).map_err(|_| FsError::Io)?;
         let page = AlignedPage::for_overwrite().map_err(|OutOfMemory| FsError::Io)?;
         Ok((charge, page))
@@ -322,9 +321,17 @@ impl Pager {
             .filter_map(|c| c.snap.copy.take().map(|copy| (copy, c.snap.id, c.snap.slot_hint)))
             .collect();
         let mut stored = swap.store_batch(&mut dirty).into_iter();
+        // After this batch's own writes: they are the freshest news of the device.
+        let failing = swap.failing();
         let (mut done, mut full, mut io_error) = (0, false, false);
         for c in batch {
             let (entry, fresh) = match c.snap.origin {
+                // The swap copy may be unreadable: keep the page in RAM (see `sweep_clean`).
+                Some(_) if failing => {
+                    io_error = true;
+                    tier.clock.requeue(c.entry);
+                    continue;
+                }
                 Some(origin) => (origin, false),
                 None => match stored.next() {
                     Some(Ok(e)) => (e, true),

@@ -17,7 +17,7 @@ pub(crate) mod page_map;
 
 use crate::error::{FsError, Result};
 use crate::inode::Inode;
-use crate::pager::Pager;
+use crate::pager::{FrameFor, Pager};
 use crate::readahead::FileReadAhead;
 use crate::swap::{AlignedPage, PageId, Swap, SwapEntry};
 use crate::sync::{Arc, AtomicU64, LockRank, Ordering, RwLock, Weak, WriteGuard};
@@ -209,7 +209,7 @@ impl FileData {
                 if pager.readahead.is_some() && self.ra.wait_for(pos / PAGE_SIZE) {
                     continue;
                 }
-                self.swap_in(pager, &run)?;
+                self.swap_in(pager, &run, FrameFor::SwapIn)?;
             }
         }
         Ok((end - offset) as usize)
@@ -314,7 +314,7 @@ impl FileData {
                 }
             };
             if let (SlotState::Swapped(e), None) = (seen, fill) {
-                self.swap_in(pager, &[(idx, e)])?;
+                self.swap_in(pager, &[(idx, e)], FrameFor::SwapIn)?;
                 continue;
             }
             if seen == SlotState::Hole {
@@ -389,7 +389,8 @@ impl FileData {
             {
                 end += 1;
             }
-            match self.swap_in(pager, &swapped[start..end]) {
+            // Speculative: waits for memory like new data, never overdraws the reserve.
+            match self.swap_in(pager, &swapped[start..end], FrameFor::NewPage) {
                 Ok(n) => {
                     if let Some(tier) = &pager.tier {
                         tier.stats.readahead_swap_ins.fetch_add(n as u64, Ordering::Relaxed);
@@ -437,11 +438,15 @@ impl FileData {
     /// seen; otherwise someone else changed it and the caller looks again. Holds no lock during
     /// allocation or I/O.
     ///
+    /// `first`: how the frame for `run[0]` is charged (`SwapIn` for a page someone needs, which
+    /// may overdraw the budget; `NewPage` for read-ahead); the rest of the run only if reclaim
+    /// frees frames at once.
+    ///
     /// Returns how many pages it published.
     ///
     /// # Errors
     /// `Io` if `run[0]` was poisoned, or no frame could be had for it (the page stays swapped).
-    fn swap_in(&self, pager: &Pager, run: &[(u64, SwapEntry)]) -> Result<usize> {
+    fn swap_in(&self, pager: &Pager, run: &[(u64, SwapEntry)], first: FrameFor) -> Result<usize> {
         debug_assert!(run.windows(2).all(|w| w[0].1.slot < w[1].1.slot));
         let tier = pager.tier.as_ref().ok_or(FsError::Io)?;
         let swap = tier.swap.as_ref().ok_or(FsError::Io)?;
@@ -449,7 +454,8 @@ impl FileData {
         // read straight into the buffers that become the frames.
         let mut bufs = Vec::with_capacity(run.len());
         for _ in run {
-            match pager.new_swap_in_buffer(bufs.is_empty()) {
+            let purpose = if bufs.is_empty() { first } else { FrameFor::SwapInExtra };
+            match pager.new_swap_in_buffer(purpose) {
                 Ok(b) => bufs.push(b),
                 Err(e) if bufs.is_empty() => return Err(e),
                 Err(_) => break,

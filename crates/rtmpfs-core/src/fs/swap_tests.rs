@@ -686,14 +686,26 @@ fn dead_swap_device_is_eio_not_enospc() {
     let fs = Filesystem::with_swap_backend(config(4, 1024, true), Box::new(faulty)).unwrap();
     let fh = new_file(&fs, "f");
     write_pages(&fs, fh, 8);
+    // Pages 0 and 1 back in RAM, clean (their swap copy kept).
+    check_pages(&fs, fh, 2);
     let ino = fs.handle_ino(fh).unwrap();
     control.fail_writes.store(true, Ordering::Relaxed);
     control.fail_reads.store(true, Ordering::Relaxed);
-    assert_eq!(
-        fs.write(&Ctx::root(), fh, (8 * P) as u64, &page_pattern(8)),
-        Err(FsError::Io)
-    );
-    let mut readable = 0;
+    // The engine learns that the device fails from a failed I/O (a clean page dropped before
+    // that is lost with the device; nothing can know sooner): here a read of page 2. From then
+    // on clean pages stay in RAM, since their swap copy may be unreadable.
+    assert_eq!(fs.read_vec(fh, (2 * P) as u64, P), Err(FsError::Io));
+    assert_eq!(fs.evict_now(16), 0);
+    assert_eq!(fs.evict_now(16), 0);
+    // New data fills what RAM is free, then is EIO: the device is broken, not full.
+    let (end, err) = fill_until_error(&fs, fh, 8, 64);
+    assert_eq!(err, FsError::Io, "a dead swap device is not ENOSPC");
+    assert!(end < 8 + 4, "more new pages than the budget holds: {end}");
+    check_pages(&fs, fh, 2);
+    for i in 8..end {
+        assert_eq!(fs.read_vec(fh, (i * P) as u64, P).unwrap(), page_pattern(i));
+    }
+    let mut readable = (end - 8) as u64;
     for i in 0..8 {
         match fs.read_vec(fh, (i * P) as u64, P) {
             Ok(bytes) => {
@@ -705,9 +717,9 @@ fn dead_swap_device_is_eio_not_enospc() {
     }
     let u = fs.usage();
     assert_eq!(readable, u.resident_pages, "{u:?}");
-    assert_eq!(readable + u.poisoned_pages, 8, "{u:?}");
-    assert_eq!(fs.read_vec(fh, 0, 8 * P), Err(FsError::Io), "never a short read");
-    assert_eq!(fs.getattr(ino).unwrap().size, (8 * P) as u64);
+    assert_eq!(readable + u.poisoned_pages, end as u64, "{u:?}");
+    assert_eq!(fs.read_vec(fh, 0, end * P), Err(FsError::Io), "never a short read");
+    assert_eq!(fs.getattr(ino).unwrap().size, (end * P) as u64);
     check_balanced(&fs, 4);
     control.fail_writes.store(false, Ordering::Relaxed);
     control.fail_reads.store(false, Ordering::Relaxed);

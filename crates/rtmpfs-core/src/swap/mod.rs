@@ -67,9 +67,9 @@ pub(crate) struct Swap {
     /// Rank `Swap`: a leaf.
     slots: Mutex<SlotAllocator>,
     sealer: Sealer,
-    /// The last write failed with an error other than "no space": the device may be dying, so
-    /// reclaim stops dropping clean frames whose only other copy is there. Cleared by a write
-    /// that succeeds.
+    /// The last I/O failed (a read, or a write for another reason than "no space"): the device
+    /// may be dying, so reclaim stops dropping clean frames whose only other copy is there.
+    /// Cleared by an I/O that succeeds.
     failing: AtomicBool,
     pub stats: SwapStats,
 }
@@ -175,7 +175,9 @@ impl Swap {
             .enumerate()
             .all(|(i, e)| e.is_none_or(|(e, _)| e.slot == first + i as u64)));
         let mut results: Vec<Result<(), ()>> = vec![Ok(()); entries.len()];
-        if let Err(e) = self.backend.read_pages(first, outs) {
+        let read = self.backend.read_pages(first, outs);
+        self.failing.store(read.is_err(), Ordering::Relaxed);
+        if let Err(e) = read {
             if entries.iter().all(Option::is_some) {
                 tracing::warn!(first, pages = entries.len(), error = %e, "swap read failed");
                 return vec![Err(()); entries.len()];
@@ -212,7 +214,7 @@ impl Swap {
         results
     }
 
-    /// Whether the last swap write failed with an I/O error (not "no space").
+    /// Whether the last swap I/O failed (other than a write refused for lack of space).
     pub(crate) fn failing(&self) -> bool {
         self.failing.load(Ordering::Relaxed)
     }
