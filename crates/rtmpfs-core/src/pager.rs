@@ -35,7 +35,8 @@ pub(crate) struct Sweep {
     /// A page could not be written out because the swap is full (no slot, or its filesystem
     /// has no space).
     pub full: bool,
-    /// A page could not be written out because the swap device failed the write.
+    /// A page could not be written out because the swap device failed the write, or a clean
+    /// page was kept in RAM because the device is failing.
     pub io_error: bool,
 }
 
@@ -153,8 +154,8 @@ impl Pager {
     ///
     /// Reclaim order when the budget is full: a CLOCK sweep (dirty pages are written to swap,
     /// clean ones leave without I/O); if that freed nothing because the swap is full or failing,
-    /// a pass over the whole ring for clean frames (a still-valid swap copy, so no I/O and no
-    /// new slot); if there are none, a swap-in overdraws the budget by a few frames
+    /// the clean frames wherever they are in the ring (`sweep_clean`: a still-valid swap copy, so
+    /// no I/O and no new slot); if there are none, a swap-in overdraws the budget by a few frames
     /// (`MemBudget::try_overdraw`) so stored data stays readable, while a new page gives up:
     /// `NoSpace` when the swap is full, `Io` when its device is failing, after
     /// `EXHAUSTED_SWEEPS` such rounds. Otherwise (every candidate busy) it yields, then waits for

@@ -142,7 +142,8 @@ impl Swap {
                     *r = Err(why);
                 }
                 if why == StoreError::Full {
-                    // Slots the file already spans can still be rewritten: use those for a while.
+                    // Slots the file already spans can still be rewritten: prefer those while any
+                    // is free.
                     alloc.block_growth();
                 }
             } else {
@@ -175,11 +176,10 @@ impl Swap {
             .enumerate()
             .all(|(i, e)| e.is_none_or(|(e, _)| e.slot == first + i as u64)));
         let mut results: Vec<Result<(), ()>> = vec![Ok(()); entries.len()];
-        let read = self.backend.read_pages(first, outs);
-        self.failing.store(read.is_err(), Ordering::Relaxed);
-        if let Err(e) = read {
+        if let Err(e) = self.backend.read_pages(first, outs) {
             if entries.iter().all(Option::is_some) {
                 tracing::warn!(first, pages = entries.len(), error = %e, "swap read failed");
+                self.failing.store(true, Ordering::Relaxed);
                 return vec![Err(()); entries.len()];
             }
             let mut start = 0;
@@ -198,6 +198,9 @@ impl Swap {
                 start = end;
             }
         }
+        // (A gap slot that cannot be read is no news of the device: only the stored pages count.)
+        let read_failed = entries.iter().zip(&results).any(|(e, r)| e.is_some() && r.is_err());
+        self.failing.store(read_failed, Ordering::Relaxed);
         for ((page, entry), result) in outs.iter_mut().zip(entries).zip(&mut results) {
             let (Some((entry, id)), Ok(())) = (entry, &result) else {
                 continue;
