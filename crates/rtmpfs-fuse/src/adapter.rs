@@ -967,6 +967,11 @@ fn reply_empty(reply: ReplyEmpty, result: Result<(), FsError>) {
     }
 }
 
+/// Serve one READ. A short reply means end of file to the kernel (it lowers the cached size and
+/// marks the rest of a read-ahead page up to date, i.e. zeros): the engine's `read` is short only
+/// at EOF and fails the whole range when any page of it cannot be read, so a lost page costs
+/// an `EIO` for this request and the kernel retries the pages its reader needs one by one —
+/// readable pages stay readable, only the bad one fails.
 fn serve_read(fs: &Filesystem, h: Fh, offset: u64, size: u32, reply: ReplyData) {
     let size = size as usize;
     READ_BUF.with(|buf| {
