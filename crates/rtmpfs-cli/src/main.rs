@@ -48,6 +48,9 @@ Mount options (-o, comma-separated, tmpfs syntax; later ones win):
                          daemon. mmap still works. Default: kernel page cache kept, which is
                          much faster but holds a second copy of recently used pages outside
                          the size= accounting.
+  writeback              FUSE writeback cache: writes land in the kernel's page cache and
+                         reach rtmpfs later. Faster for many small writes, but a full size=
+                         is reported by fsync or close instead of by the write. Default off.
   readahead=N[k|m]       The kernel's readahead window for this mount (default: the kernel's,
                          128k); larger windows make fewer, bigger READ requests.
   fsname=NAME            The mount's source, as shown by /proc/mounts (default rtmpfs).

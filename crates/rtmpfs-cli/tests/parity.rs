@@ -643,3 +643,13 @@ fn file_flags(dir: &Path) -> Vec<String> {
 fn file_flags_match_tmpfs() {
     same_as_tmpfs("file_flags_match_tmpfs", "", file_flags);
 }
+
+#[test]
+fn o_append_cases_with_writeback_cache_match_tmpfs() {
+    same_as_tmpfs("o_append_cases_with_writeback_cache_match_tmpfs", "writeback", |dir| {
+        let mut out = append_cleared_by_setfl(dir);
+        out.extend(rwf_noappend(dir));
+        out.extend(copy_into_cleared_append(dir));
+        out
+    });
+}

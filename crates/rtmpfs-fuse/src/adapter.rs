@@ -12,8 +12,8 @@ use crate::stats::{Op, Stats};
 use fuser::{
     AccessFlags, CopyFileRangeFlags, Errno, FileHandle, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
     LockOwner, OpenFlags as FuseOpenFlags, RenameFlags as FuseRenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite,
-    ReplyXattr, Request, TimeOrNow, WriteFlags,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyStatx,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use rtmpfs_core::{
     fit_xattr_reply, Attr, Ctx, DirEntry, FallocateMode, Fh, FileKind, Filesystem, FsError, Ino, OpenFlags,
@@ -55,6 +55,8 @@ pub struct AdapterOptions {
     /// `FOPEN_DIRECT_IO` on every open file: no kernel page cache for file data (mmap still
     /// works through `FUSE_DIRECT_IO_ALLOW_MMAP`). Otherwise `FOPEN_KEEP_CACHE`.
     pub direct_io: bool,
+    /// The FUSE writeback cache (`-o writeback`): see docs/fuse.md for the trade.
+    pub writeback: bool,
     /// Entry and attribute timeout.
     pub ttl: Duration,
     /// How many event loops (`threads=`) serve requests: up to all but one of them may wait on
@@ -66,6 +68,7 @@ impl Default for AdapterOptions {
     fn default() -> Self {
         AdapterOptions {
             direct_io: false,
+            writeback: false,
             ttl: DEFAULT_TTL,
             event_loops: 1,
         }
@@ -83,7 +86,7 @@ pub struct Adapter {
     /// Event loops serving a READ that waits on swap I/O themselves right now.
     inline_swap_ins: AtomicUsize,
     /// `FUSE_HANDLE_KILLPRIV_V2` was negotiated: the daemon, not the kernel, clears set-id bits
-    /// on truncate, fallocate and copy_file_range (see [`Adapter::ctx_changing_data`]).
+    /// on write, truncate, fallocate and copy_file_range (see [`Adapter::ctx_changing_data`]).
     daemon_kills_privs: bool,
 }
 
@@ -105,25 +108,55 @@ impl Adapter {
         }
     }
 
-    /// The caller's credentials for a change of a file's data other than WRITE (truncate,
+    /// Whether a SETATTR is the kernel's own clearing of privileges (file_remove_privs before
+    /// a change, `chown(f, -1, -1)`), which under KILLPRIV_V2 sets nothing: with the writeback
+    /// cache the kernel owns ctime and sends it along, so there "nothing" is "only ctime".
+    fn is_kernels_priv_clearing(&self, set: &SetAttr) -> bool {
+        let without_ctime = SetAttr { ctime: None, ..*set };
+        without_ctime == SetAttr::default() && (set.ctime.is_none() || self.opts.writeback)
+    }
+
+    /// The engine's open flags for a handle the kernel will use. With the writeback cache the
+    /// kernel writes pages back through any open handle of the file, reads before a partial
+    /// page write, and places O_APPEND writes itself (from the size it keeps): such a handle
+    /// must read, and must not append on its own (libfuse's passthrough does the same).
+    fn engine_open_flags(&self, flags: i32) -> OpenFlags {
+        let mut of = OpenFlags::from_libc(flags);
+        if self.opts.writeback {
+            of.read |= of.write;
+            of.append = false;
+        }
+        of
+    }
+
+    /// The caller's credentials for a change of a file's data (write, truncate, O_TRUNC,
     /// fallocate, copy_file_range), which must clear set-user-ID/set-group-ID bits when the
-    /// caller lacks `CAP_FSETID`. Under `FUSE_HANDLE_KILLPRIV_V2` the kernel leaves that to us;
-    /// it says whether the caller lacks the capability with `FATTR_KILL_SUIDGID`, which fuser
-    /// 0.18 does not pass on, so the engine's own rule decides (`CAP_FSETID` exactly when
-    /// root). Without it the kernel has cleared them already (file_remove_privs sends a
-    /// SETATTR first), and the engine must leave the mode alone.
-    fn ctx_changing_data(&self, req: &Request) -> Ctx {
-        if self.daemon_kills_privs {
-            ctx(req)
-        } else {
-            ctx_kernel_killed_privs(req)
+    /// caller lacks `CAP_FSETID`. This is the adapter's one decision on privilege:
+    ///
+    /// * The request carries the kernel's flag (`FUSE_WRITE_KILL_SUIDGID` on WRITE,
+    ///   `FATTR_KILL_SUIDGID` on a truncating SETATTR, `FUSE_OPEN_KILL_SUIDGID` on an O_TRUNC
+    ///   OPEN): it is the kernel's word, set exactly when the caller lacks `CAP_FSETID` under
+    ///   `FUSE_HANDLE_KILLPRIV_V2` (WRITE: also on the direct path without it). Unset, either
+    ///   the caller holds the capability or the kernel has cleared the bits itself before
+    ///   (file_remove_privs sends a SETATTR): the engine must leave them alone either way.
+    /// * The kernel says nothing (fallocate, copy_file_range): under `KILLPRIV_V2` the
+    ///   engine's own rule decides (`CAP_FSETID` exactly when root); without it the kernel
+    ///   has cleared them already.
+    fn ctx_changing_data(&self, req: &Request, word: KernelWord) -> Ctx {
+        match word {
+            KernelWord::KillSuidgid(kill) => Ctx {
+                cap_fsetid: Some(!kill),
+                ..ctx(req)
+            },
+            KernelWord::Silent if self.daemon_kills_privs => ctx(req),
+            KernelWord::Silent => ctx_kernel_killed_privs(req),
         }
     }
 
     /// [`Adapter::ctx_changing_data`] for a change of inode `i`, with the supplementary groups
     /// when they decide its set-group-ID bit.
-    fn ctx_changing_data_of(&self, req: &Request, i: Ino) -> Ctx {
-        self.with_groups_for_setid(req, self.ctx_changing_data(req), i)
+    fn ctx_changing_data_of(&self, req: &Request, word: KernelWord, i: Ino) -> Ctx {
+        self.with_groups_for_setid(req, self.ctx_changing_data(req, word), i)
     }
 
     /// `c` with the caller's supplementary groups filled in when they decide a set-group-ID
@@ -132,10 +165,15 @@ impl Adapter {
     /// (`setattr_should_drop_sgid`). FUSE sends no supplementary groups; they are read from
     /// /proc for this rare case only (a process gone meanwhile counts as in no group).
     fn with_groups_for_setid(&self, req: &Request, mut c: Ctx, i: Ino) -> Ctx {
+        // A caller keeping its bits anyway needs no groups (and the common write costs no
+        // attribute read).
+        if c.has_fsetid() {
+            return c;
+        }
         let needs = self
             .fs
             .getattr(i)
-            .is_ok_and(|a| a.perm & (libc::S_ISGID | 0o010) == libc::S_ISGID && a.gid != req.gid() && !c.has_fsetid());
+            .is_ok_and(|a| a.perm & (libc::S_ISGID | 0o010) == libc::S_ISGID && a.gid != req.gid());
         if needs {
             c.groups = supplementary_groups(req.pid());
         }
@@ -198,6 +236,15 @@ impl Adapter {
             base | FopenFlags::FOPEN_NOFLUSH
         }
     }
+}
+
+/// What the kernel says, with a data change, about the caller's privilege to keep set-id bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KernelWord {
+    /// The request's `KILL_SUIDGID` flag: set exactly when the bits must go.
+    KillSuidgid(bool),
+    /// The protocol has no flag for this change.
+    Silent,
 }
 
 /// The caller's credentials. Supplementary groups are not sent by FUSE (the kernel checks
@@ -308,6 +355,13 @@ fn wanted_capabilities(direct_io: bool) -> Vec<(InitFlags, &'static str)> {
 
 impl fuser::Filesystem for Adapter {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
+        // Not FUSE_NO_OPENDIR_SUPPORT, although it would save an OPENDIR and a RELEASEDIR per
+        // directory opened: a listing ends where the directory ended when it began, and that
+        // end lives in the engine's directory handle (as Linux keeps it in the open file);
+        // without OPENDIR there is no per-stream place for it (docs/fuse.md, "Requests left").
+        if self.opts.writeback && config.add_capabilities(InitFlags::FUSE_WRITEBACK_CACHE).is_err() {
+            tracing::warn!("kernel does not offer FUSE capability writeback_cache: writes go through");
+        }
         for (cap, name) in wanted_capabilities(self.opts.direct_io) {
             if config.add_capabilities(cap).is_err() {
                 tracing::warn!("kernel does not offer FUSE capability {name}");
@@ -373,6 +427,7 @@ impl fuser::Filesystem for Adapter {
         _chgtime: Option<SystemTime>,
         _bkuptime: Option<SystemTime>,
         _flags: Option<fuser::BsdFileFlags>,
+        kill_suidgid: bool,
         reply: ReplyAttr,
     ) {
         self.count(Op::Setattr);
@@ -394,16 +449,25 @@ impl fuser::Filesystem for Adapter {
         // whether this was a chown(-1, -1), which would clear them for root too: see
         // docs/semantics.md).
         //
-        // Otherwise, set-id bits on truncate: see `ctx_changing_data`. On chown the engine
-        // clears them whoever asks (the kernel sends FATTR_KILL_SUIDGID unconditionally there,
-        // or, without KILLPRIV_V2, the mode change in this same request). The engine drops
+        // Otherwise, set-id bits on truncate: FATTR_KILL_SUIDGID is the kernel's word (see
+        // `ctx_changing_data`). On chown the engine clears them whoever asks (the kernel sends
+        // FATTR_KILL_SUIDGID unconditionally there, so it says nothing about the caller, or,
+        // without KILLPRIV_V2, the mode change in this same request). The engine drops
         // security.capability on truncate and chown, as Linux does.
-        let r = if self.daemon_kills_privs && set == SetAttr::default() {
+        let word = if set.size.is_some() && set.uid.is_none() && set.gid.is_none() {
+            KernelWord::KillSuidgid(kill_suidgid)
+        } else {
+            KernelWord::Silent
+        };
+        let r = if self.daemon_kills_privs && self.is_kernels_priv_clearing(&set) {
             let c = self.with_groups_for_setid(req, ctx(req), ino(i));
             self.fs.remove_privs(&c, ino(i))
         } else {
-            let c = self.with_groups_for_setid(req, self.ctx_changing_data(req), ino(i));
-            self.fs.setattr(&c, ino(i), &set, h.map(fh))
+            // Handle 0: no handle of ours (e.g. fchmod of a descriptor the kernel holds without
+            // one); the inode suffices.
+            let h = h.filter(|h| h.0 != 0).map(fh);
+            self.fs
+                .setattr(&self.ctx_changing_data_of(req, word, ino(i)), ino(i), &set, h)
         };
         self.reply_attr(reply, r);
     }
@@ -501,18 +565,15 @@ impl fuser::Filesystem for Adapter {
         self.reply_entry(reply, self.fs.link(&ctx(req), ino(i), ino(newparent), newname));
     }
 
-    fn open(&self, req: &Request, i: INodeNo, flags: FuseOpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, i: INodeNo, flags: FuseOpenFlags, kill_suidgid: bool, reply: ReplyOpen) {
         self.count(Op::Open);
-        let of = OpenFlags::from_libc(flags.0);
+        let of = self.engine_open_flags(flags.0);
         if self.rofs() && (of.write || of.truncate) {
             return reply.error(Errno::EROFS);
         }
-        let c = if of.truncate {
-            self.with_groups_for_setid(req, ctx(req), ino(i))
-        } else {
-            ctx(req)
-        };
-        match self.fs.open(&c, ino(i), of) {
+        // O_TRUNC (ATOMIC_O_TRUNC): set-id bits go as on a truncate, by the kernel's word.
+        let octx = self.ctx_changing_data_of(req, KernelWord::KillSuidgid(kill_suidgid), ino(i));
+        match self.fs.open(&octx, ino(i), of) {
             Ok(h) => reply.opened(FileHandle(h.0), self.file_open_flags(of)),
             Err(e) => reply.error(reply_errno(e)),
         }
@@ -578,15 +639,7 @@ impl fuser::Filesystem for Adapter {
             self.fs.write_back(fh(h), offset, data)
         } else {
             let kill = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
-            let wctx = Ctx {
-                cap_fsetid: Some(!kill),
-                ..ctx(req)
-            };
-            let wctx = if kill {
-                self.with_groups_for_setid(req, wctx, ino(i))
-            } else {
-                wctx
-            };
+            let wctx = self.ctx_changing_data_of(req, KernelWord::KillSuidgid(kill), ino(i));
             self.fs.write_at(&wctx, fh(h), offset, data)
         };
         match r {
@@ -600,7 +653,8 @@ impl fuser::Filesystem for Adapter {
         // after it has written back the dirty pages and returned their error itself: the daemon
         // has nothing left to do (no locks are kept here, WRITE reported its own errors).
         // ENOSYS makes the kernel stop sending FLUSH for this mount (fc->no_flush) while it
-        // keeps doing that writeback and error check on every such close.
+        // keeps doing that writeback and error check on every such close. Under `writeback`
+        // the kernel ignores NOFLUSH and writes dirty pages back at every close the same way.
         self.count(Op::Flush);
         reply.error(Errno::ENOSYS);
     }
@@ -696,7 +750,8 @@ impl fuser::Filesystem for Adapter {
 
     fn readdirplus(&self, _req: &Request, _i: INodeNo, h: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
         self.count(Op::Readdirplus);
-        match self.fill_readdirplus(fh(h), offset, &mut reply) {
+        let r = self.fill_readdirplus(fh(h), offset, &mut reply);
+        match r {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(reply_errno(e)),
         }
@@ -791,13 +846,16 @@ impl fuser::Filesystem for Adapter {
         mode: u32,
         _umask: u32,
         flags: i32,
+        _kill_suidgid: bool,
         reply: ReplyCreate,
     ) {
+        // `_kill_suidgid`: CREATE makes a new file (an existing name answers ESTALE or
+        // EEXIST below), so there are no set-id bits to clear.
         self.count(Op::Create);
         if self.rofs() {
             return reply.error(Errno::EROFS);
         }
-        let of = OpenFlags::from_libc(flags);
+        let of = self.engine_open_flags(flags);
         match self.fs.create(&ctx(req), ino(parent), name, mode & 0o7777, of) {
             Ok((a, h)) => reply.created(
                 &self.opts.ttl,
@@ -811,6 +869,37 @@ impl fuser::Filesystem for Adapter {
             // of an ordinary open: ESTALE makes the kernel redo the whole open with a fresh
             // lookup (do_filp_open retries with LOOKUP_REVAL).
             Err(FsError::Exists) if flags & libc::O_EXCL == 0 => reply.error(Errno::ESTALE),
+            Err(e) => reply.error(reply_errno(e)),
+        }
+    }
+
+    fn tmpfile(&self, req: &Request, parent: INodeNo, mode: u32, _umask: u32, flags: i32, reply: ReplyCreate) {
+        self.count(Op::Create);
+        if self.rofs() {
+            return reply.error(Errno::EROFS);
+        }
+        // The engine's anonymous file: nlink 0, one lookup reference for the kernel's entry,
+        // an open handle. The kernel alone decides whether it may be linked later (O_EXCL).
+        let of = self.engine_open_flags(flags);
+        match self.fs.tmpfile(&ctx(req), ino(parent), mode & 0o7777, of) {
+            Ok((a, h)) => reply.created(
+                &self.opts.ttl,
+                &file_attr(&a),
+                Generation(a.generation),
+                FileHandle(h.0),
+                self.file_open_flags(of),
+            ),
+            Err(e) => reply.error(reply_errno(e)),
+        }
+    }
+
+    fn statx(&self, _req: &Request, i: INodeNo, _fh: Option<FileHandle>, _flags: u32, _mask: u32, reply: ReplyStatx) {
+        // The kernel asks only for what it lacks (the birth time, or everything after an
+        // invalidation); the engine has all fields at once, so every reply carries them all
+        // and the kernel caches them like GETATTR's.
+        self.count(Op::Getattr);
+        match self.fs.getattr(ino(i)) {
+            Ok(a) => reply.statx(&self.opts.ttl, &file_attr(&a)),
             Err(e) => reply.error(reply_errno(e)),
         }
     }
@@ -831,8 +920,13 @@ impl fuser::Filesystem for Adapter {
         }
         // Set-id bits: see `ctx_changing_data`.
         let r = FallocateMode::from_libc(mode).and_then(|m| {
-            self.fs
-                .fallocate(&self.ctx_changing_data_of(req, ino(i)), fh(h), offset, length, m)
+            self.fs.fallocate(
+                &self.ctx_changing_data_of(req, KernelWord::Silent, ino(i)),
+                fh(h),
+                offset,
+                length,
+                m,
+            )
         });
         reply_empty(reply, r);
     }
@@ -876,7 +970,7 @@ impl fuser::Filesystem for Adapter {
         // target (see `ctx_changing_data`). The kernel refused an O_APPEND target itself
         // (generic_copy_file_checks, seeing F_SETFL changes), so the engine does not check.
         match self.fs.copy_file_range_at(
-            &self.ctx_changing_data_of(req, ino(ino_out)),
+            &self.ctx_changing_data_of(req, KernelWord::Silent, ino(ino_out)),
             fh(fh_in),
             offset_in,
             fh(fh_out),
@@ -992,6 +1086,11 @@ fn reply_empty(reply: ReplyEmpty, result: Result<(), FsError>) {
     }
 }
 
+/// Serve one READ. A short reply means end of file to the kernel (it lowers the cached size and
+/// marks the rest of a read-ahead page up to date, i.e. zeros): the engine's `read` is short only
+/// at EOF and fails the whole range when any page of it cannot be read, so a lost page costs
+/// an `EIO` for this request and the kernel retries the pages its reader needs one by one —
+/// readable pages stay readable, only the bad one fails.
 fn serve_read(fs: &Filesystem, h: Fh, offset: u64, size: u32, reply: ReplyData) {
     let size = size as usize;
     READ_BUF.with(|buf| {

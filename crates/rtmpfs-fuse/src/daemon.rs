@@ -523,6 +523,7 @@ fn fixed_option_changed(
         ("noswap", !cur.noswap),
         ("threads=", new.threads != cur.threads),
         ("direct_io", !cur.direct_io),
+        ("writeback", !cur.writeback),
         ("readahead=", new.readahead != cur.readahead),
         ("fsname=", new.source() != cur.source()),
         ("mode=", new.mode != cur.mode),
@@ -617,6 +618,7 @@ fn start(mount_point: &Path, opts: MountOptions) -> Result<Started, MountError> 
         fs.clone(),
         AdapterOptions {
             direct_io: opts.direct_io,
+            writeback: opts.writeback,
             ttl: DEFAULT_TTL,
             event_loops: opts.threads,
         },

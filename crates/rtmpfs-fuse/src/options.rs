@@ -85,6 +85,9 @@ pub struct MountOptions {
     pub threads: usize,
     /// `direct_io`: no kernel page cache for file data (one copy of the data, every I/O a request).
     pub direct_io: bool,
+    /// `writeback`: the FUSE writeback cache (writes land in the kernel's page cache and reach
+    /// the engine later, so a full `size=` surfaces at fsync/close instead of at write).
+    pub writeback: bool,
     /// `memory=`: a RAM budget for file data (cold pages go to the swap file); `None`: none.
     pub memory: Option<SizeSpec>,
     /// `swap=`: the directory of the private swap file (default: the system's temporary dir).
@@ -125,6 +128,7 @@ impl Default for MountOptions {
             lazytime: false,
             threads: DEFAULT_THREADS,
             direct_io: false,
+            writeback: false,
             readahead: None,
             memory: None,
             swap_dir: None,
@@ -434,6 +438,7 @@ impl MountOptions {
             "lazytime" => self.lazytime = true,
             "nolazytime" => self.lazytime = false,
             "direct_io" => self.direct_io = true,
+            "writeback" => self.writeback = true,
             "remount" => self.remount = true,
             // mount(8)/fstab options, and FUSE options that are always on here.
             "defaults"
@@ -801,6 +806,9 @@ mod tests {
         let o = parse("threads=3,direct_io,fsname=scratch").unwrap();
         assert_eq!(o.threads, 3);
         assert!(o.direct_io);
+        assert!(!o.writeback);
+        assert!(parse("writeback").unwrap().writeback);
+        assert!(parse("writeback=1").is_err());
         assert_eq!(o.source(), "scratch");
         assert!(parse("threads=0").is_err());
         assert!(parse("threads=65").is_err());
