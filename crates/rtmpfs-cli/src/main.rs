@@ -30,8 +30,8 @@ Mount options (-o, comma-separated, tmpfs syntax; later ones win):
   nodev, dev             Refuse access to device nodes (default: allow).
   noexec, exec           Refuse to execute files (default: allow).
   noatime, relatime, strictatime, nodiratime, lazytime, sync, dirsync
-                         Passed to the kernel as for any filesystem; noatime also stops the
-                         engine from updating access times.
+                         Passed to the kernel as for any filesystem; the atime options also
+                         set the engine's rule (at mount and on remount).
   memory=N[k|m|g|%]      RAM budget for file data: beyond it, cold pages go to a private,
                          encrypted swap file (size= still bounds the total). Default: none.
   swap=DIR               Directory for the swap file (an anonymous O_TMPFILE). Default $TMPDIR

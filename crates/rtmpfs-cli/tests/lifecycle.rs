@@ -534,3 +534,96 @@ fn size_limit_gives_enospc_synchronously() {
     assert_eq!(err.raw_os_error(), Some(libc::ENOSPC));
     assert_eq!(written, 1 << 20);
 }
+
+// ---- atime options on remount ------------------------------------------------------------
+
+/// `utimensat` of `path` to (atime, mtime) in whole seconds.
+fn set_times(path: &Path, atime: i64, mtime: i64) {
+    let c = common::c_path(path);
+    let ts = [
+        libc::timespec {
+            tv_sec: atime,
+            tv_nsec: 0,
+        },
+        libc::timespec {
+            tv_sec: mtime,
+            tv_nsec: 0,
+        },
+    ];
+    // SAFETY: valid path and two timespecs.
+    let r = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), ts.as_ptr(), 0) };
+    assert_eq!(r, 0);
+}
+
+/// Read `path` so that the read reaches the filesystem (on FUSE the page cache is dropped
+/// first; kernel tmpfs's cache is its store, so this is an ordinary read there).
+fn read_through(path: &Path) {
+    let f = fs::File::open(path).unwrap();
+    // SAFETY: plain syscall on our fd.
+    unsafe { libc::posix_fadvise(std::os::fd::AsRawFd::as_raw_fd(&f), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    let mut buf = Vec::new();
+    std::io::Read::read_to_end(&mut &f, &mut buf).unwrap();
+}
+
+/// What a read does to atime under each atime option given to `mount -o remount,...`: for
+/// each, whether a read of a file whose atime is older than its mtime (relatime updates), of
+/// one whose atime is newer than its mtime and ctime and not a day old (only strictatime
+/// updates), and a listing of a directory with an old atime changed the atime.
+fn atime_under_remounts(p: &Path) -> Vec<String> {
+    let (f, d) = (p.join("atime-file"), p.join("atime-dir"));
+    fs::write(&f, b"data").unwrap();
+    fs::create_dir(&d).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let mut out = Vec::new();
+    for opt in ["relatime", "noatime", "strictatime", "relatime", "nodiratime"] {
+        let r = run(Command::new("mount").args(["-o", &format!("remount,{opt}")]).arg(p), T);
+        assert!(r.status.success(), "remount,{opt}: {r:?}");
+        set_times(&f, 1000, 2000);
+        read_through(&f);
+        let older = fs::metadata(&f).unwrap().atime() != 1000;
+        set_times(&f, now + 3600, now - 3600);
+        read_through(&f);
+        let recent = fs::metadata(&f).unwrap().atime() != now + 3600;
+        set_times(&d, 1000, 2000);
+        let _ = fs::read_dir(&d).unwrap().count();
+        let dir = fs::metadata(&d).unwrap().atime() != 1000;
+        out.push(format!(
+            "{opt}: read older {older}, read recent {recent}, list dir {dir}"
+        ));
+    }
+    out
+}
+
+#[test]
+fn remount_applies_atime_options_as_kernel_tmpfs() {
+    if !can_mount("remount_applies_atime_options_as_kernel_tmpfs") {
+        return;
+    }
+    let oracle = Tmpfs::mount("size=16m");
+    let want = atime_under_remounts(oracle.path());
+    let _h = HelperInstall::new();
+    let dir = MountDir::new();
+    let out = run(
+        Command::new("mount")
+            .args(["-t", "fuse.rtmpfs", "ATIME"])
+            .arg(dir.path())
+            .args(["-o", "size=16m"]),
+        T,
+    );
+    assert!(out.status.success(), "{out:?}");
+    let got = atime_under_remounts(dir.path());
+    let _ = run(Command::new("umount").arg(dir.path()), T);
+    assert_gone(dir.path());
+    for (w, g) in want.iter().zip(&got) {
+        eprintln!("tmpfs : {w}\nrtmpfs: {g}");
+    }
+    assert_eq!(want, got);
+    // Not vacuous: the options differ from one another on kernel tmpfs.
+    assert_ne!(want[0], want[1]);
+    assert_ne!(want[1], want[2]);
+    assert_ne!(want[2], want[3]);
+    assert_ne!(want[3], want[4]);
+}

@@ -30,9 +30,15 @@ struct Subject {
 
 impl Subject {
     fn create(dir: &Path, name: &str) -> Subject {
+        Subject::create_with(dir, name, 0)
+    }
+
+    /// As `create`, with `extra` open flags (O_APPEND).
+    fn create_with(dir: &Path, name: &str, extra: i32) -> Subject {
         let p = common::c_path(&dir.join(name));
+        let flags = libc::O_RDWR | libc::O_CREAT | libc::O_TRUNC | extra;
         // SAFETY: valid path; flags and mode are plain integers.
-        let fd = unsafe { libc::open(p.as_ptr(), libc::O_RDWR | libc::O_CREAT | libc::O_TRUNC, 0o644) };
+        let fd = unsafe { libc::open(p.as_ptr(), flags, 0o644) };
         assert!(fd >= 0, "open {name}: errno {}", common::errno());
         Subject {
             fd,
@@ -285,9 +291,28 @@ fn scenarios(dir: &Path) -> Vec<String> {
     let r = s.read_into_map(3 * PG, 2 * PG, 0);
     out.push(s.result("pread_destination_straddles_eof", r));
 
+    out.push(mapped_store_with_o_append(dir));
     out.push(concurrent_truncate(dir, "write", false));
     out.push(concurrent_truncate(dir, "pread", true));
     out
+}
+
+/// A file opened O_RDWR|O_APPEND, mapped shared, page 0 changed, msync: the store lands in
+/// page 0 and the size stays (writeback of a mapping never appends, whatever the open flags).
+/// The hash reads back with the page cache dropped, so it sees what the daemon stored.
+fn mapped_store_with_o_append(dir: &Path) -> String {
+    let mut s = Subject::create_with(dir, "mmap_o_append", libc::O_APPEND);
+    s.fill(0..2); // appends, in page order: the same bytes as pwrite at each page
+    s.truncate(10_000);
+    s.map(3 * PG);
+    // SAFETY: page 0 lies inside the mapping and inside the file.
+    unsafe { std::ptr::write_bytes(s.map, 0xab, 100) };
+    // SAFETY: our own mapping, of this length.
+    let r = unsafe { libc::msync(s.map.cast(), s.map_len, libc::MS_SYNC) };
+    s.result(
+        "mapped_store_with_o_append",
+        (r as isize, if r < 0 { common::errno() } else { 0 }),
+    )
 }
 
 /// One thread writes from (or reads into) the mapping at random places while another

@@ -5,8 +5,9 @@
 //! daemon on write, truncate, O_TRUNC, fallocate, copy_file_range and chown (and stops asking
 //! for `security.capability` before every write, which is why it is negotiated). Every path
 //! that changes a file runs as root (which holds `CAP_FSETID` and keeps the bits where Linux
-//! lets it) and as another user (a thread that dropped to uid 65534, and with it every
-//! capability), on files with and without group-execute and with a file capability; the
+//! lets it), as the owner (a thread that dropped to uid 65534, and with it every capability)
+//! and as a user outside the file's group (uid/gid 65533), on files with and without
+//! group-execute (6666 and 2666 too, writable by anyone) and with a file capability; the
 //! resulting mode, capability and errno must be what kernel tmpfs gives. Sequences check that
 //! the kernel's "nothing to clear here" mark (`S_NOSEC`) is forgotten when bits come back.
 
@@ -17,6 +18,12 @@ use std::ffi::CString;
 use std::path::Path;
 
 const USER: u32 = 65534;
+/// A user outside the files' group (USER's), without capabilities: Linux drops set-group-ID
+/// for such a caller even when the file is not group-executable (`setattr_should_drop_sgid`).
+const OTHER: u32 = 65533;
+/// A user whose primary group is its own but who has the files' group (USER's) as a
+/// supplementary group: it keeps set-group-ID of a file without group-execute, as a member.
+const MEMBER: u32 = 65532;
 const LEN: usize = 8192;
 
 /// Give `path` a file capability: a `vfs_cap_data` (revision 2) granting CAP_NET_RAW, a valid
@@ -68,15 +75,17 @@ const CHANGES: [Change; 12] = [
 /// process-wide wrappers) are `uid`/`uid` when given, which drops every capability; returns
 /// what `f` returns.
 fn as_user<T: Send>(uid: Option<u32>, f: impl FnOnce() -> T + Send) -> T {
+    as_user_in(uid, &[], f)
+}
+
+/// As `as_user`, with supplementary `groups`.
+fn as_user_in<T: Send>(uid: Option<u32>, groups: &[u32], f: impl FnOnce() -> T + Send) -> T {
     std::thread::scope(|s| {
         s.spawn(|| {
             if let Some(id) = uid {
                 // SAFETY: raw credential syscalls on the calling thread only.
                 unsafe {
-                    assert_eq!(
-                        libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()),
-                        0
-                    );
+                    assert_eq!(libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()), 0);
                     assert_eq!(libc::syscall(libc::SYS_setresgid, id, id, id), 0);
                     assert_eq!(libc::syscall(libc::SYS_setresuid, id, id, id), 0);
                 }
@@ -229,12 +238,28 @@ impl std::fmt::Display for Outcome {
 /// sends it as a SETATTR that sets nothing, exactly as it sends root's own privilege clearing
 /// before a write to a file with a capability, which must keep them; POSIX leaves it to the
 /// implementation for a privileged caller.
+///
+/// The second, documented beside it: `chown(f, -1, -1)` by a user who does not own a set-id
+/// file is EPERM on tmpfs; over FUSE it arrives as the same empty SETATTR that precedes that
+/// user's write, fallocate or copy (which must succeed), so rtmpfs clears the bits as for a
+/// write by that user (set-group-ID stays for a member without group-execute) and the
+/// capability.
 fn documented_deviation(tmpfs: &Outcome, rtmpfs: &Outcome) -> bool {
-    tmpfs.change == Some(Change::ChownSame)
-        && tmpfs.root
+    let root_keeps = tmpfs.root
         && rtmpfs.errno == tmpfs.errno
         && rtmpfs.after == (tmpfs.before.0, tmpfs.after.1)
-        && tmpfs.after.0 != tmpfs.before.0
+        && tmpfs.after.0 != tmpfs.before.0;
+    let before = tmpfs.before.0;
+    let member_keeps_sgid = tmpfs.case.contains(" by member ") && before & 0o010 == 0;
+    let expected = (before & 0o777) | if member_keeps_sgid { before & 0o2000 } else { 0 };
+    let non_owner_clears = !tmpfs.root
+        && !tmpfs.case.contains(" by user ")
+        && tmpfs.errno == libc::EPERM
+        && tmpfs.after == tmpfs.before
+        && before & 0o6000 != 0
+        && rtmpfs.errno == 0
+        && rtmpfs.after == (expected, false);
+    tmpfs.change == Some(Change::ChownSame) && (root_keeps || non_owner_clears)
 }
 
 /// Every single change, by root and by USER, on every starting state; then the sequences.
@@ -246,13 +271,26 @@ fn run_all(dir: &Path) -> Vec<Outcome> {
     let mut out = Vec::new();
     let mut n = 0;
     for change in CHANGES {
-        for (who, uid) in [("root", None), ("user", Some(USER))] {
-            for (mode, with_cap) in [(0o6755, false), (0o6745, false), (0o0755, true), (0o6777, true)] {
+        for (who, uid) in [
+            ("root", None),
+            ("user", Some(USER)),
+            ("other", Some(OTHER)),
+            ("member", Some(MEMBER)),
+        ] {
+            for (mode, with_cap) in [
+                (0o6755, false),
+                (0o6745, false),
+                (0o0755, true),
+                (0o6777, true),
+                (0o6666, false),
+                (0o2666, false),
+            ] {
                 n += 1;
                 let path = dir.join(format!("f{n}"));
                 make_file(&path, mode, with_cap);
                 let before = probe(&path);
-                let e = as_user(uid, || apply(change, &path, &src));
+                let groups: &[u32] = if who == "member" { &[USER] } else { &[] };
+                let e = as_user_in(uid, groups, || apply(change, &path, &src));
                 let (m, cap) = probe(&path);
                 out.push(Outcome {
                     case: format!("{change:?} by {who} on {mode:o}{}", if with_cap { "+cap" } else { "" }),
@@ -339,9 +377,10 @@ fn setid_and_capability_clearing_matches_kernel_tmpfs() {
             want.len(),
             diff.join("\n")
         );
-        // At most the three set-id files that root chowns to -1/-1 (none on a kernel without
-        // KILLPRIV_V2, where the kernel clears the bits itself).
-        assert!(deviations <= 3, "rtmpfs (-o {opts:?}): {deviations} deviations");
+        // At most the four set-user-ID files that root chowns to -1/-1 and the five set-id
+        // files that OTHER and MEMBER each do (none on a kernel without KILLPRIV_V2, where the
+        // kernel clears the bits itself).
+        assert!(deviations <= 14, "rtmpfs (-o {opts:?}): {deviations} deviations");
     }
     // The cases are not vacuous: some clear bits, some keep them, some drop a capability.
     let find = |case: &str| want.iter().find(|o| o.case == case).unwrap();
@@ -349,6 +388,10 @@ fn setid_and_capability_clearing_matches_kernel_tmpfs() {
     assert_eq!(find("Write by root on 6755").after, (0o6755, false));
     assert_eq!(find("Write by root on 755+cap").after, (0o755, false));
     assert_eq!(find("MmapWrite by user on 6777+cap").after, (0o6777, true));
+    assert_eq!(find("Write by user on 6666").after, (0o2666, false));
+    assert_eq!(find("Write by other on 6666").after, (0o666, false));
+    assert_eq!(find("PunchHole by other on 2666").after, (0o666, false));
+    assert_eq!(find("Write by member on 6666").after, (0o2666, false));
 }
 
 /// The reason KILLPRIV_V2 is negotiated: without it the kernel sends a GETXATTR of

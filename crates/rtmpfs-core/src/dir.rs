@@ -5,6 +5,11 @@
 //! cookie order, so an entry nobody touches during a listing is returned exactly once, whatever is
 //! created or removed meanwhile (the property Linux 6.6 got with `simple_offset_*`). A renamed
 //! entry is a new entry with a new cookie. Cookies 1 and 2 are `.` and `..`.
+//!
+//! A listing ends where the directory ended when it began (Linux 6.18's `offset_readdir` stops
+//! at the `next_offset` recorded at open and at every rewind): entries inserted later have
+//! cookies at or past that end and are left out, as POSIX allows. Without that end, a program
+//! that renames every entry it is given (away and back) would meet each again, for ever.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -115,10 +120,18 @@ impl Dir {
         self.by_name.len()
     }
 
-    /// Entries with cookie > `after`, in cookie order, until `f` returns false.
-    pub(crate) fn for_each_after(&self, after: u64, mut f: impl FnMut(DirEntry) -> bool) {
+    /// The cookie the next inserted entry will get: where a listing that begins now ends.
+    pub(crate) fn end_cookie(&self) -> u64 {
+        self.next_cookie
+    }
+
+    /// Entries with `after` < cookie < `end`, in cookie order, until `f` returns false.
+    pub(crate) fn for_each_between(&self, after: u64, end: u64, mut f: impl FnMut(DirEntry) -> bool) {
         let start = after.saturating_add(1).max(FIRST_COOKIE);
-        for (&cookie, (e, name)) in self.by_cookie.range(start..) {
+        if start >= end {
+            return;
+        }
+        for (&cookie, (e, name)) in self.by_cookie.range(start..end) {
             let more = f(DirEntry {
                 ino: e.ino,
                 cookie,
@@ -139,7 +152,7 @@ mod tests {
     fn names_after(body: &DirBody, after: u64) -> Vec<(u64, Vec<u8>)> {
         let d = body.entries.read();
         let mut v = Vec::new();
-        d.for_each_after(after, |e| {
+        d.for_each_between(after, u64::MAX, |e| {
             v.push((e.cookie, e.name));
             true
         });
@@ -167,5 +180,29 @@ mod tests {
         let rest: Vec<_> = names_after(&body, resume_after).into_iter().map(|(_, n)| n).collect();
         assert_eq!(rest, vec![b"f2".to_vec(), b"f4".to_vec(), b"new".to_vec()]);
         assert_eq!(body.size(), 40 + 4 * 20);
+    }
+
+    #[test]
+    fn a_listing_ends_at_the_end_it_began_with() {
+        let body = DirBody::new(Ino(1));
+        let mut d = body.entries.write();
+        body.insert(&mut d, b"a", Ino(10), FileKind::RegularFile);
+        body.insert(&mut d, b"b", Ino(11), FileKind::RegularFile);
+        let end = d.end_cookie();
+        // "a" renamed away and back: a new entry, past the end.
+        body.remove(&mut d, b"a");
+        body.insert(&mut d, b"a", Ino(10), FileKind::RegularFile);
+        let mut seen = Vec::new();
+        d.for_each_between(0, end, |e| {
+            seen.push(e.name);
+            true
+        });
+        assert_eq!(seen, vec![b"b".to_vec()]);
+        let mut none = 0;
+        d.for_each_between(end, end, |_| {
+            none += 1;
+            true
+        });
+        assert_eq!(none, 0);
     }
 }

@@ -64,7 +64,10 @@ pub(crate) struct Meta {
     pub lookups: u64,
     /// An anonymous (`O_TMPFILE`) inode that may be linked in although its `nlink` is 0.
     pub linkable: bool,
-    /// Data and inode space were given back: set once, when `nlink == 0 && opens == 0`.
+    /// File flags (`chattr`): [`crate::file_flags`] bits, only those tmpfs supports.
+    pub flags: u32,
+    /// Data and inode space were given back and the inode left the table: set once, when
+    /// `nlink == 0 && opens == 0` and no kernel lookup reference is left (when tracked).
     pub released: bool,
 }
 
@@ -85,8 +88,26 @@ impl Meta {
             opens: 0,
             lookups: 0,
             linkable: false,
+            flags: 0,
             released: false,
         }
+    }
+
+    /// `Perm` if the immutable flag is set (Linux: `inode_permission(MAY_WRITE)`).
+    pub(crate) fn check_not_immutable(&self) -> crate::error::Result<()> {
+        if self.flags & crate::file_flags::IMMUTABLE != 0 {
+            return Err(crate::error::FsError::Perm);
+        }
+        Ok(())
+    }
+
+    /// `Perm` if the immutable or the append-only flag is set: what neither allows (changing
+    /// attributes or xattrs, truncating, linking, removing).
+    pub(crate) fn check_no_fixed_flags(&self) -> crate::error::Result<()> {
+        if self.flags & (crate::file_flags::IMMUTABLE | crate::file_flags::APPEND) != 0 {
+            return Err(crate::error::FsError::Perm);
+        }
+        Ok(())
     }
 
     /// Whether the inode has no links and no handles: its data can go.

@@ -73,7 +73,7 @@ mod xattr;
 
 pub use config::{Config, SwapConfig};
 pub use error::{ConfigError, FsError, Result};
-pub use fs::Filesystem;
+pub use fs::{file_flags, AtimeRule, Filesystem};
 pub use fs::{fit_xattr_reply, XattrFit};
 pub use types::{
     access, Attr, Ctx, DirEntry, FallocateMode, Fh, FileKind, Ino, OpenFlags, RenameFlags, SeekWhence, SetAttr,

@@ -57,18 +57,27 @@ pub(crate) fn is_owner_or_root(ctx: &Ctx, o: Owner) -> bool {
     ctx.is_root() || ctx.uid == o.uid
 }
 
-/// Which set-id bits a write or truncate by `ctx` must clear (Linux `should_remove_suid`):
-/// set-user-ID always, set-group-ID when group-executable; never for a caller with
-/// `CAP_FSETID`, and only on regular files.
-pub(crate) fn setid_bits_to_kill_on_write(ctx: &Ctx, perm: u32, is_regular: bool) -> u32 {
+/// Which set-id bits a write or truncate by `ctx` must clear from a file with mode `perm` and
+/// group `gid` (Linux `setattr_should_drop_suidgid`): set-user-ID always, set-group-ID as
+/// [`sgid_to_drop`] says; never for a caller with `CAP_FSETID`, and only on regular files.
+pub(crate) fn setid_bits_to_kill_on_write(ctx: &Ctx, perm: u32, gid: u32, is_regular: bool) -> u32 {
     if ctx.has_fsetid() || !is_regular {
         return 0;
     }
-    let mut kill = perm & libc::S_ISUID;
-    if perm & libc::S_ISGID != 0 && perm & 0o010 != 0 {
-        kill |= libc::S_ISGID;
+    (perm & libc::S_ISUID) | sgid_to_drop(ctx, perm, gid)
+}
+
+/// Whether set-group-ID must go (Linux `setattr_should_drop_sgid`): `S_ISGID` when the file is
+/// group-executable, or when the caller is neither in the file's group `gid` nor holds
+/// `CAP_FSETID`; else 0. (Without group-execute the bit means mandatory locking, which only a
+/// member of the group may keep on a file it changes.)
+pub(crate) fn sgid_to_drop(ctx: &Ctx, perm: u32, gid: u32) -> u32 {
+    let group_exec = perm & 0o010 != 0;
+    if perm & libc::S_ISGID != 0 && (group_exec || !(ctx.in_group(gid) || ctx.has_fsetid())) {
+        libc::S_ISGID
+    } else {
+        0
     }
-    kill
 }
 
 #[cfg(test)]
@@ -141,9 +150,17 @@ mod tests {
     #[test]
     fn kill_setid() {
         let u = Ctx::user(5, 5);
-        assert_eq!(setid_bits_to_kill_on_write(&u, 0o4755, true), libc::S_ISUID);
-        assert_eq!(setid_bits_to_kill_on_write(&u, 0o2755, true), libc::S_ISGID);
-        assert_eq!(setid_bits_to_kill_on_write(&u, 0o2745, true), 0);
-        assert_eq!(setid_bits_to_kill_on_write(&Ctx::root(), 0o6755, true), 0);
+        assert_eq!(setid_bits_to_kill_on_write(&u, 0o4755, 5, true), libc::S_ISUID);
+        assert_eq!(setid_bits_to_kill_on_write(&u, 0o2755, 5, true), libc::S_ISGID);
+        assert_eq!(setid_bits_to_kill_on_write(&u, 0o2745, 5, true), 0);
+        assert_eq!(setid_bits_to_kill_on_write(&Ctx::root(), 0o6755, 5, true), 0);
+        // A caller outside the file's group loses set-group-ID even without group-execute.
+        assert_eq!(setid_bits_to_kill_on_write(&u, 0o6666, 0, true), 0o6000);
+        assert_eq!(setid_bits_to_kill_on_write(&u, 0o2666, 0, true), libc::S_ISGID);
+        assert_eq!(setid_bits_to_kill_on_write(&u, 0o6666, 5, true), libc::S_ISUID);
+        let mut member = Ctx::user(5, 5);
+        member.groups.push(0);
+        assert_eq!(setid_bits_to_kill_on_write(&member, 0o2666, 0, true), 0);
+        assert_eq!(setid_bits_to_kill_on_write(&Ctx::root(), 0o2666, 7, true), 0);
     }
 }

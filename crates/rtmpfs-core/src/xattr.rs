@@ -25,18 +25,22 @@ pub enum XattrSetMode {
     Create,
     /// Fail with `NoData` if absent (`XATTR_REPLACE`).
     Replace,
+    /// Both flags at once (`XATTR_CREATE | XATTR_REPLACE`): fails either way, with `Exists` if
+    /// present and `NoData` if absent, as Linux's `simple_xattr_set` checks them in turn.
+    CreateAndReplace,
 }
 
 impl XattrSetMode {
     /// Decode `setxattr(2)` flags.
     ///
     /// # Errors
-    /// `Invalid` for unknown bits or both bits at once.
+    /// `Invalid` for unknown bits.
     pub fn from_libc(flags: i32) -> Result<XattrSetMode> {
         match flags {
             0 => Ok(XattrSetMode::Upsert),
             1 => Ok(XattrSetMode::Create),
             2 => Ok(XattrSetMode::Replace),
+            3 => Ok(XattrSetMode::CreateAndReplace),
             _ => Err(FsError::Invalid),
         }
     }

@@ -97,20 +97,6 @@ pub const DEVIATIONS: &[Deviation] = &[
                 && m.path.as_deref().is_some()
         },
     },
-    Deviation {
-        name: "truncate-same-size-keeps-times",
-        reason: "truncate(2) to the file's current size changes nothing in the engine, times \
-                 included (POSIX: times change if the size changes). Linux stamps mtime and \
-                 ctime anyway whenever the file has any allocated page, a side effect of \
-                 shmem_truncate_range freeing pages past EOF.",
-        matches: |s, m| {
-            matches!(s.op, Op::Truncate { .. })
-                && *s.kernel == Outcome::Ok(Value::Unit)
-                && *s.engine == Outcome::Ok(Value::Unit)
-                && matches!(m.kind, MismatchKind::Time(_))
-                && m.detail == "changed: true vs false"
-        },
-    },
 ];
 
 /// An outcome mismatch where the kernel failed with one of `kernel` and the engine with one of

@@ -153,6 +153,41 @@ impl Adapter {
         }
     }
 
+    /// [`Adapter::ctx_changing_data`] for a change of inode `i`, with the supplementary groups
+    /// when they decide its set-group-ID bit.
+    fn ctx_changing_data_of(&self, req: &Request, word: KernelWord, i: Ino) -> Ctx {
+        self.with_groups_for_setid(req, self.ctx_changing_data(req, word), i)
+    }
+
+    /// `c` with the caller's supplementary groups filled in when they decide a set-group-ID
+    /// clearing on `i`: the file has set-group-ID without group-execute and is not of the
+    /// caller's primary group, so Linux keeps the bit only for a member of its group
+    /// (`setattr_should_drop_sgid`). FUSE sends no supplementary groups; they are read from
+    /// /proc for this rare case only (a process gone meanwhile counts as in no group).
+    fn with_groups_for_setid(&self, req: &Request, mut c: Ctx, i: Ino) -> Ctx {
+        // A caller keeping its bits anyway needs no groups (and the common write costs no
+        // attribute read).
+        if c.has_fsetid() {
+            return c;
+        }
+        let needs = self
+            .fs
+            .getattr(i)
+            .is_ok_and(|a| a.perm & (libc::S_ISGID | 0o010) == libc::S_ISGID && a.gid != req.gid());
+        if needs {
+            c.groups = supplementary_groups(req.pid());
+        }
+        c
+    }
+
+    /// `chattr`: set the file flags as the caller; no data in the reply.
+    fn set_file_flags(&self, req: &Request, i: Ino, flags: u32) -> Result<Vec<u8>, FsError> {
+        if self.rofs() {
+            return Err(FsError::ReadOnly);
+        }
+        self.fs.set_file_flags(&ctx(req), i, flags).map(|_| Vec::new())
+    }
+
     fn count(&self, op: Op) {
         self.stats.count(op);
     }
@@ -218,6 +253,61 @@ enum KernelWord {
 /// `CAP_FSETID` is unknown here (the engine's rule: exactly when root).
 fn ctx(req: &Request) -> Ctx {
     Ctx::user(req.uid(), req.gid())
+}
+
+/// `FS_IOC_GETFLAGS` (`_IOR('f', 1, long)`): the kernel sends it with a 4-byte result.
+const FS_IOC_GETFLAGS: u32 = 0x8008_6601;
+/// `FS_IOC_SETFLAGS` (`_IOW('f', 2, long)`): 4 bytes of flags in.
+const FS_IOC_SETFLAGS: u32 = 0x4008_6602;
+/// `FS_IOC_FSGETXATTR` (`_IOR('X', 31, struct fsxattr)`): 28 bytes out.
+const FS_IOC_FSGETXATTR: u32 = 0x801c_581f;
+/// `FS_IOC_FSSETXATTR` (`_IOW('X', 32, struct fsxattr)`): 28 bytes in.
+const FS_IOC_FSSETXATTR: u32 = 0x401c_5820;
+/// `struct fsxattr`'s size: xflags, extsize, nextents, projid, cowextsize, 8 bytes of pad.
+const FSXATTR_LEN: usize = 28;
+/// `FS_XFLAG_*` for the flags tmpfs supports, paired with their `FS_*_FL` (fileattr.c).
+const XFLAGS: [(u32, u32); 4] = [
+    (0x08, rtmpfs_core::file_flags::IMMUTABLE),
+    (0x10, rtmpfs_core::file_flags::APPEND),
+    (0x80, rtmpfs_core::file_flags::NODUMP),
+    (0x40, rtmpfs_core::file_flags::NOATIME),
+];
+
+fn flags_to_xflags(flags: u32) -> u32 {
+    XFLAGS.iter().filter(|(_, f)| flags & f != 0).map(|(x, _)| x).sum()
+}
+
+/// A `struct fsxattr` carrying only `xflags`.
+fn fsxattr_bytes(xflags: u32) -> Vec<u8> {
+    let mut v = vec![0u8; FSXATTR_LEN];
+    v[..4].copy_from_slice(&xflags.to_le_bytes());
+    v
+}
+
+/// The file flags a `struct fsxattr` asks for, or `None` when it asks for more than tmpfs
+/// keeps (other xflags, an extent size, a project id: `fileattr_has_fsx`, EOPNOTSUPP).
+fn fsxattr_flags(data: &[u8]) -> Option<u32> {
+    let word = |k: usize| {
+        data.get(4 * k..4 * k + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let xflags = word(0)?;
+    let known: u32 = XFLAGS.iter().map(|(x, _)| x).sum();
+    if xflags & !known != 0 || word(1)? != 0 || word(3)? != 0 || word(4)? != 0 {
+        return None;
+    }
+    Some(XFLAGS.iter().filter(|(x, _)| xflags & x != 0).map(|(_, f)| f).sum())
+}
+
+/// The supplementary groups of thread `tid` (the `Groups:` line of /proc/TID/status; FUSE's
+/// request pid is the calling thread's id, and credentials are per thread); empty if unknown.
+fn supplementary_groups(tid: u32) -> Vec<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Groups:"))
+        .map(|g| g.split_whitespace().filter_map(|x| x.parse().ok()).collect())
+        .unwrap_or_default()
 }
 
 /// The caller's credentials for a data change after which the *kernel* has already cleared the
@@ -370,12 +460,14 @@ impl fuser::Filesystem for Adapter {
             KernelWord::Silent
         };
         let r = if self.daemon_kills_privs && self.is_kernels_priv_clearing(&set) {
-            self.fs.remove_privs(&ctx(req), ino(i))
+            let c = self.with_groups_for_setid(req, ctx(req), ino(i));
+            self.fs.remove_privs(&c, ino(i))
         } else {
             // Handle 0: no handle of ours (e.g. fchmod of a descriptor the kernel holds without
             // one); the inode suffices.
             let h = h.filter(|h| h.0 != 0).map(fh);
-            self.fs.setattr(&self.ctx_changing_data(req, word), ino(i), &set, h)
+            self.fs
+                .setattr(&self.ctx_changing_data_of(req, word, ino(i)), ino(i), &set, h)
         };
         self.reply_attr(reply, r);
     }
@@ -480,7 +572,7 @@ impl fuser::Filesystem for Adapter {
             return reply.error(Errno::EROFS);
         }
         // O_TRUNC (ATOMIC_O_TRUNC): set-id bits go as on a truncate, by the kernel's word.
-        let octx = self.ctx_changing_data(req, KernelWord::KillSuidgid(kill_suidgid));
+        let octx = self.ctx_changing_data_of(req, KernelWord::KillSuidgid(kill_suidgid), ino(i));
         match self.fs.open(&octx, ino(i), of) {
             Ok(h) => reply.opened(FileHandle(h.0), self.file_open_flags(of)),
             Err(e) => reply.error(reply_errno(e)),
@@ -522,7 +614,7 @@ impl fuser::Filesystem for Adapter {
     fn write(
         &self,
         req: &Request,
-        _i: INodeNo,
+        i: INodeNo,
         h: FileHandle,
         offset: u64,
         data: &[u8],
@@ -541,17 +633,14 @@ impl fuser::Filesystem for Adapter {
         // them. Otherwise the kernel has cleared them before the write (file_remove_privs
         // sends a SETATTR). The engine drops security.capability on every write, as Linux
         // does, except mmap writeback (FUSE_WRITE_CACHE): a store through a mapping clears
-        // nothing on Linux.
+        // nothing on Linux. The kernel applied O_APPEND (and F_SETFL, RWF_NOAPPEND) itself, so
+        // the offset it sends is where the data goes: `write_at`, never the handle's open flags.
         let r = if write_flags.contains(WriteFlags::FUSE_WRITE_CACHE) {
             self.fs.write_back(fh(h), offset, data)
         } else {
             let kill = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
-            self.fs.write(
-                &self.ctx_changing_data(req, KernelWord::KillSuidgid(kill)),
-                fh(h),
-                offset,
-                data,
-            )
+            let wctx = self.ctx_changing_data_of(req, KernelWord::KillSuidgid(kill), ino(i));
+            self.fs.write_at(&wctx, fh(h), offset, data)
         };
         match r {
             Ok(n) => reply.written(n as u32),
@@ -573,21 +662,41 @@ impl fuser::Filesystem for Adapter {
     #[allow(clippy::too_many_arguments)]
     fn ioctl(
         &self,
-        _req: &Request,
-        _i: INodeNo,
+        req: &Request,
+        i: INodeNo,
         _h: FileHandle,
         _flags: fuser::IoctlFlags,
-        _cmd: u32,
-        _in_data: &[u8],
+        cmd: u32,
+        in_data: &[u8],
         _out_size: u32,
         reply: fuser::ReplyIoctl,
     ) {
-        // No ioctl is implemented (tmpfs's are chattr flags and the like). ENOTTY is what
-        // Linux answers for an ioctl a file does not support, and what isatty() expects of a
-        // regular file: every isatty() on the mount sends TCGETS here, so no log line either
-        // (fuser's default logs each one as a warning).
+        // The file flags (chattr/lsattr): the kernel's fileattr_get/set send these four for a
+        // FUSE inode, and enforces none of the flags itself; the engine does. Any other ioctl
+        // is ENOTTY, what Linux answers for an ioctl a file does not support and what isatty()
+        // expects of a regular file: every isatty() on the mount sends TCGETS here, so no log
+        // line either (fuser's default logs each one as a warning).
         self.count(Op::Other);
-        reply.error(Errno::ENOTTY);
+        let r = match cmd {
+            FS_IOC_GETFLAGS => self.fs.file_flags(ino(i)).map(|f| f.to_le_bytes().to_vec()),
+            FS_IOC_SETFLAGS => match in_data.get(..4) {
+                Some(b) => {
+                    let flags = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                    self.set_file_flags(req, ino(i), flags)
+                }
+                None => Err(FsError::Invalid),
+            },
+            FS_IOC_FSGETXATTR => self.fs.file_flags(ino(i)).map(|f| fsxattr_bytes(flags_to_xflags(f))),
+            FS_IOC_FSSETXATTR => match fsxattr_flags(in_data) {
+                Some(flags) => self.set_file_flags(req, ino(i), flags),
+                None => Err(FsError::NotSupported),
+            },
+            _ => return reply.error(Errno::ENOTTY),
+        };
+        match r {
+            Ok(data) => reply.ioctl(0, &data),
+            Err(e) => reply.error(reply_errno(e)),
+        }
     }
 
     fn release(
@@ -697,8 +806,17 @@ impl fuser::Filesystem for Adapter {
 
     fn listxattr(&self, req: &Request, i: INodeNo, size: u32, reply: ReplyXattr) {
         self.count(Op::Xattr);
+        // As Linux: the size query answers the length even past 64 KiB; a list that does not
+        // fit the buffer is ERANGE, which the kernel turns into E2BIG for a 64 KiB buffer.
+        if size == 0 {
+            return match self.fs.listxattr_len(&ctx(req), ino(i)) {
+                Ok(n) => reply.size(u32::try_from(n).unwrap_or(u32::MAX)),
+                Err(e) => reply.error(reply_errno(e)),
+            };
+        }
         match self.fs.listxattr(&ctx(req), ino(i)) {
             Ok(v) => reply_xattr(reply, &v, size),
+            Err(FsError::TooBig) => reply.error(Errno::ERANGE),
             Err(e) => reply.error(reply_errno(e)),
         }
     }
@@ -789,7 +907,7 @@ impl fuser::Filesystem for Adapter {
     fn fallocate(
         &self,
         req: &Request,
-        _i: INodeNo,
+        i: INodeNo,
         h: FileHandle,
         offset: u64,
         length: u64,
@@ -803,7 +921,7 @@ impl fuser::Filesystem for Adapter {
         // Set-id bits: see `ctx_changing_data`.
         let r = FallocateMode::from_libc(mode).and_then(|m| {
             self.fs.fallocate(
-                &self.ctx_changing_data(req, KernelWord::Silent),
+                &self.ctx_changing_data_of(req, KernelWord::Silent, ino(i)),
                 fh(h),
                 offset,
                 length,
@@ -834,7 +952,7 @@ impl fuser::Filesystem for Adapter {
         _ino_in: INodeNo,
         fh_in: FileHandle,
         offset_in: u64,
-        _ino_out: INodeNo,
+        ino_out: INodeNo,
         fh_out: FileHandle,
         offset_out: u64,
         len: u64,
@@ -849,9 +967,10 @@ impl fuser::Filesystem for Adapter {
             return reply.error(Errno::EINVAL);
         }
         // Like a write, a copy by a caller without CAP_FSETID clears set-id bits of the
-        // target (see `ctx_changing_data`).
-        match self.fs.copy_file_range(
-            &self.ctx_changing_data(req, KernelWord::Silent),
+        // target (see `ctx_changing_data`). The kernel refused an O_APPEND target itself
+        // (generic_copy_file_checks, seeing F_SETFL changes), so the engine does not check.
+        match self.fs.copy_file_range_at(
+            &self.ctx_changing_data_of(req, KernelWord::Silent, ino(ino_out)),
             fh(fh_in),
             offset_in,
             fh(fh_out),

@@ -477,9 +477,30 @@ impl Control {
                 cur.nr_inodes = new.nr_inodes;
             }
         }
+        self.apply_atime_options(&new, &mut cur, &given);
         self.fs.set_read_only(new.read_only);
         cur.read_only = new.read_only;
         Ok(String::new())
+    }
+
+    /// The atime options a remount names (`noatime`, `relatime`, `strictatime` and their
+    /// negations; `nodiratime`, `diratime`) take effect as at mount; unnamed ones stay.
+    fn apply_atime_options(&self, new: &MountOptions, cur: &mut MountOptions, given: &dyn Fn(&str) -> bool) {
+        const RULES: [&str; 6] = [
+            "noatime",
+            "relatime",
+            "atime",
+            "norelatime",
+            "strictatime",
+            "nostrictatime",
+        ];
+        if RULES.iter().any(|o| given(o)) {
+            cur.atime = new.atime;
+        }
+        if given("nodiratime") || given("diratime") {
+            cur.nodiratime = new.nodiratime;
+        }
+        self.fs.set_atime_rule(cur.atime.rule(), cur.nodiratime);
     }
 }
 
@@ -575,6 +596,7 @@ fn start(mount_point: &Path, opts: MountOptions) -> Result<Started, MountError> 
     }
     let fs = Filesystem::new(opts.engine_config(&host))
         .map_err(|e| MountError::Config(format!("bad configuration: {e}")))?;
+    fs.set_atime_rule(opts.atime.rule(), opts.nodiratime);
     let fs = Arc::new(fs);
     let path = check_mount_point(mount_point, opts.source())?;
     // A daemon must not pin the directory it was started from (it could not be unmounted).

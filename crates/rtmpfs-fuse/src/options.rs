@@ -6,7 +6,7 @@
 //! (`defaults`, `noauto`, `_netdev`, `x-*`, ...) are accepted and ignored, so that an fstab line
 //! works unchanged.
 
-use rtmpfs_core::{Config, SwapConfig, PAGE_SIZE};
+use rtmpfs_core::{AtimeRule, Config, SwapConfig, PAGE_SIZE};
 use std::fmt;
 
 /// The default number of threads serving FUSE requests: one per core on the 2-core machines
@@ -24,8 +24,20 @@ pub enum Atime {
     Relatime,
     /// `noatime`.
     Noatime,
-    /// `strictatime` (the engine still applies relatime rules; the kernel flag is passed on).
+    /// `strictatime`.
     Strict,
+}
+
+impl Atime {
+    /// The engine's rule for this option.
+    #[must_use]
+    pub fn rule(self) -> AtimeRule {
+        match self {
+            Atime::Relatime => AtimeRule::Relatime,
+            Atime::Noatime => AtimeRule::Never,
+            Atime::Strict => AtimeRule::Strict,
+        }
+    }
 }
 
 /// A size limit as given: bytes, or a percentage of RAM.

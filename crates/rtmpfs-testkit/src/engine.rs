@@ -22,7 +22,7 @@ use std::os::unix::ffi::OsStrExt;
 
 use rtmpfs_core::{
     Attr, Config, Ctx, FallocateMode, Fh, FileKind, Filesystem, FsError, Ino, OpenFlags, RenameFlags, SeekWhence,
-    SetAttr, SetTime, XattrSetMode,
+    SetAttr, XattrSetMode,
 };
 
 use crate::model::MAX_FILE;
@@ -328,10 +328,10 @@ impl EngineBackend {
                 }
                 let ino = self.fs.handle_ino(h.fh).map_err(errno)?;
                 // do_sys_ftruncate passes ATTR_MTIME | ATTR_CTIME: the times change even when
-                // the size does not (FUSE sends the same as an explicit mtime = now).
+                // the size does not. The engine stamps them for a truncation through a handle
+                // (a FUSE kernel leaves that stamp to the server when FATTR_FH is set).
                 let set = SetAttr {
                     size: Some(size),
-                    mtime: Some(SetTime::Now),
                     ..SetAttr::default()
                 };
                 self.fs.setattr(ctx, ino, &set, Some(h.fh)).map_err(errno)?;

@@ -1088,6 +1088,9 @@ impl Model {
         Ok(Value::Names(self.ino(id).xattrs.keys().cloned().collect()))
     }
 
+    /// A whole listing from the start: every entry present when it began (the engine ends a
+    /// listing at the directory's end as it began, so nothing created later can appear; a
+    /// one-shot listing therefore sees exactly this set).
     fn readdir(&self, dir: op::DirSel) -> R<Value> {
         let id = self.resolve_dir(dir.path())?;
         let d = self.dir_of(id);

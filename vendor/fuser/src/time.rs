@@ -34,16 +34,17 @@ pub(crate) fn time_from_system_time(system_time: &SystemTime) -> (i64, u32) {
     }
 }
 
-/// Converts a tuple of (seconds, nanoseconds) since the Unix epoch to a `SystemTime`.
+/// Converts a kernel timespec (seconds since the Unix epoch, and nanoseconds *added* to them,
+/// as in `struct timespec`) to a `SystemTime`.
 ///
-/// This handles negative seconds (times before the Unix epoch).
+/// Before the epoch the nanoseconds still count forward: (-1 s, 999_999_999 ns) is 1 ns before
+/// the epoch, not 1.999999999 s (rtmpfs fork: upstream subtracted them).
 pub(crate) fn system_time_from_time(secs: i64, nsecs: u32) -> SystemTime {
+    let nanos = Duration::from_nanos(u64::from(nsecs));
     if secs >= 0 {
-        SystemTime::UNIX_EPOCH + Duration::new(secs as u64, nsecs)
+        SystemTime::UNIX_EPOCH + Duration::from_secs(secs.unsigned_abs()) + nanos
     } else {
-        // TODO: overflow
-        // TODO: 1_000_000_000 - nsec
-        SystemTime::UNIX_EPOCH - Duration::new((-secs) as u64, nsecs)
+        SystemTime::UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs()) + nanos
     }
 }
 
@@ -52,7 +53,45 @@ mod test {
     use std::time::Duration;
     use std::time::UNIX_EPOCH;
 
+    use crate::time::system_time_from_time;
     use crate::time::time_from_system_time;
+
+    #[test]
+    fn test_system_time_from_time_before_epoch_counts_nanos_forward() {
+        // What utimensat was given must round-trip: -1 ns, -1.5 s, -0.5 s, whole seconds.
+        for (secs, nanos) in [
+            (-1, 999_999_999),
+            (-2, 500_000_000),
+            (-1, 500_000_000),
+            (-3, 0),
+            (0, 1),
+            (5, 7),
+        ] {
+            let t = system_time_from_time(secs, nanos);
+            assert_eq!(
+                time_from_system_time(&t),
+                (secs, nanos),
+                "({secs}, {nanos})"
+            );
+        }
+        assert_eq!(
+            system_time_from_time(-1, 999_999_999),
+            UNIX_EPOCH - Duration::from_nanos(1)
+        );
+        // The extremes of a 64-bit timespec convert without overflow.
+        for (secs, nanos) in [
+            (i64::MIN, 0),
+            (i64::MIN, 999_999_999),
+            (i64::MAX, 999_999_999),
+        ] {
+            let t = system_time_from_time(secs, nanos);
+            assert_eq!(
+                time_from_system_time(&t),
+                (secs, nanos),
+                "({secs}, {nanos})"
+            );
+        }
+    }
 
     #[test]
     fn test_time_from_system_time_negative() {

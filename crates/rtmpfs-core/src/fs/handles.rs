@@ -4,12 +4,12 @@ use rustc_hash::FxHashMap;
 
 use crossbeam_utils::CachePadded;
 
-use super::{relatime_due, Filesystem};
+use super::{relatime_due, AtimeRule, Filesystem};
 use crate::error::{FsError, Result};
 use crate::ids::{shard_of, Ids};
 use crate::inode::Inode;
 use crate::perm;
-use crate::sync::{Arc, LockRank, Mutex};
+use crate::sync::{Arc, AtomicU64, LockRank, Mutex, Ordering};
 use crate::types::{access, Ctx, DirEntry, Fh, FileKind, Ino, OpenFlags, Timespec};
 
 const SHARDS: usize = 32;
@@ -18,6 +18,11 @@ const SHARDS: usize = 32;
 pub(crate) struct Handle {
     pub inode: Arc<Inode>,
     pub flags: OpenFlags,
+    /// A directory handle's listing end: the directory's end cookie when it was opened or last
+    /// listed from offset 0 (a rewind); entries from it on are left out. 0 for other handles.
+    /// Written by `readdir(fh, 0, ..)` under the directory's lock; one handle is listed by one
+    /// reader at a time (the kernel holds `f_pos_lock`), so relaxed ordering suffices.
+    listing_end: AtomicU64,
 }
 
 type HandleShard = CachePadded<Mutex<FxHashMap<u64, Arc<Handle>>>>;
@@ -57,6 +62,19 @@ impl Handles {
     }
 }
 
+/// The file flags' refusals of an open (Linux `may_open`): an immutable file is not opened
+/// for writing or truncation; an append-only one only with `append`, and never truncated.
+fn check_open_flags(m: &crate::inode::Meta, flags: OpenFlags) -> Result<()> {
+    if flags.write || flags.truncate {
+        m.check_not_immutable()?;
+    }
+    let append_only = m.flags & crate::file_flags::APPEND != 0;
+    if append_only && ((flags.write && !flags.append) || flags.truncate) {
+        return Err(FsError::Perm);
+    }
+    Ok(())
+}
+
 impl Filesystem {
     /// Open a file (not a directory: use [`Filesystem::opendir`]). Checks read/write permission;
     /// `flags.truncate` truncates to zero (needs write permission, whatever the access mode).
@@ -71,6 +89,7 @@ impl Filesystem {
         if (flags.write || flags.truncate) && self.is_read_only() && inode.kind == FileKind::RegularFile {
             return Err(FsError::ReadOnly);
         }
+        check_open_flags(&inode.meta.read(), flags)?;
         if self.config.enforce_permissions {
             let mut mask = 0;
             if flags.read {
@@ -94,7 +113,7 @@ impl Filesystem {
                 let mut m = inode.meta.write();
                 m.mtime = now;
                 m.ctime = now;
-                m.perm &= !perm::setid_bits_to_kill_on_write(ctx, m.perm, true);
+                m.perm &= !perm::setid_bits_to_kill_on_write(ctx, m.perm, m.gid, true);
                 self.kill_priv(&mut m);
             }
         }
@@ -110,9 +129,11 @@ impl Filesystem {
             }
             m.opens += 1;
         }
+        let listing_end = inode.dir().map_or(0, |b| b.entries.read().end_cookie());
         Ok(self.handles.insert(Handle {
             inode: inode.clone(),
             flags,
+            listing_end: AtomicU64::new(listing_end),
         }))
     }
 
@@ -161,7 +182,11 @@ impl Filesystem {
 
     /// List a directory from cookie `offset` (0 = from the start): `.` (cookie 1), `..` (cookie
     /// 2), then the entries in cookie order, calling `f` for each until it returns false. An entry
-    /// untouched during a listing is seen exactly once. A removed directory lists nothing.
+    /// untouched during a listing is seen exactly once. A listing from offset 0 records the
+    /// directory's end, and this handle's listings stop there until the next one from offset 0
+    /// (as Linux tmpfs, which records it at open and rewind): entries created or renamed into
+    /// the directory meanwhile may be left out, and a listing always ends. A removed directory
+    /// lists nothing.
     ///
     /// # Errors
     /// `BadHandle`, `NotDir`.
@@ -172,6 +197,13 @@ impl Filesystem {
         if d.removed {
             return Ok(());
         }
+        let end = if offset == 0 {
+            let end = d.end_cookie();
+            h.listing_end.store(end, Ordering::Relaxed);
+            end
+        } else {
+            h.listing_end.load(Ordering::Relaxed)
+        };
         if offset < 1
             && !f(DirEntry {
                 ino: h.inode.ino,
@@ -192,7 +224,7 @@ impl Filesystem {
         {
             return Ok(());
         }
-        d.for_each_after(offset, f);
+        d.for_each_between(offset, end, f);
         drop(d);
         self.touch_atime(&h.inode, false);
         Ok(())
@@ -209,17 +241,25 @@ impl Filesystem {
         Ok(n)
     }
 
-    /// Update atime after a read, following relatime (or not at all with `noatime`).
+    /// Update atime after a read by the rule in force ([`Filesystem::set_atime_rule`]); not
+    /// for a handle opened `noatime`, not on a read-only instance, not for a directory under
+    /// `nodiratime`.
     pub(crate) fn touch_atime(&self, inode: &Inode, noatime: bool) {
-        if noatime || self.config.noatime || self.is_read_only() {
+        let (rule, nodiratime) = self.atime_rule();
+        let dir_kept = nodiratime && inode.kind == FileKind::Directory;
+        if noatime || dir_kept || rule == AtimeRule::Never || self.is_read_only() {
+            return;
+        }
+        if inode.meta.read().flags & crate::file_flags::NOATIME != 0 {
             return;
         }
         let now = Timespec::now();
-        if !relatime_due(&inode.meta.read(), now) {
+        let due = |m: &crate::inode::Meta| rule == AtimeRule::Strict || relatime_due(m, now);
+        if !due(&inode.meta.read()) {
             return;
         }
         let mut m = inode.meta.write();
-        if relatime_due(&m, now) {
+        if due(&m) {
             m.atime = now;
         }
     }

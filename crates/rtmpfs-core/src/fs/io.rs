@@ -8,6 +8,17 @@ use crate::perm;
 use crate::sync::Arc;
 use crate::types::{Ctx, FallocateMode, Fh, FileKind, SeekWhence, Timespec, MAX_FILE_SIZE, PAGE_SIZE};
 
+/// Where a write through a handle lands.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Placement {
+    /// At the offset given, or at the end for a handle opened with `append` (`write(2)` on an
+    /// in-process handle).
+    HandleMode,
+    /// At the offset given: the caller applied `O_APPEND` itself (a FUSE client), or the write
+    /// is a mapping's writeback, which never appends.
+    Exact,
+}
+
 /// Largest chunk copied at once by `copy_file_range` (bounds the temporary buffer).
 const COPY_CHUNK: usize = 1 << 20;
 
@@ -66,41 +77,48 @@ impl Filesystem {
     /// `BadHandle` (not open for writing), `IsDir`, `Invalid`, `FileTooBig`, `NoSpace`, `Io`,
     /// `ReadOnly`.
     pub fn write(&self, ctx: &Ctx, fh: Fh, offset: u64, data: &[u8]) -> Result<usize> {
-        let h = self.writable(fh)?;
-        let file = file_of(&h)?;
-        self.write_locked_io(Some(ctx), &h, file, offset, data)
+        self.write_placed(Some(ctx), fh, offset, data, Placement::HandleMode)
+    }
+
+    /// As [`Filesystem::write`], but exactly at `offset` whatever the handle's `append` flag.
+    /// For a server whose client applies `O_APPEND` itself: the Linux FUSE client does, under
+    /// the inode lock, and also knows what the engine cannot (`fcntl(F_SETFL)` clearing
+    /// `O_APPEND`, `pwritev2(RWF_NOAPPEND)`), so the offset it sends is the truth.
+    ///
+    /// # Errors
+    /// As [`Filesystem::write`].
+    pub fn write_at(&self, ctx: &Ctx, fh: Fh, offset: u64, data: &[u8]) -> Result<usize> {
+        self.write_placed(Some(ctx), fh, offset, data, Placement::Exact)
     }
 
     /// Write back data that a program stored through a shared mapping (what a FUSE server
-    /// receives as a `FUSE_WRITE_CACHE` write): as [`Filesystem::write`], but set-id bits and
+    /// receives as a `FUSE_WRITE_CACHE` write): exactly at `offset` (a page's place never
+    /// depends on how the file was opened: writeback never appends), and set-id bits and
     /// `security.capability` stay, since a store through a mapping clears neither on Linux.
     ///
     /// # Errors
     /// As [`Filesystem::write`].
     pub fn write_back(&self, fh: Fh, offset: u64, data: &[u8]) -> Result<usize> {
-        let h = self.writable(fh)?;
-        let file = file_of(&h)?;
-        self.write_locked_io(None, &h, file, offset, data)
+        self.write_placed(None, fh, offset, data, Placement::Exact)
     }
 
     /// The write itself; `ctx` is the writer whose privileges decide the set-id clearing, or
     /// `None` for mapping writeback, which clears nothing.
-    fn write_locked_io(
-        &self,
-        ctx: Option<&Ctx>,
-        h: &Handle,
-        file: &FileData,
-        offset: u64,
-        data: &[u8],
-    ) -> Result<usize> {
+    fn write_placed(&self, ctx: Option<&Ctx>, fh: Fh, offset: u64, data: &[u8], placement: Placement) -> Result<usize> {
+        let h = self.writable(fh)?;
+        let file = file_of(&h)?;
         if data.is_empty() {
             return Ok(0);
         }
         let io = file.lock_io();
-        let offset = if h.flags.append { file.size() } else { offset };
+        let offset = match placement {
+            Placement::HandleMode if h.flags.append => file.size(),
+            _ => offset,
+        };
+        check_write_flags(&h.inode.meta.read(), offset, file.size(), ctx.is_none())?;
         let n = file.write(&io, &self.pager, offset, data)?;
         drop(io);
-        self.after_modify(ctx, h);
+        self.after_modify(ctx, &h);
         Ok(n)
     }
 
@@ -112,7 +130,7 @@ impl Filesystem {
         m.mtime = now;
         m.ctime = now;
         if let Some(ctx) = ctx {
-            m.perm &= !perm::setid_bits_to_kill_on_write(ctx, m.perm, true);
+            m.perm &= !perm::setid_bits_to_kill_on_write(ctx, m.perm, m.gid, true);
             self.kill_priv(&mut m);
         }
     }
@@ -139,6 +157,14 @@ impl Filesystem {
             let pages = (offset + len).div_ceil(PAGE_SIZE) - offset / PAGE_SIZE;
             if pages > self.statfs().bfree.saturating_add(file.charged_pages()) {
                 return Err(FsError::NoSpace);
+            }
+        }
+        {
+            // vfs_fallocate: nothing on an immutable file; only allocation on an append-only one.
+            let m = h.inode.meta.read();
+            m.check_not_immutable()?;
+            if mode != FallocateMode::Allocate && m.flags & crate::file_flags::APPEND != 0 {
+                return Err(FsError::Perm);
             }
         }
         let io = file.lock_io();
@@ -171,10 +197,9 @@ impl Filesystem {
     /// the next call meets the error).
     ///
     /// # Errors
-    /// `BadHandle` (source not readable, target not writable or append-only), `Invalid`
-    /// (overlapping ranges in one file, not regular files), `IsDir`, `FileTooBig`, `NoSpace`,
-    /// `Io` (a source page that cannot be read, see [`Filesystem::read`]).
-    #[allow(clippy::too_many_arguments)]
+    /// `BadHandle` (source not readable, target not writable or opened with `append`),
+    /// `Invalid` (overlapping ranges in one file, not regular files), `IsDir`, `FileTooBig`,
+    /// `NoSpace`, `Io` (a source page that cannot be read, see [`Filesystem::read`]).
     pub fn copy_file_range(
         &self,
         ctx: &Ctx,
@@ -184,15 +209,49 @@ impl Filesystem {
         off_out: u64,
         len: u64,
     ) -> Result<u64> {
+        let (ins, outs) = ((fh_in, off_in), (fh_out, off_out));
+        self.copy_placed(ctx, ins, outs, len, Placement::HandleMode)
+    }
+
+    /// As [`Filesystem::copy_file_range`], but the target's `append` flag is not checked: for
+    /// a server whose client refuses a copy into an `O_APPEND` file itself (Linux does, in
+    /// generic_copy_file_checks, seeing `fcntl(F_SETFL)` changes the engine never sees).
+    ///
+    /// # Errors
+    /// As [`Filesystem::copy_file_range`], without the `BadHandle` of an `append` target.
+    pub fn copy_file_range_at(
+        &self,
+        ctx: &Ctx,
+        fh_in: Fh,
+        off_in: u64,
+        fh_out: Fh,
+        off_out: u64,
+        len: u64,
+    ) -> Result<u64> {
+        let (ins, outs) = ((fh_in, off_in), (fh_out, off_out));
+        self.copy_placed(ctx, ins, outs, len, Placement::Exact)
+    }
+
+    fn copy_placed(
+        &self,
+        ctx: &Ctx,
+        (fh_in, off_in): (Fh, u64),
+        (fh_out, off_out): (Fh, u64),
+        len: u64,
+        placement: Placement,
+    ) -> Result<u64> {
         // generic_copy_file_checks' order: kinds, then modes, then ranges.
         let (hin, hout) = (self.handles.get(fh_in)?, self.handles.get(fh_out)?);
         let fin = file_of(&hin)?;
         let fout = file_of(&hout)?;
         let hin = self.readable(fh_in)?;
         let hout = self.writable(fh_out)?;
-        if hout.flags.append {
+        if placement == Placement::HandleMode && hout.flags.append {
             return Err(FsError::BadHandle);
         }
+        // An immutable target cannot change; an append-only one only through an `append`
+        // handle, which copy_file_range refuses anyway.
+        hout.inode.meta.read().check_no_fixed_flags()?;
         if off_in.checked_add(len).is_none() || off_out.checked_add(len).is_none() {
             return Err(FsError::Invalid);
         }
@@ -263,6 +322,21 @@ impl Filesystem {
         self.check_writable()?;
         Ok(h)
     }
+}
+
+/// The file flags' refusals of a write at `offset` into a file of `size` bytes: none into an
+/// immutable file (a handle opened before the flag was set), only at the end of an append-only
+/// one (a FUSE client sends the offset; the kernel does not check the flag for FUSE). A
+/// mapping's writeback (`writeback`) into an immutable file is let through, as on Linux, where
+/// a shared mapping made before `chattr +i` keeps storing into the page cache.
+fn check_write_flags(m: &crate::inode::Meta, offset: u64, size: u64, writeback: bool) -> Result<()> {
+    if !writeback {
+        m.check_not_immutable()?;
+    }
+    if m.flags & crate::file_flags::APPEND != 0 && offset != size {
+        return Err(FsError::Perm);
+    }
+    Ok(())
 }
 
 fn file_of(h: &Handle) -> Result<&FileData> {

@@ -8,6 +8,8 @@ mod handles;
 mod io;
 mod namespace;
 #[cfg(all(test, not(feature = "shuttle")))]
+mod parity_tests;
+#[cfg(all(test, not(feature = "shuttle")))]
 mod remount_tests;
 mod rename;
 #[cfg(all(test, feature = "shuttle"))]
@@ -31,7 +33,7 @@ use crate::mem::{Clock, MemBudget, TierStats};
 use crate::pager::{MemTier, Pager};
 use crate::perm;
 use crate::swap::{FileSwap, Sealer, Swap, SwapBackend};
-use crate::sync::{Arc, AtomicBool, AtomicU64, LockRank, Mutex, Ordering};
+use crate::sync::{Arc, AtomicBool, AtomicU32, AtomicU64, LockRank, Mutex, Ordering};
 use crate::types::{access, Attr, Ctx, FileKind, Ino, SetAttr, SetTime, StatFs, Timespec, Usage, NAME_MAX, PAGE_SIZE};
 use handles::Handles;
 
@@ -67,6 +69,51 @@ pub struct Filesystem {
     rename_lock: Mutex<()>,
     /// Refuse changes (`ro`); starts as `config.read_only`, switched by remount.
     read_only: AtomicBool,
+    /// How reads update atime (an [`AtimeRule`] as u32); starts as `config.noatime` says,
+    /// switched by remount.
+    atime_rule: AtomicU32,
+    /// Directories' atime stays (`nodiratime`); switched by remount.
+    nodiratime: AtomicBool,
+}
+
+/// File flags (`chattr`, `FS_IOC_GETFLAGS`/`SETFLAGS`): Linux's `FS_*_FL` values, the ones
+/// tmpfs supports. The engine enforces them on every path (over FUSE the kernel does not).
+pub mod file_flags {
+    /// `i`: no change at all: not written, truncated, linked, renamed, removed, nor its
+    /// attributes or xattrs changed, nor opened for writing; a directory takes no new entries.
+    pub const IMMUTABLE: u32 = 0x10;
+    /// `a`: written only at its end; not truncated, linked, renamed, removed, nor its
+    /// attributes or xattrs changed; a directory's entries are not removed.
+    pub const APPEND: u32 = 0x20;
+    /// `d`: not dumped (recorded only).
+    pub const NODUMP: u32 = 0x40;
+    /// `A`: reads leave atime alone.
+    pub const NOATIME: u32 = 0x80;
+    /// Every flag tmpfs supports; others are `NotSupported`.
+    pub const SUPPORTED: u32 = IMMUTABLE | APPEND | NODUMP | NOATIME;
+}
+
+/// How reads update access times: the mount options `relatime`, `strictatime`, `noatime`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[repr(u32)]
+pub enum AtimeRule {
+    /// Only when atime is not newer than mtime or ctime, or is a day old (the default).
+    #[default]
+    Relatime = 0,
+    /// On every read.
+    Strict = 1,
+    /// Never.
+    Never = 2,
+}
+
+impl AtimeRule {
+    fn from_u32(v: u32) -> AtimeRule {
+        match v {
+            1 => AtimeRule::Strict,
+            2 => AtimeRule::Never,
+            _ => AtimeRule::Relatime,
+        }
+    }
 }
 
 impl std::fmt::Debug for Filesystem {
@@ -171,6 +218,12 @@ impl Filesystem {
             live_inodes: Striped::new(),
             rename_lock: Mutex::new(LockRank::Rename, ()),
             read_only: AtomicBool::new(config.read_only),
+            atime_rule: AtomicU32::new(if config.noatime {
+                AtimeRule::Never as u32
+            } else {
+                AtimeRule::Relatime as u32
+            }),
+            nodiratime: AtomicBool::new(false),
             config,
         };
         fs.ispace
@@ -206,6 +259,21 @@ impl Filesystem {
     /// `ReadOnly` and reads leave atime alone.
     pub fn set_read_only(&self, read_only: bool) {
         self.read_only.store(read_only, Ordering::Release);
+    }
+
+    /// Set how reads update access times (mount and remount: `relatime`, `strictatime`,
+    /// `noatime`) and whether directories' stay (`nodiratime`). Writes, `utimensat` and
+    /// truncation set times whatever the rule.
+    pub fn set_atime_rule(&self, rule: AtimeRule, nodiratime: bool) {
+        self.atime_rule.store(rule as u32, Ordering::Relaxed);
+        self.nodiratime.store(nodiratime, Ordering::Relaxed);
+    }
+
+    /// The access-time rule in force and whether `nodiratime` is on.
+    #[must_use]
+    pub fn atime_rule(&self) -> (AtimeRule, bool) {
+        let rule = AtimeRule::from_u32(self.atime_rule.load(Ordering::Relaxed));
+        (rule, self.nodiratime.load(Ordering::Relaxed))
     }
 
     /// Change the `size` and `nr_inodes` limits (remount), as tmpfs: `None` leaves a limit as
@@ -263,8 +331,41 @@ impl Filesystem {
         let inode = self.inode(ino)?;
         let mut m = inode.meta.write();
         let is_regular = inode.kind == FileKind::RegularFile;
-        m.perm &= !perm::setid_bits_to_kill_on_write(ctx, m.perm, is_regular);
+        m.perm &= !perm::setid_bits_to_kill_on_write(ctx, m.perm, m.gid, is_regular);
         self.kill_priv(&mut m);
+        m.ctime = Timespec::now();
+        Ok(inode.attr(&m))
+    }
+
+    /// The file flags of an inode ([`file_flags`] bits; `lsattr`).
+    ///
+    /// # Errors
+    /// `NotFound`.
+    pub fn file_flags(&self, ino: Ino) -> Result<u32> {
+        Ok(self.inode(ino)?.meta.read().flags)
+    }
+
+    /// Set the file flags of an inode (`chattr`), with Linux's rules: only the owner or root may,
+    /// and only root (`CAP_LINUX_IMMUTABLE`) may set or clear immutable and append-only; ctime
+    /// becomes now.
+    ///
+    /// # Errors
+    /// `NotSupported` for a flag tmpfs does not support, `Perm`, `ReadOnly`, `NotFound`.
+    pub fn set_file_flags(&self, ctx: &Ctx, ino: Ino, flags: u32) -> Result<Attr> {
+        self.check_writable()?;
+        let inode = self.inode(ino)?;
+        if flags & !file_flags::SUPPORTED != 0 {
+            return Err(FsError::NotSupported);
+        }
+        let mut m = inode.meta.write();
+        if !perm::is_owner_or_root(ctx, inode.owner(&m)) {
+            return Err(FsError::Perm);
+        }
+        let fixed = file_flags::IMMUTABLE | file_flags::APPEND;
+        if (m.flags ^ flags) & fixed != 0 && !ctx.is_root() {
+            return Err(FsError::Perm);
+        }
+        m.flags = flags;
         m.ctime = Timespec::now();
         Ok(inode.attr(&m))
     }
@@ -288,6 +389,7 @@ impl Filesystem {
                 _ => return Err(FsError::Invalid),
             }
         }
+        check_setattr_flags(&inode.meta.read(), set)?;
         let via_handle = match fh {
             Some(fh) => {
                 let h = self.handles.get(fh)?;
@@ -302,19 +404,19 @@ impl Filesystem {
             let m = inode.meta.read();
             self.check_setattr_permission(ctx, &inode, &m, set, via_handle)?;
         }
-        let mut size_changed = false;
+        let mut truncated = false;
         if let (Some(size), Some(file)) = (set.size, inode.file()) {
             let io = file.lock_io();
-            size_changed = size != file.size();
+            truncated = truncation_stamps(size, file.size(), file.charged_pages(), fh.is_some());
             // Even to the same size: pages reserved past EOF (fallocate KEEP_SIZE) go, as
             // shmem_setattr truncates the range whenever the size does not grow.
             file.truncate(&io, &self.pager, size)?;
         }
         let now = Timespec::now();
         let mut m = inode.meta.write();
-        if size_changed {
+        if truncated {
             m.mtime = now;
-            m.perm &= !perm::setid_bits_to_kill_on_write(ctx, m.perm, true);
+            m.perm &= !perm::setid_bits_to_kill_on_write(ctx, m.perm, m.gid, true);
             self.kill_priv(&mut m);
         }
         if let Some(mode) = set.mode {
@@ -327,12 +429,8 @@ impl Filesystem {
         }
         if set.uid.is_some() || set.gid.is_some() {
             if inode.kind != FileKind::Directory {
-                let mut kill = libc::S_ISUID;
-                let group_exec = m.perm & 0o010 != 0;
-                let not_member = self.config.enforce_permissions && !ctx.is_root() && !ctx.in_group(m.gid);
-                if group_exec || not_member {
-                    kill |= libc::S_ISGID;
-                }
+                // chown_common: set-user-ID always, set-group-ID by setattr_should_drop_sgid.
+                let kill = libc::S_ISUID | perm::sgid_to_drop(ctx, m.perm, m.gid);
                 if set.mode.is_none() {
                     m.perm &= !kill;
                 }
@@ -352,7 +450,7 @@ impl Filesystem {
             m.mtime = resolve_time(t, now);
         }
         let only_unchanged_size = set.size.is_some()
-            && !size_changed
+            && !truncated
             && set.mode.is_none()
             && set.uid.is_none()
             && set.gid.is_none()
@@ -599,44 +697,44 @@ impl Filesystem {
         Ino(self.inos.next())
     }
 
-    /// Give back an orphan's data and inode space, once, when its last link and handle are gone;
-    /// drop it from the table when no lookup reference remains. Called with no lock held.
+    /// Give back an orphan's data and inode space and drop it from the table, once, when its
+    /// last link, handle and (with [`Config::track_lookups`]) kernel lookup reference are gone.
+    /// Until then it stays usable, as a Linux inode stays until evicted: a FUSE kernel may
+    /// reopen it (a removed current directory, `/proc/self/fd/N` of an `O_PATH` descriptor).
+    /// Called with no lock held.
     pub(crate) fn maybe_release(&self, inode: &Arc<Inode>) {
-        let (release, drop_from_table, xattr_space) = {
+        let xattr_space = {
             let mut m = inode.meta.write();
-            if !m.is_orphan() || m.released {
+            let referenced = self.config.track_lookups && m.lookups > 0;
+            if !m.is_orphan() || m.released || referenced {
                 return;
             }
             m.released = true;
-            let space = std::mem::take(&mut m.xattr_space);
             m.xattrs.clear();
-            (true, !self.config.track_lookups || m.lookups == 0, space)
+            std::mem::take(&mut m.xattr_space)
         };
-        if release {
-            if let Some(f) = inode.file() {
-                f.release_all(&self.pager);
-            }
-            self.ispace.uncharge(BOGO_INODE_SIZE + xattr_space);
-            self.live_inodes.add(-1);
+        if let Some(f) = inode.file() {
+            f.release_all(&self.pager);
         }
-        if drop_from_table {
-            self.table.remove(inode.ino);
-        }
+        self.ispace.uncharge(BOGO_INODE_SIZE + xattr_space);
+        self.live_inodes.add(-1);
+        self.table.remove(inode.ino);
     }
 
-    /// Drop `n` lookup references (the FUSE `forget`). An inode that is released and no longer
-    /// referenced leaves the table. Unknown inodes are ignored, as the kernel may forget late.
+    /// Drop `n` lookup references (the FUSE `forget`). The last one of an inode without links
+    /// and handles releases it (data, inode space, table entry). Unknown inodes are ignored, as
+    /// the kernel may forget late; the root is never released.
     pub fn forget(&self, ino: Ino, n: u64) {
         let Some(inode) = self.table.get(ino) else {
             return;
         };
-        let gone = {
+        let unreferenced = {
             let mut m = inode.meta.write();
             m.lookups = m.lookups.saturating_sub(n);
-            m.released && m.lookups == 0
+            m.lookups == 0
         };
-        if gone && ino != Ino::ROOT {
-            self.table.remove(ino);
+        if unreferenced && ino != Ino::ROOT {
+            self.maybe_release(&inode);
         }
     }
 
@@ -664,7 +762,7 @@ impl Filesystem {
     pub fn lookup_ino(&self, ino: Ino) -> Result<Attr> {
         let inode = self.inode(ino)?;
         let mut m = inode.meta.write();
-        if m.released && m.lookups == 0 {
+        if m.released {
             return Err(FsError::NotFound);
         }
         self.add_lookup(&mut m);
@@ -683,6 +781,36 @@ impl Drop for Filesystem {
     fn drop(&mut self) {
         self.stop_background_threads();
     }
+}
+
+/// The file flags' refusals of a `setattr` (Linux `notify_change` and `do_truncate`): an
+/// immutable inode takes no change at all; an append-only one no truncation and no explicit
+/// mode, owner or time (only "times to now").
+fn check_setattr_flags(m: &Meta, set: &SetAttr) -> Result<()> {
+    m.check_not_immutable()?;
+    let explicit_time = [set.atime, set.mtime]
+        .into_iter()
+        .flatten()
+        .any(|t| matches!(t, SetTime::At(_)));
+    let fixed = set.size.is_some()
+        || set.mode.is_some()
+        || set.uid.is_some()
+        || set.gid.is_some()
+        || set.ctime.is_some()
+        || explicit_time;
+    if fixed {
+        m.check_no_fixed_flags()?;
+    }
+    Ok(())
+}
+
+/// Whether a truncation from `old` to `new` bytes stamps mtime and ctime (and clears set-id
+/// bits and the capability), as on Linux tmpfs: when the size changes; always through a
+/// handle (`ftruncate` passes ATTR_MTIME|ATTR_CTIME; over FUSE the kernel leaves that stamp to
+/// the server when FATTR_FH is set); and, to the same or a smaller size, whenever the file has
+/// pages (`shmem_setattr` calls `shmem_truncate_range`, which stamps, when `info->alloced`).
+fn truncation_stamps(new: u64, old: u64, charged_pages: u64, via_handle: bool) -> bool {
+    new != old || via_handle || charged_pages > 0
 }
 
 fn resolve_time(t: SetTime, now: Timespec) -> Timespec {

@@ -212,6 +212,8 @@ impl Filesystem {
         let now = Timespec::now();
         {
             let mut m = inode.meta.write();
+            // vfs_link: an immutable or append-only inode gets no new name.
+            m.check_no_fixed_flags()?;
             if m.released || (m.nlink == 0 && !m.linkable) {
                 return Err(FsError::NotFound);
             }
@@ -434,15 +436,29 @@ impl Filesystem {
         m.ctime = now;
     }
 
+    /// `access(2)`-style check of `mask` on `inode`. Write access to an immutable inode is
+    /// `Perm` whatever the permission checks (Linux `inode_permission`): an immutable directory
+    /// takes no new or removed entries.
     pub(crate) fn check_perm(&self, ctx: &Ctx, inode: &Inode, mask: u32) -> Result<()> {
+        if mask & access::W_OK != 0 {
+            inode.meta.read().check_not_immutable()?;
+        }
         if !self.config.enforce_permissions {
+            // Lookups (X_OK) over FUSE take no lock here.
             return Ok(());
         }
         let m = inode.meta.read();
         perm::check(ctx, inode.owner(&m), mask)
     }
 
+    /// Whether `child` may be removed from `dir` (or renamed out of it), as Linux's
+    /// `may_delete`: not from an append-only directory, not an immutable or append-only child,
+    /// and the sticky-bit rule.
     pub(crate) fn check_sticky(&self, ctx: &Ctx, dir: &Inode, child: &Inode) -> Result<()> {
+        if dir.meta.read().flags & crate::file_flags::APPEND != 0 {
+            return Err(FsError::Perm);
+        }
+        child.meta.read().check_no_fixed_flags()?;
         if !self.config.enforce_permissions {
             return Ok(());
         }

@@ -216,8 +216,10 @@ fn remove_privs_clears_like_file_remove_privs() {
     let cap = OsStr::new(CAP);
     for (name, mode, who, want) in [
         ("a", 0o6755, Ctx::user(5, 5), 0o755),
-        // Set-group-ID without group-execute is a locking mark, not a privilege: it stays.
-        ("b", 0o6745, Ctx::user(5, 5), 0o2745),
+        // Set-group-ID without group-execute is a locking mark, not a privilege: it stays for a
+        // member of the file's group (0 here), and goes for anyone else.
+        ("b", 0o6745, Ctx::user(5, 0), 0o2745),
+        ("b2", 0o6745, Ctx::user(5, 5), 0o745),
         ("c", 0o6755, root.clone(), 0o6755),
         (
             "d",

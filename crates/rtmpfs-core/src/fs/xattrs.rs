@@ -24,12 +24,14 @@ impl Filesystem {
         let ns = xattr::prefix_namespace(name)?;
         xattr::check_value(value)?;
         let inode = self.inode(ino)?;
+        // xattr_permission: an immutable or append-only inode's xattrs do not change.
+        inode.meta.read().check_no_fixed_flags()?;
         xattr::namespace_permission(ctx, ns, inode.kind, true)?;
         xattr::check_name(name, ns)?;
         let mut m = inode.meta.write();
         if m.released {
-            // Unlinked, closed, kept only for its lookup references: nothing may be charged to
-            // it, since nothing would give the space back.
+            // Released (reached through an `Arc` taken before it left the table): nothing may
+            // be charged to it, since nothing would give the space back.
             return Err(FsError::NotFound);
         }
         if self.config.enforce_permissions {
@@ -53,8 +55,8 @@ impl Filesystem {
             self.ispace.charge(new_space)?;
         }
         let refuse = match (mode, old) {
-            (XattrSetMode::Create, Some(_)) => Some(FsError::Exists),
-            (XattrSetMode::Replace, None) => Some(FsError::NoData),
+            (XattrSetMode::Create | XattrSetMode::CreateAndReplace, Some(_)) => Some(FsError::Exists),
+            (XattrSetMode::Replace | XattrSetMode::CreateAndReplace, None) => Some(FsError::NoData),
             _ => None,
         };
         if let Some(e) = refuse {
@@ -89,20 +91,35 @@ impl Filesystem {
         m.xattrs.get(name).map(|v| v.to_vec()).ok_or(FsError::NoData)
     }
 
-    /// Every attribute name visible to the caller, each followed by a NUL (`listxattr(2)`).
+    /// Every attribute name visible to the caller, each followed by a NUL (`listxattr(2)`
+    /// with the largest buffer it takes).
     ///
     /// # Errors
-    /// `TooBig` past 64 KiB of names, `NotFound`.
+    /// `TooBig` past 64 KiB of names (`XATTR_LIST_MAX`), `NotFound`.
     pub fn listxattr(&self, ctx: &Ctx, ino: Ino) -> Result<Vec<u8>> {
+        let out = self.listxattr_unbounded(ctx, ino)?;
+        if out.len() > XATTR_LIST_MAX {
+            return Err(FsError::TooBig);
+        }
+        Ok(out)
+    }
+
+    /// The length of [`Filesystem::listxattr`]'s list, even past 64 KiB: `listxattr(2)` with
+    /// size 0 answers it so on Linux (only the call that then asks for the list fails).
+    ///
+    /// # Errors
+    /// `NotFound`.
+    pub fn listxattr_len(&self, ctx: &Ctx, ino: Ino) -> Result<usize> {
+        Ok(self.listxattr_unbounded(ctx, ino)?.len())
+    }
+
+    fn listxattr_unbounded(&self, ctx: &Ctx, ino: Ino) -> Result<Vec<u8>> {
         let inode = self.inode(ino)?;
         let m = inode.meta.read();
         let mut out = Vec::new();
         for name in m.xattrs.keys().filter(|n| xattr::visible_in_list(ctx, n)) {
             out.extend_from_slice(name);
             out.push(0);
-        }
-        if out.len() > XATTR_LIST_MAX {
-            return Err(FsError::TooBig);
         }
         Ok(out)
     }
@@ -116,6 +133,8 @@ impl Filesystem {
         let name = name.as_bytes();
         let ns = xattr::prefix_namespace(name)?;
         let inode = self.inode(ino)?;
+        // xattr_permission: an immutable or append-only inode's xattrs do not change.
+        inode.meta.read().check_no_fixed_flags()?;
         xattr::namespace_permission(ctx, ns, inode.kind, true)?;
         xattr::check_name(name, ns)?;
         let mut m = inode.meta.write();
