@@ -544,7 +544,7 @@ impl<FS: Filesystem> Session<FS> {
             // The kernel refuses a payload buffer smaller than its largest request or reply.
             let max_pages = usize::from(config.max_pages()) * page_size::get();
             let payload = (config.max_write as usize).max(max_pages).max(8192);
-            match Rings::create(&self.ch.as_fd(), &uring, payload) {
+            match Rings::create(self.ch.as_fd(), &uring, payload) {
                 Ok(rings) => {
                     config.requested |= InitFlags::FUSE_OVER_IO_URING;
                     return Ok(Some(rings));

@@ -50,8 +50,13 @@ fn cmd_req(commit_id: u64, qid: u16) -> [u8; 80] {
 
 /// REGISTER for one entry: `iov` points at `[header iovec, payload iovec]`, which must stay
 /// valid until the SQE has been submitted (the kernel copies them then).
-pub(crate) fn register_sqe(qid: u16, iov: *const libc::iovec, user_data: u64) -> Entry128 {
-    let mut sqe = opcode::UringCmd80::new(types::Fixed(0), CMD_REGISTER)
+pub(crate) fn register_sqe(
+    fuse_fd: i32,
+    qid: u16,
+    iov: *const libc::iovec,
+    user_data: u64,
+) -> Entry128 {
+    let mut sqe = opcode::UringCmd80::new(types::Fd(fuse_fd), CMD_REGISTER)
         .cmd(cmd_req(0, qid))
         .addr(Some(iov as u64))
         .build()
@@ -61,8 +66,8 @@ pub(crate) fn register_sqe(qid: u16, iov: *const libc::iovec, user_data: u64) ->
 }
 
 /// COMMIT_AND_FETCH for the request `commit_id` held by an entry.
-pub(crate) fn commit_sqe(qid: u16, commit_id: u64, user_data: u64) -> Entry128 {
-    opcode::UringCmd80::new(types::Fixed(0), CMD_COMMIT_AND_FETCH)
+pub(crate) fn commit_sqe(fuse_fd: i32, qid: u16, commit_id: u64, user_data: u64) -> Entry128 {
+    opcode::UringCmd80::new(types::Fd(fuse_fd), CMD_COMMIT_AND_FETCH)
         .cmd(cmd_req(commit_id, qid))
         .build()
         .user_data(user_data)
@@ -100,14 +105,14 @@ mod tests {
             iov_base: std::ptr::null_mut(),
             iov_len: 0,
         }; 2];
-        let sqe = register_sqe(1, iov.as_ptr(), 7);
+        let sqe = register_sqe(5, 1, iov.as_ptr(), 7);
         let b = bytes(&sqe);
         assert_eq!(b[0], 46, "IORING_OP_URING_CMD");
-        assert_eq!(b[1] & 1, 1, "IOSQE_FIXED_FILE");
+        assert_eq!(b[1] & 1, 0, "not IOSQE_FIXED_FILE (see Queue::fuse_fd)");
         assert_eq!(
-            u32::from_ne_bytes(b[4..8].try_into().unwrap()),
-            0,
-            "fixed file 0"
+            i32::from_ne_bytes(b[4..8].try_into().unwrap()),
+            5,
+            "the /dev/fuse descriptor"
         );
         assert_eq!(
             u32::from_ne_bytes(b[8..12].try_into().unwrap()),
@@ -132,7 +137,7 @@ mod tests {
 
     #[test]
     fn commit_sqe_carries_commit_id_and_qid() {
-        let sqe = commit_sqe(1, 0x1234_5678_9abc, 3);
+        let sqe = commit_sqe(5, 1, 0x1234_5678_9abc, 3);
         let b = bytes(&sqe);
         assert_eq!(
             u32::from_ne_bytes(b[8..12].try_into().unwrap()),

@@ -20,7 +20,7 @@ mod abi;
 mod queue;
 
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::BorrowedFd;
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
@@ -113,7 +113,7 @@ impl<FS: Filesystem> Rings<FS> {
     /// Make one ring with `depth` entries of `payload_len` bytes per possible CPU and start
     /// their threads (which wait for [`Rings::register`]). Before the INIT reply.
     pub(crate) fn create(
-        fuse_fd: &impl AsRawFd,
+        fuse_fd: BorrowedFd<'_>,
         cfg: &UringConfig,
         payload_len: usize,
     ) -> io::Result<Self> {
@@ -131,7 +131,7 @@ impl<FS: Filesystem> Rings<FS> {
             depth: cfg.depth,
         };
         for qid in 0..qids {
-            let mut q = queue::Queue::new(qid, fuse_fd.as_raw_fd(), cfg.depth, payload_len)?;
+            let mut q = queue::Queue::new(qid, fuse_fd, cfg.depth, payload_len)?;
             if cfg.fault_register {
                 q.spoil_registration();
             }

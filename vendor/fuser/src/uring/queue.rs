@@ -9,6 +9,7 @@
 use std::io;
 use std::io::IoSlice;
 use std::os::fd::AsRawFd;
+use std::os::fd::BorrowedFd;
 use std::os::fd::FromRawFd;
 use std::os::fd::OwnedFd;
 use std::ptr::NonNull;
@@ -252,10 +253,16 @@ impl RingReply {
     }
 }
 
-/// A queue before its thread starts: the ring, with `/dev/fuse` as fixed file 0, and the
+/// A queue before its thread starts: the ring, its own `/dev/fuse` descriptor, and the
 /// entries' buffers.
 pub(crate) struct Queue {
     ring: IoUring<Entry128>,
+    /// A duplicate of the session's `/dev/fuse` descriptor (same connection), owned by the
+    /// queue so that it outlives every SQE naming it. Not a registered (fixed) file: those are
+    /// only released when the ring's context is freed, asynchronously, after a daemon died; a
+    /// plain descriptor is closed with the process, as the classic readers' are, and the ring
+    /// then holds the connection only through its commands in flight (cancelled at exit).
+    fuse_fd: OwnedFd,
     shared: Arc<QueueShared>,
     /// `[header, payload]` per entry, for REGISTER; boxed so their address is stable.
     iovecs: Box<[[libc::iovec; 2]]>,
@@ -268,7 +275,7 @@ unsafe impl Send for Queue {}
 impl Queue {
     pub(crate) fn new(
         qid: u16,
-        fuse_fd: i32,
+        fuse_fd: BorrowedFd<'_>,
         depth: usize,
         payload_len: usize,
     ) -> io::Result<Queue> {
@@ -277,7 +284,7 @@ impl Queue {
             .setup_cqsize(2 * slots)
             .setup_submit_all()
             .build(slots)?;
-        ring.submitter().register_files(&[fuse_fd])?;
+        let fuse_fd = fuse_fd.try_clone_to_owned()?;
         let entries = (0..depth)
             .map(|_| EntryBufs::new(payload_len))
             .collect::<io::Result<Vec<_>>>()?;
@@ -305,6 +312,7 @@ impl Queue {
         let wake = unsafe { OwnedFd::from_raw_fd(fd) };
         Ok(Queue {
             ring,
+            fuse_fd,
             shared: Arc::new(QueueShared {
                 qid,
                 entries,
@@ -356,7 +364,8 @@ impl Queue {
         for _attempt in 0..1000 {
             for &slot in &todo {
                 let iov = self.iovecs[usize::from(slot)].as_ptr();
-                self.push(abi::register_sqe(self.shared.qid, iov, u64::from(slot)))?;
+                let fd = self.fuse_fd.as_raw_fd();
+                self.push(abi::register_sqe(fd, self.shared.qid, iov, u64::from(slot)))?;
             }
             self.ring.submit()?;
             todo.clear();
@@ -468,7 +477,9 @@ impl Queue {
                 // payload has been dispatched (`dispatch` returned) and its one reply is done.
                 unsafe { e.write_reply(&[bytes], d.commit_id) };
             }
+            let fd = self.fuse_fd.as_raw_fd();
             self.push(abi::commit_sqe(
+                fd,
                 self.shared.qid,
                 d.commit_id,
                 u64::from(d.slot),
