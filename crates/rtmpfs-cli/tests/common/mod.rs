@@ -161,7 +161,7 @@ pub fn threads_named(pid: i32, prefix: &str) -> Vec<(String, u64)> {
 /// ends in ENOTCONN, and return the errors seen before. Over /dev/fuse the kernel aborts the
 /// connection as the daemon exits; over io_uring it does so from the ring's teardown, which
 /// runs a moment after the daemon was reaped, and a request made in that window ends in
-/// ECONNABORTED.
+/// ECONNABORTED (ended by the abort) or ECANCELED (handed to an entry whose thread was gone).
 pub fn dead_mount_errors(path: &Path) -> Vec<i32> {
     let mut seen = Vec::new();
     let dead = wait_until(Duration::from_secs(10), || {
@@ -400,6 +400,9 @@ impl Daemon {
         if let Some(st) = d.child.as_mut().unwrap().try_wait().unwrap() {
             panic!("rtmpfs exited at start ({st}): {}", d.stderr());
         }
+        // The daemon mounts before its INIT handshake (and the io_uring REGISTERs in it); a
+        // request answered means that is over.
+        let _ = std::fs::metadata(&path);
         d
     }
 
