@@ -575,3 +575,53 @@ pub(crate) fn possible_cpus() -> io::Result<usize> {
         .map(|m| m + 1)
         .ok_or_else(|| io::Error::other(format!("cannot parse possible CPUs {text:?}")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header_bytes(e: &EntryBufs, range: std::ops::Range<usize>) -> Vec<u8> {
+        // SAFETY: the range lies in the header page; the entry is not shared.
+        unsafe { std::slice::from_raw_parts(e.header().add(range.start), range.len()).to_vec() }
+    }
+
+    fn payload_bytes(e: &EntryBufs, n: usize) -> Vec<u8> {
+        // SAFETY: n <= payload_len; the entry is not shared.
+        unsafe { std::slice::from_raw_parts(e.payload(), n).to_vec() }
+    }
+
+    fn out_header(len: u32, error: i32, unique: u64) -> Vec<u8> {
+        let mut v = len.to_ne_bytes().to_vec();
+        v.extend_from_slice(&error.to_ne_bytes());
+        v.extend_from_slice(&unique.to_ne_bytes());
+        v
+    }
+
+    #[test]
+    fn a_reply_goes_to_in_out_and_the_payload_buffer() {
+        let e = EntryBufs::new(8192).unwrap();
+        let head = out_header(16 + 5, 0, 42);
+        // The header split over two slices, the data over two more.
+        // SAFETY: the entry is ours and nothing borrows it.
+        unsafe { e.write_reply(&[&head[..10], &head[10..], b"hel", b"lo"], 42) };
+        assert_eq!(header_bytes(&e, 0..16), head);
+        assert_eq!(payload_bytes(&e, 5), b"hello");
+        assert_eq!(e.header_u32(abi::PAYLOAD_SZ_OFFSET), 5);
+    }
+
+    #[test]
+    fn a_reply_larger_than_the_payload_buffer_becomes_eio() {
+        let e = EntryBufs::new(4096).unwrap();
+        let head = out_header(16 + 8192, 0, 7);
+        let big = vec![1u8; 8192];
+        // SAFETY: the entry is ours and nothing borrows it.
+        unsafe { e.write_reply(&[&head, &big], 7) };
+        assert_eq!(header_bytes(&e, 0..16), out_header(16, -libc::EIO, 7));
+        assert_eq!(e.header_u32(abi::PAYLOAD_SZ_OFFSET), 0);
+    }
+
+    #[test]
+    fn possible_cpus_counts_from_zero() {
+        assert!(possible_cpus().unwrap() >= 1);
+    }
+}
