@@ -277,3 +277,55 @@ fn umount_with_requests_in_flight_ends_the_daemon() {
     let status = d.wait();
     assert!(status.success(), "daemon exit: {status}");
 }
+
+/// A signal to a caller whose request sits in the daemon makes the kernel send an INTERRUPT on
+/// `/dev/fuse`. For a ring request no answer to it can be matched (the kernel looks the request
+/// up among `/dev/fuse`'s own), so the daemon must not answer, and must not log a failed reply.
+#[test]
+fn interrupts_of_ring_requests_are_left_unanswered() {
+    if !can_mount("interrupts_of_ring_requests_are_left_unanswered") {
+        return;
+    }
+    let _y = UringSwitch::on();
+    // A swap-in that hangs: the swap file is on a second mount whose daemon is stopped.
+    let swapfs = Daemon::start("io_uring=off");
+    let a = Daemon::start(&format!(
+        "size=64m,memory=1m,swap={},io_uring=on",
+        swapfs.path().display()
+    ));
+    let big = a.path().join("big");
+    std::fs::write(&big, vec![7u8; 8 << 20]).unwrap();
+    swapfs.signal(libc::SIGSTOP);
+    struct Cont(i32);
+    impl Drop for Cont {
+        fn drop(&mut self) {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(self.0, libc::SIGCONT) };
+        }
+    }
+    let cont = Cont(swapfs.pid());
+    // dd catches SIGUSR1 (it prints its progress), so the signal interrupts the wait without
+    // killing it; O_DIRECT makes the read reach the daemon.
+    let mut dd = Command::new("dd")
+        .arg(format!("if={}", big.display()))
+        .args(["of=/dev/null", "bs=4096", "skip=64", "count=1", "iflag=direct"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        dd.try_wait().unwrap().is_none(),
+        "the read did not wait for the swap device"
+    );
+    for _ in 0..3 {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(dd.id() as i32, libc::SIGUSR1) };
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(cont);
+    let ok = wait_until(Duration::from_secs(30), || dd.try_wait().unwrap().is_some());
+    assert!(ok, "the read did not finish after the swap device came back");
+    assert!(dd.wait().unwrap().success());
+    let err = a.stderr();
+    assert!(!err.contains("Failed to send FUSE reply"), "{err}");
+}

@@ -307,6 +307,7 @@ impl<FS: Filesystem> Session<FS> {
                 ch: ch.clone(),
                 allowed,
                 session_owner,
+                uring_active: true,
             });
         }
         channels.push(ch);
@@ -321,6 +322,7 @@ impl<FS: Filesystem> Session<FS> {
                 ch,
                 allowed,
                 session_owner,
+                uring_active: uring.is_some(),
             };
             threads.push(
                 thread::Builder::new()
@@ -630,6 +632,8 @@ pub(crate) struct SessionEventLoop<FS: Filesystem> {
     pub(crate) filesystem: Arc<FilesystemHolder<FS>>,
     pub(crate) allowed: SessionACL,
     pub(crate) session_owner: Uid,
+    /// The session serves over io_uring (rtmpfs fork): INTERRUPTs are left unanswered.
+    pub(crate) uring_active: bool,
 }
 
 impl<FS: Filesystem> SessionEventLoop<FS> {
