@@ -5,6 +5,7 @@
 //! `mount -t fuse.rtmpfs TAG DIR -o ...` and fstab lines; see `helper.rs`.
 
 mod helper;
+mod logging;
 
 use clap::Parser;
 use rtmpfs_fuse::daemon::{self, ReadyPipe};
@@ -35,8 +36,11 @@ Mount options (-o, comma-separated, tmpfs syntax; later ones win):
                          encrypted swap file (size= still bounds the total). Default: none.
   swap=DIR               Directory for the swap file (an anonymous O_TMPFILE). Default $TMPDIR
                          or /tmp.
-  swap_size=N[k|m|g]     Most the swap file may hold. Default: size - memory.
+  swap_size=N[k|m|g]     Most the swap file may hold. Default: size - memory. Refused if
+                         larger than the free space of swap='s filesystem (the default only
+                         warns); swap= must name an existing directory.
   noswap                 With memory=, no swap file: the budget is a hard cap (ENOSPC).
+                         Refused with swap= or swap_size=.
   swap_encrypt=0|1       Seal swapped pages with AES-256-GCM, key only in memory. Default 1.
   threads=N              Threads serving FUSE requests, 1-64. Default 2.
   direct_io              Bypass the kernel page cache for file data: one copy of the data (in
@@ -44,6 +48,9 @@ Mount options (-o, comma-separated, tmpfs syntax; later ones win):
                          daemon. mmap still works. Default: kernel page cache kept, which is
                          much faster but holds a second copy of recently used pages outside
                          the size= accounting.
+  writeback              FUSE writeback cache: writes land in the kernel's page cache and
+                         reach rtmpfs later. Faster for many small writes, but a full size=
+                         is reported by fsync or close instead of by the write. Default off.
   readahead=N[k|m]       The kernel's readahead window for this mount (default: the kernel's,
                          128k); larger windows make fewer, bigger READ requests.
   fsname=NAME            The mount's source, as shown by /proc/mounts (default rtmpfs).
@@ -51,6 +58,9 @@ Mount options (-o, comma-separated, tmpfs syntax; later ones win):
   defaults, auto, noauto, nofail, _netdev, x-*, comment=...
                          fstab options; ignored.
 Unknown or malformed options are refused, naming the option; nothing is mounted.
+Remount changes ro/rw, size= and nr_inodes= (and kernel flags); it refuses a new value for the
+other options (repeating the current one is fine). A container limit needs memory= + 32 MiB
++ 12 MiB per GiB of size= (see docs/fuse.md). Under the mount helper, logs go to syslog.
 
 Ends (exit 0, nothing left mounted) on SIGINT, SIGTERM, `umount DIR` or `fusermount3 -u DIR`.
 As mount helper: `mount -t fuse.rtmpfs TAG DIR -o size=1G`, or in /etc/fstab:
@@ -90,7 +100,8 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => return clap_error(&e),
     };
-    init_logging(cli.verbose);
+    // Started by the mount helper (which passes --ready-fd): stderr is /dev/null.
+    logging::init(cli.verbose, cli.ready_fd.is_some());
     if cli.stats {
         return stats(&cli);
     }
@@ -153,18 +164,4 @@ fn clap_error(e: &clap::Error) -> ExitCode {
             fail(&format!("{first} (see --help)"))
         }
     }
-}
-
-fn init_logging(verbose: u8) {
-    let default = match verbose {
-        0 => "warn",
-        1 => "info",
-        _ => "debug",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
 }

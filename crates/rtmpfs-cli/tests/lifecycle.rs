@@ -293,6 +293,7 @@ fn help_documents_every_option() {
         "relatime",
         "threads=",
         "direct_io",
+        "writeback",
         "fsname=",
         "SIGINT",
         "fstab",

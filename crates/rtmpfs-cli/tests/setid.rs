@@ -317,7 +317,7 @@ fn setid_and_capability_clearing_matches_kernel_tmpfs() {
     }
     let oracle = Tmpfs::mount("mode=0777");
     let want = run_all(oracle.path());
-    for opts in ["", "direct_io"] {
+    for opts in ["", "direct_io", "writeback"] {
         let d = Daemon::start(opts);
         let got = run_all(d.path());
         assert_eq!(want.len(), got.len());

@@ -32,8 +32,32 @@ const YIELD_RETRIES: u32 = 64;
 pub(crate) struct Sweep {
     /// Frames that left RAM.
     pub evicted: usize,
-    /// A page could not be written out: swap full, or the swap device failing.
-    pub swap_exhausted: bool,
+    /// A page could not be written out because the swap is full (no slot, or its filesystem
+    /// has no space).
+    pub full: bool,
+    /// A page could not be written out because the swap device failed the write, or a clean
+    /// page was kept in RAM because the device is failing.
+    pub io_error: bool,
+}
+
+impl Sweep {
+    /// Nothing left RAM because pages could not be written out.
+    pub(crate) fn swap_exhausted(&self) -> bool {
+        self.evicted == 0 && (self.full || self.io_error)
+    }
+}
+
+/// What a frame is charged for: it decides how far `Pager::charge_frame` goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FrameFor {
+    /// New data (a hole or reserved page written), or a page read ahead that nobody waits for
+    /// yet: fails when memory and swap are full.
+    NewPage,
+    /// The page a reader (or a writer changing part of it) needs back from swap: may overdraw
+    /// the budget, so stored data stays readable when the swap is full.
+    SwapIn,
+    /// A further page of a swap-in run (read-ahead): only if a frame is freed at once.
+    SwapInExtra,
 }
 
 /// Pages examined per eviction attempt before giving up on a sweep.
@@ -90,9 +114,18 @@ impl Pager {
     /// them, and waiting for memory while holding them is the classic deadlock.
     ///
     /// # Errors
-    /// `NoSpace` when the budget stays full (see `charge_frame`) or the host has no memory left.
-    pub(crate) fn new_frame(&self, init: Option<&[u8; PAGE]>) -> Result<Arc<Frame>> {
-        let charge = self.charge_frame()?;
+    /// `NoSpace` when memory and swap are both full (see `charge_frame`) or the host has no
+    /// memory left; `Io` when nothing can be reclaimed because the swap device is failing.
+    ///
+    /// `replaces_swapped`: the frame takes the place of a swapped page (a whole-page overwrite),
+    /// whose slot it frees: it may overdraw the budget as a swap-in does (see `charge_frame`).
+    pub(crate) fn new_frame(&self, init: Option<&[u8; PAGE]>, replaces_swapped: bool) -> Result<Arc<Frame>> {
+        let purpose = if replaces_swapped {
+            FrameFor::SwapIn
+        } else {
+            FrameFor::NewPage
+        };
+        let charge = self.charge_frame(purpose)?;
         let page = match init {
             // The whole page is overwritten before the frame is visible: no need to zero it.
             Some(src) => PageBuf::for_overwrite().map(|mut p| {
@@ -105,41 +138,67 @@ impl Pager {
     }
 
     /// A buffer for a page read back from swap, charged to the RAM budget like a frame (the
-    /// charge goes with it into `Frame::new`). Same preconditions and errors as `new_frame`.
-    pub(crate) fn new_swap_in_buffer(&self) -> Result<(FrameCharge, AlignedPage)> {
-        let charge = self.charge_frame()?;
-        let page = AlignedPage::for_overwrite().map_err(|OutOfMemory| FsError::NoSpace)?;
+    /// charge goes with it into `Frame::new`) as `purpose` allows (see `FrameFor`). Same
+    /// preconditions as `new_frame`.
+    ///
+    /// # Errors
+    /// `Io` when no frame can be had: a swap-in failure is never `NoSpace` (a read would report
+    /// it as "no space") nor a short read.
+    pub(crate) fn new_swap_in_buffer(&self, purpose: FrameFor) -> Result<(FrameCharge, AlignedPage)> {
+        let charge = self.charge_frame(purpose).map_err(|_| FsError::Io)?;
+        let page = AlignedPage::for_overwrite().map_err(|OutOfMemory| FsError::Io)?;
         Ok((charge, page))
     }
 
     /// Charge one frame to the RAM budget, if there is one. See `new_frame`.
-    fn charge_frame(&self) -> Result<FrameCharge> {
+    ///
+    /// Reclaim order when the budget is full: a CLOCK sweep (dirty pages are written to swap,
+    /// clean ones leave without I/O); if that freed nothing because the swap is full or failing,
+    /// the clean frames wherever they are in the ring (`sweep_clean`: a still-valid swap copy, so
+    /// no I/O and no new slot); if there are none, a swap-in overdraws the budget by a few frames
+    /// (`MemBudget::try_overdraw`) so stored data stays readable, while a new page gives up:
+    /// `NoSpace` when the swap is full, `Io` when its device is failing, after
+    /// `EXHAUSTED_SWEEPS` such rounds. Otherwise (every candidate busy) it yields, then waits for
+    /// other threads to release frames, and gives up after `FRAME_WAIT_ROUNDS` waits in which no
+    /// frame was released anywhere.
+    fn charge_frame(&self, purpose: FrameFor) -> Result<FrameCharge> {
         let Some(tier) = &self.tier else {
             return Ok(FrameCharge(None));
         };
         crate::sync::assert_not_held_at_or_above(crate::sync::LockRank::PageMap);
+        let charged = || FrameCharge(Some(tier.budget.clone()));
         let mut idle_waits = 0;
         let mut exhausted = 0;
         let mut fruitless = 0;
         loop {
             if tier.budget.try_charge() {
-                return Ok(FrameCharge(Some(tier.budget.clone())));
+                return Ok(charged());
             }
             tier.stats.direct_reclaims.fetch_add(1, Ordering::Relaxed);
-            if tier.swap.is_none() {
+            let Some(swap) = &tier.swap else {
                 return Err(FsError::NoSpace);
-            }
+            };
             let seen = tier.budget.progress();
-            let sweep = self.sweep(8);
+            let want = if purpose == FrameFor::SwapInExtra { 1 } else { 8 };
+            let mut sweep = self.sweep(want);
+            if sweep.evicted == 0 && sweep.swap_exhausted() {
+                sweep.evicted = self.sweep_clean(tier, swap, want);
+            }
             if sweep.evicted > 0 {
                 exhausted = 0;
                 fruitless = 0;
                 continue;
             }
-            if sweep.swap_exhausted {
+            if purpose == FrameFor::SwapInExtra {
+                return Err(FsError::NoSpace);
+            }
+            if sweep.swap_exhausted() {
+                if purpose == FrameFor::SwapIn && tier.budget.try_overdraw() {
+                    return Ok(charged());
+                }
                 exhausted += 1;
-                if exhausted >= EXHAUSTED_SWEEPS {
-                    return Err(FsError::NoSpace);
+                if exhausted >= EXHAUSTED_SWEEPS && purpose == FrameFor::NewPage {
+                    return Err(if sweep.io_error { FsError::Io } else { FsError::NoSpace });
                 }
             }
             fruitless += 1;
@@ -166,17 +225,20 @@ impl Pager {
         })
     }
 
-    /// Put a newly resident frame on the CLOCK ring.
-    pub(crate) fn track(&self, owner: &Weak<Inode>, idx: u64, frame: &Arc<Frame>) {
+    /// Put a newly resident frame on the CLOCK ring, and on its clean list if it was swapped in
+    /// with its swap copy kept (`clean`).
+    pub(crate) fn track(&self, owner: &Weak<Inode>, idx: u64, frame: &Arc<Frame>, clean: bool) {
         if let Some(tier) = &self.tier {
-            tier.clock.push(
-                ClockEntry {
-                    inode: owner.clone(),
-                    idx,
-                    frame: Arc::downgrade(frame),
-                },
-                tier.budget.used(),
-            );
+            let entry = || ClockEntry {
+                inode: owner.clone(),
+                idx,
+                frame: Arc::downgrade(frame),
+            };
+            let live = tier.budget.used();
+            if clean {
+                tier.clock.push_clean(entry(), live);
+            }
+            tier.clock.push(entry(), live);
         }
     }
 
@@ -218,6 +280,14 @@ impl Pager {
 
     fn sweep_ring(&self, tier: &MemTier, swap: &Swap, want: usize) -> Sweep {
         let want = want.min(MAX_BATCH);
+        if swap.is_full() {
+            // No slot for a dirty page: only clean frames could leave, and `sweep_clean` finds
+            // those without copying dirty candidates for nothing.
+            return Sweep {
+                full: true,
+                ..Sweep::default()
+            };
+        }
         let examine_limit = (tier.clock.len() + want)
             .min(want * SWEEP_FACTOR * 64)
             .max(want * SWEEP_FACTOR);
@@ -252,9 +322,17 @@ impl Pager {
             .filter_map(|c| c.snap.copy.take().map(|copy| (copy, c.snap.id, c.snap.slot_hint)))
             .collect();
         let mut stored = swap.store_batch(&mut dirty).into_iter();
+        // After this batch's own writes: they are the freshest news of the device.
+        let failing = swap.failing();
         let (mut done, mut full, mut io_error) = (0, false, false);
         for c in batch {
             let (entry, fresh) = match c.snap.origin {
+                // The swap copy may be unreadable: keep the page in RAM (see `sweep_clean`).
+                Some(_) if failing => {
+                    io_error = true;
+                    tier.clock.requeue(c.entry);
+                    continue;
+                }
                 Some(origin) => (origin, false),
                 None => match stored.next() {
                     Some(Ok(e)) => (e, true),
@@ -284,30 +362,48 @@ impl Pager {
                 _ => {}
             }
         }
-        if full && done == 0 {
-            // Swap is full: free the swap copies kept by clean resident pages; the next sweep
-            // can use their slots.
-            self.drop_origins(tier, swap);
-        }
         Sweep {
             evicted: done,
-            swap_exhausted: done == 0 && (full || io_error),
+            full,
+            io_error,
         }
     }
 
-    /// Free every swap copy held by a resident (clean) frame, to make room in a full swap.
-    fn drop_origins(&self, tier: &MemTier, swap: &Swap) {
-        let n = tier.clock.len();
-        for _ in 0..n {
-            let Some(entry) = tier.clock.pop() else { break };
-            if let Some(frame) = entry.frame.upgrade() {
-                if let Some(o) = frame.take_origin() {
-                    swap.free(o.slot);
+    /// Reclaim when the swap cannot take more pages: up to `want` clean frames — swapped in,
+    /// their swap copy still valid — leave RAM without I/O, taken from the clock's clean list
+    /// (gone through twice, so that a referenced frame gets its second chance; a frame written
+    /// since is dirty and dropped from the list). Does nothing while the swap device is failing:
+    /// a clean frame's other copy is on that device, and a page in RAM should stay readable.
+    /// Returns frames freed.
+    fn sweep_clean(&self, tier: &MemTier, swap: &Swap, want: usize) -> usize {
+        if swap.failing() {
+            return 0;
+        }
+        let mut done = 0;
+        let mut left = 2 * tier.clock.clean_len();
+        while done < want && left > 0 {
+            left -= 1;
+            let Some(entry) = tier.clock.pop_clean() else { break };
+            let (Some(inode), Some(frame)) = (entry.inode.upgrade(), entry.frame.upgrade()) else {
+                continue;
+            };
+            let Some(origin) = frame.origin() else { continue };
+            if frame.referenced.swap(false, Ordering::Relaxed) {
+                tier.clock.requeue_clean(entry);
+                continue;
+            }
+            let Some(file) = inode.file() else { continue };
+            let version = frame.version.load(Ordering::Acquire);
+            match file.evict_publish(self, swap, (entry.idx, &frame), version, (origin, false)) {
+                EvictOutcome::Clean => {
+                    tier.stats.clean_evictions.fetch_add(1, Ordering::Relaxed);
+                    done += 1;
                 }
-                drop(frame);
-                tier.clock.requeue(entry);
+                EvictOutcome::Busy => tier.clock.requeue_clean(entry),
+                _ => {}
             }
         }
+        done
     }
 
     /// The swap read-ahead thread: swaps in the windows sequential readers post, until the
@@ -334,7 +430,12 @@ impl Pager {
                 continue;
             }
             let want = usize::try_from(deficit.min(MAX_BATCH as u64)).unwrap_or(MAX_BATCH);
-            if self.sweep(want).evicted == 0 {
+            let mut sweep = self.sweep(want);
+            if let (true, Some(swap)) = (sweep.swap_exhausted(), &tier.swap) {
+                // Pay back a swap-in overdraft, keep headroom: clean frames leave without I/O.
+                sweep.evicted = self.sweep_clean(tier, swap, want);
+            }
+            if sweep.evicted == 0 {
                 // Nothing evictable now (all busy or swap full): back off.
                 tier.budget.wait_for_kick(Duration::from_millis(20));
             }

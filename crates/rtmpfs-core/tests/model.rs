@@ -5,7 +5,7 @@
 
 use std::ffi::OsStr;
 
-use rtmpfs_core::{Config, Ctx, FsError, OpenFlags};
+use rtmpfs_core::{Config, Ctx, FsError, OpenFlags, SwapConfig};
 use rtmpfs_testkit::engine::EngineBackend;
 use rtmpfs_testkit::model::ModelConfig;
 use rtmpfs_testkit::{at, DirSel, NodeKind, Op, OpenMode, Runner, Whence};
@@ -67,6 +67,94 @@ fn model_random_sequences_track_lookups() {
         );
         Runner::with_engine(cfg, engine).run(&ops)
     });
+}
+
+/// An engine for `cfg` with 4 pages of RAM and a swap of `size - 4` pages: memory and swap fill
+/// up exactly when `size` does.
+fn full_swap_engine(cfg: &ModelConfig) -> EngineBackend {
+    let size_pages = cfg.size_pages.expect("a size limit");
+    EngineBackend::new(
+        Config {
+            memory_bytes: Some(4 * 4096),
+            swap: Some(SwapConfig {
+                dir: std::env::temp_dir(),
+                size_bytes: Some((size_pages - 4) * 4096),
+                encrypt: true,
+            }),
+            background_evictor: false,
+            ..EngineBackend::config_for(cfg)
+        },
+        cfg.umask,
+    )
+}
+
+/// A full swap (issue 15): random sequences on `full_swap_engine`. Every read and write must
+/// behave as the model's (which has no swap): stored data stays readable, a swap-in never fails
+/// for want of a frame, `ENOSPC` comes only from `size`; the accounting invariant holds after
+/// every step.
+#[test]
+fn model_random_sequences_full_swap() {
+    let cases = env_usize("RTMPFS_CASES", 96);
+    check("model_random_sequences_full_swap", cases, ops(80, false), |ops| {
+        let cfg = small();
+        Runner::with_engine(cfg, full_swap_engine(&cfg)).run(&ops)
+    });
+}
+
+/// Regression (issue 15): `size` reached, so RAM and swap are full of dirty pages; reading a
+/// swapped page back, or writing part of one, gave `ENOSPC` where Linux (the model) reads.
+#[test]
+fn regression_full_swap_reads_back() {
+    let page = 4096;
+    let ops = vec![
+        Op::Create {
+            at: at("a"),
+            mode: 0o644,
+            flags: OpenMode::RDWR,
+        },
+        Op::Write {
+            h: 0,
+            off: 0,
+            len: 24 * page,
+            seed: 1,
+        },
+        Op::Read {
+            h: 0,
+            off: 0,
+            len: 24 * page,
+        },
+        Op::Write {
+            h: 0,
+            off: 3 * page + 100,
+            len: 10,
+            seed: 2,
+        },
+        Op::Read {
+            h: 0,
+            off: 2 * page,
+            len: 20 * page,
+        },
+        Op::Create {
+            at: at("b"),
+            mode: 0o644,
+            flags: OpenMode::RDWR,
+        },
+        Op::Write {
+            h: 1,
+            off: 0,
+            len: page,
+            seed: 3,
+        },
+        Op::Read {
+            h: 0,
+            off: 0,
+            len: 24 * page,
+        },
+    ];
+    let cfg = small();
+    if let Err(e) = Runner::with_engine(cfg, full_swap_engine(&cfg)).run(&ops) {
+        panic!("{e}");
+    }
 }
 
 /// The lookup-count contract itself: an unlinked, closed inode keeps its attributes (not its

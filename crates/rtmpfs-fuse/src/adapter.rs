@@ -12,8 +12,8 @@ use crate::stats::{Op, Stats};
 use fuser::{
     AccessFlags, CopyFileRangeFlags, Errno, FileHandle, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
     LockOwner, OpenFlags as FuseOpenFlags, RenameFlags as FuseRenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite,
-    ReplyXattr, Request, TimeOrNow, WriteFlags,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyStatx,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use rtmpfs_core::{
     fit_xattr_reply, Attr, Ctx, DirEntry, FallocateMode, Fh, FileKind, Filesystem, FsError, Ino, OpenFlags,
@@ -55,6 +55,8 @@ pub struct AdapterOptions {
     /// `FOPEN_DIRECT_IO` on every open file: no kernel page cache for file data (mmap still
     /// works through `FUSE_DIRECT_IO_ALLOW_MMAP`). Otherwise `FOPEN_KEEP_CACHE`.
     pub direct_io: bool,
+    /// The FUSE writeback cache (`-o writeback`): see docs/fuse.md for the trade.
+    pub writeback: bool,
     /// Entry and attribute timeout.
     pub ttl: Duration,
     /// How many event loops (`threads=`) serve requests: up to all but one of them may wait on
@@ -66,6 +68,7 @@ impl Default for AdapterOptions {
     fn default() -> Self {
         AdapterOptions {
             direct_io: false,
+            writeback: false,
             ttl: DEFAULT_TTL,
             event_loops: 1,
         }
@@ -83,7 +86,7 @@ pub struct Adapter {
     /// Event loops serving a READ that waits on swap I/O themselves right now.
     inline_swap_ins: AtomicUsize,
     /// `FUSE_HANDLE_KILLPRIV_V2` was negotiated: the daemon, not the kernel, clears set-id bits
-    /// on truncate, fallocate and copy_file_range (see [`Adapter::ctx_changing_data`]).
+    /// on write, truncate, fallocate and copy_file_range (see [`Adapter::ctx_changing_data`]).
     daemon_kills_privs: bool,
 }
 
@@ -105,18 +108,48 @@ impl Adapter {
         }
     }
 
-    /// The caller's credentials for a change of a file's data other than WRITE (truncate,
+    /// Whether a SETATTR is the kernel's own clearing of privileges (file_remove_privs before
+    /// a change, `chown(f, -1, -1)`), which under KILLPRIV_V2 sets nothing: with the writeback
+    /// cache the kernel owns ctime and sends it along, so there "nothing" is "only ctime".
+    fn is_kernels_priv_clearing(&self, set: &SetAttr) -> bool {
+        let without_ctime = SetAttr { ctime: None, ..*set };
+        without_ctime == SetAttr::default() && (set.ctime.is_none() || self.opts.writeback)
+    }
+
+    /// The engine's open flags for a handle the kernel will use. With the writeback cache the
+    /// kernel writes pages back through any open handle of the file, reads before a partial
+    /// page write, and places O_APPEND writes itself (from the size it keeps): such a handle
+    /// must read, and must not append on its own (libfuse's passthrough does the same).
+    fn engine_open_flags(&self, flags: i32) -> OpenFlags {
+        let mut of = OpenFlags::from_libc(flags);
+        if self.opts.writeback {
+            of.read |= of.write;
+            of.append = false;
+        }
+        of
+    }
+
+    /// The caller's credentials for a change of a file's data (write, truncate, O_TRUNC,
     /// fallocate, copy_file_range), which must clear set-user-ID/set-group-ID bits when the
-    /// caller lacks `CAP_FSETID`. Under `FUSE_HANDLE_KILLPRIV_V2` the kernel leaves that to us;
-    /// it says whether the caller lacks the capability with `FATTR_KILL_SUIDGID`, which fuser
-    /// 0.18 does not pass on, so the engine's own rule decides (`CAP_FSETID` exactly when
-    /// root). Without it the kernel has cleared them already (file_remove_privs sends a
-    /// SETATTR first), and the engine must leave the mode alone.
-    fn ctx_changing_data(&self, req: &Request) -> Ctx {
-        if self.daemon_kills_privs {
-            ctx(req)
-        } else {
-            ctx_kernel_killed_privs(req)
+    /// caller lacks `CAP_FSETID`. This is the adapter's one decision on privilege:
+    ///
+    /// * The request carries the kernel's flag (`FUSE_WRITE_KILL_SUIDGID` on WRITE,
+    ///   `FATTR_KILL_SUIDGID` on a truncating SETATTR, `FUSE_OPEN_KILL_SUIDGID` on an O_TRUNC
+    ///   OPEN): it is the kernel's word, set exactly when the caller lacks `CAP_FSETID` under
+    ///   `FUSE_HANDLE_KILLPRIV_V2` (WRITE: also on the direct path without it). Unset, either
+    ///   the caller holds the capability or the kernel has cleared the bits itself before
+    ///   (file_remove_privs sends a SETATTR): the engine must leave them alone either way.
+    /// * The kernel says nothing (fallocate, copy_file_range): under `KILLPRIV_V2` the
+    ///   engine's own rule decides (`CAP_FSETID` exactly when root); without it the kernel
+    ///   has cleared them already.
+    fn ctx_changing_data(&self, req: &Request, word: KernelWord) -> Ctx {
+        match word {
+            KernelWord::KillSuidgid(kill) => Ctx {
+                cap_fsetid: Some(!kill),
+                ..ctx(req)
+            },
+            KernelWord::Silent if self.daemon_kills_privs => ctx(req),
+            KernelWord::Silent => ctx_kernel_killed_privs(req),
         }
     }
 
@@ -150,16 +183,33 @@ impl Adapter {
         }
     }
 
-    fn file_open_flags(&self) -> FopenFlags {
-        // NOFLUSH: FLUSH has nothing to do here (no locks are kept by the daemon and errors are
-        // reported by write itself), so the kernel may skip that round trip on every close. The
-        // kernel ignores it when the writeback cache is on.
-        if self.opts.direct_io {
-            FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NOFLUSH | FopenFlags::FOPEN_PARALLEL_DIRECT_WRITES
+    fn file_open_flags(&self, of: OpenFlags) -> FopenFlags {
+        let base = if self.opts.direct_io {
+            FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_PARALLEL_DIRECT_WRITES
         } else {
-            FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH
+            FopenFlags::FOPEN_KEEP_CACHE
+        };
+        // NOFLUSH lets `close` skip the kernel's fuse_flush, which is where the kernel writes
+        // back dirty mapped pages and returns their pending writeback error (ENOSPC from a store
+        // through a shared mapping) before sending FLUSH. Only a handle open for reading and
+        // writing can carry a writable shared mapping (mmap needs O_RDWR for that), so only
+        // those do without it; every other close stays free of a round trip (write(2) reports
+        // its own errors).
+        if of.read && of.write {
+            base
+        } else {
+            base | FopenFlags::FOPEN_NOFLUSH
         }
     }
+}
+
+/// What the kernel says, with a data change, about the caller's privilege to keep set-id bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KernelWord {
+    /// The request's `KILL_SUIDGID` flag: set exactly when the bits must go.
+    KillSuidgid(bool),
+    /// The protocol has no flag for this change.
+    Silent,
 }
 
 /// The caller's credentials. Supplementary groups are not sent by FUSE (the kernel checks
@@ -215,6 +265,13 @@ fn wanted_capabilities(direct_io: bool) -> Vec<(InitFlags, &'static str)> {
 
 impl fuser::Filesystem for Adapter {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
+        // Not FUSE_NO_OPENDIR_SUPPORT, although it would save an OPENDIR and a RELEASEDIR per
+        // directory opened: a listing ends where the directory ended when it began, and that
+        // end lives in the engine's directory handle (as Linux keeps it in the open file);
+        // without OPENDIR there is no per-stream place for it (docs/fuse.md, "Requests left").
+        if self.opts.writeback && config.add_capabilities(InitFlags::FUSE_WRITEBACK_CACHE).is_err() {
+            tracing::warn!("kernel does not offer FUSE capability writeback_cache: writes go through");
+        }
         for (cap, name) in wanted_capabilities(self.opts.direct_io) {
             if config.add_capabilities(cap).is_err() {
                 tracing::warn!("kernel does not offer FUSE capability {name}");
@@ -280,6 +337,7 @@ impl fuser::Filesystem for Adapter {
         _chgtime: Option<SystemTime>,
         _bkuptime: Option<SystemTime>,
         _flags: Option<fuser::BsdFileFlags>,
+        kill_suidgid: bool,
         reply: ReplyAttr,
     ) {
         self.count(Op::Setattr);
@@ -301,14 +359,23 @@ impl fuser::Filesystem for Adapter {
         // whether this was a chown(-1, -1), which would clear them for root too: see
         // docs/semantics.md).
         //
-        // Otherwise, set-id bits on truncate: see `ctx_changing_data`. On chown the engine
-        // clears them whoever asks (the kernel sends FATTR_KILL_SUIDGID unconditionally there,
-        // or, without KILLPRIV_V2, the mode change in this same request). The engine drops
+        // Otherwise, set-id bits on truncate: FATTR_KILL_SUIDGID is the kernel's word (see
+        // `ctx_changing_data`). On chown the engine clears them whoever asks (the kernel sends
+        // FATTR_KILL_SUIDGID unconditionally there, so it says nothing about the caller, or,
+        // without KILLPRIV_V2, the mode change in this same request). The engine drops
         // security.capability on truncate and chown, as Linux does.
-        let r = if self.daemon_kills_privs && set == SetAttr::default() {
+        let word = if set.size.is_some() && set.uid.is_none() && set.gid.is_none() {
+            KernelWord::KillSuidgid(kill_suidgid)
+        } else {
+            KernelWord::Silent
+        };
+        let r = if self.daemon_kills_privs && self.is_kernels_priv_clearing(&set) {
             self.fs.remove_privs(&ctx(req), ino(i))
         } else {
-            self.fs.setattr(&self.ctx_changing_data(req), ino(i), &set, h.map(fh))
+            // Handle 0: no handle of ours (e.g. fchmod of a descriptor the kernel holds without
+            // one); the inode suffices.
+            let h = h.filter(|h| h.0 != 0).map(fh);
+            self.fs.setattr(&self.ctx_changing_data(req, word), ino(i), &set, h)
         };
         self.reply_attr(reply, r);
     }
@@ -406,14 +473,16 @@ impl fuser::Filesystem for Adapter {
         self.reply_entry(reply, self.fs.link(&ctx(req), ino(i), ino(newparent), newname));
     }
 
-    fn open(&self, req: &Request, i: INodeNo, flags: FuseOpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, i: INodeNo, flags: FuseOpenFlags, kill_suidgid: bool, reply: ReplyOpen) {
         self.count(Op::Open);
-        let of = OpenFlags::from_libc(flags.0);
+        let of = self.engine_open_flags(flags.0);
         if self.rofs() && (of.write || of.truncate) {
             return reply.error(Errno::EROFS);
         }
-        match self.fs.open(&ctx(req), ino(i), of) {
-            Ok(h) => reply.opened(FileHandle(h.0), self.file_open_flags()),
+        // O_TRUNC (ATOMIC_O_TRUNC): set-id bits go as on a truncate, by the kernel's word.
+        let octx = self.ctx_changing_data(req, KernelWord::KillSuidgid(kill_suidgid));
+        match self.fs.open(&octx, ino(i), of) {
+            Ok(h) => reply.opened(FileHandle(h.0), self.file_open_flags(of)),
             Err(e) => reply.error(reply_errno(e)),
         }
     }
@@ -479,11 +548,13 @@ impl fuser::Filesystem for Adapter {
         let r = if write_flags.contains(WriteFlags::FUSE_WRITE_CACHE) {
             self.fs.write_back(fh(h), offset, data)
         } else {
-            let wctx = Ctx {
-                cap_fsetid: Some(!write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID)),
-                ..ctx(req)
-            };
-            self.fs.write(&wctx, fh(h), offset, data)
+            let kill = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
+            self.fs.write(
+                &self.ctx_changing_data(req, KernelWord::KillSuidgid(kill)),
+                fh(h),
+                offset,
+                data,
+            )
         };
         match r {
             Ok(n) => reply.written(n as u32),
@@ -492,10 +563,34 @@ impl fuser::Filesystem for Adapter {
     }
 
     fn flush(&self, _req: &Request, _i: INodeNo, _h: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
-        // Every open sets FOPEN_NOFLUSH, so the kernel sends none (except with a writeback
-        // cache, which we do not use); answered anyway.
+        // The kernel sends FLUSH on the close of a read-write handle (see `file_open_flags`)
+        // after it has written back the dirty pages and returned their error itself: the daemon
+        // has nothing left to do (no locks are kept here, WRITE reported its own errors).
+        // ENOSYS makes the kernel stop sending FLUSH for this mount (fc->no_flush) while it
+        // keeps doing that writeback and error check on every such close. Under `writeback`
+        // the kernel ignores NOFLUSH and writes dirty pages back at every close the same way.
         self.count(Op::Flush);
-        reply.ok();
+        reply.error(Errno::ENOSYS);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _i: INodeNo,
+        _h: FileHandle,
+        _flags: fuser::IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: fuser::ReplyIoctl,
+    ) {
+        // No ioctl is implemented (tmpfs's are chattr flags and the like). ENOTTY is what
+        // Linux answers for an ioctl a file does not support, and what isatty() expects of a
+        // regular file: every isatty() on the mount sends TCGETS here, so no log line either
+        // (fuser's default logs each one as a warning).
+        self.count(Op::Other);
+        reply.error(Errno::ENOTTY);
     }
 
     fn release(
@@ -549,7 +644,8 @@ impl fuser::Filesystem for Adapter {
 
     fn readdirplus(&self, _req: &Request, _i: INodeNo, h: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
         self.count(Op::Readdirplus);
-        match self.fill_readdirplus(fh(h), offset, &mut reply) {
+        let r = self.fill_readdirplus(fh(h), offset, &mut reply);
+        match r {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(reply_errno(e)),
         }
@@ -635,26 +731,60 @@ impl fuser::Filesystem for Adapter {
         mode: u32,
         _umask: u32,
         flags: i32,
+        _kill_suidgid: bool,
         reply: ReplyCreate,
     ) {
+        // `_kill_suidgid`: CREATE makes a new file (an existing name answers ESTALE or
+        // EEXIST below), so there are no set-id bits to clear.
         self.count(Op::Create);
         if self.rofs() {
             return reply.error(Errno::EROFS);
         }
-        let of = OpenFlags::from_libc(flags);
+        let of = self.engine_open_flags(flags);
         match self.fs.create(&ctx(req), ino(parent), name, mode & 0o7777, of) {
             Ok((a, h)) => reply.created(
                 &self.opts.ttl,
                 &file_attr(&a),
                 Generation(a.generation),
                 FileHandle(h.0),
-                self.file_open_flags(),
+                self.file_open_flags(of),
             ),
             // The name appeared after the kernel's lookup (another creator won the race).
             // Without O_EXCL, open(2) must open the existing file, with the permission checks
             // of an ordinary open: ESTALE makes the kernel redo the whole open with a fresh
             // lookup (do_filp_open retries with LOOKUP_REVAL).
             Err(FsError::Exists) if flags & libc::O_EXCL == 0 => reply.error(Errno::ESTALE),
+            Err(e) => reply.error(reply_errno(e)),
+        }
+    }
+
+    fn tmpfile(&self, req: &Request, parent: INodeNo, mode: u32, _umask: u32, flags: i32, reply: ReplyCreate) {
+        self.count(Op::Create);
+        if self.rofs() {
+            return reply.error(Errno::EROFS);
+        }
+        // The engine's anonymous file: nlink 0, one lookup reference for the kernel's entry,
+        // an open handle. The kernel alone decides whether it may be linked later (O_EXCL).
+        let of = self.engine_open_flags(flags);
+        match self.fs.tmpfile(&ctx(req), ino(parent), mode & 0o7777, of) {
+            Ok((a, h)) => reply.created(
+                &self.opts.ttl,
+                &file_attr(&a),
+                Generation(a.generation),
+                FileHandle(h.0),
+                self.file_open_flags(of),
+            ),
+            Err(e) => reply.error(reply_errno(e)),
+        }
+    }
+
+    fn statx(&self, _req: &Request, i: INodeNo, _fh: Option<FileHandle>, _flags: u32, _mask: u32, reply: ReplyStatx) {
+        // The kernel asks only for what it lacks (the birth time, or everything after an
+        // invalidation); the engine has all fields at once, so every reply carries them all
+        // and the kernel caches them like GETATTR's.
+        self.count(Op::Getattr);
+        match self.fs.getattr(ino(i)) {
+            Ok(a) => reply.statx(&self.opts.ttl, &file_attr(&a)),
             Err(e) => reply.error(reply_errno(e)),
         }
     }
@@ -675,8 +805,13 @@ impl fuser::Filesystem for Adapter {
         }
         // Set-id bits: see `ctx_changing_data`.
         let r = FallocateMode::from_libc(mode).and_then(|m| {
-            self.fs
-                .fallocate(&self.ctx_changing_data(req), fh(h), offset, length, m)
+            self.fs.fallocate(
+                &self.ctx_changing_data(req, KernelWord::Silent),
+                fh(h),
+                offset,
+                length,
+                m,
+            )
         });
         reply_empty(reply, r);
     }
@@ -719,7 +854,7 @@ impl fuser::Filesystem for Adapter {
         // Like a write, a copy by a caller without CAP_FSETID clears set-id bits of the
         // target (see `ctx_changing_data`).
         match self.fs.copy_file_range(
-            &self.ctx_changing_data(req),
+            &self.ctx_changing_data(req, KernelWord::Silent),
             fh(fh_in),
             offset_in,
             fh(fh_out),
@@ -835,6 +970,11 @@ fn reply_empty(reply: ReplyEmpty, result: Result<(), FsError>) {
     }
 }
 
+/// Serve one READ. A short reply means end of file to the kernel (it lowers the cached size and
+/// marks the rest of a read-ahead page up to date, i.e. zeros): the engine's `read` is short only
+/// at EOF and fails the whole range when any page of it cannot be read, so a lost page costs
+/// an `EIO` for this request and the kernel retries the pages its reader needs one by one —
+/// readable pages stay readable, only the bad one fails.
 fn serve_read(fs: &Filesystem, h: Fh, offset: u64, size: u32, reply: ReplyData) {
     let size = size as usize;
     READ_BUF.with(|buf| {

@@ -40,6 +40,8 @@ pub enum MountError {
     Options(crate::options::OptionError),
     /// The options make no sense to the engine.
     Config(String),
+    /// The control socket's name is held by another process (or could not be bound).
+    Control(control::BindError),
     /// Anything else, with what we were doing.
     Io(&'static str, io::Error),
 }
@@ -58,6 +60,7 @@ impl fmt::Display for MountError {
             MountError::Permission(m) => write!(f, "permission denied: {m}"),
             MountError::Options(e) => write!(f, "{e}"),
             MountError::Config(m) => write!(f, "{m}"),
+            MountError::Control(e) => write!(f, "{e}"),
             MountError::Io(what, e) => write!(f, "{what}: {e}"),
         }
     }
@@ -429,7 +432,7 @@ impl control::Handler for Control {
                 ))
             }
             "remount" => self.remount(arg),
-            _ => Err(format!("unknown request '{cmd}'")),
+            _ => Err("unknown request".to_string()),
         }
     }
 }
@@ -437,18 +440,16 @@ impl control::Handler for Control {
 impl Control {
     /// Apply the daemon's side of a remount: the read-only switch and, as tmpfs, new `size=`
     /// and `nr_inodes=` limits (not below what is in use, not on an unlimited mount). Options
-    /// that cannot change (`memory=`, `swap=`, `threads=`, `direct_io`) may be repeated with
-    /// their current value, as fstab-driven remounts repeat every option.
+    /// fixed at mount (see `fixed_option_changed`) may be repeated with their current value, as
+    /// fstab-driven remounts repeat every option; a new value is refused, never ignored.
     fn remount(&self, arg: &str) -> Result<String, String> {
         let new = MountOptions::parse(&[arg]).map_err(|e| e.to_string())?;
         let mut cur = self.opts.lock().map_err(|_| "poisoned".to_string())?;
-        let cur_cfg = cur.engine_config(&self.host);
-        let new_cfg = new.engine_config(&self.host);
-        if new.memory.is_some() && new_cfg.memory_bytes != cur_cfg.memory_bytes {
-            return Err("memory= cannot change on remount".into());
-        }
-        if new.swap_dir.is_some() && new_cfg.swap != cur_cfg.swap {
-            return Err("swap= cannot change on remount".into());
+        let given = |name: &str| arg.split(',').any(|o| o == name || o.starts_with(&format!("{name}=")));
+        if let Some(name) = fixed_option_changed(&cur, &new, &self.host, given) {
+            return Err(format!(
+                "{name} cannot change on remount (it is fixed when mounting; repeat its current value or leave it out)"
+            ));
         }
         let size = new.size.map(|_| new.size_bytes(&self.host));
         let inodes = new.nr_inodes.map(|_| new.max_inodes(&self.host));
@@ -476,17 +477,43 @@ impl Control {
                 cur.nr_inodes = new.nr_inodes;
             }
         }
-        let given = |name: &str| arg.split(',').any(|o| o == name || o.starts_with(&format!("{name}=")));
-        if (given("threads") && new.threads != cur.threads)
-            || (given("direct_io") && new.direct_io != cur.direct_io)
-            || (given("io_uring") && new.io_uring != cur.io_uring)
-        {
-            return Err("threads=, direct_io and io_uring= cannot change on remount".into());
-        }
         self.fs.set_read_only(new.read_only);
         cur.read_only = new.read_only;
         Ok(String::new())
     }
+}
+
+/// The first option given to a remount (`given(name)`) that asks for a value other than the
+/// mount's, among those fixed when mounting: the RAM budget and swap file, the FUSE session's
+/// settings, the source, the root directory's owner and mode (tmpfs ignores these three on
+/// remount; we say so instead), and the kernel's readahead window.
+fn fixed_option_changed(
+    cur: &MountOptions,
+    new: &MountOptions,
+    host: &Host,
+    given: impl Fn(&str) -> bool,
+) -> Option<&'static str> {
+    let swap_dir = |o: &MountOptions| o.swap_dir.clone().unwrap_or_else(std::env::temp_dir);
+    let checks = [
+        ("memory=", new.memory_bytes(host) != cur.memory_bytes(host)),
+        ("swap=", swap_dir(new) != swap_dir(cur)),
+        ("swap_size=", new.swap_size != cur.swap_size),
+        ("swap_encrypt=", new.swap_encrypt != cur.swap_encrypt),
+        ("noswap", !cur.noswap),
+        ("threads=", new.threads != cur.threads),
+        ("direct_io", !cur.direct_io),
+        ("writeback", !cur.writeback),
+        ("io_uring=", new.io_uring != cur.io_uring),
+        ("readahead=", new.readahead != cur.readahead),
+        ("fsname=", new.source() != cur.source()),
+        ("mode=", new.mode != cur.mode),
+        ("uid=", new.uid.unwrap_or(host.uid) != cur.uid.unwrap_or(host.uid)),
+        ("gid=", new.gid.unwrap_or(host.gid) != cur.gid.unwrap_or(host.gid)),
+    ];
+    checks
+        .into_iter()
+        .find(|(name, changed)| *changed && given(name.trim_end_matches('=')))
+        .map(|(name, _)| name)
 }
 
 /// Mount at `mount_point` with `opts` and serve until SIGINT/SIGTERM or an external unmount;
@@ -562,6 +589,9 @@ fn start(mount_point: &Path, opts: MountOptions) -> Result<Started, MountError> 
     // the mask, so only the signal thread ever takes SIGINT/SIGTERM.
     let sigset = block_signals();
     let host = Host::current();
+    if let Some(warning) = opts.check_swap_space(&host)? {
+        tracing::warn!("{warning}");
+    }
     let fs = Filesystem::new(opts.engine_config(&host))
         .map_err(|e| MountError::Config(format!("bad configuration: {e}")))?;
     let fs = Arc::new(fs);
@@ -569,11 +599,23 @@ fn start(mount_point: &Path, opts: MountOptions) -> Result<Started, MountError> 
     // A daemon must not pin the directory it was started from (it could not be unmounted).
     let _ = std::env::set_current_dir("/");
     let mounted = mount(&path, &opts)?;
+    // Bound before the FUSE handshake: a name held by someone else fails the mount (a client
+    // could otherwise be answered by them; see control.rs), and nothing is served yet.
+    let listener = match control::bind(&mounted.entry) {
+        Ok(l) => l,
+        Err(e) => {
+            let (path, dev) = (mounted.path.clone(), mounted.dev);
+            drop(mounted);
+            let _ = unmount(&path, dev);
+            return Err(MountError::Control(e));
+        }
+    };
     let stats = Arc::new(Stats::default());
     let adapter = Adapter::new(
         fs.clone(),
         AdapterOptions {
             direct_io: opts.direct_io,
+            writeback: opts.writeback,
             ttl: DEFAULT_TTL,
             event_loops: opts.threads,
         },
@@ -586,12 +628,7 @@ fn start(mount_point: &Path, opts: MountOptions) -> Result<Started, MountError> 
     config.io_uring.mode = opts.io_uring;
     // Test hook (crates/rtmpfs-cli/tests/uring.rs): make the kernel refuse REGISTER.
     config.io_uring.fault_register = std::env::var_os(FAULT_URING_REGISTER).is_some();
-    let Mounted {
-        fuse_fd,
-        path,
-        dev,
-        entry,
-    } = mounted;
+    let Mounted { fuse_fd, path, dev, .. } = mounted;
     let session = match fuser::Session::from_fd(adapter, fuse_fd, fuser::SessionACL::All, config) {
         Ok(s) => s,
         Err(e) => {
@@ -606,16 +643,18 @@ fn start(mount_point: &Path, opts: MountOptions) -> Result<Started, MountError> 
         set_readahead(dev, bytes);
     }
     start_heap_trimmer(&fs);
+    crate::health::start_swap_watch(&fs);
     let ctl = Control {
         opts: Mutex::new(opts),
         host,
         stats,
         fs,
     };
-    if let Err(e) = control::serve(&entry, ctl) {
+    if let Err(e) = control::serve(listener, ctl) {
         // Not fatal: the mount works; only remount's read-only switch and --stats cannot
-        // reach this daemon (the kernel still enforces a read-only remount).
-        tracing::warn!("no control socket: {e}");
+        // reach this daemon (the kernel still enforces a read-only remount), and nobody else
+        // can answer for it (we hold the name).
+        tracing::error!("no control socket thread: {e}");
     }
     Ok((session, MountedLite { path, dev }, sigset))
 }

@@ -12,6 +12,7 @@ mod adapter;
 mod attr;
 pub mod control;
 pub mod daemon;
+mod health;
 pub mod mountinfo;
 pub mod options;
 mod stats;

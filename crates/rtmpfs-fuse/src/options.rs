@@ -73,6 +73,9 @@ pub struct MountOptions {
     pub threads: usize,
     /// `direct_io`: no kernel page cache for file data (one copy of the data, every I/O a request).
     pub direct_io: bool,
+    /// `writeback`: the FUSE writeback cache (writes land in the kernel's page cache and reach
+    /// the engine later, so a full `size=` surfaces at fsync/close instead of at write).
+    pub writeback: bool,
     /// `io_uring=auto|on|off`: serve FUSE requests over io_uring (see docs/fuse.md).
     pub io_uring: fuser::UringMode,
     /// `memory=`: a RAM budget for file data (cold pages go to the swap file); `None`: none.
@@ -115,6 +118,7 @@ impl Default for MountOptions {
             lazytime: false,
             threads: DEFAULT_THREADS,
             direct_io: false,
+            writeback: false,
             io_uring: fuser::UringMode::Auto,
             readahead: None,
             memory: None,
@@ -147,6 +151,9 @@ pub enum OptionError {
     Missing(String),
     /// A tmpfs option rtmpfs does not implement.
     Unsupported(String),
+    /// Options that contradict each other, or that the host cannot honour (the message says
+    /// which and why).
+    Conflict(String),
 }
 
 impl fmt::Display for OptionError {
@@ -160,6 +167,7 @@ impl fmt::Display for OptionError {
             OptionError::Unsupported(o) => {
                 write!(f, "mount option '{o}' is not supported by rtmpfs")
             }
+            OptionError::Conflict(m) => write!(f, "{m}"),
         }
     }
 }
@@ -207,7 +215,71 @@ impl MountOptions {
                 o.apply(&opt)?;
             }
         }
+        o.check_consistent()?;
         Ok(o)
+    }
+
+    /// `noswap` says there is no swap file; `swap=` and `swap_size=` describe one. Given
+    /// together, one of them would be ignored silently: refuse.
+    fn check_consistent(&self) -> Result<(), OptionError> {
+        if self.noswap && self.swap_size.is_some() {
+            return Err(OptionError::Conflict(
+                "mount options 'noswap' and 'swap_size=' contradict each other".into(),
+            ));
+        }
+        if self.noswap && self.swap_dir.is_some() {
+            return Err(OptionError::Conflict(
+                "mount options 'noswap' and 'swap=' contradict each other".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Check, at mount time, that the swap file can live where the options put it: the
+    /// directory must exist, and an explicit `swap_size=` must fit in the free space of its
+    /// filesystem (the file grows as pages are swapped out; a limit it can never reach would
+    /// only turn into `ENOSPC`/`EIO` under load). When the size is the default (`size -
+    /// memory`) and does not fit, that is returned as a warning instead: the default was not
+    /// the user's promise.
+    ///
+    /// # Errors
+    /// [`OptionError::Conflict`] naming the directory and the figures.
+    pub fn check_swap_space(&self, host: &Host) -> Result<Option<String>, OptionError> {
+        let cfg = self.engine_config(host);
+        let Some(swap) = cfg.swap else { return Ok(None) };
+        let dir = &swap.dir;
+        match std::fs::metadata(dir) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(OptionError::Conflict(format!(
+                    "swap directory {} is not a directory",
+                    dir.display()
+                )))
+            }
+            Err(e) => return Err(OptionError::Conflict(format!("swap directory {}: {e}", dir.display()))),
+        }
+        let Some(free) = free_bytes(dir) else { return Ok(None) };
+        let wanted = match (self.swap_size, cfg.size_bytes, cfg.memory_bytes) {
+            (Some(s), _, _) => s,
+            (None, Some(size), Some(mem)) => size.saturating_sub(mem),
+            _ => return Ok(None),
+        };
+        if wanted <= free {
+            return Ok(None);
+        }
+        let msg = format!(
+            "swap_size {} is more than the {} free on the filesystem of swap directory {}",
+            human(wanted),
+            human(free),
+            dir.display()
+        );
+        if self.swap_size.is_some() {
+            Err(OptionError::Conflict(format!("{msg}; refusing to mount")))
+        } else {
+            Ok(Some(format!(
+                "{msg} (the default, size - memory); swap-outs will fail once it is full"
+            )))
+        }
     }
 
     fn apply<'a>(&mut self, opt: &'a str) -> Result<(), OptionError> {
@@ -366,6 +438,7 @@ impl MountOptions {
             "lazytime" => self.lazytime = true,
             "nolazytime" => self.lazytime = false,
             "direct_io" => self.direct_io = true,
+            "writeback" => self.writeback = true,
             "remount" => self.remount = true,
             // mount(8)/fstab options, and FUSE options that are always on here.
             "defaults"
@@ -498,6 +571,35 @@ impl MountOptions {
     }
 }
 
+/// Bytes available to us on the filesystem holding `dir` (`statvfs`'s `f_bavail`).
+fn free_bytes(dir: &std::path::Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs is plain data that statvfs(3) fills.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid NUL-terminated path and a writable statvfs.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
+/// A byte count for messages: `12345678` → `11.8 MiB`.
+fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["bytes", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} bytes")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
 const SIZE_EXPECTED: &str = "a size with an optional k, m, g, t, p or e suffix, or a percentage";
 
 fn bad(name: &str, value: &str, expected: &'static str) -> OptionError {
@@ -624,6 +726,54 @@ mod tests {
     }
 
     #[test]
+    fn noswap_contradicts_a_swap_file() {
+        for opts in [
+            "memory=4m,noswap,swap_size=1m",
+            "memory=4m,swap_size=1m,noswap",
+            "memory=4m,swap=/tmp,noswap",
+        ] {
+            let e = parse(opts).unwrap_err();
+            assert!(matches!(e, OptionError::Conflict(_)), "{opts}: {e:?}");
+            assert!(e.to_string().contains("'noswap'"), "{opts}: {e}");
+        }
+        // A later swap= switches the swap file back on, as before.
+        assert!(!parse("memory=4m,noswap,swap=/tmp").unwrap().noswap);
+    }
+
+    #[test]
+    fn swap_space_is_checked_at_mount() {
+        let missing = parse("memory=4m,swap=/nonexistent-rtmpfs-swap-dir").unwrap();
+        let e = missing.check_swap_space(&HOST).unwrap_err().to_string();
+        assert!(
+            e.contains("/nonexistent-rtmpfs-swap-dir") && e.contains("No such file"),
+            "{e}"
+        );
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let not_dir = parse(&format!("memory=4m,swap={}", file.path().display())).unwrap();
+        assert!(not_dir
+            .check_swap_space(&HOST)
+            .unwrap_err()
+            .to_string()
+            .contains("not a directory"));
+        let dir = std::env::temp_dir();
+        let huge = parse(&format!("memory=4m,swap={},swap_size=1e", dir.display())).unwrap();
+        let e = huge.check_swap_space(&HOST).unwrap_err().to_string();
+        assert!(e.contains("swap_size 1024.0 PiB") || e.contains("swap_size"), "{e}");
+        assert!(e.contains("free") && e.contains("refusing"), "{e}");
+        // The default size (size - memory) only warns.
+        let default = parse(&format!("size=1e,memory=4m,swap={}", dir.display())).unwrap();
+        let w = default.check_swap_space(&HOST).unwrap().expect("a warning");
+        assert!(w.contains("the default"), "{w}");
+        let fits = parse(&format!("size=8m,memory=4m,swap={}", dir.display())).unwrap();
+        assert_eq!(fits.check_swap_space(&HOST).unwrap(), None);
+        assert_eq!(
+            parse("size=8m").unwrap().check_swap_space(&HOST).unwrap(),
+            None,
+            "no swap file"
+        );
+    }
+
+    #[test]
     fn inodes_mode_ids() {
         let o = parse("nr_inodes=1k,mode=755,uid=0,gid=5").unwrap();
         let c = o.engine_config(&HOST);
@@ -656,6 +806,9 @@ mod tests {
         let o = parse("threads=3,direct_io,fsname=scratch").unwrap();
         assert_eq!(o.threads, 3);
         assert!(o.direct_io);
+        assert!(!o.writeback);
+        assert!(parse("writeback").unwrap().writeback);
+        assert!(parse("writeback=1").is_err());
         assert_eq!(o.source(), "scratch");
         assert!(parse("threads=0").is_err());
         assert_eq!(MountOptions::default().io_uring, fuser::UringMode::Auto);

@@ -13,11 +13,11 @@ pub enum Op {
     Lookup,
     /// FORGET and BATCH_FORGET.
     Forget,
-    /// GETATTR.
+    /// GETATTR, STATX.
     Getattr,
     /// SETATTR.
     Setattr,
-    /// CREATE, MKNOD, MKDIR, SYMLINK, LINK.
+    /// CREATE, TMPFILE, MKNOD, MKDIR, SYMLINK, LINK.
     Create,
     /// UNLINK, RMDIR.
     Remove,

@@ -67,6 +67,7 @@ pub use crate::reply::ReplyLseek;
 pub use crate::reply::ReplyOpen;
 pub use crate::reply::ReplyPoll;
 pub use crate::reply::ReplyStatfs;
+pub use crate::reply::ReplyStatx;
 pub use crate::reply::ReplyWrite;
 pub use crate::reply::ReplyXattr;
 pub use crate::request_param::Request;
@@ -436,6 +437,10 @@ pub trait Filesystem: Send + Sync + 'static {
     }
 
     /// Set file attributes.
+    ///
+    /// `kill_suidgid` (rtmpfs fork) is the kernel's `FATTR_KILL_SUIDGID`, sent under
+    /// `FUSE_HANDLE_KILLPRIV_V2`: on a chown of a non-directory always, on a truncate when the
+    /// caller lacks `CAP_FSETID`; the filesystem then clears set-user-ID/set-group-ID.
     fn setattr(
         &self,
         _req: &Request,
@@ -452,11 +457,13 @@ pub trait Filesystem: Send + Sync + 'static {
         _chgtime: Option<SystemTime>,
         _bkuptime: Option<SystemTime>,
         flags: Option<BsdFileFlags>,
+        kill_suidgid: bool,
         reply: ReplyAttr,
     ) {
         warn!(
             "[Not Implemented] setattr(ino: {ino:#x?}, mode: {mode:?}, uid: {uid:?}, \
-            gid: {gid:?}, size: {size:?}, fh: {fh:?}, flags: {flags:?})"
+            gid: {gid:?}, size: {size:?}, fh: {fh:?}, flags: {flags:?}, \
+            kill_suidgid: {kill_suidgid})"
         );
         reply.error(Errno::ENOSYS);
     }
@@ -570,7 +577,18 @@ pub trait Filesystem: Send + Sync + 'static {
     /// anything in fh. There are also some flags (`direct_io`, `keep_cache`) which the
     /// filesystem may set, to change the way the file is opened. See `fuse_file_info`
     /// structure in <`fuse_common.h`> for more details.
-    fn open(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+    ///
+    /// `kill_suidgid` (rtmpfs fork) is the kernel's `FUSE_OPEN_KILL_SUIDGID`: an `O_TRUNC`
+    /// by a caller without `CAP_FSETID` (under `FUSE_HANDLE_KILLPRIV_V2`), which must clear
+    /// set-user-ID/set-group-ID.
+    fn open(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _flags: OpenFlags,
+        _kill_suidgid: bool,
+        reply: ReplyOpen,
+    ) {
         reply.opened(FileHandle(0), FopenFlags::empty());
     }
 
@@ -835,6 +853,9 @@ pub trait Filesystem: Send + Sync + 'static {
     /// opened. See `fuse_file_info` structure in <`fuse_common.h`> for more details. If
     /// this method is not implemented or under Linux kernel versions earlier than
     /// 2.6.15, the `mknod()` and `open()` methods will be called instead.
+    ///
+    /// `kill_suidgid` (rtmpfs fork): as for [`Filesystem::open`].
+    #[allow(clippy::too_many_arguments)]
     fn create(
         &self,
         _req: &Request,
@@ -843,6 +864,7 @@ pub trait Filesystem: Send + Sync + 'static {
         mode: u32,
         umask: u32,
         flags: i32,
+        _kill_suidgid: bool,
         reply: ReplyCreate,
     ) {
         warn!(
@@ -998,6 +1020,45 @@ pub trait Filesystem: Send + Sync + 'static {
             "[Not Implemented] copy_file_range(ino_in: {ino_in:#x?}, fh_in: {fh_in}, \
             offset_in: {offset_in}, ino_out: {ino_out:#x?}, fh_out: {fh_out}, \
             offset_out: {offset_out}, len: {len}, flags: {flags:?})"
+        );
+        reply.error(Errno::ENOSYS);
+    }
+
+    /// rtmpfs fork: create an anonymous regular file in directory `parent` (`open(O_TMPFILE)`,
+    /// `FUSE_TMPFILE`): no name, link count 0, open (reply as to `create`: the entry adds one
+    /// lookup reference). `linkat(2)` may give it a name later (a LINK request), unless opened
+    /// with `O_EXCL`, which the kernel enforces. `ENOSYS` makes the kernel answer
+    /// `EOPNOTSUPP` to every later `O_TMPFILE` without asking again.
+    fn tmpfile(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        warn!(
+            "[Not Implemented] tmpfile(parent: {parent:#x?}, mode: {mode:#o}, umask: {umask:#o}, flags: {flags:#x})"
+        );
+        reply.error(Errno::ENOSYS);
+    }
+
+    /// rtmpfs fork: get attributes with the birth time (`FUSE_STATX`), sent when a `statx(2)`
+    /// caller asks for `STATX_BTIME` and the kernel has none cached. `flags` are the
+    /// caller's `AT_STATX_*` sync flags, `mask` the `STATX_*` fields wanted. `ENOSYS` makes
+    /// the kernel fall back to GETATTR for good (no birth time).
+    fn statx(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: Option<FileHandle>,
+        flags: u32,
+        mask: u32,
+        reply: ReplyStatx,
+    ) {
+        warn!(
+            "[Not Implemented] statx(ino: {ino:#x?}, fh: {fh:?}, flags: {flags:#x}, mask: {mask:#x})"
         );
         reply.error(Errno::ENOSYS);
     }

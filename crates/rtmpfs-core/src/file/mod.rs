@@ -17,7 +17,7 @@ pub(crate) mod page_map;
 
 use crate::error::{FsError, Result};
 use crate::inode::Inode;
-use crate::pager::Pager;
+use crate::pager::{FrameFor, Pager};
 use crate::readahead::FileReadAhead;
 use crate::swap::{AlignedPage, PageId, Swap, SwapEntry};
 use crate::sync::{Arc, AtomicU64, LockRank, Ordering, RwLock, Weak, WriteGuard};
@@ -144,12 +144,15 @@ impl FileData {
         needs
     }
 
-    /// Read into `buf` from `offset`; returns bytes read (short at EOF). Takes no I/O lock;
-    /// swaps pages in as needed, with no lock held during the I/O.
+    /// Read into `buf` from `offset`; returns bytes read, which is fewer than asked only at EOF
+    /// (callers, and FUSE's kernel above them, take a short read for the end of the file). Takes
+    /// no I/O lock; swaps pages in as needed, with no lock held during the I/O.
     ///
     /// # Errors
-    /// `Io` when the first page touched is poisoned (or its swap-in fails); a bad page later in
-    /// the range ends the read short before it. `NoSpace` if no frame can be had for a swap-in.
+    /// `Io` when any page of the range cannot be read: poisoned, its swap read failed, or no
+    /// frame could be had to bring it back (see `Pager::charge_frame`). The whole read fails,
+    /// even if pages before it were copied: returning those as a short count would read as EOF
+    /// and hide the rest of the file.
     pub(crate) fn read(&self, pager: &Pager, offset: u64, buf: &mut [u8]) -> Result<usize> {
         let size = self.size();
         if offset >= size || buf.is_empty() {
@@ -176,13 +179,6 @@ impl FileData {
             (end - 1) / PAGE_SIZE
         };
         let mut pos = offset;
-        let short_or = |pos: u64, e: FsError| {
-            if pos == offset {
-                Err(e)
-            } else {
-                Ok((pos - offset) as usize)
-            }
-        };
         while pos < end {
             let mut swap_in = None;
             {
@@ -203,7 +199,7 @@ impl FileData {
                             swap_in = Some(self.swapped_run(&map, pager, idx, *e, swap_in_last));
                             break;
                         }
-                        Some(Slot::Poisoned) => return short_or(pos, FsError::Io),
+                        Some(Slot::Poisoned) => return Err(FsError::Io),
                     }
                     pos += n as u64;
                 }
@@ -213,9 +209,7 @@ impl FileData {
                 if pager.readahead.is_some() && self.ra.wait_for(pos / PAGE_SIZE) {
                     continue;
                 }
-                if let Err(err) = self.swap_in(pager, &run) {
-                    return short_or(pos, err);
-                }
+                self.swap_in(pager, &run, FrameFor::SwapIn)?;
             }
         }
         Ok((end - offset) as usize)
@@ -320,13 +314,13 @@ impl FileData {
                 }
             };
             if let (SlotState::Swapped(e), None) = (seen, fill) {
-                self.swap_in(pager, &[(idx, e)])?;
+                self.swap_in(pager, &[(idx, e)], FrameFor::SwapIn)?;
                 continue;
             }
             if seen == SlotState::Hole {
                 pager.acct.pages.charge(1)?;
             }
-            let frame = match pager.new_frame(fill) {
+            let frame = match pager.new_frame(fill, matches!(seen, SlotState::Swapped(_))) {
                 Ok(f) => f,
                 Err(e) => {
                     if seen == SlotState::Hole {
@@ -358,7 +352,7 @@ impl FileData {
                     swap.free(e.slot);
                 }
             }
-            pager.track(&self.owner, idx, &frame);
+            pager.track(&self.owner, idx, &frame, false);
             return Ok(if fill.is_some() {
                 Resident::Filled
             } else {
@@ -395,7 +389,8 @@ impl FileData {
             {
                 end += 1;
             }
-            match self.swap_in(pager, &swapped[start..end]) {
+            // Speculative: waits for memory like new data, never overdraws the reserve.
+            match self.swap_in(pager, &swapped[start..end], FrameFor::NewPage) {
                 Ok(n) => {
                     if let Some(tier) = &pager.tier {
                         tier.stats.readahead_swap_ins.fetch_add(n as u64, Ordering::Relaxed);
@@ -443,11 +438,15 @@ impl FileData {
     /// seen; otherwise someone else changed it and the caller looks again. Holds no lock during
     /// allocation or I/O.
     ///
+    /// `first`: how the frame for `run[0]` is charged (`SwapIn` for a page someone needs, which
+    /// may overdraw the budget; `NewPage` for read-ahead); the rest of the run only if reclaim
+    /// frees frames at once.
+    ///
     /// Returns how many pages it published.
     ///
     /// # Errors
-    /// `Io` if `run[0]` was poisoned; `NoSpace` if no frame could be had.
-    fn swap_in(&self, pager: &Pager, run: &[(u64, SwapEntry)]) -> Result<usize> {
+    /// `Io` if `run[0]` was poisoned, or no frame could be had for it (the page stays swapped).
+    fn swap_in(&self, pager: &Pager, run: &[(u64, SwapEntry)], first: FrameFor) -> Result<usize> {
         debug_assert!(run.windows(2).all(|w| w[0].1.slot < w[1].1.slot));
         let tier = pager.tier.as_ref().ok_or(FsError::Io)?;
         let swap = tier.swap.as_ref().ok_or(FsError::Io)?;
@@ -455,7 +454,8 @@ impl FileData {
         // read straight into the buffers that become the frames.
         let mut bufs = Vec::with_capacity(run.len());
         for _ in run {
-            match pager.new_swap_in_buffer() {
+            let purpose = if bufs.is_empty() { first } else { FrameFor::SwapInExtra };
+            match pager.new_swap_in_buffer(purpose) {
                 Ok(b) => bufs.push(b),
                 Err(e) if bufs.is_empty() => return Err(e),
                 Err(_) => break,
@@ -468,7 +468,7 @@ impl FileData {
         let mut gaps: Vec<AlignedPage> = (run.len()..span)
             .map(|_| AlignedPage::for_overwrite())
             .collect::<Result<_, _>>()
-            .map_err(|_| FsError::NoSpace)?;
+            .map_err(|_| FsError::Io)?;
         let mut entries = Vec::with_capacity(span);
         let mut outs: Vec<&mut AlignedPage> = Vec::with_capacity(span);
         {
@@ -537,7 +537,7 @@ impl FileData {
         }
         tier.stats.swap_ins.fetch_add(published.len() as u64, Ordering::Relaxed);
         for (idx, frame) in &published {
-            pager.track(&self.owner, *idx, frame);
+            pager.track(&self.owner, *idx, frame, true);
         }
         if first_poisoned {
             Err(FsError::Io)
@@ -795,7 +795,9 @@ impl FileData {
             return Ok(());
         }
         match self.modify_page(pager, idx, |page| page[from..to].fill(0)) {
-            Err(FsError::Io) => Ok(()),
+            // Poisoned: nothing can be read from it. Any other `Io` (no frame to swap it in)
+            // left the page swapped with its old bytes, so the caller must fail.
+            Err(FsError::Io) if self.pages.read().state(idx) == SlotState::Poisoned => Ok(()),
             other => other,
         }
     }

@@ -12,12 +12,16 @@ use crate::types::{Ctx, FallocateMode, Fh, FileKind, SeekWhence, Timespec, MAX_F
 const COPY_CHUNK: usize = 1 << 20;
 
 impl Filesystem {
-    /// Read up to `buf.len()` bytes at `offset` into `buf`; returns the count (0 at EOF).
-    /// Takes no per-file lock that a writer holds: a read never waits for a write.
+    /// Read up to `buf.len()` bytes at `offset` into `buf`; returns the count, which is fewer
+    /// than asked only at EOF (0 at or past it). Takes no per-file lock that a writer holds: a
+    /// read never waits for a write.
     ///
     /// # Errors
     /// `BadHandle` (unknown or not open for reading), `IsDir`, `Invalid` (not a regular file),
-    /// `Io` (a page whose data was lost).
+    /// `Io` when any page of the range cannot be read: its data was lost (a failed or forged
+    /// swap copy: the page stays `EIO`), or no memory could be had to bring it back from swap
+    /// (transient). Then nothing is returned, not the pages before it: a short count would
+    /// read as EOF.
     pub fn read(&self, fh: Fh, offset: u64, buf: &mut [u8]) -> Result<usize> {
         let h = self.readable(fh)?;
         let file = file_of(&h)?;
@@ -163,11 +167,13 @@ impl Filesystem {
     }
 
     /// Copy `len` bytes from one handle's file to another's (`copy_file_range(2)`); returns the
-    /// count (short at the source's EOF).
+    /// count (short at the source's EOF, or when an error stopped it after some bytes landed:
+    /// the next call meets the error).
     ///
     /// # Errors
     /// `BadHandle` (source not readable, target not writable or append-only), `Invalid`
-    /// (overlapping ranges in one file, not regular files), `IsDir`, `FileTooBig`, `NoSpace`.
+    /// (overlapping ranges in one file, not regular files), `IsDir`, `FileTooBig`, `NoSpace`,
+    /// `Io` (a source page that cannot be read, see [`Filesystem::read`]).
     #[allow(clippy::too_many_arguments)]
     pub fn copy_file_range(
         &self,
@@ -205,7 +211,12 @@ impl Filesystem {
         let mut done = 0u64;
         while done < total {
             let want = buf.len().min(usize::try_from(total - done).unwrap_or(usize::MAX));
-            let n = fin.read(&self.pager, off_in + done, &mut buf[..want])?;
+            let n = match fin.read(&self.pager, off_in + done, &mut buf[..want]) {
+                Ok(n) => n,
+                Err(e) if done == 0 => return Err(e),
+                // Report what was copied; the caller's next call starts at the bad page.
+                Err(_) => break,
+            };
             if n == 0 {
                 break;
             }

@@ -9,7 +9,7 @@ use std::ffi::OsStr;
 
 use super::test_support::delete_and_check_empty;
 
-use crate::swap::MemorySwap;
+use crate::swap::{FaultySwap, MemorySwap};
 use crate::sync::{thread, Arc};
 use crate::{Config, Ctx, FallocateMode, Filesystem, OpenFlags, SetAttr, SwapConfig, PAGE_SIZE};
 
@@ -277,4 +277,99 @@ fn regression_swap_slot_aba() {
 #[test]
 fn regression_waiter_sleeps_through_sweep() {
     shuttle::check_random_with_seed(scenario, 17_542_619_729_801_016_659, 1);
+}
+
+/// A swap device that dies mid-run (issue 15): readers of swapped and resident pages, a writer
+/// of new data, the evictor, and a thread that makes every swap read and write fail. A read is
+/// whole and right or fails with `Io`, never short and never `NoSpace`; new data lands or gets
+/// `Io`; afterwards the invariant holds, a page that fails is exactly a poisoned one, and
+/// nothing leaks.
+fn dying_swap_scenario() {
+    let cfg = Config {
+        size_bytes: Some(64 * P),
+        memory_bytes: Some(2 * P),
+        swap: Some(SwapConfig {
+            dir: std::env::temp_dir(),
+            size_bytes: None,
+            encrypt: false,
+        }),
+        background_evictor: false,
+        ..Config::default()
+    };
+    let (faulty, control) = FaultySwap::new(Box::new(MemorySwap::new(None)));
+    let fs = Arc::new(Filesystem::with_swap_backend(cfg, Box::new(faulty)).unwrap());
+    let ctx = Ctx::root();
+    let (_, fh) = fs
+        .create(&ctx, fs.root(), OsStr::new("f"), 0o644, OpenFlags::READ_WRITE)
+        .unwrap();
+    for i in 0..4u8 {
+        fs.write(&ctx, fh, u64::from(i) * P, &vec![10 + i; P as usize]).unwrap();
+    }
+    let reader = |pages: [u64; 2]| {
+        let fs = fs.clone();
+        thread::spawn(move || {
+            for idx in pages {
+                match fs.read_vec(fh, idx * P, (2 * P) as usize) {
+                    Ok(buf) => {
+                        assert_eq!(buf.len(), (2 * P) as usize, "short read at page {idx}");
+                        for (j, page) in buf.chunks(P as usize).enumerate() {
+                            let want = 10 + (idx as usize + j) as u8;
+                            assert!(page.iter().all(|&b| b == want), "page {} wrong", idx as usize + j);
+                        }
+                    }
+                    Err(e) => assert_eq!(e, crate::FsError::Io, "page {idx}"),
+                }
+            }
+        })
+    };
+    let readers = [reader([0, 2]), reader([2, 0])];
+    let writer = {
+        let fs = fs.clone();
+        thread::spawn(move || match fs.write(&Ctx::root(), fh, 4 * P, &[14u8; P as usize]) {
+            Ok(n) => assert_eq!(n, P as usize),
+            Err(e) => assert_eq!(e, crate::FsError::Io, "new data on a dying device"),
+        })
+    };
+    let killer = thread::spawn(move || {
+        control.fail_reads.store(true, crate::sync::Ordering::Relaxed);
+        control.fail_writes.store(true, crate::sync::Ordering::Relaxed);
+    });
+    let evictor = {
+        let fs = fs.clone();
+        thread::spawn(move || {
+            fs.evict_now(2);
+        })
+    };
+    for t in readers.into_iter().chain([writer, killer, evictor]) {
+        t.join().unwrap();
+    }
+    fs.check_invariants().unwrap();
+    let size = fs.getattr(fs.handle_ino(fh).unwrap()).unwrap().size;
+    assert!(size == 4 * P || size == 5 * P, "size {size}");
+    let mut failed = 0;
+    for idx in 0..size / P {
+        match fs.read_vec(fh, idx * P, P as usize) {
+            Ok(page) => assert!(page.iter().all(|&b| b == 10 + idx as u8), "page {idx} wrong"),
+            Err(e) => {
+                assert_eq!(e, crate::FsError::Io);
+                failed += 1;
+            }
+        }
+    }
+    let u = fs.usage();
+    assert_eq!(
+        failed, u.poisoned_pages,
+        "failed pages are exactly the poisoned ones: {u:?}"
+    );
+    delete_and_check_empty(&fs, fh, "f");
+}
+
+#[test]
+fn shuttle_dying_swap_readers_writer_evict_random() {
+    shuttle::check_random(dying_swap_scenario, 500);
+}
+
+#[test]
+fn shuttle_dying_swap_readers_writer_evict_pct() {
+    shuttle::check_pct(dying_swap_scenario, 500, 3);
 }

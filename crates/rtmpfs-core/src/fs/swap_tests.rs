@@ -179,9 +179,8 @@ fn failed_swap_read_poisons_only_that_page() {
         assert_eq!(fs.read_vec(fh, (i * P) as u64, P).unwrap(), page_pattern(i));
     }
     assert_eq!(fs.usage().poisoned_pages, 1);
-    // A read spanning the poisoned page stops short before it.
-    let n = fs.read_vec(fh, (P - 10) as u64, 100).unwrap_err();
-    assert_eq!(n, FsError::Io);
+    // A read spanning the poisoned page fails as a whole.
+    assert_eq!(fs.read_vec(fh, (P - 10) as u64, 100), Err(FsError::Io));
     fs.check_invariants().unwrap();
     // Overwriting a poisoned page is EIO too (as tmpfs); truncating it away frees it.
     assert_eq!(fs.write(&Ctx::root(), fh, 0, b"x"), Err(FsError::Io));
@@ -550,4 +549,179 @@ fn concurrent_io_under_a_tiny_budget_finishes_and_balances() {
     }
     let u = fs.usage();
     assert_eq!((u.charged_pages, u.swap_slots_used), (0, 0), "{u:?}");
+}
+
+// ----- faults (issue 15): a failed page never shortens a read, a full swap hides nothing -----
+
+/// Usage figures that must balance after a fault: the accounting invariant, no frame beyond the
+/// budget plus the swap-in reserve, no swap slot beyond the pages that can hold one.
+fn check_balanced(fs: &Filesystem, memory_pages: u64) {
+    fs.check_invariants().unwrap();
+    let u = fs.usage();
+    assert!(u.frames_in_use <= memory_pages + 1, "{u:?}");
+    assert!(u.swap_slots_used <= u.swapped_pages + u.resident_pages, "{u:?}");
+}
+
+/// Write pages of `fh` from page `from` until the first error; returns the first page that did
+/// not land and the error.
+fn fill_until_error(fs: &Filesystem, fh: crate::Fh, from: usize, limit: usize) -> (usize, FsError) {
+    for i in from..limit {
+        if let Err(e) = fs.write(&Ctx::root(), fh, (i * P) as u64, &page_pattern(i)) {
+            return (i, e);
+        }
+    }
+    panic!("{limit} pages fit: the memory and swap limits were not reached");
+}
+
+/// Regression: a read whose range held a poisoned page after readable ones returned the
+/// readable pages as a short count, which FUSE (and any caller) takes for EOF.
+#[test]
+fn poisoned_page_in_the_middle_fails_the_whole_read() {
+    let (faulty, control) = FaultySwap::new(Box::new(MemorySwap::new(None)));
+    let fs = Filesystem::with_swap_backend(config(2, 64, true), Box::new(faulty)).unwrap();
+    let fh = new_file(&fs, "f");
+    write_pages(&fs, fh, 8);
+    fs.evict_now(16);
+    // Page 3 alone goes bad.
+    control.fail_reads.store(true, Ordering::Relaxed);
+    assert_eq!(fs.read_vec(fh, (3 * P) as u64, P), Err(FsError::Io));
+    control.fail_reads.store(false, Ordering::Relaxed);
+    assert_eq!(fs.usage().poisoned_pages, 1);
+    // Pages 0..3 are readable (and swap back in), page 3 is not: the read fails, not short.
+    let mut buf = vec![0u8; 8 * P];
+    assert_eq!(fs.read(fh, 0, &mut buf), Err(FsError::Io));
+    assert_eq!(fs.read_vec(fh, 0, 8 * P), Err(FsError::Io));
+    assert_eq!(fs.read_vec(fh, (2 * P) as u64, 2 * P), Err(FsError::Io));
+    // Also with the pages before it resident.
+    check_pages(&fs, fh, 3);
+    assert_eq!(fs.read_vec(fh, 0, 4 * P), Err(FsError::Io));
+    // copy_file_range reads through the same path.
+    let out = new_file(&fs, "out");
+    assert_eq!(
+        fs.copy_file_range(&Ctx::root(), fh, 0, out, 0, (8 * P) as u64),
+        Err(FsError::Io)
+    );
+    // Every other page reads right; the ranges on either side of page 3 read whole.
+    assert_eq!(fs.read_vec(fh, 0, 3 * P).unwrap().len(), 3 * P);
+    assert_eq!(
+        fs.read_vec(fh, (4 * P) as u64, 8 * P).unwrap().len(),
+        4 * P,
+        "short only at EOF"
+    );
+    for i in (0..8).filter(|&i| i != 3) {
+        assert_eq!(fs.read_vec(fh, (i * P) as u64, P).unwrap(), page_pattern(i), "page {i}");
+    }
+    assert_eq!(fs.getattr(fs.handle_ino(fh).unwrap()).unwrap().size, (8 * P) as u64);
+    check_balanced(&fs, 2);
+}
+
+/// Regression: with memory and swap both full of dirty pages (`memory=4 pages`, a 4-slot swap,
+/// the ninth page rightly `ENOSPC`), reading a swapped page gave `ENOSPC`: reclaim found only
+/// dirty pages it could not write out. A swap-in overdraws the budget by the reserve and the
+/// overdraft is paid back from clean frames.
+#[test]
+fn full_swap_keeps_every_stored_byte_readable() {
+    let fs = Filesystem::with_swap_backend(config(4, 1024, true), Box::new(MemorySwap::new(Some(4)))).unwrap();
+    let fh = new_file(&fs, "f");
+    let (stored, err) = fill_until_error(&fs, fh, 0, 64);
+    assert_eq!((stored, err), (8, FsError::NoSpace));
+    check_balanced(&fs, 4);
+    // Every byte, in either order, several times over (each pass swaps every page in).
+    for _ in 0..3 {
+        check_pages(&fs, fh, stored);
+        for i in 0..stored {
+            assert_eq!(fs.read_vec(fh, (i * P) as u64, P).unwrap(), page_pattern(i), "page {i}");
+        }
+        assert_eq!(fs.read_vec(fh, 0, 64 * P).unwrap().len(), stored * P);
+        check_balanced(&fs, 4);
+    }
+    // Partial writes into swapped pages need them back too.
+    for i in 0..stored {
+        assert_eq!(fs.write(&Ctx::root(), fh, (i * P + 7) as u64, b"x").unwrap(), 1);
+    }
+    for i in 0..stored {
+        let mut want = page_pattern(i);
+        want[7] = b'x';
+        assert_eq!(fs.read_vec(fh, (i * P) as u64, P).unwrap(), want, "page {i}");
+    }
+    check_balanced(&fs, 4);
+    assert_eq!(fs.usage().poisoned_pages, 0);
+    delete_and_check_empty(&fs, fh, "f");
+}
+
+/// Regression: with the swap file's filesystem full (a write that would grow the file fails with
+/// `ENOSPC`), reads of swapped pages failed. Slots the file already spans are reused, and a
+/// swap-in can always proceed.
+#[test]
+fn swap_filesystem_full_keeps_stored_data_readable() {
+    let (faulty, control) = FaultySwap::new(Box::new(MemorySwap::new(None)));
+    let fs = Filesystem::with_swap_backend(config(4, 1024, true), Box::new(faulty)).unwrap();
+    let fh = new_file(&fs, "f");
+    write_pages(&fs, fh, 8);
+    control.disk_full.store(true, Ordering::Relaxed);
+    let (stored, err) = fill_until_error(&fs, fh, 8, 64);
+    assert_eq!(err, FsError::NoSpace, "a full swap filesystem is ENOSPC for new data");
+    assert!(stored >= 8);
+    for _ in 0..3 {
+        check_pages(&fs, fh, stored);
+        check_balanced(&fs, 4);
+    }
+    assert_eq!(fs.usage().poisoned_pages, 0);
+    // Space is back: writing works again.
+    control.disk_full.store(false, Ordering::Relaxed);
+    for i in stored..stored + 8 {
+        assert_eq!(fs.write(&Ctx::root(), fh, (i * P) as u64, &page_pattern(i)).unwrap(), P);
+    }
+    check_pages(&fs, fh, stored + 8);
+    check_balanced(&fs, 4);
+    delete_and_check_empty(&fs, fh, "f");
+}
+
+/// Regression: a swap device that fails every I/O was reported as `ENOSPC` to writers. New data
+/// that cannot get a frame is `EIO`; swapped pages are `EIO` (poisoned), resident pages stay
+/// readable, the size is unchanged, and nothing leaks.
+#[test]
+fn dead_swap_device_is_eio_not_enospc() {
+    let (faulty, control) = FaultySwap::new(Box::new(MemorySwap::new(None)));
+    let fs = Filesystem::with_swap_backend(config(4, 1024, true), Box::new(faulty)).unwrap();
+    let fh = new_file(&fs, "f");
+    write_pages(&fs, fh, 8);
+    // Pages 0 and 1 back in RAM, clean (their swap copy kept).
+    check_pages(&fs, fh, 2);
+    let ino = fs.handle_ino(fh).unwrap();
+    control.fail_writes.store(true, Ordering::Relaxed);
+    control.fail_reads.store(true, Ordering::Relaxed);
+    // The engine learns that the device fails from a failed I/O (a clean page dropped before
+    // that is lost with the device; nothing can know sooner): here a read of page 2. From then
+    // on clean pages stay in RAM, since their swap copy may be unreadable.
+    assert_eq!(fs.read_vec(fh, (2 * P) as u64, P), Err(FsError::Io));
+    assert_eq!(fs.evict_now(16), 0);
+    assert_eq!(fs.evict_now(16), 0);
+    // New data fills what RAM is free, then is EIO: the device is broken, not full.
+    let (end, err) = fill_until_error(&fs, fh, 8, 64);
+    assert_eq!(err, FsError::Io, "a dead swap device is not ENOSPC");
+    assert!(end < 8 + 4, "more new pages than the budget holds: {end}");
+    check_pages(&fs, fh, 2);
+    for i in 8..end {
+        assert_eq!(fs.read_vec(fh, (i * P) as u64, P).unwrap(), page_pattern(i));
+    }
+    let mut readable = (end - 8) as u64;
+    for i in 0..8 {
+        match fs.read_vec(fh, (i * P) as u64, P) {
+            Ok(bytes) => {
+                assert_eq!(bytes, page_pattern(i), "page {i}");
+                readable += 1;
+            }
+            Err(e) => assert_eq!(e, FsError::Io, "page {i}"),
+        }
+    }
+    let u = fs.usage();
+    assert_eq!(readable, u.resident_pages, "{u:?}");
+    assert_eq!(readable + u.poisoned_pages, end as u64, "{u:?}");
+    assert_eq!(fs.read_vec(fh, 0, end * P), Err(FsError::Io), "never a short read");
+    assert_eq!(fs.getattr(ino).unwrap().size, (end * P) as u64);
+    check_balanced(&fs, 4);
+    control.fail_writes.store(false, Ordering::Relaxed);
+    control.fail_reads.store(false, Ordering::Relaxed);
+    delete_and_check_empty(&fs, fh, "f");
 }

@@ -20,22 +20,42 @@ pub(crate) struct ClockEntry {
 /// The ring. Rank `Budget`: a leaf (nothing is locked while it is held).
 pub(crate) struct Clock {
     ring: Mutex<VecDeque<ClockEntry>>,
+    /// Frames swapped in with their swap copy kept (clean when pushed; a write makes them dirty
+    /// and they are then skipped): what reclaim takes when the swap cannot take dirty pages,
+    /// without a pass over the whole ring. Also rank `Budget`, never held with `ring`.
+    clean: Mutex<VecDeque<ClockEntry>>,
 }
 
 impl Clock {
     pub(crate) fn new() -> Clock {
         Clock {
             ring: Mutex::new(LockRank::Budget, VecDeque::new()),
+            clean: Mutex::new(LockRank::Budget, VecDeque::new()),
         }
     }
 
     /// Add a newly resident frame behind the hand. `live_frames` bounds pruning.
     pub(crate) fn push(&self, entry: ClockEntry, live_frames: u64) {
-        let mut ring = self.ring.lock();
-        if ring.len() as u64 > 2 * live_frames + 1024 {
-            ring.retain(|e| e.frame.strong_count() > 0);
-        }
-        ring.push_back(entry);
+        push_pruned(&mut self.ring.lock(), entry, live_frames);
+    }
+
+    /// Also list a frame that was swapped in and kept its swap copy as a clean candidate.
+    pub(crate) fn push_clean(&self, entry: ClockEntry, live_frames: u64) {
+        push_pruned(&mut self.clean.lock(), entry, live_frames);
+    }
+
+    /// Take the oldest clean candidate.
+    pub(crate) fn pop_clean(&self) -> Option<ClockEntry> {
+        self.clean.lock().pop_front()
+    }
+
+    /// Put a clean candidate back (second chance, or busy).
+    pub(crate) fn requeue_clean(&self, entry: ClockEntry) {
+        self.clean.lock().push_back(entry);
+    }
+
+    pub(crate) fn clean_len(&self) -> usize {
+        self.clean.lock().len()
     }
 
     /// Take the entry under the hand.
@@ -51,6 +71,15 @@ impl Clock {
     pub(crate) fn len(&self) -> usize {
         self.ring.lock().len()
     }
+}
+
+/// Push `entry`, first dropping entries whose frame is gone once the queue has grown to twice
+/// the live frames (plus slack), so that it stays bounded by them.
+fn push_pruned(queue: &mut VecDeque<ClockEntry>, entry: ClockEntry, live_frames: u64) {
+    if queue.len() as u64 > 2 * live_frames + 1024 {
+        queue.retain(|e| e.frame.strong_count() > 0);
+    }
+    queue.push_back(entry);
 }
 
 /// The replacement policy on its own, over plain keys: used to measure CLOCK against exact LRU.

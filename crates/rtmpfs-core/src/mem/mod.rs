@@ -90,6 +90,31 @@ impl MemBudget {
         }
     }
 
+    /// Charge one frame beyond the budget, within the swap-in reserve: for a swap-in that found
+    /// nothing to reclaim (every resident page dirty and the swap full or failing). Without it a
+    /// full swap would make stored data unreadable. The reserve is `max / 64`, 1 to 16 frames;
+    /// the overdraft is paid back by the next sweeps (a page swapped in keeps its swap copy, so
+    /// it can always leave again without I/O).
+    pub(crate) fn try_overdraw(&self) -> bool {
+        let limit = self.max + (self.max / 64).clamp(1, 16);
+        let mut cur = self.used.load(Ordering::Relaxed);
+        loop {
+            if cur >= limit {
+                return false;
+            }
+            match self
+                .used
+                .compare_exchange_weak(cur, cur + 1, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => {
+                    self.kick();
+                    return true;
+                }
+                Err(seen) => cur = seen,
+            }
+        }
+    }
+
     /// Give back one frame (called when a `FrameCharge` is dropped).
     fn release(&self) {
         let prev = self.used.fetch_sub(1, Ordering::AcqRel);

@@ -296,7 +296,8 @@ pub struct FaultControl {
     pub fail_reads: AtomicBool,
     /// Flip a bit of every page read (authentication must catch it).
     pub corrupt_reads: AtomicBool,
-    /// Fail writes as if the disk were full (`ENOSPC`).
+    /// Fail writes as a full filesystem does (`ENOSPC`): a write that would grow the file
+    /// (past every slot written so far) fails; a slot already written can be rewritten.
     pub disk_full: AtomicBool,
     /// Writes that failed because of a switch.
     pub injected: AtomicU64,
@@ -306,6 +307,8 @@ pub struct FaultControl {
 pub struct FaultySwap {
     inner: Box<dyn SwapBackend>,
     control: Arc<FaultControl>,
+    /// One past the highest slot written: the file's size, for `disk_full`.
+    spanned: AtomicU64,
 }
 
 impl FaultySwap {
@@ -317,6 +320,7 @@ impl FaultySwap {
             FaultySwap {
                 inner,
                 control: control.clone(),
+                spanned: AtomicU64::new(0),
             },
             control,
         )
@@ -325,7 +329,7 @@ impl FaultySwap {
 
 impl SwapBackend for FaultySwap {
     fn write_page(&self, slot: u64, page: &AlignedPage) -> io::Result<()> {
-        if self.control.disk_full.load(Ordering::Relaxed) {
+        if self.control.disk_full.load(Ordering::Relaxed) && slot >= self.spanned.load(Ordering::Relaxed) {
             self.control.injected.fetch_add(1, Ordering::Relaxed);
             return Err(io::Error::from_raw_os_error(libc::ENOSPC));
         }
@@ -333,7 +337,9 @@ impl SwapBackend for FaultySwap {
             self.control.injected.fetch_add(1, Ordering::Relaxed);
             return Err(io::Error::from_raw_os_error(libc::EIO));
         }
-        self.inner.write_page(slot, page)
+        self.inner.write_page(slot, page)?;
+        self.spanned.fetch_max(slot + 1, Ordering::Relaxed);
+        Ok(())
     }
 
     fn read_page(&self, slot: u64, page: &mut AlignedPage) -> io::Result<()> {

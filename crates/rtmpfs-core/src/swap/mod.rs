@@ -18,7 +18,7 @@ mod slots;
 pub use backend::{AlignedPage, FaultySwap, FileSwap, MemorySwap, SwapBackend};
 pub(crate) use seal::Sealer;
 
-use crate::sync::{AtomicU64, LockRank, Mutex, Ordering};
+use crate::sync::{AtomicBool, AtomicU64, LockRank, Mutex, Ordering};
 use crate::types::PAGE_SIZE;
 use slots::SlotAllocator;
 
@@ -40,10 +40,16 @@ pub(crate) struct PageId {
 /// Why a page could not be stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum StoreError {
-    /// No free slot (swap_size reached).
+    /// No free slot (swap_size reached), or the swap file's filesystem is full (`ENOSPC`,
+    /// `EDQUOT`): the pages stored so far stay readable.
     Full,
-    /// The backend failed to write.
+    /// The backend failed to write for another reason: the device may be failing.
     Io,
+}
+
+/// Whether a backend write error means "no space" (the swap is full) rather than a failing device.
+fn is_no_space(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
 }
 
 /// Counters of swap activity.
@@ -61,6 +67,10 @@ pub(crate) struct Swap {
     /// Rank `Swap`: a leaf.
     slots: Mutex<SlotAllocator>,
     sealer: Sealer,
+    /// The last I/O failed (a read, or a write for another reason than "no space"): the device
+    /// may be dying, so reclaim stops dropping clean frames whose only other copy is there.
+    /// Cleared by an I/O that succeeds.
+    failing: AtomicBool,
     pub stats: SwapStats,
 }
 
@@ -74,6 +84,7 @@ impl Swap {
             backend,
             slots: Mutex::new(LockRank::Swap, SlotAllocator::new(cap)),
             sealer,
+            failing: AtomicBool::new(false),
             stats: SwapStats::default(),
         }
     }
@@ -117,14 +128,26 @@ impl Swap {
                 self.stats
                     .write_errors
                     .fetch_add((end - start) as u64, Ordering::Relaxed);
+                let why = if is_no_space(&e) {
+                    StoreError::Full
+                } else {
+                    self.failing.store(true, Ordering::Relaxed);
+                    StoreError::Io
+                };
                 let mut alloc = self.slots.lock();
                 for r in &mut out[start..end] {
                     if let Ok(e) = r {
                         alloc.free(e.slot);
                     }
-                    *r = Err(StoreError::Io);
+                    *r = Err(why);
+                }
+                if why == StoreError::Full {
+                    // Slots the file already spans can still be rewritten: prefer those while any
+                    // is free.
+                    alloc.block_growth();
                 }
             } else {
+                self.failing.store(false, Ordering::Relaxed);
                 self.stats.writes.fetch_add((end - start) as u64, Ordering::Relaxed);
             }
             start = end;
@@ -156,6 +179,7 @@ impl Swap {
         if let Err(e) = self.backend.read_pages(first, outs) {
             if entries.iter().all(Option::is_some) {
                 tracing::warn!(first, pages = entries.len(), error = %e, "swap read failed");
+                self.failing.store(true, Ordering::Relaxed);
                 return vec![Err(()); entries.len()];
             }
             let mut start = 0;
@@ -174,6 +198,9 @@ impl Swap {
                 start = end;
             }
         }
+        // (A gap slot that cannot be read is no news of the device: only the stored pages count.)
+        let read_failed = entries.iter().zip(&results).any(|(e, r)| e.is_some() && r.is_err());
+        self.failing.store(read_failed, Ordering::Relaxed);
         for ((page, entry), result) in outs.iter_mut().zip(entries).zip(&mut results) {
             let (Some((entry, id)), Ok(())) = (entry, &result) else {
                 continue;
@@ -190,9 +217,19 @@ impl Swap {
         results
     }
 
+    /// Whether the last swap I/O failed (other than a write refused for lack of space).
+    pub(crate) fn failing(&self) -> bool {
+        self.failing.load(Ordering::Relaxed)
+    }
+
     /// Give a slot back for reuse.
     pub(crate) fn free(&self, slot: u64) {
         self.slots.lock().free(slot);
+    }
+
+    /// Whether no slot is free at all (capacity reached): a store would fail at once.
+    pub(crate) fn is_full(&self) -> bool {
+        self.slots.lock().is_full()
     }
 
     /// Slots in use.

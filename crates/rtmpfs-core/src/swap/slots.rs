@@ -11,6 +11,10 @@ pub(crate) struct SlotAllocator {
     free: BTreeSet<u64>,
     /// Every slot `>= next` is free.
     next: u64,
+    /// The filesystem refused to grow the file (`ENOSPC`): while slots below the high-water
+    /// mark (space the file already holds) are free, they are used even against a hint to grow.
+    /// Cleared when no such slot is left and growing is tried again.
+    growth_blocked: bool,
 }
 
 impl SlotAllocator {
@@ -19,6 +23,7 @@ impl SlotAllocator {
             capacity,
             free: BTreeSet::new(),
             next: 0,
+            growth_blocked: false,
         }
     }
 
@@ -29,8 +34,16 @@ impl SlotAllocator {
         if self.capacity.is_some_and(|c| self.next >= c) {
             return None;
         }
+        // Nothing free below the high-water mark: try growing the file again.
+        self.growth_blocked = false;
         self.next += 1;
         Some(self.next - 1)
+    }
+
+    /// The filesystem refused to grow the swap file (`ENOSPC`): prefer the slots below the
+    /// high-water mark, whose space the file already holds, until none is free.
+    pub(crate) fn block_growth(&mut self) {
+        self.growth_blocked = true;
     }
 
     /// A slot, `hint` if it is free (to keep a file's pages consecutive in the swap file, so that
@@ -40,7 +53,9 @@ impl SlotAllocator {
             if self.free.remove(&h) {
                 return Some(h);
             }
-            if h == self.next && self.capacity.is_none_or(|c| h < c) {
+            let prefer_free = self.growth_blocked && !self.free.is_empty();
+            if h == self.next && !prefer_free && self.capacity.is_none_or(|c| h < c) {
+                self.growth_blocked = false;
                 self.next += 1;
                 return Some(h);
             }
@@ -58,6 +73,11 @@ impl SlotAllocator {
             self.free.pop_last();
             self.next -= 1;
         }
+    }
+
+    /// No slot free and none can be added (capacity reached).
+    pub(crate) fn is_full(&self) -> bool {
+        self.free.is_empty() && self.capacity.is_some_and(|c| self.next >= c)
     }
 
     pub(crate) fn used(&self) -> u64 {
@@ -92,5 +112,31 @@ mod tests {
         assert_eq!(a.high_water(), 1);
         a.free(0);
         assert_eq!((a.used(), a.high_water()), (0, 0));
+    }
+
+    #[test]
+    fn blocked_growth_prefers_freed_slots() {
+        let mut a = SlotAllocator::new(None);
+        for _ in 0..3 {
+            a.alloc();
+        }
+        a.free(1);
+        a.block_growth();
+        assert_eq!(
+            a.alloc_near(Some(3)),
+            Some(1),
+            "a slot the file already spans, not the hint"
+        );
+        assert_eq!(
+            a.alloc_near(Some(3)),
+            Some(3),
+            "none left below: growing is tried again"
+        );
+        a.free(0);
+        assert_eq!(
+            a.alloc_near(Some(4)),
+            Some(4),
+            "growth worked last time: hints are followed"
+        );
     }
 }

@@ -4,7 +4,6 @@ use std::io::IoSlice;
 use std::os::unix::prelude::OsStrExt;
 use std::path::Path;
 use std::time::Duration;
-#[cfg(target_os = "macos")]
 use std::time::SystemTime;
 
 use smallvec::SmallVec;
@@ -118,6 +117,69 @@ impl ResponseStruct<abi::fuse_attr_out> {
             attr: attr.attr,
         })
     }
+}
+
+impl ResponseStruct<abi::fuse_statx_out> {
+    /// rtmpfs fork: a STATX reply with the basic fields and the birth time, which is
+    /// `FileAttr::crtime` (on Linux that field is otherwise unused).
+    pub(crate) fn new_statx(ttl: &Duration, attr: &crate::FileAttr) -> Self {
+        ResponseStruct(abi::fuse_statx_out {
+            attr_valid: ttl.as_secs(),
+            attr_valid_nsec: ttl.subsec_nanos(),
+            flags: 0,
+            spare: [0; 2],
+            stat: statx_from_attr(attr),
+        })
+    }
+}
+
+/// `STATX_BASIC_STATS | STATX_BTIME`: every field a STATX reply fills.
+const STATX_REPLY_MASK: u32 = 0x7ff | 0x800;
+
+fn sx_time(t: &SystemTime) -> abi::fuse_sx_time {
+    let (tv_sec, tv_nsec) = time_from_system_time(t);
+    abi::fuse_sx_time {
+        tv_sec,
+        tv_nsec,
+        reserved: 0,
+    }
+}
+
+/// The `struct fuse_statx` of `attr`. `FileAttr::rdev` is the kernel's 32-bit
+/// `new_encode_dev` form (as in `fuse_attr`); statx carries major and minor apart.
+fn statx_from_attr(attr: &crate::FileAttr) -> abi::fuse_statx {
+    let (rdev_major, rdev_minor) = split_new_encoded_dev(attr.rdev);
+    abi::fuse_statx {
+        mask: STATX_REPLY_MASK,
+        blksize: attr.blksize,
+        attributes: 0,
+        nlink: attr.nlink,
+        uid: attr.uid,
+        gid: attr.gid,
+        // The S_IFMT and permission bits fit in 16 bits.
+        mode: mode_from_kind_and_perm(attr.kind, attr.perm) as u16,
+        spare0: 0,
+        ino: attr.ino.0,
+        size: attr.size,
+        blocks: attr.blocks,
+        attributes_mask: 0,
+        atime: sx_time(&attr.atime),
+        btime: sx_time(&attr.crtime),
+        ctime: sx_time(&attr.ctime),
+        mtime: sx_time(&attr.mtime),
+        rdev_major,
+        rdev_minor,
+        // The kernel reports its own device number for the mount.
+        dev_major: 0,
+        dev_minor: 0,
+        spare2: [0; 14],
+    }
+}
+
+/// Major and minor of a device number in the kernel's `new_encode_dev` form:
+/// `minor & 0xff | major << 8 | (minor & !0xff) << 12`.
+pub(crate) fn split_new_encoded_dev(dev: u32) -> (u32, u32) {
+    ((dev & 0xfff00) >> 8, (dev & 0xff) | ((dev >> 12) & 0xfff00))
 }
 
 #[cfg(target_os = "macos")]
@@ -696,6 +758,58 @@ mod test {
             r.with_iovec(RequestId(0xdeadbeef), ioslice_to_vec),
             expected
         );
+    }
+
+    /// rtmpfs fork: a STATX reply is the 16-byte header, then `fuse_statx_out` (288 bytes)
+    /// with each field where `include/uapi/linux/fuse.h` puts it; the birth time is `crtime`.
+    #[test]
+    fn reply_statx() {
+        let time = |s| UNIX_EPOCH + Duration::new(s, 0x5678);
+        let ttl = Duration::new(0x8765, 0x4321);
+        let attr = crate::FileAttr {
+            ino: INodeNo(0x11),
+            size: 0x22,
+            blocks: 0x33,
+            atime: time(0x1001),
+            mtime: time(0x1002),
+            ctime: time(0x1003),
+            crtime: time(0x1004),
+            kind: FileType::CharDevice,
+            perm: 0o4640,
+            nlink: 0x55,
+            uid: 0x66,
+            gid: 0x77,
+            // new_encode_dev(MKDEV(0x123, 0x45678)): minor 0x78 | major << 8 | minor 0x45600 << 12
+            rdev: 0x78 | (0x123 << 8) | (0x45600 << 12),
+            flags: 0,
+            blksize: 0xbb,
+        };
+        let r = ResponseStruct::new_statx(&ttl, &attr);
+        let bytes = r.with_iovec(RequestId(0xdeadbeef), ioslice_to_vec);
+        assert_eq!(bytes.len(), 16 + 288);
+        let out = &bytes[16..];
+        let u16_at = |o: usize| u16::from_ne_bytes(out[o..o + 2].try_into().unwrap());
+        let u32_at = |o: usize| u32::from_ne_bytes(out[o..o + 4].try_into().unwrap());
+        let u64_at = |o: usize| u64::from_ne_bytes(out[o..o + 8].try_into().unwrap());
+        assert_eq!((u64_at(0), u32_at(8)), (0x8765, 0x4321)); // attr_valid, _nsec
+        let sx = 32; // after attr_valid, attr_valid_nsec, flags, spare[2]
+        assert_eq!(u32_at(sx), 0xfff); // mask: STATX_BASIC_STATS | STATX_BTIME
+        assert_eq!(u32_at(sx + 4), 0xbb); // blksize
+        assert_eq!(
+            (u32_at(sx + 16), u32_at(sx + 20), u32_at(sx + 24)),
+            (0x55, 0x66, 0x77)
+        );
+        assert_eq!(u32::from(u16_at(sx + 28)), libc::S_IFCHR | 0o4640); // mode
+        assert_eq!(
+            (u64_at(sx + 32), u64_at(sx + 40), u64_at(sx + 48)),
+            (0x11, 0x22, 0x33)
+        );
+        // atime, btime, ctime, mtime: { i64 sec, u32 nsec, i32 reserved } from offset 64.
+        for (i, secs) in [0x1001u64, 0x1004, 0x1003, 0x1002].into_iter().enumerate() {
+            let t = sx + 64 + 16 * i;
+            assert_eq!((u64_at(t), u32_at(t + 8)), (secs, 0x5678), "time {i}");
+        }
+        assert_eq!((u32_at(sx + 128), u32_at(sx + 132)), (0x123, 0x45678)); // rdev
     }
 
     #[test]

@@ -417,6 +417,11 @@ mod op {
                 None
             }
         }
+        /// rtmpfs fork: the kernel's `FATTR_KILL_SUIDGID` (under `FUSE_HANDLE_KILLPRIV_V2`: a
+        /// chown of a non-directory, always; a truncate, when the caller lacks `CAP_FSETID`).
+        pub(crate) fn kill_suidgid(&self) -> bool {
+            self.valid().contains(FattrFlags::FATTR_KILL_SUIDGID)
+        }
         pub(crate) fn crtime(&self) -> Option<SystemTime> {
             #[cfg(target_os = "macos")]
             if self.valid().contains(FattrFlags::FATTR_CRTIME) {
@@ -655,6 +660,11 @@ mod op {
     impl Open<'_> {
         pub(crate) fn flags(&self) -> OpenFlags {
             OpenFlags(self.arg.flags)
+        }
+        /// rtmpfs fork: the kernel's `FUSE_OPEN_KILL_SUIDGID` (an `O_TRUNC` by a caller
+        /// without `CAP_FSETID`, under `FUSE_HANDLE_KILLPRIV_V2`).
+        pub(crate) fn kill_suidgid(&self) -> bool {
+            self.arg.open_flags & consts::FUSE_OPEN_KILL_SUIDGID != 0
         }
     }
 
@@ -1245,6 +1255,62 @@ mod op {
         }
         pub(crate) fn umask(&self) -> u32 {
             self.arg.umask
+        }
+        /// rtmpfs fork: the kernel's `FUSE_OPEN_KILL_SUIDGID`, as for [`Open`].
+        pub(crate) fn kill_suidgid(&self) -> bool {
+            self.arg.open_flags & consts::FUSE_OPEN_KILL_SUIDGID != 0
+        }
+    }
+
+    /// rtmpfs fork: create an anonymous regular file in the directory `header.nodeid`
+    /// (`open(O_TMPFILE)`, ABI 7.37). The argument is a [`Create`]'s; the kernel's name for
+    /// the file (`"/"`) means nothing and is not decoded. Answered like CREATE: an entry (one
+    /// lookup reference) and an open handle.
+    #[derive(Debug)]
+    pub(crate) struct TmpFile<'a> {
+        #[expect(dead_code)]
+        header: &'a fuse_in_header,
+        arg: &'a fuse_create_in,
+    }
+    impl TmpFile<'_> {
+        pub(crate) fn mode(&self) -> u32 {
+            self.arg.mode
+        }
+        /// Flags as passed to `open()`, `O_TMPFILE` included.
+        pub(crate) fn flags(&self) -> i32 {
+            self.arg.flags
+        }
+        pub(crate) fn umask(&self) -> u32 {
+            self.arg.umask
+        }
+    }
+
+    /// rtmpfs fork: get attributes with `statx(2)` fields beyond `stat`'s (ABI 7.39); the kernel
+    /// sends it when a caller asks for the birth time (`STATX_BTIME`) that it has not cached.
+    #[derive(Debug)]
+    pub(crate) struct Statx<'a> {
+        #[expect(dead_code)]
+        header: &'a fuse_in_header,
+        arg: &'a fuse_statx_in,
+    }
+    impl Statx<'_> {
+        /// The handle when the kernel asks through an open file (`FUSE_GETATTR_FH`).
+        pub(crate) fn file_handle(&self) -> Option<FileHandle> {
+            if GetattrFlags::from_bits_retain(self.arg.getattr_flags)
+                .contains(GetattrFlags::FUSE_GETATTR_FH)
+            {
+                Some(FileHandle(self.arg.fh))
+            } else {
+                None
+            }
+        }
+        /// The caller's `AT_STATX_*` sync flags.
+        pub(crate) fn flags(&self) -> u32 {
+            self.arg.sx_flags
+        }
+        /// The `STATX_*` fields asked for.
+        pub(crate) fn mask(&self) -> u32 {
+            self.arg.sx_mask
         }
     }
 
@@ -1843,6 +1909,14 @@ mod op {
                 header,
                 arg: data.fetch()?,
             }),
+            fuse_opcode::FUSE_TMPFILE => Operation::TmpFile(TmpFile {
+                header,
+                arg: data.fetch()?,
+            }),
+            fuse_opcode::FUSE_STATX => Operation::Statx(Statx {
+                header,
+                arg: data.fetch()?,
+            }),
 
             #[cfg(target_os = "macos")]
             fuse_opcode::FUSE_SETVOLNAME => Operation::SetVolName(SetVolName {
@@ -1917,6 +1991,8 @@ pub(crate) enum Operation<'a> {
     Rename2(Rename2<'a>),
     Lseek(Lseek<'a>),
     CopyFileRange(CopyFileRange<'a>),
+    TmpFile(TmpFile<'a>),
+    Statx(Statx<'a>),
 
     #[cfg(target_os = "macos")]
     SetVolName(SetVolName<'a>),
@@ -2055,6 +2131,16 @@ impl fmt::Display for Operation<'_> {
                 x.name(),
                 x.mode(),
                 x.flags()
+            ),
+            Operation::TmpFile(x) => {
+                write!(f, "TMPFILE mode {:#05o}, flags {:#x}", x.mode(), x.flags())
+            }
+            Operation::Statx(x) => write!(
+                f,
+                "STATX fh {:?}, flags {:#x}, mask {:#x}",
+                x.file_handle(),
+                x.flags(),
+                x.mask()
             ),
             Operation::Interrupt(x) => write!(f, "INTERRUPT unique {:?}", x.unique()),
             Operation::BMap(x) => write!(f, "BMAP blocksize {}, ids {}", x.block_size(), x.block()),
@@ -2322,6 +2408,112 @@ mod tests {
                 assert_eq!(x.name(), OsStr::new("foo.txt"));
             }
             _ => panic!("Unexpected request operation"),
+        }
+    }
+
+    /// rtmpfs fork: a request of `opcode` for node 0x11 by uid 1000, with `body` after the
+    /// header, in an aligned buffer.
+    fn fork_request(opcode: u32, body: &[u8]) -> AlignedData<[u8; 256]> {
+        let mut buf = AlignedData([0u8; 256]);
+        let len = 40 + body.len();
+        buf.0[0..4].copy_from_slice(&(len as u32).to_ne_bytes());
+        buf.0[4..8].copy_from_slice(&opcode.to_ne_bytes());
+        buf.0[8..16].copy_from_slice(&7u64.to_ne_bytes());
+        buf.0[16..24].copy_from_slice(&0x11u64.to_ne_bytes());
+        buf.0[24..28].copy_from_slice(&1000u32.to_ne_bytes());
+        buf.0[28..32].copy_from_slice(&1000u32.to_ne_bytes());
+        buf.0[40..len].copy_from_slice(body);
+        buf
+    }
+
+    fn words(w: &[u32]) -> Vec<u8> {
+        w.iter().flat_map(|x| x.to_ne_bytes()).collect()
+    }
+
+    #[test]
+    fn tmpfile_decodes_like_create() {
+        // fuse_create_in { flags, mode, umask, open_flags } then the kernel's name "/".
+        let o_tmpfile_rdwr = (libc::O_TMPFILE | libc::O_RDWR) as u32;
+        let mut body = words(&[o_tmpfile_rdwr, 0o100_640, 0o022, 0]);
+        body.extend_from_slice(b"/\0");
+        let buf = fork_request(51, &body);
+        let req = AnyRequest::try_from(&buf.0[..40 + body.len()]).unwrap();
+        assert_eq!(req.nodeid(), INodeNo(0x11));
+        match req.operation().unwrap() {
+            Operation::TmpFile(x) => {
+                assert_eq!(x.flags(), libc::O_TMPFILE | libc::O_RDWR);
+                assert_eq!(x.mode(), 0o100_640);
+                assert_eq!(x.umask(), 0o022);
+            }
+            op => panic!("TMPFILE decoded as {op}"),
+        }
+    }
+
+    #[test]
+    fn statx_decodes_handle_flags_and_mask() {
+        // fuse_statx_in { getattr_flags, reserved, fh: u64, sx_flags, sx_mask }
+        let mut body = words(&[1, 0]); // FUSE_GETATTR_FH
+        body.extend_from_slice(&0xabcdu64.to_ne_bytes());
+        body.extend_from_slice(&words(&[0x2000, 0xfff]));
+        let buf = fork_request(52, &body);
+        let req = AnyRequest::try_from(&buf.0[..40 + body.len()]).unwrap();
+        match req.operation().unwrap() {
+            Operation::Statx(x) => {
+                assert_eq!(x.file_handle(), Some(FileHandle(0xabcd)));
+                assert_eq!(x.flags(), 0x2000); // AT_STATX_FORCE_SYNC
+                assert_eq!(x.mask(), 0xfff); // STATX_BASIC_STATS | STATX_BTIME
+            }
+            op => panic!("STATX decoded as {op}"),
+        }
+        let body = words(&[0, 0, 0, 0, 0, 0x800]);
+        let buf = fork_request(52, &body);
+        let req = AnyRequest::try_from(&buf.0[..40 + body.len()]).unwrap();
+        match req.operation().unwrap() {
+            Operation::Statx(x) => assert_eq!(x.file_handle(), None),
+            op => panic!("STATX decoded as {op}"),
+        }
+    }
+
+    #[test]
+    fn kill_suidgid_flags_are_decoded() {
+        // OPEN: fuse_open_in { flags, open_flags }; FUSE_OPEN_KILL_SUIDGID is bit 0.
+        for (open_flags, kill) in [(1u32, true), (0, false)] {
+            let body = words(&[(libc::O_WRONLY | libc::O_TRUNC) as u32, open_flags]);
+            let buf = fork_request(14, &body);
+            let req = AnyRequest::try_from(&buf.0[..40 + body.len()]).unwrap();
+            match req.operation().unwrap() {
+                Operation::Open(x) => assert_eq!(x.kill_suidgid(), kill),
+                op => panic!("OPEN decoded as {op}"),
+            }
+            // CREATE: fuse_create_in { flags, mode, umask, open_flags } + name.
+            let mut body = words(&[libc::O_CREAT as u32, 0o100_644, 0, open_flags]);
+            body.extend_from_slice(b"f\0");
+            let buf = fork_request(35, &body);
+            let req = AnyRequest::try_from(&buf.0[..40 + body.len()]).unwrap();
+            match req.operation().unwrap() {
+                Operation::Create(x) => assert_eq!(x.kill_suidgid(), kill),
+                op => panic!("CREATE decoded as {op}"),
+            }
+        }
+        // SETATTR: FATTR_SIZE | FATTR_KILL_SUIDGID (bit 11), size 100.
+        let mut body = vec![0u8; size_of::<abi::fuse_setattr_in>()];
+        body[0..4].copy_from_slice(&((1u32 << 3) | (1 << 11)).to_ne_bytes());
+        body[16..24].copy_from_slice(&100u64.to_ne_bytes());
+        let buf = fork_request(4, &body);
+        let req = AnyRequest::try_from(&buf.0[..40 + body.len()]).unwrap();
+        match req.operation().unwrap() {
+            Operation::SetAttr(x) => {
+                assert!(x.kill_suidgid());
+                assert_eq!(x.size(), Some(100));
+            }
+            op => panic!("SETATTR decoded as {op}"),
+        }
+        body[0..4].copy_from_slice(&(1u32 << 3).to_ne_bytes());
+        let buf = fork_request(4, &body);
+        let req = AnyRequest::try_from(&buf.0[..40 + body.len()]).unwrap();
+        match req.operation().unwrap() {
+            Operation::SetAttr(x) => assert!(!x.kill_suidgid()),
+            op => panic!("SETATTR decoded as {op}"),
         }
     }
 }

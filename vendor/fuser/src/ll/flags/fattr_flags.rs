@@ -17,6 +17,10 @@ bitflags! {
         const FATTR_MTIME_NOW = 1 << 8;
         const FATTR_LOCKOWNER = 1 << 9;
         const FATTR_CTIME = 1 << 10;
+        /// rtmpfs fork (ABI 7.33): clear set-user-ID/set-group-ID. Sent under
+        /// FUSE_HANDLE_KILLPRIV_V2 on a chown of a non-directory, and on a truncate by a caller
+        /// that lacks CAP_FSETID.
+        const FATTR_KILL_SUIDGID = 1 << 11;
         #[cfg(target_os = "macos")]
         const FATTR_CRTIME = 1 << 28;
         #[cfg(target_os = "macos")]

@@ -1,0 +1,259 @@
+//! Requests per operation, counted with `rtmpfs --stats` around each step: deterministic
+//! counts, not timings. Each test also checks that what a removed round trip used to do is
+//! still done right (the data, the size, the listing), since a cache or a skipped request that
+//! loses coherence would pass a count alone. docs/fuse.md has the table of what is left.
+
+mod common;
+
+use common::{c_path, can_mount, stats, Daemon};
+use std::collections::HashMap;
+use std::io::{Seek, SeekFrom, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+/// All counters of a mount.
+fn counts(mnt: &Path) -> HashMap<String, u64> {
+    stats(mnt).into_iter().collect()
+}
+
+/// The request counters of `rtmpfs --stats` (the other lines are usage figures).
+const REQUEST_KINDS: [&str; 17] = [
+    "lookup",
+    "forget",
+    "getattr",
+    "setattr",
+    "create",
+    "remove",
+    "rename",
+    "open",
+    "release",
+    "read",
+    "write",
+    "flush",
+    "readdir",
+    "readdirplus",
+    "getxattr",
+    "xattr",
+    "other",
+];
+
+/// How many requests of each kind `f` cost (only kinds that changed).
+fn requests_of(mnt: &Path, f: impl FnOnce()) -> HashMap<String, u64> {
+    let before = counts(mnt);
+    f();
+    let after = counts(mnt);
+    REQUEST_KINDS
+        .iter()
+        .filter_map(|k| {
+            let d = after[*k] - before[*k];
+            (d > 0).then(|| (k.to_string(), d))
+        })
+        .collect()
+}
+
+fn get(m: &HashMap<String, u64>, k: &str) -> u64 {
+    m.get(k).copied().unwrap_or(0)
+}
+
+/// Files keep OPEN and RELEASE (the engine frees an unlinked file's data at the last RELEASE,
+/// docs/fuse.md says why `FUSE_NO_OPEN_SUPPORT` is not used), but no FLUSH (FOPEN_NOFLUSH),
+/// and reads of a cached file reach the daemon not at all (FOPEN_KEEP_CACHE).
+#[test]
+fn open_and_close_cost_open_and_release_only() {
+    if !can_mount("open_and_close_cost_open_and_release_only") {
+        return;
+    }
+    let d = Daemon::start("size=16m");
+    let f = d.path().join("f");
+    std::fs::write(&f, b"hello").unwrap();
+    let _ = std::fs::read(&f).unwrap();
+    let n = 50;
+    let r = requests_of(d.path(), || {
+        for _ in 0..n {
+            assert_eq!(std::fs::read(&f).unwrap(), b"hello");
+        }
+    });
+    // One GETATTR: the READ before the loop reached the daemon, after which the kernel holds
+    // the atime stale, and the first `fstat` of `fs::read` refreshes it.
+    let expected: HashMap<String, u64> = [
+        ("open".to_string(), n),
+        ("release".to_string(), n),
+        ("getattr".to_string(), 1),
+    ]
+    .into();
+    assert_eq!(r, expected);
+}
+
+/// Listing a cached directory costs its OPENDIR and RELEASEDIR only (not
+/// `FUSE_NO_OPENDIR_SUPPORT`: the engine's directory handle holds where a listing ends), the
+/// kernel keeps the listing (CACHE_DIR) and drops it when the directory changes.
+#[test]
+fn directory_listings_cost_open_and_release_only_and_stay_coherent() {
+    if !can_mount("directory_listings_cost_open_and_release_only_and_stay_coherent") {
+        return;
+    }
+    let d = Daemon::start("size=16m");
+    let dir = d.path().join("dir");
+    std::fs::create_dir(&dir).unwrap();
+    for i in 0..100 {
+        std::fs::write(dir.join(format!("f{i}")), b"").unwrap();
+    }
+    let list = |dir: &Path| {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let _ = list(&dir);
+    let r = requests_of(d.path(), || {
+        for _ in 0..10 {
+            assert_eq!(list(&dir).len(), 100);
+        }
+    });
+    assert_eq!(
+        (get(&r, "open"), get(&r, "release")),
+        (10, 10),
+        "one OPENDIR and RELEASEDIR per listing: {r:?}"
+    );
+    for kind in ["readdir", "readdirplus", "lookup"] {
+        assert_eq!(get(&r, kind), 0, "cached listings: {r:?}");
+    }
+    // At most one GETATTR: the kernel refreshes the directory's atime, which it marked stale
+    // after the last READDIRPLUS reached us.
+    assert!(get(&r, "getattr") <= 1, "{r:?}");
+    std::fs::write(dir.join("new"), b"").unwrap();
+    std::fs::remove_file(dir.join("f0")).unwrap();
+    std::fs::rename(dir.join("f1"), dir.join("g1")).unwrap();
+    let after = list(&dir);
+    assert_eq!(after.len(), 100);
+    assert!(after.contains(&"new".into()) && after.contains(&"g1".into()));
+    assert!(!after.contains(&"f0".into()) && !after.contains(&"f1".into()));
+    // Requests on a directory descriptor.
+    let h = std::fs::File::open(&dir).unwrap();
+    h.sync_all().expect("fsync of a directory descriptor");
+    h.set_permissions(std::fs::Permissions::from_mode(0o700))
+        .expect("fchmod of a directory descriptor");
+    assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o7777, 0o700);
+}
+
+/// A missing name is asked once (a negative entry, node 0, cached for the entry timeout), and
+/// creating it through the mount replaces the negative entry.
+#[test]
+fn missing_names_are_asked_once() {
+    if !can_mount("missing_names_are_asked_once") {
+        return;
+    }
+    let d = Daemon::start("size=16m");
+    let missing = d.path().join("missing");
+    let _ = std::fs::metadata(&missing);
+    let r = requests_of(d.path(), || {
+        for _ in 0..20 {
+            assert!(std::fs::metadata(&missing).is_err());
+        }
+    });
+    assert_eq!(get(&r, "lookup"), 0, "{r:?}");
+    std::fs::write(&missing, b"now here").unwrap();
+    assert_eq!(std::fs::read(&missing).unwrap(), b"now here");
+}
+
+/// Writeback cache (`-o writeback`): a write beyond `size=` succeeds into the kernel's cache and
+/// the ENOSPC surfaces at fsync, or at close when nothing called fsync; data written before,
+/// within the limit, is all there.
+#[test]
+fn writeback_reports_a_full_mount_at_fsync_and_close() {
+    if !can_mount("writeback_reports_a_full_mount_at_fsync_and_close") {
+        return;
+    }
+    let d = Daemon::start("size=1m,writeback");
+    let kept = d.path().join("kept");
+    let data: Vec<u8> = (0..512 * 1024).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&kept, &data).unwrap();
+    let big = vec![1u8; 2 << 20];
+    // fsync reports it.
+    let mut f = std::fs::File::create(d.path().join("big")).unwrap();
+    f.write_all(&big).expect("writes land in the kernel's cache");
+    let err = f.sync_all().expect_err("fsync must report the full mount");
+    assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
+    drop(f);
+    std::fs::remove_file(d.path().join("big")).unwrap();
+    // close reports it when nothing called fsync.
+    let p = c_path(&d.path().join("big2"));
+    // SAFETY: plain syscalls on a valid path and buffer; the fd is closed once.
+    let close_errno = unsafe {
+        let fd = libc::open(p.as_ptr(), libc::O_CREAT | libc::O_WRONLY, 0o644);
+        assert!(fd >= 0);
+        assert_eq!(libc::write(fd, big.as_ptr().cast(), big.len()), big.len() as isize);
+        if libc::close(fd) == 0 {
+            0
+        } else {
+            common::errno()
+        }
+    };
+    assert_eq!(close_errno, libc::ENOSPC);
+    std::fs::remove_file(d.path().join("big2")).unwrap();
+    // Nothing else lost: the first file, read back from the engine.
+    std::fs::write("/proc/sys/vm/drop_caches", "3").unwrap();
+    assert_eq!(std::fs::read(&kept).unwrap(), data);
+    // And the mount takes data again once there is room.
+    std::fs::write(d.path().join("again"), vec![3u8; 256 * 1024]).unwrap();
+    std::fs::write("/proc/sys/vm/drop_caches", "3").unwrap();
+    assert_eq!(std::fs::read(d.path().join("again")).unwrap(), vec![3u8; 256 * 1024]);
+}
+
+/// Without `writeback` the same full mount fails the write itself (the default's promise).
+#[test]
+fn without_writeback_the_write_itself_fails() {
+    if !can_mount("without_writeback_the_write_itself_fails") {
+        return;
+    }
+    let d = Daemon::start("size=1m");
+    let mut f = std::fs::File::create(d.path().join("big")).unwrap();
+    let err = f.write_all(&vec![1u8; 2 << 20]).expect_err("write must fail");
+    assert_eq!(err.raw_os_error(), Some(libc::ENOSPC));
+}
+
+/// `O_WRONLY|O_APPEND` files under the writeback cache: the kernel places appends and reads
+/// pages before partial writes through the same handle; contents must match a plain model.
+#[test]
+fn writeback_append_and_partial_pages_stay_right() {
+    if !can_mount("writeback_append_and_partial_pages_stay_right") {
+        return;
+    }
+    let d = Daemon::start("size=16m,writeback");
+    let f = d.path().join("f");
+    std::fs::write(&f, vec![b'a'; 5000]).unwrap();
+    std::fs::write("/proc/sys/vm/drop_caches", "3").unwrap();
+    let mut model = vec![b'a'; 5000];
+    {
+        let mut h = std::fs::OpenOptions::new()
+            .append(true)
+            .custom_flags(0)
+            .open(&f)
+            .unwrap();
+        h.write_all(b"tail").unwrap();
+        model.extend_from_slice(b"tail");
+        let mut w = std::fs::OpenOptions::new().write(true).open(&f).unwrap();
+        w.seek(SeekFrom::Start(4094)).unwrap();
+        w.write_all(b"XYZ").unwrap();
+        model[4094..4097].copy_from_slice(b"XYZ");
+        w.sync_all().unwrap();
+        h.write_all(b"more").unwrap();
+        model.extend_from_slice(b"more");
+    }
+    let created = d.path().join("created");
+    {
+        let mut c = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&created)
+            .unwrap();
+        c.write_all(b"one").unwrap();
+        c.write_all(b"two").unwrap();
+        c.sync_all().unwrap();
+    }
+    std::fs::write("/proc/sys/vm/drop_caches", "3").unwrap();
+    assert_eq!(std::fs::read(&f).unwrap(), model);
+    assert_eq!(std::fs::read(&created).unwrap(), b"onetwo");
+}
