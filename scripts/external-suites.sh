@@ -7,7 +7,10 @@
 #   4. fsx again on a mount whose RAM budget is a tenth of the files' size (memory=), so that
 #      eviction and swap-in never stop;
 #   5. the swap tier on the mount: a file 4x the budget read back intact after drop_caches, the
-#      swap file anonymous and out of the host page cache (O_DIRECT), and gone after kill -9.
+#      swap file anonymous and out of the host page cache (O_DIRECT), and gone after kill -9;
+#   6. 1-3 again over FUSE-over-io_uring (io_uring=on), with fuse.enable_uring set to Y for the
+#      pass and the value found restored on exit, failure or not (SKIP_URING=1 leaves it out).
+# Passes 1-5 use io_uring=off, so they test /dev/fuse whatever the switch says.
 # Needs root, /dev/fuse and a release build (scripts/test-all.sh builds it). Every mount made
 # here is unmounted on exit, failure or not.
 set -euo pipefail
@@ -36,7 +39,10 @@ if [ ! -e "$helper" ]; then
     ln -s "$RTMPFS_BIN" "$helper"
     installed_helper=1
 fi
+enable_uring=/sys/module/fuse/parameters/enable_uring
+uring_found=
 cleanup() {
+    [ -n "$uring_found" ] && echo "$uring_found" >"$enable_uring"
     [ "$installed_helper" = 1 ] && rm -f "$helper"
     mountpoint -q "$ref" && umount "$ref"
     mountpoint -q "$rt" && scripts/mount-rtmpfs.sh --umount "$rt"
@@ -59,52 +65,59 @@ umount "$ref"
 [ "$rc" -le 1 ] || fail "pjdfstest harness error on kernel tmpfs (rc $rc)"
 echo "kernel tmpfs fails $(wc -l <"$work/tmpfs.fails") tests"
 
-echo "--- pjdfstest on rtmpfs"
-scripts/mount-rtmpfs.sh "$rt" size=2G >/dev/null
-rc=0
-scripts/pjdfstest.sh "$rt" rtmpfs >"$work/rtmpfs.fails" || rc=$?
-if [ "$rc" -gt 1 ]; then
-    fail "pjdfstest harness error on rtmpfs (rc $rc)"
-elif ! scripts/compare-pjdfstest.sh "$work/tmpfs.fails" "$work/rtmpfs.fails" | tee "$work/compare.out"; then
-    # A few pjdfstest cases race with themselves (open::etxtbsy opens the binary for writing
-    # right after spawn() returns, before the child has exec'd it; exec over FUSE takes longer,
-    # so the race is lost more often). Each new failure gets three more single runs: a real
-    # regression fails all of them.
-    still=0
-    for t in $(sed -n 's/^ *NEW: //p' "$work/compare.out"); do
-        passed_retry=0
-        for _ in 1 2 3; do
-            if PJDFSTEST_PATTERNS="$t" scripts/pjdfstest.sh "$rt" "retry" >"$work/retry.fails" 2>/dev/null &&
-                ! grep -qxF "$t" "$work/retry.fails"; then
-                passed_retry=1
-                break
+# pjdfstest (compared with the tmpfs oracle above), fsx and stress-ng on a fresh mount with
+# transport option $1 (io_uring=off or io_uring=on).
+core_suites() {
+    local transport=$1
+    echo "--- pjdfstest on rtmpfs ($transport)"
+    scripts/mount-rtmpfs.sh "$rt" "size=2G,$transport" >/dev/null
+    local rc=0
+    scripts/pjdfstest.sh "$rt" rtmpfs >"$work/rtmpfs.fails" || rc=$?
+    if [ "$rc" -gt 1 ]; then
+        fail "pjdfstest harness error on rtmpfs, $transport (rc $rc)"
+    elif ! scripts/compare-pjdfstest.sh "$work/tmpfs.fails" "$work/rtmpfs.fails" | tee "$work/compare.out"; then
+        # A few pjdfstest cases race with themselves (open::etxtbsy opens the binary for writing
+        # right after spawn() returns, before the child has exec'd it; exec over FUSE takes
+        # longer, so the race is lost more often). Each new failure gets three more single runs:
+        # a real regression fails all of them.
+        local still=0 t passed_retry
+        for t in $(sed -n 's/^ *NEW: //p' "$work/compare.out"); do
+            passed_retry=0
+            for _ in 1 2 3; do
+                if PJDFSTEST_PATTERNS="$t" scripts/pjdfstest.sh "$rt" "retry" >"$work/retry.fails" 2>/dev/null &&
+                    ! grep -qxF "$t" "$work/retry.fails"; then
+                    passed_retry=1
+                    break
+                fi
+            done
+            if [ "$passed_retry" = 1 ]; then
+                echo "pjdfstest: $t failed once and passed on a single rerun (racy test)"
+            else
+                echo "pjdfstest: $t fails on rtmpfs and passes on kernel tmpfs"
+                still=$((still + 1))
             fi
         done
-        if [ "$passed_retry" = 1 ]; then
-            echo "pjdfstest: $t failed once and passed on a single rerun (racy test)"
+        if [ "$still" -gt 0 ]; then
+            fail "pjdfstest ($transport): rtmpfs fails $still test(s) that pass on kernel tmpfs"
         else
-            echo "pjdfstest: $t fails on rtmpfs and passes on kernel tmpfs"
-            still=$((still + 1))
+            echo "pjdfstest: every test passing on kernel tmpfs passes on rtmpfs (after reruns of racy tests)"
         fi
-    done
-    if [ "$still" -gt 0 ]; then
-        fail "pjdfstest: rtmpfs fails $still test(s) that pass on kernel tmpfs"
     else
-        echo "pjdfstest: every test passing on kernel tmpfs passes on rtmpfs (after reruns of racy tests)"
+        echo "pjdfstest: every test passing on kernel tmpfs passes on rtmpfs"
     fi
-else
-    echo "pjdfstest: every test passing on kernel tmpfs passes on rtmpfs"
-fi
 
-echo "--- fsx, $FSX_OPS ops on 2 files"
-scripts/fsx.sh "$rt" "$FSX_OPS" || fail "fsx"
+    echo "--- fsx, $FSX_OPS ops on 2 files ($transport)"
+    scripts/fsx.sh "$rt" "$FSX_OPS" || fail "fsx ($transport)"
 
-echo "--- stress-ng, $STRESS_SECS s"
-scripts/stress-ng.sh "$rt" "$STRESS_SECS" || fail "stress-ng"
-scripts/mount-rtmpfs.sh --umount "$rt"
+    echo "--- stress-ng, $STRESS_SECS s ($transport)"
+    scripts/stress-ng.sh "$rt" "$STRESS_SECS" || fail "stress-ng ($transport)"
+    scripts/mount-rtmpfs.sh --umount "$rt"
+}
+
+core_suites io_uring=off
 
 echo "--- fsx under a RAM budget a tenth of the files (memory=48k for 2 x 256 KiB files), $SWAP_FSX_OPS ops"
-scripts/mount-rtmpfs.sh "$rt" "size=64m,memory=48k,swap=/var/tmp" >/dev/null
+scripts/mount-rtmpfs.sh "$rt" "size=64m,memory=48k,swap=/var/tmp,io_uring=off" >/dev/null
 scripts/fsx.sh "$rt" "$SWAP_FSX_OPS" || fail "fsx with memory=48k"
 rtmpfs_stats=$("$RTMPFS_BIN" --stats "$rt" 2>&1 || true)
 echo "$rtmpfs_stats"
@@ -113,7 +126,7 @@ scripts/mount-rtmpfs.sh --umount "$rt"
 echo "--- swap tier on the mount: a file 4x the RAM budget, page cache, kill -9"
 swapdir=$work/swapdir
 mkdir -p "$swapdir"
-pid=$(scripts/mount-rtmpfs.sh "$rt" "size=256m,memory=8m,swap=$swapdir")
+pid=$(scripts/mount-rtmpfs.sh "$rt" "size=256m,memory=8m,swap=$swapdir,io_uring=off")
 head -c $((32 << 20)) /dev/urandom >"$work/src.bin"
 cp "$work/src.bin" "$rt/big.bin"
 sync
@@ -151,6 +164,18 @@ else
 fi
 rmdir "$swapdir" 2>/dev/null || true
 rm -f "$work/src.bin"
+
+if [ "${SKIP_URING:-0}" != 1 ]; then
+    if [ -w "$enable_uring" ]; then
+        uring_found=$(cat "$enable_uring")
+        echo Y >"$enable_uring"
+        core_suites io_uring=on
+        echo "$uring_found" >"$enable_uring"
+        uring_found=
+    else
+        fail "no $enable_uring to switch on (kernel without FUSE over io_uring?); SKIP_URING=1 to leave the pass out"
+    fi
+fi
 
 if [ "$failed" -gt 0 ]; then
     echo "external-suites: $failed suite(s) failed"

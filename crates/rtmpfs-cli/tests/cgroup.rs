@@ -126,6 +126,7 @@ fn start_in(cg: &Cgroup, opts: &str) -> Daemon {
         child: Some(child),
         mnt,
         stderr_path,
+        uring_switch: None,
     };
     let path = d.path().to_path_buf();
     let up = wait_until(Duration::from_secs(10), || {

@@ -154,6 +154,7 @@ fn daemon_in_own_netns(opts: &str) -> Daemon {
         child: Some(child),
         mnt,
         stderr_path,
+        uring_switch: None,
     };
     let path = d.path().to_path_buf();
     let up = wait_until(Duration::from_secs(10), || {
@@ -262,6 +263,7 @@ fn mount_expecting_failure(mnt: &MountDir, squatted: &[String]) -> String {
         child: Some(child),
         mnt: MountDir::new(),
         stderr_path,
+        uring_switch: None,
     };
     let mut exited = None;
     let mounted = wait_until(Duration::from_secs(15), || {

@@ -73,7 +73,13 @@ fn remount_refuses_options_fixed_at_mount() {
         return;
     }
     let d = Daemon::start("size=8m,mode=1777");
+    // The daemon's transport is the harness's (common::transport()); ask for the other one.
+    let (uring_now, uring_other) = match common::transport() {
+        common::Transport::DevFuse => ("io_uring=off", "io_uring=on"),
+        common::Transport::IoUring => ("io_uring=on", "io_uring=off"),
+    };
     for (opts, name) in [
+        (uring_other, "io_uring="),
         ("swap=/var/tmp", "swap="),
         ("fsname=other", "fsname="),
         ("mode=700", "mode="),
@@ -93,7 +99,10 @@ fn remount_refuses_options_fixed_at_mount() {
         );
     }
     // Repeating current values (as fstab-driven remounts do) is fine, and limits still change.
-    let out = remount(d.path(), "mode=1777,fsname=rtmpfs,threads=2,size=4m");
+    let out = remount(
+        d.path(),
+        &format!("mode=1777,fsname=rtmpfs,threads=2,{uring_now},size=4m"),
+    );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(common::stat_of(d.path(), "charged_pages"), 0);
     let st = nix_statvfs(d.path());

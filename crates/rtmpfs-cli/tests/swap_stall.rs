@@ -6,10 +6,14 @@
 //! Two readers ask A for swapped-out pages (O_DIRECT, so every read reaches A's daemon) and
 //! hang. Meanwhile namespace and metadata requests to A, which need no swap I/O, must each be
 //! answered within a deadline. After SIGCONT the readers get their pages, intact.
+//!
+//! Every thread of the test runs on CPU 0: over io_uring (`RTMPFS_TEST_TRANSPORT=io_uring`) the
+//! kernel queues all of A's requests on CPU 0's ring, so the hanging swap-ins and the requests
+//! that must still be answered share one ring and its one thread.
 
 mod common;
 
-use common::{c_path, can_mount, stat_of, Daemon};
+use common::{c_path, can_mount, pin_to_cpu, stat_of, Daemon};
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -94,6 +98,8 @@ fn swap_in_never_stalls_unrelated_requests() {
         "size=64m,memory=1m,threads=2,swap={}",
         swapfs.path().display()
     ));
+    // This thread and every thread it starts from here on (not the daemons).
+    pin_to_cpu(0);
     let root: PathBuf = a.path().to_path_buf();
     let big = root.join("big");
     {

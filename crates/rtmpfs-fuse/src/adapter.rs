@@ -597,8 +597,11 @@ impl fuser::Filesystem for Adapter {
                 // Wait for the swap I/O on this event loop only if another one stays free for
                 // unrelated requests (at most all but one ever wait here); else hand the READ to
                 // the swap-in workers. Serving it here saves two thread wake-ups, which is most of
-                // a 4 KiB swap-in's cost on a virtual machine.
-                if self.inline_swap_ins.fetch_add(1, Ordering::AcqRel) + 1 < self.opts.event_loops {
+                // a 4 KiB swap-in's cost on a virtual machine. An io_uring ring thread is its
+                // CPU's only server: it always hands off.
+                if !fuser::serving_on_ring_thread()
+                    && self.inline_swap_ins.fetch_add(1, Ordering::AcqRel) + 1 < self.opts.event_loops
+                {
                     serve_read(&self.fs, fh(h), offset, size, reply);
                     self.inline_swap_ins.fetch_sub(1, Ordering::AcqRel);
                     return;

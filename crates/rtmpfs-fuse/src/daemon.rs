@@ -524,6 +524,7 @@ fn fixed_option_changed(
         ("threads=", new.threads != cur.threads),
         ("direct_io", !cur.direct_io),
         ("writeback", !cur.writeback),
+        ("io_uring=", new.io_uring != cur.io_uring),
         ("readahead=", new.readahead != cur.readahead),
         ("fsname=", new.source() != cur.source()),
         ("mode=", new.mode != cur.mode),
@@ -578,6 +579,24 @@ pub fn serve(mount_point: &Path, opts: MountOptions, ready: Option<Box<dyn Ready
     r.map_err(|e| MountError::Io("serving FUSE requests", e))
 }
 
+/// Set in the daemon's environment, this makes io_uring's REGISTER fail (tests only).
+const FAULT_URING_REGISTER: &str = "RTMPFS_FAULT_URING_REGISTER";
+
+/// One line at startup when io_uring was wanted (`io_uring=auto`) but not had: why, and how to
+/// get it.
+fn log_transport(t: &fuser::Transport) {
+    match t {
+        fuser::Transport::DevFuseFallback(why) => tracing::warn!(
+            "FUSE over io_uring not used ({why}); serving on /dev/fuse. To use it: \
+             echo Y > /sys/module/fuse/parameters/enable_uring before mounting (io_uring=off hides this)"
+        ),
+        fuser::Transport::IoUring { queues, depth } => {
+            tracing::info!("serving FUSE over io_uring: {queues} queues of {depth} entries")
+        }
+        fuser::Transport::DevFuse => tracing::info!("serving FUSE on /dev/fuse (io_uring=off)"),
+    }
+}
+
 type Started = (fuser::Session<Adapter>, MountedLite, libc::sigset_t);
 
 /// What `serve` keeps of [`Mounted`] once the fd went to the session.
@@ -628,6 +647,9 @@ fn start(mount_point: &Path, opts: MountOptions) -> Result<Started, MountError> 
     config.n_threads = Some(opts.threads);
     config.clone_fd = true;
     config.acl = fuser::SessionACL::All;
+    config.io_uring.mode = opts.io_uring;
+    // Test hook (crates/rtmpfs-cli/tests/uring.rs): make the kernel refuse REGISTER.
+    config.io_uring.fault_register = std::env::var_os(FAULT_URING_REGISTER).is_some();
     let Mounted { fuse_fd, path, dev, .. } = mounted;
     let session = match fuser::Session::from_fd(adapter, fuse_fd, fuser::SessionACL::All, config) {
         Ok(s) => s,
@@ -636,6 +658,7 @@ fn start(mount_point: &Path, opts: MountOptions) -> Result<Started, MountError> 
             return Err(MountError::Io("FUSE handshake", e));
         }
     };
+    log_transport(session.transport());
     // After INIT: the kernel caps the window at the INIT reply's max_readahead when it
     // processes that reply.
     if let Some(bytes) = opts.readahead {

@@ -88,6 +88,8 @@ pub struct MountOptions {
     /// `writeback`: the FUSE writeback cache (writes land in the kernel's page cache and reach
     /// the engine later, so a full `size=` surfaces at fsync/close instead of at write).
     pub writeback: bool,
+    /// `io_uring=auto|on|off`: serve FUSE requests over io_uring (see docs/fuse.md).
+    pub io_uring: fuser::UringMode,
     /// `memory=`: a RAM budget for file data (cold pages go to the swap file); `None`: none.
     pub memory: Option<SizeSpec>,
     /// `swap=`: the directory of the private swap file (default: the system's temporary dir).
@@ -129,6 +131,7 @@ impl Default for MountOptions {
             threads: DEFAULT_THREADS,
             direct_io: false,
             writeback: false,
+            io_uring: fuser::UringMode::Auto,
             readahead: None,
             memory: None,
             swap_dir: None,
@@ -341,6 +344,15 @@ impl MountOptions {
                     .ok()
                     .filter(|n| (1..=MAX_THREADS).contains(n))
                     .ok_or_else(|| bad(name, v, "a number from 1 to 64"))?;
+            }
+            "io_uring" => {
+                let v = need(value)?;
+                self.io_uring = match v {
+                    "auto" => fuser::UringMode::Auto,
+                    "on" => fuser::UringMode::On,
+                    "off" => fuser::UringMode::Off,
+                    _ => return Err(bad(name, v, "auto, on or off")),
+                };
             }
             "memory" => {
                 let v = need(value)?;
@@ -811,6 +823,12 @@ mod tests {
         assert!(parse("writeback=1").is_err());
         assert_eq!(o.source(), "scratch");
         assert!(parse("threads=0").is_err());
+        assert_eq!(MountOptions::default().io_uring, fuser::UringMode::Auto);
+        assert_eq!(parse("io_uring=on").unwrap().io_uring, fuser::UringMode::On);
+        assert_eq!(parse("io_uring=off").unwrap().io_uring, fuser::UringMode::Off);
+        assert_eq!(parse("io_uring=auto").unwrap().io_uring, fuser::UringMode::Auto);
+        assert!(parse("io_uring=yes").is_err());
+        assert!(parse("io_uring").is_err());
         assert!(parse("threads=65").is_err());
         let o =
             parse("defaults,noauto,_netdev,nofail,x-systemd.device-timeout=5,comment=x,huge=never,inode64").unwrap();

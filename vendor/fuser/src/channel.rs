@@ -7,6 +7,7 @@ use nix::errno::Errno;
 
 use crate::dev_fuse::DevFuse;
 use crate::passthrough::BackingId;
+use crate::uring::RingReply;
 
 /// A raw communication channel to the FUSE kernel driver
 #[derive(Debug, Clone)]
@@ -53,7 +54,7 @@ impl Channel {
     pub(crate) fn sender(&self) -> ChannelSender {
         // Since write/writev syscalls are threadsafe, we can simply create
         // a sender by using the same file and use it in other threads.
-        ChannelSender(self.0.clone())
+        ChannelSender(self.0.clone(), None)
     }
 
     /// Clone the FUSE device fd using FUSE_DEV_IOC_CLONE ioctl.
@@ -79,11 +80,22 @@ impl Channel {
     }
 }
 
+/// Sends replies and notifications. The second field routes a request's reply to the io_uring
+/// entry the request came from (rtmpfs fork); `/dev/fuse` (`.0`) still carries notifications
+/// and backing-file ioctls.
 #[derive(Clone, Debug)]
-pub(crate) struct ChannelSender(Arc<DevFuse>);
+pub(crate) struct ChannelSender(Arc<DevFuse>, Option<RingReply>);
 
 impl ChannelSender {
+    /// This sender, replying through the given ring entry instead of `/dev/fuse`.
+    pub(crate) fn with_ring_reply(self, ring: RingReply) -> ChannelSender {
+        ChannelSender(self.0, Some(ring))
+    }
+
     pub(crate) fn send(&self, bufs: &[io::IoSlice<'_>]) -> io::Result<()> {
+        if let Some(ring) = &self.1 {
+            return ring.send(bufs);
+        }
         let rc = nix::sys::uio::writev(&self.0, bufs)?;
         // writev is atomic, so do not need to check how many bytes are written.
         // libfuse does not do it either

@@ -76,6 +76,10 @@ use crate::session::MAX_WRITE_SIZE;
 pub use crate::session::Session;
 pub use crate::session::SessionACL;
 pub use crate::session::SessionUnmounter;
+pub use crate::uring::Transport;
+pub use crate::uring::UringConfig;
+pub use crate::uring::UringMode;
+pub use crate::uring::serving_on_ring_thread;
 
 mod access_flags;
 mod bsd_file_flags;
@@ -96,6 +100,7 @@ mod request;
 mod request_param;
 mod session;
 mod time;
+mod uring;
 
 /// We generally support async reads
 #[cfg(not(target_os = "macos"))]

@@ -115,6 +115,12 @@ impl<'a> RequestWithSender<'a> {
             }
 
             ll::Operation::Interrupt(_) => {
+                // Over io_uring (rtmpfs fork) the kernel cannot match any answer to an
+                // INTERRUPT with a ring request (it looks among /dev/fuse's own), so the write
+                // would fail; answering is optional, so do not.
+                if se.uring_active {
+                    return Ok(None);
+                }
                 // TODO: handle FUSE_INTERRUPT
                 return Err(Errno::ENOSYS);
             }

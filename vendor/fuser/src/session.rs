@@ -48,6 +48,9 @@ use crate::reply::Reply;
 use crate::reply::ReplyRaw;
 use crate::reply::ReplySender;
 use crate::request::RequestWithSender;
+use crate::uring::Rings;
+use crate::uring::Transport;
+use crate::uring::UringMode;
 
 /// The max size of write requests from the kernel. The absolute minimum is 4k,
 /// FUSE recommends at least 128k, max 16M. The FUSE default is 16M on macOS
@@ -139,6 +142,10 @@ pub struct Session<FS: Filesystem> {
     /// The field is set to `Some` when the init message is received.
     pub(crate) proto_version: Option<Version>,
     pub(crate) config: Config,
+    /// The io_uring queues and their threads, once REGISTERed (rtmpfs fork).
+    uring: Option<Rings<FS>>,
+    /// How this session talks to the kernel, decided at INIT.
+    transport: Transport,
 }
 
 impl<FS: Filesystem> AsFd for Session<FS> {
@@ -186,6 +193,8 @@ impl<FS: Filesystem> Session<FS> {
             session_owner: geteuid(),
             proto_version: None,
             config: options.clone(),
+            uring: None,
+            transport: Transport::DevFuse,
         };
 
         session.handshake()?;
@@ -214,6 +223,8 @@ impl<FS: Filesystem> Session<FS> {
             session_owner: geteuid(),
             proto_version: None,
             config,
+            uring: None,
+            transport: Transport::DevFuse,
         };
 
         session.handshake()?;
@@ -252,6 +263,8 @@ impl<FS: Filesystem> Session<FS> {
             session_owner,
             proto_version: _,
             config,
+            mut uring,
+            transport: _,
         } = self;
 
         let n_threads = config.n_threads.unwrap_or(1);
@@ -286,6 +299,17 @@ impl<FS: Filesystem> Session<FS> {
                 channels.push(ch.clone());
             }
         }
+        if let Some(rings) = &mut uring {
+            // Requests wait in the kernel's queues until their ring thread gets this.
+            rings.serve(|qid| SessionEventLoop {
+                thread_name: format!("fuser-ring-{qid}"),
+                filesystem: filesystem.clone(),
+                ch: ch.clone(),
+                allowed,
+                session_owner,
+                uring_active: true,
+            });
+        }
         channels.push(ch);
 
         let mut threads = Vec::with_capacity(n_threads);
@@ -298,6 +322,7 @@ impl<FS: Filesystem> Session<FS> {
                 ch,
                 allowed,
                 session_owner,
+                uring_active: uring.is_some(),
             };
             threads.push(
                 thread::Builder::new()
@@ -307,10 +332,14 @@ impl<FS: Filesystem> Session<FS> {
         }
 
         let mut reply: io::Result<()> = Ok(());
+        // The classic readers end when the connection does (ENODEV); so do the rings' entries
+        // (ENOTCONN), and stopping their threads is then only a formality.
+        let join_rings = |uring: &mut Option<Rings<FS>>| drop(uring.take());
         for thread in threads {
             let res = match thread.join() {
                 Ok(res) => res,
                 Err(_) => {
+                    join_rings(&mut uring);
                     return Err(io::Error::other("event loop thread panicked"));
                 }
             };
@@ -321,6 +350,7 @@ impl<FS: Filesystem> Session<FS> {
             }
         }
 
+        join_rings(&mut uring);
         let Some(filesystem) = Arc::get_mut(&mut filesystem) else {
             return Err(io::Error::other(
                 "BUG: must have one refcount for filesystem",
@@ -469,12 +499,96 @@ impl<FS: Filesystem> Session<FS> {
                 config.max_write
             );
 
+            let rings = match self.prepare_uring(init.capabilities(), &mut config) {
+                Ok(rings) => rings,
+                Err(e) => {
+                    <ReplyRaw as Reply>::new(
+                        request.unique(),
+                        ReplySender::Channel(self.ch.sender()),
+                    )
+                    .send_ll(&ResponseErrno(ll::Errno::EPROTO));
+                    return Err(e);
+                }
+            };
+
             let response = init.reply(&config);
             <ReplyRaw as Reply>::new(request.unique(), ReplySender::Channel(self.ch.sender()))
                 .send_ll(&response);
 
+            // The kernel processed the reply inside that write: the rings may now REGISTER.
+            if let Some(rings) = rings {
+                self.register_uring(rings)?;
+            }
             return Ok(());
         }
+    }
+
+    /// How this session talks to the kernel (decided during the INIT handshake).
+    pub fn transport(&self) -> &Transport {
+        &self.transport
+    }
+
+    /// Before the INIT reply: if io_uring is wanted and offered, make the rings and set
+    /// `FUSE_OVER_IO_URING` in the reply. A flagged reply without REGISTERs to follow would
+    /// hang every request, so the flag is only set once the rings exist.
+    fn prepare_uring(
+        &mut self,
+        offered: InitFlags,
+        config: &mut KernelConfig,
+    ) -> io::Result<Option<Rings<FS>>> {
+        let uring = self.config.io_uring.clone();
+        let why = if uring.mode == UringMode::Off {
+            return Ok(None);
+        } else if !offered.contains(InitFlags::FUSE_OVER_IO_URING) {
+            "the kernel does not offer it (fuse.enable_uring is off, or the kernel predates 6.14)"
+                .to_string()
+        } else {
+            // The kernel refuses a payload buffer smaller than its largest request or reply.
+            let max_pages = usize::from(config.max_pages()) * page_size::get();
+            let payload = (config.max_write as usize).max(max_pages).max(8192);
+            match Rings::create(self.ch.as_fd(), &uring, payload) {
+                Ok(rings) => {
+                    config.requested |= InitFlags::FUSE_OVER_IO_URING;
+                    return Ok(Some(rings));
+                }
+                Err(e) => format!("its rings could not be set up: {e}"),
+            }
+        };
+        self.uring_unavailable(uring.mode, why)?;
+        Ok(None)
+    }
+
+    /// After the INIT reply: REGISTER every queue's entries. If the kernel refuses, it goes
+    /// back to `/dev/fuse` by itself (and so do we, unless io_uring is required).
+    fn register_uring(&mut self, mut rings: Rings<FS>) -> io::Result<()> {
+        match rings.register() {
+            Ok(()) => {
+                self.transport = Transport::IoUring {
+                    queues: rings.queues(),
+                    depth: rings.depth,
+                };
+                self.uring = Some(rings);
+                Ok(())
+            }
+            Err(e) => {
+                drop(rings);
+                self.uring_unavailable(
+                    self.config.io_uring.mode,
+                    format!("the kernel refused to REGISTER its ring entries: {e}"),
+                )
+            }
+        }
+    }
+
+    fn uring_unavailable(&mut self, mode: UringMode, why: String) -> io::Result<()> {
+        if mode == UringMode::On {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("FUSE over io_uring required but unavailable: {why}"),
+            ));
+        }
+        self.transport = Transport::DevFuseFallback(why);
+        Ok(())
     }
 
     /// Unmount the filesystem
@@ -518,6 +632,8 @@ pub(crate) struct SessionEventLoop<FS: Filesystem> {
     pub(crate) filesystem: Arc<FilesystemHolder<FS>>,
     pub(crate) allowed: SessionACL,
     pub(crate) session_owner: Uid,
+    /// The session serves over io_uring (rtmpfs fork): INTERRUPTs are left unanswered.
+    pub(crate) uring_active: bool,
 }
 
 impl<FS: Filesystem> SessionEventLoop<FS> {

@@ -4,6 +4,10 @@
 //!
 //! These tests mount, so they need root and `/dev/fuse`. Without `/dev/fuse` (or without root)
 //! each test prints why and returns early; CI has both, so there they always run.
+//!
+//! Transport: `Daemon` mounts with `io_uring=off` unless `RTMPFS_TEST_TRANSPORT=io_uring`, then
+//! with `io_uring=on`, holding `fuse.enable_uring` at Y for as long as the daemon runs (see
+//! `UringSwitch`). So every mount test runs over either transport, unchanged.
 
 #![allow(dead_code)]
 
@@ -31,6 +35,160 @@ pub fn can_mount(test: &str) -> bool {
         return false;
     }
     true
+}
+
+/// The FUSE transport the mount tests run over, from `RTMPFS_TEST_TRANSPORT` (`dev_fuse`, the
+/// default, or `io_uring`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    DevFuse,
+    IoUring,
+}
+
+pub fn transport() -> Transport {
+    match std::env::var("RTMPFS_TEST_TRANSPORT").as_deref() {
+        Err(_) | Ok("") | Ok("dev_fuse") => Transport::DevFuse,
+        Ok("io_uring") => Transport::IoUring,
+        Ok(other) => panic!("RTMPFS_TEST_TRANSPORT={other}: expected dev_fuse or io_uring"),
+    }
+}
+
+const ENABLE_URING: &str = "/sys/module/fuse/parameters/enable_uring";
+
+/// Who holds `fuse.enable_uring` in this test process: any number of tests that need Y, or one
+/// that needs N. The value found before the first holder is written back after the last.
+struct SwitchState {
+    y_holders: usize,
+    n_held: bool,
+    found: Option<String>,
+}
+
+static SWITCH: std::sync::Mutex<SwitchState> = std::sync::Mutex::new(SwitchState {
+    y_holders: 0,
+    n_held: false,
+    found: None,
+});
+static SWITCH_FREED: std::sync::Condvar = std::sync::Condvar::new();
+
+/// Holds `fuse.enable_uring` at a value; restores what it found when the last holder drops
+/// (also when a test fails: the drop runs while unwinding). It is machine-wide, but a daemon
+/// that does not ask for io_uring in INIT is not affected by it.
+pub struct UringSwitch {
+    on: bool,
+}
+
+impl UringSwitch {
+    /// Hold the switch at Y (shared with other Y holders). Panics if it cannot be set.
+    pub fn on() -> UringSwitch {
+        let mut st = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
+        while st.n_held {
+            st = SWITCH_FREED.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        if st.y_holders == 0 {
+            st.found = Some(read_switch());
+            write_switch("Y");
+        }
+        st.y_holders += 1;
+        UringSwitch { on: true }
+    }
+
+    /// Hold the switch at N (exclusively). Panics if it cannot be set.
+    pub fn off() -> UringSwitch {
+        let mut st = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
+        while st.n_held || st.y_holders > 0 {
+            st = SWITCH_FREED.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        st.found = Some(read_switch());
+        write_switch("N");
+        st.n_held = true;
+        UringSwitch { on: false }
+    }
+}
+
+impl Drop for UringSwitch {
+    fn drop(&mut self) {
+        let mut st = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
+        if self.on {
+            st.y_holders -= 1;
+        } else {
+            st.n_held = false;
+        }
+        if st.y_holders == 0 && !st.n_held {
+            if let Some(v) = st.found.take() {
+                write_switch(&v);
+            }
+        }
+        SWITCH_FREED.notify_all();
+    }
+}
+
+fn read_switch() -> String {
+    std::fs::read_to_string(ENABLE_URING)
+        .unwrap_or_else(|e| panic!("{ENABLE_URING}: {e} (kernel without FUSE over io_uring?)"))
+        .trim()
+        .to_string()
+}
+
+fn write_switch(v: &str) {
+    std::fs::write(ENABLE_URING, v).unwrap_or_else(|e| panic!("writing {v} to {ENABLE_URING}: {e}"));
+}
+
+/// The threads of process `pid` whose name starts with `prefix`, with their voluntary context
+/// switches (a thread that serves requests sleeps and wakes once per request at least).
+pub fn threads_named(pid: i32, prefix: &str) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for t in tasks.flatten() {
+        let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+        let field = |k: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(k))
+                .map(|v| v.trim().to_string())
+                .unwrap_or_default()
+        };
+        let name = field("Name:");
+        if name.starts_with(prefix) {
+            out.push((name, field("voluntary_ctxt_switches:").parse().unwrap_or(0)));
+        }
+    }
+    out
+}
+
+/// After the daemon of the mount at `path` died: wait (10 s at most) until a request there
+/// ends in ENOTCONN, and return the errors seen before. Over /dev/fuse the kernel aborts the
+/// connection as the daemon exits; over io_uring it does so from the ring's teardown, which
+/// runs a moment after the daemon was reaped, and a request made in that window ends in
+/// ECONNABORTED (ended by the abort) or ECANCELED (handed to an entry whose thread was gone).
+pub fn dead_mount_errors(path: &Path) -> Vec<i32> {
+    let mut seen = Vec::new();
+    let dead = wait_until(Duration::from_secs(10), || {
+        let e = std::fs::read_dir(path)
+            .err()
+            .and_then(|e| e.raw_os_error())
+            .unwrap_or(0);
+        if e == libc::ENOTCONN {
+            return true;
+        }
+        seen.push(e);
+        false
+    });
+    assert!(dead, "the mount did not end in ENOTCONN (saw {seen:?})");
+    seen
+}
+
+/// Pin the calling thread (and the threads it starts later) to one CPU.
+pub fn pin_to_cpu(cpu: usize) {
+    // SAFETY: cpu_set_t is plain data set up by CPU_ZERO/CPU_SET; sched_setaffinity reads it.
+    let r = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_ZERO(&mut set);
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    assert_eq!(r, 0, "sched_setaffinity: {}", std::io::Error::last_os_error());
 }
 
 /// One line of /proc/self/mountinfo, reduced to what the tests check.
@@ -176,6 +334,8 @@ pub struct Daemon {
     pub child: Option<Child>,
     pub mnt: MountDir,
     pub stderr_path: PathBuf,
+    /// `fuse.enable_uring` held at Y while an `io_uring=on` daemon runs (dropped after it).
+    pub uring_switch: Option<UringSwitch>,
 }
 
 impl Daemon {
@@ -185,6 +345,29 @@ impl Daemon {
     }
 
     pub fn start_in(mnt: MountDir, opts: &str) -> Daemon {
+        Daemon::start_with(mnt, opts, &[])
+    }
+
+    /// `start_in` with extra environment variables for the daemon. Unless `opts` names
+    /// `io_uring=`, the transport comes from `transport()`.
+    pub fn start_with(mnt: MountDir, opts: &str, env: &[(&str, &str)]) -> Daemon {
+        let mut opts = opts.to_string();
+        let mut uring_switch = None;
+        if !opts.contains("io_uring=") {
+            let t = match transport() {
+                Transport::DevFuse => "io_uring=off",
+                Transport::IoUring => {
+                    uring_switch = Some(UringSwitch::on());
+                    "io_uring=on"
+                }
+            };
+            opts = if opts.is_empty() {
+                t.to_string()
+            } else {
+                format!("{opts},{t}")
+            };
+        }
+        let opts = opts.as_str();
         let stderr_path = std::env::temp_dir().join(format!(
             "rtmpfs-test-{}-{}.stderr",
             std::process::id(),
@@ -196,6 +379,7 @@ impl Daemon {
             cmd.arg("-o").arg(opts);
         }
         let child = cmd
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&stderr_path).unwrap())
@@ -205,6 +389,7 @@ impl Daemon {
             child: Some(child),
             mnt,
             stderr_path,
+            uring_switch,
         };
         let path = d.path().to_path_buf();
         let ok = wait_until(Duration::from_secs(10), || {
@@ -215,6 +400,9 @@ impl Daemon {
         if let Some(st) = d.child.as_mut().unwrap().try_wait().unwrap() {
             panic!("rtmpfs exited at start ({st}): {}", d.stderr());
         }
+        // The daemon mounts before its INIT handshake (and the io_uring REGISTERs in it); a
+        // request answered means that is over.
+        let _ = std::fs::metadata(&path);
         d
     }
 

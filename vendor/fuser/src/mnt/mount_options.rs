@@ -18,6 +18,8 @@ pub struct Config {
     /// This enables more efficient request processing
     /// when multiple threads are used. Requires Linux 4.5+.
     pub clone_fd: bool,
+    /// FUSE over io_uring (rtmpfs fork): whether and how to use it.
+    pub io_uring: crate::UringConfig,
 }
 
 /// Mount options accepted by the FUSE filesystem type
