@@ -35,6 +35,11 @@ step clippy cargo clippy --workspace --all-targets --locked -- -D warnings
 # The engine built for shuttle (its model-checked locks) is code too.
 step clippy-shuttle cargo clippy -p rtmpfs-core --all-targets --locked --features shuttle -- -D warnings
 step cargo-test cargo test --workspace --locked
+# The mount tests again over FUSE-over-io_uring: the shared test helper mounts with io_uring=on
+# and holds fuse.enable_uring at Y, restoring the value it found (tests/common/mod.rs).
+step cargo-test-io-uring env RTMPFS_TEST_TRANSPORT=io_uring cargo test -p rtmpfs-cli --locked \
+    --test lifecycle --test self_mmap --test setid --test swap_stall --test faults --test parity \
+    --test fork_features --test round_trips --test mmap_errors
 step shuttle cargo test -p rtmpfs-core --locked --features shuttle shuttle
 step build-release cargo build --release --locked --workspace
 
