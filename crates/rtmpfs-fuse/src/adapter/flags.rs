@@ -86,3 +86,35 @@ fn fsxattr_flags(data: &[u8]) -> Option<u32> {
     }
     Some(XFLAGS.iter().filter(|(x, _)| xflags & x != 0).map(|(_, f)| f).sum())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rtmpfs_core::file_flags::{APPEND, IMMUTABLE, NOATIME, NODUMP};
+
+    #[test]
+    fn fsxattr_carries_the_flags_tmpfs_keeps_both_ways() {
+        for flags in [0, IMMUTABLE, APPEND | NODUMP, IMMUTABLE | APPEND | NODUMP | NOATIME] {
+            let bytes = fsxattr_bytes(flags_to_xflags(flags));
+            assert_eq!(bytes.len(), FSXATTR_LEN);
+            assert_eq!(fsxattr_flags(&bytes), Some(flags));
+        }
+    }
+
+    #[test]
+    fn fsxattr_asking_for_more_than_tmpfs_keeps_is_refused() {
+        let with_word = |k: usize, v: u32| {
+            let mut b = fsxattr_bytes(0);
+            b[4 * k..4 * k + 4].copy_from_slice(&v.to_le_bytes());
+            b
+        };
+        // An unknown xflag (FS_XFLAG_SYNC), an extent size, a project id, a CoW extent size.
+        for (k, v) in [(0, 0x20), (1, 4096), (3, 7), (4, 4096)] {
+            assert_eq!(fsxattr_flags(&with_word(k, v)), None, "word {k} = {v:#x}");
+        }
+        // nextents is output only: ignored.
+        assert_eq!(fsxattr_flags(&with_word(2, 3)), Some(0));
+        // Too short to hold the words read.
+        assert_eq!(fsxattr_flags(&[0u8; 8]), None);
+    }
+}

@@ -31,7 +31,7 @@ use fuser::{
 use privs::KernelWord;
 use reply::begin_change;
 use rtmpfs_core::{
-    Ctx, FallocateMode, Fh, Filesystem, FsError, Ino, OpenFlags, RenameFlags, SeekWhence, SetAttr, Timespec,
+    Attr, Ctx, FallocateMode, Fh, Filesystem, FsError, Ino, OpenFlags, RenameFlags, SeekWhence, SetAttr, Timespec,
     XattrSetMode,
 };
 use std::ffi::OsStr;
@@ -149,7 +149,7 @@ impl Adapter {
     }
 
     /// Reply to CREATE or TMPFILE: the new file's entry and its open handle.
-    fn created(&self, reply: ReplyCreate, attr: &rtmpfs_core::Attr, h: Fh, of: OpenFlags) {
+    fn created(&self, reply: ReplyCreate, attr: &Attr, h: Fh, of: OpenFlags) {
         reply.created(
             &self.opts.ttl,
             &file_attr(attr),
