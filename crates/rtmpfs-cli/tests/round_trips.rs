@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{c_path, can_mount, stats, Daemon};
+use common::{c_path, can_mount, stat_of, stats, Daemon, MountDir};
 use std::collections::HashMap;
 use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -156,6 +156,51 @@ fn missing_names_are_asked_once() {
     assert_eq!(get(&r, "lookup"), 0, "{r:?}");
     std::fs::write(&missing, b"now here").unwrap();
     assert_eq!(std::fs::read(&missing).unwrap(), b"now here");
+}
+
+/// A request answered with an errno moves `failed` in `rtmpfs --stats` and is logged at debug
+/// level with its name and errno. A missing name is not a failure: the daemon answers it with
+/// a negative entry, and the kernel makes the ENOENT.
+#[test]
+fn failed_requests_are_counted_and_logged() {
+    if !can_mount("failed_requests_are_counted_and_logged") {
+        return;
+    }
+    let d = Daemon::start_with(MountDir::new(), "size=16m", &[("RUST_LOG", "rtmpfs_fuse=debug")]);
+    let dir = d.path().join("d");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("f"), b"x").unwrap();
+    let before = stat_of(d.path(), "failed");
+    let err = std::fs::metadata(d.path().join("missing")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENOENT));
+    assert_eq!(
+        stat_of(d.path(), "failed"),
+        before,
+        "a negative entry counted as failed"
+    );
+    let err = std::fs::remove_dir(&dir).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENOTEMPTY));
+    assert_eq!(stat_of(d.path(), "failed"), before + 1);
+    let log = without_colours(&d.stderr());
+    let line = log
+        .lines()
+        .find(|l| l.contains("request failed") && l.contains("rmdir"))
+        .unwrap_or_else(|| panic!("no debug line for the failed RMDIR in: {log}"));
+    assert!(line.contains(&format!("errno={}", libc::ENOTEMPTY)), "{line}");
+}
+
+/// `s` without ANSI colour sequences (`ESC [ ... m`), which the log carries around field names.
+fn without_colours(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            chars.by_ref().find(|&c| c == 'm');
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Writeback cache (`-o writeback`): a write beyond `size=` succeeds into the kernel's cache and

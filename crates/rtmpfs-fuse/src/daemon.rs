@@ -1,6 +1,7 @@
 //! Session lifecycle: check the mount point, mount with mount(2), serve on `threads=` fuser
-//! event loops until SIGINT/SIGTERM or an external unmount, answer the control socket, and
-//! unmount.
+//! event loops (or io_uring ring threads) until SIGINT/SIGTERM or an external unmount, and
+//! unmount. It starts the control socket ([`control`], answered by `control_handler`) and the
+//! background threads (`trim`, `health`), but their work lives in their own modules.
 //!
 //! We mount ourselves (and hand the `/dev/fuse` descriptor to `fuser::Session::from_fd`) rather
 //! than let fuser do it, for three reasons: the source and type shown in `/proc/mounts` (TAG and
@@ -21,7 +22,7 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 
 /// Why a mount could not be made or served. Each renders as one line naming the problem.
 #[derive(Debug)]
@@ -335,208 +336,6 @@ impl Ready for ReadyPipe {
     }
 }
 
-/// State the control socket acts on.
-struct Control {
-    opts: Mutex<MountOptions>,
-    host: Host,
-    stats: Arc<Stats>,
-    fs: Arc<Filesystem>,
-}
-
-/// Data pages (plus inodes) that must have gone since the last heap trim before the next.
-const TRIM_AFTER_PAGES: u64 = 4096;
-
-/// Give free memory back to the kernel, every second: the page pool's pages that have been
-/// free for a while (`rtmpfs_pages::trim_idle`), and, after large frees, the C heap's. File data
-/// lives in the page pool; what remains on the heap is metadata (page-map nodes, frames'
-/// headers, directory entries), and glibc keeps freed heap memory mapped unless asked. So if at
-/// least `TRIM_AFTER_PAGES` data pages (plus inodes) went since the last trim, `malloc_trim(0)`:
-/// deleting a large tree then shrinks the daemon's RSS within a couple of seconds.
-fn start_heap_trimmer(fs: &Arc<Filesystem>) {
-    let fs = Arc::downgrade(fs);
-    let spawned = std::thread::Builder::new().name("rtmpfs-trim".into()).spawn(move || {
-        let footprint = |fs: &Weak<Filesystem>| {
-            fs.upgrade().map(|fs| {
-                let u = fs.usage();
-                u.charged_pages + u.inodes
-            })
-        };
-        let Some(mut peak) = footprint(&fs) else { return };
-        loop {
-            std::thread::sleep(std::time::Duration::from_secs(1));
-            rtmpfs_pages::trim_idle();
-            let Some(now) = footprint(&fs) else { return };
-            if now + TRIM_AFTER_PAGES <= peak {
-                // SAFETY: malloc_trim only walks glibc's own heap under its own locks; it
-                // takes no pointer from us and is safe to call from any thread at any time.
-                unsafe { libc::malloc_trim(0) };
-                peak = now;
-            } else {
-                peak = peak.max(now);
-            }
-        }
-    });
-    if let Err(e) = spawned {
-        tracing::warn!("no heap trimmer thread: {e}");
-    }
-}
-
-/// The engine's live figures, one `name value` line each (sizes in 4 KiB pages unless named
-/// `_bytes`): what `rtmpfs --stats MOUNTPOINT` prints after the request counters.
-fn render_usage(u: &rtmpfs_core::Usage) -> String {
-    let opt = |v: Option<u64>| v.map_or_else(|| "unlimited".to_string(), |n| n.to_string());
-    let lines: [(&str, String); 22] = [
-        ("charged_pages", u.charged_pages.to_string()),
-        ("resident_pages", u.resident_pages.to_string()),
-        ("swapped_pages", u.swapped_pages.to_string()),
-        ("reserved_pages", u.reserved_pages.to_string()),
-        ("poisoned_pages", u.poisoned_pages.to_string()),
-        ("inodes", u.inodes.to_string()),
-        ("inode_space_used_bytes", u.inode_space_used.to_string()),
-        (
-            "memory_limit_pages",
-            u.memory_limit_pages
-                .map_or_else(|| "none".to_string(), |n| n.to_string()),
-        ),
-        ("frames_in_use", u.frames_in_use.to_string()),
-        ("swap_slots_used", u.swap_slots_used.to_string()),
-        ("swap_capacity_pages", opt(u.swap_capacity_pages)),
-        ("swap_file_bytes", u.swap_file_bytes.to_string()),
-        ("swap_encrypted", u.swap_encrypted.to_string()),
-        ("evictions", u.evictions.to_string()),
-        ("clean_evictions", u.clean_evictions.to_string()),
-        ("swap_ins", u.swap_ins.to_string()),
-        ("readahead_swap_ins", u.readahead_swap_ins.to_string()),
-        ("swap_read_errors", u.swap_read_errors.to_string()),
-        ("swap_write_errors", u.swap_write_errors.to_string()),
-        ("direct_reclaims", u.direct_reclaims.to_string()),
-        ("page_pool_ram_bytes", u.page_pool_ram_bytes.to_string()),
-        ("page_pool_mapped_bytes", u.page_pool_mapped_bytes.to_string()),
-    ];
-    lines.iter().map(|(k, v)| format!("{k} {v}\n")).collect()
-}
-
-impl control::Handler for Control {
-    fn handle(&self, request: &str) -> Result<String, String> {
-        let (cmd, arg) = request.split_once(' ').unwrap_or((request, ""));
-        match cmd {
-            "stats" => Ok(format!("{}{}", self.stats.render(), render_usage(&self.fs.usage()))),
-            "status" => {
-                let o = self.opts.lock().map_err(|_| "poisoned".to_string())?;
-                Ok(format!(
-                    "source {}\nread_only {}\nthreads {}\ndirect_io {}\n",
-                    o.source(),
-                    self.fs.is_read_only(),
-                    o.threads,
-                    o.direct_io
-                ))
-            }
-            "remount" => self.remount(arg),
-            _ => Err("unknown request".to_string()),
-        }
-    }
-}
-
-impl Control {
-    /// Apply the daemon's side of a remount: the read-only switch and, as tmpfs, new `size=`
-    /// and `nr_inodes=` limits (not below what is in use, not on an unlimited mount). Options
-    /// fixed at mount (see `fixed_option_changed`) may be repeated with their current value, as
-    /// fstab-driven remounts repeat every option; a new value is refused, never ignored.
-    fn remount(&self, arg: &str) -> Result<String, String> {
-        let new = MountOptions::parse(&[arg]).map_err(|e| e.to_string())?;
-        let mut cur = self.opts.lock().map_err(|_| "poisoned".to_string())?;
-        let given = |name: &str| arg.split(',').any(|o| o == name || o.starts_with(&format!("{name}=")));
-        if let Some(name) = fixed_option_changed(&cur, &new, &self.host, given) {
-            return Err(format!(
-                "{name} cannot change on remount (it is fixed when mounting; repeat its current value or leave it out)"
-            ));
-        }
-        let size = new.size.map(|_| new.size_bytes(&self.host));
-        let inodes = new.nr_inodes.map(|_| new.max_inodes(&self.host));
-        let size_change = size.filter(|s| *s != cur.size_bytes(&self.host));
-        let inodes_change = inodes.filter(|n| *n != cur.max_inodes(&self.host));
-        if size_change.is_some() || inodes_change.is_some() {
-            // `None` inside means "unlimited", which tmpfs refuses to switch to or from.
-            let s = match size_change {
-                Some(Some(b)) => Some(b),
-                Some(None) => return Err("size= cannot become unlimited on remount".into()),
-                None => None,
-            };
-            let n = match inodes_change {
-                Some(Some(n)) => Some(n),
-                Some(None) => return Err("nr_inodes= cannot become unlimited on remount".into()),
-                None => None,
-            };
-            self.fs.set_limits(s, n).map_err(|_| {
-                "new size=/nr_inodes= refused: below current use, or the mount is unlimited".to_string()
-            })?;
-            if size_change.is_some() {
-                cur.size = new.size;
-            }
-            if inodes_change.is_some() {
-                cur.nr_inodes = new.nr_inodes;
-            }
-        }
-        self.apply_atime_options(&new, &mut cur, &given);
-        self.fs.set_read_only(new.read_only);
-        cur.read_only = new.read_only;
-        Ok(String::new())
-    }
-
-    /// The atime options a remount names (`noatime`, `relatime`, `strictatime` and their
-    /// negations; `nodiratime`, `diratime`) take effect as at mount; unnamed ones stay.
-    fn apply_atime_options(&self, new: &MountOptions, cur: &mut MountOptions, given: &dyn Fn(&str) -> bool) {
-        const RULES: [&str; 6] = [
-            "noatime",
-            "relatime",
-            "atime",
-            "norelatime",
-            "strictatime",
-            "nostrictatime",
-        ];
-        if RULES.iter().any(|o| given(o)) {
-            cur.atime = new.atime;
-        }
-        if given("nodiratime") || given("diratime") {
-            cur.nodiratime = new.nodiratime;
-        }
-        self.fs.set_atime_rule(cur.atime.rule(), cur.nodiratime);
-    }
-}
-
-/// The first option given to a remount (`given(name)`) that asks for a value other than the
-/// mount's, among those fixed when mounting: the RAM budget and swap file, the FUSE session's
-/// settings, the source, the root directory's owner and mode (tmpfs ignores these three on
-/// remount; we say so instead), and the kernel's readahead window.
-fn fixed_option_changed(
-    cur: &MountOptions,
-    new: &MountOptions,
-    host: &Host,
-    given: impl Fn(&str) -> bool,
-) -> Option<&'static str> {
-    let swap_dir = |o: &MountOptions| o.swap_dir.clone().unwrap_or_else(std::env::temp_dir);
-    let checks = [
-        ("memory=", new.memory_bytes(host) != cur.memory_bytes(host)),
-        ("swap=", swap_dir(new) != swap_dir(cur)),
-        ("swap_size=", new.swap_size != cur.swap_size),
-        ("swap_encrypt=", new.swap_encrypt != cur.swap_encrypt),
-        ("noswap", !cur.noswap),
-        ("threads=", new.threads != cur.threads),
-        ("direct_io", !cur.direct_io),
-        ("writeback", !cur.writeback),
-        ("io_uring=", new.io_uring != cur.io_uring),
-        ("readahead=", new.readahead != cur.readahead),
-        ("fsname=", new.source() != cur.source()),
-        ("mode=", new.mode != cur.mode),
-        ("uid=", new.uid.unwrap_or(host.uid) != cur.uid.unwrap_or(host.uid)),
-        ("gid=", new.gid.unwrap_or(host.gid) != cur.gid.unwrap_or(host.gid)),
-    ];
-    checks
-        .into_iter()
-        .find(|(name, changed)| *changed && given(name.trim_end_matches('=')))
-        .map(|(name, _)| name)
-}
-
 /// Mount at `mount_point` with `opts` and serve until SIGINT/SIGTERM or an external unmount;
 /// returns once nothing is mounted any more. `ready` hears about the outcome of mounting.
 ///
@@ -664,9 +463,9 @@ fn start(mount_point: &Path, opts: MountOptions) -> Result<Started, MountError> 
     if let Some(bytes) = opts.readahead {
         set_readahead(dev, bytes);
     }
-    start_heap_trimmer(&fs);
+    crate::trim::start_heap_trimmer(&fs);
     crate::health::start_swap_watch(&fs);
-    let ctl = Control {
+    let ctl = crate::control_handler::Control {
         opts: Mutex::new(opts),
         host,
         stats,

@@ -11,11 +11,13 @@
 mod adapter;
 mod attr;
 pub mod control;
+mod control_handler;
 pub mod daemon;
 mod health;
 pub mod mountinfo;
 pub mod options;
 mod stats;
+mod trim;
 
 pub use adapter::{Adapter, AdapterOptions, DEFAULT_TTL, MAX_IO};
 pub use options::{Host, MountOptions, OptionError};

@@ -69,6 +69,8 @@ const NAMES: [&str; 17] = [
 #[derive(Debug, Default)]
 pub struct Stats {
     counts: [AtomicU64; 17],
+    /// Requests answered with an errno, of any kind (each is also counted by its kind).
+    failed: AtomicU64,
 }
 
 impl Stats {
@@ -83,13 +85,45 @@ impl Stats {
         self.counts[op as usize].load(Ordering::Relaxed)
     }
 
-    /// `name count` lines, one per kind.
+    /// Count one request answered with an errno.
+    pub fn count_failed(&self) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many requests were answered with an errno.
+    #[must_use]
+    pub fn failed(&self) -> u64 {
+        self.failed.load(Ordering::Relaxed)
+    }
+
+    /// `name count` lines, one per kind, then `failed count`.
     #[must_use]
     pub fn render(&self) -> String {
         let mut s = String::new();
         for (name, c) in NAMES.iter().zip(&self.counts) {
             let _ = writeln!(s, "{name} {}", c.load(Ordering::Relaxed));
         }
+        let _ = writeln!(s, "failed {}", self.failed());
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_requests_are_counted_apart_and_rendered_last() {
+        let s = Stats::default();
+        s.count(Op::Lookup);
+        s.count_failed();
+        s.count_failed();
+        assert_eq!((s.get(Op::Lookup), s.failed()), (1, 2));
+        let text = s.render();
+        let lines: Vec<&str> = text.lines().collect();
+        // The 17 request kinds keep their lines and order; `failed` comes after them.
+        assert_eq!(lines.len(), NAMES.len() + 1);
+        assert_eq!(lines[0], "lookup 1");
+        assert_eq!(lines[NAMES.len()], "failed 2");
     }
 }

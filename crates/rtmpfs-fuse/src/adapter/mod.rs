@@ -1,0 +1,725 @@
+//! The FUSE adapter: decode a request, call the engine, reply. All semantics live in the engine;
+//! this module only converts types, counts lookups the way the kernel does, picks cache flags,
+//! and answers through [`reply`] (errno mapping, failed-request counting and logging).
+//!
+//! Every handler has the same shape: a preamble ([`Adapter::begin`], or [`begin_change!`] for a
+//! request that changes the file system, which also refuses it on a read-only mount), one call
+//! into the engine, and one reply through the helpers of [`reply`]. The jobs that are more
+//! than that live in their own modules: [`swap_in`] (READs that wait on swap), [`readdirplus`]
+//! (the lookup references of READDIRPLUS), [`privs`] (set-id clearing, KILLPRIV) and [`flags`]
+//! (the file-flag ioctls).
+//!
+//! Threads: fuser calls these methods from `threads=` event loops (or io_uring ring threads) at
+//! once; the engine is thread-safe and no lock is held here across requests, so a request that
+//! the kernel issues while serving another (a page fault on a mapping of the file being
+//! written, a lookup during a readdir) never waits for this one.
+
+mod flags;
+mod privs;
+mod readdirplus;
+mod reply;
+mod swap_in;
+
+use crate::attr::{file_attr, negative_attr, set_time};
+use crate::stats::{Op, Stats};
+use fuser::{
+    AccessFlags, CopyFileRangeFlags, Errno, FileHandle, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
+    LockOwner, OpenFlags as FuseOpenFlags, RenameFlags as FuseRenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyStatx,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+};
+use privs::KernelWord;
+use reply::begin_change;
+use rtmpfs_core::{
+    Attr, Ctx, FallocateMode, Fh, Filesystem, FsError, Ino, OpenFlags, RenameFlags, SeekWhence, SetAttr, Timespec,
+    XattrSetMode,
+};
+use std::ffi::OsStr;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use swap_in::{ReadRequest, ReadServer, SwapIn};
+
+/// How long the kernel may trust entries and attributes. Everything that changes a name or an
+/// attribute goes through this mount (the kernel invalidates what its own requests change), so
+/// the only bound is memory: one day, as libfuse's passthrough_hp.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// Largest read or write the kernel sends (`max_write`, and the 256-page `max_pages_limit`).
+pub const MAX_IO: u32 = 1 << 20;
+
+/// The largest `copy_file_range` served at once: the reply's count is 32 bits.
+const MAX_COPY: u64 = 1 << 30;
+
+/// How the adapter serves data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdapterOptions {
+    /// `FOPEN_DIRECT_IO` on every open file: no kernel page cache for file data (mmap still
+    /// works through `FUSE_DIRECT_IO_ALLOW_MMAP`). Otherwise `FOPEN_KEEP_CACHE`.
+    pub direct_io: bool,
+    /// The FUSE writeback cache (`-o writeback`): see docs/fuse.md for the trade.
+    pub writeback: bool,
+    /// Entry and attribute timeout.
+    pub ttl: Duration,
+    /// How many event loops (`threads=`) serve requests: up to all but one of them may wait on
+    /// swap I/O themselves (see `SwapIn::serve`).
+    pub event_loops: usize,
+}
+
+impl Default for AdapterOptions {
+    fn default() -> Self {
+        AdapterOptions {
+            direct_io: false,
+            writeback: false,
+            ttl: DEFAULT_TTL,
+            event_loops: 1,
+        }
+    }
+}
+
+/// The `fuser::Filesystem` over an engine.
+pub struct Adapter {
+    fs: Arc<Filesystem>,
+    opts: AdapterOptions,
+    stats: Arc<Stats>,
+    /// The engine and counters a READ is served with, on any thread.
+    reads: ReadServer,
+    /// Where READs that must wait for swap I/O are served, so that the event loops keep
+    /// serving everything else (only when the engine has a RAM budget).
+    swap_in: Option<SwapIn>,
+    /// `FUSE_HANDLE_KILLPRIV_V2` was negotiated: the daemon, not the kernel, clears set-id bits
+    /// on write, truncate, fallocate and copy_file_range (see [`privs`]).
+    daemon_kills_privs: bool,
+}
+
+impl Adapter {
+    /// An adapter serving `fs`. Read-only state is the engine's (`set_read_only` on remount).
+    #[must_use]
+    pub fn new(fs: Arc<Filesystem>, opts: AdapterOptions, stats: Arc<Stats>) -> Adapter {
+        let reads = ReadServer {
+            fs: fs.clone(),
+            stats: stats.clone(),
+        };
+        let swap_in = fs
+            .config()
+            .memory_bytes
+            .map(|_| SwapIn::start(&reads, opts.event_loops));
+        Adapter {
+            fs,
+            opts,
+            stats,
+            reads,
+            swap_in,
+            daemon_kills_privs: false,
+        }
+    }
+
+    /// The engine's open flags for a handle the kernel will use. With the writeback cache the
+    /// kernel writes pages back through any open handle of the file, reads before a partial
+    /// page write, and places O_APPEND writes itself (from the size it keeps): such a handle
+    /// must read, and must not append on its own (libfuse's passthrough does the same).
+    fn engine_open_flags(&self, flags: i32) -> OpenFlags {
+        let mut of = OpenFlags::from_libc(flags);
+        if self.opts.writeback {
+            of.read |= of.write;
+            of.append = false;
+        }
+        of
+    }
+
+    fn file_open_flags(&self, of: OpenFlags) -> FopenFlags {
+        let base = if self.opts.direct_io {
+            FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_PARALLEL_DIRECT_WRITES
+        } else {
+            FopenFlags::FOPEN_KEEP_CACHE
+        };
+        // NOFLUSH lets `close` skip the kernel's fuse_flush, which is where the kernel writes
+        // back dirty mapped pages and returns their pending writeback error (ENOSPC from a store
+        // through a shared mapping) before sending FLUSH. Only a handle open for reading and
+        // writing can carry a writable shared mapping (mmap needs O_RDWR for that), so only
+        // those do without it; every other close stays free of a round trip (write(2) reports
+        // its own errors).
+        if of.read && of.write {
+            base
+        } else {
+            base | FopenFlags::FOPEN_NOFLUSH
+        }
+    }
+
+    /// Reply to CREATE or TMPFILE: the new file's entry and its open handle.
+    fn created(&self, reply: ReplyCreate, attr: &Attr, h: Fh, of: OpenFlags) {
+        reply.created(
+            &self.opts.ttl,
+            &file_attr(attr),
+            Generation(attr.generation),
+            FileHandle(h.0),
+            self.file_open_flags(of),
+        );
+    }
+}
+
+/// The caller's credentials. Supplementary groups are not sent by FUSE (the kernel checks
+/// permissions with them, `default_permissions`). The kernel has applied the umask already
+/// (we do not ask for `FUSE_DONT_MASK`), so none is passed on. Whether the caller holds
+/// `CAP_FSETID` is unknown here (the engine's rule: exactly when root).
+fn ctx(req: &Request) -> Ctx {
+    Ctx::user(req.uid(), req.gid())
+}
+
+fn fh(h: FileHandle) -> Fh {
+    Fh(h.0)
+}
+
+fn ino(i: INodeNo) -> Ino {
+    Ino(i.0)
+}
+
+/// Capabilities we ask for when the kernel offers them; see `docs/fuse.md` for why each.
+/// Never ask for what fuser 0.18 cannot honour (SECURITY_CTX, CREATE_SUPP_GROUP, ALLOW_IDMAP,
+/// OVER_IO_URING, HAS_RESEND, REQUEST_TIMEOUT, SETXATTR_EXT, POSIX_ACL without ACL support,
+/// locks without lock support). HANDLE_KILLPRIV_V2 is asked for in `init`: the engine clears
+/// set-id bits and capabilities itself on every path that needs it.
+fn wanted_capabilities(direct_io: bool) -> Vec<(InitFlags, &'static str)> {
+    let mut v = vec![
+        (InitFlags::FUSE_ATOMIC_O_TRUNC, "atomic_o_trunc"),
+        (InitFlags::FUSE_EXPORT_SUPPORT, "export_support"),
+        (InitFlags::FUSE_DO_READDIRPLUS, "readdirplus"),
+        (InitFlags::FUSE_READDIRPLUS_AUTO, "readdirplus_auto"),
+        (InitFlags::FUSE_PARALLEL_DIROPS, "parallel_dirops"),
+        (InitFlags::FUSE_CACHE_SYMLINKS, "cache_symlinks"),
+    ];
+    if direct_io {
+        v.push((InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP, "direct_io_allow_mmap"));
+    }
+    v
+}
+
+impl fuser::Filesystem for Adapter {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
+        // Not FUSE_NO_OPENDIR_SUPPORT, although it would save an OPENDIR and a RELEASEDIR per
+        // directory opened: a listing ends where the directory ended when it began, and that
+        // end lives in the engine's directory handle (as Linux keeps it in the open file);
+        // without OPENDIR there is no per-stream place for it (docs/fuse.md, "Requests left").
+        if self.opts.writeback && config.add_capabilities(InitFlags::FUSE_WRITEBACK_CACHE).is_err() {
+            tracing::warn!("kernel does not offer FUSE capability writeback_cache: writes go through");
+        }
+        for (cap, name) in wanted_capabilities(self.opts.direct_io) {
+            if config.add_capabilities(cap).is_err() {
+                tracing::warn!("kernel does not offer FUSE capability {name}");
+            }
+        }
+        // Set-id and capability clearing in the daemon: it spares a GETXATTR of
+        // security.capability before every write(2) (see docs/fuse.md, "Who clears set-id
+        // bits"). A kernel without it (before 5.11) keeps clearing them itself.
+        self.daemon_kills_privs = config.add_capabilities(InitFlags::FUSE_HANDLE_KILLPRIV_V2).is_ok();
+        if let Err(max) = config.set_max_write(MAX_IO) {
+            let _ = config.set_max_write(max);
+        }
+        let _ = config.set_max_background(64);
+        let _ = config.set_congestion_threshold(48);
+        tracing::debug!(
+            "FUSE INIT: kernel ABI {:?}, capabilities {:?}",
+            config.kernel_abi(),
+            config.capabilities()
+        );
+        Ok(())
+    }
+
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let call = self.begin(Op::Lookup, "lookup");
+        match self.fs.lookup(&ctx(req), ino(parent), name) {
+            Ok(a) => self.entry(reply, &a),
+            // A negative entry with the same timeout: names change only through this mount,
+            // and the kernel drops the negative dentry when it creates the name itself.
+            Err(FsError::NotFound) => {
+                reply.entry(&self.opts.ttl, &negative_attr(), Generation(0));
+            }
+            Err(e) => self.fail(call, reply, e),
+        }
+    }
+
+    fn forget(&self, _req: &Request, i: INodeNo, nlookup: u64) {
+        self.begin(Op::Forget, "forget");
+        self.fs.forget(ino(i), nlookup);
+    }
+
+    // batch_forget: fuser's default calls `forget` for each node (its `ForgetOne` type is not
+    // exported in 0.18, so it cannot be overridden).
+
+    fn getattr(&self, _req: &Request, i: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let call = self.begin(Op::Getattr, "getattr");
+        self.reply_attr(call, reply, self.fs.getattr(ino(i)));
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn setattr(
+        &self,
+        req: &Request,
+        i: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        ctime: Option<SystemTime>,
+        h: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        kill_suidgid: bool,
+        reply: ReplyAttr,
+    ) {
+        let call = begin_change!(self, Op::Setattr, "setattr", reply);
+        let set = SetAttr {
+            mode: mode.map(|m| m & 0o7777),
+            uid,
+            gid,
+            size,
+            atime: atime.map(set_time),
+            mtime: mtime.map(set_time),
+            ctime: ctime.map(Timespec::from_system_time),
+        };
+        // Under KILLPRIV_V2 the kernel turns its own privilege clearing (file_remove_privs
+        // before a change, and chown(-1, -1)) into a SETATTR that sets nothing: clear what a
+        // caller without CAP_FSETID must lose. Root keeps its bits (the kernel does not say
+        // whether this was a chown(-1, -1), which would clear them for root too: see
+        // docs/semantics.md).
+        //
+        // Otherwise, set-id bits on truncate: FATTR_KILL_SUIDGID is the kernel's word (see
+        // `privs`). On chown the engine clears them whoever asks (the kernel sends
+        // FATTR_KILL_SUIDGID unconditionally there, so it says nothing about the caller, or,
+        // without KILLPRIV_V2, the mode change in this same request). The engine drops
+        // security.capability on truncate and chown, as Linux does.
+        let word = if set.size.is_some() && set.uid.is_none() && set.gid.is_none() {
+            KernelWord::KillSuidgid(kill_suidgid)
+        } else {
+            KernelWord::Silent
+        };
+        let r = if self.daemon_kills_privs && self.is_kernels_priv_clearing(&set) {
+            let c = self.with_groups_for_setid(req, ctx(req), ino(i));
+            self.fs.remove_privs(&c, ino(i))
+        } else {
+            // Handle 0: no handle of ours (e.g. fchmod of a descriptor the kernel holds without
+            // one); the inode suffices.
+            let h = h.filter(|h| h.0 != 0).map(fh);
+            self.fs
+                .setattr(&self.ctx_changing_data_of(req, word, ino(i)), ino(i), &set, h)
+        };
+        self.reply_attr(call, reply, r);
+    }
+
+    fn readlink(&self, _req: &Request, i: INodeNo, reply: ReplyData) {
+        let call = self.begin(Op::Other, "readlink");
+        self.answer(call, reply, self.fs.readlink(ino(i)), |r, t| r.data(&t));
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let call = begin_change!(self, Op::Create, "mknod", reply);
+        let r = self.fs.mknod(&ctx(req), ino(parent), name, mode, u64::from(rdev));
+        self.reply_entry(call, reply, r);
+    }
+
+    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
+        let call = begin_change!(self, Op::Create, "mkdir", reply);
+        let r = self.fs.mkdir(&ctx(req), ino(parent), name, mode & 0o7777);
+        self.reply_entry(call, reply, r);
+    }
+
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let call = begin_change!(self, Op::Remove, "unlink", reply);
+        // The kernel drops the victim's nlink and invalidates its attributes itself; the
+        // protocol has no attributes in this reply.
+        self.reply_empty(call, reply, self.fs.unlink(&ctx(req), ino(parent), name));
+    }
+
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let call = begin_change!(self, Op::Remove, "rmdir", reply);
+        self.reply_empty(call, reply, self.fs.rmdir(&ctx(req), ino(parent), name));
+    }
+
+    fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
+        let call = begin_change!(self, Op::Create, "symlink", reply);
+        let r = self.fs.symlink(&ctx(req), ino(parent), link_name, target.as_os_str());
+        self.reply_entry(call, reply, r);
+    }
+
+    fn rename(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: FuseRenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let call = begin_change!(self, Op::Rename, "rename", reply);
+        let r = RenameFlags::from_libc(flags.bits())
+            .and_then(|f| self.fs.rename(&ctx(req), ino(parent), name, ino(newparent), newname, f));
+        self.reply_empty(call, reply, r);
+    }
+
+    fn link(&self, req: &Request, i: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+        let call = begin_change!(self, Op::Create, "link", reply);
+        // The entry carries the inode's fresh attributes (nlink, ctime) and adds a lookup.
+        self.reply_entry(call, reply, self.fs.link(&ctx(req), ino(i), ino(newparent), newname));
+    }
+
+    fn open(&self, req: &Request, i: INodeNo, flags: FuseOpenFlags, kill_suidgid: bool, reply: ReplyOpen) {
+        let call = self.begin(Op::Open, "open");
+        let of = self.engine_open_flags(flags.0);
+        if self.fs.is_read_only() && (of.write || of.truncate) {
+            return self.fail(call, reply, Errno::EROFS);
+        }
+        // O_TRUNC (ATOMIC_O_TRUNC): set-id bits go as on a truncate, by the kernel's word.
+        let octx = self.ctx_changing_data_of(req, KernelWord::KillSuidgid(kill_suidgid), ino(i));
+        self.answer(call, reply, self.fs.open(&octx, ino(i), of), |r, h| {
+            r.opened(FileHandle(h.0), self.file_open_flags(of));
+        });
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn read(
+        &self,
+        _req: &Request,
+        _i: INodeNo,
+        h: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: FuseOpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let call = self.begin(Op::Read, "read");
+        let rq = ReadRequest {
+            call,
+            fh: fh(h),
+            offset,
+            size,
+        };
+        match &self.swap_in {
+            Some(swap_in) if self.fs.read_needs_swap_in(rq.fh, offset, u64::from(size)) => {
+                swap_in.serve(&self.reads, rq, reply);
+            }
+            _ => self.reads.serve(rq, reply),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn write(
+        &self,
+        req: &Request,
+        i: INodeNo,
+        h: FileHandle,
+        offset: u64,
+        data: &[u8],
+        write_flags: WriteFlags,
+        _flags: FuseOpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let call = begin_change!(self, Op::Write, "write", reply);
+        // Who clears set-user-ID/set-group-ID on a write: the kernel sets
+        // FUSE_WRITE_KILL_SUIDGID exactly when the writer lacks CAP_FSETID, on the cached path
+        // under FUSE_HANDLE_KILLPRIV_V2 and on the direct path always; then the engine clears
+        // them. Otherwise the kernel has cleared them before the write (file_remove_privs
+        // sends a SETATTR). The engine drops security.capability on every write, as Linux
+        // does, except mmap writeback (FUSE_WRITE_CACHE): a store through a mapping clears
+        // nothing on Linux. The kernel applied O_APPEND (and F_SETFL, RWF_NOAPPEND) itself, so
+        // the offset it sends is where the data goes: `write_at`, never the handle's open flags.
+        let r = if write_flags.contains(WriteFlags::FUSE_WRITE_CACHE) {
+            self.fs.write_back(fh(h), offset, data)
+        } else {
+            let kill = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
+            let wctx = self.ctx_changing_data_of(req, KernelWord::KillSuidgid(kill), ino(i));
+            self.fs.write_at(&wctx, fh(h), offset, data)
+        };
+        self.answer(call, reply, r, |r, n| r.written(n as u32));
+    }
+
+    fn flush(&self, _req: &Request, _i: INodeNo, _h: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+        // The kernel sends FLUSH on the close of a read-write handle (see `file_open_flags`)
+        // after it has written back the dirty pages and returned their error itself: the daemon
+        // has nothing left to do (no locks are kept here, WRITE reported its own errors).
+        // ENOSYS makes the kernel stop sending FLUSH for this mount (fc->no_flush) while it
+        // keeps doing that writeback and error check on every such close. Under `writeback`
+        // the kernel ignores NOFLUSH and writes dirty pages back at every close the same way.
+        // Not a failure (nothing failed, the kernel is told a fact), so not counted as one.
+        self.begin(Op::Flush, "flush");
+        reply.error(Errno::ENOSYS);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn ioctl(
+        &self,
+        req: &Request,
+        i: INodeNo,
+        _h: FileHandle,
+        _flags: fuser::IoctlFlags,
+        cmd: u32,
+        in_data: &[u8],
+        _out_size: u32,
+        reply: fuser::ReplyIoctl,
+    ) {
+        // The file flags (chattr/lsattr, see `flags`). Any other ioctl is ENOTTY, what Linux
+        // answers for an ioctl a file does not support and what isatty() expects of a regular
+        // file: every isatty() on the mount sends TCGETS here, so no log line above debug
+        // (fuser's default logs each one as a warning).
+        let call = self.begin(Op::Other, "ioctl");
+        match self.file_flags_ioctl(req, ino(i), cmd, in_data) {
+            Some(r) => self.answer(call, reply, r, |r, data| r.ioctl(0, &data)),
+            None => self.fail(call, reply, Errno::ENOTTY),
+        }
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _i: INodeNo,
+        h: FileHandle,
+        _flags: FuseOpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        let call = self.begin(Op::Release, "release");
+        self.reply_empty(call, reply, self.fs.release(fh(h)));
+    }
+
+    fn fsync(&self, _req: &Request, _i: INodeNo, h: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        let call = self.begin(Op::Other, "fsync");
+        self.reply_empty(call, reply, self.fs.fsync(fh(h)));
+    }
+
+    fn opendir(&self, req: &Request, i: INodeNo, _flags: FuseOpenFlags, reply: ReplyOpen) {
+        let call = self.begin(Op::Open, "opendir");
+        // CACHE_DIR: the kernel keeps listings in its page cache and drops them when the
+        // directory changes through it; KEEP_CACHE: opendir does not drop them.
+        self.answer(call, reply, self.fs.opendir(&ctx(req), ino(i)), |r, h| {
+            r.opened(
+                FileHandle(h.0),
+                FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
+            );
+        });
+    }
+
+    fn readdir(&self, _req: &Request, _i: INodeNo, h: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        let call = self.begin(Op::Readdir, "readdir");
+        // Each entry's offset is its engine cookie: the kernel resumes after it.
+        let r = self.fs.readdir(fh(h), offset, |e| {
+            !reply.add(
+                INodeNo(e.ino.0),
+                e.cookie,
+                crate::attr::file_type(e.kind),
+                OsStr::from_bytes(&e.name),
+            )
+        });
+        self.answer(call, reply, r, |r, ()| r.ok());
+    }
+
+    fn readdirplus(&self, _req: &Request, _i: INodeNo, h: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+        let call = self.begin(Op::Readdirplus, "readdirplus");
+        let r = self.fill_readdirplus(fh(h), offset, &mut reply);
+        self.answer(call, reply, r, |r, ()| r.ok());
+    }
+
+    fn releasedir(&self, _req: &Request, _i: INodeNo, h: FileHandle, _flags: FuseOpenFlags, reply: ReplyEmpty) {
+        let call = self.begin(Op::Release, "releasedir");
+        self.reply_empty(call, reply, self.fs.releasedir(fh(h)));
+    }
+
+    fn fsyncdir(&self, _req: &Request, _i: INodeNo, h: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        let call = self.begin(Op::Other, "fsyncdir");
+        self.reply_empty(call, reply, self.fs.fsync(fh(h)));
+    }
+
+    fn statfs(&self, _req: &Request, _i: INodeNo, reply: ReplyStatfs) {
+        self.begin(Op::Other, "statfs");
+        let s = self.fs.statfs();
+        reply.statfs(
+            s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
+        );
+    }
+
+    fn setxattr(
+        &self,
+        req: &Request,
+        i: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        position: u32,
+        reply: ReplyEmpty,
+    ) {
+        let call = begin_change!(self, Op::Xattr, "setxattr", reply);
+        if position != 0 {
+            return self.fail(call, reply, Errno::EINVAL);
+        }
+        let r = XattrSetMode::from_libc(flags).and_then(|m| self.fs.setxattr(&ctx(req), ino(i), name, value, m));
+        self.reply_empty(call, reply, r);
+    }
+
+    fn getxattr(&self, req: &Request, i: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let call = self.begin(Op::Getxattr, "getxattr");
+        match self.fs.getxattr(&ctx(req), ino(i), name) {
+            Ok(v) => self.reply_xattr(call, reply, &v, size),
+            Err(e) => self.fail(call, reply, e),
+        }
+    }
+
+    fn listxattr(&self, req: &Request, i: INodeNo, size: u32, reply: ReplyXattr) {
+        let call = self.begin(Op::Xattr, "listxattr");
+        // As Linux: the size query answers the length even past 64 KiB; a list that does not
+        // fit the buffer is ERANGE, which the kernel turns into E2BIG for a 64 KiB buffer.
+        if size == 0 {
+            let len = self.fs.listxattr_len(&ctx(req), ino(i));
+            return self.answer(call, reply, len, |r, n| r.size(u32::try_from(n).unwrap_or(u32::MAX)));
+        }
+        match self.fs.listxattr(&ctx(req), ino(i)) {
+            Ok(v) => self.reply_xattr(call, reply, &v, size),
+            Err(FsError::TooBig) => self.fail(call, reply, Errno::ERANGE),
+            Err(e) => self.fail(call, reply, e),
+        }
+    }
+
+    fn removexattr(&self, req: &Request, i: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let call = begin_change!(self, Op::Xattr, "removexattr", reply);
+        self.reply_empty(call, reply, self.fs.removexattr(&ctx(req), ino(i), name));
+    }
+
+    fn access(&self, req: &Request, i: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        // Not sent with default_permissions (the kernel answers access(2) itself).
+        let call = self.begin(Op::Other, "access");
+        if self.fs.is_read_only() && mask.contains(AccessFlags::W_OK) {
+            return self.fail(call, reply, Errno::EROFS);
+        }
+        self.reply_empty(call, reply, self.fs.access(&ctx(req), ino(i), mask.bits() as u32));
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        flags: i32,
+        _kill_suidgid: bool,
+        reply: ReplyCreate,
+    ) {
+        // `_kill_suidgid`: CREATE makes a new file (an existing name answers ESTALE or
+        // EEXIST below), so there are no set-id bits to clear.
+        let call = begin_change!(self, Op::Create, "create", reply);
+        let of = self.engine_open_flags(flags);
+        match self.fs.create(&ctx(req), ino(parent), name, mode & 0o7777, of) {
+            Ok((a, h)) => self.created(reply, &a, h, of),
+            // The name appeared after the kernel's lookup (another creator won the race).
+            // Without O_EXCL, open(2) must open the existing file, with the permission checks
+            // of an ordinary open: ESTALE makes the kernel redo the whole open with a fresh
+            // lookup (do_filp_open retries with LOOKUP_REVAL).
+            Err(FsError::Exists) if flags & libc::O_EXCL == 0 => self.fail(call, reply, Errno::ESTALE),
+            Err(e) => self.fail(call, reply, e),
+        }
+    }
+
+    fn tmpfile(&self, req: &Request, parent: INodeNo, mode: u32, _umask: u32, flags: i32, reply: ReplyCreate) {
+        let call = begin_change!(self, Op::Create, "tmpfile", reply);
+        // The engine's anonymous file: nlink 0, one lookup reference for the kernel's entry,
+        // an open handle. The kernel alone decides whether it may be linked later (O_EXCL).
+        let of = self.engine_open_flags(flags);
+        let r = self.fs.tmpfile(&ctx(req), ino(parent), mode & 0o7777, of);
+        self.answer(call, reply, r, |r, (a, h)| self.created(r, &a, h, of));
+    }
+
+    fn statx(&self, _req: &Request, i: INodeNo, _fh: Option<FileHandle>, _flags: u32, _mask: u32, reply: ReplyStatx) {
+        // The kernel asks only for what it lacks (the birth time, or everything after an
+        // invalidation); the engine has all fields at once, so every reply carries them all
+        // and the kernel caches them like GETATTR's.
+        let call = self.begin(Op::Getattr, "statx");
+        self.answer(call, reply, self.fs.getattr(ino(i)), |r, a| {
+            r.statx(&self.opts.ttl, &file_attr(&a));
+        });
+    }
+
+    fn fallocate(
+        &self,
+        req: &Request,
+        i: INodeNo,
+        h: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        let call = begin_change!(self, Op::Other, "fallocate", reply);
+        // Set-id bits: see `privs`.
+        let r = FallocateMode::from_libc(mode).and_then(|m| {
+            self.fs.fallocate(
+                &self.ctx_changing_data_of(req, KernelWord::Silent, ino(i)),
+                fh(h),
+                offset,
+                length,
+                m,
+            )
+        });
+        self.reply_empty(call, reply, r);
+    }
+
+    fn lseek(&self, _req: &Request, _i: INodeNo, h: FileHandle, offset: i64, whence: i32, reply: ReplyLseek) {
+        // The kernel answers SEEK_SET/CUR/END itself; only SEEK_DATA/SEEK_HOLE come here.
+        let call = self.begin(Op::Other, "lseek");
+        let whence = match whence {
+            libc::SEEK_DATA => SeekWhence::Data,
+            libc::SEEK_HOLE => SeekWhence::Hole,
+            _ => return self.fail(call, reply, Errno::EINVAL),
+        };
+        self.answer(call, reply, self.fs.lseek(fh(h), offset, whence), |r, o| {
+            r.offset(o as i64);
+        });
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn copy_file_range(
+        &self,
+        req: &Request,
+        _ino_in: INodeNo,
+        fh_in: FileHandle,
+        offset_in: u64,
+        ino_out: INodeNo,
+        fh_out: FileHandle,
+        offset_out: u64,
+        len: u64,
+        flags: CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        let call = begin_change!(self, Op::Write, "copy_file_range", reply);
+        if !flags.is_empty() {
+            return self.fail(call, reply, Errno::EINVAL);
+        }
+        // Like a write, a copy by a caller without CAP_FSETID clears set-id bits of the
+        // target (see `privs`). The kernel refused an O_APPEND target itself
+        // (generic_copy_file_checks, seeing F_SETFL changes), so the engine does not check.
+        let r = self.fs.copy_file_range_at(
+            &self.ctx_changing_data_of(req, KernelWord::Silent, ino(ino_out)),
+            fh(fh_in),
+            offset_in,
+            fh(fh_out),
+            offset_out,
+            len.min(MAX_COPY),
+        );
+        self.answer(call, reply, r, |r, n| r.written(n as u32));
+    }
+}

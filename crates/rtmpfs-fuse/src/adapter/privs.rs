@@ -1,0 +1,103 @@
+//! The adapter's one decision on privilege: which credentials the engine gets for a change of
+//! a file's data (write, truncate, O_TRUNC, fallocate, copy_file_range), so that set-user-ID
+//! and set-group-ID bits are cleared exactly when Linux tmpfs would, whoever (kernel or daemon)
+//! the protocol makes responsible. See docs/fuse.md, "Who clears set-id bits".
+//!
+//! Invariant: the bits are cleared once, by one side. Under `FUSE_HANDLE_KILLPRIV_V2`
+//! (`Adapter::daemon_kills_privs`) the daemon clears them, following the kernel's
+//! `KILL_SUIDGID` flags where the request has one; without it the kernel has cleared them
+//! before the request arrives and the engine must leave the mode alone.
+
+use super::{ctx, Adapter};
+use fuser::Request;
+use rtmpfs_core::{Ctx, Ino, SetAttr};
+
+/// What the kernel says, with a data change, about the caller's privilege to keep set-id bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum KernelWord {
+    /// The request's `KILL_SUIDGID` flag: set exactly when the bits must go.
+    KillSuidgid(bool),
+    /// The protocol has no flag for this change.
+    Silent,
+}
+
+impl Adapter {
+    /// Whether a SETATTR is the kernel's own clearing of privileges (file_remove_privs before
+    /// a change, `chown(f, -1, -1)`), which under KILLPRIV_V2 sets nothing: with the writeback
+    /// cache the kernel owns ctime and sends it along, so there "nothing" is "only ctime".
+    pub(super) fn is_kernels_priv_clearing(&self, set: &SetAttr) -> bool {
+        let without_ctime = SetAttr { ctime: None, ..*set };
+        without_ctime == SetAttr::default() && (set.ctime.is_none() || self.opts.writeback)
+    }
+
+    /// The caller's credentials for a change of a file's data, which must clear
+    /// set-user-ID/set-group-ID bits when the caller lacks `CAP_FSETID`:
+    ///
+    /// * The request carries the kernel's flag (`FUSE_WRITE_KILL_SUIDGID` on WRITE,
+    ///   `FATTR_KILL_SUIDGID` on a truncating SETATTR, `FUSE_OPEN_KILL_SUIDGID` on an O_TRUNC
+    ///   OPEN): it is the kernel's word, set exactly when the caller lacks `CAP_FSETID` under
+    ///   `FUSE_HANDLE_KILLPRIV_V2` (WRITE: also on the direct path without it). Unset, either
+    ///   the caller holds the capability or the kernel has cleared the bits itself before
+    ///   (file_remove_privs sends a SETATTR): the engine must leave them alone either way.
+    /// * The kernel says nothing (fallocate, copy_file_range): under `KILLPRIV_V2` the
+    ///   engine's own rule decides (`CAP_FSETID` exactly when root); without it the kernel
+    ///   has cleared them already.
+    fn ctx_changing_data(&self, req: &Request, word: KernelWord) -> Ctx {
+        match word {
+            KernelWord::KillSuidgid(kill) => Ctx {
+                cap_fsetid: Some(!kill),
+                ..ctx(req)
+            },
+            KernelWord::Silent if self.daemon_kills_privs => ctx(req),
+            KernelWord::Silent => ctx_kernel_killed_privs(req),
+        }
+    }
+
+    /// [`Adapter::ctx_changing_data`] for a change of inode `i`, with the supplementary groups
+    /// when they decide its set-group-ID bit.
+    pub(super) fn ctx_changing_data_of(&self, req: &Request, word: KernelWord, i: Ino) -> Ctx {
+        self.with_groups_for_setid(req, self.ctx_changing_data(req, word), i)
+    }
+
+    /// `c` with the caller's supplementary groups filled in when they decide a set-group-ID
+    /// clearing on `i`: the file has set-group-ID without group-execute and is not of the
+    /// caller's primary group, so Linux keeps the bit only for a member of its group
+    /// (`setattr_should_drop_sgid`). FUSE sends no supplementary groups; they are read from
+    /// /proc for this rare case only (a process gone meanwhile counts as in no group).
+    pub(super) fn with_groups_for_setid(&self, req: &Request, mut c: Ctx, i: Ino) -> Ctx {
+        // A caller keeping its bits anyway needs no groups (and the common write costs no
+        // attribute read).
+        if c.has_fsetid() {
+            return c;
+        }
+        let needs = self
+            .fs
+            .getattr(i)
+            .is_ok_and(|a| a.perm & (libc::S_ISGID | 0o010) == libc::S_ISGID && a.gid != req.gid());
+        if needs {
+            c.groups = supplementary_groups(req.pid());
+        }
+        c
+    }
+}
+
+/// The supplementary groups of thread `tid` (the `Groups:` line of /proc/TID/status; FUSE's
+/// request pid is the calling thread's id, and credentials are per thread); empty if unknown.
+fn supplementary_groups(tid: u32) -> Vec<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Groups:"))
+        .map(|g| g.split_whitespace().filter_map(|x| x.parse().ok()).collect())
+        .unwrap_or_default()
+}
+
+/// The caller's credentials for a data change after which the *kernel* has already cleared the
+/// set-id bits if they had to go (the cached path: file_remove_privs/file_modified, or the
+/// SETATTR it builds for truncate and chown): the engine must leave the mode alone.
+fn ctx_kernel_killed_privs(req: &Request) -> Ctx {
+    Ctx {
+        cap_fsetid: Some(true),
+        ..ctx(req)
+    }
+}
