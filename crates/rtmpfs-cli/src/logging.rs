@@ -53,6 +53,8 @@ pub fn init(verbose: u8, detached: bool) {
     } else {
         tracing_subscriber::fmt()
             .with_env_filter(filter)
+            // Colour only for a terminal: a log redirected to a file stays plain text.
+            .with_ansi(io::IsTerminal::is_terminal(&io::stderr()))
             .with_writer(RateLimited {
                 limiter: limiter.clone(),
                 inner: io::stderr,

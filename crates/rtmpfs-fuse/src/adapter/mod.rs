@@ -476,12 +476,13 @@ impl fuser::Filesystem for Adapter {
     ) {
         // The file flags (chattr/lsattr, see `flags`). Any other ioctl is ENOTTY, what Linux
         // answers for an ioctl a file does not support and what isatty() expects of a regular
-        // file: every isatty() on the mount sends TCGETS here, so no log line above debug
-        // (fuser's default logs each one as a warning).
+        // file: every isatty() on the mount sends TCGETS here. That answer is the expected
+        // one, not a failed request: it is neither counted as failed nor logged (fuser's
+        // default logged each one as a warning).
         let call = self.begin(Op::Other, "ioctl");
         match self.file_flags_ioctl(req, ino(i), cmd, in_data) {
             Some(r) => self.answer(call, reply, r, |r, data| r.ioctl(0, &data)),
-            None => self.fail(call, reply, Errno::ENOTTY),
+            None => reply.error(Errno::ENOTTY),
         }
     }
 
