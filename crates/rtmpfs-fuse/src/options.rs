@@ -18,6 +18,156 @@ pub const MAX_THREADS: usize = 64;
 /// The source (first column of `/proc/mounts`) when none is given.
 pub const DEFAULT_SOURCE: &str = "rtmpfs";
 
+/// One row of [`OPTION_TABLE`]. Text in backticks is literal (code in markdown, bold in the
+/// man page, plain in `--help`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OptionDoc {
+    /// The option's syntax; variants separated by ", ".
+    pub syntax: &'static str,
+    /// What it does, without a final period.
+    pub meaning: &'static str,
+    /// The default, empty where there is none to state.
+    pub default: &'static str,
+}
+
+/// Every `-o` option, documented once: `rtmpfs --help`, the man page `rtmpfs(8)` and the option
+/// table of docs/fuse.md are all generated from it (the CLI's tests check the latter two are
+/// current, and this module's that each name here is one the parser knows).
+pub const OPTION_TABLE: &[OptionDoc] = &[
+    OptionDoc {
+        syntax: "size=N[k|m|g|t|p|e|%]",
+        meaning: "limit on file data; `%` of RAM; rounded up to whole 4 KiB pages; `0` unlimited",
+        default: "50% of RAM",
+    },
+    OptionDoc {
+        syntax: "nr_blocks=N[k|m|g]",
+        meaning: "the same limit in 4 KiB pages; `0` unlimited",
+        default: "",
+    },
+    OptionDoc {
+        syntax: "nr_inodes=N[k|m|g]",
+        meaning: "inode limit (each hard link and xattr costs inode space, as tmpfs); `0` unlimited",
+        default: "RAM pages / 2",
+    },
+    OptionDoc {
+        syntax: "mode=OCTAL",
+        meaning: "permission bits of the root directory",
+        default: "`1777`",
+    },
+    OptionDoc {
+        syntax: "uid=N, gid=N",
+        meaning: "owner and group of the root directory",
+        default: "the mounter",
+    },
+    OptionDoc {
+        syntax: "ro, rw",
+        meaning: "read-only (kernel flag, and refused by the daemon too); `mount -o remount,ro DIR` \
+                  switches a mount made by mount.fuse.rtmpfs",
+        default: "`rw`",
+    },
+    OptionDoc {
+        syntax: "nosuid, suid",
+        meaning: "ignore set-user/group-ID bits on executables",
+        default: "`suid`, as tmpfs",
+    },
+    OptionDoc {
+        syntax: "nodev, dev",
+        meaning: "refuse access to device nodes",
+        default: "`dev`, as tmpfs",
+    },
+    OptionDoc {
+        syntax: "noexec, exec",
+        meaning: "refuse to execute files",
+        default: "`exec`, as tmpfs",
+    },
+    OptionDoc {
+        syntax: "noatime, relatime, strictatime, nodiratime, lazytime, sync, dirsync",
+        meaning: "kernel flags; `noatime`, `relatime`, `strictatime` and `nodiratime` also set the \
+                  engine's atime rule, at mount and on remount",
+        default: "`relatime`",
+    },
+    OptionDoc {
+        syntax: "memory=N[k|m|g|%]",
+        meaning: "RAM budget for file data: beyond it, cold pages go to a private swap file \
+                  (`size=` still bounds the total)",
+        default: "none",
+    },
+    OptionDoc {
+        syntax: "swap=DIR",
+        meaning: "existing directory for the swap file (anonymous, `O_TMPFILE`); one on a memory \
+                  filesystem (tmpfs, ramfs, an rtmpfs mount) works, with a warning: its pages stay \
+                  in RAM",
+        default: "the first disk-backed of `/var/tmp` (root) or `$XDG_CACHE_HOME` (else \
+                  `~/.cache`) and `/var/tmp` (users), then `$TMPDIR` or `/tmp`; if none is, the \
+                  first that exists, with a warning",
+    },
+    OptionDoc {
+        syntax: "swap_size=N[k|m|g]",
+        meaning: "the most the swap file may hold; refused if larger than the free space of the \
+                  swap directory's filesystem (the default only warns)",
+        default: "size - memory",
+    },
+    OptionDoc {
+        syntax: "noswap",
+        meaning: "with `memory=`: no swap file, the budget is a hard cap (`ENOSPC`); refused with \
+                  `swap=` or `swap_size=`",
+        default: "",
+    },
+    OptionDoc {
+        syntax: "swap_encrypt=0|1",
+        meaning: "seal swapped pages with AES-256-GCM, the key only in memory",
+        default: "`1`",
+    },
+    OptionDoc {
+        syntax: "threads=N",
+        meaning: "threads serving FUSE requests (1-64), each with its own cloned `/dev/fuse` fd",
+        default: "`2`",
+    },
+    OptionDoc {
+        syntax: "direct_io",
+        meaning: "bypass the kernel page cache for file data: one copy of the data (within \
+                  `size=`), every read and write a round trip to the daemon; mmap still works",
+        default: "off (the kernel page cache is kept: much faster, but it holds a second copy of \
+                  recently used pages outside `size=`)",
+    },
+    OptionDoc {
+        syntax: "writeback",
+        meaning: "FUSE writeback cache: writes land in the kernel's page cache and reach rtmpfs \
+                  later; faster for many small writes, but a full `size=` is reported by fsync or \
+                  close instead of by the write",
+        default: "off",
+    },
+    OptionDoc {
+        syntax: "io_uring=auto|on|off",
+        meaning: "serve requests over FUSE-over-io_uring: `auto` when the kernel offers it, else \
+                  `/dev/fuse` with one warning line saying why and how to enable it; `on` refuses \
+                  to mount where it cannot be had; `off` never tries",
+        default: "`auto`",
+    },
+    OptionDoc {
+        syntax: "readahead=N[k|m]",
+        meaning: "the kernel's readahead window for this mount (bdi `read_ahead_kb`, set after \
+                  INIT); larger windows make fewer, bigger READ requests",
+        default: "the kernel's, 128 KiB",
+    },
+    OptionDoc {
+        syntax: "fsname=NAME",
+        meaning: "the mount's source in `/proc/mounts` (the mount helper passes TAG)",
+        default: "`rtmpfs`",
+    },
+    OptionDoc {
+        syntax: "huge=..., inode64",
+        meaning: "accepted for tmpfs compatibility; no effect",
+        default: "",
+    },
+    OptionDoc {
+        syntax: "defaults, auto, noauto, nofail, _netdev, x-*, comment=..., user_id=N, group_id=N, \
+                 rootmode=OCTAL, default_permissions, allow_other",
+        meaning: "fstab, mount(8) and FUSE bookkeeping; ignored",
+        default: "",
+    },
+];
+
 /// How access times are kept (the kernel's `MS_NOATIME` / `MS_RELATIME` / `MS_STRICTATIME`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Atime {
@@ -648,6 +798,8 @@ pub enum DirKind {
 
 /// `statfs(2)`'s `f_type` of a FUSE filesystem (`FUSE_SUPER_MAGIC`).
 const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
+/// `statfs(2)`'s `f_type` of tmpfs (`TMPFS_MAGIC`; as `i64`, whatever width libc gives it).
+const TMPFS_MAGIC: i64 = 0x0102_1994;
 /// `statfs(2)`'s `f_type` of ramfs (`RAMFS_MAGIC`; the libc crate has no constant for it).
 const RAMFS_MAGIC: i64 = 0x8584_58f6;
 
@@ -662,7 +814,7 @@ pub fn probe_dir(dir: &Path) -> DirKind {
         return DirKind::Disk;
     };
     match f_type {
-        t if t == i64::from(libc::TMPFS_MAGIC) => DirKind::Memory("tmpfs"),
+        TMPFS_MAGIC => DirKind::Memory("tmpfs"),
         RAMFS_MAGIC => DirKind::Memory("ramfs"),
         FUSE_SUPER_MAGIC if is_on_rtmpfs(dir) => DirKind::Memory("an rtmpfs mount"),
         _ => DirKind::Disk,
@@ -1133,6 +1285,21 @@ mod tests {
             .is_some_and(|m| m.fstype == "tmpfs");
         if shm_is_tmpfs {
             assert_eq!(probe_dir(Path::new("/dev/shm")), TMPFS);
+        }
+    }
+
+    #[test]
+    fn option_table_names_only_options_the_parser_knows() {
+        for row in OPTION_TABLE {
+            for variant in row.syntax.split(", ") {
+                let name = variant.split('=').next().unwrap().replace('*', "foo");
+                let result = parse(&name);
+                assert!(
+                    !matches!(result, Err(OptionError::Unknown(_) | OptionError::Unsupported(_))),
+                    "{variant}: {result:?}"
+                );
+            }
+            assert!(!row.meaning.ends_with('.'), "{}", row.syntax);
         }
     }
 
