@@ -58,9 +58,9 @@ fn command() -> clap::Command {
 fn generate(what: &str) -> ExitCode {
     use clap_complete::Shell;
     let text = match what {
-        "man" => manual::man_page(command()),
-        "bash" => manual::completions(command(), Shell::Bash),
-        "zsh" => manual::completions(command(), Shell::Zsh),
+        "man" => manual::man_page(&command()),
+        "bash" => manual::completions(&command(), Shell::Bash),
+        "zsh" => manual::completions(&command(), Shell::Zsh),
         "options-md" => manual::options_markdown(),
         other => {
             return fail(&format!(

@@ -134,8 +134,10 @@ fn roff_inlines(s: &str) -> Vec<Inline> {
 /// The man page `rtmpfs(8)`: clap_mangen's title, name, synopsis, description and flags, then
 /// MOUNT OPTIONS from [`OPTION_TABLE`], NOTES, EXAMPLES, VERSION and SEE ALSO.
 #[must_use]
-pub fn man_page(cmd: clap::Command) -> String {
-    let man = clap_mangen::Man::new(cmd).section("8").manual("System Administration");
+pub fn man_page(cmd: &clap::Command) -> String {
+    let man = clap_mangen::Man::new(visible(cmd))
+        .section("8")
+        .manual("System Administration");
     let mut out: Vec<u8> = Vec::new();
     // Writing to a Vec cannot fail.
     let _ = man.render_title(&mut out);
@@ -190,10 +192,10 @@ fn man_sections() -> Roff {
     r
 }
 
-/// A completion script for `shell` (`bash` or `zsh`), offering the flags `--help` shows (the
-/// bash generator would offer hidden ones too: they are left out of the command it sees).
-#[must_use]
-pub fn completions(cmd: clap::Command, shell: clap_complete::Shell) -> String {
+/// The command as users see it, for the man page and the completions: without the hidden
+/// flags (`--ready-fd`, `--generate`; the bash generator would offer them) and with MOUNTPOINT
+/// required (it is, unless `--generate` is given).
+fn visible(cmd: &clap::Command) -> clap::Command {
     let shown: Vec<clap::Arg> = cmd
         .get_arguments()
         .filter(|a| !a.is_hide_set())
@@ -203,11 +205,18 @@ pub fn completions(cmd: clap::Command, shell: clap_complete::Shell) -> String {
                 .required_unless_present(clap::builder::Resettable::<clap::Id>::Reset)
         })
         .collect();
-    let mut visible = clap::Command::new("rtmpfs")
+    clap::Command::new("rtmpfs")
         .about(cmd.get_about().cloned().unwrap_or_default())
+        .long_about(cmd.get_long_about().cloned().unwrap_or_default())
         .version(version())
-        .args(shown);
+        .args(shown)
+        .mut_arg("mountpoint", |a| a.required(true))
+}
+
+/// A completion script for `shell` (`bash` or `zsh`).
+#[must_use]
+pub fn completions(cmd: &clap::Command, shell: clap_complete::Shell) -> String {
     let mut out: Vec<u8> = Vec::new();
-    clap_complete::generate(shell, &mut visible, "rtmpfs", &mut out);
+    clap_complete::generate(shell, &mut visible(cmd), "rtmpfs", &mut out);
     String::from_utf8_lossy(&out).into_owned()
 }

@@ -176,6 +176,23 @@ fn swap_on_a_memory_filesystem_warns_in_one_line_and_works() {
 }
 
 #[test]
+fn swap_on_an_rtmpfs_mount_warns_in_one_line() {
+    if !can_mount("swap_on_an_rtmpfs_mount_warns_in_one_line") {
+        return;
+    }
+    let inner = Daemon::start("size=64m");
+    let d = Daemon::start(&format!("size=64m,memory=4m,swap={}", inner.path().display()));
+    swap_round_trip(d.path());
+    let stderr = d.stderr();
+    let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("memory filesystem")).collect();
+    assert_eq!(warnings.len(), 1, "{stderr}");
+    assert!(
+        warnings[0].contains(&format!("swap={} is on an rtmpfs mount", inner.path().display())),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn default_swap_dir_of_root_is_not_in_memory() {
     if !can_mount("default_swap_dir_of_root_is_not_in_memory") {
         return;
