@@ -6,8 +6,9 @@
 
 mod helper;
 mod logging;
+mod manual;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use rtmpfs_fuse::daemon::{self, ReadyPipe};
 use rtmpfs_fuse::MountOptions;
 use std::fs::File;
@@ -15,64 +16,18 @@ use std::os::fd::FromRawFd;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-const OPTIONS_HELP: &str = "\
-Mount options (-o, comma-separated, tmpfs syntax; later ones win):
-  size=N[k|m|g|t|p|e|%]  Size limit for file data; % of RAM. Default 50%. 0 = unlimited.
-                         Rounded up to whole 4 KiB pages.
-  nr_blocks=N[k|m|g]     The same limit in 4 KiB pages. 0 = unlimited.
-  nr_inodes=N[k|m|g]     Most inodes (each hard link and xattr costs inode space, as tmpfs).
-                         Default: RAM pages / 2. 0 = unlimited.
-  mode=OCTAL             Permission bits of the root directory. Default 1777.
-  uid=N, gid=N           Owner and group of the root directory. Default: who mounts.
-  ro, rw                 Read-only or read-write (default rw). `mount -o remount,ro DIR`
-                         switches a mount made by mount.fuse.rtmpfs.
-  nosuid, suid           Ignore set-user/group-ID bits on executables (default: honour).
-  nodev, dev             Refuse access to device nodes (default: allow).
-  noexec, exec           Refuse to execute files (default: allow).
-  noatime, relatime, strictatime, nodiratime, lazytime, sync, dirsync
-                         Passed to the kernel as for any filesystem; the atime options also
-                         set the engine's rule (at mount and on remount).
-  memory=N[k|m|g|%]      RAM budget for file data: beyond it, cold pages go to a private,
-                         encrypted swap file (size= still bounds the total). Default: none.
-  swap=DIR               Directory for the swap file (an anonymous O_TMPFILE). Default $TMPDIR
-                         or /tmp.
-  swap_size=N[k|m|g]     Most the swap file may hold. Default: size - memory. Refused if
-                         larger than the free space of swap='s filesystem (the default only
-                         warns); swap= must name an existing directory.
-  noswap                 With memory=, no swap file: the budget is a hard cap (ENOSPC).
-                         Refused with swap= or swap_size=.
-  swap_encrypt=0|1       Seal swapped pages with AES-256-GCM, key only in memory. Default 1.
-  threads=N              Threads serving FUSE requests, 1-64. Default 2.
-  direct_io              Bypass the kernel page cache for file data: one copy of the data (in
-                         rtmpfs, within size=), every read and write a round trip to this
-                         daemon. mmap still works. Default: kernel page cache kept, which is
-                         much faster but holds a second copy of recently used pages outside
-                         the size= accounting.
-  writeback              FUSE writeback cache: writes land in the kernel's page cache and
-                         reach rtmpfs later. Faster for many small writes, but a full size=
-                         is reported by fsync or close instead of by the write. Default off.
-  readahead=N[k|m]       The kernel's readahead window for this mount (default: the kernel's,
-                         128k); larger windows make fewer, bigger READ requests.
-  fsname=NAME            The mount's source, as shown by /proc/mounts (default rtmpfs).
-  huge=..., inode64      Accepted for tmpfs compatibility; no effect.
-  defaults, auto, noauto, nofail, _netdev, x-*, comment=...
-                         fstab options; ignored.
-Unknown or malformed options are refused, naming the option; nothing is mounted.
-Remount changes ro/rw, size= and nr_inodes= (and kernel flags); it refuses a new value for the
-other options (repeating the current one is fine). A container limit needs memory= + 32 MiB
-+ 12 MiB per GiB of size= (see docs/fuse.md). Under the mount helper, logs go to syslog.
-
-Ends (exit 0, nothing left mounted) on SIGINT, SIGTERM, `umount DIR` or `fusermount3 -u DIR`.
-As mount helper: `mount -t fuse.rtmpfs TAG DIR -o size=1G`, or in /etc/fstab:
-  TAG  /mnt/x  fuse.rtmpfs  size=1G,mode=1777  0 0
-See docs/fuse.md.";
-
 /// tmpfs in Rust, served over FUSE.
-#[derive(Debug, Parser)]
-#[command(name = "rtmpfs", version, after_help = OPTIONS_HELP)]
+///
+/// rtmpfs mounts a tmpfs on MOUNTPOINT and serves it from this process over FUSE, in the
+/// foreground, until SIGINT, SIGTERM or an unmount. Its files live in this process's memory,
+/// within the limits of the mount options below; with memory=, cold pages go to a private swap
+/// file on disk.
+#[derive(Debug, clap::Parser)]
+#[command(name = "rtmpfs")]
 struct Cli {
     /// Directory to mount on.
-    mountpoint: PathBuf,
+    #[arg(required_unless_present = "generate", value_hint = clap::ValueHint::DirPath)]
+    mountpoint: Option<PathBuf>,
     /// Mount options (see below); may be repeated.
     #[arg(short = 'o', value_name = "OPTIONS")]
     options: Vec<String>,
@@ -85,6 +40,36 @@ struct Cli {
     /// Write "ok" or "error: ..." to this descriptor once mounted (used by the mount helper).
     #[arg(long, hide = true)]
     ready_fd: Option<i32>,
+    /// Print the man page, a bash or zsh completion script, or docs/fuse.md's option table,
+    /// and exit (used by scripts/install.sh and the tests).
+    #[arg(long, hide = true, value_name = "WHAT", value_parser = manual::GENERATED)]
+    generate: Option<String>,
+}
+
+/// The command line: the derived flags, with the version and the option list generated
+/// (see `manual.rs`).
+fn command() -> clap::Command {
+    Cli::command()
+        .version(manual::version())
+        .after_help(manual::help_footer())
+}
+
+/// Print what `--generate` asks for.
+fn generate(what: &str) -> ExitCode {
+    use clap_complete::Shell;
+    let text = match what {
+        "man" => manual::man_page(&command()),
+        "bash" => manual::completions(&command(), Shell::Bash),
+        "zsh" => manual::completions(&command(), Shell::Zsh),
+        "options-md" => manual::options_markdown(),
+        other => {
+            return fail(&format!(
+                "--generate {other}: expected one of man, bash, zsh, options-md"
+            ))
+        }
+    };
+    print!("{text}");
+    ExitCode::SUCCESS
 }
 
 fn main() -> ExitCode {
@@ -96,14 +81,21 @@ fn main() -> ExitCode {
     if name.starts_with("mount.fuse.rtmpfs") || name.starts_with("mount.rtmpfs") {
         return helper::main(std::env::args_os().skip(1).collect());
     }
-    let cli = match Cli::try_parse() {
+    let cli = match command().try_get_matches().and_then(|m| Cli::from_arg_matches(&m)) {
         Ok(c) => c,
         Err(e) => return clap_error(&e),
+    };
+    if let Some(what) = &cli.generate {
+        return generate(what);
+    }
+    // clap requires MOUNTPOINT unless --generate was given.
+    let Some(mountpoint) = cli.mountpoint.clone() else {
+        return fail("missing MOUNTPOINT (usage: rtmpfs MOUNTPOINT [-o OPTIONS]; see --help)");
     };
     // Started by the mount helper (which passes --ready-fd): stderr is /dev/null.
     logging::init(cli.verbose, cli.ready_fd.is_some());
     if cli.stats {
-        return stats(&cli);
+        return stats(&mountpoint);
     }
     let opts = match MountOptions::parse(&cli.options) {
         Ok(o) => o,
@@ -118,16 +110,16 @@ fn main() -> ExitCode {
         let f = unsafe { File::from_raw_fd(fd) };
         Box::new(ReadyPipe(f)) as Box<dyn daemon::Ready>
     });
-    match daemon::serve(&cli.mountpoint, opts, ready) {
+    match daemon::serve(&mountpoint, opts, ready) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e.to_string()),
     }
 }
 
-fn stats(cli: &Cli) -> ExitCode {
-    let path = match cli.mountpoint.canonicalize() {
+fn stats(mountpoint: &std::path::Path) -> ExitCode {
+    let path = match mountpoint.canonicalize() {
         Ok(p) => p,
-        Err(e) => return fail(&format!("{}: {e}", cli.mountpoint.display())),
+        Err(e) => return fail(&format!("{}: {e}", mountpoint.display())),
     };
     match rtmpfs_fuse::control::request(&path, "stats") {
         Ok(body) => {

@@ -118,3 +118,102 @@ fn nix_statvfs(p: &Path) -> u64 {
     assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut st) }, 0);
     st.f_blocks * st.f_frsize
 }
+
+/// The directories of the daemon's deleted (anonymous) files: where its swap file lives.
+fn deleted_file_dirs(pid: i32) -> Vec<std::path::PathBuf> {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap();
+    fds.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_string_lossy().into_owned();
+            let path = l.strip_suffix(" (deleted)")?;
+            Some(Path::new(path).parent()?.to_path_buf())
+        })
+        .collect()
+}
+
+/// `statfs(2)`'s `f_type` of the filesystem holding `p`.
+fn fs_magic(p: &Path) -> i64 {
+    let c = common::c_path(p);
+    // SAFETY: plain data that statfs fills, and a valid path.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::statfs(c.as_ptr(), &mut st) }, 0);
+    #[allow(clippy::unnecessary_cast)]
+    let magic = st.f_type as i64;
+    magic
+}
+
+/// Write 16 MiB through a 4 MiB budget and read it back: pages go to the swap file and return.
+fn swap_round_trip(dir: &Path) {
+    let data: Vec<u8> = (0..16u32 << 20).map(|i| (i % 251) as u8).collect();
+    std::fs::write(dir.join("f"), &data).unwrap();
+    assert!(common::stat_of(dir, "swapped_pages") > 0, "nothing swapped");
+    assert!(
+        std::fs::read(dir.join("f")).unwrap() == data,
+        "data changed across swap"
+    );
+}
+
+#[test]
+fn swap_on_a_memory_filesystem_warns_in_one_line_and_works() {
+    if !can_mount("swap_on_a_memory_filesystem_warns_in_one_line_and_works") {
+        return;
+    }
+    let ram = Tmpfs::mount("size=64m");
+    let d = Daemon::start(&format!("size=64m,memory=4m,swap={}", ram.path().display()));
+    swap_round_trip(d.path());
+    let stderr = d.stderr();
+    let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("memory filesystem")).collect();
+    assert_eq!(warnings.len(), 1, "{stderr}");
+    assert!(
+        warnings[0].contains(&format!("swap={} is on tmpfs", ram.path().display())),
+        "{stderr}"
+    );
+    assert!(
+        deleted_file_dirs(d.pid()).contains(&ram.path().to_path_buf()),
+        "swap file not in swap="
+    );
+}
+
+#[test]
+fn swap_on_an_rtmpfs_mount_warns_in_one_line() {
+    if !can_mount("swap_on_an_rtmpfs_mount_warns_in_one_line") {
+        return;
+    }
+    let inner = Daemon::start("size=64m");
+    let d = Daemon::start(&format!("size=64m,memory=4m,swap={}", inner.path().display()));
+    swap_round_trip(d.path());
+    let stderr = d.stderr();
+    let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("memory filesystem")).collect();
+    assert_eq!(warnings.len(), 1, "{stderr}");
+    assert!(
+        warnings[0].contains(&format!("swap={} is on an rtmpfs mount", inner.path().display())),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn default_swap_dir_of_root_is_not_in_memory() {
+    if !can_mount("default_swap_dir_of_root_is_not_in_memory") {
+        return;
+    }
+    const TMPFS_MAGIC: i64 = 0x0102_1994;
+    const RAMFS_MAGIC: i64 = 0x8584_58f6;
+    const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
+    // Where $TMPDIR is a tmpfs (as /tmp is on many systems), the swap file must not go there.
+    let ram = Tmpfs::mount("size=64m");
+    let tmpdir = ram.path().to_str().unwrap();
+    let d = Daemon::start_with(MountDir::new(), "size=64m,memory=4m", &[("TMPDIR", tmpdir)]);
+    swap_round_trip(d.path());
+    let dirs = deleted_file_dirs(d.pid());
+    assert!(!dirs.is_empty(), "no swap file found among the daemon's fds");
+    for dir in &dirs {
+        let magic = fs_magic(dir);
+        assert!(
+            ![TMPFS_MAGIC, RAMFS_MAGIC, FUSE_SUPER_MAGIC].contains(&magic),
+            "swap file in {} (f_type {magic:#x})",
+            dir.display()
+        );
+    }
+    assert!(!d.stderr().contains("memory filesystem"), "{}", d.stderr());
+}

@@ -409,7 +409,8 @@ fn start(mount_point: &Path, opts: MountOptions) -> Result<Started, MountError> 
     // the mask, so only the signal thread ever takes SIGINT/SIGTERM.
     let sigset = block_signals();
     let host = Host::current();
-    if let Some(warning) = opts.check_swap_space(&host)? {
+    let mut opts = opts;
+    if let Some(warning) = opts.prepare_swap(&host)? {
         tracing::warn!("{warning}");
     }
     let fs = Filesystem::new(opts.engine_config(&host))

@@ -8,6 +8,7 @@
 
 use rtmpfs_core::{AtimeRule, Config, SwapConfig, PAGE_SIZE};
 use std::fmt;
+use std::path::{Path, PathBuf};
 
 /// The default number of threads serving FUSE requests: one per core on the 2-core machines
 /// we measured (see `docs/benchmarks.md`).
@@ -16,6 +17,156 @@ pub const DEFAULT_THREADS: usize = 2;
 pub const MAX_THREADS: usize = 64;
 /// The source (first column of `/proc/mounts`) when none is given.
 pub const DEFAULT_SOURCE: &str = "rtmpfs";
+
+/// One row of [`OPTION_TABLE`]. Text in backticks is literal (code in markdown, bold in the
+/// man page, plain in `--help`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OptionDoc {
+    /// The option's syntax; variants separated by ", ".
+    pub syntax: &'static str,
+    /// What it does, without a final period.
+    pub meaning: &'static str,
+    /// The default, empty where there is none to state.
+    pub default: &'static str,
+}
+
+/// Every `-o` option, documented once: `rtmpfs --help`, the man page `rtmpfs(8)` and the option
+/// table of docs/fuse.md are all generated from it (the CLI's tests check the latter two are
+/// current, and this module's that each name here is one the parser knows).
+pub const OPTION_TABLE: &[OptionDoc] = &[
+    OptionDoc {
+        syntax: "size=N[k|m|g|t|p|e|%]",
+        meaning: "limit on file data; `%` of RAM; rounded up to whole 4 KiB pages; `0` unlimited",
+        default: "50% of RAM",
+    },
+    OptionDoc {
+        syntax: "nr_blocks=N[k|m|g]",
+        meaning: "the same limit in 4 KiB pages; `0` unlimited",
+        default: "",
+    },
+    OptionDoc {
+        syntax: "nr_inodes=N[k|m|g]",
+        meaning: "inode limit (each hard link and xattr costs inode space, as tmpfs); `0` unlimited",
+        default: "RAM pages / 2",
+    },
+    OptionDoc {
+        syntax: "mode=OCTAL",
+        meaning: "permission bits of the root directory",
+        default: "`1777`",
+    },
+    OptionDoc {
+        syntax: "uid=N, gid=N",
+        meaning: "owner and group of the root directory",
+        default: "the mounter",
+    },
+    OptionDoc {
+        syntax: "ro, rw",
+        meaning: "read-only (kernel flag, and refused by the daemon too); `mount -o remount,ro DIR` \
+                  switches a mount made by mount.fuse.rtmpfs",
+        default: "`rw`",
+    },
+    OptionDoc {
+        syntax: "nosuid, suid",
+        meaning: "ignore set-user/group-ID bits on executables",
+        default: "`suid`, as tmpfs",
+    },
+    OptionDoc {
+        syntax: "nodev, dev",
+        meaning: "refuse access to device nodes",
+        default: "`dev`, as tmpfs",
+    },
+    OptionDoc {
+        syntax: "noexec, exec",
+        meaning: "refuse to execute files",
+        default: "`exec`, as tmpfs",
+    },
+    OptionDoc {
+        syntax: "noatime, relatime, strictatime, nodiratime, lazytime, sync, dirsync",
+        meaning: "kernel flags; `noatime`, `relatime`, `strictatime` and `nodiratime` also set the \
+                  engine's atime rule, at mount and on remount",
+        default: "`relatime`",
+    },
+    OptionDoc {
+        syntax: "memory=N[k|m|g|%]",
+        meaning: "RAM budget for file data: beyond it, cold pages go to a private swap file \
+                  (`size=` still bounds the total)",
+        default: "none",
+    },
+    OptionDoc {
+        syntax: "swap=DIR",
+        meaning: "existing directory for the swap file (anonymous, `O_TMPFILE`); one on a memory \
+                  filesystem (tmpfs, ramfs, an rtmpfs mount) works, with a warning: its pages stay \
+                  in RAM",
+        default: "the first disk-backed of `/var/tmp` (root) or `$XDG_CACHE_HOME` (else \
+                  `~/.cache`) and `/var/tmp` (users), then `$TMPDIR` or `/tmp`; if none is, the \
+                  first that exists, with a warning",
+    },
+    OptionDoc {
+        syntax: "swap_size=N[k|m|g]",
+        meaning: "the most the swap file may hold; refused if larger than the free space of the \
+                  swap directory's filesystem (the default only warns)",
+        default: "size - memory",
+    },
+    OptionDoc {
+        syntax: "noswap",
+        meaning: "with `memory=`: no swap file, the budget is a hard cap (`ENOSPC`); refused with \
+                  `swap=` or `swap_size=`",
+        default: "",
+    },
+    OptionDoc {
+        syntax: "swap_encrypt=0|1",
+        meaning: "seal swapped pages with AES-256-GCM, the key only in memory",
+        default: "`1`",
+    },
+    OptionDoc {
+        syntax: "threads=N",
+        meaning: "threads serving FUSE requests (1-64), each with its own cloned `/dev/fuse` fd",
+        default: "`2`",
+    },
+    OptionDoc {
+        syntax: "direct_io",
+        meaning: "bypass the kernel page cache for file data: one copy of the data (within \
+                  `size=`), every read and write a round trip to the daemon; mmap still works",
+        default: "off (the kernel page cache is kept: much faster, but it holds a second copy of \
+                  recently used pages outside `size=`)",
+    },
+    OptionDoc {
+        syntax: "writeback",
+        meaning: "FUSE writeback cache: writes land in the kernel's page cache and reach rtmpfs \
+                  later; faster for many small writes, but a full `size=` is reported by fsync or \
+                  close instead of by the write",
+        default: "off",
+    },
+    OptionDoc {
+        syntax: "io_uring=auto|on|off",
+        meaning: "serve requests over FUSE-over-io_uring: `auto` when the kernel offers it, else \
+                  `/dev/fuse` with one warning line saying why and how to enable it; `on` refuses \
+                  to mount where it cannot be had; `off` never tries",
+        default: "`auto`",
+    },
+    OptionDoc {
+        syntax: "readahead=N[k|m]",
+        meaning: "the kernel's readahead window for this mount (bdi `read_ahead_kb`, set after \
+                  INIT); larger windows make fewer, bigger READ requests",
+        default: "the kernel's, 128 KiB",
+    },
+    OptionDoc {
+        syntax: "fsname=NAME",
+        meaning: "the mount's source in `/proc/mounts` (the mount helper passes TAG)",
+        default: "`rtmpfs`",
+    },
+    OptionDoc {
+        syntax: "huge=..., inode64",
+        meaning: "accepted for tmpfs compatibility; no effect",
+        default: "",
+    },
+    OptionDoc {
+        syntax: "defaults, auto, noauto, nofail, _netdev, x-*, comment=..., user_id=N, group_id=N, \
+                 rootmode=OCTAL, default_permissions, allow_other",
+        meaning: "fstab, mount(8) and FUSE bookkeeping; ignored",
+        default: "",
+    },
+];
 
 /// How access times are kept (the kernel's `MS_NOATIME` / `MS_RELATIME` / `MS_STRICTATIME`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,7 +243,8 @@ pub struct MountOptions {
     pub io_uring: fuser::UringMode,
     /// `memory=`: a RAM budget for file data (cold pages go to the swap file); `None`: none.
     pub memory: Option<SizeSpec>,
-    /// `swap=`: the directory of the private swap file (default: the system's temporary dir).
+    /// `swap=`: the directory of the private swap file (default: [`choose_swap_dir`], filled in
+    /// by [`MountOptions::prepare_swap`] at mount).
     pub swap_dir: Option<std::path::PathBuf>,
     /// `swap_size=`: the most the swap file may hold (default: `size - memory`).
     pub swap_size: Option<u64>,
@@ -245,6 +397,53 @@ impl MountOptions {
             ));
         }
         Ok(())
+    }
+
+    /// Settle, at mount time, where the swap file goes, and say what is doubtful about it:
+    /// without `swap=`, the default directory is chosen ([`choose_swap_dir`]) and kept in
+    /// `swap_dir` (so a remount repeating it is no change); a `swap=` on a memory filesystem
+    /// is a warning (it works, but swapped pages stay in RAM); then [`Self::check_swap_space`].
+    /// Nothing happens without a swap file (`memory=` absent, or `noswap`). Several warnings
+    /// come back as one line, joined by "; " (the log rate-limits per message site).
+    ///
+    /// # Errors
+    /// Those of [`Self::check_swap_space`].
+    pub fn prepare_swap(&mut self, host: &Host) -> Result<Option<String>, OptionError> {
+        self.prepare_swap_with(host, &SwapDirEnv::current(), probe_dir)
+    }
+
+    /// [`Self::prepare_swap`] with the environment and the filesystem probe given (tests).
+    ///
+    /// # Errors
+    /// Those of [`Self::check_swap_space`].
+    pub fn prepare_swap_with(
+        &mut self,
+        host: &Host,
+        env: &SwapDirEnv,
+        probe: impl Fn(&Path) -> DirKind,
+    ) -> Result<Option<String>, OptionError> {
+        if self.memory.is_none() || self.noswap {
+            return Ok(None);
+        }
+        let mut warnings = Vec::new();
+        match &self.swap_dir {
+            Some(dir) => {
+                if let DirKind::Memory(fs) = probe(dir) {
+                    warnings.push(format!(
+                        "swap={} is on {fs}, a memory filesystem: swapped pages stay in RAM \
+                         (give swap= a disk-backed directory)",
+                        dir.display()
+                    ));
+                }
+            }
+            None => {
+                let choice = choose_swap_dir(env, probe);
+                warnings.extend(choice.warning);
+                self.swap_dir = Some(choice.dir);
+            }
+        }
+        warnings.extend(self.check_swap_space(host)?);
+        Ok(Some(warnings.join("; ")).filter(|w| !w.is_empty()))
     }
 
     /// Check, at mount time, that the swap file can live where the options put it: the
@@ -531,7 +730,10 @@ impl MountOptions {
             memory_bytes: self.memory_bytes(host),
             swap: match self.memory_bytes(host) {
                 Some(_) if !self.noswap => Some(SwapConfig {
-                    dir: self.swap_dir.clone().unwrap_or_else(std::env::temp_dir),
+                    dir: self
+                        .swap_dir
+                        .clone()
+                        .unwrap_or_else(|| choose_swap_dir(&SwapDirEnv::current(), probe_dir).dir),
                     size_bytes: self.swap_size,
                     encrypt: self.swap_encrypt,
                 }),
@@ -580,6 +782,165 @@ impl MountOptions {
     #[must_use]
     pub fn source(&self) -> &str {
         self.source.as_deref().unwrap_or(DEFAULT_SOURCE)
+    }
+}
+
+/// What holds a directory, as far as the swap file cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DirKind {
+    /// Absent, not a directory, or not readable.
+    Missing,
+    /// A filesystem not known to live in RAM (disk-backed, as far as we can tell).
+    Disk,
+    /// A memory filesystem: `tmpfs`, `ramfs` or `an rtmpfs mount`.
+    Memory(&'static str),
+}
+
+/// `statfs(2)`'s `f_type` of a FUSE filesystem (`FUSE_SUPER_MAGIC`).
+const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
+/// `statfs(2)`'s `f_type` of tmpfs (`TMPFS_MAGIC`; as `i64`, whatever width libc gives it).
+const TMPFS_MAGIC: i64 = 0x0102_1994;
+/// `statfs(2)`'s `f_type` of ramfs (`RAMFS_MAGIC`; the libc crate has no constant for it).
+const RAMFS_MAGIC: i64 = 0x8584_58f6;
+
+/// The running system's answer for `dir`: `statfs` `f_type` for tmpfs and ramfs; for a FUSE
+/// filesystem, whether mountinfo says the mount holding `dir` is `fuse.rtmpfs`.
+#[must_use]
+pub fn probe_dir(dir: &Path) -> DirKind {
+    if !dir.is_dir() {
+        return DirKind::Missing;
+    }
+    let Some(f_type) = fs_type(dir) else {
+        return DirKind::Disk;
+    };
+    match f_type {
+        TMPFS_MAGIC => DirKind::Memory("tmpfs"),
+        RAMFS_MAGIC => DirKind::Memory("ramfs"),
+        FUSE_SUPER_MAGIC if is_on_rtmpfs(dir) => DirKind::Memory("an rtmpfs mount"),
+        _ => DirKind::Disk,
+    }
+}
+
+/// `statfs(2)`'s `f_type` of the filesystem holding `dir`.
+fn fs_type(dir: &Path) -> Option<i64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statfs is plain data that statfs(2) fills.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid NUL-terminated path and a writable statfs.
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    #[allow(clippy::unnecessary_cast)] // __fsword_t is i64 on 64-bit, i32 elsewhere
+    Some(st.f_type as i64)
+}
+
+/// Whether the mount holding `dir` (the longest mount point above its canonical path; the
+/// topmost of stacked ones) is an rtmpfs mount.
+fn is_on_rtmpfs(dir: &Path) -> bool {
+    let (Ok(dir), Ok(mounts)) = (dir.canonicalize(), crate::mountinfo::read()) else {
+        return false;
+    };
+    mounts
+        .iter()
+        .filter(|m| dir.starts_with(&m.mount_point))
+        .max_by_key(|m| m.mount_point.as_os_str().len())
+        .is_some_and(|m| m.fstype == "fuse.rtmpfs")
+}
+
+/// What the default swap directory depends on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SwapDirEnv {
+    /// The mounter is root (effective uid 0).
+    pub root: bool,
+    /// `$XDG_CACHE_HOME`, if set to an absolute path.
+    pub xdg_cache_home: Option<PathBuf>,
+    /// `$HOME`, if set to an absolute path.
+    pub home: Option<PathBuf>,
+    /// The system's temporary directory (`$TMPDIR` or `/tmp`).
+    pub tmp: PathBuf,
+}
+
+impl SwapDirEnv {
+    /// This process's environment.
+    #[must_use]
+    pub fn current() -> SwapDirEnv {
+        let abs = |var: &str| std::env::var_os(var).map(PathBuf::from).filter(|p| p.is_absolute());
+        SwapDirEnv {
+            // SAFETY: geteuid cannot fail.
+            root: unsafe { libc::geteuid() } == 0,
+            xdg_cache_home: abs("XDG_CACHE_HOME"),
+            home: abs("HOME"),
+            tmp: std::env::temp_dir(),
+        }
+    }
+
+    /// Where the swap file may go, best first: `/var/tmp` for root; the user's cache
+    /// directory (`$XDG_CACHE_HOME`, else `~/.cache`), then `/var/tmp` for others; last the
+    /// temporary directory, which is often a tmpfs.
+    #[must_use]
+    pub fn candidates(&self) -> Vec<PathBuf> {
+        let mut c = Vec::new();
+        if !self.root {
+            if let Some(cache) = self
+                .xdg_cache_home
+                .clone()
+                .or_else(|| self.home.as_ref().map(|h| h.join(".cache")))
+            {
+                c.push(cache);
+            }
+        }
+        c.push(PathBuf::from("/var/tmp"));
+        if !c.contains(&self.tmp) {
+            c.push(self.tmp.clone());
+        }
+        c
+    }
+}
+
+/// The default swap directory, and the one-line warning when it is not disk-backed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SwapDirChoice {
+    /// Where the swap file goes.
+    pub dir: PathBuf,
+    /// Set when no candidate is disk-backed.
+    pub warning: Option<String>,
+}
+
+/// The first existing, disk-backed directory of [`SwapDirEnv::candidates`]. When none is
+/// disk-backed, the first that exists (swapping then still bounds the daemon's own memory,
+/// but the pages stay in RAM: the warning says so); when none exists, the temporary directory
+/// (which [`MountOptions::check_swap_space`] then refuses, naming it).
+pub fn choose_swap_dir(env: &SwapDirEnv, probe: impl Fn(&Path) -> DirKind) -> SwapDirChoice {
+    let kinds: Vec<(PathBuf, DirKind)> = env.candidates().into_iter().map(|d| (d.clone(), probe(&d))).collect();
+    if let Some((dir, _)) = kinds.iter().find(|(_, k)| *k == DirKind::Disk) {
+        return SwapDirChoice {
+            dir: dir.clone(),
+            warning: None,
+        };
+    }
+    let Some((dir, _)) = kinds.iter().find(|(_, k)| *k != DirKind::Missing) else {
+        return SwapDirChoice {
+            dir: env.tmp.clone(),
+            warning: None,
+        };
+    };
+    let tried: Vec<String> = kinds
+        .iter()
+        .map(|(d, k)| match k {
+            DirKind::Memory(fs) => format!("{} is {fs}", d.display()),
+            _ => format!("{} is missing", d.display()),
+        })
+        .collect();
+    let warning = format!(
+        "no disk-backed directory for the swap file ({}): using {}, so swapped pages stay in RAM \
+         (give swap= a disk-backed directory)",
+        tried.join(", "),
+        dir.display()
+    );
+    SwapDirChoice {
+        dir: dir.clone(),
+        warning: Some(warning),
     }
 }
 
@@ -783,6 +1144,163 @@ mod tests {
             None,
             "no swap file"
         );
+    }
+
+    fn env(root: bool, xdg: Option<&str>) -> SwapDirEnv {
+        SwapDirEnv {
+            root,
+            xdg_cache_home: xdg.map(PathBuf::from),
+            home: Some("/home/u".into()),
+            tmp: "/tmp".into(),
+        }
+    }
+
+    /// A probe that knows only the directories listed (anything else is missing).
+    fn probe<'a>(known: &'a [(&'a str, DirKind)]) -> impl Fn(&Path) -> DirKind + 'a {
+        move |d| {
+            known
+                .iter()
+                .find(|(p, _)| Path::new(p) == d)
+                .map_or(DirKind::Missing, |(_, k)| *k)
+        }
+    }
+
+    const TMPFS: DirKind = DirKind::Memory("tmpfs");
+
+    #[test]
+    fn default_swap_dir_is_disk_backed() {
+        let choose = |e: &SwapDirEnv, known: &[(&str, DirKind)]| choose_swap_dir(e, probe(known));
+        // Root: /var/tmp, even where /tmp is a tmpfs.
+        let all = [
+            ("/var/tmp", DirKind::Disk),
+            ("/tmp", TMPFS),
+            ("/home/u/.cache", DirKind::Disk),
+        ];
+        let c = choose(&env(true, None), &all);
+        assert_eq!((c.dir, c.warning), (PathBuf::from("/var/tmp"), None));
+        // Users: their cache directory ($XDG_CACHE_HOME, else ~/.cache), then /var/tmp.
+        assert_eq!(choose(&env(false, None), &all).dir, PathBuf::from("/home/u/.cache"));
+        let xdg = [("/x/cache", DirKind::Disk), ("/var/tmp", DirKind::Disk)];
+        assert_eq!(
+            choose(&env(false, Some("/x/cache")), &xdg).dir,
+            PathBuf::from("/x/cache")
+        );
+        let no_cache = [("/var/tmp", DirKind::Disk), ("/tmp", TMPFS)];
+        assert_eq!(choose(&env(false, None), &no_cache).dir, PathBuf::from("/var/tmp"));
+        // A cache directory on a memory filesystem is passed over.
+        let cache_in_ram = [
+            ("/home/u/.cache", DirKind::Memory("an rtmpfs mount")),
+            ("/var/tmp", DirKind::Disk),
+        ];
+        assert_eq!(choose(&env(false, None), &cache_in_ram).dir, PathBuf::from("/var/tmp"));
+        // /var/tmp in RAM too: /tmp if it is on disk.
+        let var_tmp_in_ram = [("/var/tmp", TMPFS), ("/tmp", DirKind::Disk)];
+        let c = choose(&env(true, None), &var_tmp_in_ram);
+        assert_eq!((c.dir, c.warning), (PathBuf::from("/tmp"), None));
+    }
+
+    #[test]
+    fn no_disk_backed_swap_dir_is_said_in_one_line() {
+        let ram_only = [("/var/tmp", DirKind::Memory("ramfs")), ("/tmp", TMPFS)];
+        let c = choose_swap_dir(&env(false, None), probe(&ram_only));
+        assert_eq!(c.dir, PathBuf::from("/var/tmp"), "the first that exists");
+        let w = c.warning.expect("a warning");
+        assert_eq!(w.lines().count(), 1, "{w}");
+        assert!(
+            w.contains("/home/u/.cache is missing") && w.contains("/var/tmp is ramfs"),
+            "{w}"
+        );
+        assert!(w.contains("/tmp is tmpfs") && w.contains("using /var/tmp"), "{w}");
+        // Nothing exists: the temporary directory, which check_swap_space then refuses.
+        let c = choose_swap_dir(&env(true, None), probe(&[]));
+        assert_eq!((c.dir, c.warning), (PathBuf::from("/tmp"), None));
+    }
+
+    #[test]
+    fn prepare_swap_settles_the_dir_and_warns_about_memory() {
+        let dir = std::env::temp_dir();
+        let dir_s = dir.to_str().unwrap();
+        // swap= on a memory filesystem: one warning line, and the mount goes ahead.
+        let mut o = parse(&format!("size=8m,memory=4m,swap={dir_s}")).unwrap();
+        let w = o
+            .prepare_swap_with(&HOST, &env(true, None), probe(&[(dir_s, TMPFS)]))
+            .unwrap();
+        let w = w.expect("a warning");
+        assert_eq!(w.lines().count(), 1);
+        assert!(
+            w.contains(&format!("swap={dir_s} is on tmpfs, a memory filesystem")),
+            "{w}"
+        );
+        // With the default swap size beyond the free space too: both, in one line.
+        let mut o = parse(&format!("size=1e,memory=4m,swap={dir_s}")).unwrap();
+        let w = o
+            .prepare_swap_with(&HOST, &env(true, None), probe(&[(dir_s, TMPFS)]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(w.lines().count(), 1);
+        assert!(
+            w.contains("memory filesystem") && w.contains("the default, size - memory"),
+            "{w}"
+        );
+        // On disk: nothing to say.
+        let mut o = parse(&format!("size=8m,memory=4m,swap={dir_s}")).unwrap();
+        let w = o
+            .prepare_swap_with(&HOST, &env(true, None), probe(&[(dir_s, DirKind::Disk)]))
+            .unwrap();
+        assert_eq!(w, None);
+        // No swap=: the default is chosen and kept, so a remount repeating it is no change.
+        let tmp = env(true, None);
+        let tmp = SwapDirEnv {
+            tmp: dir.clone(),
+            ..tmp
+        };
+        let mut o = parse("size=8m,memory=4m").unwrap();
+        let w = o
+            .prepare_swap_with(&HOST, &tmp, probe(&[("/var/tmp", TMPFS), (dir_s, DirKind::Disk)]))
+            .unwrap();
+        assert_eq!(w, None);
+        assert_eq!(o.swap_dir.as_deref(), Some(dir.as_path()));
+        assert_eq!(o.engine_config(&HOST).swap.unwrap().dir, dir);
+        // No swap file: nothing is probed or chosen.
+        for opts in ["size=8m", "size=8m,memory=4m,noswap"] {
+            let mut o = parse(opts).unwrap();
+            let w = o.prepare_swap_with(&HOST, &tmp, |_: &Path| panic!("probed")).unwrap();
+            assert!(w.is_none() && o.swap_dir.is_none(), "{opts}");
+        }
+    }
+
+    #[test]
+    fn probe_dir_reads_the_filesystem_type() {
+        assert_eq!(probe_dir(Path::new("/nonexistent-rtmpfs-dir")), DirKind::Missing);
+        assert_eq!(
+            probe_dir(Path::new("/proc/self/status")),
+            DirKind::Missing,
+            "not a directory"
+        );
+        // /proc is neither tmpfs nor ramfs nor FUSE.
+        assert_eq!(probe_dir(Path::new("/proc")), DirKind::Disk);
+        // /dev/shm is a tmpfs wherever it is mounted (mountinfo says which).
+        let shm_is_tmpfs = crate::mountinfo::mounted_at(Path::new("/dev/shm"))
+            .unwrap()
+            .is_some_and(|m| m.fstype == "tmpfs");
+        if shm_is_tmpfs {
+            assert_eq!(probe_dir(Path::new("/dev/shm")), TMPFS);
+        }
+    }
+
+    #[test]
+    fn option_table_names_only_options_the_parser_knows() {
+        for row in OPTION_TABLE {
+            for variant in row.syntax.split(", ") {
+                let name = variant.split('=').next().unwrap().replace('*', "foo");
+                let result = parse(&name);
+                assert!(
+                    !matches!(result, Err(OptionError::Unknown(_) | OptionError::Unsupported(_))),
+                    "{variant}: {result:?}"
+                );
+            }
+            assert!(!row.meaning.ends_with('.'), "{}", row.syntax);
+        }
     }
 
     #[test]

@@ -43,6 +43,12 @@ pub use crate::ll::request::FileHandle;
 pub use crate::ll::request::INodeNo;
 pub use crate::ll::request::LockOwner;
 pub use crate::ll::request::Version;
+/// The FUSE protocol version this crate speaks (major, minor): what it offers the kernel in
+/// INIT (rtmpfs fork: public so that `rtmpfs --version` can say it).
+pub const KERNEL_ABI_VERSION: (u32, u32) = (
+    ll::fuse_abi::FUSE_KERNEL_VERSION,
+    ll::fuse_abi::FUSE_KERNEL_MINOR_VERSION,
+);
 pub use crate::mnt::mount_options::Config;
 pub use crate::mnt::mount_options::MountOption;
 pub use crate::notify::Notifier;
