@@ -1,7 +1,7 @@
 //! `rtmpfs MOUNTPOINT [-o OPTIONS]`: mount a tmpfs served by this process over FUSE, and serve
 //! it in the foreground until SIGINT, SIGTERM or an external unmount.
 //!
-//! Installed as `mount.fuse.rtmpfs` (argv[0]), the same binary is mount(8)'s helper for
+//! Installed as `mount.fuse.rtmpfs` (`argv[0]`), the same binary is mount(8)'s helper for
 //! `mount -t fuse.rtmpfs TAG DIR -o ...` and fstab lines; see `helper.rs`.
 
 mod helper;

@@ -1,8 +1,9 @@
 //! The RAM budget, the cold-page list (CLOCK) and the eviction driver.
 //!
 //! * [`MemBudget`] counts live frames. A frame is charged before it is allocated
-//!   ([`crate::pager::Pager::reserve_frame`]) and released when it is dropped, so the figure is
-//!   exactly the RAM held by file data, including frames briefly held by the evictor.
+//!   (`Pager::charge_frame`, which `new_frame` and `new_swap_in_buffer` call) and released
+//!   when it is dropped, so the figure is exactly the RAM held by file data, including frames
+//!   briefly held by the evictor (and a swap-in's reserve, see docs/design.md).
 //! * [`Clock`] is the replacement policy: CLOCK (second chance). Every access sets the frame's
 //!   reference bit with one relaxed atomic store and no lock, so the read path stays lock-free
 //!   with respect to the policy; the evictor sweeps the ring, giving referenced frames a second

@@ -5,11 +5,12 @@
 //!   when the process ends, even on `kill -9`, written with `O_DIRECT` so that the host's page
 //!   cache does not keep the data we evicted (or with `POSIX_FADV_DONTNEED` after each write where
 //!   `O_DIRECT` is refused). [`MemorySwap`] and [`FaultySwap`] serve tests.
-//! * [`Swap`] adds the slot allocator (freed slots are reused, lowest first, so the file stays
-//!   compact) and sealing: every page written is encrypted and authenticated under a key made at
-//!   start and held only in memory; the nonce is a per-instance counter (never repeated under one
-//!   key) and the associated data binds the ciphertext to its slot, file and page, so a page read
-//!   back from the wrong place, torn or altered fails authentication and the page is poisoned.
+//! * `Swap` (crate-private) adds the slot allocator (freed slots are reused, lowest first, so the
+//!   file stays compact) and sealing: every page written is encrypted and authenticated under a key
+//!   made at start and held only in memory; the nonce is a per-instance counter (never repeated
+//!   under one key) and the associated data binds the ciphertext to its slot, file and page, so a
+//!   page read back from the wrong place, torn or altered fails authentication and the page is
+//!   poisoned.
 
 mod backend;
 mod seal;
