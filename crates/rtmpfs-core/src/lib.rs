@@ -73,6 +73,7 @@ mod xattr;
 
 pub use config::{Config, SwapConfig};
 pub use error::{ConfigError, FsError, Result};
+pub use fs::MemoryLimitError;
 pub use fs::{file_flags, AtimeRule, Filesystem};
 pub use fs::{fit_xattr_reply, XattrFit};
 pub use types::{

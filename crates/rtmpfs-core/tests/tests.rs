@@ -8,6 +8,7 @@
 //! * `bad_input`: absurd offsets, invalid names, wrong inode kinds, stale handles: typed errors,
 //!   never a panic.
 //! * `concurrency`: threads on shared names with a watchdog.
+//! * `memory_limit`: the RAM budget of a live filesystem raised and cut (`set_memory_limit`).
 //! * `shuttle_tests` (feature `shuttle`): schedule exploration of write × read × truncate × punch;
 //!   run with `cargo test -p rtmpfs-core --features shuttle --test tests shuttle`.
 //!
@@ -24,6 +25,8 @@ mod common;
 mod concurrency;
 #[cfg(not(feature = "shuttle"))]
 mod differential;
+#[cfg(not(feature = "shuttle"))]
+mod memory_limit;
 #[cfg(not(feature = "shuttle"))]
 mod model;
 #[cfg(not(feature = "shuttle"))]

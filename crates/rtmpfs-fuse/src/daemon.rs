@@ -432,7 +432,8 @@ fn start(mount_point: &Path, opts: MountOptions) -> Result<Started, MountError> 
             return Err(MountError::Control(e));
         }
     };
-    let stats = Arc::new(Stats::default());
+    // RTMPFS_LATENCY=off: no latency histograms (read once, here; see latency.rs).
+    let stats = Arc::new(Stats::new(crate::latency::Latency::enabled_by_env()));
     let adapter = Adapter::new(
         fs.clone(),
         AdapterOptions {

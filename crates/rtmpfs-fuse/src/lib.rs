@@ -14,11 +14,13 @@ pub mod control;
 mod control_handler;
 pub mod daemon;
 mod health;
+pub mod latency;
 pub mod mountinfo;
 pub mod options;
 mod stats;
+pub mod status;
 mod trim;
 
 pub use adapter::{Adapter, AdapterOptions, DEFAULT_TTL, MAX_IO};
 pub use options::{Host, MountOptions, OptionError};
-pub use stats::{Op, Stats};
+pub use stats::{Op, Stats, OP_COUNT};

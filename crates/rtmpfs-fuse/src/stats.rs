@@ -1,7 +1,9 @@
 //! Request counters: how many round trips of each kind the kernel sent. Cheap (one relaxed
 //! atomic add per request) and readable from outside through the control socket
-//! (`rtmpfs --stats MOUNTPOINT`), which is how the docs' round-trip claims are checked.
+//! (`rtmpfs status --raw MOUNTPOINT`), which is how the docs' round-trip claims are checked.
+//! Beside the counts, each kind's latency histogram ([`Latency`]).
 
+use crate::latency::Latency;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -45,7 +47,39 @@ pub enum Op {
     Other,
 }
 
-const NAMES: [&str; 17] = [
+/// How many request kinds there are.
+pub const OP_COUNT: usize = 17;
+
+impl Op {
+    /// Every kind, in the order of their names.
+    pub const ALL: [Op; OP_COUNT] = [
+        Op::Lookup,
+        Op::Forget,
+        Op::Getattr,
+        Op::Setattr,
+        Op::Create,
+        Op::Remove,
+        Op::Rename,
+        Op::Open,
+        Op::Release,
+        Op::Read,
+        Op::Write,
+        Op::Flush,
+        Op::Readdir,
+        Op::Readdirplus,
+        Op::Getxattr,
+        Op::Xattr,
+        Op::Other,
+    ];
+
+    /// The kind's name, as `rtmpfs status` shows it.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        NAMES[self as usize]
+    }
+}
+
+const NAMES: [&str; OP_COUNT] = [
     "lookup",
     "forget",
     "getattr",
@@ -66,14 +100,34 @@ const NAMES: [&str; 17] = [
 ];
 
 /// The counters.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Stats {
-    counts: [AtomicU64; 17],
+    counts: [AtomicU64; OP_COUNT],
     /// Requests answered with an errno, of any kind (each is also counted by its kind).
     failed: AtomicU64,
+    /// Each kind's latency, from the request's arrival to its reply.
+    pub latency: Latency,
+}
+
+impl Default for Stats {
+    /// Counters with latency accounting on.
+    fn default() -> Self {
+        Stats::new(true)
+    }
 }
 
 impl Stats {
+    /// Zeroed counters; latency histograms kept only if `latency` (see
+    /// [`Latency::enabled_by_env`]).
+    #[must_use]
+    pub fn new(latency: bool) -> Stats {
+        Stats {
+            counts: std::array::from_fn(|_| AtomicU64::new(0)),
+            failed: AtomicU64::new(0),
+            latency: Latency::new(latency),
+        }
+    }
+
     /// Count one request.
     pub fn count(&self, op: Op) {
         self.counts[op as usize].fetch_add(1, Ordering::Relaxed);

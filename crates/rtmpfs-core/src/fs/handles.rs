@@ -60,6 +60,12 @@ impl Handles {
     pub(crate) fn remove(&self, fh: Fh) -> Result<Arc<Handle>> {
         self.shard(fh.0).lock().remove(&fh.0).ok_or(FsError::BadHandle)
     }
+
+    /// Handles open now (files and directories): each shard counted under its own lock, so
+    /// a figure for `rtmpfs status`, not a snapshot.
+    pub(crate) fn count(&self) -> u64 {
+        self.shards.iter().map(|s| s.lock().len() as u64).sum()
+    }
 }
 
 /// The file flags' refusals of an open (Linux `may_open`): an immutable file is not opened
@@ -149,6 +155,12 @@ impl Filesystem {
         }
         self.maybe_release(&h.inode);
         Ok(())
+    }
+
+    /// How many handles are open (files and directories), for `rtmpfs status`.
+    #[must_use]
+    pub fn open_handles(&self) -> u64 {
+        self.handles.count()
     }
 
     /// The inode a handle refers to.

@@ -6,6 +6,7 @@
 
 mod handles;
 mod io;
+mod memory_limit;
 mod namespace;
 #[cfg(all(test, not(feature = "shuttle")))]
 mod parity_tests;
@@ -19,6 +20,8 @@ mod swap_tests;
 #[cfg(test)]
 mod test_support;
 mod xattrs;
+
+pub use memory_limit::MemoryLimitError;
 
 pub use xattrs::{fit_xattr_reply, XattrFit};
 

@@ -37,10 +37,11 @@ impl Drop for FrameCharge {
 
 /// Counts frames against the RAM budget, and parks threads waiting for a frame.
 pub(crate) struct MemBudget {
-    max: u64,
+    /// The budget in frames. Atomic so that `Filesystem::set_memory_limit` can change it while
+    /// the mount runs; every reader loads it afresh (relaxed: a charge racing a change sees
+    /// either value, and both are valid budgets at that moment).
+    max: AtomicU64,
     used: AtomicU64,
-    /// Free frames the background evictor tries to keep, so writers rarely wait.
-    target_free: u64,
     /// Threads parked in [`MemBudget::wait_for_progress`].
     waiters: AtomicU64,
     /// Bumped whenever a frame is released: a thread that found nothing to evict sleeps only if
@@ -57,9 +58,8 @@ pub(crate) struct MemBudget {
 impl MemBudget {
     pub(crate) fn new(max_pages: u64) -> MemBudget {
         MemBudget {
-            max: max_pages,
+            max: AtomicU64::new(max_pages),
             used: AtomicU64::new(0),
-            target_free: (max_pages / 16).clamp(1, 4096),
             waiters: AtomicU64::new(0),
             progress: AtomicU64::new(0),
             lock: Mutex::new(LockRank::Budget, ()),
@@ -71,9 +71,10 @@ impl MemBudget {
 
     /// Charge one frame if the budget allows.
     pub(crate) fn try_charge(&self) -> bool {
+        let max = self.max();
         let mut cur = self.used.load(Ordering::Relaxed);
         loop {
-            if cur >= self.max {
+            if cur >= max {
                 return false;
             }
             match self
@@ -81,7 +82,7 @@ impl MemBudget {
                 .compare_exchange_weak(cur, cur + 1, Ordering::AcqRel, Ordering::Relaxed)
             {
                 Ok(_) => {
-                    if self.max - (cur + 1) < self.target_free / 2 + 1 {
+                    if max - (cur + 1) < self.target_free() / 2 + 1 {
                         self.kick();
                     }
                     return true;
@@ -97,7 +98,8 @@ impl MemBudget {
     /// the overdraft is paid back by the next sweeps (a page swapped in keeps its swap copy, so
     /// it can always leave again without I/O).
     pub(crate) fn try_overdraw(&self) -> bool {
-        let limit = self.max + (self.max / 64).clamp(1, 16);
+        let max = self.max();
+        let limit = max + (max / 64).clamp(1, 16);
         let mut cur = self.used.load(Ordering::Relaxed);
         loop {
             if cur >= limit {
@@ -144,13 +146,13 @@ impl MemBudget {
         crate::sync::assert_not_held_at_or_above(LockRank::PageMap);
         self.waiters.fetch_add(1, Ordering::AcqRel);
         let g = self.lock.lock();
-        if self.used.load(Ordering::Acquire) >= self.max && self.progress.load(Ordering::Acquire) == seen {
+        if self.used.load(Ordering::Acquire) >= self.max() && self.progress.load(Ordering::Acquire) == seen {
             drop(self.released.wait_timeout(g, timeout));
         } else {
             drop(g);
         }
         self.waiters.fetch_sub(1, Ordering::AcqRel);
-        self.used.load(Ordering::Acquire) < self.max || self.progress.load(Ordering::Acquire) != seen
+        self.used.load(Ordering::Acquire) < self.max() || self.progress.load(Ordering::Acquire) != seen
     }
 
     /// Ask the background evictor to run.
@@ -185,12 +187,27 @@ impl MemBudget {
     }
 
     pub(crate) fn max(&self) -> u64 {
-        self.max
+        self.max.load(Ordering::Relaxed)
+    }
+
+    /// Set a new budget (`Filesystem::set_memory_limit`, which checked it and evicts down to
+    /// it). Waiters and the evictor are woken: a raise frees writers waiting for a frame, a cut
+    /// gives the evictor a deficit.
+    pub(crate) fn set_max(&self, max_pages: u64) {
+        self.max.store(max_pages, Ordering::Relaxed);
+        self.note_progress();
+        self.kick();
+    }
+
+    /// Free frames the background evictor tries to keep, so writers rarely wait: 1/16 of the
+    /// budget, 1 to 4096 frames.
+    fn target_free(&self) -> u64 {
+        (self.max() / 16).clamp(1, 4096)
     }
 
     /// Frames the background evictor should free now to restore its headroom.
     pub(crate) fn deficit(&self) -> u64 {
-        (self.used() + self.target_free).saturating_sub(self.max)
+        (self.used() + self.target_free()).saturating_sub(self.max())
     }
 }
 

@@ -241,7 +241,7 @@ impl fuser::Filesystem for Adapter {
     }
 
     fn forget(&self, _req: &Request, i: INodeNo, nlookup: u64) {
-        self.begin(Op::Forget, "forget");
+        let _call = self.begin(Op::Forget, "forget");
         self.fs.forget(ino(i), nlookup);
     }
 
@@ -405,7 +405,7 @@ impl fuser::Filesystem for Adapter {
     ) {
         let call = self.begin(Op::Read, "read");
         let rq = ReadRequest {
-            call,
+            call: call.detach(),
             fh: fh(h),
             offset,
             size,
@@ -458,7 +458,7 @@ impl fuser::Filesystem for Adapter {
         // keeps doing that writeback and error check on every such close. Under `writeback`
         // the kernel ignores NOFLUSH and writes dirty pages back at every close the same way.
         // Not a failure (nothing failed, the kernel is told a fact), so not counted as one.
-        self.begin(Op::Flush, "flush");
+        let _call = self.begin(Op::Flush, "flush");
         reply.error(Errno::ENOSYS);
     }
 
@@ -548,7 +548,7 @@ impl fuser::Filesystem for Adapter {
     }
 
     fn statfs(&self, _req: &Request, _i: INodeNo, reply: ReplyStatfs) {
-        self.begin(Op::Other, "statfs");
+        let _call = self.begin(Op::Other, "statfs");
         let s = self.fs.statfs();
         reply.statfs(
             s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,

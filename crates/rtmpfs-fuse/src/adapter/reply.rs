@@ -11,6 +11,7 @@ use fuser::{
     ReplyIoctl, ReplyLseek, ReplyOpen, ReplyStatx, ReplyWrite, ReplyXattr,
 };
 use rtmpfs_core::{fit_xattr_reply, Attr, FsError, XattrFit};
+use std::time::Instant;
 
 /// The one place an engine error becomes a FUSE errno.
 pub(super) fn reply_errno(e: FsError) -> Errno {
@@ -68,14 +69,69 @@ error_reply!(
 );
 
 /// One request being served, named for the log (the FUSE opcode, lower case). Made by
-/// [`Adapter::begin`], which has counted it.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Call {
+/// [`Adapter::begin`], which has counted it and noted when it arrived.
+///
+/// Invariant: a `Call` lives until the request's reply has been sent (every reply helper takes
+/// it by value and drops it after replying; a handler that replies itself holds it to its
+/// end), and its drop records the request's latency in its kind's histogram. A READ handed to
+/// another thread carries it there as a [`CallState`] and is recorded where it is answered.
+#[derive(Debug)]
+pub(super) struct Call<'a> {
     pub(super) name: &'static str,
+    op: Op,
+    /// When the request arrived; None when latency accounting is off.
+    start: Option<Instant>,
+    stats: &'a Stats,
+}
+
+/// A [`Call`] between threads: what it needs to be resumed where the reply is sent.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct CallState {
+    name: &'static str,
+    op: Op,
+    start: Option<Instant>,
+}
+
+impl<'a> Call<'a> {
+    /// A request of kind `op` that arrived now.
+    #[inline]
+    pub(super) fn start(stats: &'a Stats, op: Op, name: &'static str) -> Call<'a> {
+        let start = stats.latency.enabled().then(Instant::now);
+        Call { name, op, start, stats }
+    }
+
+    /// Hand the call to another thread: this `Call` records nothing; [`Call::resume`] there
+    /// does.
+    pub(super) fn detach(mut self) -> CallState {
+        CallState {
+            name: self.name,
+            op: self.op,
+            start: self.start.take(),
+        }
+    }
+
+    /// The call handed over by [`Call::detach`].
+    pub(super) fn resume(stats: &'a Stats, state: CallState) -> Call<'a> {
+        Call {
+            name: state.name,
+            op: state.op,
+            start: state.start,
+            stats,
+        }
+    }
+}
+
+impl Drop for Call<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        if let Some(start) = self.start {
+            self.stats.latency.record(self.op, start.elapsed());
+        }
+    }
 }
 
 /// Answer `call` with an error: count it as failed, log it at debug level, reply.
-pub(super) fn fail(stats: &Stats, call: Call, reply: impl ErrorReply, e: impl ToErrno) {
+pub(super) fn fail(stats: &Stats, call: Call<'_>, reply: impl ErrorReply, e: impl ToErrno) {
     let errno = e.to_errno();
     stats.count_failed();
     tracing::debug!(request = call.name, errno = errno.code(), "request failed");
@@ -85,7 +141,7 @@ pub(super) fn fail(stats: &Stats, call: Call, reply: impl ErrorReply, e: impl To
 /// Answer `call` with `ok` on success, else with the error through [`fail`].
 pub(super) fn answer<R: ErrorReply, T, E: ToErrno>(
     stats: &Stats,
-    call: Call,
+    call: Call<'_>,
     reply: R,
     result: Result<T, E>,
     ok: impl FnOnce(R, T),
@@ -99,20 +155,20 @@ pub(super) fn answer<R: ErrorReply, T, E: ToErrno>(
 impl Adapter {
     /// The preamble of every request: count it by kind, and name it for the error log.
     /// A request that changes the file system starts with [`begin_change!`] instead.
-    pub(super) fn begin(&self, op: Op, name: &'static str) -> Call {
+    pub(super) fn begin(&self, op: Op, name: &'static str) -> Call<'_> {
         self.stats.count(op);
-        Call { name }
+        Call::start(&self.stats, op, name)
     }
 
     /// [`fail`] with this adapter's counters.
-    pub(super) fn fail(&self, call: Call, reply: impl ErrorReply, e: impl ToErrno) {
+    pub(super) fn fail(&self, call: Call<'_>, reply: impl ErrorReply, e: impl ToErrno) {
         fail(&self.stats, call, reply, e);
     }
 
     /// [`answer`] with this adapter's counters.
     pub(super) fn answer<R: ErrorReply, T, E: ToErrno>(
         &self,
-        call: Call,
+        call: Call<'_>,
         reply: R,
         result: Result<T, E>,
         ok: impl FnOnce(R, T),
@@ -126,22 +182,22 @@ impl Adapter {
     }
 
     /// Reply with an inode's attributes, or the error.
-    pub(super) fn reply_attr(&self, call: Call, reply: ReplyAttr, result: Result<Attr, FsError>) {
+    pub(super) fn reply_attr(&self, call: Call<'_>, reply: ReplyAttr, result: Result<Attr, FsError>) {
         self.answer(call, reply, result, |r, a| r.attr(&self.opts.ttl, &file_attr(&a)));
     }
 
     /// Reply to an operation that makes or finds an entry: the entry, or the error.
-    pub(super) fn reply_entry(&self, call: Call, reply: ReplyEntry, result: Result<Attr, FsError>) {
+    pub(super) fn reply_entry(&self, call: Call<'_>, reply: ReplyEntry, result: Result<Attr, FsError>) {
         self.answer(call, reply, result, |r, a| self.entry(r, &a));
     }
 
     /// Reply to an operation with no result but success: ok, or the error.
-    pub(super) fn reply_empty<E: ToErrno>(&self, call: Call, reply: ReplyEmpty, result: Result<(), E>) {
+    pub(super) fn reply_empty<E: ToErrno>(&self, call: Call<'_>, reply: ReplyEmpty, result: Result<(), E>) {
         self.answer(call, reply, result, |r, ()| r.ok());
     }
 
     /// Answer getxattr/listxattr with the engine's rule for the size-0 probe and ERANGE.
-    pub(super) fn reply_xattr(&self, call: Call, reply: ReplyXattr, value: &[u8], size: u32) {
+    pub(super) fn reply_xattr(&self, call: Call<'_>, reply: ReplyXattr, value: &[u8], size: u32) {
         self.answer(
             call,
             reply,

@@ -6,7 +6,7 @@
 //! CPU's only server) never waits, it hands off. A READ handed to the pool is answered by the
 //! worker (fuser's replies are `Send`); if no worker can take it, by the caller.
 
-use super::reply::{answer, Call};
+use super::reply::{answer, Call, CallState};
 use super::MAX_IO;
 use crate::stats::Stats;
 use fuser::ReplyData;
@@ -33,7 +33,8 @@ pub(super) struct ReadServer {
 
 /// One READ's arguments.
 pub(super) struct ReadRequest {
-    pub(super) call: Call,
+    /// Resumed where the READ is answered, which records its latency.
+    pub(super) call: CallState,
     pub(super) fh: Fh,
     pub(super) offset: u64,
     pub(super) size: u32,
@@ -54,7 +55,13 @@ impl ReadServer {
                 buf.resize(size.max(MAX_IO as usize), 0);
             }
             let result = self.fs.read(rq.fh, rq.offset, &mut buf[..size]);
-            answer(&self.stats, rq.call, reply, result, |r, n| r.data(&buf[..n]));
+            answer(
+                &self.stats,
+                Call::resume(&self.stats, rq.call),
+                reply,
+                result,
+                |r, n| r.data(&buf[..n]),
+            );
         });
     }
 }
