@@ -1,9 +1,11 @@
 //! `rtmpfs MOUNTPOINT [-o OPTIONS]`: mount a tmpfs served by this process over FUSE, and serve
-//! it in the foreground until SIGINT, SIGTERM or an external unmount.
+//! it in the foreground until SIGINT, SIGTERM or an external unmount. `rtmpfs status` and
+//! `rtmpfs resize` talk to the daemon of a live mount (see `client.rs`).
 //!
 //! Installed as `mount.fuse.rtmpfs` (`argv[0]`), the same binary is mount(8)'s helper for
 //! `mount -t fuse.rtmpfs TAG DIR -o ...` and fstab lines; see `helper.rs`.
 
+mod client;
 mod helper;
 mod logging;
 mod manual;
@@ -23,15 +25,23 @@ use std::process::ExitCode;
 /// within the limits of the mount options below; with memory=, cold pages go to a private swap
 /// file on disk.
 #[derive(Debug, clap::Parser)]
-#[command(name = "rtmpfs")]
+#[command(
+    name = "rtmpfs",
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true,
+    disable_help_subcommand = true
+)]
 struct Cli {
+    /// What to do with a live mount (without one: mount MOUNTPOINT).
+    #[command(subcommand)]
+    sub: Option<Sub>,
     /// Directory to mount on.
     #[arg(required_unless_present = "generate", value_hint = clap::ValueHint::DirPath)]
     mountpoint: Option<PathBuf>,
     /// Mount options (see below); may be repeated.
     #[arg(short = 'o', value_name = "OPTIONS")]
     options: Vec<String>,
-    /// Print the request counters and usage of the rtmpfs daemon serving MOUNTPOINT, and exit.
+    /// Same as `rtmpfs status MOUNTPOINT` (an alias kept for scripts).
     #[arg(long)]
     stats: bool,
     /// More log output on stderr (-v info, -vv debug); RUST_LOG overrides.
@@ -44,6 +54,17 @@ struct Cli {
     /// and exit (used by scripts/install.sh and the tests).
     #[arg(long, hide = true, value_name = "WHAT", value_parser = manual::GENERATED)]
     generate: Option<String>,
+}
+
+/// The commands for a live mount.
+#[derive(Debug, clap::Subcommand)]
+enum Sub {
+    /// Show a mounted rtmpfs: each limit with its use, where the pages are, open files,
+    /// eviction and swap-in rates, request counts and latencies. Root and the mount's owner only.
+    Status(client::StatusArgs),
+    /// Change size=, nr_inodes= and memory= of a mounted rtmpfs (root and the mount's owner):
+    /// a lower memory= evicts to swap before returning; a limit below what is in use is refused.
+    Resize(client::ResizeArgs),
 }
 
 /// The command line: the derived flags, with the version and the option list generated
@@ -88,6 +109,11 @@ fn main() -> ExitCode {
     if let Some(what) = &cli.generate {
         return generate(what);
     }
+    match &cli.sub {
+        Some(Sub::Status(args)) => return client::status(args),
+        Some(Sub::Resize(args)) => return client::resize(args),
+        None => {}
+    }
     // clap requires MOUNTPOINT unless --generate was given.
     let Some(mountpoint) = cli.mountpoint.clone() else {
         return fail("missing MOUNTPOINT (usage: rtmpfs MOUNTPOINT [-o OPTIONS]; see --help)");
@@ -95,7 +121,7 @@ fn main() -> ExitCode {
     // Started by the mount helper (which passes --ready-fd): stderr is /dev/null.
     logging::init(cli.verbose, cli.ready_fd.is_some());
     if cli.stats {
-        return stats(&mountpoint);
+        return client::status(&client::StatusArgs::table(mountpoint));
     }
     let opts = match MountOptions::parse(&cli.options) {
         Ok(o) => o,
@@ -113,20 +139,6 @@ fn main() -> ExitCode {
     match daemon::serve(&mountpoint, opts, ready) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e.to_string()),
-    }
-}
-
-fn stats(mountpoint: &std::path::Path) -> ExitCode {
-    let path = match mountpoint.canonicalize() {
-        Ok(p) => p,
-        Err(e) => return fail(&format!("{}: {e}", mountpoint.display())),
-    };
-    match rtmpfs_fuse::control::request(&path, "stats") {
-        Ok(body) => {
-            print!("{body}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => fail(&format!("{}: {e}", path.display())),
     }
 }
 

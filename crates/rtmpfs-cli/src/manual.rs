@@ -24,6 +24,10 @@ const NOTES: &[&str] = &[
     "A container limit needs memory= + 32 MiB + 12 MiB per GiB of size= (see docs/fuse.md). \
      Under the mount helper, logs go to syslog.",
     "Ends (exit 0, nothing left mounted) on SIGINT, SIGTERM, `umount DIR` or `fusermount3 -u DIR`.",
+    "`rtmpfs status DIR [--json] [--watch [SECS]]` shows a live mount (limits and use, pages, \
+     rates, request latencies; `--stats DIR` is an alias); `rtmpfs resize DIR size=... \
+     nr_inodes=... memory=...` changes its limits. Root and the mount's owner only; see \
+     docs/status.md.",
 ];
 
 /// The fstab example of `--help` and the man page.
@@ -145,6 +149,7 @@ pub fn man_page(cmd: &clap::Command) -> String {
     let _ = man.render_synopsis_section(&mut out);
     let _ = man.render_description_section(&mut out);
     let _ = man.render_options_section(&mut out);
+    let _ = man.render_subcommands_section(&mut out);
     let mut page = String::from_utf8_lossy(&out).into_owned();
     page.push_str(&man_sections().render());
     page
@@ -211,6 +216,10 @@ fn visible(cmd: &clap::Command) -> clap::Command {
         .version(version())
         .args(shown)
         .mut_arg("mountpoint", |a| a.required(true))
+        // `status` and `resize`, for a live mount.
+        .subcommands(cmd.get_subcommands().cloned())
+        .args_conflicts_with_subcommands(true)
+        .subcommand_negates_reqs(true)
 }
 
 /// A completion script for `shell` (`bash` or `zsh`).

@@ -309,7 +309,12 @@ fn stats_reach_the_daemon() {
     }
     let d = Daemon::start("");
     fs::write(d.path().join("f"), b"x").unwrap();
-    let out = run(Command::new(common::rtmpfs_bin()).arg("--stats").arg(d.path()), T);
+    let out = run(
+        Command::new(common::rtmpfs_bin())
+            .args(["status", "--raw"])
+            .arg(d.path()),
+        T,
+    );
     assert!(out.status.success(), "{out:?}");
     let s = String::from_utf8_lossy(&out.stdout);
     assert!(s.contains("write 1") && s.contains("create 1"), "{s}");

@@ -19,7 +19,7 @@
 //! request.
 //!
 //! Protocol: one request line, then response lines ending with `ok` or `err MESSAGE`.
-//! Requests: `stats`, `status`, `remount OPTIONS`.
+//! Requests: `stats`, `status`, `status-json`, `remount OPTIONS`, `resize OPTIONS`.
 
 use crate::mountinfo::{self, MountEntry};
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -300,7 +300,11 @@ impl<H: Handler> Server<H> {
     fn admit(&self, mut stream: UnixStream) -> Option<Conn> {
         let allowed = peer_cred(stream.as_raw_fd()).is_ok_and(|p| p.uid == 0 || p.uid == self.me);
         if !allowed {
-            answer(&mut stream, Err("permission denied"));
+            let msg = format!(
+                "permission denied: only root and the mount's owner (uid {}) may ask this mount's daemon",
+                self.me
+            );
+            answer(&mut stream, Err(&msg));
             return None;
         }
         stream.set_nonblocking(true).ok()?;
@@ -499,7 +503,9 @@ fn converse(conn: UnixStream, request: &str) -> Result<String, ClientError> {
     let deadline = Instant::now() + CLIENT_DEADLINE;
     conn.set_write_timeout(Some(CLIENT_DEADLINE)).map_err(ClientError::Io)?;
     let mut w = conn.try_clone().map_err(ClientError::Io)?;
-    writeln!(w, "{request}").map_err(ClientError::Io)?;
+    // A daemon that refuses us (SO_PEERCRED) answers and closes before reading: the write may
+    // then fail with EPIPE, and the answer to show is the one waiting to be read.
+    let written = writeln!(w, "{request}");
     let mut body = String::new();
     let mut reader = BufReader::new(conn.take(MAX_RESPONSE));
     loop {
@@ -516,8 +522,10 @@ fn converse(conn: UnixStream, request: &str) -> Result<String, ClientError> {
             .set_read_timeout(Some(left))
             .map_err(ClientError::Io)?;
         let mut line = String::new();
-        if reader.read_line(&mut line).map_err(ClientError::Io)? == 0 {
-            break;
+        match reader.read_line(&mut line) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) => return Err(ClientError::Io(written.err().unwrap_or(e))),
         }
         let Some(line) = line.strip_suffix('\n') else { break };
         if line == "ok" {
@@ -529,10 +537,9 @@ fn converse(conn: UnixStream, request: &str) -> Result<String, ClientError> {
         body.push_str(line);
         body.push('\n');
     }
-    Err(ClientError::Io(io::Error::new(
-        io::ErrorKind::UnexpectedEof,
-        "the daemon closed the control connection",
-    )))
+    Err(ClientError::Io(written.err().unwrap_or_else(|| {
+        io::Error::new(io::ErrorKind::UnexpectedEof, "the daemon closed the control connection")
+    })))
 }
 
 #[cfg(test)]

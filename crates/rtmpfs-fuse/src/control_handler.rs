@@ -1,17 +1,20 @@
 //! What the daemon answers on its control socket ([`control`] carries the requests): `stats`
-//! (the request counters, then the engine's live figures), `status`, and `remount OPTIONS`,
-//! the daemon's side of `mount -o remount` — the read-only switch, new `size=`/`nr_inodes=`
-//! limits and atime options.
+//! (the request counters, then the engine's live figures), `status`, `status-json` (the
+//! status object of `rtmpfs status`, one JSON line), `remount OPTIONS`, the daemon's side of
+//! `mount -o remount` — the read-only switch, new `size=`/`nr_inodes=` limits and atime
+//! options — and `resize OPTIONS` (`rtmpfs resize`: `size=`, `nr_inodes=`, `memory=`).
 //!
-//! Invariant: a refused remount (an option fixed at mount given a new value, a limit the engine
-//! refuses) changes nothing — both checks come before any change — and answers one line saying
-//! why; no option is ever ignored silently.
+//! Invariant: a refused remount or resize (an option fixed at mount given a new value, a limit
+//! below what is in use) changes nothing — the checks come before any change — and answers one
+//! line saying why, with the figures; no option is ever ignored silently.
 
 use crate::control;
 use crate::options::{Host, MountOptions};
 use crate::stats::Stats;
+use crate::status::{self, human_bytes, RateRing};
 use rtmpfs_core::Filesystem;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 /// State the control socket acts on.
 pub(crate) struct Control {
@@ -19,6 +22,10 @@ pub(crate) struct Control {
     pub(crate) host: Host,
     pub(crate) stats: Arc<Stats>,
     pub(crate) fs: Arc<Filesystem>,
+    /// Eviction and swap-in samples for the rates of `rtmpfs status`.
+    pub(crate) rates: Arc<RateRing>,
+    /// When the mount started serving.
+    pub(crate) started: Instant,
 }
 
 /// The engine's live figures, one `name value` line each (sizes in 4 KiB pages unless named
@@ -71,7 +78,9 @@ impl control::Handler for Control {
                     o.direct_io
                 ))
             }
+            "status-json" => self.status_json(),
             "remount" => self.remount(arg),
+            "resize" => self.resize(arg),
             _ => Err("unknown request".to_string()),
         }
     }
@@ -107,6 +116,9 @@ impl Control {
                 Some(None) => return Err("nr_inodes= cannot become unlimited on remount".into()),
                 None => None,
             };
+            if let Some(refusal) = self.below_use(s, n) {
+                return Err(refusal);
+            }
             self.fs.set_limits(s, n).map_err(|_| {
                 "new size=/nr_inodes= refused: below current use, or the mount is unlimited".to_string()
             })?;
@@ -121,6 +133,152 @@ impl Control {
         self.fs.set_read_only(new.read_only);
         cur.read_only = new.read_only;
         Ok(String::new())
+    }
+
+    /// The status object of `rtmpfs status`, on one line.
+    fn status_json(&self) -> Result<String, String> {
+        let o = self.opts.lock().map_err(|_| "poisoned".to_string())?;
+        let st = status::build(&status::Sources {
+            fs: &self.fs,
+            stats: &self.stats,
+            rates: &self.rates,
+            started: self.started,
+            source: o.source().to_string(),
+            size_limit: o.size_bytes(&self.host),
+            inode_limit: o.max_inodes(&self.host),
+            swap_limit: o.swap_size,
+        });
+        drop(o);
+        let mut line = serde_json::to_string(&st).map_err(|e| format!("status: {e}"))?;
+        line.push('\n');
+        Ok(line)
+    }
+
+    /// The refusal, with the figures, of a new `size=` (bytes) or `nr_inodes=` below what is in
+    /// use (tmpfs refuses it too); None when both fit.
+    fn below_use(&self, size: Option<u64>, inodes: Option<u64>) -> Option<String> {
+        let u = self.fs.usage();
+        if let Some(b) = size {
+            let used = u.charged_pages * status::PAGE_SIZE;
+            if b / status::PAGE_SIZE < u.charged_pages || b < status::PAGE_SIZE {
+                return Some(format!(
+                    "size={} is below the {} ({} pages) in use; size unchanged",
+                    human_bytes(b),
+                    human_bytes(used),
+                    u.charged_pages
+                ));
+            }
+        }
+        if let Some(n) = inodes {
+            // Inode space: 1 KiB per inode and per extra hard link, plus xattrs (as tmpfs).
+            let used = u.inode_space_used.div_ceil(1024);
+            if n < used || n == 0 {
+                return Some(format!(
+                    "nr_inodes={n} is below the {used} in use ({} inodes, plus hard links and xattrs); nr_inodes unchanged",
+                    u.inodes
+                ));
+            }
+        }
+        None
+    }
+
+    /// `rtmpfs resize`: new `size=`, `nr_inodes=` and `memory=` limits for the live mount.
+    /// Every limit is checked against what is in use before any changes; then `memory=` is
+    /// applied (a cut evicts down to it before this returns, or is refused and nothing changed),
+    /// then `size=`/`nr_inodes=`. Answers one line per limit changed.
+    fn resize(&self, arg: &str) -> Result<String, String> {
+        if arg.trim().is_empty() {
+            return Err("nothing to resize: give size=, nr_inodes= and/or memory=".into());
+        }
+        for o in arg.split(',') {
+            let key = o.split_once('=').map_or(o, |(k, _)| k);
+            if !matches!(key, "size" | "nr_inodes" | "memory") || !o.contains('=') {
+                return Err(format!(
+                    "resize changes size=, nr_inodes= and memory= only, not {key} (use mount -o remount for the others)"
+                ));
+            }
+        }
+        let new = MountOptions::parse(&[arg]).map_err(|e| e.to_string())?;
+        let mut cur = self.opts.lock().map_err(|_| "poisoned".to_string())?;
+        let given = |name: &str| arg.split(',').any(|o| o.starts_with(&format!("{name}=")));
+        let size = if given("size") {
+            let b = new
+                .size_bytes(&self.host)
+                .ok_or("size= cannot become unlimited on a live mount (tmpfs refuses it too)")?;
+            if cur.size_bytes(&self.host).is_none() {
+                return Err("the mount has no size= limit, and one cannot be added to a live mount".into());
+            }
+            Some(b)
+        } else {
+            None
+        };
+        let inodes = if given("nr_inodes") {
+            let n = new
+                .max_inodes(&self.host)
+                .ok_or("nr_inodes= cannot become unlimited on a live mount (tmpfs refuses it too)")?;
+            if cur.max_inodes(&self.host).is_none() {
+                return Err("the mount has no nr_inodes= limit, and one cannot be added to a live mount".into());
+            }
+            Some(n)
+        } else {
+            None
+        };
+        let memory = if given("memory") {
+            let b = new
+                .memory_bytes(&self.host)
+                .ok_or("memory= cannot be removed from a live mount")?;
+            Some((b / status::PAGE_SIZE).max(1))
+        } else {
+            None
+        };
+        if let Some(refusal) = self.below_use(size, inodes) {
+            return Err(refusal);
+        }
+        let mut out = String::new();
+        if let Some(pages) = memory {
+            let before = self.fs.usage();
+            self.fs.set_memory_limit(pages).map_err(|e| e.to_string())?;
+            let after = self.fs.usage();
+            let old = before.memory_limit_pages.unwrap_or(0);
+            out.push_str(&format!(
+                "memory {} -> {}{}\n",
+                human_bytes(old * status::PAGE_SIZE),
+                human_bytes(pages * status::PAGE_SIZE),
+                if pages < old {
+                    format!(
+                        " ({} now in RAM, {} pages evicted)",
+                        human_bytes(after.frames_in_use * status::PAGE_SIZE),
+                        (after.evictions + after.clean_evictions)
+                            .saturating_sub(before.evictions + before.clean_evictions)
+                    )
+                } else {
+                    String::new()
+                }
+            ));
+        }
+        if size.is_some() || inodes.is_some() {
+            let (old_size, old_inodes) = (cur.size_bytes(&self.host), cur.max_inodes(&self.host));
+            self.fs.set_limits(size, inodes).map_err(|_| {
+                // Checked above; only a concurrent writer can have raised the use since.
+                "size=/nr_inodes= refused: below what is in use (it grew meanwhile)".to_string()
+            })?;
+            if let Some(b) = size {
+                cur.size = new.size;
+                out.push_str(&format!(
+                    "size {} -> {}\n",
+                    old_size.map_or_else(|| "unlimited".into(), human_bytes),
+                    human_bytes(b)
+                ));
+            }
+            if let Some(n) = inodes {
+                cur.nr_inodes = new.nr_inodes;
+                out.push_str(&format!(
+                    "nr_inodes {} -> {n}\n",
+                    old_inodes.map_or_else(|| "unlimited".into(), |o| o.to_string())
+                ));
+            }
+        }
+        Ok(out)
     }
 
     /// The atime options a remount names (`noatime`, `relatime`, `strictatime` and their

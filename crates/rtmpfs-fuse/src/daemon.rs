@@ -467,11 +467,15 @@ fn start(mount_point: &Path, opts: MountOptions) -> Result<Started, MountError> 
     }
     crate::trim::start_heap_trimmer(&fs);
     crate::health::start_swap_watch(&fs);
+    let rates = Arc::new(crate::status::RateRing::default());
+    rates.start_sampling(&fs);
     let ctl = crate::control_handler::Control {
         opts: Mutex::new(opts),
         host,
         stats,
         fs,
+        rates,
+        started: std::time::Instant::now(),
     };
     if let Err(e) = control::serve(listener, ctl) {
         // Not fatal: the mount works; only remount's read-only switch and --stats cannot

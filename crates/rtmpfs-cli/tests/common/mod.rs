@@ -474,13 +474,13 @@ pub fn errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
-/// `rtmpfs --stats` of a mount, as (name, value) pairs.
+/// `rtmpfs status --raw` of a mount (the daemon's raw counters), as (name, value) pairs.
 pub fn stats(mnt: &Path) -> Vec<(String, u64)> {
     let out = run(
-        Command::new(rtmpfs_bin()).arg("--stats").arg(mnt),
+        Command::new(rtmpfs_bin()).args(["status", "--raw"]).arg(mnt),
         Duration::from_secs(10),
     );
-    assert!(out.status.success(), "rtmpfs --stats: {out:?}");
+    assert!(out.status.success(), "rtmpfs status --raw: {out:?}");
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| {
@@ -490,11 +490,11 @@ pub fn stats(mnt: &Path) -> Vec<(String, u64)> {
         .collect()
 }
 
-/// One counter of `rtmpfs --stats`.
+/// One counter of `rtmpfs status --raw`.
 pub fn stat_of(mnt: &Path, name: &str) -> u64 {
     stats(mnt)
         .into_iter()
         .find(|(k, _)| k == name)
         .map(|(_, v)| v)
-        .unwrap_or_else(|| panic!("no {name} in rtmpfs --stats"))
+        .unwrap_or_else(|| panic!("no {name} in rtmpfs status --raw"))
 }
