@@ -80,7 +80,7 @@ fn block(i: u64) -> Vec<u8> {
 /// `mib` MiB of a known pattern, O_DIRECT (every byte reaches the daemon before this returns).
 fn write_pattern(path: &Path, mib: u64) {
     let mut f = OpenOptions::new()
-        .create(true)
+        .create_new(true)
         .write(true)
         .custom_flags(libc::O_DIRECT)
         .open(path)
@@ -183,7 +183,7 @@ fn size_up_and_down_and_below_use_refused() {
     assert_eq!(statvfs(d.path()).0, 8 * MIB);
     // The new size holds: 2 MiB more fit, a third does not.
     let mut g = OpenOptions::new()
-        .create(true)
+        .create_new(true)
         .write(true)
         .open(d.path().join("g"))
         .unwrap();

@@ -64,7 +64,7 @@ fn kind<'a>(v: &'a Value, name: &str) -> &'a Value {
 /// Write `mib` MiB of a known pattern to `path` (O_DIRECT: every byte reaches the daemon now).
 fn write_pattern(path: &Path, mib: u64) {
     let mut f = OpenOptions::new()
-        .create(true)
+        .create_new(true)
         .write(true)
         .custom_flags(libc::O_DIRECT)
         .open(path)
