@@ -119,7 +119,7 @@ core_suites io_uring=off
 echo "--- fsx under a RAM budget a tenth of the files (memory=48k for 2 x 256 KiB files), $SWAP_FSX_OPS ops"
 scripts/mount-rtmpfs.sh "$rt" "size=64m,memory=48k,swap=/var/tmp,io_uring=off" >/dev/null
 scripts/fsx.sh "$rt" "$SWAP_FSX_OPS" || fail "fsx with memory=48k"
-rtmpfs_stats=$("$RTMPFS_BIN" --stats "$rt" 2>&1 || true)
+rtmpfs_stats=$("$RTMPFS_BIN" status --raw "$rt" 2>&1 || true)
 echo "$rtmpfs_stats"
 scripts/mount-rtmpfs.sh --umount "$rt"
 
@@ -153,7 +153,7 @@ else
         fail "the host page cache keeps ${cached} bytes of the swap file"
     fi
 fi
-"$RTMPFS_BIN" --stats "$rt" 2>&1 | grep -Ei "swap|resident|evict" || true
+"$RTMPFS_BIN" status --raw "$rt" 2>&1 | grep -Ei "swap|resident|evict" || true
 kill -9 "$pid"
 sleep 0.5
 umount "$rt" 2>/dev/null || fusermount3 -u "$rt" 2>/dev/null || umount -l "$rt" || true

@@ -12,7 +12,7 @@
 #   FSX_SEED_BASE  seed of the first segment (default 7000001); segment i uses BASE + 1000 i
 #
 # Prints one line per segment and a summary; with a RAM budget, the swap figures from
-# `rtmpfs --stats` after each segment. Exit 0 if every segment passed.
+# `rtmpfs status --raw` after each segment. Exit 0 if every segment passed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OPTS=${1:-size=1g}
@@ -44,7 +44,7 @@ for i in $(seq 0 $((segments - 1))); do
         failed=$((failed + 1))
     fi
     done_ops=$((done_ops + ops))
-    stats=$("$RTMPFS_BIN" --stats "$MNT" 2>/dev/null | awk '$1 ~ /^(evictions|clean_evictions|swap_ins|readahead_swap_ins|poisoned_pages|swap_read_errors|swap_write_errors)$/ {printf "%s=%s ", $1, $2}')
+    stats=$("$RTMPFS_BIN" status --raw "$MNT" 2>/dev/null | awk '$1 ~ /^(evictions|clean_evictions|swap_ins|readahead_swap_ins|poisoned_pages|swap_read_errors|swap_write_errors)$/ {printf "%s=%s ", $1, $2}')
     echo "segment $((i + 1))/$segments seeds $seed,$((seed + 1)) ops $ops x2: $verdict in $(($(date +%s) - t0)) s ${stats}"
     [ "$verdict" = PASS ] || tail -n 20 "$RESULTS_DIR/seg$i.log"
 done

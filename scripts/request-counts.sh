@@ -2,7 +2,7 @@
 # request-counts.sh [RTMPFS_BIN] [MOUNT_OPTIONS]
 #
 # FUSE requests per step of ../shared/bench/workloads.sh (the same steps, commands and tree),
-# counted with `rtmpfs --stats` before and after each step on a fresh rtmpfs mount. Counts are
+# counted with `rtmpfs status --raw` before and after each step on a fresh rtmpfs mount. Counts are
 # deterministic up to the kernel's cache state (the page cache is dropped before the run, as
 # workloads.sh does); they are not timings. Prints one line per step: the total and each
 # request kind that occurred.
@@ -35,7 +35,7 @@ done
 grep -q " $MNT " /proc/mounts || { echo "request-counts.sh: mount failed: $(cat "$MNT.log")" >&2; exit 1; }
 
 KINDS="lookup forget getattr setattr create remove rename open release read write flush readdir readdirplus getxattr xattr other"
-snapshot() { "$BIN" --stats "$MNT" > "$1"; }
+snapshot() { "$BIN" status --raw "$MNT" > "$1"; }
 step() { # NAME CMD...
 	local name=$1; shift
 	snapshot "$MNT.before"

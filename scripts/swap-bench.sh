@@ -78,7 +78,7 @@ for round in $(seq "$ROUNDS"); do
             sleep 3  # free memory goes back to the kernel within ~2 s
             rss_deleted=$(rss_kib "$pid")
             echo "round $round $variant rss_kib idle=$rss_idle written=$rss_written after_seq=$rss_seq after_rand=$rss_rand after_delete=$rss_deleted"
-            "$RTMPFS_BIN" --stats "$mp" | grep -E '^(evictions|clean_evictions|swap_ins|page_pool_ram_bytes) ' | tr '\n' ' '
+            "$RTMPFS_BIN" status --raw "$mp" | grep -E '^(evictions|clean_evictions|swap_ins|page_pool_ram_bytes) ' | tr '\n' ' '
             echo
             scripts/mount-rtmpfs.sh --umount "$mp"
             MOUNTS=()
