@@ -113,6 +113,9 @@ fn memory_up_and_down_with_swap() {
     write_pattern(&f, 6);
     let before = status(d.path());
     assert_eq!(field(&before, "pages.resident"), 6 * MIB / PAGE, "all in RAM at first");
+    // The swap is there before its first page.
+    assert!(before["limits"]["swap"]["enabled"].as_bool().unwrap(), "{before}");
+    assert_eq!(field(&before, "limits.swap.used_bytes"), 0);
 
     // Down: evicts to 2 MiB before returning.
     let out = resized(d.path(), &["memory=2m"]);

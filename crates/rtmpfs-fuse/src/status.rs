@@ -284,8 +284,10 @@ pub fn build(src: &Sources<'_>) -> Status {
     let u = src.fs.usage();
     let sf = src.fs.statfs();
     let page = |n: u64| n.saturating_mul(PAGE_SIZE);
-    let swap_enabled = u.swap_capacity_pages.is_some() || u.swap_file_bytes > 0 || src.swap_limit.is_some();
-    let swap_enabled = swap_enabled && u.memory_limit_pages.is_some();
+    // A swap file exists with a RAM budget and without `noswap` (from mount on, before the first
+    // page goes there).
+    let config = src.fs.config();
+    let swap_enabled = config.memory_bytes.is_some() && config.swap.is_some();
     let kinds = Op::ALL
         .iter()
         .map(|&op| {

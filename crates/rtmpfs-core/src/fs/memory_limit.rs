@@ -13,7 +13,9 @@ use super::Filesystem;
 /// failing, every resident page busy).
 const STALL_LIMIT: Duration = Duration::from_secs(3);
 /// The longest a shrink may take in all (frames freed and taken again by others, endlessly).
-const SHRINK_LIMIT: Duration = Duration::from_secs(60);
+/// Below the 30 s that `rtmpfs resize` waits for the daemon's answer, so the command always
+/// hears the outcome.
+const SHRINK_LIMIT: Duration = Duration::from_secs(25);
 /// Most pages asked of one eviction sweep.
 const SHRINK_BATCH: u64 = 256;
 
