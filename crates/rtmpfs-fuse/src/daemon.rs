@@ -172,6 +172,9 @@ fn cstring(p: &Path) -> Result<CString, MountError> {
 /// # Errors
 /// `/dev/fuse` missing or not accessible, no privilege to mount, mount(2) failures.
 pub fn mount(path: &Path, opts: &MountOptions) -> Result<Mounted, MountError> {
+    if crate::unprivileged::active() {
+        return crate::unprivileged::mount(path, opts);
+    }
     let dev = OpenOptions::new()
         .read(true)
         .write(true)
@@ -270,6 +273,9 @@ pub fn unmount(path: &Path, dev: (u32, u32)) -> io::Result<Unmounted> {
     match mountinfo::mounted_at(path)? {
         Some(m) if (m.major, m.minor) == dev => {}
         _ => return Ok(Unmounted::NotMounted),
+    }
+    if crate::unprivileged::active() {
+        return crate::unprivileged::unmount(path);
     }
     let target = CString::new(path.as_os_str().as_bytes())?;
     // SAFETY: a valid NUL-terminated path.
@@ -410,6 +416,9 @@ fn start(mount_point: &Path, opts: MountOptions) -> Result<Started, MountError> 
     let sigset = block_signals();
     let host = Host::current();
     let mut opts = opts;
+    if crate::unprivileged::active() {
+        crate::unprivileged::apply_user_rules(&mut opts);
+    }
     if let Some(warning) = opts.prepare_swap(&host)? {
         tracing::warn!("{warning}");
     }
