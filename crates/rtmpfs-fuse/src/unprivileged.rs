@@ -98,8 +98,13 @@ pub fn refusal(message: &str) -> String {
     format!("cannot mount as an ordinary user: {why} ({first})")
 }
 
+/// Where fusermount3 is looked for when `PATH` is unset: execvp's default (glibc's
+/// `_CS_PATH`). mount(8) removes `PATH` before it runs the helper for an fstab `user` line.
+const DEFAULT_PATH: &str = "/bin:/usr/bin";
+
 fn fusermount_bin() -> Result<PathBuf, MountError> {
-    fusermount::find(std::env::var_os("PATH").as_deref()).ok_or_else(|| {
+    let path = std::env::var_os("PATH").unwrap_or_else(|| DEFAULT_PATH.into());
+    fusermount::find(Some(&path)).ok_or_else(|| {
         MountError::Permission(
             "cannot mount as an ordinary user: fusermount3 is not on PATH \
              (install fuse3, or mount as root)"
