@@ -19,6 +19,8 @@ const HELP_WIDTH: usize = 96;
 /// What follows the option list, in `--help` and (as NOTES) in the man page.
 const NOTES: &[&str] = &[
     "Unknown or malformed options are refused, naming the option; nothing is mounted.",
+    "Without root, rtmpfs mounts through fusermount3, with its rules: nosuid,nodev; allow_other only \
+     with user_allow_other in /etc/fuse.conf; the root directory the user's, mode 0700 unless mode=.",
     "Remount changes ro/rw, size= and nr_inodes= (and kernel flags); it refuses a new value for \
      the other options (repeating the current one is fine).",
     "A container limit needs memory= + 32 MiB + 12 MiB per GiB of size= (see docs/fuse.md). \

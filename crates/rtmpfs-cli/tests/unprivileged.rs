@@ -552,3 +552,33 @@ fn each_refusal_says_which_rule_in_one_line() {
     c.arg(&mnt);
     refused(&s, &mut c, "/dev/fuse is not open to this user");
 }
+
+#[test]
+fn sigterm_detaches_a_busy_user_mount() {
+    if !can_run("sigterm_detaches_a_busy_user_mount") {
+        return;
+    }
+    let s = Setup::new();
+    let mnt = s.mnt();
+    let mut d = s.start("io_uring=off");
+    assert!(mounted_at(&mnt).is_some(), "{}", d.stderr());
+    // A process of the user with its cwd in the mount keeps it busy.
+    let mut sleeper =
+        s.a.cmd("sh", &s.cache())
+            .arg("-c")
+            .arg(format!("cd {} && exec sleep 60", mnt.display()))
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+    let cwd = format!("/proc/{}/cwd", sleeper.id());
+    let busy = wait_until(T, || fs::read_link(&cwd).is_ok_and(|p| p == mnt));
+    assert!(busy, "the sleeper never entered {}", mnt.display());
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(d.pid(), libc::SIGTERM) };
+    let st = d.wait();
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+    assert!(st.success(), "{st}: {}", d.stderr());
+    assert!(mounted_at(&mnt).is_none(), "still mounted after SIGTERM");
+    assert!(d.stderr().contains("busy: detached lazily"), "{}", d.stderr());
+}

@@ -52,7 +52,7 @@ pub const OPTION_TABLE: &[OptionDoc] = &[
     OptionDoc {
         syntax: "mode=OCTAL",
         meaning: "permission bits of the root directory",
-        default: "`1777`",
+        default: "`1777` (an ordinary user's mount: `0700`)",
     },
     OptionDoc {
         syntax: "uid=N, gid=N",
