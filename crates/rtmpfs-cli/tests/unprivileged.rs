@@ -392,7 +392,7 @@ fn allow_other_is_used_where_fuse_conf_allows_it() {
     let s = Setup::new();
     s.conf.write(&format!("{PLAIN_CONF}user_allow_other\n"));
     let mnt = s.mnt();
-    let d = s.start("mode=755,io_uring=off");
+    let d = s.start("mode=755,io_uring=off,readahead=1M");
     let m = mounted_at(&mnt).unwrap_or_else(|| panic!("not mounted: {}", d.stderr()));
     assert!(m.super_options.contains("allow_other"), "{m:?}");
     assert!(!d.stderr().contains("only this user"), "{}", d.stderr());
@@ -407,6 +407,12 @@ fn allow_other_is_used_where_fuse_conf_allows_it() {
     assert!(
         !out.status.success() && text(&out.stderr).contains("Permission denied"),
         "{out:?}"
+    );
+    // readahead= is root's (the bdi's sysfs file): one warning that says so; the mount works.
+    assert!(
+        wait_until(T, || d.stderr().contains("readahead= needs root")),
+        "{}",
+        d.stderr()
     );
     drop(d);
 }
@@ -466,7 +472,7 @@ fn an_fstab_user_line_mounts_with_mount_and_unmounts_with_umount() {
     if !can_run("an_fstab_user_line_mounts_with_mount_and_unmounts_with_umount") {
         return;
     }
-    let s = Setup::new();
+    let mut s = Setup::new();
     let fstab = SavedFile::new(FSTAB);
     let _helper = HelperInstall::new();
     let mnt = s.mnt();
@@ -499,6 +505,19 @@ fn an_fstab_user_line_mounts_with_mount_and_unmounts_with_umount() {
             "the daemon did not exit after {unmount_with}"
         );
     }
+
+    // A refusal through the helper is its one line (exit 32, mount(8)'s "mount failure").
+    drop(s.dev_fuse.take());
+    let _closed = DevFuseMode::set(0o600);
+    let out = run(s.a.cmd("mount", &s.cache()).arg(&mnt), T);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(32), "{out:?}");
+    assert!(
+        err.lines().any(|l| l.starts_with("mount.fuse.rtmpfs: ")
+            && l.contains("cannot mount as an ordinary user: /dev/fuse is not open to this user")),
+        "{err}"
+    );
+    assert!(mounted_at(&mnt).is_none());
 }
 
 /// Run `rtmpfs MNT` as `a` and expect a refusal: exit 1, one line on stderr containing
@@ -546,7 +565,7 @@ fn each_refusal_says_which_rule_in_one_line() {
     s.conf.write(PLAIN_CONF);
 
     // /dev/fuse closed to users (0600 root, as on this machine by default).
-    s.dev_fuse = None;
+    drop(s.dev_fuse.take());
     let _closed = DevFuseMode::set(0o600);
     let mut c = s.a.cmd(rtmpfs_bin(), &s.cache());
     c.arg(&mnt);

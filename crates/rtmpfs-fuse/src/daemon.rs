@@ -250,7 +250,12 @@ fn find_our_mount(path: &Path, source: &str) -> Option<MountEntry> {
 fn set_readahead(dev: (u32, u32), bytes: u64) {
     let path = format!("/sys/class/bdi/{}:{}/read_ahead_kb", dev.0, dev.1);
     if let Err(e) = std::fs::write(&path, format!("{}", bytes / 1024)) {
-        tracing::warn!("readahead: writing {path}: {e}");
+        if crate::unprivileged::active() {
+            // The bdi's sysfs files are root's: say what it means for a user's mount.
+            tracing::warn!("readahead= needs root ({path}: {e}); the kernel's window is kept");
+        } else {
+            tracing::warn!("readahead: writing {path}: {e}");
+        }
     }
 }
 
