@@ -1,4 +1,5 @@
-//! Session lifecycle: check the mount point, mount with mount(2), serve on `threads=` fuser
+//! Session lifecycle: check the mount point, mount with mount(2) (an ordinary user: through
+//! fusermount3, see `unprivileged`), serve on `threads=` fuser
 //! event loops (or io_uring ring threads) until SIGINT/SIGTERM or an external unmount, and
 //! unmount. It starts the control socket ([`control`], answered by `control_handler`) and the
 //! background threads (`trim`, `health`), but their work lives in their own modules.
@@ -167,7 +168,8 @@ fn cstring(p: &Path) -> Result<CString, MountError> {
         .map_err(|_| MountError::Config(format!("{} contains a NUL byte", p.display())))
 }
 
-/// Mount a FUSE filesystem from `source` at the canonical, checked `path` with `opts`.
+/// Mount a FUSE filesystem from `source` at the canonical, checked `path` with `opts`: with
+/// mount(2) as root, through fusermount3 otherwise ([`crate::unprivileged::mount`]).
 ///
 /// # Errors
 /// `/dev/fuse` missing or not accessible, no privilege to mount, mount(2) failures.
