@@ -601,3 +601,35 @@ fn sigterm_detaches_a_busy_user_mount() {
     assert!(mounted_at(&mnt).is_none(), "still mounted after SIGTERM");
     assert!(d.stderr().contains("busy: detached lazily"), "{}", d.stderr());
 }
+
+#[test]
+fn an_fstab_users_line_lets_another_user_unmount() {
+    if !can_run("an_fstab_users_line_lets_another_user_unmount") {
+        return;
+    }
+    let s = Setup::new();
+    let fstab = SavedFile::new(FSTAB);
+    let _helper = HelperInstall::new();
+    let mnt = s.mnt();
+    let mut table = fstab.original();
+    if !table.is_empty() && !table.ends_with('\n') {
+        table.push('\n');
+    }
+    table.push_str(&format!(
+        "rtu_tag {} fuse.rtmpfs users,noauto,io_uring=off 0 0\n",
+        mnt.display()
+    ));
+    fstab.write(&table);
+    let out = run(s.a.cmd("mount", &s.cache()).arg(&mnt), T);
+    assert!(out.status.success(), "mount as a: {out:?}");
+    let m = mounted_at(&mnt).expect("mounted");
+    assert!(m.super_options.contains(&format!("user_id={}", s.a.uid)), "{m:?}");
+    // `users`: anyone may unmount it (mount(8)'s rule), the other user included.
+    let out = run(s.b.cmd("umount", &s.cache()).arg(&mnt), T);
+    assert!(out.status.success(), "umount as b: {out:?}");
+    assert!(mounted_at(&mnt).is_none());
+    assert!(
+        wait_until(T, || daemons_for(&mnt).is_empty()),
+        "the daemon did not exit after umount"
+    );
+}
