@@ -15,11 +15,14 @@ const SOURCE: &str = include_str!("../options.rs");
 /// with a literal or with `| "`, up to their `=>`.
 fn pattern_literals() -> Vec<&'static str> {
     let start = SOURCE.find("fn apply<'a>(").expect("MountOptions::apply in options.rs");
-    let len = SOURCE[start..]
-        .find("fn size_bytes(")
-        .expect("size_bytes follows apply_flag in options.rs");
+    let flags = start
+        + SOURCE[start..]
+            .find("fn apply_flag(")
+            .expect("apply_flag follows apply");
+    // apply_flag ends at the first line that closes a method (4-space indent, rustfmt's).
+    let end = flags + SOURCE[flags..].find("\n    }\n").expect("the end of apply_flag");
     let mut names = Vec::new();
-    for line in SOURCE[start..start + len].lines() {
+    for line in SOURCE[start..end].lines() {
         let pattern = line.trim_start().trim_start_matches('|').trim_start();
         if !pattern.starts_with('"') {
             continue;
