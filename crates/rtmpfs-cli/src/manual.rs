@@ -5,6 +5,8 @@
 //! `rtmpfs --generate man|bash|zsh|options-md` prints each; `scripts/install.sh` installs the
 //! first three, and `tests/manual.rs` checks that docs/rtmpfs.8 and docs/fuse.md are current.
 
+use std::fmt::Write as _;
+
 use roff::{bold, roman, Inline, Roff};
 use rtmpfs_fuse::options::{OptionDoc, OPTION_TABLE};
 
@@ -61,7 +63,7 @@ pub fn help_footer() -> String {
 fn help_row(row: &OptionDoc) -> String {
     let mut text = plain(row.meaning);
     if !row.default.is_empty() {
-        text.push_str(&format!(". Default: {}", plain(row.default)));
+        let _ = write!(text, ". Default: {}", plain(row.default)); // a String never fails
     }
     text.push('.');
     let lines = wrap(&text, HELP_INDENT, HELP_WIDTH);
@@ -114,12 +116,13 @@ pub fn options_markdown() -> String {
     let mut out = String::from("| option | meaning | default |\n|---|---|---|\n");
     for row in OPTION_TABLE {
         let syntax: Vec<String> = row.syntax.split(", ").map(|v| format!("`{}`", cell(v))).collect();
-        out.push_str(&format!(
-            "| {} | {} | {} |\n",
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} |",
             syntax.join(", "),
             cell(row.meaning),
             cell(row.default)
-        ));
+        );
     }
     out
 }

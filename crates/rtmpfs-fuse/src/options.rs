@@ -87,6 +87,12 @@ pub const OPTION_TABLE: &[OptionDoc] = &[
         default: "`relatime`",
     },
     OptionDoc {
+        syntax: "atime, norelatime, nostrictatime, diratime, nolazytime, async",
+        meaning: "the opposites mount(8) knows: the first three mean `relatime`, the others undo \
+                  `nodiratime`, `lazytime` and `sync`",
+        default: "",
+    },
+    OptionDoc {
         syntax: "memory=N[k|m|g|%]",
         meaning: "RAM budget for file data: beyond it, cold pages go to a private swap file \
                   (`size=` still bounds the total)",
@@ -161,9 +167,17 @@ pub const OPTION_TABLE: &[OptionDoc] = &[
         default: "",
     },
     OptionDoc {
-        syntax: "defaults, auto, noauto, nofail, _netdev, x-*, comment=..., user_id=N, group_id=N, \
-                 rootmode=OCTAL, default_permissions, allow_other, user, users",
-        meaning: "fstab, mount(8) and FUSE bookkeeping; ignored",
+        syntax: "remount",
+        meaning: "set by `mount -o remount`: change the running mount (a new value for an option \
+                  fixed at mount is refused)",
+        default: "",
+    },
+    OptionDoc {
+        syntax: "defaults, auto, noauto, nouser, nofail, _netdev, x-*, comment=..., silent, loud, \
+                 nomand, iversion, noiversion, user_id=N, group_id=N, rootmode=OCTAL, max_read=N, \
+                 blksize=N, subtype=NAME, default_permissions, allow_other, user, users",
+        meaning: "fstab, mount(8) and FUSE bookkeeping (mount(8) repeats the FUSE ones from \
+                  `/proc/mounts` on remount); ignored",
         default: "",
     },
 ];
@@ -1417,3 +1431,6 @@ mod tests {
         assert_eq!(split_options(",,a,,"), vec!["a"]);
     }
 }
+
+#[cfg(test)]
+mod table_tests;
