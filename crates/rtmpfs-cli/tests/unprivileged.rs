@@ -10,6 +10,7 @@
 mod common;
 
 use common::{can_mount, force_unmount, mounted_at, rtmpfs_bin, run, wait_child, wait_until};
+use std::fmt::Write as _;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
@@ -204,7 +205,7 @@ struct Setup {
 
 impl Setup {
     fn new() -> Setup {
-        let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let conf = SavedFile::new(FUSE_CONF);
         conf.write(PLAIN_CONF);
         let dev_fuse = Some(DevFuseMode::set(0o666));
@@ -481,9 +482,7 @@ fn an_fstab_user_line_mounts_with_mount_and_unmounts_with_umount() {
     if !table.is_empty() && !table.ends_with('\n') {
         table.push('\n');
     }
-    table.push_str(&format!(
-        "rtu_tag {m_s} fuse.rtmpfs user,noauto,size=4M,io_uring=off 0 0\n"
-    ));
+    writeln!(table, "rtu_tag {m_s} fuse.rtmpfs user,noauto,size=4M,io_uring=off 0 0").unwrap();
     fstab.write(&table);
 
     for unmount_with in ["umount", "fusermount3"] {
@@ -615,10 +614,12 @@ fn an_fstab_users_line_lets_another_user_unmount() {
     if !table.is_empty() && !table.ends_with('\n') {
         table.push('\n');
     }
-    table.push_str(&format!(
-        "rtu_tag {} fuse.rtmpfs users,noauto,io_uring=off 0 0\n",
+    writeln!(
+        table,
+        "rtu_tag {} fuse.rtmpfs users,noauto,io_uring=off 0 0",
         mnt.display()
-    ));
+    )
+    .unwrap();
     fstab.write(&table);
     let out = run(s.a.cmd("mount", &s.cache()).arg(&mnt), T);
     assert!(out.status.success(), "mount as a: {out:?}");
