@@ -85,11 +85,12 @@ impl Filesystem {
             return Err(FsError::NotFound);
         }
         self.ispace.charge(BOGO_INODE_SIZE)?;
-        let (perm, gid) = {
+        let (perm, gid, acls) = {
             let pm = dir_inode.meta.read();
             self.new_owner(ctx, &pm, mode, false)
         };
         let mut meta = Meta::new(perm, ctx.uid, gid, 0, Timespec::now());
+        set_inherited_acls(&mut meta, acls);
         meta.linkable = true;
         self.add_lookup(&mut meta);
         let ino = self.alloc_ino();
@@ -353,13 +354,21 @@ impl Filesystem {
 
     fn build_inode(&self, ctx: &Ctx, dir_inode: &Inode, mode: u32, kind: NewKind<'_>) -> Arc<Inode> {
         let is_dir = matches!(kind, NewKind::Dir);
-        let (perm, gid) = {
+        let (perm, gid, acls) = {
             let pm = dir_inode.meta.read();
-            self.new_owner(ctx, &pm, mode, is_dir)
+            let (perm, gid, acls) = self.new_owner(ctx, &pm, mode, is_dir);
+            if matches!(kind, NewKind::Symlink(_)) {
+                // Symlinks keep their 0777 and take no ACLs (tmpfs's symlink path has no
+                // posix_acl_create).
+                (mode, gid, Vec::new())
+            } else {
+                (perm, gid, acls)
+            }
         };
         let ino = self.alloc_ino();
         let nlink = if is_dir { 2 } else { 1 };
         let mut meta = Meta::new(perm, ctx.uid, gid, nlink, Timespec::now());
+        set_inherited_acls(&mut meta, acls);
         self.add_lookup(&mut meta);
         let generation = self.generation;
         match kind {
@@ -393,14 +402,17 @@ impl Filesystem {
         }
     }
 
-    /// Permission bits and group of a new inode: umask applied; below a set-group-ID directory the
-    /// directory's group (and, for directories, the bit itself) is inherited; a non-directory
-    /// keeps set-group-ID only if the caller belongs to its group (`mode_strip_sgid`).
-    fn new_owner(&self, ctx: &Ctx, parent: &Meta, mode: u32, is_dir: bool) -> (u32, u32) {
+    /// Permission bits, group and inherited ACLs of a new inode: the umask applied, or, below a
+    /// directory with a default ACL, the mode masked by that ACL instead (`posix_acl_create`);
+    /// below a set-group-ID directory the directory's group (and, for directories, the bit
+    /// itself) is inherited; a non-directory keeps set-group-ID only if the caller belongs to
+    /// its group (`mode_strip_sgid`).
+    fn new_owner(&self, ctx: &Ctx, parent: &Meta, mode: u32, is_dir: bool) -> (u32, u32, InheritedAcls) {
         // mkdir keeps only the permission and sticky bits of the mode (vfs_mkdir); set-group-ID
         // on a directory comes from its parent alone.
         let allowed = if is_dir { 0o1777 } else { 0o7777 };
-        let mut perm = mode & allowed & !(ctx.umask & 0o777);
+        let (perm, acls) = crate::acl::inherit(&parent.xattrs, mode & allowed, ctx.umask, is_dir);
+        let mut perm = perm & allowed;
         let gid = if parent.perm & libc::S_ISGID != 0 {
             if is_dir {
                 perm |= libc::S_ISGID;
@@ -418,7 +430,7 @@ impl Filesystem {
         {
             perm &= !libc::S_ISGID;
         }
-        (perm, gid)
+        (perm, gid, acls)
     }
 
     /// One name of `child` went away: count it down, charge back the link's inode space (the
@@ -448,7 +460,7 @@ impl Filesystem {
             return Ok(());
         }
         let m = inode.meta.read();
-        perm::check(ctx, inode.owner(&m), mask)
+        crate::acl::check(ctx, inode.owner(&m), &m.xattrs, mask)
     }
 
     /// Whether `child` may be removed from `dir` (or renamed out of it), as Linux's
@@ -479,4 +491,15 @@ pub(crate) fn touch_dir(dir: &Inode, now: Timespec) {
     let mut m = dir.meta.write();
     m.mtime = now;
     m.ctime = now;
+}
+
+/// ACL xattrs a new inode inherits from its directory's default ACL.
+type InheritedAcls = Vec<(&'static [u8], Vec<u8>)>;
+
+/// Store inherited ACLs on a new inode's metadata (never charged inode space: see
+/// [`crate::acl`]).
+fn set_inherited_acls(meta: &mut Meta, acls: InheritedAcls) {
+    for (name, value) in acls {
+        meta.xattrs.insert(name.into(), value.into());
+    }
 }
