@@ -81,6 +81,28 @@ impl Adapter {
     }
 }
 
+impl Adapter {
+    /// The caller's credentials for setting or removing a POSIX ACL on `i`, which drops the
+    /// file's set-group-ID bit when the caller is neither in its group nor holds `CAP_FSETID`
+    /// (`posix_acl_update_mode`). Without `FUSE_SETXATTR_EXT` the kernel does not say so (its
+    /// `FUSE_SETXATTR_ACL_KILL_SGID`), so the supplementary groups are read from /proc when
+    /// they decide it: the file has set-group-ID and is not of the caller's primary group.
+    pub(super) fn ctx_setting_acl(&self, req: &Request, i: Ino) -> Ctx {
+        let mut c = ctx(req);
+        if c.has_fsetid() {
+            return c;
+        }
+        let needs = self
+            .fs
+            .getattr(i)
+            .is_ok_and(|a| a.perm & libc::S_ISGID != 0 && a.gid != req.gid());
+        if needs {
+            c.groups = supplementary_groups(req.pid());
+        }
+        c
+    }
+}
+
 /// The supplementary groups of thread `tid` (the `Groups:` line of /proc/TID/status; FUSE's
 /// request pid is the calling thread's id, and credentials are per thread); empty if unknown.
 fn supplementary_groups(tid: u32) -> Vec<u32> {
