@@ -306,6 +306,9 @@ fn ok_if(allowed: bool) -> Result<()> {
     }
 }
 
+/// ACL xattrs (name, value) a new inode inherits from its directory's default ACL.
+pub(crate) type InheritedAcls = Vec<(&'static [u8], Vec<u8>)>;
+
 /// The ACL of `kind` stored in `xattrs`, if any (stored values are always valid).
 pub(crate) fn stored(xattrs: &XattrMap, kind: AclKind) -> Option<Acl> {
     let v = xattrs.get(kind.name())?;
@@ -329,7 +332,7 @@ pub(crate) fn check(ctx: &Ctx, owner: Owner, xattrs: &XattrMap, mask: u32) -> Re
 /// masked by the default ACL, and the new inode gets an access ACL (unless equivalent to the
 /// mode) and, for a directory, the default ACL itself. Returns the mode and the xattrs to
 /// store on the new inode.
-pub(crate) fn inherit(parent: &XattrMap, mode: u32, umask: u32, is_dir: bool) -> (u32, Vec<(&'static [u8], Vec<u8>)>) {
+pub(crate) fn inherit(parent: &XattrMap, mode: u32, umask: u32, is_dir: bool) -> (u32, InheritedAcls) {
     let Some(default) = stored(parent, AclKind::Default) else {
         return (mode & !(umask & 0o777), Vec::new());
     };

@@ -88,7 +88,14 @@ struct MInode {
     xattr_space: u64,
     opens: u32,
     linkable: bool,
+    /// File flags (`FS_IOC_SETFLAGS` bits).
+    flags: u32,
 }
+
+/// `FS_IMMUTABLE_FL`.
+const IMMUTABLE: u32 = 0x10;
+/// `FS_APPEND_FL`.
+const APPEND: u32 = 0x20;
 
 impl MInode {
     fn new(kind: FileKind, perm: u32, nlink: u32, body: Body) -> Self {
@@ -102,7 +109,23 @@ impl MInode {
             xattr_space: 0,
             opens: 0,
             linkable: false,
+            flags: 0,
         }
+    }
+
+    /// `IS_IMMUTABLE`.
+    fn immutable(&self) -> bool {
+        self.flags & IMMUTABLE != 0
+    }
+
+    /// `IS_APPEND`.
+    fn append_only(&self) -> bool {
+        self.flags & APPEND != 0
+    }
+
+    /// `IS_IMMUTABLE || IS_APPEND`.
+    fn fixed(&self) -> bool {
+        self.flags & (IMMUTABLE | APPEND) != 0
     }
 
     fn file(&self) -> Option<&MFile> {
@@ -225,6 +248,23 @@ impl Model {
     /// Number of open handles.
     pub fn handle_count(&self) -> usize {
         self.handles.len()
+    }
+
+    /// Whether `op` changes, through a handle opened before the flag was set, a file that is
+    /// immutable or append-only where Linux tmpfs and the engine part: Linux checks the flags
+    /// when a file is opened and in `fallocate`, `ftruncate` (append-only) and
+    /// `copy_file_range` (immutable), so such a handle still writes anywhere, truncates an
+    /// immutable file, `fallocate(KEEP_SIZE)`s and copies into an append-only one; the engine
+    /// refuses all of these with `EPERM` (docs/semantics.md). The differential test keeps these
+    /// out of its random sequences.
+    pub fn changes_flagged_file_through_handle(&self, op: &Op) -> bool {
+        let target = match *op {
+            Op::Write { h, len, .. } if len > 0 => h,
+            Op::Ftruncate { h, .. } | Op::Fallocate { h, .. } => h,
+            Op::CopyRange { to, .. } => to,
+            _ => return false,
+        };
+        self.handle(target).is_some_and(|(_, h)| self.ino(h.id).fixed())
     }
 
     /// Whether `op` is a `fallocate` (mode 0 or `KEEP_SIZE`) whose range holds a page that an
@@ -619,11 +659,29 @@ impl Model {
 
     // ----- operations -----
 
+    /// `may_create`'s `inode_permission(dir, MAY_WRITE)`: nothing new in an immutable directory.
+    fn may_create(&self, dir: Id) -> R<()> {
+        if self.ino(dir).immutable() {
+            return Err(EPERM);
+        }
+        Ok(())
+    }
+
+    /// `may_delete`'s flag rules: not out of an immutable or append-only directory, not an
+    /// immutable or append-only victim (before its type is checked).
+    fn may_delete(&self, dir: Id, victim: Id) -> R<()> {
+        if self.ino(dir).fixed() || self.ino(victim).fixed() {
+            return Err(EPERM);
+        }
+        Ok(())
+    }
+
     fn create(&mut self, at: Loc, mode: u32, flags: OpenMode) -> R<Value> {
         let (parent, name) = self.loc(at)?;
         if self.lookup(parent, name).is_some() {
             return Err(EEXIST);
         }
+        self.may_create(parent)?;
         self.charge_ispace(BOGO_INODE)?;
         let perm = self.new_perm(parent, mode, 0o7777, false);
         let id = self.link_new(
@@ -640,6 +698,7 @@ impl Model {
         if self.lookup(parent, name).is_some() {
             return Err(EEXIST);
         }
+        self.may_create(parent)?;
         self.charge_ispace(BOGO_INODE)?;
         let perm = self.new_perm(parent, mode, 0o1777, true);
         let body = Body::Dir(MDir {
@@ -655,6 +714,7 @@ impl Model {
         if self.lookup(parent, name).is_some() {
             return Err(EEXIST);
         }
+        self.may_create(parent)?;
         self.charge_ispace(BOGO_INODE)?;
         let (ifmt, rdev) = kind.mode_and_rdev();
         let fk = FileKind::from_mode(ifmt).expect("kind");
@@ -671,6 +731,7 @@ impl Model {
         if self.lookup(parent, name).is_some() {
             return Err(EEXIST);
         }
+        self.may_create(parent)?;
         self.charge_ispace(BOGO_INODE)?;
         let body = Body::Symlink(t.into_bytes());
         self.link_new(parent, name, MInode::new(FileKind::Symlink, 0o777, 1, body));
@@ -683,7 +744,12 @@ impl Model {
         if self.lookup(parent, name).is_some() {
             return Err(EEXIST);
         }
+        self.may_create(parent)?;
         let i = self.ino(id);
+        // vfs_link: an immutable or append-only inode gets no new name.
+        if i.fixed() {
+            return Err(EPERM);
+        }
         if i.kind == FileKind::Directory {
             return Err(EPERM);
         }
@@ -709,6 +775,7 @@ impl Model {
     fn unlink(&mut self, at: Loc) -> R<Value> {
         let (parent, name) = self.loc(at)?;
         let id = self.lookup(parent, name).ok_or(ENOENT)?;
+        self.may_delete(parent, id)?;
         if self.ino(id).kind == FileKind::Directory {
             return Err(EISDIR);
         }
@@ -721,6 +788,7 @@ impl Model {
     fn rmdir(&mut self, at: Loc) -> R<Value> {
         let (parent, name) = self.loc(at)?;
         let id = self.lookup(parent, name).ok_or(ENOENT)?;
+        self.may_delete(parent, id)?;
         let d = self.ino(id).dir().ok_or(ENOTDIR)?;
         if !d.entries.is_empty() {
             return Err(ENOTEMPTY);
@@ -767,6 +835,13 @@ impl Model {
         }
         if dst == Some(src) {
             return Ok(Value::Unit);
+        }
+        // vfs_rename: may_delete of the source, then may_delete of the target or may_create in
+        // the new parent, before the type checks.
+        self.may_delete(p1, src)?;
+        match dst {
+            Some(d) => self.may_delete(p2, d)?,
+            None => self.may_create(p2)?,
         }
         let src_dir = self.ino(src).kind == FileKind::Directory;
         let dst_dir = dst.map(|d| self.ino(d).kind == FileKind::Directory);
@@ -846,6 +921,15 @@ impl Model {
             FileKind::RegularFile => {}
             k => return Ok(Value::NotOpened(k)),
         }
+        // may_open: no writing an immutable inode; an append-only one only with O_APPEND and
+        // without O_TRUNC.
+        let i = self.ino(id);
+        if (flags.write() || flags.trunc) && i.immutable() {
+            return Err(EPERM);
+        }
+        if i.append_only() && ((flags.write() && !flags.append) || flags.trunc) {
+            return Err(EPERM);
+        }
         if flags.trunc && self.ino(id).kind == FileKind::RegularFile {
             self.file_truncate(id, 0);
         }
@@ -855,6 +939,7 @@ impl Model {
 
     fn tmpfile(&mut self, dir: op::DirSel, mode: u32) -> R<Value> {
         let parent = self.resolve_dir(dir.path())?;
+        self.may_create(parent)?;
         self.charge_ispace(BOGO_INODE)?;
         let perm = self.new_perm(parent, mode, 0o7777, false);
         let mut inode = MInode::new(FileKind::RegularFile, perm, 0, Body::File(MFile::default()));
@@ -884,6 +969,13 @@ impl Model {
         }
         let f = self.ino(h.id).file().ok_or(EISDIR)?;
         let off = if h.flags.append { f.size } else { off };
+        // The engine's rule for a handle opened before the flag was set (Linux lets it write:
+        // see `changes_flagged_file_through_handle`): nothing into an immutable file, only at
+        // the end of an append-only one.
+        let i = self.ino(h.id);
+        if i.immutable() || (i.append_only() && off != f.size) {
+            return Err(EPERM);
+        }
         if off >= MAX_FILE {
             return Err(EFBIG);
         }
@@ -914,6 +1006,10 @@ impl Model {
             FileKind::RegularFile => {}
             _ => return Err(EINVAL),
         }
+        // vfs_truncate: inode_permission(MAY_WRITE), then IS_APPEND.
+        if self.ino(id).fixed() {
+            return Err(EPERM);
+        }
         self.file_truncate(id, size);
         Ok(Value::Unit)
     }
@@ -924,6 +1020,11 @@ impl Model {
         }
         if self.ino(h.id).kind != FileKind::RegularFile || !h.flags.write() {
             return Err(EINVAL);
+        }
+        // The engine's rule (stricter than Linux, which truncates an immutable file through a
+        // handle opened before the flag was set: see `changes_flagged_file_through_handle`).
+        if self.ino(h.id).fixed() {
+            return Err(EPERM);
         }
         self.file_truncate(h.id, size);
         Ok(Value::Unit)
@@ -949,6 +1050,12 @@ impl Model {
         if off.checked_add(len).is_none_or(|e| e > MAX_FILE) {
             return Err(EFBIG);
         }
+        // vfs_fallocate: nothing on an immutable file, only allocation on an append-only one
+        // (the engine also refuses KEEP_SIZE there, which Linux allows: see
+        // `changes_flagged_file_through_handle`).
+        if self.ino(h.id).immutable() || (mode != 0 && self.ino(h.id).append_only()) {
+            return Err(EPERM);
+        }
         if punch {
             self.file_punch(h.id, off, len);
         } else {
@@ -969,6 +1076,11 @@ impl Model {
         }
         if !hin.flags.read() || !hout.flags.write() || hout.flags.append {
             return Err(EBADF);
+        }
+        // generic_copy_file_checks: not into an immutable file; the engine refuses an
+        // append-only one too (see `changes_flagged_file_through_handle`).
+        if self.ino(hout.id).fixed() {
+            return Err(EPERM);
         }
         let size_in = self.ino(hin.id).file().expect("file").size;
         let mut count = if off_in >= size_in {
@@ -1006,6 +1118,9 @@ impl Model {
 
     /// `xattr_permission` then handler resolution, as the VFS orders them.
     fn xattr_check(&self, id: Id, name: &str, write: bool) -> R<()> {
+        if write && self.ino(id).fixed() {
+            return Err(EPERM);
+        }
         let kind = self.ino(id).kind;
         if name.starts_with("user.") && !matches!(kind, FileKind::RegularFile | FileKind::Directory) {
             return Err(if write { EPERM } else { ENODATA });
@@ -1091,6 +1206,30 @@ impl Model {
     /// A whole listing from the start: every entry present when it began (the engine ends a
     /// listing at the directory's end as it began, so nothing created later can appear; a
     /// one-shot listing therefore sees exactly this set).
+    /// `FS_IOC_SETFLAGS` as [`Op::SetFlags`] defines it, for root (`CAP_LINUX_IMMUTABLE`).
+    fn set_flags(&mut self, at: Loc, bits: u8) -> R<Value> {
+        let id = self.flags_target(at)?;
+        let flags = op::file_flags(bits);
+        if flags & !op::SUPPORTED_FILE_FLAGS != 0 {
+            return Err(EOPNOTSUPP);
+        }
+        self.ino_mut(id).flags = flags;
+        Ok(Value::Unit)
+    }
+
+    /// The inode an [`Op::SetFlags`]/[`Op::GetFlags`] acts on: `ELOOP` for a symlink
+    /// (`O_NOFOLLOW`), `ENOTTY` for fifos, sockets and devices (tmpfs gives them no fileattr
+    /// operations; they are not opened).
+    fn flags_target(&self, at: Loc) -> R<Id> {
+        let (parent, name) = self.loc(at)?;
+        let id = self.lookup(parent, name).ok_or(ENOENT)?;
+        match self.ino(id).kind {
+            FileKind::RegularFile | FileKind::Directory => Ok(id),
+            FileKind::Symlink => Err(ELOOP),
+            _ => Err(libc::ENOTTY),
+        }
+    }
+
     fn readdir(&self, dir: op::DirSel) -> R<Value> {
         let id = self.resolve_dir(dir.path())?;
         let d = self.dir_of(id);
@@ -1165,6 +1304,11 @@ impl Model {
             Op::GetXattr { at, name } => self.getxattr(at, name),
             Op::ListXattr { at } => self.listxattr(at),
             Op::Readdir { dir } => self.readdir(dir),
+            Op::SetFlags { at, flags } => self.set_flags(at, flags),
+            Op::GetFlags { at } => {
+                let id = self.flags_target(at)?;
+                Ok(Value::Count(u64::from(self.ino(id).flags)))
+            }
             Op::Statfs => Ok(self.statfs().map_or(Value::Unit, Value::Statfs)),
         }
     }

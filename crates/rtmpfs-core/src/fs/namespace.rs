@@ -1,6 +1,7 @@
 //! Names: lookup, creation of every inode kind, hard links, unlink and rmdir.
 
 use super::{FileKind, Filesystem};
+use crate::acl::InheritedAcls;
 use crate::dir::DirBody;
 use crate::error::{FsError, Result};
 use crate::file::FileData;
@@ -198,7 +199,9 @@ impl Filesystem {
         let inode = self.inode(ino)?;
         let dir_inode = self.inode(new_parent)?;
         let body = dir_inode.dir().ok_or(FsError::NotDir)?;
-        self.check_perm(ctx, &dir_inode, access::W_OK | access::X_OK)?;
+        // As the VFS: search permission to look the name up, write permission (and no
+        // immutable flag) only once it is known to be new (may_create).
+        self.check_perm(ctx, &dir_inode, access::X_OK)?;
         let mut d = body.entries.write();
         if d.removed {
             return Err(FsError::NotFound);
@@ -207,6 +210,7 @@ impl Filesystem {
         if d.get(new_name).is_some() {
             return Err(FsError::Exists);
         }
+        self.check_perm(ctx, &dir_inode, access::W_OK | access::X_OK)?;
         if inode.kind == FileKind::Directory {
             return Err(FsError::Perm);
         }
@@ -249,14 +253,17 @@ impl Filesystem {
         }
         let dir_inode = self.inode(parent)?;
         let body = dir_inode.dir().ok_or(FsError::NotDir)?;
-        self.check_perm(ctx, &dir_inode, access::W_OK | access::X_OK)?;
+        self.check_perm(ctx, &dir_inode, access::X_OK)?;
         let mut d = body.entries.write();
         let e = d.get(name).ok_or(FsError::NotFound)?;
+        // may_delete's order: the name exists, then write permission and the flags of the
+        // directory and the victim, then the victim's type.
+        self.check_perm(ctx, &dir_inode, access::W_OK | access::X_OK)?;
+        let child = self.inode(e.ino)?;
+        self.check_sticky(ctx, &dir_inode, &child)?;
         if e.kind == FileKind::Directory {
             return Err(FsError::IsDir);
         }
-        let child = self.inode(e.ino)?;
-        self.check_sticky(ctx, &dir_inode, &child)?;
         body.remove(&mut d, name);
         let now = Timespec::now();
         touch_dir(&dir_inode, now);
@@ -281,14 +288,16 @@ impl Filesystem {
         }
         let dir_inode = self.inode(parent)?;
         let body = dir_inode.dir().ok_or(FsError::NotDir)?;
-        self.check_perm(ctx, &dir_inode, access::W_OK | access::X_OK)?;
+        self.check_perm(ctx, &dir_inode, access::X_OK)?;
         let mut d = body.entries.write();
         let e = d.get(name).ok_or(FsError::NotFound)?;
+        // may_delete's order, as in `unlink`.
+        self.check_perm(ctx, &dir_inode, access::W_OK | access::X_OK)?;
+        let child = self.inode(e.ino)?;
+        self.check_sticky(ctx, &dir_inode, &child)?;
         if e.kind != FileKind::Directory {
             return Err(FsError::NotDir);
         }
-        let child = self.inode(e.ino)?;
-        self.check_sticky(ctx, &dir_inode, &child)?;
         let child_body = child.dir().ok_or(FsError::NotDir)?;
         // Parent before child: the nested directory order.
         let mut cd = child_body.entries.write_nested();
@@ -323,7 +332,9 @@ impl Filesystem {
         name::check_new(name)?;
         let dir_inode = self.inode(parent)?;
         let body = dir_inode.dir().ok_or(FsError::NotDir)?;
-        self.check_perm(ctx, &dir_inode, access::W_OK | access::X_OK)?;
+        // As the VFS: an existing name is EEXIST whatever the write permission (may_create
+        // comes after the lookup).
+        self.check_perm(ctx, &dir_inode, access::X_OK)?;
         let mut d = body.entries.write();
         if d.removed {
             return Err(FsError::NotFound);
@@ -331,6 +342,7 @@ impl Filesystem {
         if d.get(name).is_some() {
             return Err(FsError::Exists);
         }
+        self.check_perm(ctx, &dir_inode, access::W_OK | access::X_OK)?;
         let is_dir = matches!(kind, NewKind::Dir);
         if is_dir && dir_inode.meta.read().nlink == u32::MAX {
             return Err(FsError::TooManyLinks);
@@ -492,9 +504,6 @@ pub(crate) fn touch_dir(dir: &Inode, now: Timespec) {
     m.mtime = now;
     m.ctime = now;
 }
-
-/// ACL xattrs a new inode inherits from its directory's default ACL.
-type InheritedAcls = Vec<(&'static [u8], Vec<u8>)>;
 
 /// Store inherited ACLs on a new inode's metadata (never charged inode space: see
 /// [`crate::acl`]).
