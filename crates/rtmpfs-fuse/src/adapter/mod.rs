@@ -164,13 +164,55 @@ impl Adapter {
     }
 }
 
-/// The caller's credentials. Supplementary groups are not sent by FUSE (the kernel checks
+/// The caller's credentials as the request header has them (under `FUSE_ALLOW_IDMAP` only
+/// for requests that create an inode: see [`caller`]). Supplementary groups are not sent by FUSE (the kernel checks
 /// permissions with them, `default_permissions`). No umask: creating requests pass theirs
 /// through [`Adapter::ctx_creating`]. Whether the caller holds `CAP_FSETID` is unknown here (the
 /// engine's rule: exactly when root).
 fn ctx(req: &Request) -> Ctx {
     Ctx::user(req.uid(), req.gid())
 }
+
+/// The caller's credentials where the engine's answer depends on them (owner and capability
+/// rules, the `trusted.` namespace, set-id clearing). Under `FUSE_ALLOW_IDMAP` the kernel sends
+/// the caller's ids only with requests that create an inode (already mapped through the
+/// mount's idmap) and `FUSE_INVALID_UIDGID` with every other one; then they are read from
+/// /proc/TID/status (the fs ids, the groups, and `CAP_FSETID` from the effective set), which
+/// costs a file read, so only these requests ask. A caller gone meanwhile gets no privilege.
+fn caller(req: &Request) -> Ctx {
+    if req.uid() != FUSE_INVALID_UIDGID && req.gid() != FUSE_INVALID_UIDGID {
+        return ctx(req);
+    }
+    let status = std::fs::read_to_string(format!("/proc/{}/status", req.pid())).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.split_whitespace().collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    // Uid:/Gid: list real, effective, saved and filesystem ids; permission checks use the last.
+    let fs_id = |name: &str| field(name).get(3).and_then(|v| v.parse().ok());
+    let (Some(uid), Some(gid)) = (fs_id("Uid:"), fs_id("Gid:")) else {
+        return ctx(req);
+    };
+    let cap_eff = field("CapEff:")
+        .first()
+        .and_then(|v| u64::from_str_radix(v, 16).ok())
+        .unwrap_or(0);
+    Ctx {
+        uid,
+        gid,
+        groups: field("Groups:").iter().filter_map(|g| g.parse().ok()).collect(),
+        umask: 0,
+        cap_fsetid: Some(cap_eff & (1 << CAP_FSETID) != 0),
+    }
+}
+
+/// The id the kernel sends for "no caller" (`FUSE_INVALID_UIDGID`, `(uid_t)-1`).
+const FUSE_INVALID_UIDGID: u32 = u32::MAX;
+/// `CAP_FSETID`'s bit in a capability set.
+const CAP_FSETID: u32 = 4;
 
 impl Adapter {
     /// The caller's credentials for CREATE/MKDIR/MKNOD/TMPFILE, with the request's `umask`
@@ -200,9 +242,9 @@ fn ino(i: INodeNo) -> Ino {
 }
 
 /// Capabilities we ask for when the kernel offers them; see `docs/fuse.md` for why each.
-/// Never ask for what fuser 0.18 cannot honour (SECURITY_CTX, CREATE_SUPP_GROUP, ALLOW_IDMAP,
+/// Never ask for what fuser 0.18 cannot honour (SECURITY_CTX, CREATE_SUPP_GROUP,
 /// OVER_IO_URING, HAS_RESEND, REQUEST_TIMEOUT, SETXATTR_EXT, locks without lock support).
-/// POSIX_ACL and DONT_MASK are asked for in `init`: ACLs as tmpfs has them, the kernel
+/// POSIX_ACL, DONT_MASK and ALLOW_IDMAP are asked for in `init`: ACLs as tmpfs has them, the kernel
 /// enforcing them (`default_permissions`) and the engine inheriting default ACLs. HANDLE_KILLPRIV_V2 is asked for in `init`: the engine clears
 /// set-id bits and capabilities itself on every path that needs it.
 fn wanted_capabilities(direct_io: bool) -> Vec<(InitFlags, &'static str)> {
@@ -245,6 +287,12 @@ impl fuser::Filesystem for Adapter {
             tracing::warn!("kernel does not offer FUSE capability posix_acl: no ACLs");
         }
         self.daemon_applies_umask = config.add_capabilities(InitFlags::FUSE_DONT_MASK).is_ok();
+        // Idmapped mounts (Linux 6.12+; the kernel requires default_permissions, which every
+        // rtmpfs mount has): the kernel maps ids itself and sends a new inode's owner already
+        // mapped; other requests then come without the caller's ids (see `caller`).
+        if config.add_capabilities(InitFlags::FUSE_ALLOW_IDMAP).is_err() {
+            tracing::debug!("kernel does not offer FUSE capability allow_idmap");
+        }
         if let Err(max) = config.set_max_write(MAX_IO) {
             let _ = config.set_max_write(max);
         }
@@ -331,7 +379,7 @@ impl fuser::Filesystem for Adapter {
             KernelWord::Silent
         };
         let r = if self.daemon_kills_privs && self.is_kernels_priv_clearing(&set) {
-            let c = self.with_groups_for_setid(req, ctx(req), ino(i));
+            let c = self.with_groups_for_setid(req, caller(req), ino(i));
             self.fs.remove_privs(&c, ino(i))
         } else {
             // Handle 0: no handle of ours (e.g. fchmod of a descriptor the kernel holds without
@@ -598,7 +646,7 @@ impl fuser::Filesystem for Adapter {
         let c = if is_acl_name(name) {
             self.ctx_setting_acl(req, ino(i))
         } else {
-            ctx(req)
+            caller(req)
         };
         let r = XattrSetMode::from_libc(flags).and_then(|m| self.fs.setxattr(&c, ino(i), name, value, m));
         self.reply_empty(call, reply, r);
@@ -606,7 +654,7 @@ impl fuser::Filesystem for Adapter {
 
     fn getxattr(&self, req: &Request, i: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         let call = self.begin(Op::Getxattr, "getxattr");
-        match self.fs.getxattr(&ctx(req), ino(i), name) {
+        match self.fs.getxattr(&caller(req), ino(i), name) {
             Ok(v) => self.reply_xattr(call, reply, &v, size),
             Err(e) => self.fail(call, reply, e),
         }
@@ -617,10 +665,10 @@ impl fuser::Filesystem for Adapter {
         // As Linux: the size query answers the length even past 64 KiB; a list that does not
         // fit the buffer is ERANGE, which the kernel turns into E2BIG for a 64 KiB buffer.
         if size == 0 {
-            let len = self.fs.listxattr_len(&ctx(req), ino(i));
+            let len = self.fs.listxattr_len(&caller(req), ino(i));
             return self.answer(call, reply, len, |r, n| r.size(u32::try_from(n).unwrap_or(u32::MAX)));
         }
-        match self.fs.listxattr(&ctx(req), ino(i)) {
+        match self.fs.listxattr(&caller(req), ino(i)) {
             Ok(v) => self.reply_xattr(call, reply, &v, size),
             Err(FsError::TooBig) => self.fail(call, reply, Errno::ERANGE),
             Err(e) => self.fail(call, reply, e),
@@ -632,7 +680,7 @@ impl fuser::Filesystem for Adapter {
         let c = if is_acl_name(name) {
             self.ctx_setting_acl(req, ino(i))
         } else {
-            ctx(req)
+            caller(req)
         };
         self.reply_empty(call, reply, self.fs.removexattr(&c, ino(i), name));
     }
