@@ -209,6 +209,16 @@ fn caller(req: &Request) -> Ctx {
     }
 }
 
+/// The caller's credentials for an xattr request on `name`: only the `trusted.` namespace
+/// (root only) depends on who asks, so only it pays for [`caller`].
+fn ctx_for_xattr(req: &Request, name: &OsStr) -> Ctx {
+    if name.as_encoded_bytes().starts_with(b"trusted.") {
+        caller(req)
+    } else {
+        ctx(req)
+    }
+}
+
 /// The id the kernel sends for "no caller" (`FUSE_INVALID_UIDGID`, `(uid_t)-1`).
 const FUSE_INVALID_UIDGID: u32 = u32::MAX;
 /// `CAP_FSETID`'s bit in a capability set.
@@ -646,7 +656,7 @@ impl fuser::Filesystem for Adapter {
         let c = if is_acl_name(name) {
             self.ctx_setting_acl(req, ino(i))
         } else {
-            caller(req)
+            ctx_for_xattr(req, name)
         };
         let r = XattrSetMode::from_libc(flags).and_then(|m| self.fs.setxattr(&c, ino(i), name, value, m));
         self.reply_empty(call, reply, r);
@@ -654,7 +664,7 @@ impl fuser::Filesystem for Adapter {
 
     fn getxattr(&self, req: &Request, i: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         let call = self.begin(Op::Getxattr, "getxattr");
-        match self.fs.getxattr(&caller(req), ino(i), name) {
+        match self.fs.getxattr(&ctx_for_xattr(req, name), ino(i), name) {
             Ok(v) => self.reply_xattr(call, reply, &v, size),
             Err(e) => self.fail(call, reply, e),
         }
@@ -680,7 +690,7 @@ impl fuser::Filesystem for Adapter {
         let c = if is_acl_name(name) {
             self.ctx_setting_acl(req, ino(i))
         } else {
-            caller(req)
+            ctx_for_xattr(req, name)
         };
         self.reply_empty(call, reply, self.fs.removexattr(&c, ino(i), name));
     }
