@@ -1203,9 +1203,6 @@ impl Model {
         Ok(Value::Names(self.ino(id).xattrs.keys().cloned().collect()))
     }
 
-    /// A whole listing from the start: every entry present when it began (the engine ends a
-    /// listing at the directory's end as it began, so nothing created later can appear; a
-    /// one-shot listing therefore sees exactly this set).
     /// `FS_IOC_SETFLAGS` as [`Op::SetFlags`] defines it, for root (`CAP_LINUX_IMMUTABLE`).
     fn set_flags(&mut self, at: Loc, bits: u8) -> R<Value> {
         let id = self.flags_target(at)?;
@@ -1230,6 +1227,9 @@ impl Model {
         }
     }
 
+    /// A whole listing from the start: every entry present when it began (the engine ends a
+    /// listing at the directory's end as it began, so nothing created later can appear; a
+    /// one-shot listing therefore sees exactly this set).
     fn readdir(&self, dir: op::DirSel) -> R<Value> {
         let id = self.resolve_dir(dir.path())?;
         let d = self.dir_of(id);
