@@ -522,6 +522,17 @@ impl KernelBackend {
             Op::Statfs => Ok(Value::Statfs(self.statfs())),
             Op::SetFlags { at, flags } => kernel_file_flags(self, at, Some(flags)),
             Op::GetFlags { at } => kernel_file_flags(self, at, None),
+            Op::SetAcl { at, acl, default } => {
+                self.dir(at.parent())?;
+                let (name, value) = (rtmpfs_testkit::acl::name(default), rtmpfs_testkit::acl::value(acl));
+                rustix::fs::lsetxattr(self.full(at), name, &value, XattrFlags::empty()).map_err(e)?;
+                Ok(Value::Unit)
+            }
+            Op::RemoveAcl { at, default } => {
+                self.dir(at.parent())?;
+                rustix::fs::lremovexattr(self.full(at), rtmpfs_testkit::acl::name(default)).map_err(e)?;
+                Ok(Value::Unit)
+            }
         }
     }
 

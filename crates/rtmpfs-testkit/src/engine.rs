@@ -412,6 +412,21 @@ impl EngineBackend {
             Op::Statfs => Ok(Value::Statfs(self.statfs())),
             Op::SetFlags { at, flags } => self.file_flags_op(at, Some(flags)),
             Op::GetFlags { at } => self.file_flags_op(at, None),
+            Op::SetAcl { at, acl, default } => {
+                let a = self.target(at)?;
+                let (name, value) = (crate::acl::name(default), crate::acl::value(acl));
+                self.fs
+                    .setxattr(ctx, a.ino, os(name), &value, XattrSetMode::Upsert)
+                    .map_err(errno)?;
+                Ok(Value::Unit)
+            }
+            Op::RemoveAcl { at, default } => {
+                let a = self.target(at)?;
+                self.fs
+                    .removexattr(ctx, a.ino, os(crate::acl::name(default)))
+                    .map_err(errno)?;
+                Ok(Value::Unit)
+            }
         }
     }
 

@@ -84,13 +84,16 @@ struct MInode {
     nlink: u32,
     rdev: u64,
     body: Body,
-    xattrs: BTreeMap<Vec<u8>, Vec<u8>>,
+    xattrs: Xattrs,
     xattr_space: u64,
     opens: u32,
     linkable: bool,
     /// File flags (`FS_IOC_SETFLAGS` bits).
     flags: u32,
 }
+
+/// An inode's xattrs (ACLs included, stored in their xattr form).
+type Xattrs = BTreeMap<Vec<u8>, Vec<u8>>;
 
 /// `FS_IMMUTABLE_FL`.
 const IMMUTABLE: u32 = 0x10;
@@ -359,12 +362,29 @@ impl Model {
     /// Permission bits of a new inode: `mask` limits which bits the call may set (mkdir drops
     /// set-user-ID and set-group-ID), the umask applies (not to symlinks), and a set-group-ID
     /// parent passes the bit to new directories.
-    fn new_perm(&self, parent: Id, mode: u32, mask: u32, is_dir: bool) -> u32 {
-        let mut perm = mode & mask & !(self.cfg.umask & 0o777);
+    /// Permission bits and inherited ACLs of a new inode (`posix_acl_create`): the umask, or
+    /// below a directory with a default ACL the mode masked by it instead, which becomes the
+    /// new inode's access ACL (unless equal to the mode) and a directory's default ACL.
+    fn new_perm(&self, parent: Id, mode: u32, mask: u32, is_dir: bool) -> (u32, Xattrs) {
+        let mut acls = Xattrs::new();
+        let mut perm = match self.ino(parent).xattrs.get(crate::acl::DEFAULT.as_bytes()) {
+            None => mode & mask & !(self.cfg.umask & 0o777),
+            Some(default) => {
+                let entries = crate::acl::decode(default);
+                let (access, m, keep) = crate::acl::create_masq(&entries, mode & mask);
+                if keep {
+                    acls.insert(crate::acl::ACCESS.into(), crate::acl::encode(&access));
+                }
+                if is_dir {
+                    acls.insert(crate::acl::DEFAULT.into(), default.clone());
+                }
+                m
+            }
+        };
         if is_dir && self.ino(parent).perm & libc::S_ISGID != 0 {
             perm |= libc::S_ISGID;
         }
-        perm
+        (perm, acls)
     }
 
     /// Add a new inode under `name` in `parent` (space already charged).
@@ -683,12 +703,10 @@ impl Model {
         }
         self.may_create(parent)?;
         self.charge_ispace(BOGO_INODE)?;
-        let perm = self.new_perm(parent, mode, 0o7777, false);
-        let id = self.link_new(
-            parent,
-            name,
-            MInode::new(FileKind::RegularFile, perm, 1, Body::File(MFile::default())),
-        );
+        let (perm, acls) = self.new_perm(parent, mode, 0o7777, false);
+        let mut inode = MInode::new(FileKind::RegularFile, perm, 1, Body::File(MFile::default()));
+        inode.xattrs = acls;
+        let id = self.link_new(parent, name, inode);
         self.open_handle(id, flags);
         Ok(Value::Opened)
     }
@@ -700,12 +718,14 @@ impl Model {
         }
         self.may_create(parent)?;
         self.charge_ispace(BOGO_INODE)?;
-        let perm = self.new_perm(parent, mode, 0o1777, true);
+        let (perm, acls) = self.new_perm(parent, mode, 0o1777, true);
         let body = Body::Dir(MDir {
             entries: BTreeMap::new(),
             parent,
         });
-        self.link_new(parent, name, MInode::new(FileKind::Directory, perm, 2, body));
+        let mut inode = MInode::new(FileKind::Directory, perm, 2, body);
+        inode.xattrs = acls;
+        self.link_new(parent, name, inode);
         Ok(Value::Unit)
     }
 
@@ -718,8 +738,9 @@ impl Model {
         self.charge_ispace(BOGO_INODE)?;
         let (ifmt, rdev) = kind.mode_and_rdev();
         let fk = FileKind::from_mode(ifmt).expect("kind");
-        let perm = self.new_perm(parent, mode, 0o7777, false);
+        let (perm, acls) = self.new_perm(parent, mode, 0o7777, false);
         let mut inode = MInode::new(fk, perm, 1, Body::Special);
+        inode.xattrs = acls;
         inode.rdev = rdev;
         self.link_new(parent, name, inode);
         Ok(Value::Unit)
@@ -941,8 +962,9 @@ impl Model {
         let parent = self.resolve_dir(dir.path())?;
         self.may_create(parent)?;
         self.charge_ispace(BOGO_INODE)?;
-        let perm = self.new_perm(parent, mode, 0o7777, false);
+        let (perm, acls) = self.new_perm(parent, mode, 0o7777, false);
         let mut inode = MInode::new(FileKind::RegularFile, perm, 0, Body::File(MFile::default()));
+        inode.xattrs = acls;
         inode.linkable = true;
         let id = self.new_id();
         self.inodes.insert(id, inode);
@@ -1227,6 +1249,50 @@ impl Model {
         }
     }
 
+    /// `lsetxattr` of an ACL (`Some(idx)`) or `lremovexattr` (`None`), for root, as Linux's
+    /// `vfs_set_acl`/`vfs_remove_acl`: XATTR flags do not apply, an empty ACL removes, removing
+    /// an absent one succeeds, an access ACL equal to the mode only changes the mode (root
+    /// keeps set-group-ID: `CAP_FSETID`). ACLs cost no inode space.
+    fn set_acl(&mut self, at: Loc, idx: Option<u8>, default: bool) -> R<Value> {
+        let id = self.xattr_target(at)?;
+        let entries = idx.map(|i| crate::acl::ACLS[usize::from(i) % crate::acl::ACLS.len()]);
+        let entries = entries.filter(|e| !e.is_empty());
+        let i = self.ino(id);
+        if i.kind == FileKind::Symlink {
+            return Err(EOPNOTSUPP);
+        }
+        if i.fixed() {
+            return Err(EPERM);
+        }
+        if default && i.kind != FileKind::Directory {
+            return if entries.is_some() {
+                Err(libc::EACCES)
+            } else {
+                Ok(Value::Unit)
+            };
+        }
+        // set_posix_acl checks validity last.
+        if entries.is_some_and(|e| !crate::acl::valid(e)) {
+            return Err(EINVAL);
+        }
+        let key = crate::acl::name(default).as_bytes().to_vec();
+        let i = self.ino_mut(id);
+        let keep = match entries {
+            Some(e) if !default => {
+                let (bits, more) = crate::acl::equiv_mode(e);
+                i.perm = (i.perm & !0o777) | bits;
+                more.then(|| crate::acl::encode(e))
+            }
+            Some(e) => Some(crate::acl::encode(e)),
+            None => None,
+        };
+        match keep {
+            Some(v) => i.xattrs.insert(key, v),
+            None => i.xattrs.remove(&key),
+        };
+        Ok(Value::Unit)
+    }
+
     /// A whole listing from the start: every entry present when it began (the engine ends a
     /// listing at the directory's end as it began, so nothing created later can appear; a
     /// one-shot listing therefore sees exactly this set).
@@ -1305,6 +1371,8 @@ impl Model {
             Op::ListXattr { at } => self.listxattr(at),
             Op::Readdir { dir } => self.readdir(dir),
             Op::SetFlags { at, flags } => self.set_flags(at, flags),
+            Op::SetAcl { at, acl, default } => self.set_acl(at, Some(acl), default),
+            Op::RemoveAcl { at, default } => self.set_acl(at, None, default),
             Op::GetFlags { at } => {
                 let id = self.flags_target(at)?;
                 Ok(Value::Count(u64::from(self.ino(id).flags)))

@@ -426,6 +426,22 @@ pub enum Op {
         /// Where.
         at: Loc,
     },
+    /// `lsetxattr(at, acl::name(default), acl::value(acl), 0)` (`setfacl`).
+    SetAcl {
+        /// Where.
+        at: Loc,
+        /// Which of [`crate::acl::ACLS`].
+        acl: u8,
+        /// The default ACL, else the access ACL.
+        default: bool,
+    },
+    /// `lremovexattr(at, acl::name(default))` (`setfacl -b`/`-k`).
+    RemoveAcl {
+        /// Where.
+        at: Loc,
+        /// The default ACL, else the access ACL.
+        default: bool,
+    },
 }
 
 /// The file flags tmpfs supports: `FS_IMMUTABLE_FL`, `FS_APPEND_FL`, `FS_NODUMP_FL`,

@@ -19,9 +19,6 @@ impl Filesystem {
             Some(v) => Acl::from_xattr(v)?,
             None => None,
         };
-        if let Some(a) = &acl {
-            a.validate()?;
-        }
         let inode = self.inode(ino)?;
         if inode.kind == FileKind::Symlink {
             // tmpfs symlinks have no ACL operations.
@@ -35,6 +32,10 @@ impl Filesystem {
         }
         if self.config.enforce_permissions && !perm::is_owner_or_root(ctx, inode.owner(&m)) {
             return Err(FsError::Perm);
+        }
+        // set_posix_acl validates last: a default ACL on a file is EACCES even when invalid.
+        if let Some(a) = &acl {
+            a.validate()?;
         }
         if m.released {
             return Err(FsError::NotFound);
