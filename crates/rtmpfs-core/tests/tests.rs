@@ -5,6 +5,7 @@
 //!   `regression_*` tests.
 //! * `differential`: the same sequences through libc on a fresh kernel tmpfs mount (needs root).
 //! * `bug_classes`: the classic tmpfs bug classes A–F (named at the top of bug_classes.rs).
+//! * `acl`: POSIX ACLs for in-process users (set, enforce, inherit, chmod).
 //! * `bad_input`: absurd offsets, invalid names, wrong inode kinds, stale handles: typed errors,
 //!   never a panic.
 //! * `concurrency`: threads on shared names with a watchdog.
@@ -14,6 +15,8 @@
 //! Seeds: every random test is seeded (`RTMPFS_SEED`, default fixed) and prints its seed and the
 //! shrunk input when it fails. `RTMPFS_CASES` / `RTMPFS_DIFF_CASES` raise the case counts.
 
+#[cfg(not(feature = "shuttle"))]
+mod acl;
 #[cfg(not(feature = "shuttle"))]
 mod bad_input;
 #[cfg(not(feature = "shuttle"))]

@@ -17,6 +17,7 @@
 
 #![deny(missing_docs)]
 
+pub mod acl;
 pub mod engine;
 pub mod model;
 pub mod op;

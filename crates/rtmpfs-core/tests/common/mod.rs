@@ -172,6 +172,10 @@ pub fn op(kernel_safe: bool) -> BoxedStrategy<Op> {
         1 => loc().prop_map(|at| Op::ListXattr { at }),
         1 => dirsel().prop_map(|dir| Op::Readdir { dir }),
         1 => Just(Op::Statfs),
+        2 => (loc(), prop_oneof![6 => 0..16u8, 1 => 16..32u8]).prop_map(|(at, flags)| Op::SetFlags { at, flags }),
+        1 => loc().prop_map(|at| Op::GetFlags { at }),
+        2 => (loc(), any::<u8>(), any::<bool>()).prop_map(|(at, acl, default)| Op::SetAcl { at, acl, default }),
+        1 => (loc(), any::<bool>()).prop_map(|(at, default)| Op::RemoveAcl { at, default }),
     ]
     .boxed()
 }
