@@ -110,7 +110,7 @@ impl<'a> IdmappedMount<'a> {
                     tree,
                     empty.as_ptr(),
                     libc::AT_EMPTY_PATH,
-                    &attr as *const MountAttr,
+                    &raw const attr,
                     std::mem::size_of::<MountAttr>(),
                 )
             },

@@ -104,30 +104,30 @@ pub fn equiv_mode(entries: &[(u16, u16, u32)]) -> (u32, bool) {
 /// `posix_acl_create_masq`: the default ACL's entries restricted by `mode`, and `mode`
 /// restricted by them; whether the result must be kept as an access ACL.
 pub fn create_masq(entries: &[(u16, u16, u32)], mode: u32) -> (Vec<(u16, u16, u32)>, u32, bool) {
-    let mut e = entries.to_vec();
-    let mut m = mode;
-    let mut more = false;
-    for x in &mut e {
+    let mut masked = entries.to_vec();
+    let mut mode_left = mode;
+    let mut needs_acl = false;
+    for x in &mut masked {
         match x.0 {
             USER_OBJ => {
-                x.1 &= ((m >> 6) & 7) as u16;
-                m &= (u32::from(x.1) << 6) | !0o700;
+                x.1 &= ((mode_left >> 6) & 7) as u16;
+                mode_left &= (u32::from(x.1) << 6) | !0o700;
             }
             OTHER => {
-                x.1 &= (m & 7) as u16;
-                m &= u32::from(x.1) | !0o007;
+                x.1 &= (mode_left & 7) as u16;
+                mode_left &= u32::from(x.1) | !0o007;
             }
-            USER | GROUP | MASK => more = true,
+            USER | GROUP | MASK => needs_acl = true,
             _ => {}
         }
     }
-    let class = e
+    let class = masked
         .iter()
         .position(|x| x.0 == MASK)
-        .or_else(|| e.iter().position(|x| x.0 == GROUP_OBJ));
+        .or_else(|| masked.iter().position(|x| x.0 == GROUP_OBJ));
     if let Some(i) = class {
-        e[i].1 &= ((m >> 3) & 7) as u16;
-        m &= (u32::from(e[i].1) << 3) | !0o070;
+        masked[i].1 &= ((mode_left >> 3) & 7) as u16;
+        mode_left &= (u32::from(masked[i].1) << 3) | !0o070;
     }
-    (e, m, more)
+    (masked, mode_left, needs_acl)
 }
