@@ -40,6 +40,8 @@ pub struct DirBackend {
     handles: Vec<DHandle>,
     root: OwnedFd,
     path: PathBuf,
+    /// See [`DirBackend::deferred_release`].
+    deferred_release: bool,
     // Last: whatever keeps the directory (a mount) alive is dropped after every descriptor
     // above is closed, so an unmount never finds the filesystem busy.
     _keep: Option<Box<dyn Any>>,
@@ -74,6 +76,7 @@ impl DirBackend {
             handles: Vec::new(),
             root,
             path: path.to_path_buf(),
+            deferred_release: false,
             _keep: None,
         })
     }
@@ -84,6 +87,38 @@ impl DirBackend {
     pub fn keeping(mut self, guard: Box<dyn Any>) -> DirBackend {
         self._keep = Some(guard);
         self
+    }
+
+    /// Mark the directory as a FUSE mount, where the space and inode of an unlinked file come
+    /// back a moment after its last reference goes: the kernel queues FORGET (and RELEASE)
+    /// without waiting for the daemon, which serves them on another thread (docs/semantics.md,
+    /// "unlinked file ... still referenced"). [`DirBackend::wait_statfs`] then waits for them.
+    #[must_use]
+    pub fn deferred_release(mut self) -> DirBackend {
+        self.deferred_release = true;
+        self
+    }
+
+    /// Whether [`DirBackend::deferred_release`] applies.
+    pub fn has_deferred_release(&self) -> bool {
+        self.deferred_release
+    }
+
+    /// Poll statfs until it equals `want` or `limit` passes; whether it did. A runner calls
+    /// this after each step on a [`DirBackend::deferred_release`] backend, with the engine's
+    /// figures, so that the next operation finds the space a close gave back (a persistent
+    /// difference still fails the comparison that follows).
+    pub fn wait_statfs(&self, want: &FsStat, limit: std::time::Duration) -> bool {
+        let end = std::time::Instant::now() + limit;
+        loop {
+            if self.statfs() == *want {
+                return true;
+            }
+            if std::time::Instant::now() >= end {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
     }
 
     /// A backend named `kernel` over a private kernel tmpfs with the limits of `cfg`.
