@@ -8,6 +8,11 @@
 //! * `bad_input`: absurd offsets, invalid names, wrong inode kinds, stale handles: typed errors,
 //!   never a panic.
 //! * `concurrency`: threads on shared names with a watchdog.
+//! * `parity`: the engine's side of the issue-10 fixes (O_APPEND, listings while renaming,
+//!   atime rules, xattr flags, file flags).
+//! * `remount`: the run-time switches a FUSE server needs (remount, `CAP_FSETID`, capability
+//!   stripping, lookup references).
+//! * `swap`: the RAM budget and the swap tier with in-memory and fault-injecting backends.
 //! * `shuttle_tests` (feature `shuttle`): schedule exploration of write × read × truncate × punch;
 //!   run with `cargo test -p rtmpfs-core --features shuttle --test tests shuttle`.
 //!
@@ -27,6 +32,12 @@ mod differential;
 #[cfg(not(feature = "shuttle"))]
 mod model;
 #[cfg(not(feature = "shuttle"))]
+mod parity;
+#[cfg(not(feature = "shuttle"))]
 mod regressions;
+#[cfg(not(feature = "shuttle"))]
+mod remount;
 #[cfg(feature = "shuttle")]
 mod shuttle_tests;
+#[cfg(not(feature = "shuttle"))]
+mod swap;

@@ -6,6 +6,23 @@ use std::time::Duration;
 
 pub use rtmpfs_testkit::strategies::*;
 
+use std::ffi::OsStr;
+
+use rtmpfs_core::{Ctx, Fh, Filesystem};
+
+/// Close `fh`, unlink `name` from the root directory, and check that nothing stays charged:
+/// no page, no swap slot, no frame.
+pub fn delete_and_check_empty(fs: &Filesystem, fh: Fh, name: &str) {
+    fs.release(fh).unwrap();
+    fs.unlink(&Ctx::root(), fs.root(), OsStr::new(name)).unwrap();
+    let u = fs.usage();
+    assert_eq!(
+        (u.charged_pages, u.swap_slots_used, u.frames_in_use),
+        (0, 0, 0),
+        "{u:?}"
+    );
+}
+
 /// Run `f` on another thread and fail (not hang) if it has not finished within `limit`.
 pub fn within<T: Send + 'static>(limit: Duration, what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
     let (tx, rx) = mpsc::channel();
