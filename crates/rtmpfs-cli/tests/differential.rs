@@ -32,40 +32,71 @@ fn must_mount() {
     assert_eq!(unsafe { libc::geteuid() }, 0, "the mount differential test needs root");
 }
 
-/// An rtmpfs mount with the limits of `cfg`, as a directory backend that keeps the daemon (and
-/// so the mount) until it is dropped.
-fn rtmpfs_backend(cfg: &ModelConfig) -> Result<DirBackend, String> {
-    let daemon = Daemon::start(&mount_options(cfg));
+/// An rtmpfs mount with the limits of `cfg` and the further options `extra`, as a directory
+/// backend that keeps the daemon (and so the mount) until it is dropped.
+fn rtmpfs_backend(cfg: &ModelConfig, extra: &str) -> Result<DirBackend, String> {
+    let opts = if extra.is_empty() {
+        mount_options(cfg)
+    } else {
+        format!("{},{extra}", mount_options(cfg))
+    };
+    let daemon = Daemon::start(&opts);
     let path = daemon.path().to_path_buf();
     Ok(DirBackend::new(RTMPFS, &path, cfg.umask)?
         .deferred_release()
         .keeping(Box::new(daemon)))
 }
 
-/// Model, engine, kernel tmpfs and rtmpfs through FUSE on one sequence.
-fn four_way(cfg: ModelConfig) -> Result<Differential, String> {
+/// Model, engine, kernel tmpfs and rtmpfs (mounted with `extra` options) through FUSE on one
+/// sequence.
+fn four_way(cfg: ModelConfig, extra: &str) -> Result<Differential, String> {
     let kernel = DirBackend::tmpfs(&cfg)?;
-    Ok(Differential::new(cfg, vec![kernel, rtmpfs_backend(&cfg)?]))
+    Ok(Differential::new(cfg, vec![kernel, rtmpfs_backend(&cfg, extra)?]))
 }
 
 #[test]
 fn mount_differential_random_sequences() {
+    run("mount_differential_random_sequences", 256, "");
+}
+
+/// The same with one page of RAM for file data: nearly every page the sequences touch is evicted
+/// to the daemon's swap file and read back, and nothing of it may show.
+#[test]
+fn mount_differential_random_sequences_tiny_ram() {
+    run("mount_differential_random_sequences_tiny_ram", 64, "memory=4k");
+}
+
+/// `default_cases` sequences (or `RTMPFS_MOUNT_DIFF_CASES`) on a mount with `extra` options.
+fn run(name: &str, default_cases: usize, extra: &str) {
     must_mount();
-    let cases = env_usize("RTMPFS_MOUNT_DIFF_CASES", 256);
+    let cases = env_usize("RTMPFS_MOUNT_DIFF_CASES", default_cases);
     let used = Mutex::new(BTreeMap::<&str, usize>::new());
     let started = std::time::Instant::now();
-    check("mount_differential_random_sequences", cases, ops(50, true), |ops| {
-        let mut d = four_way(diff_config())?;
+    check(name, cases, ops(50, true), |ops| {
+        let mut d = four_way(diff_config(), extra)?;
         let r = d.run(&ops);
         d.tally(&mut used.lock().unwrap());
+        let mut u = used.lock().unwrap();
+        for counter in ["evictions", "swap_ins"] {
+            *u.entry(counter).or_default() += common::stat_of(d.dirs[1].path(), counter) as usize;
+        }
         r
     });
     eprintln!(
-        "{cases} sequences on model, engine, kernel tmpfs and rtmpfs ({:?}) in {:.1} s",
+        "{name}: {cases} sequences on model, engine, kernel tmpfs and rtmpfs -o {extra:?} ({:?}) in {:.1} s",
         common::transport(),
         started.elapsed().as_secs_f64()
     );
-    for (name, n) in used.into_inner().unwrap() {
+    let mut used = used.into_inner().unwrap();
+    let swapped = (
+        used.remove("evictions").unwrap_or(0),
+        used.remove("swap_ins").unwrap_or(0),
+    );
+    eprintln!("the daemons evicted {} pages and swapped in {}", swapped.0, swapped.1);
+    if extra.contains("memory=") {
+        assert!(swapped.0 > 0, "a RAM budget that never evicts tests nothing more");
+    }
+    for (name, n) in used {
         eprintln!("deviation {name}: {n} times. {}", reason(name));
     }
 }
