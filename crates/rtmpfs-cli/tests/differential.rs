@@ -74,7 +74,13 @@ fn run(name: &str, default_cases: usize, extra: &str) {
     let started = std::time::Instant::now();
     check(name, cases, ops(50, true), |ops| {
         let mut d = four_way(diff_config(), extra)?;
-        let r = d.run(&ops);
+        // The failure message names what a rerun needs besides the seed.
+        let r = d.run(&ops).map_err(|e| {
+            format!(
+                "rtmpfs -o {extra:?} over {:?} (RTMPFS_TEST_TRANSPORT):\n{e}",
+                common::transport()
+            )
+        });
         d.tally(&mut used.lock().unwrap());
         let mut u = used.lock().unwrap();
         for counter in ["evictions", "swap_ins"] {
