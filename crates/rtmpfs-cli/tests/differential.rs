@@ -59,11 +59,16 @@ fn mount_differential_random_sequences() {
     run("mount_differential_random_sequences", 256, "");
 }
 
-/// The same with one page of RAM for file data: nearly every page the sequences touch is evicted
-/// to the daemon's swap file and read back, and nothing of it may show.
+/// The same with one page of RAM for file data and `direct_io`, so that every read and write
+/// reaches the daemon (no page cache in between): nearly every page the sequences touch is
+/// evicted to the daemon's swap file and read back, and nothing of it may show.
 #[test]
 fn mount_differential_random_sequences_tiny_ram() {
-    run("mount_differential_random_sequences_tiny_ram", 64, "memory=4k");
+    run(
+        "mount_differential_random_sequences_tiny_ram",
+        64,
+        "memory=4k,direct_io",
+    );
 }
 
 /// `default_cases` sequences (or `RTMPFS_MOUNT_DIFF_CASES`) on a mount with `extra` options.
