@@ -12,6 +12,11 @@
 //! saying why, it never passes silently.
 
 mod common;
+// The engine's shrunk regressions (kept there, by name; each also runs on the model and on
+// kernel tmpfs in the engine's tests), run here through the mount too.
+#[path = "../../rtmpfs-core/tests/regressions.rs"]
+#[allow(dead_code)] // `get` serves the engine's tests only
+mod regressions;
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -68,6 +73,24 @@ fn mount_differential_random_sequences_tiny_ram() {
         "mount_differential_random_sequences_tiny_ram",
         64,
         "memory=4k,direct_io",
+    );
+}
+
+/// Every shrunk regression of the engine's model test, on model, engine, kernel tmpfs and the
+/// mount: the expectations written there are Linux's.
+#[test]
+fn mount_differential_regressions() {
+    must_mount();
+    let mut failures = Vec::new();
+    for (name, ops) in regressions::REGRESSIONS {
+        if let Err(err) = four_way(diff_config(), "").and_then(|mut d| d.run(&ops())) {
+            failures.push(format!("{name}: {err}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    eprintln!(
+        "{} regressions passed through the mount",
+        regressions::REGRESSIONS.len()
     );
 }
 
