@@ -7,8 +7,8 @@
 //! `rtmpfs_testkit::differential` (each with its reason, per side where only one side differs)
 //! is the only way out. A failure prints the seed and the shrunk sequence, ready to paste.
 //!
-//! `RTMPFS_MOUNT_DIFF_CASES` sets the number of sequences (default 256, about a minute on two
-//! loaded cores); `RTMPFS_SEED` the seed. Needs root and /dev/fuse: without them the test fails
+//! `RTMPFS_MOUNT_DIFF_CASES` sets the number of sequences of each random test (defaults: 256,
+//! and 64 with one page of RAM; 35-45 s together on two loaded cores); `RTMPFS_SEED` the seed. Needs root and /dev/fuse: without them the test fails
 //! saying why, it never passes silently.
 
 mod common;
@@ -28,13 +28,23 @@ use rtmpfs_testkit::model::ModelConfig;
 use rtmpfs_testkit::strategies::{check, env_usize, ops};
 use rtmpfs_testkit::tmpfs::mount_options;
 
-fn must_mount() {
+/// One test of this binary at a time. A daemon started (fork, then exec) by one test holds a
+/// copy of every descriptor of this process until its exec, close-on-exec ones included: an
+/// unlinked file another test has just closed on its kernel tmpfs would still hold its space
+/// for that moment, and the statfs comparison would see it.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Take [`SERIAL`] (also after a failed test: the guard of a panicked test is fine to reuse)
+/// and check that this process can mount.
+fn must_mount() -> std::sync::MutexGuard<'static, ()> {
+    let serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     assert!(
         std::path::Path::new("/dev/fuse").exists(),
         "the mount differential test needs /dev/fuse"
     );
     // SAFETY: geteuid cannot fail.
     assert_eq!(unsafe { libc::geteuid() }, 0, "the mount differential test needs root");
+    serial
 }
 
 /// An rtmpfs mount with the limits of `cfg` and the further options `extra`, as a directory
@@ -80,7 +90,7 @@ fn mount_differential_random_sequences_tiny_ram() {
 /// mount: the expectations written there are Linux's.
 #[test]
 fn mount_differential_regressions() {
-    must_mount();
+    let _serial = must_mount();
     let mut failures = Vec::new();
     for (name, ops) in regressions::REGRESSIONS {
         if let Err(err) = four_way(diff_config(), "").and_then(|mut d| d.run(&ops())) {
@@ -96,7 +106,7 @@ fn mount_differential_regressions() {
 
 /// `default_cases` sequences (or `RTMPFS_MOUNT_DIFF_CASES`) on a mount with `extra` options.
 fn run(name: &str, default_cases: usize, extra: &str) {
-    must_mount();
+    let _serial = must_mount();
     let cases = env_usize("RTMPFS_MOUNT_DIFF_CASES", default_cases);
     let used = Mutex::new(BTreeMap::<&str, usize>::new());
     let started = std::time::Instant::now();

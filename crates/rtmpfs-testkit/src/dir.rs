@@ -128,7 +128,7 @@ impl DirBackend {
     pub fn tmpfs(cfg: &ModelConfig) -> Result<DirBackend, String> {
         let t = Tmpfs::for_config(cfg)?;
         let path = t.path().to_path_buf();
-        Ok(DirBackend::new("kernel", &path, cfg.umask)?.keeping(Box::new(t)))
+        Ok(DirBackend::new(crate::differential::KERNEL, &path, cfg.umask)?.keeping(Box::new(t)))
     }
 
     /// The directory.
@@ -422,6 +422,8 @@ impl DirBackend {
     /// stamp handed out (multigrain timestamps), so an update within the same clock tick as the
     /// previous one can leave a time unchanged: "changed or not" is deterministic only once the
     /// coarse clock is past every time already stamped. Costs at most one tick (1–10 ms).
+    /// (On an rtmpfs mount the times are the daemon's, from the fine-grained clock; waiting
+    /// does no harm there.)
     pub fn settle(snap: &Snapshot) {
         let latest = snap
             .nodes
