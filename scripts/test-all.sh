@@ -42,7 +42,7 @@ step cargo-test cargo test --workspace --locked
 # and holds fuse.enable_uring at Y, restoring the value it found (tests/common/mod.rs).
 step cargo-test-io-uring env RTMPFS_TEST_TRANSPORT=io_uring cargo test -p rtmpfs-cli --locked \
     --test lifecycle --test self_mmap --test setid --test swap_stall --test faults --test parity \
-    --test fork_features --test round_trips --test mmap_errors
+    --test fork_features --test round_trips --test mmap_errors --test differential
 step shuttle cargo test -p rtmpfs-core --locked --features shuttle shuttle
 step build-release cargo build --release --locked --workspace
 

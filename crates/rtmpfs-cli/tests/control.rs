@@ -221,9 +221,9 @@ fn client_refuses_an_impostor_holding_the_name() {
     // Nothing changed: the kernel's mount is still read-write.
     let m = common::mounted_at(d.path()).unwrap();
     assert!(
-        m.options.split(',').any(|o| o == "rw"),
+        m.mount_options.split(',').any(|o| o == "rw"),
         "the mount changed: {}",
-        m.options
+        m.mount_options
     );
 }
 

@@ -346,7 +346,7 @@ fn a_user_mounts_writes_reads_and_unmounts_with_fusermount3() {
     assert_eq!(m.fstype, "fuse.rtmpfs");
     assert_eq!(m.source, "rtmpfs");
     // fusermount3's rules: nosuid,nodev forced; the mount belongs to the user.
-    assert!(m.options.contains("nosuid") && m.options.contains("nodev"), "{m:?}");
+    assert!(m.has_option("nosuid") && m.has_option("nodev"), "{m:?}");
     assert!(m.super_options.contains(&format!("user_id={}", s.a.uid)), "{m:?}");
     assert!(!m.super_options.contains("allow_other"), "{m:?}");
     let warning = "only this user sees the files";

@@ -191,41 +191,11 @@ pub fn pin_to_cpu(cpu: usize) {
     assert_eq!(r, 0, "sched_setaffinity: {}", std::io::Error::last_os_error());
 }
 
-/// One line of /proc/self/mountinfo, reduced to what the tests check.
-#[derive(Debug, Clone)]
-pub struct MountLine {
-    pub major_minor: String,
-    pub mount_point: PathBuf,
-    pub options: String,
-    pub fstype: String,
-    pub source: String,
-    pub super_options: String,
-}
+pub use rtmpfs_fuse::mountinfo::MountEntry;
 
-fn unescape(s: &str) -> String {
-    s.replace("\\040", " ")
-        .replace("\\011", "\t")
-        .replace("\\012", "\n")
-        .replace("\\134", "\\")
-}
-
-/// The topmost mount at exactly `path`.
-pub fn mounted_at(path: &Path) -> Option<MountLine> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    text.lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split(' ').collect();
-            let sep = f.iter().position(|x| *x == "-")?;
-            Some(MountLine {
-                major_minor: f[2].to_string(),
-                mount_point: PathBuf::from(unescape(f[4])),
-                options: f[5].to_string(),
-                fstype: f.get(sep + 1)?.to_string(),
-                source: unescape(f.get(sep + 2)?),
-                super_options: f.get(sep + 3).unwrap_or(&"").to_string(),
-            })
-        })
-        .rfind(|m| m.mount_point == path)
+/// The topmost mount at exactly `path` (the daemon's own mountinfo parser).
+pub fn mounted_at(path: &Path) -> Option<MountEntry> {
+    rtmpfs_fuse::mountinfo::mounted_at(path).expect("read /proc/self/mountinfo")
 }
 
 /// Poll `cond` every 10 ms until it holds or `timeout` passes.

@@ -8,17 +8,7 @@ mod acls;
 mod handles;
 mod io;
 mod namespace;
-#[cfg(all(test, not(feature = "shuttle")))]
-mod parity_tests;
-#[cfg(all(test, not(feature = "shuttle")))]
-mod remount_tests;
 mod rename;
-#[cfg(all(test, feature = "shuttle"))]
-mod shuttle_tests;
-#[cfg(all(test, not(feature = "shuttle")))]
-mod swap_tests;
-#[cfg(test)]
-mod test_support;
 mod xattrs;
 
 pub use xattrs::{fit_xattr_reply, XattrFit};
