@@ -6,7 +6,7 @@
 #   usage: scripts/install-test-tools.sh
 #
 # Installs:
-#   apt:   fuse3 stress-ng fio libacl1-dev (pjdfstest's exacl dep links -lacl)
+#   apt:   fuse3 stress-ng fio libacl1-dev (pjdfstest's exacl dep links -lacl); acl (setfacl/getfacl for tests/acl.rs)
 #   cargo: pjdfstest, fsx (pinned, `cargo install --locked`)
 #   users: `tests` (own group `tests`) as pjdfstest's second dummy user;
 #          the first one is Debian's `nobody` (group `nogroup`).
@@ -20,7 +20,7 @@ fi
 # Versions verified against kernel tmpfs (see scripts/README-conformance.md).
 PJDFSTEST_VERSION=0.2.2
 FSX_VERSION=0.3.2
-APT_PACKAGES=(fuse3 stress-ng fio libacl1-dev)
+APT_PACKAGES=(fuse3 stress-ng fio libacl1-dev acl)
 
 log() { printf 'install-test-tools: %s\n' "$*" >&2; }
 

@@ -117,7 +117,7 @@ fn mount_shows_source_type_and_flags() {
     let m = mounted_at(d.path()).unwrap();
     assert_eq!(m.source, "scratch");
     assert_eq!(m.fstype, "fuse.rtmpfs");
-    let opts: Vec<&str> = m.options.split(',').collect();
+    let opts: Vec<&str> = m.mount_options.split(',').collect();
     assert!(opts.contains(&"nosuid") && !opts.contains(&"nodev"), "{m:?}");
     assert!(m.super_options.contains("allow_other") && m.super_options.contains("default_permissions"));
     let meta = fs::metadata(d.path()).unwrap();
@@ -207,13 +207,17 @@ fn one_line(stderr: &[u8]) -> String {
 /// Run `rtmpfs ARGS` expecting a one-line error containing `needle` and nothing mounted at
 /// `mnt`.
 fn bad(args: &[&str], mnt: &Path, needle: &str) {
-    let before = mounted_at(mnt).map(|m| m.major_minor);
+    let before = mounted_at(mnt).map(|m| (m.major, m.minor));
     let out = run(Command::new(common::rtmpfs_bin()).args(args), T);
     assert!(!out.status.success(), "{args:?} succeeded");
     let msg = one_line(&out.stderr);
     assert!(msg.starts_with("rtmpfs: "), "{msg}");
     assert!(msg.contains(needle), "{args:?}: '{msg}' does not name '{needle}'");
-    assert_eq!(mounted_at(mnt).map(|m| m.major_minor), before, "something got mounted");
+    assert_eq!(
+        mounted_at(mnt).map(|m| (m.major, m.minor)),
+        before,
+        "something got mounted"
+    );
 }
 
 #[test]
@@ -335,7 +339,7 @@ const HELPER: &str = "/sbin/mount.fuse.rtmpfs";
 
 impl HelperInstall {
     fn new() -> HelperInstall {
-        let guard = HELPER_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let guard = HELPER_LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let saved = fs::read_link(HELPER).ok();
         let _ = fs::remove_file(HELPER);
         std::os::unix::fs::symlink(common::rtmpfs_bin(), HELPER).unwrap();
@@ -405,7 +409,7 @@ fn helper_mounts_remounts_and_unmounts() {
     let m = mounted_at(p).expect("mounted when mount(8) returns");
     assert_eq!(m.source, "TAG1");
     assert_eq!(m.fstype, "fuse.rtmpfs");
-    let opts: Vec<&str> = m.options.split(',').collect();
+    let opts: Vec<&str> = m.mount_options.split(',').collect();
     assert!(!opts.contains(&"nodev") && !opts.contains(&"nosuid"), "{m:?}");
     use_mount(p);
     let daemons = daemons_for(p);
@@ -414,12 +418,12 @@ fn helper_mounts_remounts_and_unmounts() {
     // remount ro and back, through the helper, without a second daemon.
     let out = run(Command::new("mount").args(["-o", "remount,ro"]).arg(p), T);
     assert!(out.status.success(), "{out:?}");
-    assert!(mounted_at(p).unwrap().options.split(',').any(|o| o == "ro"));
+    assert!(mounted_at(p).unwrap().mount_options.split(',').any(|o| o == "ro"));
     write_fails_erofs(p);
     assert_eq!(fs::read(p.join("hello")).unwrap(), b"hello, rtmpfs");
     let out = run(Command::new("mount").args(["-o", "remount,rw"]).arg(p), T);
     assert!(out.status.success(), "{out:?}");
-    assert!(mounted_at(p).unwrap().options.split(',').any(|o| o == "rw"));
+    assert!(mounted_at(p).unwrap().mount_options.split(',').any(|o| o == "rw"));
     fs::write(p.join("rw-again"), b"y").unwrap();
     assert_eq!(daemons_for(p), daemons);
 
@@ -454,7 +458,7 @@ fn helper_honours_nodev_nosuid_and_reports_errors() {
     assert!(out.status.success(), "{out:?}");
     let m = mounted_at(p).unwrap();
     for o in ["nodev", "nosuid", "noexec"] {
-        assert!(m.options.split(',').any(|x| x == o), "{o} missing: {m:?}");
+        assert!(m.mount_options.split(',').any(|x| x == o), "{o} missing: {m:?}");
     }
     assert_eq!(fs::metadata(p).unwrap().permissions().mode() & 0o7777, 0o700);
     let out = run(Command::new("umount").arg(p), T);

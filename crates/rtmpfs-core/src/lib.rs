@@ -53,6 +53,7 @@
 #![deny(unsafe_code)]
 
 mod accounting;
+mod acl;
 mod config;
 mod dir;
 mod error;

@@ -42,8 +42,7 @@ pub fn get(name: &str) -> Vec<Op> {
     REGRESSIONS
         .iter()
         .find(|(n, _)| *n == name)
-        .map(|(_, f)| f())
-        .unwrap_or_else(|| panic!("no regression {name}"))
+        .map_or_else(|| panic!("no regression {name}"), |(_, f)| f())
 }
 
 fn create(path: &str, flags: OpenMode) -> Op {

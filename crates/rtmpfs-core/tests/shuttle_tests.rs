@@ -1,10 +1,15 @@
-//! Deterministic schedule exploration with shuttle: write × read × truncate × punch on one file,
-//! through the public API, with every lock and atomic of the engine replaced by shuttle's
-//! (feature `shuttle`). Every read must return bytes some linearization allows, and the
-//! accounting invariant must hold at the end of every schedule.
+//! Deterministic schedule exploration with shuttle, through the public API, with every lock,
+//! atomic and condition variable of the engine replaced by shuttle's (feature `shuttle`: the
+//! engine's `sync` module maps to shuttle's), so shuttle controls every interleaving point:
+//!
+//! * here: write × read × truncate × punch on one file; every read must return bytes some
+//!   linearization allows, and the accounting invariant must hold at the end of every schedule;
+//! * [`budget`]: write × fault-in × truncate × punch × evict on one file under a RAM budget of
+//!   two pages, the real evictor and read-ahead threads, and readers × partial writer ×
+//!   evictor on a dying swap device; named regressions for every failing schedule found.
 //!
 //! Run: `cargo test -p rtmpfs-core --features shuttle --test tests shuttle`.
-//! `RTMPFS_SHUTTLE_ITERS` sets the schedules per strategy (default 300).
+//! `RTMPFS_SHUTTLE_ITERS` sets the schedules per strategy of the first group (default 300).
 
 use std::ffi::OsStr;
 
@@ -156,4 +161,387 @@ fn shuttle_write_read_truncate_punch_tiny_ram_random() {
 #[test]
 fn shuttle_write_read_truncate_punch_tiny_ram_pct() {
     shuttle::check_pct(|| scenario(tiny_ram()), iters(), 3);
+}
+
+/// Under a RAM budget: eviction, swap-in, read-ahead and a dying swap device.
+mod budget {
+    use std::ffi::OsStr;
+
+    use rtmpfs_core::swap::{FaultySwap, MemorySwap};
+    use rtmpfs_core::sync::{thread, Arc};
+    use rtmpfs_core::{Config, Ctx, FallocateMode, Filesystem, OpenFlags, SetAttr, SwapConfig, PAGE_SIZE};
+
+    const P: u64 = PAGE_SIZE;
+    const PAGES: u64 = 4;
+
+    fn fs_with_tiny_budget() -> Arc<Filesystem> {
+        let cfg = Config {
+            size_bytes: Some(64 * P),
+            memory_bytes: Some(2 * P),
+            swap: Some(SwapConfig {
+                dir: std::env::temp_dir(),
+                size_bytes: None,
+                encrypt: false,
+            }),
+            background_evictor: false,
+            ..Config::default()
+        };
+        Arc::new(Filesystem::with_swap_backend(cfg, Box::new(MemorySwap::new(None))).unwrap())
+    }
+
+    /// Bytes every reader may legitimately see: 1 (initial data), 2 (the writer's), 0 (holes from
+    /// truncate or punch). Anything else is stale or invented data.
+    fn allowed(b: u8) -> bool {
+        b <= 2
+    }
+
+    fn scenario() {
+        let fs = fs_with_tiny_budget();
+        let ctx = Ctx::root();
+        let (attr, fh) = fs
+            .create(&ctx, fs.root(), OsStr::new("f"), 0o644, OpenFlags::READ_WRITE)
+            .unwrap();
+        fs.write(&ctx, fh, 0, &vec![1u8; (PAGES * P) as usize]).unwrap();
+        fs.evict_now(4);
+        let ino = attr.ino;
+
+        let writer = {
+            let fs = fs.clone();
+            thread::spawn(move || {
+                let _ = fs.write(&Ctx::root(), fh, 100, &vec![2u8; 6000]);
+            })
+        };
+        let reader = {
+            let fs = fs.clone();
+            thread::spawn(move || {
+                for off in [0, P + 7, 3 * P] {
+                    if let Ok(buf) = fs.read_vec(fh, off, (P + 50) as usize) {
+                        assert!(buf.iter().all(|&b| allowed(b)), "reader saw a byte nobody wrote");
+                    }
+                }
+            })
+        };
+        let truncater = {
+            let fs = fs.clone();
+            thread::spawn(move || {
+                let set = |size| SetAttr {
+                    size: Some(size),
+                    ..SetAttr::default()
+                };
+                fs.setattr(&Ctx::root(), ino, &set(P + 300), None).unwrap();
+                fs.setattr(&Ctx::root(), ino, &set(PAGES * P), None).unwrap();
+            })
+        };
+        let puncher = {
+            let fs = fs.clone();
+            thread::spawn(move || {
+                let _ = fs.fallocate(&Ctx::root(), fh, 2000, 5000, FallocateMode::PunchHole);
+            })
+        };
+        let evictor = {
+            let fs = fs.clone();
+            thread::spawn(move || {
+                fs.evict_now(2);
+                fs.evict_now(2);
+            })
+        };
+        for t in [writer, reader, truncater, puncher, evictor] {
+            t.join().unwrap();
+        }
+
+        fs.check_invariants().unwrap();
+        let all = fs.read_vec(fh, 0, (PAGES * P) as usize).unwrap();
+        assert!(all.iter().all(|&b| allowed(b)));
+        // The truncate to P + 300 dropped every byte past it, and only the writer (up to 6100) writes
+        // afterwards: past 6100 a non-zero byte would be stale data brought back.
+        assert!(all[6100..].iter().all(|&b| b == 0), "stale bytes survived the truncate");
+        delete_and_check_empty(&fs, fh, "f");
+        fs.check_invariants().unwrap();
+    }
+
+    /// Whole-page overwrites (which publish a new frame instead of reading a swapped page back)
+    /// racing a reader's swap-in with read-ahead, eviction and a whole-page punch.
+    fn overwrite_scenario() {
+        let fs = fs_with_tiny_budget();
+        let ctx = Ctx::root();
+        let (_, fh) = fs
+            .create(&ctx, fs.root(), OsStr::new("f"), 0o644, OpenFlags::READ_WRITE)
+            .unwrap();
+        fs.write(&ctx, fh, 0, &vec![1u8; (3 * P) as usize]).unwrap();
+        fs.evict_now(4);
+
+        let writer = {
+            let fs = fs.clone();
+            thread::spawn(move || {
+                fs.write(&Ctx::root(), fh, 0, &vec![2u8; (2 * P) as usize]).unwrap();
+            })
+        };
+        let reader = {
+            let fs = fs.clone();
+            thread::spawn(move || {
+                let buf = fs.read_vec(fh, 0, (3 * P) as usize).unwrap();
+                for (i, page) in buf.chunks(P as usize).enumerate() {
+                    assert!(page.iter().all(|&b| b == page[0]), "page {i} read torn");
+                    let ok: &[u8] = [&[1u8, 2][..], &[0, 1, 2], &[1]][i];
+                    assert!(ok.contains(&page[0]), "page {i} read {}", page[0]);
+                }
+            })
+        };
+        let puncher = {
+            let fs = fs.clone();
+            thread::spawn(move || {
+                fs.fallocate(&Ctx::root(), fh, P, P, FallocateMode::PunchHole).unwrap();
+            })
+        };
+        let evictor = {
+            let fs = fs.clone();
+            thread::spawn(move || {
+                fs.evict_now(2);
+                fs.evict_now(2);
+            })
+        };
+        for t in [writer, reader, puncher, evictor] {
+            t.join().unwrap();
+        }
+        fs.check_invariants().unwrap();
+        let all = fs.read_vec(fh, 0, (3 * P) as usize).unwrap();
+        let p = P as usize;
+        assert!(all[..p].iter().all(|&b| b == 2), "the overwrite of page 0 was lost");
+        assert!(all[p..2 * p].iter().all(|&b| b == all[p]) && [0, 2].contains(&all[p]));
+        assert!(all[2 * p..].iter().all(|&b| b == 1), "page 2 changed");
+        delete_and_check_empty(&fs, fh, "f");
+    }
+
+    #[test]
+    fn shuttle_overwrite_swapin_punch_evict_random() {
+        shuttle::check_random(overwrite_scenario, 1000);
+    }
+
+    #[test]
+    fn shuttle_overwrite_swapin_punch_evict_pct() {
+        shuttle::check_pct(overwrite_scenario, 1000, 3);
+    }
+
+    /// Sequential reads with the real background threads (evictor and swap read-ahead, run as
+    /// shuttle threads): the reader waits for read-ahead windows while a whole-page overwrite and a
+    /// truncate race them. Dropping the filesystem at the end stops and joins both threads.
+    fn readahead_scenario() {
+        let cfg = Config {
+            size_bytes: Some(64 * P),
+            memory_bytes: Some(3 * P),
+            swap: Some(SwapConfig {
+                dir: std::env::temp_dir(),
+                size_bytes: None,
+                encrypt: false,
+            }),
+            background_evictor: true,
+            ..Config::default()
+        };
+        let fs = Arc::new(Filesystem::with_swap_backend(cfg, Box::new(MemorySwap::new(None))).unwrap());
+        let ctx = Ctx::root();
+        let (attr, fh) = fs
+            .create(&ctx, fs.root(), OsStr::new("f"), 0o644, OpenFlags::READ_WRITE)
+            .unwrap();
+        for i in 0..6u8 {
+            fs.write(&ctx, fh, u64::from(i) * P, &vec![10 + i; P as usize]).unwrap();
+        }
+        fs.evict_now(8);
+        let reader = {
+            let fs = fs.clone();
+            thread::spawn(move || {
+                for chunk in 0..3u64 {
+                    let Ok(buf) = fs.read_vec(fh, chunk * 2 * P, (2 * P) as usize) else {
+                        continue;
+                    };
+                    for (j, page) in buf.chunks(P as usize).enumerate() {
+                        let i = chunk * 2 + j as u64;
+                        let ok = [10 + i as u8, 99, 0];
+                        assert!(page.iter().all(|&b| b == page[0]), "page {i} torn");
+                        assert!(ok.contains(&page[0]), "page {i} read {}", page[0]);
+                    }
+                }
+            })
+        };
+        let writer = {
+            let fs = fs.clone();
+            thread::spawn(move || {
+                fs.write(&Ctx::root(), fh, 3 * P, &vec![99u8; P as usize]).unwrap();
+            })
+        };
+        let truncater = {
+            let fs = fs.clone();
+            let ino = attr.ino;
+            thread::spawn(move || {
+                let set = SetAttr {
+                    size: Some(5 * P),
+                    ..SetAttr::default()
+                };
+                fs.setattr(&Ctx::root(), ino, &set, None).unwrap();
+            })
+        };
+        for t in [reader, writer, truncater] {
+            t.join().unwrap();
+        }
+        fs.stop_background_threads();
+        fs.check_invariants().unwrap();
+        let all = fs.read_vec(fh, 0, (6 * P) as usize).unwrap();
+        assert_eq!(all.len(), (5 * P) as usize);
+        for (i, page) in all.chunks(P as usize).enumerate() {
+            let want = if i == 3 { 99 } else { 10 + i as u8 };
+            assert!(page.iter().all(|&b| b == want), "page {i} holds {}", page[0]);
+        }
+        delete_and_check_empty(&fs, fh, "f");
+    }
+
+    #[test]
+    fn shuttle_readahead_with_background_threads_random() {
+        shuttle::check_random(readahead_scenario, 300);
+    }
+
+    /// Found by `shuttle_readahead_with_background_threads_random`: shutting down, the filesystem
+    /// set the stop flag and notified the evictor between the evictor's check of that flag and its
+    /// wait, so the evictor slept through the notification (for its 200 ms timeout in real life;
+    /// for ever under shuttle, which reported a deadlock). `wake_all` now sets the kick flag, which
+    /// the evictor checks under the lock before waiting.
+    #[test]
+    fn regression_evictor_sleeps_through_shutdown() {
+        shuttle::check_random_with_seed(readahead_scenario, 39, 1);
+    }
+
+    #[test]
+    fn shuttle_write_fault_truncate_punch_evict_random() {
+        shuttle::check_random(scenario, 1500);
+    }
+
+    #[test]
+    fn shuttle_write_fault_truncate_punch_evict_pct() {
+        shuttle::check_pct(scenario, 1500, 3);
+    }
+
+    /// Found by `shuttle_write_fault_truncate_punch_evict_random`: a reader swapping page 1 in lost
+    /// the race to the truncate, which swapped the page in itself, zeroed its tail, and had it evicted
+    /// again to the same (lowest free) slot; with a constant nonce the reader's stale copy matched the
+    /// new `Swapped` entry and was published, bringing truncated bytes back. Fixed by unique nonces.
+    #[test]
+    fn regression_swap_slot_aba() {
+        shuttle::check_random_with_seed(scenario, 3_493_422_758_328_174_263, 1);
+    }
+
+    /// Found by `shuttle_write_fault_truncate_punch_evict_pct`: a reader needing a frame swept an
+    /// empty CLOCK ring (another thread had popped the only candidates and was still looking at
+    /// them), then slept waiting for a frame release that never came, because that thread put the
+    /// candidates back instead of evicting them. Now a fruitless sweep yields and looks again before
+    /// sleeping, and sleeping only waits for a release that happens after it looked.
+    #[test]
+    fn regression_waiter_sleeps_through_sweep() {
+        shuttle::check_random_with_seed(scenario, 17_542_619_729_801_016_659, 1);
+    }
+
+    /// A swap device that dies mid-run (issue 15): readers of swapped and resident pages, a writer
+    /// of new data, the evictor, and a thread that makes every swap read and write fail. A read is
+    /// whole and right or fails with `Io`, never short and never `NoSpace`; new data lands or gets
+    /// `Io`; afterwards the invariant holds, a page that fails is exactly a poisoned one, and
+    /// nothing leaks.
+    fn dying_swap_scenario() {
+        let cfg = Config {
+            size_bytes: Some(64 * P),
+            memory_bytes: Some(2 * P),
+            swap: Some(SwapConfig {
+                dir: std::env::temp_dir(),
+                size_bytes: None,
+                encrypt: false,
+            }),
+            background_evictor: false,
+            ..Config::default()
+        };
+        let (faulty, control) = FaultySwap::new(Box::new(MemorySwap::new(None)));
+        let fs = Arc::new(Filesystem::with_swap_backend(cfg, Box::new(faulty)).unwrap());
+        let ctx = Ctx::root();
+        let (_, fh) = fs
+            .create(&ctx, fs.root(), OsStr::new("f"), 0o644, OpenFlags::READ_WRITE)
+            .unwrap();
+        for i in 0..4u8 {
+            fs.write(&ctx, fh, u64::from(i) * P, &vec![10 + i; P as usize]).unwrap();
+        }
+        let reader = |pages: [u64; 2]| {
+            let fs = fs.clone();
+            thread::spawn(move || {
+                for idx in pages {
+                    match fs.read_vec(fh, idx * P, (2 * P) as usize) {
+                        Ok(buf) => {
+                            assert_eq!(buf.len(), (2 * P) as usize, "short read at page {idx}");
+                            for (j, page) in buf.chunks(P as usize).enumerate() {
+                                let want = 10 + (idx as usize + j) as u8;
+                                assert!(page.iter().all(|&b| b == want), "page {} wrong", idx as usize + j);
+                            }
+                        }
+                        Err(e) => assert_eq!(e, rtmpfs_core::FsError::Io, "page {idx}"),
+                    }
+                }
+            })
+        };
+        let readers = [reader([0, 2]), reader([2, 0])];
+        let writer = {
+            let fs = fs.clone();
+            thread::spawn(move || match fs.write(&Ctx::root(), fh, 4 * P, &[14u8; P as usize]) {
+                Ok(n) => assert_eq!(n, P as usize),
+                Err(e) => assert_eq!(e, rtmpfs_core::FsError::Io, "new data on a dying device"),
+            })
+        };
+        let killer = thread::spawn(move || {
+            control.fail_reads.store(true, rtmpfs_core::sync::Ordering::Relaxed);
+            control.fail_writes.store(true, rtmpfs_core::sync::Ordering::Relaxed);
+        });
+        let evictor = {
+            let fs = fs.clone();
+            thread::spawn(move || {
+                fs.evict_now(2);
+            })
+        };
+        for t in readers.into_iter().chain([writer, killer, evictor]) {
+            t.join().unwrap();
+        }
+        fs.check_invariants().unwrap();
+        let size = fs.getattr(fs.handle_ino(fh).unwrap()).unwrap().size;
+        assert!(size == 4 * P || size == 5 * P, "size {size}");
+        let mut failed = 0;
+        for idx in 0..size / P {
+            match fs.read_vec(fh, idx * P, P as usize) {
+                Ok(page) => assert!(page.iter().all(|&b| b == 10 + idx as u8), "page {idx} wrong"),
+                Err(e) => {
+                    assert_eq!(e, rtmpfs_core::FsError::Io);
+                    failed += 1;
+                }
+            }
+        }
+        let u = fs.usage();
+        assert_eq!(
+            failed, u.poisoned_pages,
+            "failed pages are exactly the poisoned ones: {u:?}"
+        );
+        delete_and_check_empty(&fs, fh, "f");
+    }
+
+    #[test]
+    fn shuttle_dying_swap_readers_writer_evict_random() {
+        shuttle::check_random(dying_swap_scenario, 500);
+    }
+
+    #[test]
+    fn shuttle_dying_swap_readers_writer_evict_pct() {
+        shuttle::check_pct(dying_swap_scenario, 500, 3);
+    }
+
+    /// Close `fh`, unlink `name` from the root directory, and check that nothing stays
+    /// charged: no page, no swap slot, no frame.
+    fn delete_and_check_empty(fs: &Filesystem, fh: rtmpfs_core::Fh, name: &str) {
+        fs.release(fh).unwrap();
+        fs.unlink(&Ctx::root(), fs.root(), OsStr::new(name)).unwrap();
+        let u = fs.usage();
+        assert_eq!(
+            (u.charged_pages, u.swap_slots_used, u.frames_in_use),
+            (0, 0, 0),
+            "{u:?}"
+        );
+    }
 }

@@ -3,18 +3,29 @@
 //! * `model`: random operation sequences against the reference model (rtmpfs-testkit), compared
 //!   after every step with the accounting invariant checked; shrunk failures kept as
 //!   `regression_*` tests.
-//! * `differential`: the same sequences through libc on a fresh kernel tmpfs mount (needs root).
+//! * `differential`: the same sequences through libc on a fresh kernel tmpfs mount (needs root;
+//!   the backends and runner are `rtmpfs_testkit::differential`, also used through a mount by
+//!   `crates/rtmpfs-cli/tests/differential.rs`).
 //! * `bug_classes`: the classic tmpfs bug classes A–F of the semantics reference.
+//! * `acl`: POSIX ACLs for in-process users (set, enforce, inherit, chmod).
 //! * `bad_input`: absurd offsets, invalid names, wrong inode kinds, stale handles: typed errors,
 //!   never a panic.
 //! * `concurrency`: threads on shared names with a watchdog.
 //! * `memory_limit`: the RAM budget of a live filesystem raised and cut (`set_memory_limit`).
-//! * `shuttle_tests` (feature `shuttle`): schedule exploration of write × read × truncate × punch;
-//!   run with `cargo test -p rtmpfs-core --features shuttle --test tests shuttle`.
+//! * `parity`: the engine's side of the issue-10 fixes (O_APPEND, listings while renaming,
+//!   atime rules, xattr flags, file flags).
+//! * `remount`: the run-time switches a FUSE server needs (remount, `CAP_FSETID`, capability
+//!   stripping, lookup references).
+//! * `swap`: the RAM budget and the swap tier with in-memory and fault-injecting backends.
+//! * `shuttle_tests` (feature `shuttle`): schedule exploration of write × read × truncate × punch,
+//!   and under a RAM budget of eviction, swap-in, read-ahead and a dying swap device; run with
+//!   `cargo test -p rtmpfs-core --features shuttle --test tests shuttle`.
 //!
 //! Seeds: every random test is seeded (`RTMPFS_SEED`, default fixed) and prints its seed and the
 //! shrunk input when it fails. `RTMPFS_CASES` / `RTMPFS_DIFF_CASES` raise the case counts.
 
+#[cfg(not(feature = "shuttle"))]
+mod acl;
 #[cfg(not(feature = "shuttle"))]
 mod bad_input;
 #[cfg(not(feature = "shuttle"))]
@@ -30,6 +41,12 @@ mod memory_limit;
 #[cfg(not(feature = "shuttle"))]
 mod model;
 #[cfg(not(feature = "shuttle"))]
+mod parity;
+#[cfg(not(feature = "shuttle"))]
 mod regressions;
+#[cfg(not(feature = "shuttle"))]
+mod remount;
 #[cfg(feature = "shuttle")]
 mod shuttle_tests;
+#[cfg(not(feature = "shuttle"))]
+mod swap;

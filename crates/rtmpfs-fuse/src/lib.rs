@@ -20,6 +20,7 @@ pub mod options;
 mod stats;
 pub mod status;
 mod trim;
+pub mod unprivileged;
 
 pub use adapter::{Adapter, AdapterOptions, DEFAULT_TTL, MAX_IO};
 pub use options::{Host, MountOptions, OptionError};

@@ -60,6 +60,10 @@ pub struct EngineBackend {
 
 impl EngineBackend {
     /// Build an engine with `config`, driven with root credentials and `umask`.
+    ///
+    /// # Panics
+    ///
+    /// If the engine refuses `config` (a test's configuration is fixed, so that is its bug).
     pub fn new(config: Config, umask: u32) -> EngineBackend {
         let fs = Filesystem::new(config).expect("engine config");
         let ctx = Ctx { umask, ..Ctx::root() };
@@ -410,6 +414,43 @@ impl EngineBackend {
                 Ok(Value::Entries(self.readdir_all(d)?))
             }
             Op::Statfs => Ok(Value::Statfs(self.statfs())),
+            Op::SetFlags { at, flags } => self.file_flags_op(at, Some(flags)),
+            Op::GetFlags { at } => self.file_flags_op(at, None),
+            Op::SetAcl { at, acl, default } => {
+                let a = self.target(at)?;
+                let (name, value) = (crate::acl::name(default), crate::acl::value(acl));
+                self.fs
+                    .setxattr(ctx, a.ino, os(name), &value, XattrSetMode::Upsert)
+                    .map_err(errno)?;
+                Ok(Value::Unit)
+            }
+            Op::RemoveAcl { at, default } => {
+                let a = self.target(at)?;
+                self.fs
+                    .removexattr(ctx, a.ino, os(crate::acl::name(default)))
+                    .map_err(errno)?;
+                Ok(Value::Unit)
+            }
+        }
+    }
+
+    /// [`Op::SetFlags`] (`Some(bits)`) or [`Op::GetFlags`]: the ioctl's open refuses a
+    /// symlink (`O_NOFOLLOW`); fifos, sockets and devices are not opened (`ENOTTY`).
+    fn file_flags_op(&mut self, at: Loc, bits: Option<u8>) -> R<Value> {
+        let a = self.target(at)?;
+        match a.kind {
+            FileKind::RegularFile | FileKind::Directory => {}
+            FileKind::Symlink => return Err(libc::ELOOP),
+            _ => return Err(libc::ENOTTY),
+        }
+        match bits {
+            Some(b) => {
+                self.fs
+                    .set_file_flags(&self.ctx, a.ino, op::file_flags(b))
+                    .map_err(errno)?;
+                Ok(Value::Unit)
+            }
+            None => Ok(Value::Count(u64::from(self.fs.file_flags(a.ino).map_err(errno)?))),
         }
     }
 
@@ -516,7 +557,10 @@ impl EngineBackend {
     }
 
     fn remove_tree(&mut self, dir: Ino) -> R<()> {
+        // Immutable and append-only inodes cannot be removed (or emptied): clear every flag.
+        self.fs.set_file_flags(&self.ctx, dir, 0).map_err(errno)?;
         for (name, (kind, child)) in self.readdir_all(dir)? {
+            self.fs.set_file_flags(&self.ctx, Ino(child), 0).map_err(errno)?;
             if name == b"." || name == b".." {
                 continue;
             }

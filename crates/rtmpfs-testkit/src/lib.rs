@@ -8,20 +8,29 @@
 //! * [`engine`]: the same operations run on a [`rtmpfs_core::Filesystem`] through a thin
 //!   system-call shim (path walk, `O_NOFOLLOW`, the VFS's argument checks), as the FUSE kernel
 //!   module would call it.
-//! * [`runner`]: runs one sequence on several backends, compares every outcome and, after every
+//! * [`dir`]: the same operations through system calls on any directory: a private kernel
+//!   tmpfs ([`tmpfs`], the oracle) or an rtmpfs FUSE mount.
+//! * [`runner`]: runs one sequence on two backends, compares every outcome and, after every
 //!   step, a full snapshot of each; inode identities are matched through a bijection that must
 //!   hold for the whole run.
-//!
-//! The kernel backend (libc on a real tmpfs mount) lives in the differential test, which is the
-//! only user that mounts anything.
+//! * [`differential`]: model, engine and any number of directory backends on one sequence,
+//!   with the list of accepted deviations from Linux.
+//! * `strategies` (feature `strategies`): the proptest strategies that generate sequences and
+//!   the seeded runner that prints a shrunk failing sequence.
 
 #![deny(missing_docs)]
 
+pub mod acl;
+pub mod differential;
+pub mod dir;
 pub mod engine;
 pub mod model;
 pub mod op;
 pub mod outcome;
 pub mod runner;
+#[cfg(feature = "strategies")]
+pub mod strategies;
+pub mod tmpfs;
 
 pub use op::{at, DirSel, Loc, NodeKind, Op, OpenMode, Whence};
 pub use outcome::{Content, FsStat, Id, NodeSnap, Outcome, Snapshot, Value};

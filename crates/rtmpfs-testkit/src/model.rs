@@ -84,11 +84,21 @@ struct MInode {
     nlink: u32,
     rdev: u64,
     body: Body,
-    xattrs: BTreeMap<Vec<u8>, Vec<u8>>,
+    xattrs: Xattrs,
     xattr_space: u64,
     opens: u32,
     linkable: bool,
+    /// File flags (`FS_IOC_SETFLAGS` bits).
+    flags: u32,
 }
+
+/// An inode's xattrs (ACLs included, stored in their xattr form).
+type Xattrs = BTreeMap<Vec<u8>, Vec<u8>>;
+
+/// `FS_IMMUTABLE_FL`.
+const IMMUTABLE: u32 = 0x10;
+/// `FS_APPEND_FL`.
+const APPEND: u32 = 0x20;
 
 impl MInode {
     fn new(kind: FileKind, perm: u32, nlink: u32, body: Body) -> Self {
@@ -102,7 +112,23 @@ impl MInode {
             xattr_space: 0,
             opens: 0,
             linkable: false,
+            flags: 0,
         }
+    }
+
+    /// `IS_IMMUTABLE`.
+    fn immutable(&self) -> bool {
+        self.flags & IMMUTABLE != 0
+    }
+
+    /// `IS_APPEND`.
+    fn append_only(&self) -> bool {
+        self.flags & APPEND != 0
+    }
+
+    /// `IS_IMMUTABLE || IS_APPEND`.
+    fn fixed(&self) -> bool {
+        self.flags & (IMMUTABLE | APPEND) != 0
     }
 
     fn file(&self) -> Option<&MFile> {
@@ -227,6 +253,23 @@ impl Model {
         self.handles.len()
     }
 
+    /// Whether `op` changes, through a handle opened before the flag was set, a file that is
+    /// immutable or append-only where Linux tmpfs and the engine part: Linux checks the flags
+    /// when a file is opened and in `fallocate`, `ftruncate` (append-only) and
+    /// `copy_file_range` (immutable), so such a handle still writes anywhere, truncates an
+    /// immutable file, `fallocate(KEEP_SIZE)`s and copies into an append-only one; the engine
+    /// refuses all of these with `EPERM` (docs/semantics.md). The differential test keeps these
+    /// out of its random sequences.
+    pub fn changes_flagged_file_through_handle(&self, op: &Op) -> bool {
+        let target = match *op {
+            Op::Write { h, len, .. } if len > 0 => h,
+            Op::Ftruncate { h, .. } | Op::Fallocate { h, .. } => h,
+            Op::CopyRange { to, .. } => to,
+            _ => return false,
+        };
+        self.handle(target).is_some_and(|(_, h)| self.ino(h.id).fixed())
+    }
+
     /// Whether `op` is a `fallocate` (mode 0 or `KEEP_SIZE`) whose range holds a page that an
     /// earlier fallocate reserved and nothing wrote. Linux zero-fills such a page and marks it
     /// up to date (it then counts as data for `SEEK_DATA`); the engine keeps it reserved, a
@@ -319,12 +362,29 @@ impl Model {
     /// Permission bits of a new inode: `mask` limits which bits the call may set (mkdir drops
     /// set-user-ID and set-group-ID), the umask applies (not to symlinks), and a set-group-ID
     /// parent passes the bit to new directories.
-    fn new_perm(&self, parent: Id, mode: u32, mask: u32, is_dir: bool) -> u32 {
-        let mut perm = mode & mask & !(self.cfg.umask & 0o777);
+    /// Permission bits and inherited ACLs of a new inode (`posix_acl_create`): the umask, or
+    /// below a directory with a default ACL the mode masked by it instead, which becomes the
+    /// new inode's access ACL (unless equal to the mode) and a directory's default ACL.
+    fn new_perm(&self, parent: Id, mode: u32, mask: u32, is_dir: bool) -> (u32, Xattrs) {
+        let mut acls = Xattrs::new();
+        let mut perm = match self.ino(parent).xattrs.get(crate::acl::DEFAULT.as_bytes()) {
+            None => mode & mask & !(self.cfg.umask & 0o777),
+            Some(default) => {
+                let entries = crate::acl::decode(default);
+                let (access, m, keep) = crate::acl::create_masq(&entries, mode & mask);
+                if keep {
+                    acls.insert(crate::acl::ACCESS.into(), crate::acl::encode(&access));
+                }
+                if is_dir {
+                    acls.insert(crate::acl::DEFAULT.into(), default.clone());
+                }
+                m
+            }
+        };
         if is_dir && self.ino(parent).perm & libc::S_ISGID != 0 {
             perm |= libc::S_ISGID;
         }
-        perm
+        (perm, acls)
     }
 
     /// Add a new inode under `name` in `parent` (space already charged).
@@ -619,18 +679,34 @@ impl Model {
 
     // ----- operations -----
 
+    /// `may_create`'s `inode_permission(dir, MAY_WRITE)`: nothing new in an immutable directory.
+    fn may_create(&self, dir: Id) -> R<()> {
+        if self.ino(dir).immutable() {
+            return Err(EPERM);
+        }
+        Ok(())
+    }
+
+    /// `may_delete`'s flag rules: not out of an immutable or append-only directory, not an
+    /// immutable or append-only victim (before its type is checked).
+    fn may_delete(&self, dir: Id, victim: Id) -> R<()> {
+        if self.ino(dir).fixed() || self.ino(victim).fixed() {
+            return Err(EPERM);
+        }
+        Ok(())
+    }
+
     fn create(&mut self, at: Loc, mode: u32, flags: OpenMode) -> R<Value> {
         let (parent, name) = self.loc(at)?;
         if self.lookup(parent, name).is_some() {
             return Err(EEXIST);
         }
+        self.may_create(parent)?;
         self.charge_ispace(BOGO_INODE)?;
-        let perm = self.new_perm(parent, mode, 0o7777, false);
-        let id = self.link_new(
-            parent,
-            name,
-            MInode::new(FileKind::RegularFile, perm, 1, Body::File(MFile::default())),
-        );
+        let (perm, acls) = self.new_perm(parent, mode, 0o7777, false);
+        let mut inode = MInode::new(FileKind::RegularFile, perm, 1, Body::File(MFile::default()));
+        inode.xattrs = acls;
+        let id = self.link_new(parent, name, inode);
         self.open_handle(id, flags);
         Ok(Value::Opened)
     }
@@ -640,13 +716,16 @@ impl Model {
         if self.lookup(parent, name).is_some() {
             return Err(EEXIST);
         }
+        self.may_create(parent)?;
         self.charge_ispace(BOGO_INODE)?;
-        let perm = self.new_perm(parent, mode, 0o1777, true);
+        let (perm, acls) = self.new_perm(parent, mode, 0o1777, true);
         let body = Body::Dir(MDir {
             entries: BTreeMap::new(),
             parent,
         });
-        self.link_new(parent, name, MInode::new(FileKind::Directory, perm, 2, body));
+        let mut inode = MInode::new(FileKind::Directory, perm, 2, body);
+        inode.xattrs = acls;
+        self.link_new(parent, name, inode);
         Ok(Value::Unit)
     }
 
@@ -655,11 +734,13 @@ impl Model {
         if self.lookup(parent, name).is_some() {
             return Err(EEXIST);
         }
+        self.may_create(parent)?;
         self.charge_ispace(BOGO_INODE)?;
         let (ifmt, rdev) = kind.mode_and_rdev();
         let fk = FileKind::from_mode(ifmt).expect("kind");
-        let perm = self.new_perm(parent, mode, 0o7777, false);
+        let (perm, acls) = self.new_perm(parent, mode, 0o7777, false);
         let mut inode = MInode::new(fk, perm, 1, Body::Special);
+        inode.xattrs = acls;
         inode.rdev = rdev;
         self.link_new(parent, name, inode);
         Ok(Value::Unit)
@@ -671,6 +752,7 @@ impl Model {
         if self.lookup(parent, name).is_some() {
             return Err(EEXIST);
         }
+        self.may_create(parent)?;
         self.charge_ispace(BOGO_INODE)?;
         let body = Body::Symlink(t.into_bytes());
         self.link_new(parent, name, MInode::new(FileKind::Symlink, 0o777, 1, body));
@@ -683,7 +765,12 @@ impl Model {
         if self.lookup(parent, name).is_some() {
             return Err(EEXIST);
         }
+        self.may_create(parent)?;
         let i = self.ino(id);
+        // vfs_link: an immutable or append-only inode gets no new name.
+        if i.fixed() {
+            return Err(EPERM);
+        }
         if i.kind == FileKind::Directory {
             return Err(EPERM);
         }
@@ -709,6 +796,7 @@ impl Model {
     fn unlink(&mut self, at: Loc) -> R<Value> {
         let (parent, name) = self.loc(at)?;
         let id = self.lookup(parent, name).ok_or(ENOENT)?;
+        self.may_delete(parent, id)?;
         if self.ino(id).kind == FileKind::Directory {
             return Err(EISDIR);
         }
@@ -721,6 +809,7 @@ impl Model {
     fn rmdir(&mut self, at: Loc) -> R<Value> {
         let (parent, name) = self.loc(at)?;
         let id = self.lookup(parent, name).ok_or(ENOENT)?;
+        self.may_delete(parent, id)?;
         let d = self.ino(id).dir().ok_or(ENOTDIR)?;
         if !d.entries.is_empty() {
             return Err(ENOTEMPTY);
@@ -767,6 +856,13 @@ impl Model {
         }
         if dst == Some(src) {
             return Ok(Value::Unit);
+        }
+        // vfs_rename: may_delete of the source, then may_delete of the target or may_create in
+        // the new parent, before the type checks.
+        self.may_delete(p1, src)?;
+        match dst {
+            Some(d) => self.may_delete(p2, d)?,
+            None => self.may_create(p2)?,
         }
         let src_dir = self.ino(src).kind == FileKind::Directory;
         let dst_dir = dst.map(|d| self.ino(d).kind == FileKind::Directory);
@@ -846,6 +942,15 @@ impl Model {
             FileKind::RegularFile => {}
             k => return Ok(Value::NotOpened(k)),
         }
+        // may_open: no writing an immutable inode; an append-only one only with O_APPEND and
+        // without O_TRUNC.
+        let i = self.ino(id);
+        if (flags.write() || flags.trunc) && i.immutable() {
+            return Err(EPERM);
+        }
+        if i.append_only() && ((flags.write() && !flags.append) || flags.trunc) {
+            return Err(EPERM);
+        }
         if flags.trunc && self.ino(id).kind == FileKind::RegularFile {
             self.file_truncate(id, 0);
         }
@@ -855,9 +960,11 @@ impl Model {
 
     fn tmpfile(&mut self, dir: op::DirSel, mode: u32) -> R<Value> {
         let parent = self.resolve_dir(dir.path())?;
+        self.may_create(parent)?;
         self.charge_ispace(BOGO_INODE)?;
-        let perm = self.new_perm(parent, mode, 0o7777, false);
+        let (perm, acls) = self.new_perm(parent, mode, 0o7777, false);
         let mut inode = MInode::new(FileKind::RegularFile, perm, 0, Body::File(MFile::default()));
+        inode.xattrs = acls;
         inode.linkable = true;
         let id = self.new_id();
         self.inodes.insert(id, inode);
@@ -884,6 +991,13 @@ impl Model {
         }
         let f = self.ino(h.id).file().ok_or(EISDIR)?;
         let off = if h.flags.append { f.size } else { off };
+        // The engine's rule for a handle opened before the flag was set (Linux lets it write:
+        // see `changes_flagged_file_through_handle`): nothing into an immutable file, only at
+        // the end of an append-only one.
+        let i = self.ino(h.id);
+        if i.immutable() || (i.append_only() && off != f.size) {
+            return Err(EPERM);
+        }
         if off >= MAX_FILE {
             return Err(EFBIG);
         }
@@ -914,6 +1028,10 @@ impl Model {
             FileKind::RegularFile => {}
             _ => return Err(EINVAL),
         }
+        // vfs_truncate: inode_permission(MAY_WRITE), then IS_APPEND.
+        if self.ino(id).fixed() {
+            return Err(EPERM);
+        }
         self.file_truncate(id, size);
         Ok(Value::Unit)
     }
@@ -924,6 +1042,11 @@ impl Model {
         }
         if self.ino(h.id).kind != FileKind::RegularFile || !h.flags.write() {
             return Err(EINVAL);
+        }
+        // The engine's rule (stricter than Linux, which truncates an immutable file through a
+        // handle opened before the flag was set: see `changes_flagged_file_through_handle`).
+        if self.ino(h.id).fixed() {
+            return Err(EPERM);
         }
         self.file_truncate(h.id, size);
         Ok(Value::Unit)
@@ -949,6 +1072,12 @@ impl Model {
         if off.checked_add(len).is_none_or(|e| e > MAX_FILE) {
             return Err(EFBIG);
         }
+        // vfs_fallocate: nothing on an immutable file, only allocation on an append-only one
+        // (the engine also refuses KEEP_SIZE there, which Linux allows: see
+        // `changes_flagged_file_through_handle`).
+        if self.ino(h.id).immutable() || (mode != 0 && self.ino(h.id).append_only()) {
+            return Err(EPERM);
+        }
         if punch {
             self.file_punch(h.id, off, len);
         } else {
@@ -969,6 +1098,11 @@ impl Model {
         }
         if !hin.flags.read() || !hout.flags.write() || hout.flags.append {
             return Err(EBADF);
+        }
+        // generic_copy_file_checks: not into an immutable file; the engine refuses an
+        // append-only one too (see `changes_flagged_file_through_handle`).
+        if self.ino(hout.id).fixed() {
+            return Err(EPERM);
         }
         let size_in = self.ino(hin.id).file().expect("file").size;
         let mut count = if off_in >= size_in {
@@ -1006,6 +1140,9 @@ impl Model {
 
     /// `xattr_permission` then handler resolution, as the VFS orders them.
     fn xattr_check(&self, id: Id, name: &str, write: bool) -> R<()> {
+        if write && self.ino(id).fixed() {
+            return Err(EPERM);
+        }
         let kind = self.ino(id).kind;
         if name.starts_with("user.") && !matches!(kind, FileKind::RegularFile | FileKind::Directory) {
             return Err(if write { EPERM } else { ENODATA });
@@ -1088,6 +1225,74 @@ impl Model {
         Ok(Value::Names(self.ino(id).xattrs.keys().cloned().collect()))
     }
 
+    /// `FS_IOC_SETFLAGS` as [`Op::SetFlags`] defines it, for root (`CAP_LINUX_IMMUTABLE`).
+    fn set_flags(&mut self, at: Loc, bits: u8) -> R<Value> {
+        let id = self.flags_target(at)?;
+        let flags = op::file_flags(bits);
+        if flags & !op::SUPPORTED_FILE_FLAGS != 0 {
+            return Err(EOPNOTSUPP);
+        }
+        self.ino_mut(id).flags = flags;
+        Ok(Value::Unit)
+    }
+
+    /// The inode an [`Op::SetFlags`]/[`Op::GetFlags`] acts on: `ELOOP` for a symlink
+    /// (`O_NOFOLLOW`), `ENOTTY` for fifos, sockets and devices (tmpfs gives them no fileattr
+    /// operations; they are not opened).
+    fn flags_target(&self, at: Loc) -> R<Id> {
+        let (parent, name) = self.loc(at)?;
+        let id = self.lookup(parent, name).ok_or(ENOENT)?;
+        match self.ino(id).kind {
+            FileKind::RegularFile | FileKind::Directory => Ok(id),
+            FileKind::Symlink => Err(ELOOP),
+            _ => Err(libc::ENOTTY),
+        }
+    }
+
+    /// `lsetxattr` of an ACL (`Some(idx)`) or `lremovexattr` (`None`), for root, as Linux's
+    /// `vfs_set_acl`/`vfs_remove_acl`: XATTR flags do not apply, an empty ACL removes, removing
+    /// an absent one succeeds, an access ACL equal to the mode only changes the mode (root
+    /// keeps set-group-ID: `CAP_FSETID`). ACLs cost no inode space.
+    fn set_acl(&mut self, at: Loc, idx: Option<u8>, default: bool) -> R<Value> {
+        let id = self.xattr_target(at)?;
+        let entries = idx.map(|i| crate::acl::ACLS[usize::from(i) % crate::acl::ACLS.len()]);
+        let entries = entries.filter(|e| !e.is_empty());
+        let i = self.ino(id);
+        if i.kind == FileKind::Symlink {
+            return Err(EOPNOTSUPP);
+        }
+        if i.fixed() {
+            return Err(EPERM);
+        }
+        if default && i.kind != FileKind::Directory {
+            return if entries.is_some() {
+                Err(libc::EACCES)
+            } else {
+                Ok(Value::Unit)
+            };
+        }
+        // set_posix_acl checks validity last.
+        if entries.is_some_and(|e| !crate::acl::valid(e)) {
+            return Err(EINVAL);
+        }
+        let key = crate::acl::name(default).as_bytes().to_vec();
+        let i = self.ino_mut(id);
+        let keep = match entries {
+            Some(e) if !default => {
+                let (bits, more) = crate::acl::equiv_mode(e);
+                i.perm = (i.perm & !0o777) | bits;
+                more.then(|| crate::acl::encode(e))
+            }
+            Some(e) => Some(crate::acl::encode(e)),
+            None => None,
+        };
+        match keep {
+            Some(v) => i.xattrs.insert(key, v),
+            None => i.xattrs.remove(&key),
+        };
+        Ok(Value::Unit)
+    }
+
     /// A whole listing from the start: every entry present when it began (the engine ends a
     /// listing at the directory's end as it began, so nothing created later can appear; a
     /// one-shot listing therefore sees exactly this set).
@@ -1165,6 +1370,13 @@ impl Model {
             Op::GetXattr { at, name } => self.getxattr(at, name),
             Op::ListXattr { at } => self.listxattr(at),
             Op::Readdir { dir } => self.readdir(dir),
+            Op::SetFlags { at, flags } => self.set_flags(at, flags),
+            Op::SetAcl { at, acl, default } => self.set_acl(at, Some(acl), default),
+            Op::RemoveAcl { at, default } => self.set_acl(at, None, default),
+            Op::GetFlags { at } => {
+                let id = self.flags_target(at)?;
+                Ok(Value::Count(u64::from(self.ino(id).flags)))
+            }
             Op::Statfs => Ok(self.statfs().map_or(Value::Unit, Value::Statfs)),
         }
     }

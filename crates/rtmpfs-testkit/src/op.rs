@@ -61,6 +61,10 @@ impl Loc {
 
 /// Build a [`Loc`] from a path such as `"d0/a"` (panics on a path outside the fixed namespace;
 /// meant for hand-written regression tests).
+///
+/// # Panics
+///
+/// If `path` is empty or its parent is not one of `PARENTS`.
 pub fn at(path: &str) -> Loc {
     let comps: Vec<&str> = path.split('/').collect();
     let (name, parent) = comps.split_last().expect("empty path");
@@ -411,6 +415,51 @@ pub enum Op {
     },
     /// `statfs`.
     Statfs,
+    /// `ioctl(fd, FS_IOC_SETFLAGS, file_flags(flags))` on `at` opened
+    /// `O_RDONLY|O_NONBLOCK|O_NOFOLLOW` (`chattr`): `ELOOP` for a symlink, and `ENOTTY` for a
+    /// fifo, socket or device without opening it (tmpfs gives them no flags; opening a fifo
+    /// would block and a device's ioctl is the driver's).
+    SetFlags {
+        /// Where.
+        at: Loc,
+        /// Bits of [`file_flags`].
+        flags: u8,
+    },
+    /// `ioctl(fd, FS_IOC_GETFLAGS)` on `at`, opened as for [`Op::SetFlags`] (`lsattr`).
+    GetFlags {
+        /// Where.
+        at: Loc,
+    },
+    /// `lsetxattr(at, acl::name(default), acl::value(acl), 0)` (`setfacl`).
+    SetAcl {
+        /// Where.
+        at: Loc,
+        /// Which of [`crate::acl::ACLS`].
+        acl: u8,
+        /// The default ACL, else the access ACL.
+        default: bool,
+    },
+    /// `lremovexattr(at, acl::name(default))` (`setfacl -b`/`-k`).
+    RemoveAcl {
+        /// Where.
+        at: Loc,
+        /// The default ACL, else the access ACL.
+        default: bool,
+    },
+}
+
+/// The file flags tmpfs supports: `FS_IMMUTABLE_FL`, `FS_APPEND_FL`, `FS_NODUMP_FL`,
+/// `FS_NOATIME_FL`.
+pub const SUPPORTED_FILE_FLAGS: u32 = 0x10 | 0x20 | 0x40 | 0x80;
+
+/// The `FS_IOC_SETFLAGS` value an [`Op::SetFlags`] sets: bit 0 append-only, 1 immutable, 2
+/// no-dump, 3 no-atime, 4 `FS_SYNC_FL` (which tmpfs refuses: `EOPNOTSUPP`).
+pub fn file_flags(bits: u8) -> u32 {
+    [(0, 0x20), (1, 0x10), (2, 0x40), (3, 0x80), (4, 0x08)]
+        .into_iter()
+        .filter(|&(bit, _)| bits & (1 << bit) != 0)
+        .map(|(_, flag)| flag)
+        .sum()
 }
 
 /// The `idx`-th xattr name.

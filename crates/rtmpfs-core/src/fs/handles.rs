@@ -105,7 +105,7 @@ impl Filesystem {
                 mask |= access::W_OK;
             }
             let m = inode.meta.read();
-            perm::check(ctx, inode.owner(&m), mask)?;
+            crate::acl::check(ctx, inode.owner(&m), &m.xattrs, mask)?;
         }
         if flags.truncate {
             // O_TRUNC truncates whatever the access mode (the permission check above asked for

@@ -4,21 +4,12 @@
 //! topic across the submodules; this one holds the struct, attributes, statfs and the accounting
 //! invariant.
 
+mod acls;
 mod handles;
 mod io;
 mod memory_limit;
 mod namespace;
-#[cfg(all(test, not(feature = "shuttle")))]
-mod parity_tests;
-#[cfg(all(test, not(feature = "shuttle")))]
-mod remount_tests;
 mod rename;
-#[cfg(all(test, feature = "shuttle"))]
-mod shuttle_tests;
-#[cfg(all(test, not(feature = "shuttle")))]
-mod swap_tests;
-#[cfg(test)]
-mod test_support;
 mod xattrs;
 
 pub use memory_limit::MemoryLimitError;
@@ -429,6 +420,7 @@ impl Filesystem {
                 mode &= !libc::S_ISGID;
             }
             m.perm = mode;
+            Self::chmod_acl(&mut m, mode);
         }
         if set.uid.is_some() || set.gid.is_some() {
             if inode.kind != FileKind::Directory {
@@ -477,7 +469,7 @@ impl Filesystem {
         let owner = inode.owner(m);
         let is_owner = perm::is_owner_or_root(ctx, owner);
         if set.size.is_some() && !via_handle {
-            perm::check(ctx, owner, access::W_OK)?;
+            crate::acl::check(ctx, owner, &m.xattrs, access::W_OK)?;
         }
         if set.mode.is_some() && !is_owner {
             return Err(FsError::Perm);
@@ -495,7 +487,7 @@ impl Filesystem {
         for t in [set.atime, set.mtime].into_iter().flatten() {
             match t {
                 SetTime::At(_) if !is_owner => return Err(FsError::Perm),
-                SetTime::Now if !is_owner => perm::check(ctx, owner, access::W_OK)?,
+                SetTime::Now if !is_owner => crate::acl::check(ctx, owner, &m.xattrs, access::W_OK)?,
                 _ => {}
             }
         }
@@ -516,7 +508,7 @@ impl Filesystem {
             return Err(FsError::ReadOnly);
         }
         let m = inode.meta.read();
-        perm::check(ctx, inode.owner(&m), mask)
+        crate::acl::check(ctx, inode.owner(&m), &m.xattrs, mask)
     }
 
     /// Filesystem statistics, as tmpfs reports them. An unlimited instance reports the host's

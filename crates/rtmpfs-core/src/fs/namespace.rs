@@ -1,6 +1,7 @@
 //! Names: lookup, creation of every inode kind, hard links, unlink and rmdir.
 
 use super::{FileKind, Filesystem};
+use crate::acl::InheritedAcls;
 use crate::dir::DirBody;
 use crate::error::{FsError, Result};
 use crate::file::FileData;
@@ -79,17 +80,18 @@ impl Filesystem {
     pub fn tmpfile(&self, ctx: &Ctx, parent: Ino, mode: u32, flags: OpenFlags) -> Result<(Attr, Fh)> {
         self.check_writable()?;
         let dir_inode = self.inode(parent)?;
-        let body = dir_inode.dir().ok_or(FsError::NotDir)?;
+        // A removed directory still takes an anonymous file (Linux's vfs_tmpfile checks only
+        // permissions, not IS_DEADDIR): no entry is added to it, and the file can be linked
+        // elsewhere.
+        dir_inode.dir().ok_or(FsError::NotDir)?;
         self.check_perm(ctx, &dir_inode, access::W_OK | access::X_OK)?;
-        if body.entries.read().removed {
-            return Err(FsError::NotFound);
-        }
         self.ispace.charge(BOGO_INODE_SIZE)?;
-        let (perm, gid) = {
+        let (perm, gid, acls) = {
             let pm = dir_inode.meta.read();
             self.new_owner(ctx, &pm, mode, false)
         };
         let mut meta = Meta::new(perm, ctx.uid, gid, 0, Timespec::now());
+        set_inherited_acls(&mut meta, acls);
         meta.linkable = true;
         self.add_lookup(&mut meta);
         let ino = self.alloc_ino();
@@ -197,7 +199,9 @@ impl Filesystem {
         let inode = self.inode(ino)?;
         let dir_inode = self.inode(new_parent)?;
         let body = dir_inode.dir().ok_or(FsError::NotDir)?;
-        self.check_perm(ctx, &dir_inode, access::W_OK | access::X_OK)?;
+        // As the VFS: search permission to look the name up, write permission (and no
+        // immutable flag) only once it is known to be new (may_create).
+        self.check_perm(ctx, &dir_inode, access::X_OK)?;
         let mut d = body.entries.write();
         if d.removed {
             return Err(FsError::NotFound);
@@ -206,6 +210,7 @@ impl Filesystem {
         if d.get(new_name).is_some() {
             return Err(FsError::Exists);
         }
+        self.check_perm(ctx, &dir_inode, access::W_OK | access::X_OK)?;
         if inode.kind == FileKind::Directory {
             return Err(FsError::Perm);
         }
@@ -248,14 +253,17 @@ impl Filesystem {
         }
         let dir_inode = self.inode(parent)?;
         let body = dir_inode.dir().ok_or(FsError::NotDir)?;
-        self.check_perm(ctx, &dir_inode, access::W_OK | access::X_OK)?;
+        self.check_perm(ctx, &dir_inode, access::X_OK)?;
         let mut d = body.entries.write();
         let e = d.get(name).ok_or(FsError::NotFound)?;
+        // may_delete's order: the name exists, then write permission and the flags of the
+        // directory and the victim, then the victim's type.
+        self.check_perm(ctx, &dir_inode, access::W_OK | access::X_OK)?;
+        let child = self.inode(e.ino)?;
+        self.check_sticky(ctx, &dir_inode, &child)?;
         if e.kind == FileKind::Directory {
             return Err(FsError::IsDir);
         }
-        let child = self.inode(e.ino)?;
-        self.check_sticky(ctx, &dir_inode, &child)?;
         body.remove(&mut d, name);
         let now = Timespec::now();
         touch_dir(&dir_inode, now);
@@ -280,14 +288,16 @@ impl Filesystem {
         }
         let dir_inode = self.inode(parent)?;
         let body = dir_inode.dir().ok_or(FsError::NotDir)?;
-        self.check_perm(ctx, &dir_inode, access::W_OK | access::X_OK)?;
+        self.check_perm(ctx, &dir_inode, access::X_OK)?;
         let mut d = body.entries.write();
         let e = d.get(name).ok_or(FsError::NotFound)?;
+        // may_delete's order, as in `unlink`.
+        self.check_perm(ctx, &dir_inode, access::W_OK | access::X_OK)?;
+        let child = self.inode(e.ino)?;
+        self.check_sticky(ctx, &dir_inode, &child)?;
         if e.kind != FileKind::Directory {
             return Err(FsError::NotDir);
         }
-        let child = self.inode(e.ino)?;
-        self.check_sticky(ctx, &dir_inode, &child)?;
         let child_body = child.dir().ok_or(FsError::NotDir)?;
         // Parent before child: the nested directory order.
         let mut cd = child_body.entries.write_nested();
@@ -322,7 +332,9 @@ impl Filesystem {
         name::check_new(name)?;
         let dir_inode = self.inode(parent)?;
         let body = dir_inode.dir().ok_or(FsError::NotDir)?;
-        self.check_perm(ctx, &dir_inode, access::W_OK | access::X_OK)?;
+        // As the VFS: an existing name is EEXIST whatever the write permission (may_create
+        // comes after the lookup).
+        self.check_perm(ctx, &dir_inode, access::X_OK)?;
         let mut d = body.entries.write();
         if d.removed {
             return Err(FsError::NotFound);
@@ -330,6 +342,7 @@ impl Filesystem {
         if d.get(name).is_some() {
             return Err(FsError::Exists);
         }
+        self.check_perm(ctx, &dir_inode, access::W_OK | access::X_OK)?;
         let is_dir = matches!(kind, NewKind::Dir);
         if is_dir && dir_inode.meta.read().nlink == u32::MAX {
             return Err(FsError::TooManyLinks);
@@ -353,13 +366,21 @@ impl Filesystem {
 
     fn build_inode(&self, ctx: &Ctx, dir_inode: &Inode, mode: u32, kind: NewKind<'_>) -> Arc<Inode> {
         let is_dir = matches!(kind, NewKind::Dir);
-        let (perm, gid) = {
+        let (perm, gid, acls) = {
             let pm = dir_inode.meta.read();
-            self.new_owner(ctx, &pm, mode, is_dir)
+            let (perm, gid, acls) = self.new_owner(ctx, &pm, mode, is_dir);
+            if matches!(kind, NewKind::Symlink(_)) {
+                // Symlinks keep their 0777 and take no ACLs (tmpfs's symlink path has no
+                // posix_acl_create).
+                (mode, gid, Vec::new())
+            } else {
+                (perm, gid, acls)
+            }
         };
         let ino = self.alloc_ino();
         let nlink = if is_dir { 2 } else { 1 };
         let mut meta = Meta::new(perm, ctx.uid, gid, nlink, Timespec::now());
+        set_inherited_acls(&mut meta, acls);
         self.add_lookup(&mut meta);
         let generation = self.generation;
         match kind {
@@ -393,14 +414,17 @@ impl Filesystem {
         }
     }
 
-    /// Permission bits and group of a new inode: umask applied; below a set-group-ID directory the
-    /// directory's group (and, for directories, the bit itself) is inherited; a non-directory
-    /// keeps set-group-ID only if the caller belongs to its group (`mode_strip_sgid`).
-    fn new_owner(&self, ctx: &Ctx, parent: &Meta, mode: u32, is_dir: bool) -> (u32, u32) {
+    /// Permission bits, group and inherited ACLs of a new inode: the umask applied, or, below a
+    /// directory with a default ACL, the mode masked by that ACL instead (`posix_acl_create`);
+    /// below a set-group-ID directory the directory's group (and, for directories, the bit
+    /// itself) is inherited; a non-directory keeps set-group-ID only if the caller belongs to
+    /// its group (`mode_strip_sgid`).
+    fn new_owner(&self, ctx: &Ctx, parent: &Meta, mode: u32, is_dir: bool) -> (u32, u32, InheritedAcls) {
         // mkdir keeps only the permission and sticky bits of the mode (vfs_mkdir); set-group-ID
         // on a directory comes from its parent alone.
         let allowed = if is_dir { 0o1777 } else { 0o7777 };
-        let mut perm = mode & allowed & !(ctx.umask & 0o777);
+        let (perm, acls) = crate::acl::inherit(&parent.xattrs, mode & allowed, ctx.umask, is_dir);
+        let mut perm = perm & allowed;
         let gid = if parent.perm & libc::S_ISGID != 0 {
             if is_dir {
                 perm |= libc::S_ISGID;
@@ -418,7 +442,7 @@ impl Filesystem {
         {
             perm &= !libc::S_ISGID;
         }
-        (perm, gid)
+        (perm, gid, acls)
     }
 
     /// One name of `child` went away: count it down, charge back the link's inode space (the
@@ -448,7 +472,7 @@ impl Filesystem {
             return Ok(());
         }
         let m = inode.meta.read();
-        perm::check(ctx, inode.owner(&m), mask)
+        crate::acl::check(ctx, inode.owner(&m), &m.xattrs, mask)
     }
 
     /// Whether `child` may be removed from `dir` (or renamed out of it), as Linux's
@@ -479,4 +503,12 @@ pub(crate) fn touch_dir(dir: &Inode, now: Timespec) {
     let mut m = dir.meta.write();
     m.mtime = now;
     m.ctime = now;
+}
+
+/// Store inherited ACLs on a new inode's metadata (never charged inode space: see
+/// [`crate::acl`]).
+fn set_inherited_acls(meta: &mut Meta, acls: InheritedAcls) {
+    for (name, value) in acls {
+        meta.xattrs.insert(name.into(), value.into());
+    }
 }

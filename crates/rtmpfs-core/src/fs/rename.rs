@@ -50,8 +50,10 @@ impl Filesystem {
         let p2 = self.inode(new_parent)?;
         let b1 = p1.dir().ok_or(FsError::NotDir)?;
         let b2 = p2.dir().ok_or(FsError::NotDir)?;
-        self.check_perm(ctx, &p1, access::W_OK | access::X_OK)?;
-        self.check_perm(ctx, &p2, access::W_OK | access::X_OK)?;
+        // Search permission for the lookups; write permission and the flags come with
+        // may_delete/may_create in `rename_locked`, after the names are resolved.
+        self.check_perm(ctx, &p1, access::X_OK)?;
+        self.check_perm(ctx, &p2, access::X_OK)?;
         let result = if parent == new_parent {
             let mut d = b1.entries.write();
             self.rename_locked(
@@ -154,6 +156,14 @@ impl Filesystem {
                 }
             }
         }
+        // vfs_rename: may_delete of the source, then may_delete of the target (or may_create),
+        // whose flag and permission checks come before the target's type check.
+        self.check_perm(ctx, p.p1, access::W_OK | access::X_OK)?;
+        self.check_sticky(ctx, p.p1, &moved)?;
+        self.check_perm(ctx, p.p2, access::W_OK | access::X_OK)?;
+        if let Some(v) = &victim {
+            self.check_sticky(ctx, p.p2, v)?;
+        }
         if !flags.exchange && victim.is_some() {
             if moved_is_dir && !victim_is_dir {
                 return Err(FsError::NotDir);
@@ -161,10 +171,6 @@ impl Filesystem {
             if !moved_is_dir && victim_is_dir {
                 return Err(FsError::IsDir);
             }
-        }
-        self.check_sticky(ctx, p.p1, &moved)?;
-        if let Some(v) = &victim {
-            self.check_sticky(ctx, p.p2, v)?;
         }
         if cross && moved_is_dir {
             self.check_perm(ctx, &moved, access::W_OK)?;

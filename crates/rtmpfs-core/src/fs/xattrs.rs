@@ -5,7 +5,6 @@
 use super::Filesystem;
 use crate::error::{FsError, Result};
 use crate::limits::xattr_space;
-use crate::perm;
 use crate::types::{access, Ctx, Ino, Timespec};
 use crate::xattr::{self, XattrSetMode, XATTR_LIST_MAX};
 use std::ffi::OsStr;
@@ -21,6 +20,11 @@ impl Filesystem {
     pub fn setxattr(&self, ctx: &Ctx, ino: Ino, name: &OsStr, value: &[u8], mode: XattrSetMode) -> Result<()> {
         self.check_writable()?;
         let name = name.as_bytes();
+        if let Some(kind) = crate::acl::AclKind::from_name(name) {
+            // As Linux's ACL handler: XATTR_CREATE/XATTR_REPLACE do not apply.
+            xattr::check_value(value)?;
+            return self.set_acl(ctx, ino, kind, Some(value));
+        }
         let ns = xattr::prefix_namespace(name)?;
         xattr::check_value(value)?;
         let inode = self.inode(ino)?;
@@ -35,7 +39,7 @@ impl Filesystem {
             return Err(FsError::NotFound);
         }
         if self.config.enforce_permissions {
-            perm::check(ctx, inode.owner(&m), access::W_OK)?;
+            crate::acl::check(ctx, inode.owner(&m), &m.xattrs, access::W_OK)?;
         }
         let old = m.xattrs.get(name).map(|v| v.len());
         let limited = self.ispace.max().is_some();
@@ -80,13 +84,16 @@ impl Filesystem {
     /// `NoData` if absent, `NotSupported`, `Range`, `Access`, `NotFound`.
     pub fn getxattr(&self, ctx: &Ctx, ino: Ino, name: &OsStr) -> Result<Vec<u8>> {
         let name = name.as_bytes();
+        if let Some(kind) = crate::acl::AclKind::from_name(name) {
+            return self.get_acl(ino, kind);
+        }
         let ns = xattr::prefix_namespace(name)?;
         let inode = self.inode(ino)?;
         xattr::namespace_permission(ctx, ns, inode.kind, false)?;
         xattr::check_name(name, ns)?;
         let m = inode.meta.read();
         if self.config.enforce_permissions {
-            perm::check(ctx, inode.owner(&m), access::R_OK)?;
+            crate::acl::check(ctx, inode.owner(&m), &m.xattrs, access::R_OK)?;
         }
         m.xattrs.get(name).map(|v| v.to_vec()).ok_or(FsError::NoData)
     }
@@ -131,6 +138,9 @@ impl Filesystem {
     pub fn removexattr(&self, ctx: &Ctx, ino: Ino, name: &OsStr) -> Result<()> {
         self.check_writable()?;
         let name = name.as_bytes();
+        if let Some(kind) = crate::acl::AclKind::from_name(name) {
+            return self.set_acl(ctx, ino, kind, None);
+        }
         let ns = xattr::prefix_namespace(name)?;
         let inode = self.inode(ino)?;
         // xattr_permission: an immutable or append-only inode's xattrs do not change.
@@ -139,7 +149,7 @@ impl Filesystem {
         xattr::check_name(name, ns)?;
         let mut m = inode.meta.write();
         if self.config.enforce_permissions {
-            perm::check(ctx, inode.owner(&m), access::W_OK)?;
+            crate::acl::check(ctx, inode.owner(&m), &m.xattrs, access::W_OK)?;
         }
         let old = m.xattrs.remove(name).ok_or(FsError::NoData)?;
         if self.ispace.max().is_some() {

@@ -3,7 +3,7 @@
 //! inode. The kernel enforces none of the flags itself; the engine does. Only the flags tmpfs
 //! keeps are accepted (`XFLAGS`); anything more is EOPNOTSUPP, as Linux tmpfs answers.
 
-use super::{ctx, Adapter};
+use super::{caller, Adapter};
 use fuser::Request;
 use rtmpfs_core::{FsError, Ino};
 
@@ -57,7 +57,7 @@ impl Adapter {
         if self.fs.is_read_only() {
             return Err(FsError::ReadOnly);
         }
-        self.fs.set_file_flags(&ctx(req), i, flags).map(|_| Vec::new())
+        self.fs.set_file_flags(&caller(req), i, flags).map(|_| Vec::new())
     }
 }
 

@@ -92,6 +92,9 @@ pub struct Adapter {
     /// `FUSE_HANDLE_KILLPRIV_V2` was negotiated: the daemon, not the kernel, clears set-id bits
     /// on write, truncate, fallocate and copy_file_range (see [`privs`]).
     daemon_kills_privs: bool,
+    /// `FUSE_DONT_MASK` was negotiated: the kernel leaves the umask to the daemon, which applies
+    /// it to a new inode's mode only when the parent has no default ACL (`posix_acl_create`).
+    daemon_applies_umask: bool,
 }
 
 impl Adapter {
@@ -113,6 +116,7 @@ impl Adapter {
             reads,
             swap_in,
             daemon_kills_privs: false,
+            daemon_applies_umask: false,
         }
     }
 
@@ -160,12 +164,83 @@ impl Adapter {
     }
 }
 
-/// The caller's credentials. Supplementary groups are not sent by FUSE (the kernel checks
-/// permissions with them, `default_permissions`). The kernel has applied the umask already
-/// (we do not ask for `FUSE_DONT_MASK`), so none is passed on. Whether the caller holds
-/// `CAP_FSETID` is unknown here (the engine's rule: exactly when root).
+/// The caller's credentials as the request header has them (under `FUSE_ALLOW_IDMAP` only
+/// for requests that create an inode: see [`caller`]). Supplementary groups are not sent by FUSE (the kernel checks
+/// permissions with them, `default_permissions`). No umask: creating requests pass theirs
+/// through [`Adapter::ctx_creating`]. Whether the caller holds `CAP_FSETID` is unknown here (the
+/// engine's rule: exactly when root).
 fn ctx(req: &Request) -> Ctx {
     Ctx::user(req.uid(), req.gid())
+}
+
+/// The caller's credentials where the engine's answer depends on them (owner and capability
+/// rules, the `trusted.` namespace, set-id clearing). Under `FUSE_ALLOW_IDMAP` the kernel sends
+/// the caller's ids only with requests that create an inode (already mapped through the
+/// mount's idmap) and `FUSE_INVALID_UIDGID` with every other one; then they are read from
+/// /proc/TID/status (the fs ids, the groups, and `CAP_FSETID` from the effective set), which
+/// costs a file read, so only these requests ask. A caller gone meanwhile gets no privilege.
+fn caller(req: &Request) -> Ctx {
+    if req.uid() != FUSE_INVALID_UIDGID && req.gid() != FUSE_INVALID_UIDGID {
+        return ctx(req);
+    }
+    let status = std::fs::read_to_string(format!("/proc/{}/status", req.pid())).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.split_whitespace().collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    // Uid:/Gid: list real, effective, saved and filesystem ids; permission checks use the last.
+    let fs_id = |name: &str| field(name).get(3).and_then(|v| v.parse().ok());
+    let (Some(uid), Some(gid)) = (fs_id("Uid:"), fs_id("Gid:")) else {
+        return ctx(req);
+    };
+    let cap_eff = field("CapEff:")
+        .first()
+        .and_then(|v| u64::from_str_radix(v, 16).ok())
+        .unwrap_or(0);
+    Ctx {
+        uid,
+        gid,
+        groups: field("Groups:").iter().filter_map(|g| g.parse().ok()).collect(),
+        umask: 0,
+        cap_fsetid: Some(cap_eff & (1 << CAP_FSETID) != 0),
+    }
+}
+
+/// The caller's credentials for an xattr request on `name`: only the `trusted.` namespace
+/// (root only) depends on who asks, so only it pays for [`caller`].
+fn ctx_for_xattr(req: &Request, name: &OsStr) -> Ctx {
+    if name.as_encoded_bytes().starts_with(b"trusted.") {
+        caller(req)
+    } else {
+        ctx(req)
+    }
+}
+
+/// The id the kernel sends for "no caller" (`FUSE_INVALID_UIDGID`, `(uid_t)-1`).
+const FUSE_INVALID_UIDGID: u32 = u32::MAX;
+/// `CAP_FSETID`'s bit in a capability set.
+const CAP_FSETID: u32 = 4;
+
+impl Adapter {
+    /// The caller's credentials for CREATE/MKDIR/MKNOD/TMPFILE, with the request's `umask`
+    /// when the daemon applies it (`FUSE_DONT_MASK`; else the kernel has masked the mode).
+    fn ctx_creating(&self, req: &Request, umask: u32) -> Ctx {
+        Ctx {
+            umask: if self.daemon_applies_umask { umask } else { 0 },
+            ..ctx(req)
+        }
+    }
+}
+
+/// Whether an xattr name is one of the two POSIX ACLs.
+fn is_acl_name(name: &OsStr) -> bool {
+    matches!(
+        name.as_encoded_bytes(),
+        b"system.posix_acl_access" | b"system.posix_acl_default"
+    )
 }
 
 fn fh(h: FileHandle) -> Fh {
@@ -177,9 +252,10 @@ fn ino(i: INodeNo) -> Ino {
 }
 
 /// Capabilities we ask for when the kernel offers them; see `docs/fuse.md` for why each.
-/// Never ask for what fuser 0.18 cannot honour (SECURITY_CTX, CREATE_SUPP_GROUP, ALLOW_IDMAP,
-/// OVER_IO_URING, HAS_RESEND, REQUEST_TIMEOUT, SETXATTR_EXT, POSIX_ACL without ACL support,
-/// locks without lock support). HANDLE_KILLPRIV_V2 is asked for in `init`: the engine clears
+/// Never ask for what fuser 0.18 cannot honour (SECURITY_CTX, CREATE_SUPP_GROUP,
+/// OVER_IO_URING, HAS_RESEND, REQUEST_TIMEOUT, SETXATTR_EXT, locks without lock support).
+/// POSIX_ACL, DONT_MASK and ALLOW_IDMAP are asked for in `init`: ACLs as tmpfs has them, the kernel
+/// enforcing them (`default_permissions`) and the engine inheriting default ACLs. HANDLE_KILLPRIV_V2 is asked for in `init`: the engine clears
 /// set-id bits and capabilities itself on every path that needs it.
 fn wanted_capabilities(direct_io: bool) -> Vec<(InitFlags, &'static str)> {
     let mut v = vec![
@@ -214,6 +290,19 @@ impl fuser::Filesystem for Adapter {
         // security.capability before every write(2) (see docs/fuse.md, "Who clears set-id
         // bits"). A kernel without it (before 5.11) keeps clearing them itself.
         self.daemon_kills_privs = config.add_capabilities(InitFlags::FUSE_HANDLE_KILLPRIV_V2).is_ok();
+        // POSIX ACLs (docs/fuse.md, "POSIX ACLs"): the kernel checks access ACLs and caches
+        // them; the daemon stores them, inherits default ACLs at create and so must see the
+        // umask unapplied (DONT_MASK), since a default ACL replaces it.
+        if config.add_capabilities(InitFlags::FUSE_POSIX_ACL).is_err() {
+            tracing::warn!("kernel does not offer FUSE capability posix_acl: no ACLs");
+        }
+        self.daemon_applies_umask = config.add_capabilities(InitFlags::FUSE_DONT_MASK).is_ok();
+        // Idmapped mounts (Linux 6.12+; the kernel requires default_permissions, which every
+        // rtmpfs mount has): the kernel maps ids itself and sends a new inode's owner already
+        // mapped; other requests then come without the caller's ids (see `caller`).
+        if config.add_capabilities(InitFlags::FUSE_ALLOW_IDMAP).is_err() {
+            tracing::debug!("kernel does not offer FUSE capability allow_idmap");
+        }
         if let Err(max) = config.set_max_write(MAX_IO) {
             let _ = config.set_max_write(max);
         }
@@ -300,7 +389,7 @@ impl fuser::Filesystem for Adapter {
             KernelWord::Silent
         };
         let r = if self.daemon_kills_privs && self.is_kernels_priv_clearing(&set) {
-            let c = self.with_groups_for_setid(req, ctx(req), ino(i));
+            let c = self.with_groups_for_setid(req, caller(req), ino(i));
             self.fs.remove_privs(&c, ino(i))
         } else {
             // Handle 0: no handle of ours (e.g. fchmod of a descriptor the kernel holds without
@@ -317,24 +406,19 @@ impl fuser::Filesystem for Adapter {
         self.answer(call, reply, self.fs.readlink(ino(i)), |r, t| r.data(&t));
     }
 
-    fn mknod(
-        &self,
-        req: &Request,
-        parent: INodeNo,
-        name: &OsStr,
-        mode: u32,
-        _umask: u32,
-        rdev: u32,
-        reply: ReplyEntry,
-    ) {
+    fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, rdev: u32, reply: ReplyEntry) {
         let call = begin_change!(self, Op::Create, "mknod", reply);
-        let r = self.fs.mknod(&ctx(req), ino(parent), name, mode, u64::from(rdev));
+        let r = self
+            .fs
+            .mknod(&self.ctx_creating(req, umask), ino(parent), name, mode, u64::from(rdev));
         self.reply_entry(call, reply, r);
     }
 
-    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
+    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
         let call = begin_change!(self, Op::Create, "mkdir", reply);
-        let r = self.fs.mkdir(&ctx(req), ino(parent), name, mode & 0o7777);
+        let r = self
+            .fs
+            .mkdir(&self.ctx_creating(req, umask), ino(parent), name, mode & 0o7777);
         self.reply_entry(call, reply, r);
     }
 
@@ -569,13 +653,18 @@ impl fuser::Filesystem for Adapter {
         if position != 0 {
             return self.fail(call, reply, Errno::EINVAL);
         }
-        let r = XattrSetMode::from_libc(flags).and_then(|m| self.fs.setxattr(&ctx(req), ino(i), name, value, m));
+        let c = if is_acl_name(name) {
+            self.ctx_setting_acl(req, ino(i))
+        } else {
+            ctx_for_xattr(req, name)
+        };
+        let r = XattrSetMode::from_libc(flags).and_then(|m| self.fs.setxattr(&c, ino(i), name, value, m));
         self.reply_empty(call, reply, r);
     }
 
     fn getxattr(&self, req: &Request, i: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         let call = self.begin(Op::Getxattr, "getxattr");
-        match self.fs.getxattr(&ctx(req), ino(i), name) {
+        match self.fs.getxattr(&ctx_for_xattr(req, name), ino(i), name) {
             Ok(v) => self.reply_xattr(call, reply, &v, size),
             Err(e) => self.fail(call, reply, e),
         }
@@ -586,10 +675,10 @@ impl fuser::Filesystem for Adapter {
         // As Linux: the size query answers the length even past 64 KiB; a list that does not
         // fit the buffer is ERANGE, which the kernel turns into E2BIG for a 64 KiB buffer.
         if size == 0 {
-            let len = self.fs.listxattr_len(&ctx(req), ino(i));
+            let len = self.fs.listxattr_len(&caller(req), ino(i));
             return self.answer(call, reply, len, |r, n| r.size(u32::try_from(n).unwrap_or(u32::MAX)));
         }
-        match self.fs.listxattr(&ctx(req), ino(i)) {
+        match self.fs.listxattr(&caller(req), ino(i)) {
             Ok(v) => self.reply_xattr(call, reply, &v, size),
             Err(FsError::TooBig) => self.fail(call, reply, Errno::ERANGE),
             Err(e) => self.fail(call, reply, e),
@@ -598,7 +687,12 @@ impl fuser::Filesystem for Adapter {
 
     fn removexattr(&self, req: &Request, i: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let call = begin_change!(self, Op::Xattr, "removexattr", reply);
-        self.reply_empty(call, reply, self.fs.removexattr(&ctx(req), ino(i), name));
+        let c = if is_acl_name(name) {
+            self.ctx_setting_acl(req, ino(i))
+        } else {
+            ctx_for_xattr(req, name)
+        };
+        self.reply_empty(call, reply, self.fs.removexattr(&c, ino(i), name));
     }
 
     fn access(&self, req: &Request, i: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
@@ -616,7 +710,7 @@ impl fuser::Filesystem for Adapter {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         flags: i32,
         _kill_suidgid: bool,
         reply: ReplyCreate,
@@ -625,7 +719,10 @@ impl fuser::Filesystem for Adapter {
         // EEXIST below), so there are no set-id bits to clear.
         let call = begin_change!(self, Op::Create, "create", reply);
         let of = self.engine_open_flags(flags);
-        match self.fs.create(&ctx(req), ino(parent), name, mode & 0o7777, of) {
+        match self
+            .fs
+            .create(&self.ctx_creating(req, umask), ino(parent), name, mode & 0o7777, of)
+        {
             Ok((a, h)) => self.created(reply, &a, h, of),
             // The name appeared after the kernel's lookup (another creator won the race).
             // Without O_EXCL, open(2) must open the existing file, with the permission checks
@@ -636,12 +733,14 @@ impl fuser::Filesystem for Adapter {
         }
     }
 
-    fn tmpfile(&self, req: &Request, parent: INodeNo, mode: u32, _umask: u32, flags: i32, reply: ReplyCreate) {
+    fn tmpfile(&self, req: &Request, parent: INodeNo, mode: u32, umask: u32, flags: i32, reply: ReplyCreate) {
         let call = begin_change!(self, Op::Create, "tmpfile", reply);
         // The engine's anonymous file: nlink 0, one lookup reference for the kernel's entry,
         // an open handle. The kernel alone decides whether it may be linked later (O_EXCL).
         let of = self.engine_open_flags(flags);
-        let r = self.fs.tmpfile(&ctx(req), ino(parent), mode & 0o7777, of);
+        let r = self
+            .fs
+            .tmpfile(&self.ctx_creating(req, umask), ino(parent), mode & 0o7777, of);
         self.answer(call, reply, r, |r, (a, h)| self.created(r, &a, h, of));
     }
 

@@ -8,7 +8,7 @@
 //! `KILL_SUIDGID` flags where the request has one; without it the kernel has cleared them
 //! before the request arrives and the engine must leave the mode alone.
 
-use super::{ctx, Adapter};
+use super::{caller, ctx, Adapter};
 use fuser::Request;
 use rtmpfs_core::{Ctx, Ino, SetAttr};
 
@@ -48,7 +48,7 @@ impl Adapter {
                 cap_fsetid: Some(!kill),
                 ..ctx(req)
             },
-            KernelWord::Silent if self.daemon_kills_privs => ctx(req),
+            KernelWord::Silent if self.daemon_kills_privs => caller(req),
             KernelWord::Silent => ctx_kernel_killed_privs(req),
         }
     }
@@ -73,7 +73,35 @@ impl Adapter {
         let needs = self
             .fs
             .getattr(i)
-            .is_ok_and(|a| a.perm & (libc::S_ISGID | 0o010) == libc::S_ISGID && a.gid != req.gid());
+            .is_ok_and(|a| a.perm & (libc::S_ISGID | 0o010) == libc::S_ISGID && a.gid != c.gid);
+        if needs {
+            if c.gid == super::FUSE_INVALID_UIDGID {
+                // FUSE_ALLOW_IDMAP: the request came without the caller's ids.
+                let who = caller(req);
+                (c.uid, c.gid, c.groups) = (who.uid, who.gid, who.groups);
+            } else {
+                c.groups = supplementary_groups(req.pid());
+            }
+        }
+        c
+    }
+}
+
+impl Adapter {
+    /// The caller's credentials for setting or removing a POSIX ACL on `i`, which drops the
+    /// file's set-group-ID bit when the caller is neither in its group nor holds `CAP_FSETID`
+    /// (`posix_acl_update_mode`). Without `FUSE_SETXATTR_EXT` the kernel does not say so (its
+    /// `FUSE_SETXATTR_ACL_KILL_SGID`), so the supplementary groups are read from /proc when
+    /// they decide it: the file has set-group-ID and is not of the caller's primary group.
+    pub(super) fn ctx_setting_acl(&self, req: &Request, i: Ino) -> Ctx {
+        let mut c = caller(req);
+        if c.has_fsetid() {
+            return c;
+        }
+        let needs = self
+            .fs
+            .getattr(i)
+            .is_ok_and(|a| a.perm & libc::S_ISGID != 0 && a.gid != c.gid);
         if needs {
             c.groups = supplementary_groups(req.pid());
         }

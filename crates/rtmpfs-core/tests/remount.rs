@@ -3,7 +3,7 @@
 
 use std::ffi::OsStr;
 
-use crate::{Config, Ctx, Filesystem, FsError, Ino, OpenFlags, SetAttr, XattrSetMode, PAGE_SIZE};
+use rtmpfs_core::{Config, Ctx, Filesystem, FsError, Ino, OpenFlags, SetAttr, XattrSetMode, PAGE_SIZE};
 
 /// The file capability the tests give files, and its xattr name.
 const CAP: &str = "security.capability";

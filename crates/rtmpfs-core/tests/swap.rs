@@ -2,12 +2,12 @@
 
 use std::ffi::OsStr;
 
-use super::test_support::delete_and_check_empty;
+use crate::common::delete_and_check_empty;
 use std::time::{Duration, Instant};
 
-use crate::swap::{FaultySwap, FileSwap, MemorySwap, SwapBackend};
-use crate::sync::{Arc, Ordering};
-use crate::{Config, Ctx, FallocateMode, Filesystem, FsError, OpenFlags, SetAttr, SwapConfig, PAGE_SIZE};
+use rtmpfs_core::swap::{FaultySwap, FileSwap, MemorySwap, SwapBackend};
+use rtmpfs_core::sync::{Arc, Ordering};
+use rtmpfs_core::{Config, Ctx, FallocateMode, Filesystem, FsError, OpenFlags, SetAttr, SwapConfig, PAGE_SIZE};
 
 const P: usize = PAGE_SIZE as usize;
 
@@ -36,19 +36,19 @@ fn page_pattern(idx: usize) -> Vec<u8> {
         .collect()
 }
 
-fn new_file(fs: &Filesystem, name: &str) -> crate::Fh {
+fn new_file(fs: &Filesystem, name: &str) -> rtmpfs_core::Fh {
     fs.create(&Ctx::root(), fs.root(), OsStr::new(name), 0o644, OpenFlags::READ_WRITE)
         .unwrap()
         .1
 }
 
-fn write_pages(fs: &Filesystem, fh: crate::Fh, pages: usize) {
+fn write_pages(fs: &Filesystem, fh: rtmpfs_core::Fh, pages: usize) {
     for i in 0..pages {
         assert_eq!(fs.write(&Ctx::root(), fh, (i * P) as u64, &page_pattern(i)).unwrap(), P);
     }
 }
 
-fn check_pages(fs: &Filesystem, fh: crate::Fh, pages: usize) {
+fn check_pages(fs: &Filesystem, fh: rtmpfs_core::Fh, pages: usize) {
     for i in (0..pages).rev() {
         assert_eq!(fs.read_vec(fh, (i * P) as u64, P).unwrap(), page_pattern(i), "page {i}");
     }
@@ -399,10 +399,10 @@ fn fallocate_reserves_without_ram() {
 fn swap_file_is_private_and_anonymous() {
     let dir = tempfile::tempdir().unwrap();
     let swap = FileSwap::create(dir.path()).unwrap();
-    let mut page = crate::swap::AlignedPage::zeroed().unwrap();
+    let mut page = rtmpfs_core::swap::AlignedPage::zeroed().unwrap();
     page.fill(7);
     swap.write_page(3, &page).unwrap();
-    let mut back = crate::swap::AlignedPage::zeroed().unwrap();
+    let mut back = rtmpfs_core::swap::AlignedPage::zeroed().unwrap();
     swap.read_page(3, &mut back).unwrap();
     assert_eq!(back[..], page[..]);
     assert_eq!(
@@ -444,10 +444,10 @@ fn missing_swap_dir_is_a_config_error() {
 fn encryption_hides_plaintext_at_rest() {
     struct Recording(Arc<MemorySwap>);
     impl SwapBackend for Recording {
-        fn write_page(&self, slot: u64, page: &crate::swap::AlignedPage) -> std::io::Result<()> {
+        fn write_page(&self, slot: u64, page: &rtmpfs_core::swap::AlignedPage) -> std::io::Result<()> {
             self.0.write_page(slot, page)
         }
-        fn read_page(&self, slot: u64, page: &mut crate::swap::AlignedPage) -> std::io::Result<()> {
+        fn read_page(&self, slot: u64, page: &mut rtmpfs_core::swap::AlignedPage) -> std::io::Result<()> {
             self.0.read_page(slot, page)
         }
     }
@@ -459,7 +459,7 @@ fn encryption_hides_plaintext_at_rest() {
         fs.write(&Ctx::root(), fh, 0, &secret).unwrap();
         fs.write(&Ctx::root(), fh, 64 * 1024, b"other").unwrap();
         fs.evict_now(16);
-        let mut page = crate::swap::AlignedPage::zeroed().unwrap();
+        let mut page = rtmpfs_core::swap::AlignedPage::zeroed().unwrap();
         let mut seen_plain = false;
         for slot in 0..fs.usage().swap_slots_used + 2 {
             if store.read_page(slot, &mut page).is_ok() {
@@ -564,7 +564,7 @@ fn check_balanced(fs: &Filesystem, memory_pages: u64) {
 
 /// Write pages of `fh` from page `from` until the first error; returns the first page that did
 /// not land and the error.
-fn fill_until_error(fs: &Filesystem, fh: crate::Fh, from: usize, limit: usize) -> (usize, FsError) {
+fn fill_until_error(fs: &Filesystem, fh: rtmpfs_core::Fh, from: usize, limit: usize) -> (usize, FsError) {
     for i in from..limit {
         if let Err(e) = fs.write(&Ctx::root(), fh, (i * P) as u64, &page_pattern(i)) {
             return (i, e);

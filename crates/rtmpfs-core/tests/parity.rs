@@ -4,7 +4,7 @@
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 
-use crate::{Config, Ctx, Filesystem, FsError, OpenFlags, RenameFlags};
+use rtmpfs_core::{Config, Ctx, Filesystem, FsError, OpenFlags, RenameFlags};
 
 fn fs() -> Filesystem {
     Filesystem::new(Config {
@@ -53,7 +53,7 @@ fn copy_file_range_at_ignores_the_targets_append_flag() {
 
 /// Names listed through `dh` from offset 0, renaming each listed entry to a new name and back
 /// before asking for the next batch (of `batch` entries); stops after `cap` entries.
-fn list_while_renaming(fs: &Filesystem, dh: crate::Fh, batch: usize, cap: usize) -> Vec<Vec<u8>> {
+fn list_while_renaming(fs: &Filesystem, dh: rtmpfs_core::Fh, batch: usize, cap: usize) -> Vec<Vec<u8>> {
     let root = Ctx::root();
     let mut seen = Vec::new();
     let mut offset = 0;
@@ -105,7 +105,7 @@ fn a_listing_that_renames_every_entry_ends_with_each_once() {
 
 #[test]
 fn atime_rule_switches_at_run_time() {
-    use crate::{AtimeRule, SetAttr, SetTime, Timespec};
+    use rtmpfs_core::{AtimeRule, SetAttr, SetTime, Timespec};
     let fs = fs();
     let root = Ctx::root();
     let (a, fh) = fs
@@ -152,7 +152,7 @@ fn atime_rule_switches_at_run_time() {
 
 #[test]
 fn xattr_create_and_replace_together_and_long_lists() {
-    use crate::{XattrSetMode, XATTR_LIST_MAX};
+    use rtmpfs_core::{XattrSetMode, XATTR_LIST_MAX};
     let fs = fs();
     let root = Ctx::root();
     let (a, _) = fs
@@ -176,7 +176,7 @@ fn xattr_create_and_replace_together_and_long_lists() {
 
 #[test]
 fn file_flags_set_by_linux_rules() {
-    use crate::file_flags::{APPEND, IMMUTABLE, NOATIME, NODUMP};
+    use rtmpfs_core::file_flags::{APPEND, IMMUTABLE, NOATIME, NODUMP};
     let fs = fs();
     let root = Ctx::root();
     let (a, _) = fs
@@ -188,9 +188,9 @@ fn file_flags_set_by_linux_rules() {
         fs.set_file_flags(&root, a.ino, 0x1000).unwrap_err(),
         FsError::NotSupported
     );
-    let chown = crate::SetAttr {
+    let chown = rtmpfs_core::SetAttr {
         uid: Some(5),
-        ..crate::SetAttr::default()
+        ..rtmpfs_core::SetAttr::default()
     };
     fs.setattr(&owner, a.ino, &chown, None).unwrap();
     let (user, stranger) = (Ctx::user(5, 5), Ctx::user(6, 6));
@@ -207,8 +207,8 @@ fn file_flags_set_by_linux_rules() {
 
 #[test]
 fn immutable_file_and_directory_take_no_change() {
-    use crate::file_flags::IMMUTABLE;
-    use crate::{FallocateMode, SetAttr, SetTime, XattrSetMode};
+    use rtmpfs_core::file_flags::IMMUTABLE;
+    use rtmpfs_core::{FallocateMode, SetAttr, SetTime, XattrSetMode};
     let fs = fs();
     let root = Ctx::root();
     let r = fs.root();
@@ -286,8 +286,8 @@ fn immutable_file_and_directory_take_no_change() {
 
 #[test]
 fn append_only_file_and_directory() {
-    use crate::file_flags::APPEND;
-    use crate::{FallocateMode, SetAttr, SetTime};
+    use rtmpfs_core::file_flags::APPEND;
+    use rtmpfs_core::{FallocateMode, SetAttr, SetTime};
     let fs = fs();
     let root = Ctx::root();
     let r = fs.root();
@@ -348,7 +348,7 @@ fn append_only_file_and_directory() {
 
 #[test]
 fn noatime_flag_keeps_atime() {
-    use crate::{AtimeRule, SetAttr, SetTime, Timespec};
+    use rtmpfs_core::{AtimeRule, SetAttr, SetTime, Timespec};
     let fs = fs();
     let root = Ctx::root();
     let (a, fh) = fs
@@ -362,7 +362,8 @@ fn noatime_flag_keeps_atime() {
         ..SetAttr::default()
     };
     fs.setattr(&root, a.ino, &set, None).unwrap();
-    fs.set_file_flags(&root, a.ino, crate::file_flags::NOATIME).unwrap();
+    fs.set_file_flags(&root, a.ino, rtmpfs_core::file_flags::NOATIME)
+        .unwrap();
     fs.read_vec(fh, 0, 1).unwrap();
     assert_eq!(fs.getattr(a.ino).unwrap().atime, old);
     fs.set_file_flags(&root, a.ino, 0).unwrap();
