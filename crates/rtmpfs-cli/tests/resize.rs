@@ -67,7 +67,7 @@ fn statvfs(mnt: &Path) -> (u64, u64) {
     // SAFETY: zeroed statvfs is valid plain data; `c` is a valid C string.
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
     // SAFETY: valid pointers for the call's duration.
-    assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut st) }, 0);
+    assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &raw mut st) }, 0);
     (st.f_blocks * st.f_frsize, st.f_files)
 }
 

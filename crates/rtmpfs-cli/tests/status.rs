@@ -124,7 +124,7 @@ fn json_figures_agree_with_what_was_written() {
     assert!(s["limits"]["swap"]["enabled"].as_bool().unwrap());
     // Within the last seconds: evictions, no swap-ins.
     assert!(s["rates"]["evictions_per_second"].as_f64().unwrap() > 0.0, "{s}");
-    assert_eq!(s["rates"]["swap_ins_per_second"].as_f64().unwrap(), 0.0);
+    assert!(s["rates"]["swap_ins_per_second"].as_f64().unwrap().abs() < 1e-9, "{s}");
     assert!(s["pages"]["compressed"].is_null());
 
     check_pattern(&f, 16);

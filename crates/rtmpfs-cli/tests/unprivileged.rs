@@ -364,7 +364,7 @@ fn a_user_mounts_writes_reads_and_unmounts_with_fusermount3() {
     let out = s.a.sh(&format!("df -B1 --output=size {m_s} | tail -1"), &s.cache());
     assert_eq!(text(&out.stdout).trim(), "8388608", "{out:?}");
     // The control socket answers the mount's owner.
-    let out = run(s.a.cmd(rtmpfs_bin(), &s.cache()).arg("--stats").arg(&mnt), T);
+    let out = run(s.a.cmd(rtmpfs_bin(), &s.cache()).args(["status", "--raw"]).arg(&mnt), T);
     assert!(out.status.success() && text(&out.stdout).contains("write "), "{out:?}");
 
     // Anyone else is refused by the kernel (no allow_other): another user, and root too.
@@ -435,7 +435,7 @@ fn sigterm_unmounts_and_memory_swaps_to_the_users_cache() {
     );
     assert!(out.status.success(), "{out:?}");
     let sum = text(&out.stdout);
-    let out = run(s.a.cmd(rtmpfs_bin(), &s.cache()).arg("--stats").arg(&mnt), T);
+    let out = run(s.a.cmd(rtmpfs_bin(), &s.cache()).args(["status", "--raw"]).arg(&mnt), T);
     let stats = text(&out.stdout);
     let swapped: u64 = stats
         .lines()
