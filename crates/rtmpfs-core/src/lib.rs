@@ -52,7 +52,6 @@
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
-mod accounting;
 mod config;
 mod dir;
 mod error;
@@ -61,11 +60,9 @@ mod fs;
 mod ids;
 mod inode;
 mod limits;
-mod mem;
+mod mm;
 mod name;
-mod pager;
 mod perm;
-mod readahead;
 pub mod swap;
 pub mod sync;
 mod types;

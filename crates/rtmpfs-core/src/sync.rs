@@ -55,16 +55,28 @@ pub enum LockRank {
     PageMap = 60,
     /// One page frame's data.
     Frame = 70,
-    /// The RAM budget and cold-page list.
-    Budget = 80,
-    /// A file's swap read-ahead state. Leaf-like: only the read-ahead queue is taken inside.
+    /// The frame budget's wait lock (guards only its condition variables). A leaf.
+    FrameBudget = 80,
+    /// The CLOCK ring of resident frames. A leaf.
+    ClockRing = 81,
+    /// The CLOCK's list of clean frames (swapped in, swap copy kept). A leaf, never held with
+    /// the ring.
+    CleanList = 82,
+    /// A file's swap read-ahead state. Only the read-ahead queue is taken inside.
     ReadAhead = 84,
     /// The read-ahead job queue. A leaf.
     ReadAheadQueue = 86,
-    /// The swap slot allocator and swap file.
-    Swap = 90,
+    /// A frame's still-valid swap copy. A leaf.
+    SwapCopy = 88,
+    /// The swap slot allocator. A leaf.
+    SwapSlots = 90,
+    /// The in-memory swap backend's pages (tests). A leaf.
+    MemoryBackend = 92,
     /// A thread slot's batch of inode or handle numbers. A leaf.
     IdBatch = 95,
+    /// The memory manager's list of background threads (taken only to start and stop them). A
+    /// leaf.
+    Threads = 99,
 }
 
 #[cfg(all(debug_assertions, not(feature = "shuttle")))]

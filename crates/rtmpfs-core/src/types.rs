@@ -3,7 +3,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Size of a data page. Every allocation, limit and `st_blocks` figure is in these units.
-pub const PAGE_SIZE: u64 = 4096;
+pub const PAGE_SIZE: u64 = rtmpfs_pages::PAGE as u64;
 
 /// The largest file size, as Linux's `MAX_LFS_FILESIZE` on 64-bit: writes, truncates and
 /// fallocates past it fail with [`crate::FsError::FileTooBig`].

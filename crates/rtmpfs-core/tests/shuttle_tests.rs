@@ -116,7 +116,7 @@ fn plain() -> Arc<Filesystem> {
     Arc::new(
         Filesystem::new(Config {
             size_bytes: Some(16 * P),
-            background_evictor: false,
+            background_threads: false,
             ..Config::default()
         })
         .unwrap(),
@@ -132,7 +132,7 @@ fn tiny_ram() -> Arc<Filesystem> {
             size_bytes: None,
             encrypt: false,
         }),
-        background_evictor: false,
+        background_threads: false,
         ..Config::default()
     };
     Arc::new(Filesystem::with_swap_backend(cfg, Box::new(MemorySwap::new(None))).unwrap())

@@ -17,12 +17,14 @@ pub(crate) mod page_map;
 
 use crate::error::{FsError, Result};
 use crate::inode::Inode;
-use crate::pager::{FrameFor, Pager};
-use crate::readahead::FileReadAhead;
-use crate::swap::{AlignedPage, PageId, Swap, SwapEntry};
+use crate::mm::{
+    EvictOutcome, EvictPage, EvictSnapshot, FileReadAhead, Frame, FrameFor, MemoryManager, PageOwner, PageState,
+    SlotCounts, SwapTarget, Window, PAGE,
+};
+use crate::swap::{AlignedPage, PageId, SwapEntry};
 use crate::sync::{Arc, AtomicU64, LockRank, Ordering, RwLock, Weak, WriteGuard};
 use crate::types::{SeekWhence, MAX_FILE_SIZE, PAGE_SIZE};
-use page_map::{Frame, PageMap, Slot, SlotState, PAGE};
+use page_map::{PageMap, Slot, SlotState};
 
 /// Pages copied per hold of the page-map read lock on the read path, to bound how long a large
 /// read keeps slot transitions (eviction, swap-in) waiting.
@@ -35,19 +37,6 @@ const READ_AHEAD_MAX_GAP: u64 = 16;
 /// Proof that the caller holds a file's I/O lock exclusively.
 pub(crate) type IoGuard<'a> = WriteGuard<'a, ()>;
 
-/// What became of one eviction attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum EvictOutcome {
-    /// Written to swap and dropped from RAM.
-    Evicted,
-    /// Dropped from RAM without I/O: its swap copy was still valid.
-    Clean,
-    /// The page is no longer this frame (truncated, rewritten): forget the entry.
-    Gone,
-    /// In use or changed meanwhile: try later.
-    Busy,
-}
-
 /// How `make_resident` left the page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Resident {
@@ -59,21 +48,6 @@ enum Resident {
     Filled,
 }
 
-/// What the first phase of an eviction saw.
-pub(crate) struct EvictSnapshot {
-    /// The frame's version when copied: publishing needs it unchanged.
-    pub version: u64,
-    /// The frame's still-valid swap copy: evict without I/O.
-    pub origin: Option<SwapEntry>,
-    /// Otherwise, the bytes to write out (in an I/O-aligned buffer, sealed in place).
-    pub copy: Option<AlignedPage>,
-    /// Bound into the seal.
-    pub id: PageId,
-    /// The swap slot after the previous page's, if that page is swapped out: writing there keeps
-    /// the file's pages consecutive in the swap file.
-    pub slot_hint: Option<u64>,
-}
-
 /// Whether page `idx` of `map` is resident in exactly `frame`.
 fn is_frame_at(map: &PageMap, idx: u64, frame: &Arc<Frame>) -> bool {
     matches!(map.get(idx), Some(Slot::Resident(f)) if Arc::ptr_eq(f, frame))
@@ -83,8 +57,8 @@ fn is_frame_at(map: &PageMap, idx: u64, frame: &Arc<Frame>) -> bool {
 pub(crate) struct FileData {
     /// Immutable: the inode number (bound into swap seals).
     ino: u64,
-    /// Immutable: the owning inode, for the evictor's CLOCK entries.
-    owner: Weak<Inode>,
+    /// Immutable: the owning inode, for the evictor's CLOCK entries and read-ahead jobs.
+    owner: Weak<dyn PageOwner>,
     /// Rank `FileIo`. See the module docs.
     io: RwLock<()>,
     /// Written under `io`; read lock-free.
@@ -102,6 +76,7 @@ pub(crate) struct FileData {
 
 impl FileData {
     pub(crate) fn new(ino: u64, owner: Weak<Inode>) -> Self {
+        let owner: Weak<dyn PageOwner> = owner;
         FileData {
             ino,
             owner,
@@ -150,10 +125,10 @@ impl FileData {
     ///
     /// # Errors
     /// `Io` when any page of the range cannot be read: poisoned, its swap read failed, or no
-    /// frame could be had to bring it back (see `Pager::charge_frame`). The whole read fails,
+    /// frame could be had to bring it back (see `MemoryManager::charge_frame`). The whole read fails,
     /// even if pages before it were copied: returning those as a short count would read as EOF
     /// and hide the rest of the file.
-    pub(crate) fn read(&self, pager: &Pager, offset: u64, buf: &mut [u8]) -> Result<usize> {
+    pub(crate) fn read(&self, mm: &MemoryManager, offset: u64, buf: &mut [u8]) -> Result<usize> {
         let size = self.size();
         if offset >= size || buf.is_empty() {
             return Ok(0);
@@ -164,9 +139,9 @@ impl FileData {
         // its own pages, so the swap reads overlap its work. Without that thread, its own swap-ins
         // read ahead (synchronously) up to EOF; other reads swap in only what they read.
         let last_page = (size - 1) / PAGE_SIZE;
-        let async_ahead = match (&pager.readahead, sequential) {
+        let async_ahead = match (mm.readahead_queue(), sequential) {
             (Some(queue), true) => {
-                let window = pager.swap_in_run_limit() as u64;
+                let window = mm.swap_in_run_limit() as u64;
                 self.ra
                     .advance(queue, &self.owner, (end - 1) / PAGE_SIZE, last_page, window);
                 true
@@ -192,11 +167,11 @@ impl FileData {
                     match map.get(idx) {
                         None | Some(Slot::Reserved) => out.fill(0),
                         Some(Slot::Resident(frame)) => {
-                            out.copy_from_slice(&frame.data.read()[in_page..in_page + n]);
+                            out.copy_from_slice(&frame.bytes()[in_page..in_page + n]);
                             frame.touch();
                         }
                         Some(Slot::Swapped(e)) => {
-                            swap_in = Some(self.swapped_run(&map, pager, idx, *e, swap_in_last));
+                            swap_in = Some(self.swapped_run(&map, mm, idx, *e, swap_in_last));
                             break;
                         }
                         Some(Slot::Poisoned) => return Err(FsError::Io),
@@ -206,10 +181,10 @@ impl FileData {
             }
             if let Some(run) = swap_in {
                 // Read-ahead is fetching this page: wait for it rather than read it twice.
-                if pager.readahead.is_some() && self.ra.wait_for(pos / PAGE_SIZE) {
+                if mm.readahead_queue().is_some() && self.ra.wait_for(pos / PAGE_SIZE) {
                     continue;
                 }
-                self.swap_in(pager, &run, FrameFor::SwapIn)?;
+                self.swap_in(mm, &run, FrameFor::SwapIn)?;
             }
         }
         Ok((end - offset) as usize)
@@ -221,7 +196,7 @@ impl FileData {
     /// # Errors
     /// `FileTooBig` at or past the maximum size; `NoSpace` if not even the first page could be
     /// charged; `Io` on a poisoned first page.
-    pub(crate) fn write(&self, _io: &IoGuard<'_>, pager: &Pager, offset: u64, data: &[u8]) -> Result<usize> {
+    pub(crate) fn write(&self, _io: &IoGuard<'_>, mm: &MemoryManager, offset: u64, data: &[u8]) -> Result<usize> {
         if data.is_empty() {
             return Ok(0);
         }
@@ -237,8 +212,8 @@ impl FileData {
             let n = (PAGE - in_page).min((len - done) as usize);
             let src = &data[done as usize..done as usize + n];
             let written = match <&[u8; PAGE]>::try_from(src) {
-                Ok(whole) => self.overwrite_page(pager, idx, whole),
-                Err(_) => self.modify_page(pager, idx, |page| page[in_page..in_page + n].copy_from_slice(src)),
+                Ok(whole) => self.overwrite_page(mm, idx, whole),
+                Err(_) => self.modify_page(mm, idx, |page| page[in_page..in_page + n].copy_from_slice(src)),
             };
             match written {
                 Ok(()) => done += n as u64,
@@ -256,45 +231,36 @@ impl FileData {
     /// Apply `change` to the bytes of page `idx`, making it resident first (allocating a hole or
     /// reserved page, or swapping it in). The change is made under the page-map read lock and
     /// the frame's write lock, and bumps the frame's version; a swap copy it had is dropped.
-    fn modify_page(&self, pager: &Pager, idx: u64, mut change: impl FnMut(&mut [u8; PAGE])) -> Result<()> {
+    fn modify_page(&self, mm: &MemoryManager, idx: u64, mut change: impl FnMut(&mut [u8; PAGE])) -> Result<()> {
         loop {
-            if self.change_resident(pager, idx, &mut change) {
+            if self.change_resident(mm, idx, &mut change) {
                 return Ok(());
             }
-            self.make_resident(pager, idx, None)?;
+            self.make_resident(mm, idx, None)?;
         }
     }
 
     /// Replace all of page `idx` with `data`. Unlike `modify_page`, a page that is not resident
     /// is not read back from swap nor zeroed first: a new frame is filled with `data` and
     /// published in its place.
-    fn overwrite_page(&self, pager: &Pager, idx: u64, data: &[u8; PAGE]) -> Result<()> {
+    fn overwrite_page(&self, mm: &MemoryManager, idx: u64, data: &[u8; PAGE]) -> Result<()> {
         loop {
-            if self.change_resident(pager, idx, |page| page.copy_from_slice(data)) {
+            if self.change_resident(mm, idx, |page| page.copy_from_slice(data)) {
                 return Ok(());
             }
-            if self.make_resident(pager, idx, Some(data))? == Resident::Filled {
+            if self.make_resident(mm, idx, Some(data))? == Resident::Filled {
                 return Ok(());
             }
         }
     }
 
     /// If page `idx` is resident, apply `change` to it (see `modify_page`) and return true.
-    fn change_resident(&self, pager: &Pager, idx: u64, change: impl FnOnce(&mut [u8; PAGE])) -> bool {
+    fn change_resident(&self, mm: &MemoryManager, idx: u64, change: impl FnOnce(&mut [u8; PAGE])) -> bool {
         let map = self.pages.read();
         let Some(Slot::Resident(frame)) = map.get(idx) else {
             return false;
         };
-        let mut bytes = frame.data.write();
-        change(&mut bytes);
-        frame.version.fetch_add(1, Ordering::AcqRel);
-        frame.touch();
-        // Only a swap tier ever gives a frame a swap copy (origin).
-        if let Some(swap) = pager.tier.as_ref().and_then(|t| t.swap.as_ref()) {
-            if let Some(origin) = frame.take_origin() {
-                swap.free(origin.slot);
-            }
-        }
+        mm.drop_swap_copy(frame.change(change));
         true
     }
 
@@ -303,7 +269,7 @@ impl FileData {
     ///
     /// With `fill`, a page that is not resident gets a new frame holding `fill` instead (a
     /// swapped page is not read back: its swap copy is dropped), and the result says so.
-    fn make_resident(&self, pager: &Pager, idx: u64, fill: Option<&[u8; PAGE]>) -> Result<Resident> {
+    fn make_resident(&self, mm: &MemoryManager, idx: u64, fill: Option<&[u8; PAGE]>) -> Result<Resident> {
         loop {
             let seen = {
                 let map = self.pages.read();
@@ -314,17 +280,17 @@ impl FileData {
                 }
             };
             if let (SlotState::Swapped(e), None) = (seen, fill) {
-                self.swap_in(pager, &[(idx, e)], FrameFor::SwapIn)?;
+                self.swap_in(mm, &[(idx, e)], FrameFor::SwapIn)?;
                 continue;
             }
             if seen == SlotState::Hole {
-                pager.acct.pages.charge(1)?;
+                mm.charge_pages(1)?;
             }
-            let frame = match pager.new_frame(fill, matches!(seen, SlotState::Swapped(_))) {
+            let frame = match mm.new_frame(fill, matches!(seen, SlotState::Swapped(_))) {
                 Ok(f) => f,
                 Err(e) => {
                     if seen == SlotState::Hole {
-                        pager.acct.pages.uncharge(1);
+                        mm.uncharge_pages(1);
                     }
                     return Err(e);
                 }
@@ -333,26 +299,24 @@ impl FileData {
             if map.state(idx) != seen {
                 drop(map);
                 if seen == SlotState::Hole {
-                    pager.acct.pages.uncharge(1);
+                    mm.uncharge_pages(1);
                 }
                 continue;
             }
             let new = Slot::Resident(frame.clone());
             match map.insert(idx, new) {
-                Some(old) => pager.acct.moved(old.state(), SlotState::Resident),
+                Some(old) => mm.count_moved(old.counted(), PageState::Resident),
                 None => {
-                    pager.acct.add(SlotState::Resident);
+                    mm.count_added(PageState::Resident);
                     self.charged.fetch_add(1, Ordering::Relaxed);
                 }
             }
             drop(map);
             if let SlotState::Swapped(e) = seen {
                 // Overwritten without being read back: the swap copy is garbage now.
-                if let Some(swap) = pager.tier.as_ref().and_then(|t| t.swap.as_ref()) {
-                    swap.free(e.slot);
-                }
+                mm.free_swap_slot(e);
             }
-            pager.track(&self.owner, idx, &frame, false);
+            mm.track(&self.owner, idx, &frame, false);
             return Ok(if fill.is_some() {
                 Resident::Filled
             } else {
@@ -364,7 +328,8 @@ impl FileData {
     /// The read-ahead thread's job: swap in the swapped pages of `[first, last]` (grouped by
     /// slot, one read per group), then mark window `seq` done. Failures are left for a
     /// reader to meet (a page that fails to load is poisoned, as it would be for the reader).
-    pub(crate) fn read_ahead(&self, pager: &Pager, first: u64, last: u64, seq: u64) {
+    pub(crate) fn read_ahead(&self, mm: &MemoryManager, window: Window) {
+        let Window { first, last, seq } = window;
         // The window's swapped pages in slot order. Eviction does not always give consecutive
         // pages consecutive slots (concurrent sweeps interleave), so grouping by slot, with small
         // gaps read and ignored, turns a window into a few large reads instead of many small.
@@ -378,7 +343,7 @@ impl FileData {
                 .collect()
         };
         swapped.sort_unstable_by_key(|&(_, e)| e.slot);
-        let limit = pager.swap_in_run_limit();
+        let limit = mm.swap_in_run_limit();
         let mut start = 0;
         while start < swapped.len() {
             let mut end = start + 1;
@@ -390,12 +355,8 @@ impl FileData {
                 end += 1;
             }
             // Speculative: waits for memory like new data, never overdraws the reserve.
-            match self.swap_in(pager, &swapped[start..end], FrameFor::NewPage) {
-                Ok(n) => {
-                    if let Some(tier) = &pager.tier {
-                        tier.stats.readahead_swap_ins.fetch_add(n as u64, Ordering::Relaxed);
-                    }
-                }
+            match self.swap_in(mm, &swapped[start..end], FrameFor::NewPage) {
+                Ok(n) => mm.note_readahead_swap_ins(n as u64),
                 Err(_) => break,
             }
             start = end;
@@ -403,23 +364,23 @@ impl FileData {
         self.ra.finished(seq);
     }
 
-    /// Read-ahead window `seq` will not be run (the worker stopped): release its waiters.
+    /// Read-ahead window `seq` will not be run (the threads stopped): release its waiters.
     pub(crate) fn read_ahead_abandoned(&self, seq: u64) {
         self.ra.finished(seq);
     }
 
     /// The run of swapped pages starting at `idx` (seen as `first`) whose swap slots are
-    /// consecutive, up to page `last` and the pager's read-ahead limit: read back with one I/O.
+    /// consecutive, up to page `last` and the memory manager's read-ahead limit: read back with one I/O.
     fn swapped_run(
         &self,
         map: &PageMap,
-        pager: &Pager,
+        mm: &MemoryManager,
         idx: u64,
         first: SwapEntry,
         last: u64,
     ) -> Vec<(u64, SwapEntry)> {
         let mut run = vec![(idx, first)];
-        let limit = pager.swap_in_run_limit();
+        let limit = mm.swap_in_run_limit();
         let mut next = idx + 1;
         while next <= last && run.len() < limit {
             match map.get(next) {
@@ -446,16 +407,15 @@ impl FileData {
     ///
     /// # Errors
     /// `Io` if `run[0]` was poisoned, or no frame could be had for it (the page stays swapped).
-    fn swap_in(&self, pager: &Pager, run: &[(u64, SwapEntry)], first: FrameFor) -> Result<usize> {
+    fn swap_in(&self, mm: &MemoryManager, run: &[(u64, SwapEntry)], first: FrameFor) -> Result<usize> {
         debug_assert!(run.windows(2).all(|w| w[0].1.slot < w[1].1.slot));
-        let tier = pager.tier.as_ref().ok_or(FsError::Io)?;
-        let swap = tier.swap.as_ref().ok_or(FsError::Io)?;
+        let swap = mm.swap()?;
         // Charge and allocate first (this may reclaim or wait: no lock is held); the pages are
         // read straight into the buffers that become the frames.
         let mut bufs = Vec::with_capacity(run.len());
         for _ in run {
             let purpose = if bufs.is_empty() { first } else { FrameFor::SwapInExtra };
-            match pager.new_swap_in_buffer(purpose) {
+            match mm.new_swap_in_buffer(purpose) {
                 Ok(b) => bufs.push(b),
                 Err(e) if bufs.is_empty() => return Err(e),
                 Err(_) => break,
@@ -509,7 +469,7 @@ impl FileData {
                     continue;
                 }
                 let new = if loaded[(entry.slot - first_slot) as usize].is_ok() {
-                    frame.set_origin(entry);
+                    frame.set_swap_copy(entry);
                     published.push((idx, frame.clone()));
                     Slot::Resident(frame.clone())
                 } else {
@@ -522,22 +482,21 @@ impl FileData {
                     );
                     first_poisoned |= i == 0;
                     freed.push(entry.slot);
-                    tier.stats.poisoned.fetch_add(1, Ordering::Relaxed);
-                    swap.stats.read_errors.fetch_add(1, Ordering::Relaxed);
+                    mm.note_lost_page();
                     Slot::Poisoned
                 };
-                let new_state = new.state();
+                let new_state = new.counted();
                 if let Some(old) = map.insert(idx, new) {
-                    pager.acct.moved(old.state(), new_state);
+                    mm.count_moved(old.counted(), new_state);
                 }
             }
         }
         for slot in freed {
             swap.free(slot);
         }
-        tier.stats.swap_ins.fetch_add(published.len() as u64, Ordering::Relaxed);
+        mm.note_swap_ins(published.len() as u64);
         for (idx, frame) in &published {
-            pager.track(&self.owner, *idx, frame, true);
+            mm.track(&self.owner, *idx, frame, true);
         }
         if first_poisoned {
             Err(FsError::Io)
@@ -546,28 +505,24 @@ impl FileData {
         }
     }
 
-    /// First phase of evicting page `idx`, expected to be `frame`: under try-locks only, record
-    /// its version and either its still-valid swap copy or a copy of its bytes.
-    ///
-    /// # Errors
-    /// `Busy` if a lock is held, `Gone` if the page is no longer this frame.
-    pub(crate) fn evict_snapshot(&self, idx: u64, frame: &Arc<Frame>) -> Result<EvictSnapshot, EvictOutcome> {
+    /// See [`PageOwner::evict_snapshot`].
+    fn evict_snapshot(&self, idx: u64, frame: &Arc<Frame>) -> Result<EvictSnapshot, EvictOutcome> {
         let map = self.pages.try_read().ok_or(EvictOutcome::Busy)?;
         if !is_frame_at(&map, idx, frame) {
             return Err(EvictOutcome::Gone);
         }
-        let bytes = frame.data.try_read().ok_or(EvictOutcome::Busy)?;
-        let version = frame.version.load(Ordering::Acquire);
+        let bytes = frame.try_bytes().ok_or(EvictOutcome::Busy)?;
+        let version = frame.version();
         let slot_hint = match idx.checked_sub(1).and_then(|prev| map.get(prev)) {
             Some(Slot::Swapped(e)) => Some(e.slot + 1),
-            Some(Slot::Resident(f)) => f.origin().map(|o| o.slot + 1),
+            Some(Slot::Resident(f)) => f.swap_copy().map(|o| o.slot + 1),
             _ => None,
         };
         let id = self.page_id(idx);
-        Ok(match frame.origin() {
+        Ok(match frame.swap_copy() {
             Some(o) => EvictSnapshot {
                 version,
-                origin: Some(o),
+                swap_copy: Some(o),
                 copy: None,
                 id,
                 slot_hint,
@@ -577,7 +532,7 @@ impl FileData {
                 copy.copy_from_slice(&bytes[..]);
                 EvictSnapshot {
                     version,
-                    origin: None,
+                    swap_copy: None,
                     copy: Some(copy),
                     id,
                     slot_hint,
@@ -586,20 +541,12 @@ impl FileData {
         })
     }
 
-    /// Last phase of evicting page `idx`: publish `Swapped(entry)` by compare-and-set — only if
-    /// the slot still holds `frame` at the snapshot's version. `fresh` says whether `entry` was
-    /// just written (its slot is freed on failure) or is the frame's own swap copy.
-    pub(crate) fn evict_publish(
-        &self,
-        pager: &Pager,
-        swap: &Swap,
-        (idx, frame): (u64, &Arc<Frame>),
-        version: u64,
-        (entry, fresh): (SwapEntry, bool),
-    ) -> EvictOutcome {
+    /// See [`PageOwner::evict_publish`].
+    fn evict_publish(&self, mm: &MemoryManager, page: EvictPage<'_>, target: SwapTarget) -> EvictOutcome {
+        let EvictPage { idx, frame, version } = page;
         let give_up = |outcome| {
-            if fresh {
-                swap.free(entry.slot);
+            if let SwapTarget::Written(e) = target {
+                mm.free_swap_slot(e);
             }
             outcome
         };
@@ -609,20 +556,22 @@ impl FileData {
         if !is_frame_at(&map, idx, frame) {
             return give_up(EvictOutcome::Gone);
         }
-        if frame.version.load(Ordering::Acquire) != version {
+        if frame.version() != version {
             return give_up(EvictOutcome::Busy);
         }
-        if !fresh && frame.take_origin() != Some(entry) {
-            return EvictOutcome::Busy;
+        if let SwapTarget::Kept(e) = target {
+            if frame.take_swap_copy() != Some(e) {
+                return EvictOutcome::Busy;
+            }
         }
-        pager.acct.moved(SlotState::Resident, SlotState::Swapped(entry));
+        let entry = target.entry();
+        mm.count_moved(PageState::Resident, PageState::Swapped);
         let old = map.insert(idx, Slot::Swapped(entry));
         drop(map);
         drop(old);
-        if fresh {
-            EvictOutcome::Evicted
-        } else {
-            EvictOutcome::Clean
+        match target {
+            SwapTarget::Written(_) => EvictOutcome::Evicted,
+            SwapTarget::Kept(_) => EvictOutcome::Clean,
         }
     }
 
@@ -631,19 +580,19 @@ impl FileData {
     ///
     /// # Errors
     /// `FileTooBig` past the maximum size.
-    pub(crate) fn truncate(&self, _io: &IoGuard<'_>, pager: &Pager, new_size: u64) -> Result<()> {
+    pub(crate) fn truncate(&self, _io: &IoGuard<'_>, mm: &MemoryManager, new_size: u64) -> Result<()> {
         if new_size > MAX_FILE_SIZE {
             return Err(FsError::FileTooBig);
         }
         let old = self.size();
         if new_size < old && new_size % PAGE_SIZE != 0 {
             // Zero the tail first: if that fails (no frame to swap the page in), nothing changed.
-            self.zero_in_page(pager, new_size / PAGE_SIZE, (new_size % PAGE_SIZE) as usize, PAGE)?;
+            self.zero_in_page(mm, new_size / PAGE_SIZE, (new_size % PAGE_SIZE) as usize, PAGE)?;
         }
         self.size.store(new_size, Ordering::Release);
         if new_size <= old {
             // Also when the size is unchanged: reserved pages past EOF go (shmem_setattr).
-            self.remove_pages(pager, new_size.div_ceil(PAGE_SIZE), u64::MAX);
+            self.remove_pages(mm, new_size.div_ceil(PAGE_SIZE), u64::MAX);
         }
         Ok(())
     }
@@ -654,7 +603,7 @@ impl FileData {
     /// # Errors
     /// `NoSpace`/`Io` if a partial page that is swapped out cannot be brought back to be zeroed;
     /// whole pages may have been freed by then (as a partly done punch on Linux).
-    pub(crate) fn punch(&self, _io: &IoGuard<'_>, pager: &Pager, offset: u64, len: u64) -> Result<()> {
+    pub(crate) fn punch(&self, _io: &IoGuard<'_>, mm: &MemoryManager, offset: u64, len: u64) -> Result<()> {
         let end = offset.saturating_add(len).min(MAX_FILE_SIZE);
         if end <= offset {
             return Ok(());
@@ -662,26 +611,21 @@ impl FileData {
         let first_full = offset.div_ceil(PAGE_SIZE);
         let end_full = end / PAGE_SIZE;
         if first_full < end_full {
-            self.remove_pages(pager, first_full, end_full);
+            self.remove_pages(mm, first_full, end_full);
         }
         let head_page = offset / PAGE_SIZE;
         let tail_page = end / PAGE_SIZE;
         if head_page == tail_page {
             if offset % PAGE_SIZE != 0 || end % PAGE_SIZE != 0 {
-                self.zero_in_page(
-                    pager,
-                    head_page,
-                    (offset % PAGE_SIZE) as usize,
-                    (end % PAGE_SIZE) as usize,
-                )?;
+                self.zero_in_page(mm, head_page, (offset % PAGE_SIZE) as usize, (end % PAGE_SIZE) as usize)?;
             }
             return Ok(());
         }
         if offset % PAGE_SIZE != 0 {
-            self.zero_in_page(pager, head_page, (offset % PAGE_SIZE) as usize, PAGE)?;
+            self.zero_in_page(mm, head_page, (offset % PAGE_SIZE) as usize, PAGE)?;
         }
         if end % PAGE_SIZE != 0 {
-            self.zero_in_page(pager, tail_page, 0, (end % PAGE_SIZE) as usize)?;
+            self.zero_in_page(mm, tail_page, 0, (end % PAGE_SIZE) as usize)?;
         }
         Ok(())
     }
@@ -695,7 +639,7 @@ impl FileData {
     pub(crate) fn reserve(
         &self,
         _io: &IoGuard<'_>,
-        pager: &Pager,
+        mm: &MemoryManager,
         offset: u64,
         len: u64,
         keep_size: bool,
@@ -714,11 +658,11 @@ impl FileData {
             let mut map = self.pages.write();
             let present = map.range(first, last).count() as u64;
             let holes = total - present;
-            pager.acct.pages.charge(holes)?;
+            mm.charge_pages(holes)?;
             if holes > 0 {
                 for idx in first..=last {
                     if map.get(idx).is_none() {
-                        pager.acct.add(SlotState::Reserved);
+                        mm.count_added(PageState::Reserved);
                         map.insert(idx, Slot::Reserved);
                     }
                 }
@@ -769,24 +713,33 @@ impl FileData {
 
     /// Free every page (the file's last link and handle are gone). Needs no I/O lock: nobody can
     /// reach the file any more.
-    pub(crate) fn release_all(&self, pager: &Pager) {
-        self.remove_pages(pager, 0, u64::MAX);
+    pub(crate) fn release_all(&self, mm: &MemoryManager) {
+        self.remove_pages(mm, 0, u64::MAX);
     }
 
     /// Remove pages `[start, end)` from the map, uncharge them and free their swap slots; the
     /// frames are dropped after the map lock is released.
-    fn remove_pages(&self, pager: &Pager, start: u64, end: u64) {
+    fn remove_pages(&self, mm: &MemoryManager, start: u64, end: u64) {
         let removed = self.pages.write().take_range(start, end);
-        let n = pager.acct.remove(&removed);
-        self.charged.fetch_sub(n, Ordering::Relaxed);
-        pager.dispose(&removed);
+        let mut counts = SlotCounts::default();
+        for s in &removed {
+            counts.add(s.counted());
+            // Their swap slots (and the swap copies of clean frames) are free now.
+            match s {
+                Slot::Swapped(e) => mm.free_swap_slot(*e),
+                Slot::Resident(f) => mm.drop_swap_copy(f.take_swap_copy()),
+                Slot::Reserved | Slot::Poisoned => {}
+            }
+        }
+        mm.count_removed(counts);
+        self.charged.fetch_sub(counts.total(), Ordering::Relaxed);
         drop(removed);
     }
 
     /// Zero bytes `[from, to)` of page `idx` if it holds data (holes and reserved pages read
     /// zero already; a swapped page is brought back first; a poisoned one stays poisoned and
     /// unreadable, so no old byte can reappear from it).
-    fn zero_in_page(&self, pager: &Pager, idx: u64, from: usize, to: usize) -> Result<()> {
+    fn zero_in_page(&self, mm: &MemoryManager, idx: u64, from: usize, to: usize) -> Result<()> {
         let needs = matches!(
             self.pages.read().state(idx),
             SlotState::Resident | SlotState::Swapped(_)
@@ -794,7 +747,7 @@ impl FileData {
         if !needs {
             return Ok(());
         }
-        match self.modify_page(pager, idx, |page| page[from..to].fill(0)) {
+        match self.modify_page(mm, idx, |page| page[from..to].fill(0)) {
             // Poisoned: nothing can be read from it. Any other `Io` (no frame to swap it in)
             // left the page swapped with its old bytes, so the caller must fail.
             Err(FsError::Io) if self.pages.read().state(idx) == SlotState::Poisoned => Ok(()),
@@ -802,18 +755,44 @@ impl FileData {
         }
     }
 
-    /// Per-state slot counts of this file: (resident, reserved, swapped, poisoned).
-    pub(crate) fn slot_counts(&self) -> (u64, u64, u64, u64) {
+    /// Per-state slot counts of this file.
+    pub(crate) fn slot_counts(&self) -> SlotCounts {
         let map = self.pages.read();
-        let mut c = (0, 0, 0, 0);
+        let mut c = SlotCounts::default();
         for (_, s) in map.iter() {
-            match s {
-                Slot::Resident(_) => c.0 += 1,
-                Slot::Reserved => c.1 += 1,
-                Slot::Swapped(_) => c.2 += 1,
-                Slot::Poisoned => c.3 += 1,
-            }
+            c.add(s.counted());
         }
         c
+    }
+}
+
+/// The memory manager reaches a file's pages through its inode (the `Weak` it holds).
+impl PageOwner for Inode {
+    fn evict_snapshot(&self, idx: u64, frame: &Arc<Frame>) -> Result<EvictSnapshot, EvictOutcome> {
+        self.file().ok_or(EvictOutcome::Gone)?.evict_snapshot(idx, frame)
+    }
+
+    fn evict_publish(&self, mm: &MemoryManager, page: EvictPage<'_>, target: SwapTarget) -> EvictOutcome {
+        match self.file() {
+            Some(f) => f.evict_publish(mm, page, target),
+            None => {
+                if let SwapTarget::Written(e) = target {
+                    mm.free_swap_slot(e);
+                }
+                EvictOutcome::Gone
+            }
+        }
+    }
+
+    fn read_ahead(&self, mm: &MemoryManager, window: Window) {
+        if let Some(f) = self.file() {
+            f.read_ahead(mm, window);
+        }
+    }
+
+    fn read_ahead_abandoned(&self, seq: u64) {
+        if let Some(f) = self.file() {
+            f.read_ahead_abandoned(seq);
+        }
     }
 }

@@ -36,7 +36,7 @@ impl Filesystem {
     pub fn read(&self, fh: Fh, offset: u64, buf: &mut [u8]) -> Result<usize> {
         let h = self.readable(fh)?;
         let file = file_of(&h)?;
-        let n = file.read(&self.pager, offset, buf)?;
+        let n = file.read(&self.mm, offset, buf)?;
         self.touch_atime(&h.inode, h.flags.noatime);
         Ok(n)
     }
@@ -63,7 +63,7 @@ impl Filesystem {
         let size = file.size();
         let want = len.min(usize::try_from(size.saturating_sub(offset)).unwrap_or(usize::MAX));
         let mut buf = vec![0u8; want];
-        let n = file.read(&self.pager, offset, &mut buf)?;
+        let n = file.read(&self.mm, offset, &mut buf)?;
         buf.truncate(n);
         self.touch_atime(&h.inode, h.flags.noatime);
         Ok(buf)
@@ -116,7 +116,7 @@ impl Filesystem {
             _ => offset,
         };
         check_write_flags(&h.inode.meta.read(), offset, file.size(), ctx.is_none())?;
-        let n = file.write(&io, &self.pager, offset, data)?;
+        let n = file.write(&io, &self.mm, offset, data)?;
         drop(io);
         self.after_modify(ctx, &h);
         Ok(n)
@@ -150,7 +150,7 @@ impl Filesystem {
         if offset.checked_add(len).is_none_or(|e| e > MAX_FILE_SIZE) {
             return Err(FsError::FileTooBig);
         }
-        if mode != FallocateMode::PunchHole && self.pager.acct.pages.max().is_none() {
+        if mode != FallocateMode::PunchHole && self.mm.pages_quota().max().is_none() {
             // Unlimited instance: statfs reports the host's RAM as free space; refuse at once a
             // reservation bigger than that (Linux fails it on its memory accounting) instead of
             // building a page map for it.
@@ -169,9 +169,9 @@ impl Filesystem {
         }
         let io = file.lock_io();
         match mode {
-            FallocateMode::Allocate => file.reserve(&io, &self.pager, offset, len, false)?,
-            FallocateMode::KeepSize => file.reserve(&io, &self.pager, offset, len, true)?,
-            FallocateMode::PunchHole => file.punch(&io, &self.pager, offset, len)?,
+            FallocateMode::Allocate => file.reserve(&io, &self.mm, offset, len, false)?,
+            FallocateMode::KeepSize => file.reserve(&io, &self.mm, offset, len, true)?,
+            FallocateMode::PunchHole => file.punch(&io, &self.mm, offset, len)?,
         }
         drop(io);
         self.after_modify(Some(ctx), &h);
@@ -270,7 +270,7 @@ impl Filesystem {
         let mut done = 0u64;
         while done < total {
             let want = buf.len().min(usize::try_from(total - done).unwrap_or(usize::MAX));
-            let n = match fin.read(&self.pager, off_in + done, &mut buf[..want]) {
+            let n = match fin.read(&self.mm, off_in + done, &mut buf[..want]) {
                 Ok(n) => n,
                 Err(e) if done == 0 => return Err(e),
                 // Report what was copied; the caller's next call starts at the bad page.
@@ -280,7 +280,7 @@ impl Filesystem {
                 break;
             }
             let io = fout.lock_io();
-            let w = match fout.write(&io, &self.pager, off_out + done, &buf[..n]) {
+            let w = match fout.write(&io, &self.mm, off_out + done, &buf[..n]) {
                 Ok(w) => w,
                 Err(e) if done == 0 => return Err(e),
                 Err(_) => break,

@@ -22,18 +22,16 @@ mod xattrs;
 
 pub use xattrs::{fit_xattr_reply, XattrFit};
 
-use crate::accounting::Accounting;
-use crate::config::{Config, SwapConfig};
+use crate::config::Config;
 use crate::dir::DirBody;
 use crate::error::{ConfigError, FsError, Result};
 use crate::ids::{Ids, Striped};
 use crate::inode::{Body, Inode, InodeTable, Meta};
-use crate::limits::{Budget, BOGO_INODE_SIZE};
-use crate::mem::{Clock, MemBudget, TierStats};
-use crate::pager::{MemTier, Pager};
+use crate::limits::BOGO_INODE_SIZE;
+use crate::mm::{MemoryManager, Quota, SlotCounts};
 use crate::perm;
-use crate::swap::{FileSwap, Sealer, Swap, SwapBackend};
-use crate::sync::{Arc, AtomicBool, AtomicU32, AtomicU64, LockRank, Mutex, Ordering};
+use crate::swap::{FileSwap, SwapBackend};
+use crate::sync::{Arc, AtomicBool, AtomicU32, LockRank, Mutex, Ordering};
 use crate::types::{access, Attr, Ctx, FileKind, Ino, SetAttr, SetTime, StatFs, Timespec, Usage, NAME_MAX, PAGE_SIZE};
 use handles::Handles;
 
@@ -57,12 +55,10 @@ pub struct Filesystem {
     /// Generation given to every inode of this instance (inode numbers are never reused, so one
     /// per instance keeps `(ino, generation)` unique even across a restore into a new instance).
     generation: u64,
-    /// Page accounting and the memory tier, shared with the background threads.
-    pager: Arc<Pager>,
-    /// The background evictor and the swap read-ahead thread (with a swap tier), joined on drop.
-    threads: std::sync::Mutex<Vec<crate::sync::thread::JoinHandle<()>>>,
+    /// Page accounting and the memory tier, shared with its background threads.
+    mm: Arc<MemoryManager>,
     /// Inode space in bytes (`nr_inodes * 1024` when limited).
-    ispace: Budget,
+    ispace: Quota,
     /// Live inodes (not yet released).
     live_inodes: Striped,
     /// Rank `Rename`: held by cross-directory renames; parent pointers change only under it.
@@ -160,60 +156,14 @@ impl Filesystem {
 
     fn build(config: Config, backend: Option<Box<dyn SwapBackend>>) -> std::result::Result<Filesystem, ConfigError> {
         config.validate()?;
-        let max_pages = config.size_bytes.map(|b| b / PAGE_SIZE);
-        let tier = match config.memory_bytes {
-            None => None,
-            Some(mem) => {
-                let swap = match backend {
-                    None => None,
-                    Some(backend) => {
-                        let swap_cfg = config.swap.clone().unwrap_or_else(SwapConfig::in_temp_dir);
-                        let cap = swap_cfg
-                            .size_bytes
-                            .map(|b| b / PAGE_SIZE)
-                            .or_else(|| max_pages.map(|size| size - mem / PAGE_SIZE));
-                        let sealer = if swap_cfg.encrypt {
-                            Sealer::random_key().map_err(|e| ConfigError(e.to_string()))?
-                        } else {
-                            Sealer::plain()
-                        };
-                        Some(Swap::new(backend, cap, sealer))
-                    }
-                };
-                Some(MemTier {
-                    budget: Arc::new(MemBudget::new(mem / PAGE_SIZE)),
-                    clock: Clock::new(),
-                    swap,
-                    stats: TierStats::default(),
-                })
-            }
-        };
-        let ispace = Budget::new(config.max_inodes.map(|n| n.saturating_mul(BOGO_INODE_SIZE)));
-        let background = config.background_evictor && tier.as_ref().is_some_and(|t| t.swap.is_some());
-        let pager = Arc::new(Pager::new(Accounting::new(max_pages), tier, background));
-        let mut threads = Vec::new();
-        if background {
-            let spawn = |name: &str, run: fn(&Arc<Pager>)| {
-                let p = pager.clone();
-                // `sync::thread`: under shuttle these become threads whose schedule it explores.
-                crate::sync::thread::Builder::new()
-                    .name(name.into())
-                    .spawn(move || run(&p))
-                    .map_err(|e| ConfigError(format!("cannot start the {name} thread: {e}")))
-            };
-            threads.push(spawn("rtmpfs-evictor", Pager::run_evictor)?);
-            // Two read-ahead threads: one window's swap read overlaps the other's decryption.
-            for name in ["rtmpfs-readahead-0", "rtmpfs-readahead-1"] {
-                threads.push(spawn(name, |p| p.run_readahead())?);
-            }
-        }
+        let ispace = Quota::new(config.max_inodes.map(|n| n.saturating_mul(BOGO_INODE_SIZE)));
+        let mm = MemoryManager::start(&config, backend)?;
         let fs = Filesystem {
             table: InodeTable::new(),
             handles: Handles::new(),
             inos: Ids::new(Ino::ROOT.0 + 1),
             generation: instance_generation(),
-            pager,
-            threads: std::sync::Mutex::new(threads),
+            mm,
             ispace,
             live_inodes: Striped::new(),
             rename_lock: Mutex::new(LockRank::Rename, ()),
@@ -285,7 +235,7 @@ impl Filesystem {
     pub fn set_limits(&self, size_bytes: Option<u64>, max_inodes: Option<u64>) -> Result<()> {
         let pages = size_bytes.map(|b| b / PAGE_SIZE);
         let ispace = max_inodes.map(|n| n.saturating_mul(BOGO_INODE_SIZE));
-        for (new, budget) in [(pages, &self.pager.acct.pages), (ispace, &self.ispace)] {
+        for (new, budget) in [(pages, self.mm.pages_quota()), (ispace, &self.ispace)] {
             if let Some(new) = new {
                 if budget.max().is_none() || new < budget.used() || new == 0 {
                     return Err(FsError::Invalid);
@@ -294,7 +244,7 @@ impl Filesystem {
         }
         // Checked above for both, so that a refused remount changes neither.
         if let Some(p) = pages {
-            self.pager.acct.pages.set_max(p)?;
+            self.mm.pages_quota().set_max(p)?;
         }
         if let Some(i) = ispace {
             self.ispace.set_max(i)?;
@@ -410,7 +360,7 @@ impl Filesystem {
             truncated = truncation_stamps(size, file.size(), file.charged_pages(), fh.is_some());
             // Even to the same size: pages reserved past EOF (fallocate KEEP_SIZE) go, as
             // shmem_setattr truncates the range whenever the size does not grow.
-            file.truncate(&io, &self.pager, size)?;
+            file.truncate(&io, &self.mm, size)?;
         }
         let now = Timespec::now();
         let mut m = inode.meta.write();
@@ -520,8 +470,8 @@ impl Filesystem {
     /// RAM as its free space (never zero, which programs read as "full").
     #[must_use]
     pub fn statfs(&self) -> StatFs {
-        let used = self.pager.acct.pages.used();
-        let (blocks, bfree) = match self.pager.acct.pages.max() {
+        let used = self.mm.pages_quota().used();
+        let (blocks, bfree) = match self.mm.pages_quota().max() {
             Some(max) => (max, max.saturating_sub(used)),
             None => {
                 let free = host_ram_bytes() / PAGE_SIZE;
@@ -551,43 +501,20 @@ impl Filesystem {
     #[must_use]
     pub fn usage(&self) -> Usage {
         let pool = rtmpfs_pages::stats();
-        Usage {
-            charged_pages: self.pager.acct.pages.used(),
-            resident_pages: Accounting::get(&self.pager.acct.resident),
-            swapped_pages: Accounting::get(&self.pager.acct.swapped),
-            reserved_pages: Accounting::get(&self.pager.acct.reserved),
+        let pages = self.mm.counts();
+        let mut u = Usage {
+            charged_pages: self.mm.pages_quota().used(),
+            resident_pages: pages.resident,
+            swapped_pages: pages.swapped,
+            reserved_pages: pages.reserved,
             inodes: self.live_inodes_count(),
             inode_space_used: self.ispace.used(),
-            poisoned_pages: Accounting::get(&self.pager.acct.poisoned),
+            poisoned_pages: pages.poisoned,
             page_pool_ram_bytes: pool.out_bytes + pool.free_hot_bytes,
             page_pool_mapped_bytes: pool.mapped_bytes,
-            ..self.tier_usage()
-        }
-    }
-
-    fn tier_usage(&self) -> Usage {
-        let Some(tier) = &self.pager.tier else {
-            return Usage::default();
-        };
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let mut u = Usage {
-            memory_limit_pages: Some(tier.budget.max()),
-            frames_in_use: tier.budget.used(),
-            evictions: get(&tier.stats.evictions),
-            clean_evictions: get(&tier.stats.clean_evictions),
-            swap_ins: get(&tier.stats.swap_ins),
-            readahead_swap_ins: get(&tier.stats.readahead_swap_ins),
-            direct_reclaims: get(&tier.stats.direct_reclaims),
             ..Usage::default()
         };
-        if let Some(swap) = &tier.swap {
-            u.swap_slots_used = swap.used_slots();
-            u.swap_capacity_pages = swap.capacity_slots();
-            u.swap_file_bytes = swap.file_bytes();
-            u.swap_encrypted = swap.encrypted();
-            u.swap_read_errors = get(&swap.stats.read_errors);
-            u.swap_write_errors = get(&swap.stats.write_errors);
-        }
+        self.mm.fill_usage(&mut u);
         u
     }
 
@@ -596,28 +523,13 @@ impl Filesystem {
     /// sequential reads swap in synchronously. For a quiescent state (`check_invariants` while
     /// nothing else runs), or an orderly shutdown; dropping the filesystem does it too.
     pub fn stop_background_threads(&self) {
-        self.pager.stop.store(true, Ordering::Release);
-        if let Some(tier) = &self.pager.tier {
-            tier.budget.wake_all();
-        }
-        if let Some(q) = &self.pager.readahead {
-            // Windows that will never be read: release any reader waiting for them.
-            for job in q.stop() {
-                if let Some(f) = job.inode.upgrade().as_deref().and_then(|i| i.file()) {
-                    f.read_ahead_abandoned(job.seq);
-                }
-            }
-        }
-        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
-        for h in threads {
-            let _ = h.join();
-        }
+        self.mm.stop_background_threads();
     }
 
     /// Evict up to `pages` cold pages to swap now (the background evictor does this on its own;
     /// this is for tests and for a "drop caches" control). Returns how many left RAM.
     pub fn evict_now(&self, pages: usize) -> usize {
-        self.pager.evict_batch(pages)
+        self.mm.evict_now(pages)
     }
 
     /// Check the accounting invariants by walking every inode. Meant for tests and debugging;
@@ -626,17 +538,14 @@ impl Filesystem {
     /// # Errors
     /// A description of the first violated invariant.
     pub fn check_invariants(&self) -> std::result::Result<(), String> {
-        let charged = self.pager.acct.pages.used();
-        let resident = Accounting::get(&self.pager.acct.resident);
-        let reserved = Accounting::get(&self.pager.acct.reserved);
-        let swapped = Accounting::get(&self.pager.acct.swapped);
-        let poisoned = Accounting::get(&self.pager.acct.poisoned);
-        if charged != resident + reserved + swapped + poisoned {
+        let charged = self.mm.pages_quota().used();
+        let counters = self.mm.counts();
+        if charged != counters.total() {
             return Err(format!(
-                "charged {charged} != resident {resident} + reserved {reserved} + swapped {swapped} + poisoned {poisoned}"
+                "charged {charged} != the sum of the page counters {counters:?}"
             ));
         }
-        let mut sum = (0u64, 0u64, 0u64, 0u64);
+        let mut sum = SlotCounts::default();
         let mut live = 0u64;
         let mut ispace = 0u64;
         for inode in self.table.all() {
@@ -651,20 +560,18 @@ impl Filesystem {
             }
             if let Some(f) = inode.file() {
                 let c = f.slot_counts();
-                if c.0 + c.1 + c.2 + c.3 != f.charged_pages() {
+                if c.total() != f.charged_pages() {
                     return Err(format!(
                         "inode {} charged {} != its slots {c:?}",
                         inode.ino.0,
                         f.charged_pages()
                     ));
                 }
-                sum = (sum.0 + c.0, sum.1 + c.1, sum.2 + c.2, sum.3 + c.3);
+                sum = sum.plus(c);
             }
         }
-        if sum != (resident, reserved, swapped, poisoned) {
-            return Err(format!(
-                "per-file slots {sum:?} != counters ({resident}, {reserved}, {swapped}, {poisoned})"
-            ));
+        if sum != counters {
+            return Err(format!("per-file slots {sum:?} != counters {counters:?}"));
         }
         if live != self.live_inodes_count() {
             return Err(format!("live inodes {live} != counter {}", self.live_inodes_count()));
@@ -714,7 +621,7 @@ impl Filesystem {
             std::mem::take(&mut m.xattr_space)
         };
         if let Some(f) = inode.file() {
-            f.release_all(&self.pager);
+            f.release_all(&self.mm);
         }
         self.ispace.uncharge(BOGO_INODE_SIZE + xattr_space);
         self.live_inodes.add(-1);

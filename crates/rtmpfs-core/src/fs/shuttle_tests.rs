@@ -25,7 +25,7 @@ fn fs_with_tiny_budget() -> Arc<Filesystem> {
             size_bytes: None,
             encrypt: false,
         }),
-        background_evictor: false,
+        background_threads: false,
         ..Config::default()
     };
     Arc::new(Filesystem::with_swap_backend(cfg, Box::new(MemorySwap::new(None))).unwrap())
@@ -176,7 +176,7 @@ fn readahead_scenario() {
             size_bytes: None,
             encrypt: false,
         }),
-        background_evictor: true,
+        background_threads: true,
         ..Config::default()
     };
     let fs = Arc::new(Filesystem::with_swap_backend(cfg, Box::new(MemorySwap::new(None))).unwrap());
@@ -293,7 +293,7 @@ fn dying_swap_scenario() {
             size_bytes: None,
             encrypt: false,
         }),
-        background_evictor: false,
+        background_threads: false,
         ..Config::default()
     };
     let (faulty, control) = FaultySwap::new(Box::new(MemorySwap::new(None)));
