@@ -8,6 +8,7 @@
 //! * `bad_input`: absurd offsets, invalid names, wrong inode kinds, stale handles: typed errors,
 //!   never a panic.
 //! * `concurrency`: threads on shared names with a watchdog.
+//! * `read_nowait`: one-pass READ: `ReadMode::NoWait` does no swap I/O and answers `WouldBlock`.
 //! * `shuttle_tests` (feature `shuttle`): schedule exploration of write × read × truncate × punch;
 //!   run with `cargo test -p rtmpfs-core --features shuttle --test tests shuttle`.
 //!
@@ -26,6 +27,8 @@ mod concurrency;
 mod differential;
 #[cfg(not(feature = "shuttle"))]
 mod model;
+#[cfg(not(feature = "shuttle"))]
+mod read_nowait;
 #[cfg(not(feature = "shuttle"))]
 mod regressions;
 #[cfg(feature = "shuttle")]

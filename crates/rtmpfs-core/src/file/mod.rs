@@ -23,7 +23,7 @@ use crate::mm::{
 };
 use crate::swap::{AlignedPage, PageId, SwapEntry};
 use crate::sync::{Arc, AtomicU64, LockRank, Ordering, RwLock, Weak, WriteGuard};
-use crate::types::{SeekWhence, MAX_FILE_SIZE, PAGE_SIZE};
+use crate::types::{ReadMode, ReadOutcome, SeekWhence, MAX_FILE_SIZE, PAGE_SIZE};
 use page_map::{PageMap, Slot, SlotState};
 
 /// Pages copied per hold of the page-map read lock on the read path, to bound how long a large
@@ -106,35 +106,31 @@ impl FileData {
         PageId { ino: self.ino, idx }
     }
 
-    /// Whether reading `[offset, offset + len)` would need swap I/O.
-    pub(crate) fn range_needs_swap_in(&self, offset: u64, len: u64) -> bool {
-        let end = self.size().min(offset.saturating_add(len));
-        if offset >= end {
-            return false;
-        }
-        let map = self.pages.read();
-        let needs = map
-            .range(offset / PAGE_SIZE, (end - 1) / PAGE_SIZE)
-            .any(|(_, s)| matches!(s, Slot::Swapped(_)));
-        needs
-    }
-
     /// Read into `buf` from `offset`; returns bytes read, which is fewer than asked only at EOF
     /// (callers, and FUSE's kernel above them, take a short read for the end of the file). Takes
-    /// no I/O lock; swaps pages in as needed, with no lock held during the I/O.
+    /// no I/O lock. With `ReadMode::Wait` it swaps pages in as needed, with no lock held during
+    /// the I/O; with `ReadMode::NoWait` it returns `WouldBlock` at the first page that needs swap
+    /// I/O (or a read-ahead window in flight), having done no I/O and changed no page: the
+    /// caller retries with `Wait` where waiting is fine (Linux's `IOCB_NOWAIT`). A sequential
+    /// reader's read-ahead windows are posted either way, so the retry finds them under way.
     ///
     /// # Errors
     /// `Io` when any page of the range cannot be read: poisoned, its swap read failed, or no
     /// frame could be had to bring it back (see `MemoryManager::charge_frame`). The whole read fails,
     /// even if pages before it were copied: returning those as a short count would read as EOF
     /// and hide the rest of the file.
-    pub(crate) fn read(&self, mm: &MemoryManager, offset: u64, buf: &mut [u8]) -> Result<usize> {
+    pub(crate) fn read(&self, mm: &MemoryManager, offset: u64, buf: &mut [u8], mode: ReadMode) -> Result<ReadOutcome> {
         let size = self.size();
         if offset >= size || buf.is_empty() {
-            return Ok(0);
+            return Ok(ReadOutcome::Done(0));
         }
         let end = size.min(offset.saturating_add(buf.len() as u64));
-        let sequential = self.read_cursor.swap(end, Ordering::Relaxed) == offset;
+        // A `NoWait` attempt that would block leaves the cursor where it was, so that its `Wait`
+        // retry is still seen as sequential.
+        let sequential = match mode {
+            ReadMode::Wait => self.read_cursor.swap(end, Ordering::Relaxed) == offset,
+            ReadMode::NoWait => self.read_cursor.load(Ordering::Relaxed) == offset,
+        };
         // A sequential reader posts the next window to the read-ahead thread before it starts on
         // its own pages, so the swap reads overlap its work. Without that thread, its own swap-ins
         // read ahead (synchronously) up to EOF; other reads swap in only what they read.
@@ -170,6 +166,7 @@ impl FileData {
                             out.copy_from_slice(&frame.bytes()[in_page..in_page + n]);
                             frame.touch();
                         }
+                        Some(Slot::Swapped(_)) if mode == ReadMode::NoWait => return Ok(ReadOutcome::WouldBlock),
                         Some(Slot::Swapped(e)) => {
                             swap_in = Some(self.swapped_run(&map, mm, idx, *e, swap_in_last));
                             break;
@@ -187,7 +184,19 @@ impl FileData {
                 self.swap_in(mm, &run, FrameFor::SwapIn)?;
             }
         }
-        Ok((end - offset) as usize)
+        if mode == ReadMode::NoWait {
+            self.read_cursor.store(end, Ordering::Relaxed);
+        }
+        Ok(ReadOutcome::Done((end - offset) as usize))
+    }
+
+    /// [`FileData::read`] with `ReadMode::Wait`, which always completes (it never answers
+    /// `WouldBlock`; were it to, that would be reported as `Io`, not as a short read).
+    pub(crate) fn read_waiting(&self, mm: &MemoryManager, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        match self.read(mm, offset, buf, ReadMode::Wait)? {
+            ReadOutcome::Done(n) => Ok(n),
+            ReadOutcome::WouldBlock => Err(FsError::Io),
+        }
     }
 
     /// Write `data` at `offset`, allocating pages as needed; extends the size. Returns bytes
