@@ -13,6 +13,8 @@
 //! beyond `size` are zero (truncate zeroes the tail of the last page), so extending a file never
 //! exposes stale bytes.
 
+#[cfg(all(test, debug_assertions, not(feature = "shuttle")))]
+mod io_guard_tests;
 pub(crate) mod page_map;
 
 use crate::error::{FsError, Result};
@@ -34,8 +36,13 @@ const READ_BATCH_PAGES: u64 = 64;
 /// a read: a few extra 4 KiB in one I/O cost less than another I/O.
 const READ_AHEAD_MAX_GAP: u64 = 16;
 
-/// Proof that the caller holds a file's I/O lock exclusively.
-pub(crate) type IoGuard<'a> = WriteGuard<'a, ()>;
+/// Proof that the caller holds *this* file's I/O lock exclusively: made only by
+/// [`FileData::lock_io`], and carrying the file it locks, which every method that needs it checks
+/// by pointer identity (debug builds), so another file's guard is never accepted.
+pub(crate) struct IoGuard<'a> {
+    file: &'a FileData,
+    _held: WriteGuard<'a, ()>,
+}
 
 /// How `make_resident` left the page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,7 +106,15 @@ impl FileData {
 
     /// Take the I/O lock exclusively (write, truncate, punch, fallocate).
     pub(crate) fn lock_io(&self) -> IoGuard<'_> {
-        self.io.write()
+        IoGuard {
+            file: self,
+            _held: self.io.write(),
+        }
+    }
+
+    /// Check (debug builds) that `io` is this file's I/O guard.
+    fn check_io(&self, io: &IoGuard<'_>) {
+        debug_assert!(std::ptr::eq(io.file, self), "the I/O guard of another file");
     }
 
     fn page_id(&self, idx: u64) -> PageId {
@@ -205,7 +220,8 @@ impl FileData {
     /// # Errors
     /// `FileTooBig` at or past the maximum size; `NoSpace` if not even the first page could be
     /// charged; `Io` on a poisoned first page.
-    pub(crate) fn write(&self, _io: &IoGuard<'_>, mm: &MemoryManager, offset: u64, data: &[u8]) -> Result<usize> {
+    pub(crate) fn write(&self, io: &IoGuard<'_>, mm: &MemoryManager, offset: u64, data: &[u8]) -> Result<usize> {
+        self.check_io(io);
         if data.is_empty() {
             return Ok(0);
         }
@@ -589,7 +605,8 @@ impl FileData {
     ///
     /// # Errors
     /// `FileTooBig` past the maximum size.
-    pub(crate) fn truncate(&self, _io: &IoGuard<'_>, mm: &MemoryManager, new_size: u64) -> Result<()> {
+    pub(crate) fn truncate(&self, io: &IoGuard<'_>, mm: &MemoryManager, new_size: u64) -> Result<()> {
+        self.check_io(io);
         if new_size > MAX_FILE_SIZE {
             return Err(FsError::FileTooBig);
         }
@@ -612,7 +629,8 @@ impl FileData {
     /// # Errors
     /// `NoSpace`/`Io` if a partial page that is swapped out cannot be brought back to be zeroed;
     /// whole pages may have been freed by then (as a partly done punch on Linux).
-    pub(crate) fn punch(&self, _io: &IoGuard<'_>, mm: &MemoryManager, offset: u64, len: u64) -> Result<()> {
+    pub(crate) fn punch(&self, io: &IoGuard<'_>, mm: &MemoryManager, offset: u64, len: u64) -> Result<()> {
+        self.check_io(io);
         let end = offset.saturating_add(len).min(MAX_FILE_SIZE);
         if end <= offset {
             return Ok(());
@@ -647,12 +665,13 @@ impl FileData {
     /// holes in the range do not fit: then nothing changed.
     pub(crate) fn reserve(
         &self,
-        _io: &IoGuard<'_>,
+        io: &IoGuard<'_>,
         mm: &MemoryManager,
         offset: u64,
         len: u64,
         keep_size: bool,
     ) -> Result<()> {
+        self.check_io(io);
         if len == 0 {
             return Err(FsError::Invalid);
         }
