@@ -73,9 +73,12 @@ impl Frame {
         let mut bytes = self.data.write();
         change(&mut bytes);
         self.version.fetch_add(1, Ordering::AcqRel);
-        drop(bytes);
         self.touch();
-        self.take_swap_copy()
+        // Still under the bytes' write lock: no snapshot can see the new version with the old
+        // swap copy.
+        let stale = self.take_swap_copy();
+        drop(bytes);
+        stale
     }
 
     /// The version: how many changes the bytes have seen.
