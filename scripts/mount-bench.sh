@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmark rtmpfs against kernel tmpfs with ../shared/bench/compare.sh (interleaved rounds,
+# Benchmark rtmpfs against kernel tmpfs with compare.sh of the shared benchmark kit (interleaved rounds,
 # medians of per-round ratios), once per rtmpfs option set.
 #
 #   usage: scripts/mount-bench.sh [ROUNDS] [OPTIONS...]
@@ -16,7 +16,10 @@ ROUNDS=${1:-3}
 shift || true
 [ $# -gt 0 ] || set -- threads=1 threads=2 threads=3
 COMPARE=${COMPARE:-$(cd .. && pwd)/shared/bench/compare.sh}
-[ -x "$COMPARE" ] || { echo "mount-bench.sh: $COMPARE not found (set COMPARE)" >&2; exit 2; }
+[ -x "$COMPARE" ] || {
+    echo "mount-bench.sh: no compare.sh at $COMPARE: it comes with the shared benchmark kit, not with this repository; set COMPARE=/path/to/compare.sh" >&2
+    exit 2
+}
 export RTMPFS_BIN=${RTMPFS_BIN:-$PWD/target/release/rtmpfs}
 RESULTS_DIR=${RESULTS_DIR:-/tmp/rtmpfs-results}
 mkdir -p "$RESULTS_DIR"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # request-counts.sh [RTMPFS_BIN] [MOUNT_OPTIONS]
 #
-# FUSE requests per step of ../shared/bench/workloads.sh (the same steps, commands and tree),
+# FUSE requests per step of the shared benchmark kit's workloads.sh (the same steps, commands and tree,
+# copied here so this script needs nothing outside the repository),
 # counted with `rtmpfs --stats` before and after each step on a fresh rtmpfs mount. Counts are
 # deterministic up to the kernel's cache state (the page cache is dropped before the run, as
 # workloads.sh does); they are not timings. Prints one line per step: the total and each

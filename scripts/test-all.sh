@@ -34,6 +34,9 @@ step fmt cargo fmt --all -- --check
 step clippy cargo clippy --workspace --all-targets --locked -- -D warnings
 # The engine built for shuttle (its model-checked locks) is code too.
 step clippy-shuttle cargo clippy -p rtmpfs-core --all-targets --locked --features shuttle -- -D warnings
+# The written record is part of the build: every crate's docs, private items included, with no
+# broken intra-doc link or other rustdoc warning (the fuser fork's too).
+step doc env RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --document-private-items --locked
 step cargo-test cargo test --workspace --locked
 # The mount tests again over FUSE-over-io_uring: the shared test helper mounts with io_uring=on
 # and holds fuse.enable_uring at Y, restoring the value it found (tests/common/mod.rs).

@@ -77,11 +77,11 @@ fn start_summaries(limiter: Arc<Limiter>) {
     let old = unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         let mut old: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
+        libc::sigemptyset(&raw mut set);
         for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
-            libc::sigaddset(&mut set, s);
+            libc::sigaddset(&raw mut set, s);
         }
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &raw const set, &raw mut old);
         old
     };
     let _ = std::thread::Builder::new()
@@ -93,7 +93,7 @@ fn start_summaries(limiter: Arc<Limiter>) {
             }
         });
     // SAFETY: restores the mask saved above.
-    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &raw const old, std::ptr::null_mut()) };
 }
 
 /// Per-site state.

@@ -5,6 +5,8 @@
 //! `rtmpfs --generate man|bash|zsh|options-md` prints each; `scripts/install.sh` installs the
 //! first three, and `tests/manual.rs` checks that docs/rtmpfs.8 and docs/fuse.md are current.
 
+use std::fmt::Write as _;
+
 use roff::{bold, roman, Inline, Roff};
 use rtmpfs_fuse::options::{OptionDoc, OPTION_TABLE};
 
@@ -19,6 +21,8 @@ const HELP_WIDTH: usize = 96;
 /// What follows the option list, in `--help` and (as NOTES) in the man page.
 const NOTES: &[&str] = &[
     "Unknown or malformed options are refused, naming the option; nothing is mounted.",
+    "Without root, rtmpfs mounts through fusermount3, with its rules: nosuid,nodev; allow_other only \
+     with user_allow_other in /etc/fuse.conf; the root directory the user's, mode 0700 unless mode=.",
     "Remount changes ro/rw, size= and nr_inodes= (and kernel flags); it refuses a new value for \
      the other options (repeating the current one is fine).",
     "A container limit needs memory= + 32 MiB + 12 MiB per GiB of size= (see docs/fuse.md). \
@@ -59,7 +63,7 @@ pub fn help_footer() -> String {
 fn help_row(row: &OptionDoc) -> String {
     let mut text = plain(row.meaning);
     if !row.default.is_empty() {
-        text.push_str(&format!(". Default: {}", plain(row.default)));
+        let _ = write!(text, ". Default: {}", plain(row.default)); // a String never fails
     }
     text.push('.');
     let lines = wrap(&text, HELP_INDENT, HELP_WIDTH);
@@ -112,12 +116,13 @@ pub fn options_markdown() -> String {
     let mut out = String::from("| option | meaning | default |\n|---|---|---|\n");
     for row in OPTION_TABLE {
         let syntax: Vec<String> = row.syntax.split(", ").map(|v| format!("`{}`", cell(v))).collect();
-        out.push_str(&format!(
-            "| {} | {} | {} |\n",
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} |",
             syntax.join(", "),
             cell(row.meaning),
             cell(row.default)
-        ));
+        );
     }
     out
 }

@@ -366,7 +366,7 @@ fn oversized_request_is_refused_without_echo() {
     let _ = (&mut conn).take(1 << 20).read_to_end(&mut answer);
     let sent = sender.join().unwrap();
     let answer = String::from_utf8_lossy(&answer);
-    assert!(answer.starts_with("err request too long"), "answer: {:.200}", answer);
+    assert!(answer.starts_with("err request too long"), "answer: {answer:.200}");
     assert!(
         answer.len() < 256,
         "the request was echoed ({} bytes back)",
@@ -389,11 +389,11 @@ fn allow_open_files(n: u64) {
         rlim_max: 0,
     };
     // SAFETY: `lim` is a writable rlimit.
-    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut lim) }, 0);
     if lim.rlim_cur < n {
         lim.rlim_cur = n.min(lim.rlim_max);
         // SAFETY: a valid rlimit.
-        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) }, 0);
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raw const lim) }, 0);
     }
 }
 

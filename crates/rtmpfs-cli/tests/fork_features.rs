@@ -75,7 +75,7 @@ fn tmpfile_scenario(dir: &Path, extra: i32) -> TmpfileOutcome {
         buf.truncate(n.max(0) as usize);
         out.read_back = buf;
         let mut st: libc::stat = std::mem::zeroed();
-        assert_eq!(libc::fstat(fd, &mut st), 0);
+        assert_eq!(libc::fstat(fd, &raw mut st), 0);
         out.fstat_before = (st.st_nlink, st.st_mode, st.st_size);
         let dfd = libc::open(d.as_ptr(), libc::O_DIRECTORY | libc::O_RDONLY);
         assert!(dfd >= 0);
@@ -97,7 +97,7 @@ fn tmpfile_scenario(dir: &Path, extra: i32) -> TmpfileOutcome {
             n1.as_ptr(),
             libc::AT_SYMLINK_FOLLOW,
         )));
-        assert_eq!(libc::fstat(fd, &mut st), 0);
+        assert_eq!(libc::fstat(fd, &raw mut st), 0);
         out.nlink_after = st.st_nlink;
         libc::close(dfd);
         libc::close(fd);
@@ -164,7 +164,7 @@ fn statx_btime(path: &Path) -> (bool, i128) {
             p.as_ptr(),
             0,
             libc::STATX_BASIC_STATS | libc::STATX_BTIME,
-            &mut sx,
+            &raw mut sx,
         );
         assert_eq!(r, 0, "statx {}: errno {}", path.display(), common::errno());
         (
@@ -385,7 +385,7 @@ fn statx_birth_time_is_asked_once_per_inode() {
         // SAFETY: a valid path and a zeroed stat buffer.
         unsafe {
             let mut st: libc::stat = std::mem::zeroed();
-            assert_eq!(libc::stat(p.as_ptr(), &mut st), 0);
+            assert_eq!(libc::stat(p.as_ptr(), &raw mut st), 0);
         }
     };
     plain_stat();

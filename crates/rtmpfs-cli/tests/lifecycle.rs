@@ -330,7 +330,7 @@ const HELPER: &str = "/sbin/mount.fuse.rtmpfs";
 
 impl HelperInstall {
     fn new() -> HelperInstall {
-        let guard = HELPER_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let guard = HELPER_LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let saved = fs::read_link(HELPER).ok();
         let _ = fs::remove_file(HELPER);
         std::os::unix::fs::symlink(common::rtmpfs_bin(), HELPER).unwrap();

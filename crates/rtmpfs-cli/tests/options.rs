@@ -115,7 +115,7 @@ fn nix_statvfs(p: &Path) -> u64 {
     // SAFETY: plain data that statvfs fills, and a valid path.
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
     // SAFETY: as above.
-    assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut st) }, 0);
+    assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &raw mut st) }, 0);
     st.f_blocks * st.f_frsize
 }
 
@@ -137,7 +137,7 @@ fn fs_magic(p: &Path) -> i64 {
     // SAFETY: plain data that statfs fills, and a valid path.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     // SAFETY: as above.
-    assert_eq!(unsafe { libc::statfs(c.as_ptr(), &mut st) }, 0);
+    assert_eq!(unsafe { libc::statfs(c.as_ptr(), &raw mut st) }, 0);
     #[allow(clippy::unnecessary_cast)]
     let magic = st.f_type as i64;
     magic

@@ -47,7 +47,7 @@ fn content(path: &Path) -> String {
 /// Run `scenario` on a kernel tmpfs and on rtmpfs (mounted with `opts`); the transcripts must
 /// be the same.
 fn same_as_tmpfs(test: &str, opts: &str, scenario: impl Fn(&Path) -> Vec<String>) {
-    same_as_tmpfs_but(test, opts, scenario, |line| line.to_string());
+    same_as_tmpfs_but(test, opts, scenario, std::string::ToString::to_string);
 }
 
 /// As `same_as_tmpfs`, with each tmpfs line passed through `over_fuse` first: what the kernel's
@@ -101,10 +101,10 @@ fn rwf_noappend(dir: &Path) -> Vec<String> {
         iov_len: data.len(),
     };
     // SAFETY: one valid iovec over `data`.
-    let r = unsafe { libc::pwritev2(fd, &iov, 1, 1, libc::RWF_NOAPPEND) };
+    let r = unsafe { libc::pwritev2(fd, &raw const iov, 1, 1, libc::RWF_NOAPPEND) };
     let mut out = vec![format!("pwritev2 noappend at 1: {}", ret(r as i64))];
     // SAFETY: as above.
-    let r = unsafe { libc::pwritev2(fd, &iov, 1, 1, 0) };
+    let r = unsafe { libc::pwritev2(fd, &raw const iov, 1, 1, 0) };
     out.push(format!("pwritev2 at 1: {}", ret(r as i64)));
     close(fd);
     out.push(format!("content: {}", content(&path)));
@@ -122,7 +122,7 @@ fn copy_into_cleared_append(dir: &Path) -> Vec<String> {
     let copy = || {
         let (mut oi, mut oo) = (0i64, 2i64);
         // SAFETY: valid fds and offsets.
-        ret(unsafe { libc::copy_file_range(fin, &mut oi, fout, &mut oo, 3, 0) } as i64)
+        ret(unsafe { libc::copy_file_range(fin, &raw mut oi, fout, &raw mut oo, 3, 0) } as i64)
     };
     let mut out = vec![format!("with O_APPEND: {}", copy())];
     // SAFETY: plain fcntl on our fd.
@@ -210,7 +210,7 @@ fn reopen_unlinked_through_o_path(dir: &Path) -> Vec<String> {
         // SAFETY: a zeroed statvfs filled by the call on a valid path.
         let mut sv: libc::statvfs = unsafe { std::mem::zeroed() };
         // SAFETY: as above.
-        assert_eq!(unsafe { libc::statvfs(c_path(dir).as_ptr(), &mut sv) }, 0);
+        assert_eq!(unsafe { libc::statvfs(c_path(dir).as_ptr(), &raw mut sv) }, 0);
         (sv.f_ffree, sv.f_bfree)
     };
     let before = free();
@@ -241,7 +241,7 @@ fn reopen_unlinked_through_o_path(dir: &Path) -> Vec<String> {
     // SAFETY: a zeroed stat buffer filled by fstat.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: our O_PATH fd and a writable stat.
-    let r = unsafe { libc::fstat(opath, &mut st) };
+    let r = unsafe { libc::fstat(opath, &raw mut st) };
     out.push(format!(
         "fstat: {} nlink {} size {}",
         ret(r.into()),
@@ -293,7 +293,7 @@ fn times_before_1970(dir: &Path) -> Vec<String> {
         // SAFETY: a zeroed stat buffer filled by stat.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
         // SAFETY: valid path and writable stat.
-        assert_eq!(unsafe { libc::stat(p.as_ptr(), &mut st) }, 0);
+        assert_eq!(unsafe { libc::stat(p.as_ptr(), &raw mut st) }, 0);
         out.push(format!(
             "set ({sec} s, {nsec} ns): {} -> atime ({} s, {} ns) mtime ({} s, {} ns)",
             ret(r.into()),
@@ -316,7 +316,7 @@ fn mctime(path: &Path) -> ((i64, i64), (i64, i64)) {
     // SAFETY: a zeroed stat buffer filled by stat on a valid path.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: as above.
-    assert_eq!(unsafe { libc::stat(c_path(path).as_ptr(), &mut st) }, 0);
+    assert_eq!(unsafe { libc::stat(c_path(path).as_ptr(), &raw mut st) }, 0);
     ((st.st_mtime, st.st_mtime_nsec), (st.st_ctime, st.st_ctime_nsec))
 }
 

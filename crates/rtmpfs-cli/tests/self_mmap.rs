@@ -123,7 +123,7 @@ impl Subject {
         // SAFETY: `st` is plain data filled by fstat.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
         // SAFETY: valid fd and writable stat.
-        assert_eq!(unsafe { libc::fstat(self.fd, &mut st) }, 0);
+        assert_eq!(unsafe { libc::fstat(self.fd, &raw mut st) }, 0);
         st.st_size as usize
     }
 
@@ -386,15 +386,12 @@ fn run_with_watchdog(dir: PathBuf, on_timeout: impl FnOnce()) -> Vec<String> {
     let t = std::thread::spawn(move || {
         let _ = tx.send(scenarios(&dir));
     });
-    match rx.recv_timeout(DEADLINE) {
-        Ok(v) => {
-            t.join().unwrap();
-            v
-        }
-        Err(_) => {
-            on_timeout();
-            panic!("self-mmap scenarios did not finish within {DEADLINE:?}: deadlock");
-        }
+    if let Ok(v) = rx.recv_timeout(DEADLINE) {
+        t.join().unwrap();
+        v
+    } else {
+        on_timeout();
+        panic!("self-mmap scenarios did not finish within {DEADLINE:?}: deadlock");
     }
 }
 

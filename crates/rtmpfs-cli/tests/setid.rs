@@ -152,7 +152,7 @@ fn apply(change: Change, path: &Path, src: &Path) -> i32 {
                 assert!(sfd >= 0);
                 let e = with_fd(libc::O_WRONLY, &|fd| {
                     let (mut oi, mut oo): (i64, i64) = (0, 0);
-                    libc::copy_file_range(sfd, &mut oi, fd, &mut oo, 300, 0) as i64
+                    libc::copy_file_range(sfd, &raw mut oi, fd, &raw mut oo, 300, 0) as i64
                 });
                 libc::close(sfd);
                 e
@@ -192,7 +192,7 @@ fn probe(path: &Path) -> (u32, bool) {
     // SAFETY: valid path and name; a zeroed stat buffer; size-0 getxattr writes nothing.
     unsafe {
         let mut st: libc::stat = std::mem::zeroed();
-        assert_eq!(libc::stat(p.as_ptr(), &mut st), 0);
+        assert_eq!(libc::stat(p.as_ptr(), &raw mut st), 0);
         let cap = libc::getxattr(p.as_ptr(), name.as_ptr(), std::ptr::null_mut(), 0) >= 0;
         (st.st_mode & 0o7777, cap)
     }

@@ -178,7 +178,7 @@ fn swap_in_never_stalls_unrelated_requests() {
                     // SAFETY: valid path and a zeroed statfs buffer.
                     unsafe {
                         let mut s: libc::statfs = std::mem::zeroed();
-                        assert_eq!(libc::statfs(p.as_ptr(), &mut s), 0);
+                        assert_eq!(libc::statfs(p.as_ptr(), &raw mut s), 0);
                     }
                 }
                 _ => {

@@ -9,7 +9,7 @@
 mod common;
 
 use common::{can_mount, errno, mounted_at, run, threads_named, wait_until, Daemon, MountDir, UringSwitch};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -157,10 +157,10 @@ fn on_fails_the_mount_cleanly_when_register_fails() {
 
 /// Threads that stat fresh names on `dir` (each a LOOKUP) until `stop`; each returns how its
 /// last call ended (0 or the errno). A hang shows as a thread that never returns.
-fn hammer(dir: PathBuf, stop: Arc<AtomicBool>, n: usize) -> Vec<std::thread::JoinHandle<i32>> {
+fn hammer(dir: &Path, stop: &Arc<AtomicBool>, n: usize) -> Vec<std::thread::JoinHandle<i32>> {
     (0..n)
         .map(|t| {
-            let (dir, stop) = (dir.clone(), stop.clone());
+            let (dir, stop) = (dir.to_path_buf(), stop.clone());
             std::thread::spawn(move || {
                 let mut last = 0;
                 let mut i = 0u64;
@@ -169,7 +169,7 @@ fn hammer(dir: PathBuf, stop: Arc<AtomicBool>, n: usize) -> Vec<std::thread::Joi
                     // SAFETY: stat is plain data; all-zero is a valid value.
                     let mut st: libc::stat = unsafe { std::mem::zeroed() };
                     // SAFETY: a valid path and a writable stat buffer.
-                    last = if unsafe { libc::stat(p.as_ptr(), &mut st) } == 0 {
+                    last = if unsafe { libc::stat(p.as_ptr(), &raw mut st) } == 0 {
                         0
                     } else {
                         errno()
@@ -187,7 +187,7 @@ fn hammer(dir: PathBuf, stop: Arc<AtomicBool>, n: usize) -> Vec<std::thread::Joi
 
 /// Join `threads` within `timeout` in total, or fail: something hung.
 fn join_all(threads: Vec<std::thread::JoinHandle<i32>>, timeout: Duration) -> Vec<i32> {
-    let all_done = wait_until(timeout, || threads.iter().all(|t| t.is_finished()));
+    let all_done = wait_until(timeout, || threads.iter().all(std::thread::JoinHandle::is_finished));
     assert!(all_done, "a request never returned: the mount hangs");
     threads.into_iter().map(|t| t.join().unwrap()).collect()
 }
@@ -201,7 +201,7 @@ fn kill_9_with_requests_on_the_rings_ends_in_enotconn_and_unmount_recovers() {
     let mut d = Daemon::start("io_uring=on");
     let path = d.path().to_path_buf();
     let stop = Arc::new(AtomicBool::new(false));
-    let threads = hammer(path.clone(), stop.clone(), 4);
+    let threads = hammer(&path, &stop, 4);
     std::thread::sleep(Duration::from_millis(300));
     d.signal(libc::SIGKILL);
     d.wait();
@@ -244,7 +244,7 @@ fn sigterm_with_requests_in_flight_unmounts_without_hanging() {
     let mut d = Daemon::start("io_uring=on");
     let path = d.path().to_path_buf();
     let stop = Arc::new(AtomicBool::new(false));
-    let threads = hammer(path.clone(), stop.clone(), 4);
+    let threads = hammer(&path, &stop, 4);
     std::thread::sleep(Duration::from_millis(300));
     d.signal(libc::SIGTERM);
     let status = d.wait();
@@ -263,7 +263,7 @@ fn umount_with_requests_in_flight_ends_the_daemon() {
     let mut d = Daemon::start("io_uring=on");
     let path = d.path().to_path_buf();
     let stop = Arc::new(AtomicBool::new(false));
-    let threads = hammer(path.clone(), stop.clone(), 4);
+    let threads = hammer(&path, &stop, 4);
     std::thread::sleep(Duration::from_millis(300));
     // Lazy: the stat calls in flight keep the mount busy for a plain umount.
     let out = run(Command::new("umount").arg("-l").arg(&path), Duration::from_secs(10));

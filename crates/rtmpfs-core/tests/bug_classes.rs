@@ -1,4 +1,7 @@
-//! The classic tmpfs bug classes A–F of the semantics reference (§4), one or more tests each.
+//! The classic tmpfs bug classes, one or more tests each: A stale or uninitialised data, B
+//! truncate and punch racing reads and writes, C fault and punch loops that must finish and a huge
+//! fallocate that must fail at once, D accounting, E directory iteration under concurrent change,
+//! F SEEK_DATA / SEEK_HOLE.
 //! Where a test matters under memory pressure it runs twice: with no RAM budget, and with a
 //! four-page budget and an encrypted swap file, so that eviction and swap-in run constantly.
 

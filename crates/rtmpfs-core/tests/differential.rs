@@ -5,7 +5,7 @@
 //! engine exactly, which checks the model against Linux too.
 //!
 //! Differences that are decisions, not bugs, are listed in [`DEVIATIONS`] with their reason (and
-//! in notes/deviations.md for docs/semantics.md); a mismatch not covered there fails the test.
+//! in docs/semantics.md's table); a mismatch not covered there fails the test.
 //!
 //! Not root, or the mount fails: the test prints why and fails. It never passes silently.
 
@@ -56,7 +56,7 @@ pub struct Step<'a> {
     pub engine: &'a Outcome,
 }
 
-/// Every accepted difference. Each is also in notes/deviations.md.
+/// Every accepted difference. Each is also in docs/semantics.md.
 pub const DEVIATIONS: &[Deviation] = &[
     Deviation {
         name: "linux-seek-last-page-overflow",

@@ -4,7 +4,7 @@
 //!   after every step with the accounting invariant checked; shrunk failures kept as
 //!   `regression_*` tests.
 //! * `differential`: the same sequences through libc on a fresh kernel tmpfs mount (needs root).
-//! * `bug_classes`: the classic tmpfs bug classes A–F of the semantics reference.
+//! * `bug_classes`: the classic tmpfs bug classes A–F (named at the top of bug_classes.rs).
 //! * `bad_input`: absurd offsets, invalid names, wrong inode kinds, stale handles: typed errors,
 //!   never a panic.
 //! * `concurrency`: threads on shared names with a watchdog.

@@ -1,4 +1,5 @@
-//! Session lifecycle: check the mount point, mount with mount(2), serve on `threads=` fuser
+//! Session lifecycle: check the mount point, mount with mount(2) (an ordinary user: through
+//! fusermount3, see `unprivileged`), serve on `threads=` fuser
 //! event loops (or io_uring ring threads) until SIGINT/SIGTERM or an external unmount, and
 //! unmount. It starts the control socket ([`control`], answered by `control_handler`) and the
 //! background threads (`trim`, `health`), but their work lives in their own modules.
@@ -167,11 +168,15 @@ fn cstring(p: &Path) -> Result<CString, MountError> {
         .map_err(|_| MountError::Config(format!("{} contains a NUL byte", p.display())))
 }
 
-/// Mount a FUSE filesystem from `source` at the canonical, checked `path` with `opts`.
+/// Mount a FUSE filesystem from `source` at the canonical, checked `path` with `opts`: with
+/// mount(2) as root, through fusermount3 otherwise ([`crate::unprivileged::mount`]).
 ///
 /// # Errors
 /// `/dev/fuse` missing or not accessible, no privilege to mount, mount(2) failures.
 pub fn mount(path: &Path, opts: &MountOptions) -> Result<Mounted, MountError> {
+    if crate::unprivileged::active() {
+        return crate::unprivileged::mount(path, opts);
+    }
     let dev = OpenOptions::new()
         .read(true)
         .write(true)
@@ -247,7 +252,12 @@ fn find_our_mount(path: &Path, source: &str) -> Option<MountEntry> {
 fn set_readahead(dev: (u32, u32), bytes: u64) {
     let path = format!("/sys/class/bdi/{}:{}/read_ahead_kb", dev.0, dev.1);
     if let Err(e) = std::fs::write(&path, format!("{}", bytes / 1024)) {
-        tracing::warn!("readahead: writing {path}: {e}");
+        if crate::unprivileged::active() {
+            // The bdi's sysfs files are root's: say what it means for a user's mount.
+            tracing::warn!("readahead= needs root ({path}: {e}); the kernel's window is kept");
+        } else {
+            tracing::warn!("readahead: writing {path}: {e}");
+        }
     }
 }
 
@@ -270,6 +280,9 @@ pub fn unmount(path: &Path, dev: (u32, u32)) -> io::Result<Unmounted> {
     match mountinfo::mounted_at(path)? {
         Some(m) if (m.major, m.minor) == dev => {}
         _ => return Ok(Unmounted::NotMounted),
+    }
+    if crate::unprivileged::active() {
+        return crate::unprivileged::unmount(path);
     }
     let target = CString::new(path.as_os_str().as_bytes())?;
     // SAFETY: a valid NUL-terminated path.
@@ -410,6 +423,9 @@ fn start(mount_point: &Path, opts: MountOptions) -> Result<Started, MountError> 
     let sigset = block_signals();
     let host = Host::current();
     let mut opts = opts;
+    if crate::unprivileged::active() {
+        crate::unprivileged::apply_user_rules(&mut opts);
+    }
     if let Some(warning) = opts.prepare_swap(&host)? {
         tracing::warn!("{warning}");
     }

@@ -18,6 +18,7 @@ pub mod mountinfo;
 pub mod options;
 mod stats;
 mod trim;
+pub mod unprivileged;
 
 pub use adapter::{Adapter, AdapterOptions, DEFAULT_TTL, MAX_IO};
 pub use options::{Host, MountOptions, OptionError};

@@ -52,7 +52,7 @@ pub const OPTION_TABLE: &[OptionDoc] = &[
     OptionDoc {
         syntax: "mode=OCTAL",
         meaning: "permission bits of the root directory",
-        default: "`1777`",
+        default: "`1777` (an ordinary user's mount: `0700`)",
     },
     OptionDoc {
         syntax: "uid=N, gid=N",
@@ -85,6 +85,12 @@ pub const OPTION_TABLE: &[OptionDoc] = &[
         meaning: "kernel flags; `noatime`, `relatime`, `strictatime` and `nodiratime` also set the \
                   engine's atime rule, at mount and on remount",
         default: "`relatime`",
+    },
+    OptionDoc {
+        syntax: "atime, norelatime, nostrictatime, diratime, nolazytime, async",
+        meaning: "the opposites mount(8) knows: the first three mean `relatime`, the others undo \
+                  `nodiratime`, `lazytime` and `sync`",
+        default: "",
     },
     OptionDoc {
         syntax: "memory=N[k|m|g|%]",
@@ -161,9 +167,17 @@ pub const OPTION_TABLE: &[OptionDoc] = &[
         default: "",
     },
     OptionDoc {
-        syntax: "defaults, auto, noauto, nofail, _netdev, x-*, comment=..., user_id=N, group_id=N, \
-                 rootmode=OCTAL, default_permissions, allow_other",
-        meaning: "fstab, mount(8) and FUSE bookkeeping; ignored",
+        syntax: "remount",
+        meaning: "set by `mount -o remount`: change the running mount (a new value for an option \
+                  fixed at mount is refused)",
+        default: "",
+    },
+    OptionDoc {
+        syntax: "defaults, auto, noauto, nouser, nofail, _netdev, x-*, comment=..., silent, loud, \
+                 nomand, iversion, noiversion, user_id=N, group_id=N, rootmode=OCTAL, max_read=N, \
+                 blksize=N, subtype=NAME, default_permissions, allow_other, user, users",
+        meaning: "fstab, mount(8) and FUSE bookkeeping (mount(8) repeats the FUSE ones from \
+                  `/proc/mounts` on remount); ignored",
         default: "",
     },
 ];
@@ -210,6 +224,9 @@ pub struct MountOptions {
     pub nr_inodes: Option<u64>,
     /// `mode=` of the root directory (default `1777`).
     pub mode: u32,
+    /// `mode=` was given (an ordinary user's mount defaults to `0700` otherwise, as libfuse
+    /// filesystems do; see `unprivileged.rs`).
+    pub mode_given: bool,
     /// `uid=` of the root directory (default: the mounter).
     pub uid: Option<u32>,
     /// `gid=` of the root directory (default: the mounter).
@@ -269,6 +286,7 @@ impl Default for MountOptions {
             size: None,
             nr_inodes: None,
             mode: 0o1777,
+            mode_given: false,
             uid: None,
             gid: None,
             read_only: false,
@@ -527,6 +545,7 @@ impl MountOptions {
                     .filter(|m| *m <= 0o7777)
                     .ok_or_else(|| bad(name, v, "octal permission bits, at most 7777"))?;
                 self.mode = m;
+                self.mode_given = true;
             }
             "uid" => {
                 let v = need(value)?;
@@ -665,9 +684,13 @@ impl MountOptions {
             | "noiversion"
             | "default_permissions"
             | "allow_other"
-            | "inode64" => self.ignored.push(name.to_string()),
+            | "inode64"
+            // fstab's `user`/`users` (mount(8) passes `user=NAME` on to the helper): mount(8)
+            // decided that this user may mount; fusermount3 applies its rules.
+            | "user"
+            | "users" => self.ignored.push(name.to_string()),
             "noswap" => self.noswap = true,
-            "user" | "users" | "owner" | "group" => {
+            "owner" | "group" => {
                 return Err(OptionError::Unsupported(format!(
                     "{name} (non-root mounts through mount(8))"
                 )));
@@ -1408,3 +1431,6 @@ mod tests {
         assert_eq!(split_options(",,a,,"), vec!["a"]);
     }
 }
+
+#[cfg(test)]
+mod table_tests;

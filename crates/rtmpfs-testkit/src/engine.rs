@@ -60,6 +60,10 @@ pub struct EngineBackend {
 
 impl EngineBackend {
     /// Build an engine with `config`, driven with root credentials and `umask`.
+    ///
+    /// # Panics
+    ///
+    /// If the engine refuses `config` (a test's configuration is fixed, so that is its bug).
     pub fn new(config: Config, umask: u32) -> EngineBackend {
         let fs = Filesystem::new(config).expect("engine config");
         let ctx = Ctx { umask, ..Ctx::root() };

@@ -61,6 +61,10 @@ impl Loc {
 
 /// Build a [`Loc`] from a path such as `"d0/a"` (panics on a path outside the fixed namespace;
 /// meant for hand-written regression tests).
+///
+/// # Panics
+///
+/// If `path` is empty or its parent is not one of `PARENTS`.
 pub fn at(path: &str) -> Loc {
     let comps: Vec<&str> = path.split('/').collect();
     let (name, parent) = comps.split_last().expect("empty path");

@@ -79,6 +79,10 @@ pub struct Bijection {
 
 impl Bijection {
     /// Record or check that `a` corresponds to `b`.
+    ///
+    /// # Errors
+    ///
+    /// A message naming both sides when `a` or `b` already corresponds to another inode.
     pub fn check(&mut self, a: Id, b: Id) -> Result<(), String> {
         match (self.ab.get(&a), self.ba.get(&b)) {
             (None, None) => {
@@ -123,9 +127,7 @@ impl Comparator {
             (Outcome::Ok(Value::Entries(ea)), Outcome::Ok(Value::Entries(eb))) => {
                 let names_a: Vec<_> = ea.iter().map(|(n, (k, _))| (n, k)).collect();
                 let names_b: Vec<_> = eb.iter().map(|(n, (k, _))| (n, k)).collect();
-                if names_a != names_b {
-                    false
-                } else {
+                if names_a == names_b {
                     let mut errs = Vec::new();
                     for ((n, (_, ia)), (_, ib)) in ea.iter().zip(eb.values()) {
                         if let Err(e) = self.bij.check(*ia, *ib) {
@@ -139,6 +141,7 @@ impl Comparator {
                     }
                     return errs;
                 }
+                false
             }
             _ => a == b,
         };
@@ -228,7 +231,7 @@ impl Comparator {
             field("content", content_diff(a, b), String::new());
         }
         if a.xattrs.is_some() && b.xattrs.is_some() && a.xattrs != b.xattrs {
-            field("xattrs", xattr_brief(&a.xattrs), xattr_brief(&b.xattrs));
+            field("xattrs", xattr_brief(a.xattrs.as_ref()), xattr_brief(b.xattrs.as_ref()));
         }
         if let Err(e) = self.bij.check(a.id, b.id) {
             out.push(Mismatch {
@@ -279,7 +282,7 @@ fn brief(o: &Outcome) -> String {
     }
 }
 
-fn xattr_brief(x: &Option<BTreeMap<Vec<u8>, Vec<u8>>>) -> String {
+fn xattr_brief(x: Option<&BTreeMap<Vec<u8>, Vec<u8>>>) -> String {
     match x {
         None => "-".into(),
         Some(m) => format!(

@@ -49,6 +49,8 @@ pub const KERNEL_ABI_VERSION: (u32, u32) = (
     ll::fuse_abi::FUSE_KERNEL_VERSION,
     ll::fuse_abi::FUSE_KERNEL_MINOR_VERSION,
 );
+#[cfg(target_os = "linux")]
+pub use crate::mnt::fusermount;
 pub use crate::mnt::mount_options::Config;
 pub use crate::mnt::mount_options::MountOption;
 pub use crate::notify::Notifier;

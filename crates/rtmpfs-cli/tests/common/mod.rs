@@ -47,7 +47,7 @@ pub enum Transport {
 
 pub fn transport() -> Transport {
     match std::env::var("RTMPFS_TEST_TRANSPORT").as_deref() {
-        Err(_) | Ok("") | Ok("dev_fuse") => Transport::DevFuse,
+        Err(_) | Ok("" | "dev_fuse") => Transport::DevFuse,
         Ok("io_uring") => Transport::IoUring,
         Ok(other) => panic!("RTMPFS_TEST_TRANSPORT={other}: expected dev_fuse or io_uring"),
     }
@@ -80,9 +80,9 @@ pub struct UringSwitch {
 impl UringSwitch {
     /// Hold the switch at Y (shared with other Y holders). Panics if it cannot be set.
     pub fn on() -> UringSwitch {
-        let mut st = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
+        let mut st = SWITCH.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         while st.n_held {
-            st = SWITCH_FREED.wait(st).unwrap_or_else(|e| e.into_inner());
+            st = SWITCH_FREED.wait(st).unwrap_or_else(std::sync::PoisonError::into_inner);
         }
         if st.y_holders == 0 {
             st.found = Some(read_switch());
@@ -94,9 +94,9 @@ impl UringSwitch {
 
     /// Hold the switch at N (exclusively). Panics if it cannot be set.
     pub fn off() -> UringSwitch {
-        let mut st = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
+        let mut st = SWITCH.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         while st.n_held || st.y_holders > 0 {
-            st = SWITCH_FREED.wait(st).unwrap_or_else(|e| e.into_inner());
+            st = SWITCH_FREED.wait(st).unwrap_or_else(std::sync::PoisonError::into_inner);
         }
         st.found = Some(read_switch());
         write_switch("N");
@@ -107,7 +107,7 @@ impl UringSwitch {
 
 impl Drop for UringSwitch {
     fn drop(&mut self) {
-        let mut st = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
+        let mut st = SWITCH.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if self.on {
             st.y_holders -= 1;
         } else {
@@ -186,7 +186,7 @@ pub fn pin_to_cpu(cpu: usize) {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_ZERO(&mut set);
         libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &raw const set)
     };
     assert_eq!(r, 0, "sched_setaffinity: {}", std::io::Error::last_os_error());
 }
@@ -495,6 +495,5 @@ pub fn stat_of(mnt: &Path, name: &str) -> u64 {
     stats(mnt)
         .into_iter()
         .find(|(k, _)| k == name)
-        .map(|(_, v)| v)
-        .unwrap_or_else(|| panic!("no {name} in rtmpfs --stats"))
+        .map_or_else(|| panic!("no {name} in rtmpfs --stats"), |(_, v)| v)
 }

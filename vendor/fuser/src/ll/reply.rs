@@ -494,7 +494,7 @@ impl<T: AsRef<Path>> DirEntry<T> {
     }
 }
 
-/// Data buffer used to respond to [`Readdir`] requests.
+/// Data buffer used to respond to `READDIR` requests ([`super::request::Operation::ReadDir`]).
 #[derive(Debug)]
 pub(crate) struct DirEntList(EntListBuf);
 impl From<DirEntList> for ResponseData {
@@ -558,7 +558,7 @@ impl<T: AsRef<Path>> DirEntryPlus<T> {
     }
 }
 
-/// Data buffer used to respond to [`ReaddirPlus`] requests.
+/// Data buffer used to respond to `READDIRPLUS` requests ([`super::request::Operation::ReadDirPlus`]).
 #[derive(Debug)]
 pub(crate) struct DirEntPlusList(EntListBuf);
 impl From<DirEntPlusList> for ResponseData {

@@ -859,7 +859,7 @@ mod op {
 
     /// Get an extended attribute.
     ///
-    /// If the requested `XAttr` doesn't exist, return [`Err(Errno::NO_XATTR)`] which will
+    /// If the requested `XAttr` doesn't exist, return `Err(Errno::NO_XATTR)` which will
     /// map to the right platform-specific error code.
     #[derive(Debug)]
     pub(crate) struct GetXAttr<'a> {
@@ -881,7 +881,7 @@ mod op {
         /// User is requesting the size of the data stored in the `XAttr`
         GetSize(GetXAttrSize),
         /// User is requesting the data stored in the `XAttr`.  If the data will fit
-        /// in this number of bytes it should be returned, otherwise return [`Err(Errno::ERANGE)`].
+        /// in this number of bytes it should be returned, otherwise return `Err(Errno::ERANGE)`.
         #[allow(dead_code)]
         Size(NonZeroU32),
     }
@@ -894,7 +894,7 @@ mod op {
         ///
         /// You only need to check this value as an optimisation where there's a
         /// cost difference between checking the size of the data stored in an `XAttr`
-        /// and actually providing the data.  Otherwise just call [`reply()`] with the
+        /// and actually providing the data.  Otherwise just call `reply()` with the
         /// data and it will do the right thing.
         pub(crate) fn size(&self) -> GetXAttrSizeEnum {
             let s: Result<NonZeroU32, _> = self.arg.size.try_into();
@@ -929,8 +929,8 @@ mod op {
 
     /// Remove an extended attribute.
     ///
-    /// Return [`Err(Errno::NO_XATTR)`] if the xattr doesn't exist
-    /// Return [`Err(Errno::ENOTSUP)`] if this filesystem doesn't support `XAttrs`
+    /// Return `Err(Errno::NO_XATTR)` if the xattr doesn't exist
+    /// Return `Err(Errno::ENOTSUP)` if this filesystem doesn't support `XAttrs`
     #[derive(Debug)]
     pub(crate) struct RemoveXAttr<'a> {
         #[expect(dead_code)]
@@ -1523,7 +1523,7 @@ mod op {
 
     /// Rename a file.
     ///
-    /// TODO: Document the differences to [`Rename`] and [`Exchange`]
+    /// TODO: Document the differences to [`Rename`] and `Exchange` (macOS only)
     #[derive(Debug)]
     pub(crate) struct Rename2<'a> {
         #[expect(dead_code)]

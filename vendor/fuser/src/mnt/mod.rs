@@ -14,6 +14,9 @@ mod fuse3_sys;
 #[cfg(fuser_mount_impl = "pure-rust")]
 mod fuse_pure;
 pub(crate) mod mount_options;
+// rtmpfs fork: mounting through fusermount3 for callers with their own root mount path.
+#[cfg(target_os = "linux")]
+pub mod fusermount;
 
 use std::io;
 

@@ -39,7 +39,7 @@ pub(crate) const OUT_HEADER_SIZE: usize = size_of::<abi::fuse_out_header>();
 /// and io-uring 0.7's `UringCmd80` has no setter for it.
 const SQE_LEN_OFFSET: usize = 24;
 
-/// `struct fuse_uring_cmd_req` {flags u64, commit_id u64, qid u16, padding[6]}, which the
+/// `struct fuse_uring_cmd_req` {flags u64, commit_id u64, qid u16, `padding[6]`}, which the
 /// kernel reads at byte 48 of the SQE: the first bytes of `UringCmd80`'s 80-byte command.
 fn cmd_req(commit_id: u64, qid: u16) -> [u8; 80] {
     let mut cmd = [0u8; 80];
