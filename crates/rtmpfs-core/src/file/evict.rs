@@ -1,13 +1,10 @@
-//! The file side of eviction: the two phases the memory manager drives through [`PageOwner`],
-//! implemented by the inode.
+//! The file side of eviction: the two phases the memory manager drives through
+//! [`crate::mm::PageOwner`] (implemented by the inode, which delegates here).
 
 use super::page_map::{PageMap, Slot};
 use super::FileData;
 use crate::error::Result;
-use crate::inode::Inode;
-use crate::mm::{
-    EvictOutcome, EvictPage, EvictSnapshot, Frame, MemoryManager, PageOwner, PageState, SwapTarget, Window,
-};
+use crate::mm::{EvictOutcome, EvictPage, EvictSnapshot, Frame, MemoryManager, PageState, SwapTarget};
 use crate::swap::AlignedPage;
 use crate::sync::Arc;
 
@@ -17,8 +14,8 @@ fn is_frame_at(map: &PageMap, idx: u64, frame: &Arc<Frame>) -> bool {
 }
 
 impl FileData {
-    /// See [`PageOwner::evict_snapshot`].
-    pub(super) fn evict_snapshot(&self, idx: u64, frame: &Arc<Frame>) -> Result<EvictSnapshot, EvictOutcome> {
+    /// See [`crate::mm::PageOwner::evict_snapshot`].
+    pub(crate) fn evict_snapshot(&self, idx: u64, frame: &Arc<Frame>) -> Result<EvictSnapshot, EvictOutcome> {
         let map = self.pages.try_read().ok_or(EvictOutcome::Busy)?;
         if !is_frame_at(&map, idx, frame) {
             return Err(EvictOutcome::Gone);
@@ -53,8 +50,8 @@ impl FileData {
         })
     }
 
-    /// See [`PageOwner::evict_publish`].
-    pub(super) fn evict_publish(&self, mm: &MemoryManager, page: EvictPage<'_>, target: SwapTarget) -> EvictOutcome {
+    /// See [`crate::mm::PageOwner::evict_publish`].
+    pub(crate) fn evict_publish(&self, mm: &MemoryManager, page: EvictPage<'_>, target: SwapTarget) -> EvictOutcome {
         let EvictPage { idx, frame, version } = page;
         let give_up = |outcome| {
             if let SwapTarget::Written(e) = target {
@@ -84,37 +81,6 @@ impl FileData {
         match target {
             SwapTarget::Written(_) => EvictOutcome::Evicted,
             SwapTarget::Kept(_) => EvictOutcome::Clean,
-        }
-    }
-}
-
-/// The memory manager reaches a file's pages through its inode (the `Weak` it holds).
-impl PageOwner for Inode {
-    fn evict_snapshot(&self, idx: u64, frame: &Arc<Frame>) -> Result<EvictSnapshot, EvictOutcome> {
-        self.file().ok_or(EvictOutcome::Gone)?.evict_snapshot(idx, frame)
-    }
-
-    fn evict_publish(&self, mm: &MemoryManager, page: EvictPage<'_>, target: SwapTarget) -> EvictOutcome {
-        match self.file() {
-            Some(f) => f.evict_publish(mm, page, target),
-            None => {
-                if let SwapTarget::Written(e) = target {
-                    mm.free_swap_slot(e);
-                }
-                EvictOutcome::Gone
-            }
-        }
-    }
-
-    fn read_ahead(&self, mm: &MemoryManager, window: Window) {
-        if let Some(f) = self.file() {
-            f.read_ahead(mm, window);
-        }
-    }
-
-    fn read_ahead_abandoned(&self, seq: u64) {
-        if let Some(f) = self.file() {
-            f.read_ahead_abandoned(seq);
         }
     }
 }

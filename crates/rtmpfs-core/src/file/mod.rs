@@ -15,7 +15,7 @@
 //!
 //! The methods are split by topic: `rw` (read, write, making a page resident), `resize`
 //! (truncate, punch, fallocate's reservation, release), `swap_in` (a reader's swap-in run and
-//! read-ahead windows), `evict` (the file side of eviction, and `PageOwner` for the inode).
+//! read-ahead windows), `evict` (the file side of eviction).
 
 mod evict;
 #[cfg(all(test, debug_assertions, not(feature = "shuttle")))]
@@ -26,7 +26,6 @@ mod rw;
 mod swap_in;
 
 use crate::error::{FsError, Result};
-use crate::inode::Inode;
 use crate::mm::{FileReadAhead, PageOwner, SlotCounts};
 use crate::swap::PageId;
 use crate::sync::{AtomicU64, LockRank, Ordering, RwLock, Weak, WriteGuard};
@@ -63,7 +62,8 @@ pub(crate) struct FileData {
 }
 
 impl FileData {
-    pub(crate) fn new(ino: u64, owner: Weak<Inode>) -> Self {
+    /// The data of file `ino`, owned by `owner` (the inode, which implements [`PageOwner`]).
+    pub(crate) fn new<O: PageOwner + 'static>(ino: u64, owner: Weak<O>) -> Self {
         let owner: Weak<dyn PageOwner> = owner;
         FileData {
             ino,
