@@ -36,9 +36,11 @@ pub struct Config {
     pub memory_bytes: Option<u64>,
     /// Where and how pages leave RAM when a budget is set; `None` is `noswap`.
     pub swap: Option<SwapConfig>,
-    /// Run a background evictor thread that keeps some of the budget free, so writers rarely
-    /// reclaim memory themselves. Off only in deterministic tests.
-    pub background_evictor: bool,
+    /// With a swap tier, run the background threads: an evictor that keeps some of the budget
+    /// free, so writers rarely reclaim memory themselves, and two swap read-ahead threads for
+    /// sequential readers (without them, those read ahead synchronously). Off only in
+    /// deterministic tests.
+    pub background_threads: bool,
 }
 
 /// The private swap file.
@@ -79,7 +81,7 @@ impl Default for Config {
             noatime: false,
             memory_bytes: None,
             swap: None,
-            background_evictor: true,
+            background_threads: true,
         }
     }
 }

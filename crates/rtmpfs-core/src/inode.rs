@@ -6,6 +6,7 @@ use crossbeam_utils::CachePadded;
 
 use crate::dir::DirBody;
 use crate::file::FileData;
+use crate::mm::{EvictOutcome, EvictPage, EvictSnapshot, Frame, MemoryManager, PageOwner, SwapTarget, Window};
 use crate::perm::Owner;
 use crate::sync::{Arc, LockRank, RwLock};
 use crate::types::{Attr, FileKind, Ino, Timespec, PAGE_SIZE};
@@ -229,5 +230,37 @@ impl InodeTable {
             .iter()
             .flat_map(|s| s.read().values().cloned().collect::<Vec<_>>())
             .collect()
+    }
+}
+
+/// The memory manager reaches a file's pages through its inode (the `Weak` it holds), which
+/// hands each call to the file's data: a page belongs to a regular file or to nothing.
+impl PageOwner for Inode {
+    fn evict_snapshot(&self, idx: u64, frame: &Arc<Frame>) -> Result<EvictSnapshot, EvictOutcome> {
+        self.file().ok_or(EvictOutcome::Gone)?.evict_snapshot(idx, frame)
+    }
+
+    fn evict_publish(&self, mm: &MemoryManager, page: EvictPage<'_>, target: SwapTarget) -> EvictOutcome {
+        match self.file() {
+            Some(f) => f.evict_publish(mm, page, target),
+            None => {
+                if let SwapTarget::Written(e) = target {
+                    mm.free_swap_slot(e);
+                }
+                EvictOutcome::Gone
+            }
+        }
+    }
+
+    fn read_ahead(&self, mm: &MemoryManager, window: Window) {
+        if let Some(f) = self.file() {
+            f.read_ahead(mm, window);
+        }
+    }
+
+    fn read_ahead_abandoned(&self, seq: u64) {
+        if let Some(f) = self.file() {
+            f.read_ahead_abandoned(seq);
+        }
     }
 }

@@ -21,8 +21,9 @@
 //! # Lock order
 //!
 //! One order, checked in debug builds by [`sync`]'s ranked locks (an inversion panics naming both
-//! locks). A thread only ever takes locks downward in this tree; `try_*` acquisitions are exempt
-//! because they cannot wait.
+//! locks; every lock class has its own rank). A thread only ever takes locks downward in this
+//! tree, and nothing at all while it holds a *leaf* (`LockRank::is_leaf`, also checked); `try_*`
+//! acquisitions are exempt because they cannot wait.
 //!
 //! ```text
 //! Rename            filesystem-wide; cross-directory rename only (freezes parent pointers)
@@ -31,12 +32,14 @@
 //!      └─ FileIo    a file's i_rwsem role: write, truncate, punch, fallocate, seek.
 //!          │        NEVER taken by read, page fault (a FUSE READ) or the evictor.
 //!          └─ Meta  attributes, link/open/lookup counts, xattrs (short holds)
-//!              └─ InodeTable, Handles     leaf shards: nothing is taken under them
+//!              └─ InodeTable, Handles                 leaves: inode and handle table shards
 //!              └─ PageMap   slot lookups and transitions; never held across allocation,
 //!                  │        I/O, or a wait for memory
 //!                  └─ Frame one page's bytes
-//!                      └─ Budget → ReadAhead → ReadAheadQueue → Swap   (swap tier)
-//!                                                          IdBatch   (leaf: ino/fh batches)
+//!                      └─ FrameBudget, ClockRing, CleanList   leaves (mm: frame waits, CLOCK)
+//!                      └─ ReadAhead → ReadAheadQueue (leaf)    a file's read-ahead windows
+//!                      └─ SwapCopy, SwapSlots, MemoryBackend  leaves (swap tier)
+//!                      └─ IdBatch, Threads                    leaves (ino/fh batches; mm threads)
 //! ```
 //!
 //! The read-ahead locks are leaves taken with nothing above `FileIo` held; a reader waiting for
@@ -52,7 +55,6 @@
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
-mod accounting;
 mod acl;
 mod config;
 mod dir;
@@ -62,11 +64,9 @@ mod fs;
 mod ids;
 mod inode;
 mod limits;
-mod mem;
+mod mm;
 mod name;
-mod pager;
 mod perm;
-mod readahead;
 pub mod swap;
 pub mod sync;
 mod types;
@@ -78,7 +78,7 @@ pub use fs::MemoryLimitError;
 pub use fs::{file_flags, AtimeRule, Filesystem};
 pub use fs::{fit_xattr_reply, XattrFit};
 pub use types::{
-    access, Attr, Ctx, DirEntry, FallocateMode, Fh, FileKind, Ino, OpenFlags, RenameFlags, SeekWhence, SetAttr,
-    SetTime, StatFs, Timespec, Usage, MAX_FILE_SIZE, NAME_MAX, PAGE_SIZE, SYMLINK_MAX,
+    access, Attr, Ctx, DirEntry, FallocateMode, Fh, FileKind, Ino, OpenFlags, ReadMode, ReadOutcome, RenameFlags,
+    SeekWhence, SetAttr, SetTime, StatFs, Timespec, Usage, MAX_FILE_SIZE, NAME_MAX, PAGE_SIZE, SYMLINK_MAX,
 };
 pub use xattr::{XattrSetMode, XATTR_LIST_MAX, XATTR_NAME_MAX, XATTR_SIZE_MAX};

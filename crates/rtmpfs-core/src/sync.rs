@@ -55,16 +55,50 @@ pub enum LockRank {
     PageMap = 60,
     /// One page frame's data.
     Frame = 70,
-    /// The RAM budget and cold-page list.
-    Budget = 80,
-    /// A file's swap read-ahead state. Leaf-like: only the read-ahead queue is taken inside.
+    /// The frame budget's wait lock (guards only its condition variables). A leaf.
+    FrameBudget = 80,
+    /// The CLOCK ring of resident frames. A leaf.
+    ClockRing = 81,
+    /// The CLOCK's list of clean frames (swapped in, swap copy kept). A leaf, never held with
+    /// the ring.
+    CleanList = 82,
+    /// A file's swap read-ahead state. Only the read-ahead queue is taken inside.
     ReadAhead = 84,
     /// The read-ahead job queue. A leaf.
     ReadAheadQueue = 86,
-    /// The swap slot allocator and swap file.
-    Swap = 90,
+    /// A frame's still-valid swap copy. A leaf.
+    SwapCopy = 88,
+    /// The swap slot allocator. A leaf.
+    SwapSlots = 90,
+    /// The in-memory swap backend's pages (tests). A leaf.
+    MemoryBackend = 92,
     /// A thread slot's batch of inode or handle numbers. A leaf.
     IdBatch = 95,
+    /// The memory manager's list of background threads (taken only to start and stop them). A
+    /// leaf.
+    Threads = 99,
+}
+
+impl LockRank {
+    /// Whether nothing may be taken while a lock of this rank is held (checked in debug builds,
+    /// as the order is): short holds over plain data, which call out to nothing.
+    #[must_use]
+    pub const fn is_leaf(self) -> bool {
+        matches!(
+            self,
+            LockRank::InodeTable
+                | LockRank::Handles
+                | LockRank::FrameBudget
+                | LockRank::ClockRing
+                | LockRank::CleanList
+                | LockRank::ReadAheadQueue
+                | LockRank::SwapCopy
+                | LockRank::SwapSlots
+                | LockRank::MemoryBackend
+                | LockRank::IdBatch
+                | LockRank::Threads
+        )
+    }
 }
 
 #[cfg(all(debug_assertions, not(feature = "shuttle")))]
@@ -76,11 +110,17 @@ mod rank_check {
         static HELD: RefCell<Vec<LockRank>> = const { RefCell::new(Vec::new()) };
     }
 
-    /// Check that `rank` may be taken now (strictly above everything held, or equal to the
-    /// highest held when `nested`), then record it.
+    /// Check that `rank` may be taken now (no leaf held, and strictly above everything held,
+    /// or equal to the highest held when `nested`), then record it.
     pub fn acquire(rank: LockRank, nested: bool) {
         HELD.with(|h| {
             let mut h = h.borrow_mut();
+            if let Some(&leaf) = h.iter().find(|r| r.is_leaf()) {
+                panic!(
+                    "lock order violation: taking {rank:?} while holding the leaf {leaf:?} (held: {:?})",
+                    *h
+                );
+            }
             if let Some(&top) = h.iter().max() {
                 let ok = if nested { rank >= top } else { rank > top };
                 assert!(
@@ -451,6 +491,16 @@ mod tests {
         let b = RwLock::new(LockRank::Dir, ());
         let _ga = a.write();
         let _gb = b.write();
+    }
+
+    #[test]
+    #[should_panic(expected = "while holding the leaf SwapSlots")]
+    fn taking_anything_under_a_leaf_panics() {
+        // Above the leaf in rank, so only the leaf check catches it.
+        let leaf = Mutex::new(LockRank::SwapSlots, ());
+        let above = Mutex::new(LockRank::IdBatch, ());
+        let _g = leaf.lock();
+        let _h = above.lock();
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Size of a data page. Every allocation, limit and `st_blocks` figure is in these units.
-pub const PAGE_SIZE: u64 = 4096;
+pub const PAGE_SIZE: u64 = rtmpfs_pages::PAGE as u64;
 
 /// The largest file size, as Linux's `MAX_LFS_FILESIZE` on 64-bit: writes, truncates and
 /// fallocates past it fail with [`crate::FsError::FileTooBig`].
@@ -479,4 +479,25 @@ pub struct Usage {
     pub page_pool_ram_bytes: u64,
     /// Address space the page pool has mapped (RAM or given back to the kernel). Process-wide.
     pub page_pool_mapped_bytes: u64,
+}
+
+/// Whether a read may wait for swap I/O ([`crate::Filesystem::read_with`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadMode {
+    /// Swap pages in as needed (and wait for read-ahead windows in flight).
+    Wait,
+    /// Do no I/O and never wait: answer [`ReadOutcome::WouldBlock`] when a page of the range
+    /// is swapped out (Linux's `IOCB_NOWAIT`). For a server thread that must stay responsive.
+    NoWait,
+}
+
+/// What a [`crate::Filesystem::read_with`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum ReadOutcome {
+    /// Bytes read into the buffer, fewer than asked only at end of file.
+    Done(usize),
+    /// [`ReadMode::NoWait`] met a page that needs swap I/O: nothing was read (the buffer may
+    /// hold part of the range) and nothing changed; retry with [`ReadMode::Wait`].
+    WouldBlock,
 }

@@ -38,7 +38,7 @@ fn config(size_pages: Option<u64>, nr_inodes: Option<u64>) -> Config {
 fn tiny_ram(mut c: Config) -> Config {
     c.memory_bytes = Some(4 * PAGE);
     c.swap = Some(SwapConfig::in_temp_dir());
-    c.background_evictor = false;
+    c.background_threads = false;
     c
 }
 

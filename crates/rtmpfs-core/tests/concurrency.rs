@@ -287,7 +287,7 @@ fn stress_threads_tiny_ram_swap_and_lookups() {
         swap: Some(SwapConfig::in_temp_dir()),
         // Writers reclaim for themselves (direct eviction racing the other threads); a
         // background evictor would keep moving pages while the invariant is checked.
-        background_evictor: false,
+        background_threads: false,
         track_lookups: false,
         ..Config::default()
     };

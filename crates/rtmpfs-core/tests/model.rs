@@ -81,7 +81,7 @@ fn full_swap_engine(cfg: &ModelConfig) -> EngineBackend {
                 size_bytes: Some((size_pages - 4) * 4096),
                 encrypt: true,
             }),
-            background_evictor: false,
+            background_threads: false,
             ..EngineBackend::config_for(cfg)
         },
         cfg.umask,

@@ -121,7 +121,7 @@ fn plain() -> Arc<Filesystem> {
     Arc::new(
         Filesystem::new(Config {
             size_bytes: Some(16 * P),
-            background_evictor: false,
+            background_threads: false,
             ..Config::default()
         })
         .unwrap(),
@@ -137,7 +137,7 @@ fn tiny_ram() -> Arc<Filesystem> {
             size_bytes: None,
             encrypt: false,
         }),
-        background_evictor: false,
+        background_threads: false,
         ..Config::default()
     };
     Arc::new(Filesystem::with_swap_backend(cfg, Box::new(MemorySwap::new(None))).unwrap())
@@ -183,7 +183,7 @@ mod budget {
                 size_bytes: None,
                 encrypt: false,
             }),
-            background_evictor: false,
+            background_threads: false,
             ..Config::default()
         };
         Arc::new(Filesystem::with_swap_backend(cfg, Box::new(MemorySwap::new(None))).unwrap())
@@ -334,7 +334,7 @@ mod budget {
                 size_bytes: None,
                 encrypt: false,
             }),
-            background_evictor: true,
+            background_threads: true,
             ..Config::default()
         };
         let fs = Arc::new(Filesystem::with_swap_backend(cfg, Box::new(MemorySwap::new(None))).unwrap());
@@ -451,7 +451,7 @@ mod budget {
                 size_bytes: None,
                 encrypt: false,
             }),
-            background_evictor: false,
+            background_threads: false,
             ..Config::default()
         };
         let (faulty, control) = FaultySwap::new(Box::new(MemorySwap::new(None)));

@@ -20,7 +20,7 @@ fn config(memory_pages: u64, size_pages: u64, encrypt: bool) -> Config {
             size_bytes: None,
             encrypt,
         }),
-        background_evictor: false,
+        background_threads: false,
         ..Config::default()
     }
 }
@@ -241,7 +241,7 @@ fn whole_page_overwrite_of_a_swapped_page_reads_nothing_back() {
 #[test]
 fn sequential_reads_are_served_by_read_ahead() {
     let cfg = Config {
-        background_evictor: true,
+        background_threads: true,
         ..config(64, 4096, true)
     };
     let fs = Filesystem::with_swap_backend(cfg, Box::new(MemorySwap::new(None))).unwrap();
@@ -287,7 +287,7 @@ fn read_ahead_across_slot_gaps_loses_nothing() {
             Box::new(MemorySwap::new(None))
         };
         let cfg = Config {
-            background_evictor: true,
+            background_threads: true,
             ..config(32, 1024, true)
         };
         let fs = Filesystem::with_swap_backend(cfg, backend).unwrap();
@@ -474,7 +474,7 @@ fn encryption_hides_plaintext_at_rest() {
 #[test]
 fn concurrent_io_under_a_tiny_budget_finishes_and_balances() {
     let mut cfg = config(4, 4096, true);
-    cfg.background_evictor = true;
+    cfg.background_threads = true;
     let fs = Arc::new(Filesystem::with_swap_backend(cfg, Box::new(MemorySwap::new(None))).unwrap());
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut threads = Vec::new();

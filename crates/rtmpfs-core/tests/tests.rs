@@ -17,6 +17,7 @@
 //! * `remount`: the run-time switches a FUSE server needs (remount, `CAP_FSETID`, capability
 //!   stripping, lookup references).
 //! * `swap`: the RAM budget and the swap tier with in-memory and fault-injecting backends.
+//! * `read_nowait`: one-pass READ: `ReadMode::NoWait` does no swap I/O and answers `WouldBlock`.
 //! * `shuttle_tests` (feature `shuttle`): schedule exploration of write × read × truncate × punch,
 //!   and under a RAM budget of eviction, swap-in, read-ahead and a dying swap device; run with
 //!   `cargo test -p rtmpfs-core --features shuttle --test tests shuttle`.
@@ -42,6 +43,8 @@ mod memory_limit;
 mod model;
 #[cfg(not(feature = "shuttle"))]
 mod parity;
+#[cfg(not(feature = "shuttle"))]
+mod read_nowait;
 #[cfg(not(feature = "shuttle"))]
 mod regressions;
 #[cfg(not(feature = "shuttle"))]

@@ -12,79 +12,40 @@
 //! `size` is written only under `io` (exclusive) and read lock-free. Invariant: bytes of a page
 //! beyond `size` are zero (truncate zeroes the tail of the last page), so extending a file never
 //! exposes stale bytes.
+//!
+//! The methods are split by topic: `rw` (read, write, making a page resident), `resize`
+//! (truncate, punch, fallocate's reservation, release), `swap_in` (a reader's swap-in run and
+//! read-ahead windows), `evict` (the file side of eviction).
 
+mod evict;
+#[cfg(all(test, debug_assertions, not(feature = "shuttle")))]
+mod io_guard_tests;
 pub(crate) mod page_map;
+mod resize;
+mod rw;
+mod swap_in;
 
 use crate::error::{FsError, Result};
-use crate::inode::Inode;
-use crate::pager::{FrameFor, Pager};
-use crate::readahead::FileReadAhead;
-use crate::swap::{AlignedPage, PageId, Swap, SwapEntry};
-use crate::sync::{Arc, AtomicU64, LockRank, Ordering, RwLock, Weak, WriteGuard};
-use crate::types::{SeekWhence, MAX_FILE_SIZE, PAGE_SIZE};
-use page_map::{Frame, PageMap, Slot, SlotState, PAGE};
+use crate::mm::{FileReadAhead, PageOwner, SlotCounts};
+use crate::swap::PageId;
+use crate::sync::{AtomicU64, LockRank, Ordering, RwLock, Weak, WriteGuard};
+use crate::types::{SeekWhence, PAGE_SIZE};
+use page_map::PageMap;
 
-/// Pages copied per hold of the page-map read lock on the read path, to bound how long a large
-/// read keeps slot transitions (eviction, swap-in) waiting.
-const READ_BATCH_PAGES: u64 = 64;
-
-/// Read-ahead reads across gaps of up to this many slots (ignoring them) rather than splitting
-/// a read: a few extra 4 KiB in one I/O cost less than another I/O.
-const READ_AHEAD_MAX_GAP: u64 = 16;
-
-/// Proof that the caller holds a file's I/O lock exclusively.
-pub(crate) type IoGuard<'a> = WriteGuard<'a, ()>;
-
-/// What became of one eviction attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum EvictOutcome {
-    /// Written to swap and dropped from RAM.
-    Evicted,
-    /// Dropped from RAM without I/O: its swap copy was still valid.
-    Clean,
-    /// The page is no longer this frame (truncated, rewritten): forget the entry.
-    Gone,
-    /// In use or changed meanwhile: try later.
-    Busy,
-}
-
-/// How `make_resident` left the page.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Resident {
-    /// It was resident already (possibly made so by another thread meanwhile).
-    Already,
-    /// It was made resident with its old contents (zeros, or read back from swap).
-    Made,
-    /// It was made resident holding the caller's `fill`.
-    Filled,
-}
-
-/// What the first phase of an eviction saw.
-pub(crate) struct EvictSnapshot {
-    /// The frame's version when copied: publishing needs it unchanged.
-    pub version: u64,
-    /// The frame's still-valid swap copy: evict without I/O.
-    pub origin: Option<SwapEntry>,
-    /// Otherwise, the bytes to write out (in an I/O-aligned buffer, sealed in place).
-    pub copy: Option<AlignedPage>,
-    /// Bound into the seal.
-    pub id: PageId,
-    /// The swap slot after the previous page's, if that page is swapped out: writing there keeps
-    /// the file's pages consecutive in the swap file.
-    pub slot_hint: Option<u64>,
-}
-
-/// Whether page `idx` of `map` is resident in exactly `frame`.
-fn is_frame_at(map: &PageMap, idx: u64, frame: &Arc<Frame>) -> bool {
-    matches!(map.get(idx), Some(Slot::Resident(f)) if Arc::ptr_eq(f, frame))
+/// Proof that the caller holds *this* file's I/O lock exclusively: made only by
+/// [`FileData::lock_io`], and carrying the file it locks, which every method that needs it checks
+/// by pointer identity (debug builds), so another file's guard is never accepted.
+pub(crate) struct IoGuard<'a> {
+    file: &'a FileData,
+    _held: WriteGuard<'a, ()>,
 }
 
 /// The data of one regular file.
 pub(crate) struct FileData {
     /// Immutable: the inode number (bound into swap seals).
     ino: u64,
-    /// Immutable: the owning inode, for the evictor's CLOCK entries.
-    owner: Weak<Inode>,
+    /// Immutable: the owning inode, for the evictor's CLOCK entries and read-ahead jobs.
+    owner: Weak<dyn PageOwner>,
     /// Rank `FileIo`. See the module docs.
     io: RwLock<()>,
     /// Written under `io`; read lock-free.
@@ -101,7 +62,9 @@ pub(crate) struct FileData {
 }
 
 impl FileData {
-    pub(crate) fn new(ino: u64, owner: Weak<Inode>) -> Self {
+    /// The data of file `ino`, owned by `owner` (the inode, which implements [`PageOwner`]).
+    pub(crate) fn new<O: PageOwner + 'static>(ino: u64, owner: Weak<O>) -> Self {
+        let owner: Weak<dyn PageOwner> = owner;
         FileData {
             ino,
             owner,
@@ -124,611 +87,19 @@ impl FileData {
 
     /// Take the I/O lock exclusively (write, truncate, punch, fallocate).
     pub(crate) fn lock_io(&self) -> IoGuard<'_> {
-        self.io.write()
+        IoGuard {
+            file: self,
+            _held: self.io.write(),
+        }
     }
 
-    fn page_id(&self, idx: u64) -> PageId {
+    /// Check (debug builds) that `io` is this file's I/O guard.
+    pub(super) fn check_io(&self, io: &IoGuard<'_>) {
+        debug_assert!(std::ptr::eq(io.file, self), "the I/O guard of another file");
+    }
+
+    pub(super) fn page_id(&self, idx: u64) -> PageId {
         PageId { ino: self.ino, idx }
-    }
-
-    /// Whether reading `[offset, offset + len)` would need swap I/O.
-    pub(crate) fn range_needs_swap_in(&self, offset: u64, len: u64) -> bool {
-        let end = self.size().min(offset.saturating_add(len));
-        if offset >= end {
-            return false;
-        }
-        let map = self.pages.read();
-        let needs = map
-            .range(offset / PAGE_SIZE, (end - 1) / PAGE_SIZE)
-            .any(|(_, s)| matches!(s, Slot::Swapped(_)));
-        needs
-    }
-
-    /// Read into `buf` from `offset`; returns bytes read, which is fewer than asked only at EOF
-    /// (callers, and FUSE's kernel above them, take a short read for the end of the file). Takes
-    /// no I/O lock; swaps pages in as needed, with no lock held during the I/O.
-    ///
-    /// # Errors
-    /// `Io` when any page of the range cannot be read: poisoned, its swap read failed, or no
-    /// frame could be had to bring it back (see `Pager::charge_frame`). The whole read fails,
-    /// even if pages before it were copied: returning those as a short count would read as EOF
-    /// and hide the rest of the file.
-    pub(crate) fn read(&self, pager: &Pager, offset: u64, buf: &mut [u8]) -> Result<usize> {
-        let size = self.size();
-        if offset >= size || buf.is_empty() {
-            return Ok(0);
-        }
-        let end = size.min(offset.saturating_add(buf.len() as u64));
-        let sequential = self.read_cursor.swap(end, Ordering::Relaxed) == offset;
-        // A sequential reader posts the next window to the read-ahead thread before it starts on
-        // its own pages, so the swap reads overlap its work. Without that thread, its own swap-ins
-        // read ahead (synchronously) up to EOF; other reads swap in only what they read.
-        let last_page = (size - 1) / PAGE_SIZE;
-        let async_ahead = match (&pager.readahead, sequential) {
-            (Some(queue), true) => {
-                let window = pager.swap_in_run_limit() as u64;
-                self.ra
-                    .advance(queue, &self.owner, (end - 1) / PAGE_SIZE, last_page, window);
-                true
-            }
-            _ => false,
-        };
-        let swap_in_last = if sequential && !async_ahead {
-            last_page
-        } else {
-            (end - 1) / PAGE_SIZE
-        };
-        let mut pos = offset;
-        while pos < end {
-            let mut swap_in = None;
-            {
-                let map = self.pages.read();
-                let batch_end = end.min((pos / PAGE_SIZE + READ_BATCH_PAGES) * PAGE_SIZE);
-                while pos < batch_end {
-                    let idx = pos / PAGE_SIZE;
-                    let in_page = (pos % PAGE_SIZE) as usize;
-                    let n = (PAGE - in_page).min((batch_end - pos) as usize);
-                    let out = &mut buf[(pos - offset) as usize..(pos - offset) as usize + n];
-                    match map.get(idx) {
-                        None | Some(Slot::Reserved) => out.fill(0),
-                        Some(Slot::Resident(frame)) => {
-                            out.copy_from_slice(&frame.data.read()[in_page..in_page + n]);
-                            frame.touch();
-                        }
-                        Some(Slot::Swapped(e)) => {
-                            swap_in = Some(self.swapped_run(&map, pager, idx, *e, swap_in_last));
-                            break;
-                        }
-                        Some(Slot::Poisoned) => return Err(FsError::Io),
-                    }
-                    pos += n as u64;
-                }
-            }
-            if let Some(run) = swap_in {
-                // Read-ahead is fetching this page: wait for it rather than read it twice.
-                if pager.readahead.is_some() && self.ra.wait_for(pos / PAGE_SIZE) {
-                    continue;
-                }
-                self.swap_in(pager, &run, FrameFor::SwapIn)?;
-            }
-        }
-        Ok((end - offset) as usize)
-    }
-
-    /// Write `data` at `offset`, allocating pages as needed; extends the size. Returns bytes
-    /// written, which is short only if space ran out (or a page was lost) after some bytes landed.
-    ///
-    /// # Errors
-    /// `FileTooBig` at or past the maximum size; `NoSpace` if not even the first page could be
-    /// charged; `Io` on a poisoned first page.
-    pub(crate) fn write(&self, _io: &IoGuard<'_>, pager: &Pager, offset: u64, data: &[u8]) -> Result<usize> {
-        if data.is_empty() {
-            return Ok(0);
-        }
-        if offset >= MAX_FILE_SIZE {
-            return Err(FsError::FileTooBig);
-        }
-        let len = (data.len() as u64).min(MAX_FILE_SIZE - offset);
-        let mut done: u64 = 0;
-        while done < len {
-            let pos = offset + done;
-            let idx = pos / PAGE_SIZE;
-            let in_page = (pos % PAGE_SIZE) as usize;
-            let n = (PAGE - in_page).min((len - done) as usize);
-            let src = &data[done as usize..done as usize + n];
-            let written = match <&[u8; PAGE]>::try_from(src) {
-                Ok(whole) => self.overwrite_page(pager, idx, whole),
-                Err(_) => self.modify_page(pager, idx, |page| page[in_page..in_page + n].copy_from_slice(src)),
-            };
-            match written {
-                Ok(()) => done += n as u64,
-                Err(e) if done == 0 => return Err(e),
-                Err(_) => break,
-            }
-        }
-        let end = offset + done;
-        if end > self.size() {
-            self.size.store(end, Ordering::Release);
-        }
-        Ok(done as usize)
-    }
-
-    /// Apply `change` to the bytes of page `idx`, making it resident first (allocating a hole or
-    /// reserved page, or swapping it in). The change is made under the page-map read lock and
-    /// the frame's write lock, and bumps the frame's version; a swap copy it had is dropped.
-    fn modify_page(&self, pager: &Pager, idx: u64, mut change: impl FnMut(&mut [u8; PAGE])) -> Result<()> {
-        loop {
-            if self.change_resident(pager, idx, &mut change) {
-                return Ok(());
-            }
-            self.make_resident(pager, idx, None)?;
-        }
-    }
-
-    /// Replace all of page `idx` with `data`. Unlike `modify_page`, a page that is not resident
-    /// is not read back from swap nor zeroed first: a new frame is filled with `data` and
-    /// published in its place.
-    fn overwrite_page(&self, pager: &Pager, idx: u64, data: &[u8; PAGE]) -> Result<()> {
-        loop {
-            if self.change_resident(pager, idx, |page| page.copy_from_slice(data)) {
-                return Ok(());
-            }
-            if self.make_resident(pager, idx, Some(data))? == Resident::Filled {
-                return Ok(());
-            }
-        }
-    }
-
-    /// If page `idx` is resident, apply `change` to it (see `modify_page`) and return true.
-    fn change_resident(&self, pager: &Pager, idx: u64, change: impl FnOnce(&mut [u8; PAGE])) -> bool {
-        let map = self.pages.read();
-        let Some(Slot::Resident(frame)) = map.get(idx) else {
-            return false;
-        };
-        let mut bytes = frame.data.write();
-        change(&mut bytes);
-        frame.version.fetch_add(1, Ordering::AcqRel);
-        frame.touch();
-        // Only a swap tier ever gives a frame a swap copy (origin).
-        if let Some(swap) = pager.tier.as_ref().and_then(|t| t.swap.as_ref()) {
-            if let Some(origin) = frame.take_origin() {
-                swap.free(origin.slot);
-            }
-        }
-        true
-    }
-
-    /// Make page `idx` resident: allocate (and charge) a hole, materialise a reserved page,
-    /// swap a swapped one in. Holds no lock while allocating or doing I/O.
-    ///
-    /// With `fill`, a page that is not resident gets a new frame holding `fill` instead (a
-    /// swapped page is not read back: its swap copy is dropped), and the result says so.
-    fn make_resident(&self, pager: &Pager, idx: u64, fill: Option<&[u8; PAGE]>) -> Result<Resident> {
-        loop {
-            let seen = {
-                let map = self.pages.read();
-                match map.get(idx) {
-                    Some(Slot::Resident(_)) => return Ok(Resident::Already),
-                    Some(Slot::Poisoned) => return Err(FsError::Io),
-                    other => other.map_or(SlotState::Hole, Slot::state),
-                }
-            };
-            if let (SlotState::Swapped(e), None) = (seen, fill) {
-                self.swap_in(pager, &[(idx, e)], FrameFor::SwapIn)?;
-                continue;
-            }
-            if seen == SlotState::Hole {
-                pager.acct.pages.charge(1)?;
-            }
-            let frame = match pager.new_frame(fill, matches!(seen, SlotState::Swapped(_))) {
-                Ok(f) => f,
-                Err(e) => {
-                    if seen == SlotState::Hole {
-                        pager.acct.pages.uncharge(1);
-                    }
-                    return Err(e);
-                }
-            };
-            let mut map = self.pages.write();
-            if map.state(idx) != seen {
-                drop(map);
-                if seen == SlotState::Hole {
-                    pager.acct.pages.uncharge(1);
-                }
-                continue;
-            }
-            let new = Slot::Resident(frame.clone());
-            match map.insert(idx, new) {
-                Some(old) => pager.acct.moved(old.state(), SlotState::Resident),
-                None => {
-                    pager.acct.add(SlotState::Resident);
-                    self.charged.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            drop(map);
-            if let SlotState::Swapped(e) = seen {
-                // Overwritten without being read back: the swap copy is garbage now.
-                if let Some(swap) = pager.tier.as_ref().and_then(|t| t.swap.as_ref()) {
-                    swap.free(e.slot);
-                }
-            }
-            pager.track(&self.owner, idx, &frame, false);
-            return Ok(if fill.is_some() {
-                Resident::Filled
-            } else {
-                Resident::Made
-            });
-        }
-    }
-
-    /// The read-ahead thread's job: swap in the swapped pages of `[first, last]` (grouped by
-    /// slot, one read per group), then mark window `seq` done. Failures are left for a
-    /// reader to meet (a page that fails to load is poisoned, as it would be for the reader).
-    pub(crate) fn read_ahead(&self, pager: &Pager, first: u64, last: u64, seq: u64) {
-        // The window's swapped pages in slot order. Eviction does not always give consecutive
-        // pages consecutive slots (concurrent sweeps interleave), so grouping by slot, with small
-        // gaps read and ignored, turns a window into a few large reads instead of many small.
-        let mut swapped: Vec<(u64, SwapEntry)> = {
-            let map = self.pages.read();
-            map.range(first, last)
-                .filter_map(|(i, s)| match s {
-                    Slot::Swapped(e) => Some((i, *e)),
-                    _ => None,
-                })
-                .collect()
-        };
-        swapped.sort_unstable_by_key(|&(_, e)| e.slot);
-        let limit = pager.swap_in_run_limit();
-        let mut start = 0;
-        while start < swapped.len() {
-            let mut end = start + 1;
-            while end < swapped.len()
-                && end - start < limit
-                && swapped[end].1.slot - swapped[end - 1].1.slot <= READ_AHEAD_MAX_GAP
-                && swapped[end].1.slot - swapped[start].1.slot < 2 * limit as u64
-            {
-                end += 1;
-            }
-            // Speculative: waits for memory like new data, never overdraws the reserve.
-            match self.swap_in(pager, &swapped[start..end], FrameFor::NewPage) {
-                Ok(n) => {
-                    if let Some(tier) = &pager.tier {
-                        tier.stats.readahead_swap_ins.fetch_add(n as u64, Ordering::Relaxed);
-                    }
-                }
-                Err(_) => break,
-            }
-            start = end;
-        }
-        self.ra.finished(seq);
-    }
-
-    /// Read-ahead window `seq` will not be run (the worker stopped): release its waiters.
-    pub(crate) fn read_ahead_abandoned(&self, seq: u64) {
-        self.ra.finished(seq);
-    }
-
-    /// The run of swapped pages starting at `idx` (seen as `first`) whose swap slots are
-    /// consecutive, up to page `last` and the pager's read-ahead limit: read back with one I/O.
-    fn swapped_run(
-        &self,
-        map: &PageMap,
-        pager: &Pager,
-        idx: u64,
-        first: SwapEntry,
-        last: u64,
-    ) -> Vec<(u64, SwapEntry)> {
-        let mut run = vec![(idx, first)];
-        let limit = pager.swap_in_run_limit();
-        let mut next = idx + 1;
-        while next <= last && run.len() < limit {
-            match map.get(next) {
-                Some(Slot::Swapped(e)) if e.slot == first.slot + run.len() as u64 => run.push((next, *e)),
-                _ => break,
-            }
-            next += 1;
-        }
-        run
-    }
-
-    /// Bring the swapped pages `run` (page index, entry seen) back into RAM with one read, or
-    /// poison those whose copy cannot be read or does not authenticate. `run` is in ascending
-    /// slot order; slots between its pages (gaps, at most a few: see `read_ahead`) are read into
-    /// scratch pages and ignored. Each page is published only if its slot still holds the entry
-    /// seen; otherwise someone else changed it and the caller looks again. Holds no lock during
-    /// allocation or I/O.
-    ///
-    /// `first`: how the frame for `run[0]` is charged (`SwapIn` for a page someone needs, which
-    /// may overdraw the budget; `NewPage` for read-ahead); the rest of the run only if reclaim
-    /// frees frames at once.
-    ///
-    /// Returns how many pages it published.
-    ///
-    /// # Errors
-    /// `Io` if `run[0]` was poisoned, or no frame could be had for it (the page stays swapped).
-    fn swap_in(&self, pager: &Pager, run: &[(u64, SwapEntry)], first: FrameFor) -> Result<usize> {
-        debug_assert!(run.windows(2).all(|w| w[0].1.slot < w[1].1.slot));
-        let tier = pager.tier.as_ref().ok_or(FsError::Io)?;
-        let swap = tier.swap.as_ref().ok_or(FsError::Io)?;
-        // Charge and allocate first (this may reclaim or wait: no lock is held); the pages are
-        // read straight into the buffers that become the frames.
-        let mut bufs = Vec::with_capacity(run.len());
-        for _ in run {
-            let purpose = if bufs.is_empty() { first } else { FrameFor::SwapInExtra };
-            match pager.new_swap_in_buffer(purpose) {
-                Ok(b) => bufs.push(b),
-                Err(e) if bufs.is_empty() => return Err(e),
-                Err(_) => break,
-            }
-        }
-        let run = &run[..bufs.len()];
-        let first_slot = run[0].1.slot;
-        let span = usize::try_from(run[run.len() - 1].1.slot - first_slot + 1).unwrap_or(usize::MAX);
-        // (On failure the charges in `bufs` go back as it is dropped.)
-        let mut gaps: Vec<AlignedPage> = (run.len()..span)
-            .map(|_| AlignedPage::for_overwrite())
-            .collect::<Result<_, _>>()
-            .map_err(|_| FsError::Io)?;
-        let mut entries = Vec::with_capacity(span);
-        let mut outs: Vec<&mut AlignedPage> = Vec::with_capacity(span);
-        {
-            let mut pages = run.iter().peekable();
-            let mut frame_bufs = bufs.iter_mut().map(|(_, page)| page);
-            let mut gap_bufs = gaps.iter_mut();
-            for slot in first_slot..first_slot + span as u64 {
-                let out = match pages.peek() {
-                    Some(&&(idx, e)) if e.slot == slot => {
-                        pages.next();
-                        entries.push(Some((e, self.page_id(idx))));
-                        frame_bufs.next()
-                    }
-                    _ => {
-                        entries.push(None);
-                        gap_bufs.next()
-                    }
-                };
-                outs.push(out.expect("one buffer per slot of the span"));
-            }
-        }
-        let loaded = swap.load_span(first_slot, &entries, &mut outs);
-        drop(outs);
-        drop(gaps);
-        // A page that failed to load holds garbage: its frame is never published (it is
-        // poisoned below) and goes straight back to the pool.
-        let frames: Vec<Arc<Frame>> = bufs
-            .into_iter()
-            .map(|(charge, page)| Frame::new(charge, page.into_page()))
-            .collect();
-        let mut first_poisoned = false;
-        let mut published = Vec::with_capacity(run.len());
-        let mut freed = Vec::new();
-        {
-            let mut map = self.pages.write();
-            for (i, (&(idx, entry), frame)) in run.iter().zip(&frames).enumerate() {
-                if map.state(idx) != SlotState::Swapped(entry) {
-                    continue;
-                }
-                let new = if loaded[(entry.slot - first_slot) as usize].is_ok() {
-                    frame.set_origin(entry);
-                    published.push((idx, frame.clone()));
-                    Slot::Resident(frame.clone())
-                } else {
-                    // The slot still holds what was read: the copy really is bad.
-                    tracing::warn!(
-                        ino = self.ino,
-                        idx,
-                        slot = entry.slot,
-                        "swap page lost: read failed or did not authenticate"
-                    );
-                    first_poisoned |= i == 0;
-                    freed.push(entry.slot);
-                    tier.stats.poisoned.fetch_add(1, Ordering::Relaxed);
-                    swap.stats.read_errors.fetch_add(1, Ordering::Relaxed);
-                    Slot::Poisoned
-                };
-                let new_state = new.state();
-                if let Some(old) = map.insert(idx, new) {
-                    pager.acct.moved(old.state(), new_state);
-                }
-            }
-        }
-        for slot in freed {
-            swap.free(slot);
-        }
-        tier.stats.swap_ins.fetch_add(published.len() as u64, Ordering::Relaxed);
-        for (idx, frame) in &published {
-            pager.track(&self.owner, *idx, frame, true);
-        }
-        if first_poisoned {
-            Err(FsError::Io)
-        } else {
-            Ok(published.len())
-        }
-    }
-
-    /// First phase of evicting page `idx`, expected to be `frame`: under try-locks only, record
-    /// its version and either its still-valid swap copy or a copy of its bytes.
-    ///
-    /// # Errors
-    /// `Busy` if a lock is held, `Gone` if the page is no longer this frame.
-    pub(crate) fn evict_snapshot(&self, idx: u64, frame: &Arc<Frame>) -> Result<EvictSnapshot, EvictOutcome> {
-        let map = self.pages.try_read().ok_or(EvictOutcome::Busy)?;
-        if !is_frame_at(&map, idx, frame) {
-            return Err(EvictOutcome::Gone);
-        }
-        let bytes = frame.data.try_read().ok_or(EvictOutcome::Busy)?;
-        let version = frame.version.load(Ordering::Acquire);
-        let slot_hint = match idx.checked_sub(1).and_then(|prev| map.get(prev)) {
-            Some(Slot::Swapped(e)) => Some(e.slot + 1),
-            Some(Slot::Resident(f)) => f.origin().map(|o| o.slot + 1),
-            _ => None,
-        };
-        let id = self.page_id(idx);
-        Ok(match frame.origin() {
-            Some(o) => EvictSnapshot {
-                version,
-                origin: Some(o),
-                copy: None,
-                id,
-                slot_hint,
-            },
-            None => {
-                let mut copy = AlignedPage::for_overwrite().map_err(|_| EvictOutcome::Busy)?;
-                copy.copy_from_slice(&bytes[..]);
-                EvictSnapshot {
-                    version,
-                    origin: None,
-                    copy: Some(copy),
-                    id,
-                    slot_hint,
-                }
-            }
-        })
-    }
-
-    /// Last phase of evicting page `idx`: publish `Swapped(entry)` by compare-and-set — only if
-    /// the slot still holds `frame` at the snapshot's version. `fresh` says whether `entry` was
-    /// just written (its slot is freed on failure) or is the frame's own swap copy.
-    pub(crate) fn evict_publish(
-        &self,
-        pager: &Pager,
-        swap: &Swap,
-        (idx, frame): (u64, &Arc<Frame>),
-        version: u64,
-        (entry, fresh): (SwapEntry, bool),
-    ) -> EvictOutcome {
-        let give_up = |outcome| {
-            if fresh {
-                swap.free(entry.slot);
-            }
-            outcome
-        };
-        let Some(mut map) = self.pages.try_write() else {
-            return give_up(EvictOutcome::Busy);
-        };
-        if !is_frame_at(&map, idx, frame) {
-            return give_up(EvictOutcome::Gone);
-        }
-        if frame.version.load(Ordering::Acquire) != version {
-            return give_up(EvictOutcome::Busy);
-        }
-        if !fresh && frame.take_origin() != Some(entry) {
-            return EvictOutcome::Busy;
-        }
-        pager.acct.moved(SlotState::Resident, SlotState::Swapped(entry));
-        let old = map.insert(idx, Slot::Swapped(entry));
-        drop(map);
-        drop(old);
-        if fresh {
-            EvictOutcome::Evicted
-        } else {
-            EvictOutcome::Clean
-        }
-    }
-
-    /// Set the size. Shrinking frees whole pages past the new end and zeroes the tail of the
-    /// last partial page; growing allocates nothing.
-    ///
-    /// # Errors
-    /// `FileTooBig` past the maximum size.
-    pub(crate) fn truncate(&self, _io: &IoGuard<'_>, pager: &Pager, new_size: u64) -> Result<()> {
-        if new_size > MAX_FILE_SIZE {
-            return Err(FsError::FileTooBig);
-        }
-        let old = self.size();
-        if new_size < old && new_size % PAGE_SIZE != 0 {
-            // Zero the tail first: if that fails (no frame to swap the page in), nothing changed.
-            self.zero_in_page(pager, new_size / PAGE_SIZE, (new_size % PAGE_SIZE) as usize, PAGE)?;
-        }
-        self.size.store(new_size, Ordering::Release);
-        if new_size <= old {
-            // Also when the size is unchanged: reserved pages past EOF go (shmem_setattr).
-            self.remove_pages(pager, new_size.div_ceil(PAGE_SIZE), u64::MAX);
-        }
-        Ok(())
-    }
-
-    /// Free the byte range `[offset, offset + len)`: whole pages go, partial pages are zeroed.
-    /// The size does not change (`FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE`).
-    ///
-    /// # Errors
-    /// `NoSpace`/`Io` if a partial page that is swapped out cannot be brought back to be zeroed;
-    /// whole pages may have been freed by then (as a partly done punch on Linux).
-    pub(crate) fn punch(&self, _io: &IoGuard<'_>, pager: &Pager, offset: u64, len: u64) -> Result<()> {
-        let end = offset.saturating_add(len).min(MAX_FILE_SIZE);
-        if end <= offset {
-            return Ok(());
-        }
-        let first_full = offset.div_ceil(PAGE_SIZE);
-        let end_full = end / PAGE_SIZE;
-        if first_full < end_full {
-            self.remove_pages(pager, first_full, end_full);
-        }
-        let head_page = offset / PAGE_SIZE;
-        let tail_page = end / PAGE_SIZE;
-        if head_page == tail_page {
-            if offset % PAGE_SIZE != 0 || end % PAGE_SIZE != 0 {
-                self.zero_in_page(
-                    pager,
-                    head_page,
-                    (offset % PAGE_SIZE) as usize,
-                    (end % PAGE_SIZE) as usize,
-                )?;
-            }
-            return Ok(());
-        }
-        if offset % PAGE_SIZE != 0 {
-            self.zero_in_page(pager, head_page, (offset % PAGE_SIZE) as usize, PAGE)?;
-        }
-        if end % PAGE_SIZE != 0 {
-            self.zero_in_page(pager, tail_page, 0, (end % PAGE_SIZE) as usize)?;
-        }
-        Ok(())
-    }
-
-    /// Reserve (charge) every page of `[offset, offset + len)` that is a hole, all or nothing,
-    /// and extend the size to the end of the range unless `keep_size`.
-    ///
-    /// # Errors
-    /// `Invalid` for an empty range, `FileTooBig` past the maximum size, `NoSpace` when the
-    /// holes in the range do not fit: then nothing changed.
-    pub(crate) fn reserve(
-        &self,
-        _io: &IoGuard<'_>,
-        pager: &Pager,
-        offset: u64,
-        len: u64,
-        keep_size: bool,
-    ) -> Result<()> {
-        if len == 0 {
-            return Err(FsError::Invalid);
-        }
-        let end = offset
-            .checked_add(len)
-            .filter(|&e| e <= MAX_FILE_SIZE)
-            .ok_or(FsError::FileTooBig)?;
-        let first = offset / PAGE_SIZE;
-        let last = (end - 1) / PAGE_SIZE;
-        let total = last - first + 1;
-        {
-            let mut map = self.pages.write();
-            let present = map.range(first, last).count() as u64;
-            let holes = total - present;
-            pager.acct.pages.charge(holes)?;
-            if holes > 0 {
-                for idx in first..=last {
-                    if map.get(idx).is_none() {
-                        pager.acct.add(SlotState::Reserved);
-                        map.insert(idx, Slot::Reserved);
-                    }
-                }
-                self.charged.fetch_add(holes, Ordering::Relaxed);
-            }
-        }
-        if !keep_size && end > self.size() {
-            self.size.store(end, Ordering::Release);
-        }
-        Ok(())
     }
 
     /// `SEEK_DATA` / `SEEK_HOLE` from `offset`.
@@ -767,52 +138,12 @@ impl FileData {
         }
     }
 
-    /// Free every page (the file's last link and handle are gone). Needs no I/O lock: nobody can
-    /// reach the file any more.
-    pub(crate) fn release_all(&self, pager: &Pager) {
-        self.remove_pages(pager, 0, u64::MAX);
-    }
-
-    /// Remove pages `[start, end)` from the map, uncharge them and free their swap slots; the
-    /// frames are dropped after the map lock is released.
-    fn remove_pages(&self, pager: &Pager, start: u64, end: u64) {
-        let removed = self.pages.write().take_range(start, end);
-        let n = pager.acct.remove(&removed);
-        self.charged.fetch_sub(n, Ordering::Relaxed);
-        pager.dispose(&removed);
-        drop(removed);
-    }
-
-    /// Zero bytes `[from, to)` of page `idx` if it holds data (holes and reserved pages read
-    /// zero already; a swapped page is brought back first; a poisoned one stays poisoned and
-    /// unreadable, so no old byte can reappear from it).
-    fn zero_in_page(&self, pager: &Pager, idx: u64, from: usize, to: usize) -> Result<()> {
-        let needs = matches!(
-            self.pages.read().state(idx),
-            SlotState::Resident | SlotState::Swapped(_)
-        );
-        if !needs {
-            return Ok(());
-        }
-        match self.modify_page(pager, idx, |page| page[from..to].fill(0)) {
-            // Poisoned: nothing can be read from it. Any other `Io` (no frame to swap it in)
-            // left the page swapped with its old bytes, so the caller must fail.
-            Err(FsError::Io) if self.pages.read().state(idx) == SlotState::Poisoned => Ok(()),
-            other => other,
-        }
-    }
-
-    /// Per-state slot counts of this file: (resident, reserved, swapped, poisoned).
-    pub(crate) fn slot_counts(&self) -> (u64, u64, u64, u64) {
+    /// Per-state slot counts of this file.
+    pub(crate) fn slot_counts(&self) -> SlotCounts {
         let map = self.pages.read();
-        let mut c = (0, 0, 0, 0);
+        let mut c = SlotCounts::default();
         for (_, s) in map.iter() {
-            match s {
-                Slot::Resident(_) => c.0 += 1,
-                Slot::Reserved => c.1 += 1,
-                Slot::Swapped(_) => c.2 += 1,
-                Slot::Poisoned => c.3 += 1,
-            }
+            c.add(s.counted());
         }
         c
     }

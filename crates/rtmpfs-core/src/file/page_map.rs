@@ -1,7 +1,7 @@
 //! The per-file sparse page map and its page states.
 //!
 //! ```text
-//!            write / fault-in                 evict (issue 4: swap tier)
+//!            write / fault-in                 evict (the swap tier)
 //!   (hole) ─────────────────▶ Resident ───────────────────────▶ Swapped(slot)
 //!     │  ▲                     ▲   │  ◀─────────────────────────    │
 //!     │  │ punch / truncate    │   │        swap-in                 │ swap read fails
@@ -25,68 +25,9 @@
 
 use std::collections::BTreeMap;
 
-use rtmpfs_pages::PageBuf;
-
-use crate::mem::FrameCharge;
+use crate::mm::{Frame, PageState};
 use crate::swap::SwapEntry;
-use crate::sync::{Arc, AtomicBool, AtomicU64, LockRank, Mutex, Ordering, RwLock};
-use crate::types::PAGE_SIZE;
-
-/// Bytes in one page, as `usize`.
-pub(crate) const PAGE: usize = PAGE_SIZE as usize;
-
-/// One page of file data in RAM.
-///
-/// Rule: the bytes change only under the owning page map's **read** lock plus `data`'s write
-/// lock, and every change bumps `version`; slot transitions happen only under the page map's
-/// **write** lock. So a thread holding the map's write lock sees a stable `version`, which is how
-/// the evictor knows that the copy it wrote to swap is still the page's content.
-pub(crate) struct Frame {
-    /// Rank `Frame`. The page comes from the page pool (`rtmpfs-pages`), which gives freed
-    /// pages' RAM back to the kernel.
-    pub data: RwLock<PageBuf>,
-    /// Bumped by every change to `data`.
-    pub version: AtomicU64,
-    /// CLOCK reference bit: set on every access, cleared by the evictor's sweep.
-    pub referenced: AtomicBool,
-    /// A swap copy identical to `data` (swapped in, not changed since): evicting the page again
-    /// needs no I/O. Rank `Swap` (a leaf). Taken (and its slot freed) by the first change.
-    origin: Mutex<Option<SwapEntry>>,
-    /// The RAM budget this frame is charged to, released when it is dropped.
-    _charge: FrameCharge,
-}
-
-impl Frame {
-    /// A frame holding `data`, charged by `charge` (released when the frame is dropped).
-    pub(crate) fn new(charge: FrameCharge, data: PageBuf) -> Arc<Frame> {
-        Arc::new(Frame {
-            data: RwLock::new(LockRank::Frame, data),
-            version: AtomicU64::new(0),
-            referenced: AtomicBool::new(true),
-            origin: Mutex::new(LockRank::Swap, None),
-            _charge: charge,
-        })
-    }
-
-    /// Mark as used (CLOCK).
-    pub(crate) fn touch(&self) {
-        if !self.referenced.load(Ordering::Relaxed) {
-            self.referenced.store(true, Ordering::Relaxed);
-        }
-    }
-
-    pub(crate) fn origin(&self) -> Option<SwapEntry> {
-        *self.origin.lock()
-    }
-
-    pub(crate) fn set_origin(&self, e: SwapEntry) {
-        *self.origin.lock() = Some(e);
-    }
-
-    pub(crate) fn take_origin(&self) -> Option<SwapEntry> {
-        self.origin.lock().take()
-    }
-}
+use crate::sync::Arc;
 
 /// The state of one page that is not a hole.
 pub(crate) enum Slot {
@@ -118,6 +59,16 @@ impl Slot {
             Slot::Reserved => SlotState::Reserved,
             Slot::Swapped(s) => SlotState::Swapped(*s),
             Slot::Poisoned => SlotState::Poisoned,
+        }
+    }
+
+    /// The state as the page counters see it.
+    pub(crate) fn counted(&self) -> PageState {
+        match self {
+            Slot::Resident(_) => PageState::Resident,
+            Slot::Reserved => PageState::Reserved,
+            Slot::Swapped(_) => PageState::Swapped,
+            Slot::Poisoned => PageState::Poisoned,
         }
     }
 

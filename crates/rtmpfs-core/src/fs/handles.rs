@@ -113,7 +113,7 @@ impl Filesystem {
             // even when the file is already empty.
             if let Some(file) = inode.file() {
                 let io = file.lock_io();
-                file.truncate(&io, &self.pager, 0)?;
+                file.truncate(&io, &self.mm, 0)?;
                 drop(io);
                 let now = Timespec::now();
                 let mut m = inode.meta.write();

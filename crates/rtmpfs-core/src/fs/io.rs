@@ -6,7 +6,9 @@ use crate::error::{FsError, Result};
 use crate::file::FileData;
 use crate::perm;
 use crate::sync::Arc;
-use crate::types::{Ctx, FallocateMode, Fh, FileKind, SeekWhence, Timespec, MAX_FILE_SIZE, PAGE_SIZE};
+use crate::types::{
+    Ctx, FallocateMode, Fh, FileKind, ReadMode, ReadOutcome, SeekWhence, Timespec, MAX_FILE_SIZE, PAGE_SIZE,
+};
 
 /// Where a write through a handle lands.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -36,21 +38,26 @@ impl Filesystem {
     pub fn read(&self, fh: Fh, offset: u64, buf: &mut [u8]) -> Result<usize> {
         let h = self.readable(fh)?;
         let file = file_of(&h)?;
-        let n = file.read(&self.pager, offset, buf)?;
+        let n = file.read_waiting(&self.mm, offset, buf)?;
         self.touch_atime(&h.inode, h.flags.noatime);
         Ok(n)
     }
 
-    /// Whether reading `len` bytes at `offset` through `fh` would wait for swap I/O (some page is
-    /// swapped out). A server can then hand the read to a worker instead of blocking the thread
-    /// that serves unrelated requests.
-    #[must_use]
-    pub fn read_needs_swap_in(&self, fh: Fh, offset: u64, len: u64) -> bool {
-        self.handles
-            .get(fh)
-            .ok()
-            .and_then(|h| h.inode.file().map(|f| f.range_needs_swap_in(offset, len)))
-            .unwrap_or(false)
+    /// As [`Filesystem::read`], in one pass whatever `mode`: with [`ReadMode::NoWait`] a read
+    /// that would wait for swap I/O answers [`ReadOutcome::WouldBlock`] instead, having done no
+    /// I/O and changed nothing (atime included), so that a server can retry it with
+    /// [`ReadMode::Wait`] on a thread where waiting is fine (Linux's `IOCB_NOWAIT`).
+    ///
+    /// # Errors
+    /// As [`Filesystem::read`].
+    pub fn read_with(&self, fh: Fh, offset: u64, buf: &mut [u8], mode: ReadMode) -> Result<ReadOutcome> {
+        let h = self.readable(fh)?;
+        let file = file_of(&h)?;
+        let r = file.read(&self.mm, offset, buf, mode)?;
+        if let ReadOutcome::Done(_) = r {
+            self.touch_atime(&h.inode, h.flags.noatime);
+        }
+        Ok(r)
     }
 
     /// Read up to `len` bytes at `offset` into a new vector.
@@ -63,7 +70,7 @@ impl Filesystem {
         let size = file.size();
         let want = len.min(usize::try_from(size.saturating_sub(offset)).unwrap_or(usize::MAX));
         let mut buf = vec![0u8; want];
-        let n = file.read(&self.pager, offset, &mut buf)?;
+        let n = file.read_waiting(&self.mm, offset, &mut buf)?;
         buf.truncate(n);
         self.touch_atime(&h.inode, h.flags.noatime);
         Ok(buf)
@@ -116,7 +123,7 @@ impl Filesystem {
             _ => offset,
         };
         check_write_flags(&h.inode.meta.read(), offset, file.size(), ctx.is_none())?;
-        let n = file.write(&io, &self.pager, offset, data)?;
+        let n = file.write(&io, &self.mm, offset, data)?;
         drop(io);
         self.after_modify(ctx, &h);
         Ok(n)
@@ -150,7 +157,7 @@ impl Filesystem {
         if offset.checked_add(len).is_none_or(|e| e > MAX_FILE_SIZE) {
             return Err(FsError::FileTooBig);
         }
-        if mode != FallocateMode::PunchHole && self.pager.acct.pages.max().is_none() {
+        if mode != FallocateMode::PunchHole && self.mm.pages_quota().max().is_none() {
             // Unlimited instance: statfs reports the host's RAM as free space; refuse at once a
             // reservation bigger than that (Linux fails it on its memory accounting) instead of
             // building a page map for it.
@@ -169,9 +176,9 @@ impl Filesystem {
         }
         let io = file.lock_io();
         match mode {
-            FallocateMode::Allocate => file.reserve(&io, &self.pager, offset, len, false)?,
-            FallocateMode::KeepSize => file.reserve(&io, &self.pager, offset, len, true)?,
-            FallocateMode::PunchHole => file.punch(&io, &self.pager, offset, len)?,
+            FallocateMode::Allocate => file.reserve(&io, &self.mm, offset, len, false)?,
+            FallocateMode::KeepSize => file.reserve(&io, &self.mm, offset, len, true)?,
+            FallocateMode::PunchHole => file.punch(&io, &self.mm, offset, len)?,
         }
         drop(io);
         self.after_modify(Some(ctx), &h);
@@ -270,7 +277,7 @@ impl Filesystem {
         let mut done = 0u64;
         while done < total {
             let want = buf.len().min(usize::try_from(total - done).unwrap_or(usize::MAX));
-            let n = match fin.read(&self.pager, off_in + done, &mut buf[..want]) {
+            let n = match fin.read_waiting(&self.mm, off_in + done, &mut buf[..want]) {
                 Ok(n) => n,
                 Err(e) if done == 0 => return Err(e),
                 // Report what was copied; the caller's next call starts at the bad page.
@@ -280,7 +287,7 @@ impl Filesystem {
                 break;
             }
             let io = fout.lock_io();
-            let w = match fout.write(&io, &self.pager, off_out + done, &buf[..n]) {
+            let w = match fout.write(&io, &self.mm, off_out + done, &buf[..n]) {
                 Ok(w) => w,
                 Err(e) if done == 0 => return Err(e),
                 Err(_) => break,

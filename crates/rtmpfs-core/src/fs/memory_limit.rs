@@ -4,20 +4,9 @@
 //! new, lower budget only while this call runs; it returns once they fit (evicting with swap),
 //! or puts the old budget back and refuses. No page is ever dropped to make room: eviction
 //! writes to swap (or drops a clean page whose swap copy is valid), so nothing is lost either way.
-
-use std::time::{Duration, Instant};
+//! The shrink itself is `MemoryManager::set_frame_budget` (mm/resize.rs).
 
 use super::Filesystem;
-
-/// How long the shrink may go without freeing a single frame before it gives up (swap full or
-/// failing, every resident page busy).
-const STALL_LIMIT: Duration = Duration::from_secs(3);
-/// The longest a shrink may take in all (frames freed and taken again by others, endlessly).
-/// Below the 30 s that `rtmpfs resize` waits for the daemon's answer, so the command always
-/// hears the outcome.
-const SHRINK_LIMIT: Duration = Duration::from_secs(25);
-/// Most pages asked of one eviction sweep.
-const SHRINK_BATCH: u64 = 256;
 
 /// Why the RAM budget was not changed. Figures are in 4 KiB pages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,53 +80,6 @@ impl Filesystem {
     /// # Errors
     /// [`MemoryLimitError`], with the figures.
     pub fn set_memory_limit(&self, pages: u64) -> Result<(), MemoryLimitError> {
-        let tier = self.pager.tier.as_ref().ok_or(MemoryLimitError::NoBudget)?;
-        if pages == 0 {
-            return Err(MemoryLimitError::Zero);
-        }
-        let old = tier.budget.max();
-        if pages >= old {
-            tier.budget.set_max(pages);
-            return Ok(());
-        }
-        // From here new charges see the new budget, so the figure below can only fall.
-        tier.budget.set_max(pages);
-        let Some(swap) = &tier.swap else {
-            let in_use = tier.budget.used();
-            if in_use > pages {
-                tier.budget.set_max(old);
-                return Err(MemoryLimitError::NoSwap { in_use, asked: pages });
-            }
-            return Ok(());
-        };
-        let started = Instant::now();
-        let mut last_progress = started;
-        loop {
-            let in_use = tier.budget.used();
-            if in_use <= pages {
-                return Ok(());
-            }
-            let seen = tier.budget.progress();
-            let want = usize::try_from((in_use - pages).min(SHRINK_BATCH)).unwrap_or(1);
-            if self.pager.evict_batch(want) > 0 {
-                last_progress = Instant::now();
-                continue;
-            }
-            // Nothing evicted by this sweep (pages busy, or the swap full: then the background
-            // evictor drops clean pages). Wait for any frame to be freed, for a while.
-            if tier.budget.wait_for_progress(seen, Duration::from_millis(20)) && tier.budget.progress() != seen {
-                last_progress = Instant::now();
-            }
-            if last_progress.elapsed() > STALL_LIMIT || started.elapsed() > SHRINK_LIMIT {
-                let in_use = tier.budget.used();
-                tier.budget.set_max(old);
-                return Err(MemoryLimitError::Stuck {
-                    in_use,
-                    asked: pages,
-                    swap_used: swap.used_slots(),
-                    swap_capacity: swap.capacity_slots(),
-                });
-            }
-        }
+        self.mm.set_frame_budget(pages)
     }
 }

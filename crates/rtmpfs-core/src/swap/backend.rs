@@ -261,7 +261,7 @@ impl MemorySwap {
     #[must_use]
     pub fn new(capacity: Option<u64>) -> MemorySwap {
         MemorySwap {
-            pages: Mutex::new(LockRank::Swap, HashMap::new()),
+            pages: Mutex::new(LockRank::MemoryBackend, HashMap::new()),
             capacity,
         }
     }

@@ -65,7 +65,7 @@ pub(crate) struct SwapStats {
 /// Slots + sealing over a backend.
 pub(crate) struct Swap {
     backend: Box<dyn SwapBackend>,
-    /// Rank `Swap`: a leaf.
+    /// Rank `SwapSlots`: a leaf.
     slots: Mutex<SlotAllocator>,
     sealer: Sealer,
     /// The last I/O failed (a read, or a write for another reason than "no space"): the device
@@ -83,7 +83,7 @@ impl Swap {
         };
         Swap {
             backend,
-            slots: Mutex::new(LockRank::Swap, SlotAllocator::new(cap)),
+            slots: Mutex::new(LockRank::SwapSlots, SlotAllocator::new(cap)),
             sealer,
             failing: AtomicBool::new(false),
             stats: SwapStats::default(),

@@ -495,10 +495,8 @@ impl fuser::Filesystem for Adapter {
             size,
         };
         match &self.swap_in {
-            Some(swap_in) if self.fs.read_needs_swap_in(rq.fh, offset, u64::from(size)) => {
-                swap_in.serve(&self.reads, rq, reply);
-            }
-            _ => self.reads.serve(rq, reply),
+            Some(swap_in) => swap_in.serve(&self.reads, rq, reply),
+            None => self.reads.serve(rq, reply),
         }
     }
 

@@ -1,6 +1,10 @@
 //! READ, and where it is served: on the event loop that received it, or on a swap-in worker
 //! when it must wait for swap I/O (only when the engine has a RAM budget).
 //!
+//! One pass: with a RAM budget, the event loop first reads with `ReadMode::NoWait`, which
+//! answers every READ whose pages are in RAM and says `WouldBlock`, having done no I/O, for one
+//! that needs swap; only that READ is then served with `ReadMode::Wait`, here or on a worker.
+//!
 //! Invariants: at most all but one of the `threads=` event loops ever wait on swap I/O
 //! themselves, so one always stays free for unrelated requests; an io_uring ring thread (its
 //! CPU's only server) never waits, it hands off. A READ handed to the pool is answered by the
@@ -10,7 +14,7 @@ use super::reply::{answer, Call, CallState};
 use super::MAX_IO;
 use crate::stats::Stats;
 use fuser::ReplyData;
-use rtmpfs_core::{Fh, Filesystem};
+use rtmpfs_core::{Fh, Filesystem, ReadMode, ReadOutcome};
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
@@ -64,6 +68,25 @@ impl ReadServer {
             );
         });
     }
+
+    /// Serve one READ as `serve` does if that needs no swap I/O (`ReadMode::NoWait`); else
+    /// hand it back untouched, to be served where waiting is fine.
+    fn try_serve(&self, rq: ReadRequest, reply: ReplyData) -> Option<(ReadRequest, ReplyData)> {
+        let size = rq.size as usize;
+        READ_BUF.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            if buf.len() < size {
+                buf.resize(size.max(MAX_IO as usize), 0);
+            }
+            let result = match self.fs.read_with(rq.fh, rq.offset, &mut buf[..size], ReadMode::NoWait) {
+                Ok(ReadOutcome::WouldBlock) => return Some((rq, reply)),
+                Ok(ReadOutcome::Done(n)) => Ok(n),
+                Err(e) => Err(e),
+            };
+            answer(&self.stats, rq.call, reply, result, |r, n| r.data(&buf[..n]));
+            None
+        })
+    }
 }
 
 /// READs that wait on swap: the decision where to serve them, and the workers.
@@ -85,12 +108,15 @@ impl SwapIn {
         }
     }
 
-    /// Serve a READ that must wait for swap I/O. Wait on this event loop only if another one
-    /// stays free for unrelated requests (at most all but one ever wait here); else hand the
-    /// READ to the swap-in workers. Serving it here saves two thread wake-ups, which is most of
-    /// a 4 KiB swap-in's cost on a virtual machine. An io_uring ring thread is its CPU's only
-    /// server: it always hands off.
+    /// Serve a READ: at once if its pages are in RAM (one `NoWait` pass); else, as it must
+    /// wait for swap I/O, wait on this event loop only if another one stays free for unrelated
+    /// requests (at most all but one ever wait here), or hand the READ to the swap-in workers.
+    /// Serving it here saves two thread wake-ups, which is most of a 4 KiB swap-in's cost on a
+    /// virtual machine. An io_uring ring thread is its CPU's only server: it always hands off.
     pub(super) fn serve(&self, server: &ReadServer, rq: ReadRequest, reply: ReplyData) {
+        let Some((rq, reply)) = server.try_serve(rq, reply) else {
+            return;
+        };
         if !fuser::serving_on_ring_thread() && self.inline.fetch_add(1, Ordering::AcqRel) + 1 < self.event_loops {
             server.serve(rq, reply);
             self.inline.fetch_sub(1, Ordering::AcqRel);

@@ -6,31 +6,31 @@
 
 use std::collections::VecDeque;
 
-use crate::file::page_map::Frame;
-use crate::inode::Inode;
+use super::{Frame, PageOwner};
 use crate::sync::{LockRank, Mutex, Weak};
 
 /// One resident page as the evictor sees it.
 pub(crate) struct ClockEntry {
-    pub inode: Weak<Inode>,
+    pub owner: Weak<dyn PageOwner>,
     pub idx: u64,
     pub frame: Weak<Frame>,
 }
 
-/// The ring. Rank `Budget`: a leaf (nothing is locked while it is held).
+/// The ring (rank `ClockRing`) and its clean list (rank `CleanList`): leaves, nothing is
+/// locked while either is held.
 pub(crate) struct Clock {
     ring: Mutex<VecDeque<ClockEntry>>,
     /// Frames swapped in with their swap copy kept (clean when pushed; a write makes them dirty
     /// and they are then skipped): what reclaim takes when the swap cannot take dirty pages,
-    /// without a pass over the whole ring. Also rank `Budget`, never held with `ring`.
+    /// without a pass over the whole ring. Never held with `ring`.
     clean: Mutex<VecDeque<ClockEntry>>,
 }
 
 impl Clock {
     pub(crate) fn new() -> Clock {
         Clock {
-            ring: Mutex::new(LockRank::Budget, VecDeque::new()),
-            clean: Mutex::new(LockRank::Budget, VecDeque::new()),
+            ring: Mutex::new(LockRank::ClockRing, VecDeque::new()),
+            clean: Mutex::new(LockRank::CleanList, VecDeque::new()),
         }
     }
 

@@ -2,12 +2,13 @@
 //!
 //! A sequential reader of swapped-out data would otherwise alternate: wait for the swap read of
 //! its request, then decrypt, copy and reply while the disk idles. So a sequential read posts the
-//! *next* window of pages to a read-ahead thread (one per filesystem, started with the background
-//! evictor) before it starts on its own pages: the disk reads window n+1 while the reader works
-//! on window n.
+//! *next* window of pages to the read-ahead threads (two per filesystem, started with the
+//! background evictor, so that one window's swap read overlaps the other's decryption) before it
+//! starts on its own pages: the disk reads window n+1 while the reader works on window n.
 //!
 //! Correctness does not depend on read-ahead: the worker swaps pages in through the same
-//! compare-and-set publication as any reader (`FileData::swap_in`), so a reader that gets to a
+//! compare-and-set publication as any reader (the file side's swap-in, through
+//! [`PageOwner::read_ahead`]), so a reader that gets to a
 //! page first simply wins, and the worker's copy is dropped. To avoid reading a page twice, a
 //! reader that finds a swapped page inside a posted window waits for that window (bounded by
 //! `WAIT_LIMIT`, then it reads the page itself), holding no lock while it waits. The worker never
@@ -19,7 +20,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use crate::inode::Inode;
+use super::PageOwner;
 use crate::sync::{Condvar, LockRank, Mutex, Weak};
 
 /// Windows of one file posted and not yet done, at most: enough to keep the disk busy while
@@ -32,7 +33,13 @@ const WAIT_STEP: Duration = Duration::from_millis(50);
 
 /// A window of pages to swap in ahead of a reader.
 pub(crate) struct Job {
-    pub inode: Weak<Inode>,
+    pub owner: Weak<dyn PageOwner>,
+    pub window: Window,
+}
+
+/// Pages `first..=last` of one file, posted as read-ahead window number `seq`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Window {
     pub first: u64,
     pub last: u64,
     pub seq: u64,
@@ -115,10 +122,17 @@ impl FileReadAhead {
         }
     }
 
-    /// A sequential reader of `inode` has asked for pages up to `end_page`; the file's last page
+    /// A sequential reader of `owner`'s pages has asked for pages up to `end_page`; the file's last page
     /// is `last_page`. Post windows of `window` pages so that read-ahead stays `window` pages
     /// ahead of it.
-    pub(crate) fn advance(&self, queue: &Queue, inode: &Weak<Inode>, end_page: u64, last_page: u64, window: u64) {
+    pub(crate) fn advance(
+        &self,
+        queue: &Queue,
+        owner: &Weak<dyn PageOwner>,
+        end_page: u64,
+        last_page: u64,
+        window: u64,
+    ) {
         let window = window.max(1);
         let mut st = self.state.lock();
         let restart = match st.ahead_until {
@@ -139,10 +153,8 @@ impl FileReadAhead {
             let seq = st.next_seq;
             st.next_seq += 1;
             let job = Job {
-                inode: inode.clone(),
-                first,
-                last,
-                seq,
+                owner: owner.clone(),
+                window: Window { first, last, seq },
             };
             if !queue.push(job) {
                 break;

@@ -1,20 +1,17 @@
-//! The pager: page accounting plus, when a RAM budget is configured, the memory tier (budget,
-//! CLOCK ring, swap) and the eviction sweep. Shared by the filesystem and its background evictor
-//! thread through an `Arc`.
+//! Reclaim: charging frames to the RAM budget (direct reclaim when it is full), the CLOCK sweep
+//! that writes cold pages to swap, the clean-frame sweep, and the background evictor and
+//! read-ahead threads.
 
 use std::time::Duration;
 
-use crate::accounting::Accounting;
-use crate::error::{FsError, Result};
 use rtmpfs_pages::{OutOfMemory, PageBuf};
 
-use crate::file::page_map::{Frame, Slot, PAGE};
-use crate::file::{EvictOutcome, EvictSnapshot};
-use crate::inode::Inode;
-use crate::mem::{Clock, ClockEntry, FrameCharge, MemBudget, TierStats};
-use crate::readahead;
+use super::budget::FrameCharge;
+use super::clock::ClockEntry;
+use super::{EvictOutcome, EvictPage, EvictSnapshot, Frame, MemTier, MemoryManager, PageOwner, SwapTarget, PAGE};
+use crate::error::{FsError, Result};
 use crate::swap::{AlignedPage, PageId, StoreError, Swap};
-use crate::sync::{Arc, AtomicBool, Ordering, Weak};
+use crate::sync::{Arc, Ordering};
 
 /// When a thread that needs a frame gives up with `NoSpace`: after this many sweeps in a row
 /// that found the swap full or failing, or this many waits of `FRAME_WAIT_STEP` during which no
@@ -29,7 +26,7 @@ const YIELD_RETRIES: u32 = 64;
 
 /// What one eviction sweep did.
 #[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Sweep {
+struct Sweep {
     /// Frames that left RAM.
     pub evicted: usize,
     /// A page could not be written out because the swap is full (no slot, or its filesystem
@@ -42,12 +39,12 @@ pub(crate) struct Sweep {
 
 impl Sweep {
     /// Nothing left RAM because pages could not be written out.
-    pub(crate) fn swap_exhausted(&self) -> bool {
+    fn swap_exhausted(&self) -> bool {
         self.evicted == 0 && (self.full || self.io_error)
     }
 }
 
-/// What a frame is charged for: it decides how far `Pager::charge_frame` goes.
+/// What a frame is charged for: it decides how far `MemoryManager::charge_frame` goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum FrameFor {
     /// New data (a hole or reserved page written), or a page read ahead that nobody waits for
@@ -69,42 +66,12 @@ const MAX_BATCH: usize = 256;
 /// A page chosen for eviction, between its snapshot and its publication.
 struct Candidate {
     entry: ClockEntry,
-    inode: Arc<Inode>,
+    owner: Arc<dyn PageOwner>,
     frame: Arc<Frame>,
     snap: EvictSnapshot,
 }
 
-/// Everything the data path needs besides a file's own page map.
-pub(crate) struct Pager {
-    pub acct: Accounting,
-    pub tier: Option<MemTier>,
-    /// Set when the filesystem is dropped: stops the background evictor.
-    pub stop: AtomicBool,
-    /// Jobs for the swap read-ahead thread, when there is one (a swap tier and background
-    /// threads): sequential readers then read ahead asynchronously, else synchronously.
-    pub readahead: Option<readahead::Queue>,
-}
-
-/// The RAM budget and what enforces it.
-pub(crate) struct MemTier {
-    pub budget: Arc<MemBudget>,
-    pub clock: Clock,
-    /// `None` with `noswap`: the budget is then a hard cap (`NoSpace` when full).
-    pub swap: Option<Swap>,
-    pub stats: TierStats,
-}
-
-impl Pager {
-    /// `readahead`: whether a read-ahead thread will serve `run_readahead`.
-    pub(crate) fn new(acct: Accounting, tier: Option<MemTier>, readahead: bool) -> Pager {
-        Pager {
-            acct,
-            tier,
-            stop: AtomicBool::new(false),
-            readahead: readahead.then(readahead::Queue::new),
-        }
-    }
-
+impl MemoryManager {
     /// A frame charged to the RAM budget, holding a copy of `init`, or zeros. When the budget
     /// is full this reclaims frames itself (direct reclaim) and then waits for others to release
     /// frames.
@@ -156,7 +123,7 @@ impl Pager {
     /// clean ones leave without I/O); if that freed nothing because the swap is full or failing,
     /// the clean frames wherever they are in the ring (`sweep_clean`: a still-valid swap copy, so
     /// no I/O and no new slot); if there are none, a swap-in overdraws the budget by a few frames
-    /// (`MemBudget::try_overdraw`) so stored data stays readable, while a new page gives up:
+    /// (`FrameBudget::try_overdraw`) so stored data stays readable, while a new page gives up:
     /// `NoSpace` when the swap is full, `Io` when its device is failing, after
     /// `EXHAUSTED_SWEEPS` such rounds. Otherwise (every candidate busy) it yields, then waits for
     /// other threads to release frames, and gives up after `FRAME_WAIT_ROUNDS` waits in which no
@@ -225,50 +192,14 @@ impl Pager {
         })
     }
 
-    /// Put a newly resident frame on the CLOCK ring, and on its clean list if it was swapped in
-    /// with its swap copy kept (`clean`).
-    pub(crate) fn track(&self, owner: &Weak<Inode>, idx: u64, frame: &Arc<Frame>, clean: bool) {
-        if let Some(tier) = &self.tier {
-            let entry = || ClockEntry {
-                inode: owner.clone(),
-                idx,
-                frame: Arc::downgrade(frame),
-            };
-            let live = tier.budget.used();
-            if clean {
-                tier.clock.push_clean(entry(), live);
-            }
-            tier.clock.push(entry(), live);
-        }
-    }
-
-    /// Slots removed from a page map: free their swap slots (and the swap copies of clean
-    /// frames). The frames themselves are dropped by the caller, after its locks.
-    pub(crate) fn dispose(&self, slots: &[Slot]) {
-        let Some(swap) = self.tier.as_ref().and_then(|t| t.swap.as_ref()) else {
-            return;
-        };
-        for s in slots {
-            match s {
-                Slot::Swapped(e) => swap.free(e.slot),
-                Slot::Resident(f) => {
-                    if let Some(o) = f.take_origin() {
-                        swap.free(o.slot);
-                    }
-                }
-                Slot::Reserved | Slot::Poisoned => {}
-            }
-        }
-    }
-
-    /// Evict up to `want` pages. Returns how many frames left RAM.
-    pub(crate) fn evict_batch(&self, want: usize) -> usize {
+    /// Evict up to `want` pages now. Returns how many frames left RAM.
+    pub(crate) fn evict_now(&self, want: usize) -> usize {
         self.sweep(want).evicted
     }
 
     /// Sweep the CLOCK ring for up to `want` victims, giving referenced frames a second chance
     /// and skipping (requeueing) anything busy.
-    pub(crate) fn sweep(&self, want: usize) -> Sweep {
+    fn sweep(&self, want: usize) -> Sweep {
         let Some(tier) = &self.tier else {
             return Sweep::default();
         };
@@ -296,18 +227,17 @@ impl Pager {
         while batch.len() < want && examined < examine_limit {
             let Some(entry) = tier.clock.pop() else { break };
             examined += 1;
-            let (Some(inode), Some(frame)) = (entry.inode.upgrade(), entry.frame.upgrade()) else {
+            let (Some(owner), Some(frame)) = (entry.owner.upgrade(), entry.frame.upgrade()) else {
                 continue;
             };
-            if frame.referenced.swap(false, Ordering::Relaxed) {
+            if frame.take_referenced() {
                 tier.clock.requeue(entry);
                 continue;
             }
-            let Some(file) = inode.file() else { continue };
-            match file.evict_snapshot(entry.idx, &frame) {
+            match owner.evict_snapshot(entry.idx, &frame) {
                 Ok(snap) => batch.push(Candidate {
                     entry,
-                    inode,
+                    owner,
                     frame,
                     snap,
                 }),
@@ -326,16 +256,16 @@ impl Pager {
         let failing = swap.failing();
         let (mut done, mut full, mut io_error) = (0, false, false);
         for c in batch {
-            let (entry, fresh) = match c.snap.origin {
+            let target = match c.snap.swap_copy {
                 // The swap copy may be unreadable: keep the page in RAM (see `sweep_clean`).
                 Some(_) if failing => {
                     io_error = true;
                     tier.clock.requeue(c.entry);
                     continue;
                 }
-                Some(origin) => (origin, false),
+                Some(kept) => SwapTarget::Kept(kept),
                 None => match stored.next() {
-                    Some(Ok(e)) => (e, true),
+                    Some(Ok(e)) => SwapTarget::Written(e),
                     Some(Err(StoreError::Full)) | None => {
                         full = true;
                         tier.clock.requeue(c.entry);
@@ -348,8 +278,12 @@ impl Pager {
                     }
                 },
             };
-            let Some(file) = c.inode.file() else { continue };
-            match file.evict_publish(self, swap, (c.entry.idx, &c.frame), c.snap.version, (entry, fresh)) {
+            let page = EvictPage {
+                idx: c.entry.idx,
+                frame: &c.frame,
+                version: c.snap.version,
+            };
+            match c.owner.evict_publish(self, page, target) {
                 EvictOutcome::Evicted => {
                     tier.stats.evictions.fetch_add(1, Ordering::Relaxed);
                     done += 1;
@@ -384,17 +318,20 @@ impl Pager {
         while done < want && left > 0 {
             left -= 1;
             let Some(entry) = tier.clock.pop_clean() else { break };
-            let (Some(inode), Some(frame)) = (entry.inode.upgrade(), entry.frame.upgrade()) else {
+            let (Some(owner), Some(frame)) = (entry.owner.upgrade(), entry.frame.upgrade()) else {
                 continue;
             };
-            let Some(origin) = frame.origin() else { continue };
-            if frame.referenced.swap(false, Ordering::Relaxed) {
+            let Some(kept) = frame.swap_copy() else { continue };
+            if frame.take_referenced() {
                 tier.clock.requeue_clean(entry);
                 continue;
             }
-            let Some(file) = inode.file() else { continue };
-            let version = frame.version.load(Ordering::Acquire);
-            match file.evict_publish(self, swap, (entry.idx, &frame), version, (origin, false)) {
+            let page = EvictPage {
+                idx: entry.idx,
+                frame: &frame,
+                version: frame.version(),
+            };
+            match owner.evict_publish(self, page, SwapTarget::Kept(kept)) {
                 EvictOutcome::Clean => {
                     tier.stats.clean_evictions.fetch_add(1, Ordering::Relaxed);
                     done += 1;
@@ -408,18 +345,17 @@ impl Pager {
 
     /// The swap read-ahead thread: swaps in the windows sequential readers post, until the
     /// queue is stopped.
-    pub(crate) fn run_readahead(&self) {
+    pub(super) fn run_readahead(&self) {
         let Some(queue) = &self.readahead else { return };
         while let Some(job) = queue.pop() {
-            let Some(inode) = job.inode.upgrade() else { continue };
-            if let Some(file) = inode.file() {
-                file.read_ahead(self, job.first, job.last, job.seq);
+            if let Some(owner) = job.owner.upgrade() {
+                owner.read_ahead(self, job.window);
             }
         }
     }
 
     /// The background evictor: keeps `target_free` frames free so writers rarely wait.
-    pub(crate) fn run_evictor(self: &Arc<Self>) {
+    pub(super) fn run_evictor(&self) {
         let Some(tier) = &self.tier else { return };
         while !self.stop.load(Ordering::Acquire) {
             // Awake anyway (at least every 200 ms): give long-free pool pages back to the kernel.

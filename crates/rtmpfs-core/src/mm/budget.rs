@@ -1,31 +1,17 @@
-//! The RAM budget, the cold-page list (CLOCK) and the eviction driver.
+//! The RAM budget: how many frames may be live, and where threads wait for one.
 //!
-//! * [`MemBudget`] counts live frames. A frame is charged before it is allocated
-//!   (`Pager::charge_frame`, which `new_frame` and `new_swap_in_buffer` call) and released
-//!   when it is dropped, so the figure is exactly the RAM held by file data, including frames
-//!   briefly held by the evictor (and a swap-in's reserve, see docs/design.md).
-//! * [`Clock`] is the replacement policy: CLOCK (second chance). Every access sets the frame's
-//!   reference bit with one relaxed atomic store and no lock, so the read path stays lock-free
-//!   with respect to the policy; the evictor sweeps the ring, giving referenced frames a second
-//!   chance. Why CLOCK rather than exact LRU or S3-FIFO: exact LRU needs a list update (a lock)
-//!   on every read, which would put a global lock on the data path; S3-FIFO resists scans better
-//!   but needs three queues and a ghost set. CLOCK's hit ratio is measured against exact LRU on a
-//!   skewed workload by `clock_vs_lru_on_zipf` below.
-//! * The evictor (a background thread, and direct reclaim by a writer that finds the budget
-//!   full) never waits on an inode lock: it only try-locks page maps and frames, and does swap
-//!   I/O with no engine lock held.
-
-pub(crate) mod clock;
+//! [`FrameBudget`] counts live frames. A frame is charged before it is allocated
+//! (`MemoryManager::charge_frame`, which `new_frame` and `new_swap_in_buffer` call) and released
+//! when it is dropped, so the figure is exactly the RAM held by file data, including frames
+//! briefly held by the evictor (and a swap-in's reserve, see docs/design.md).
 
 use std::time::Duration;
 
 use crate::sync::{Arc, AtomicBool, AtomicU64, Condvar, LockRank, Mutex, Ordering};
 
-pub(crate) use clock::{Clock, ClockEntry};
-
 /// One frame's charge against the RAM budget (`None` without a budget), given back when it is
 /// dropped: with the frame it went into, or on whatever path gave up before making one.
-pub(crate) struct FrameCharge(pub(crate) Option<Arc<MemBudget>>);
+pub(crate) struct FrameCharge(pub(super) Option<Arc<FrameBudget>>);
 
 impl Drop for FrameCharge {
     fn drop(&mut self) {
@@ -36,18 +22,18 @@ impl Drop for FrameCharge {
 }
 
 /// Counts frames against the RAM budget, and parks threads waiting for a frame.
-pub(crate) struct MemBudget {
+pub(crate) struct FrameBudget {
     /// The budget in frames. Atomic so that `Filesystem::set_memory_limit` can change it while
     /// the mount runs; every reader loads it afresh (relaxed: a charge racing a change sees
     /// either value, and both are valid budgets at that moment).
     max: AtomicU64,
     used: AtomicU64,
-    /// Threads parked in [`MemBudget::wait_for_progress`].
+    /// Threads parked in [`FrameBudget::wait_for_progress`].
     waiters: AtomicU64,
     /// Bumped whenever a frame is released: a thread that found nothing to evict sleeps only if
     /// no frame was released since it looked (no lost wake-up).
     progress: AtomicU64,
-    /// Rank `Budget`. Guards nothing but the condition variables' waits.
+    /// Rank `FrameBudget` (a leaf). Guards nothing but the condition variables' waits.
     lock: Mutex<()>,
     released: Condvar,
     /// Wakes the background evictor.
@@ -55,14 +41,14 @@ pub(crate) struct MemBudget {
     kicked: AtomicBool,
 }
 
-impl MemBudget {
-    pub(crate) fn new(max_pages: u64) -> MemBudget {
-        MemBudget {
+impl FrameBudget {
+    pub(crate) fn new(max_pages: u64) -> FrameBudget {
+        FrameBudget {
             max: AtomicU64::new(max_pages),
             used: AtomicU64::new(0),
             waiters: AtomicU64::new(0),
             progress: AtomicU64::new(0),
-            lock: Mutex::new(LockRank::Budget, ()),
+            lock: Mutex::new(LockRank::FrameBudget, ()),
             released: Condvar::new(),
             kick: Condvar::new(),
             kicked: AtomicBool::new(false),
@@ -209,21 +195,4 @@ impl MemBudget {
     pub(crate) fn deficit(&self) -> u64 {
         (self.used() + self.target_free()).saturating_sub(self.max())
     }
-}
-
-/// Counters of the memory tier.
-#[derive(Debug, Default)]
-pub(crate) struct TierStats {
-    /// Pages moved to swap with a write.
-    pub evictions: AtomicU64,
-    /// Pages dropped from RAM without I/O: their swap copy was still valid.
-    pub clean_evictions: AtomicU64,
-    /// Pages read back from swap.
-    pub swap_ins: AtomicU64,
-    /// Of those, pages read back by the read-ahead thread ahead of a sequential reader.
-    pub readahead_swap_ins: AtomicU64,
-    /// Pages lost to failed swap reads.
-    pub poisoned: AtomicU64,
-    /// Times a thread had to reclaim or wait for memory itself.
-    pub direct_reclaims: AtomicU64,
 }

@@ -1,0 +1,86 @@
+//! The file side of eviction: the two phases the memory manager drives through
+//! [`crate::mm::PageOwner`] (implemented by the inode, which delegates here).
+
+use super::page_map::{PageMap, Slot};
+use super::FileData;
+use crate::error::Result;
+use crate::mm::{EvictOutcome, EvictPage, EvictSnapshot, Frame, MemoryManager, PageState, SwapTarget};
+use crate::swap::AlignedPage;
+use crate::sync::Arc;
+
+/// Whether page `idx` of `map` is resident in exactly `frame`.
+fn is_frame_at(map: &PageMap, idx: u64, frame: &Arc<Frame>) -> bool {
+    matches!(map.get(idx), Some(Slot::Resident(f)) if Arc::ptr_eq(f, frame))
+}
+
+impl FileData {
+    /// See [`crate::mm::PageOwner::evict_snapshot`].
+    pub(crate) fn evict_snapshot(&self, idx: u64, frame: &Arc<Frame>) -> Result<EvictSnapshot, EvictOutcome> {
+        let map = self.pages.try_read().ok_or(EvictOutcome::Busy)?;
+        if !is_frame_at(&map, idx, frame) {
+            return Err(EvictOutcome::Gone);
+        }
+        let bytes = frame.try_bytes().ok_or(EvictOutcome::Busy)?;
+        let version = frame.version();
+        let slot_hint = match idx.checked_sub(1).and_then(|prev| map.get(prev)) {
+            Some(Slot::Swapped(e)) => Some(e.slot + 1),
+            Some(Slot::Resident(f)) => f.swap_copy().map(|o| o.slot + 1),
+            _ => None,
+        };
+        let id = self.page_id(idx);
+        Ok(match frame.swap_copy() {
+            Some(o) => EvictSnapshot {
+                version,
+                swap_copy: Some(o),
+                copy: None,
+                id,
+                slot_hint,
+            },
+            None => {
+                let mut copy = AlignedPage::for_overwrite().map_err(|_| EvictOutcome::Busy)?;
+                copy.copy_from_slice(&bytes[..]);
+                EvictSnapshot {
+                    version,
+                    swap_copy: None,
+                    copy: Some(copy),
+                    id,
+                    slot_hint,
+                }
+            }
+        })
+    }
+
+    /// See [`crate::mm::PageOwner::evict_publish`].
+    pub(crate) fn evict_publish(&self, mm: &MemoryManager, page: EvictPage<'_>, target: SwapTarget) -> EvictOutcome {
+        let EvictPage { idx, frame, version } = page;
+        let give_up = |outcome| {
+            if let SwapTarget::Written(e) = target {
+                mm.free_swap_slot(e);
+            }
+            outcome
+        };
+        let Some(mut map) = self.pages.try_write() else {
+            return give_up(EvictOutcome::Busy);
+        };
+        if !is_frame_at(&map, idx, frame) {
+            return give_up(EvictOutcome::Gone);
+        }
+        if frame.version() != version {
+            return give_up(EvictOutcome::Busy);
+        }
+        if let SwapTarget::Kept(e) = target {
+            if frame.take_swap_copy() != Some(e) {
+                return EvictOutcome::Busy;
+            }
+        }
+        let entry = target.entry();
+        mm.count_moved(PageState::Resident, PageState::Swapped);
+        let old = map.insert(idx, Slot::Swapped(entry));
+        drop(map);
+        drop(old);
+        match target {
+            SwapTarget::Written(_) => EvictOutcome::Evicted,
+            SwapTarget::Kept(_) => EvictOutcome::Clean,
+        }
+    }
+}

@@ -1,0 +1,194 @@
+//! Bringing swapped pages back: a reader's swap-in run and the read-ahead threads' windows.
+
+use super::page_map::{PageMap, Slot, SlotState};
+use super::FileData;
+use crate::error::{FsError, Result};
+use crate::mm::{Frame, FrameFor, MemoryManager, Window};
+use crate::swap::{AlignedPage, SwapEntry};
+use crate::sync::Arc;
+
+/// Read-ahead reads across gaps of up to this many slots (ignoring them) rather than splitting
+/// a read: a few extra 4 KiB in one I/O cost less than another I/O.
+const READ_AHEAD_MAX_GAP: u64 = 16;
+
+impl FileData {
+    /// The read-ahead thread's job: swap in the swapped pages of `[first, last]` (grouped by
+    /// slot, one read per group), then mark window `seq` done. Failures are left for a
+    /// reader to meet (a page that fails to load is poisoned, as it would be for the reader).
+    pub(crate) fn read_ahead(&self, mm: &MemoryManager, window: Window) {
+        let Window { first, last, seq } = window;
+        // The window's swapped pages in slot order. Eviction does not always give consecutive
+        // pages consecutive slots (concurrent sweeps interleave), so grouping by slot, with small
+        // gaps read and ignored, turns a window into a few large reads instead of many small.
+        let mut swapped: Vec<(u64, SwapEntry)> = {
+            let map = self.pages.read();
+            map.range(first, last)
+                .filter_map(|(i, s)| match s {
+                    Slot::Swapped(e) => Some((i, *e)),
+                    _ => None,
+                })
+                .collect()
+        };
+        swapped.sort_unstable_by_key(|&(_, e)| e.slot);
+        let limit = mm.swap_in_run_limit();
+        let mut start = 0;
+        while start < swapped.len() {
+            let mut end = start + 1;
+            while end < swapped.len()
+                && end - start < limit
+                && swapped[end].1.slot - swapped[end - 1].1.slot <= READ_AHEAD_MAX_GAP
+                && swapped[end].1.slot - swapped[start].1.slot < 2 * limit as u64
+            {
+                end += 1;
+            }
+            // Speculative: waits for memory like new data, never overdraws the reserve.
+            match self.swap_in(mm, &swapped[start..end], FrameFor::NewPage) {
+                Ok(n) => mm.note_readahead_swap_ins(n as u64),
+                Err(_) => break,
+            }
+            start = end;
+        }
+        self.ra.finished(seq);
+    }
+
+    /// Read-ahead window `seq` will not be run (the threads stopped): release its waiters.
+    pub(crate) fn read_ahead_abandoned(&self, seq: u64) {
+        self.ra.finished(seq);
+    }
+
+    /// The run of swapped pages starting at `idx` (seen as `first`) whose swap slots are
+    /// consecutive, up to page `last` and the memory manager's read-ahead limit: read back with one I/O.
+    pub(super) fn swapped_run(
+        &self,
+        map: &PageMap,
+        mm: &MemoryManager,
+        idx: u64,
+        first: SwapEntry,
+        last: u64,
+    ) -> Vec<(u64, SwapEntry)> {
+        let mut run = vec![(idx, first)];
+        let limit = mm.swap_in_run_limit();
+        let mut next = idx + 1;
+        while next <= last && run.len() < limit {
+            match map.get(next) {
+                Some(Slot::Swapped(e)) if e.slot == first.slot + run.len() as u64 => run.push((next, *e)),
+                _ => break,
+            }
+            next += 1;
+        }
+        run
+    }
+
+    /// Bring the swapped pages `run` (page index, entry seen) back into RAM with one read, or
+    /// poison those whose copy cannot be read or does not authenticate. `run` is in ascending
+    /// slot order; slots between its pages (gaps, at most a few: see `read_ahead`) are read into
+    /// scratch pages and ignored. Each page is published only if its slot still holds the entry
+    /// seen; otherwise someone else changed it and the caller looks again. Holds no lock during
+    /// allocation or I/O.
+    ///
+    /// `first`: how the frame for `run[0]` is charged (`SwapIn` for a page someone needs, which
+    /// may overdraw the budget; `NewPage` for read-ahead); the rest of the run only if reclaim
+    /// frees frames at once.
+    ///
+    /// Returns how many pages it published.
+    ///
+    /// # Errors
+    /// `Io` if `run[0]` was poisoned, or no frame could be had for it (the page stays swapped).
+    pub(super) fn swap_in(&self, mm: &MemoryManager, run: &[(u64, SwapEntry)], first: FrameFor) -> Result<usize> {
+        debug_assert!(run.windows(2).all(|w| w[0].1.slot < w[1].1.slot));
+        let swap = mm.swap()?;
+        // Charge and allocate first (this may reclaim or wait: no lock is held); the pages are
+        // read straight into the buffers that become the frames.
+        let mut bufs = Vec::with_capacity(run.len());
+        for _ in run {
+            let purpose = if bufs.is_empty() { first } else { FrameFor::SwapInExtra };
+            match mm.new_swap_in_buffer(purpose) {
+                Ok(b) => bufs.push(b),
+                Err(e) if bufs.is_empty() => return Err(e),
+                Err(_) => break,
+            }
+        }
+        let run = &run[..bufs.len()];
+        let first_slot = run[0].1.slot;
+        let span = usize::try_from(run[run.len() - 1].1.slot - first_slot + 1).unwrap_or(usize::MAX);
+        // (On failure the charges in `bufs` go back as it is dropped.)
+        let mut gaps: Vec<AlignedPage> = (run.len()..span)
+            .map(|_| AlignedPage::for_overwrite())
+            .collect::<Result<_, _>>()
+            .map_err(|_| FsError::Io)?;
+        let mut entries = Vec::with_capacity(span);
+        let mut outs: Vec<&mut AlignedPage> = Vec::with_capacity(span);
+        {
+            let mut pages = run.iter().peekable();
+            let mut frame_bufs = bufs.iter_mut().map(|(_, page)| page);
+            let mut gap_bufs = gaps.iter_mut();
+            for slot in first_slot..first_slot + span as u64 {
+                let out = match pages.peek() {
+                    Some(&&(idx, e)) if e.slot == slot => {
+                        pages.next();
+                        entries.push(Some((e, self.page_id(idx))));
+                        frame_bufs.next()
+                    }
+                    _ => {
+                        entries.push(None);
+                        gap_bufs.next()
+                    }
+                };
+                outs.push(out.expect("one buffer per slot of the span"));
+            }
+        }
+        let loaded = swap.load_span(first_slot, &entries, &mut outs);
+        drop(outs);
+        drop(gaps);
+        // A page that failed to load holds garbage: its frame is never published (it is
+        // poisoned below) and goes straight back to the pool.
+        let frames: Vec<Arc<Frame>> = bufs
+            .into_iter()
+            .map(|(charge, page)| Frame::new(charge, page.into_page()))
+            .collect();
+        let mut first_poisoned = false;
+        let mut published = Vec::with_capacity(run.len());
+        let mut freed = Vec::new();
+        {
+            let mut map = self.pages.write();
+            for (i, (&(idx, entry), frame)) in run.iter().zip(&frames).enumerate() {
+                if map.state(idx) != SlotState::Swapped(entry) {
+                    continue;
+                }
+                let new = if loaded[(entry.slot - first_slot) as usize].is_ok() {
+                    frame.set_swap_copy(entry);
+                    published.push((idx, frame.clone()));
+                    Slot::Resident(frame.clone())
+                } else {
+                    // The slot still holds what was read: the copy really is bad.
+                    tracing::warn!(
+                        ino = self.ino,
+                        idx,
+                        slot = entry.slot,
+                        "swap page lost: read failed or did not authenticate"
+                    );
+                    first_poisoned |= i == 0;
+                    freed.push(entry.slot);
+                    mm.note_lost_page();
+                    Slot::Poisoned
+                };
+                let new_state = new.counted();
+                if let Some(old) = map.insert(idx, new) {
+                    mm.count_moved(old.counted(), new_state);
+                }
+            }
+        }
+        for slot in freed {
+            swap.free(slot);
+        }
+        mm.note_swap_ins(published.len() as u64);
+        for (idx, frame) in &published {
+            mm.track(&self.owner, *idx, frame, true);
+        }
+        if first_poisoned {
+            Err(FsError::Io)
+        } else {
+            Ok(published.len())
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! One page of file data in RAM, as the memory manager sees it.
+
+use rtmpfs_pages::PageBuf;
+
+use super::budget::FrameCharge;
+use crate::swap::SwapEntry;
+use crate::sync::{Arc, AtomicBool, AtomicU64, LockRank, Mutex, Ordering, ReadGuard, RwLock};
+
+/// Bytes in one page, as `usize`: the page pool's page (the one definition of the page size;
+/// [`crate::PAGE_SIZE`] is the same as `u64`).
+pub(crate) const PAGE: usize = rtmpfs_pages::PAGE;
+
+/// One page of file data in RAM.
+///
+/// Rule: the bytes change only under the owning page map's **read** lock plus the frame's write
+/// lock (through [`Frame::change`], which bumps `version`); slot transitions happen only under
+/// the page map's **write** lock. So a thread holding the map's write lock sees a stable
+/// `version`, which is how the evictor knows that the copy it wrote to swap is still the page's
+/// content.
+pub(crate) struct Frame {
+    /// Rank `Frame`. The page comes from the page pool (`rtmpfs-pages`), which gives freed
+    /// pages' RAM back to the kernel.
+    data: RwLock<PageBuf>,
+    /// Bumped by every change to `data`.
+    version: AtomicU64,
+    /// CLOCK reference bit: set on every access, cleared by the evictor's sweep.
+    referenced: AtomicBool,
+    /// A swap copy identical to `data` (swapped in, not changed since): evicting the page again
+    /// needs no I/O. Rank `SwapCopy` (a leaf). Taken (and its slot freed) by the first change.
+    swap_copy: Mutex<Option<SwapEntry>>,
+    /// The RAM budget this frame is charged to, released when it is dropped.
+    _charge: FrameCharge,
+}
+
+impl Frame {
+    /// A frame holding `data`, charged by `charge` (released when the frame is dropped).
+    pub(crate) fn new(charge: FrameCharge, data: PageBuf) -> Arc<Frame> {
+        Arc::new(Frame {
+            data: RwLock::new(LockRank::Frame, data),
+            version: AtomicU64::new(0),
+            referenced: AtomicBool::new(true),
+            swap_copy: Mutex::new(LockRank::SwapCopy, None),
+            _charge: charge,
+        })
+    }
+
+    /// Mark as used (CLOCK).
+    pub(crate) fn touch(&self) {
+        if !self.referenced.load(Ordering::Relaxed) {
+            self.referenced.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Clear the reference bit; returns whether it was set (the frame gets a second chance).
+    pub(crate) fn take_referenced(&self) -> bool {
+        self.referenced.swap(false, Ordering::Relaxed)
+    }
+
+    /// The bytes, for reading. Caller holds the owning page map's lock (read or write).
+    pub(crate) fn bytes(&self) -> ReadGuard<'_, PageBuf> {
+        self.data.read()
+    }
+
+    /// The bytes, for reading, if no writer holds them (the evictor's snapshot).
+    pub(crate) fn try_bytes(&self) -> Option<ReadGuard<'_, PageBuf>> {
+        self.data.try_read()
+    }
+
+    /// Apply `change` to the bytes and bump the version; marks the frame used. Caller holds the
+    /// owning page map's read lock. Returns the swap copy the page had, now stale: the caller
+    /// frees its slot.
+    pub(crate) fn change(&self, change: impl FnOnce(&mut [u8; PAGE])) -> Option<SwapEntry> {
+        let mut bytes = self.data.write();
+        change(&mut bytes);
+        self.version.fetch_add(1, Ordering::AcqRel);
+        self.touch();
+        // Still under the bytes' write lock: no snapshot can see the new version with the old
+        // swap copy.
+        let stale = self.take_swap_copy();
+        drop(bytes);
+        stale
+    }
+
+    /// The version: how many changes the bytes have seen.
+    pub(crate) fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
+    /// The still-valid swap copy of these bytes, if any.
+    pub(crate) fn swap_copy(&self) -> Option<SwapEntry> {
+        *self.swap_copy.lock()
+    }
+
+    /// Record that `e` holds the same bytes (the frame was just read back from it).
+    pub(crate) fn set_swap_copy(&self, e: SwapEntry) {
+        *self.swap_copy.lock() = Some(e);
+    }
+
+    /// Forget the swap copy and return it (its slot is the caller's to free).
+    pub(crate) fn take_swap_copy(&self) -> Option<SwapEntry> {
+        self.swap_copy.lock().take()
+    }
+}
