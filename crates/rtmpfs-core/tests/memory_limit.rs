@@ -16,7 +16,7 @@ fn config(memory_pages: u64, swap: Option<Option<u64>>) -> Config {
             size_bytes: size_pages.map(|p| p * PAGE_SIZE),
             encrypt: false,
         }),
-        background_evictor: false,
+        background_threads: false,
         ..Config::default()
     }
 }

@@ -83,7 +83,13 @@ impl ReadServer {
                 Ok(ReadOutcome::Done(n)) => Ok(n),
                 Err(e) => Err(e),
             };
-            answer(&self.stats, rq.call, reply, result, |r, n| r.data(&buf[..n]));
+            answer(
+                &self.stats,
+                Call::resume(&self.stats, rq.call),
+                reply,
+                result,
+                |r, n| r.data(&buf[..n]),
+            );
             None
         })
     }
