@@ -241,14 +241,13 @@ impl PageOwner for Inode {
     }
 
     fn evict_publish(&self, mm: &MemoryManager, page: EvictPage<'_>, target: SwapTarget) -> EvictOutcome {
-        match self.file() {
-            Some(f) => f.evict_publish(mm, page, target),
-            None => {
-                if let SwapTarget::Written(e) = target {
-                    mm.free_swap_slot(e);
-                }
-                EvictOutcome::Gone
+        if let Some(f) = self.file() {
+            f.evict_publish(mm, page, target)
+        } else {
+            if let SwapTarget::Written(e) = target {
+                mm.free_swap_slot(e);
             }
+            EvictOutcome::Gone
         }
     }
 

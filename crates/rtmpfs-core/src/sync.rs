@@ -340,10 +340,10 @@ impl Condvar {
 
     /// Release `guard`, wait for a notification or `timeout`, and re-lock.
     pub fn wait_timeout<'a, T>(&self, guard: MutexGuard<'a, T>, timeout: std::time::Duration) -> MutexGuard<'a, T> {
-        let MutexGuard { guard, _token } = guard;
+        let MutexGuard { guard, _token: token } = guard;
         MutexGuard {
             guard: raw::wait_timeout(&self.inner, guard, timeout),
-            _token,
+            _token: token,
         }
     }
 

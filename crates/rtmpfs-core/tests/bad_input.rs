@@ -330,7 +330,7 @@ fn wrong_inode_kinds_for_every_op() {
         Err(FsError::Invalid)
     );
     assert_eq!(
-        fs.mknod(&c(), r, os(b"qq"), 0o170000 | 0o644, 0).map(|_| ()),
+        fs.mknod(&c(), r, os(b"qq"), 0o170_000 | 0o644, 0).map(|_| ()),
         Err(FsError::Invalid)
     );
     // Moving a directory under itself, and onto a non-empty directory.

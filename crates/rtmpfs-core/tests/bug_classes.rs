@@ -77,7 +77,7 @@ fn a_truncate_down_then_up_tail_reads_zero() {
     for (mode, cfg) in both_ram_modes(Some(64), None) {
         let fs = Filesystem::new(cfg).unwrap();
         let (a, fh) = new_file(&fs, "f");
-        fs.write(&root(), fh, 0, &[0xAB; 40_000]).unwrap();
+        fs.write(&root(), fh, 0, &vec![0xAB; 40_000]).unwrap();
         set_size(&fs, a.ino, 5_000).unwrap();
         set_size(&fs, a.ino, 40_000).unwrap();
         let data = whole(&fs, fh);
@@ -170,7 +170,7 @@ fn a_fallocate_at_full_budget_is_enospc_and_changes_nothing() {
     for (mode, cfg) in both_ram_modes(Some(16), None) {
         let fs = Filesystem::new(cfg).unwrap();
         let (_, fh) = new_file(&fs, "f");
-        assert_eq!(fs.write(&root(), fh, 0, &[7u8; 14 * 4096]).unwrap(), 14 * 4096);
+        assert_eq!(fs.write(&root(), fh, 0, &vec![7u8; 14 * 4096]).unwrap(), 14 * 4096);
         let before = freeze(&fs, fh);
         for (m, off, len) in [
             (FallocateMode::Allocate, 13 * PAGE, 4 * PAGE),
@@ -201,7 +201,7 @@ fn a_fallocate_at_full_budget_is_enospc_and_changes_nothing() {
 fn a_short_write_at_the_limit_exposes_nothing() {
     let fs = Filesystem::new(config(Some(4), None)).unwrap();
     let (a, fh) = new_file(&fs, "f");
-    let n = fs.write(&root(), fh, 100, &[9u8; 6 * 4096]).unwrap();
+    let n = fs.write(&root(), fh, 100, &vec![9u8; 6 * 4096]).unwrap();
     assert_eq!(n as u64, 4 * PAGE - 100, "short write ends at the last page that fit");
     let attr = fs.getattr(a.ino).unwrap();
     assert_eq!(attr.size, 4 * PAGE);
@@ -316,7 +316,7 @@ fn b_truncate_and_punch_race_reads_and_writes() {
     for (mode, cfg) in both_ram_modes(Some(64), None) {
         eprintln!("b_truncate_and_punch_race_reads_and_writes: {mode}, seed {seed}");
         within(Duration::from_secs(120), mode, move || {
-            race_truncate_punch(cfg, seed, rounds)
+            race_truncate_punch(cfg, seed, rounds);
         });
     }
 }
@@ -330,7 +330,7 @@ fn c_fault_loop_and_punch_loop_both_finish() {
         within(Duration::from_secs(120), mode, move || {
             let fs = Arc::new(Filesystem::new(cfg).unwrap());
             let (_, fh) = new_file(&fs, "f");
-            fs.write(&root(), fh, 0, &[3u8; 16 * 4096]).unwrap();
+            fs.write(&root(), fh, 0, &vec![3u8; 16 * 4096]).unwrap();
             let stop = Arc::new(AtomicBool::new(false));
             let fault = {
                 let (fs, stop) = (fs.clone(), stop.clone());
@@ -412,7 +412,7 @@ fn d_delete_everything_gives_everything_back() {
         let (f, fh) = fs
             .create(&c, d.ino, OsStr::new("f"), 0o644, OpenFlags::READ_WRITE)
             .unwrap();
-        fs.write(&c, fh, 0, &[1u8; 10 * 4096]).unwrap();
+        fs.write(&c, fh, 0, &vec![1u8; 10 * 4096]).unwrap();
         fs.fallocate(&c, fh, 20 * PAGE, 5 * PAGE, FallocateMode::KeepSize)
             .unwrap();
         fs.link(&c, f.ino, r, OsStr::new("f2")).unwrap();
@@ -485,7 +485,7 @@ fn d_unlinked_open_file_frees_space_at_last_close() {
         let fs = Filesystem::new(cfg).unwrap();
         let c = root();
         let (a, fh1) = new_file(&fs, "f");
-        fs.write(&c, fh1, 0, &[1u8; 8 * 4096]).unwrap();
+        fs.write(&c, fh1, 0, &vec![1u8; 8 * 4096]).unwrap();
         let fh2 = fs.open(&c, a.ino, OpenFlags::READ).unwrap();
         fs.link(&c, a.ino, fs.root(), OsStr::new("g")).unwrap();
         let charged = fs.usage().charged_pages;

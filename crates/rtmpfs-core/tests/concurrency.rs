@@ -46,6 +46,7 @@ fn op_kinds() -> Vec<u32> {
     }
 }
 
+#[allow(clippy::needless_pass_by_value)] // each thread owns its reference to the engine
 fn worker(fs: Arc<Filesystem>, seed: u64, steps: usize) -> usize {
     let mut rng = StdRng::seed_from_u64(seed);
     let kinds = op_kinds();

@@ -7,6 +7,8 @@ use std::ffi::OsStr;
 
 const P: usize = PAGE_SIZE as usize;
 
+// `swap`: None = noswap, Some(None) = unlimited swap, Some(Some(n)) = n bytes (Config's own shape).
+#[allow(clippy::option_option)]
 fn config(memory_pages: u64, swap: Option<Option<u64>>) -> Config {
     Config {
         size_bytes: Some(4096 * PAGE_SIZE),

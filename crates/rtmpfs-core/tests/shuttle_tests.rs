@@ -57,6 +57,7 @@ fn check_read(off: u64, buf: &[u8]) {
     }
 }
 
+#[allow(clippy::needless_pass_by_value)] // the scenario owns the engine its threads clone
 fn scenario(fs: Arc<Filesystem>) {
     let ctx = Ctx::root();
     let (attr, fh) = fs

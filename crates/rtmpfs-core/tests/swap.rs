@@ -483,12 +483,11 @@ fn concurrent_io_under_a_tiny_budget_finishes_and_balances() {
         threads.push(std::thread::spawn(move || {
             let name = format!("f{}", t % 2);
             let ctx = Ctx::root();
-            let fh = match fs.create(&ctx, fs.root(), OsStr::new(&name), 0o644, OpenFlags::READ_WRITE) {
-                Ok((_, fh)) => fh,
-                Err(_) => {
-                    let ino = fs.lookup(&ctx, fs.root(), OsStr::new(&name)).unwrap().ino;
-                    fs.open(&ctx, ino, OpenFlags::READ_WRITE).unwrap()
-                }
+            let fh = if let Ok((_, fh)) = fs.create(&ctx, fs.root(), OsStr::new(&name), 0o644, OpenFlags::READ_WRITE) {
+                fh
+            } else {
+                let ino = fs.lookup(&ctx, fs.root(), OsStr::new(&name)).unwrap().ino;
+                fs.open(&ctx, ino, OpenFlags::READ_WRITE).unwrap()
             };
             let ino = fs.handle_ino(fh).unwrap();
             let mut x = u64::from(t) + 1;

@@ -5,6 +5,9 @@
 //!
 //! `cargo bench -p rtmpfs-fuse --bench latency`; figures in docs/benchmarks.md.
 
+// criterion_group! with a config makes an undocumented pub fn.
+#![allow(missing_docs)]
+
 use criterion::{criterion_group, criterion_main, Criterion};
 use rtmpfs_fuse::latency::Latency;
 use rtmpfs_fuse::Op;

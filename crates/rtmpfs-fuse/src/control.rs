@@ -344,7 +344,10 @@ fn read_some(c: &mut Conn, handler: &impl Handler) -> Progress {
 
 fn respond(stream: &mut UnixStream, line: &[u8], handler: &impl Handler) {
     match std::str::from_utf8(line) {
-        Ok(request) => answer(stream, handler.handle(request).as_deref().map_err(|e| e.as_str())),
+        Ok(request) => answer(
+            stream,
+            handler.handle(request).as_deref().map_err(std::string::String::as_str),
+        ),
         Err(_) => answer(stream, Err("request is not UTF-8")),
     }
 }
@@ -391,7 +394,7 @@ fn peer_cred(fd: RawFd) -> io::Result<PeerCred> {
             libc::SOL_SOCKET,
             libc::SO_PEERCRED,
             std::ptr::addr_of_mut!(cred).cast(),
-            &mut len,
+            &raw mut len,
         )
     };
     if r != 0 {

@@ -13,6 +13,7 @@ use crate::options::{Host, MountOptions};
 use crate::stats::Stats;
 use crate::status::{self, human_bytes, RateRing};
 use rtmpfs_core::Filesystem;
+use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -60,7 +61,10 @@ fn render_usage(u: &rtmpfs_core::Usage) -> String {
         ("page_pool_ram_bytes", u.page_pool_ram_bytes.to_string()),
         ("page_pool_mapped_bytes", u.page_pool_mapped_bytes.to_string()),
     ];
-    lines.iter().map(|(k, v)| format!("{k} {v}\n")).collect()
+    lines.iter().fold(String::new(), |mut out, (k, v)| {
+        let _ = writeln!(out, "{k} {v}");
+        out
+    })
 }
 
 impl control::Handler for Control {
@@ -240,8 +244,9 @@ impl Control {
             self.fs.set_memory_limit(pages).map_err(|e| e.to_string())?;
             let after = self.fs.usage();
             let old = before.memory_limit_pages.unwrap_or(0);
-            out.push_str(&format!(
-                "memory {} -> {}{}\n",
+            let _ = writeln!(
+                out,
+                "memory {} -> {}{}",
                 human_bytes(old * status::PAGE_SIZE),
                 human_bytes(pages * status::PAGE_SIZE),
                 if pages < old {
@@ -254,7 +259,7 @@ impl Control {
                 } else {
                     String::new()
                 }
-            ));
+            );
         }
         if size.is_some() || inodes.is_some() {
             let (old_size, old_inodes) = (cur.size_bytes(&self.host), cur.max_inodes(&self.host));
@@ -264,18 +269,20 @@ impl Control {
             })?;
             if let Some(b) = size {
                 cur.size = new.size;
-                out.push_str(&format!(
-                    "size {} -> {}\n",
+                let _ = writeln!(
+                    out,
+                    "size {} -> {}",
                     old_size.map_or_else(|| "unlimited".into(), human_bytes),
                     human_bytes(b)
-                ));
+                );
             }
             if let Some(n) = inodes {
                 cur.nr_inodes = new.nr_inodes;
-                out.push_str(&format!(
-                    "nr_inodes {} -> {n}\n",
+                let _ = writeln!(
+                    out,
+                    "nr_inodes {} -> {n}",
                     old_inodes.map_or_else(|| "unlimited".into(), |o| o.to_string())
-                ));
+                );
             }
         }
         Ok(out)

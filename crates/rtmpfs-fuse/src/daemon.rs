@@ -118,7 +118,7 @@ fn fuse_mount_is_dead(path: &Path) -> bool {
         // SAFETY: `st` is plain data that statvfs fills; `c` is a valid path.
         let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
         // SAFETY: as above.
-        let r = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+        let r = unsafe { libc::statvfs(c.as_ptr(), &raw mut st) };
         let _ = tx.send(if r == 0 {
             0
         } else {
@@ -136,8 +136,7 @@ fn fuse_mount_is_dead(path: &Path) -> bool {
 
 fn stat_error(path: &Path, e: io::Error) -> MountError {
     match e.raw_os_error() {
-        Some(libc::ENOENT) => MountError::NotFound(path.to_path_buf()),
-        Some(libc::ENOTDIR) => MountError::NotFound(path.to_path_buf()),
+        Some(libc::ENOENT | libc::ENOTDIR) => MountError::NotFound(path.to_path_buf()),
         Some(libc::EACCES | libc::EPERM) => MountError::Permission(format!("cannot access {}", path.display())),
         Some(libc::ENOTCONN) => MountError::Busy(
             path.to_path_buf(),
@@ -173,6 +172,9 @@ fn cstring(p: &Path) -> Result<CString, MountError> {
 ///
 /// # Errors
 /// `/dev/fuse` missing or not accessible, no privilege to mount, mount(2) failures.
+///
+/// # Panics
+/// Never in practice: the mount data is built from parsed options, which hold no NUL byte.
 pub fn mount(path: &Path, opts: &MountOptions) -> Result<Mounted, MountError> {
     if crate::unprivileged::active() {
         return crate::unprivileged::mount(path, opts);
@@ -308,11 +310,11 @@ fn block_signals() -> libc::sigset_t {
     // only reads it.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
+        libc::sigemptyset(&raw mut set);
         for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
-            libc::sigaddset(&mut set, s);
+            libc::sigaddset(&raw mut set, s);
         }
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        libc::pthread_sigmask(libc::SIG_BLOCK, &raw const set, std::ptr::null_mut());
         set
     }
 }
@@ -321,7 +323,7 @@ fn wait_signal(set: &libc::sigset_t) -> i32 {
     loop {
         let mut sig: libc::c_int = 0;
         // SAFETY: `set` is initialised and `sig` is writable.
-        let r = unsafe { libc::sigwait(set, &mut sig) };
+        let r = unsafe { libc::sigwait(set, &raw mut sig) };
         if r == 0 {
             return sig;
         }
@@ -403,7 +405,7 @@ fn log_transport(t: &fuser::Transport) {
              echo Y > /sys/module/fuse/parameters/enable_uring before mounting (io_uring=off hides this)"
         ),
         fuser::Transport::IoUring { queues, depth } => {
-            tracing::info!("serving FUSE over io_uring: {queues} queues of {depth} entries")
+            tracing::info!("serving FUSE over io_uring: {queues} queues of {depth} entries");
         }
         fuser::Transport::DevFuse => tracing::info!("serving FUSE on /dev/fuse (io_uring=off)"),
     }
@@ -467,6 +469,7 @@ fn start(mount_point: &Path, opts: MountOptions) -> Result<Started, MountError> 
     config.io_uring.mode = opts.io_uring;
     // Test hook (crates/rtmpfs-cli/tests/uring.rs): make the kernel refuse REGISTER.
     config.io_uring.fault_register = std::env::var_os(FAULT_URING_REGISTER).is_some();
+    let notifier_slot = adapter.notifier_slot();
     let Mounted { fuse_fd, path, dev, .. } = mounted;
     let session = match fuser::Session::from_fd(adapter, fuse_fd, fuser::SessionACL::All, config) {
         Ok(s) => s,
@@ -476,6 +479,7 @@ fn start(mount_point: &Path, opts: MountOptions) -> Result<Started, MountError> 
         }
     };
     log_transport(session.transport());
+    let _ = notifier_slot.set(session.notifier());
     // After INIT: the kernel caps the window at the INIT reply's max_readahead when it
     // processes that reply.
     if let Some(bytes) = opts.readahead {

@@ -28,7 +28,7 @@ pub fn bucket_of(ns: u64) -> usize {
     if ns < SUB as u64 {
         return ns as usize;
     }
-    let exp = 63 - ns.leading_zeros();
+    let exp = ns.ilog2();
     if exp > MAX_EXP {
         return BUCKETS - 1;
     }

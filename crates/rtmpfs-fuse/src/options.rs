@@ -444,21 +444,18 @@ impl MountOptions {
             return Ok(None);
         }
         let mut warnings = Vec::new();
-        match &self.swap_dir {
-            Some(dir) => {
-                if let DirKind::Memory(fs) = probe(dir) {
-                    warnings.push(format!(
-                        "swap={} is on {fs}, a memory filesystem: swapped pages stay in RAM \
-                         (give swap= a disk-backed directory)",
-                        dir.display()
-                    ));
-                }
+        if let Some(dir) = &self.swap_dir {
+            if let DirKind::Memory(fs) = probe(dir) {
+                warnings.push(format!(
+                    "swap={} is on {fs}, a memory filesystem: swapped pages stay in RAM \
+                     (give swap= a disk-backed directory)",
+                    dir.display()
+                ));
             }
-            None => {
-                let choice = choose_swap_dir(env, probe);
-                warnings.extend(choice.warning);
-                self.swap_dir = Some(choice.dir);
-            }
+        } else {
+            let choice = choose_swap_dir(env, probe);
+            warnings.extend(choice.warning);
+            self.swap_dir = Some(choice.dir);
         }
         warnings.extend(self.check_swap_space(host)?);
         Ok(Some(warnings.join("; ")).filter(|w| !w.is_empty()))
@@ -851,7 +848,7 @@ fn fs_type(dir: &Path) -> Option<i64> {
     // SAFETY: statfs is plain data that statfs(2) fills.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     // SAFETY: a valid NUL-terminated path and a writable statfs.
-    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+    if unsafe { libc::statfs(c.as_ptr(), &raw mut st) } != 0 {
         return None;
     }
     #[allow(clippy::unnecessary_cast)] // __fsword_t is i64 on 64-bit, i32 elsewhere
@@ -974,7 +971,7 @@ fn free_bytes(dir: &std::path::Path) -> Option<u64> {
     // SAFETY: statvfs is plain data that statvfs(3) fills.
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
     // SAFETY: a valid NUL-terminated path and a writable statvfs.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+    if unsafe { libc::statvfs(c.as_ptr(), &raw mut st) } != 0 {
         return None;
     }
     Some(st.f_bavail.saturating_mul(st.f_frsize))

@@ -494,6 +494,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[allow(clippy::float_cmp)] // whole seconds, exact in f64
     fn rates_divide_the_change_since_the_oldest_sample() {
         let ring = RateRing::default();
         let t0 = Instant::now();

@@ -35,8 +35,11 @@ const SAMPLE_SIZE: usize = 20;
 type Bench = (&'static str, &'static str, Side, Op, usize);
 
 fn criterion_benches() -> Vec<Bench> {
-    use Op::*;
-    use Side::*;
+    use Op::{
+        CreateUnlink, FloorRead4k, FloorWrite4k, FreshWrite1m, Memcpy1m, Pread4k, Pwrite4k, Readdir, SeqRead1m,
+        SeqWrite1m, StatGetattr, StatLookup,
+    };
+    use Side::{Engine, Kernel, Mem};
     vec![
         ("pread_4k_random", "engine", Engine, Pread4k, 1),
         ("pread_4k_random", "kernel", Kernel, Pread4k, 1),
@@ -121,7 +124,7 @@ fn median(mut v: Vec<f64>) -> f64 {
     if n % 2 == 1 {
         v[n / 2]
     } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
+        f64::midpoint(v[n / 2 - 1], v[n / 2])
     }
 }
 
@@ -418,9 +421,10 @@ fn paired_pass(fx: &Fixture, rounds: u64, ms: u64) -> Vec<Row> {
 }
 
 fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".into())
+    std::fs::read_to_string("/proc/loadavg").map_or_else(
+        |_| "?".into(),
+        |s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
+    )
 }
 
 fn fmt_num(x: f64) -> String {

@@ -56,7 +56,7 @@ fn is_tmpfs(p: &Path) -> bool {
     // SAFETY: an all-zero statfs is a valid value for the kernel to overwrite.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     // SAFETY: `c` is NUL-terminated and `st` is a valid, writable statfs.
-    let r = unsafe { libc::statfs(c.as_ptr(), &mut st) };
+    let r = unsafe { libc::statfs(c.as_ptr(), &raw mut st) };
     #[allow(clippy::unnecessary_cast)]
     let magic = st.f_type as u64;
     r == 0 && magic == TMPFS_MAGIC

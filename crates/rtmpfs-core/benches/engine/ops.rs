@@ -507,7 +507,7 @@ pub fn run(fx: &Fixture, side: Side, op: Op, tid: usize, n: u64) -> Duration {
             for i in start..start + n {
                 let name = &d.names[fx.pick(tid, i)];
                 // SAFETY: `name` is NUL-terminated, `st` is writable.
-                let r = unsafe { libc::fstatat(dfd, name.as_ptr(), &mut st, 0) };
+                let r = unsafe { libc::fstatat(dfd, name.as_ptr(), &raw mut st, 0) };
                 assert_eq!(r, 0);
                 black_box(&st);
             }
@@ -593,7 +593,7 @@ fn thread_cpu() -> Duration {
     // SAFETY: an all-zero timespec is valid for the kernel to overwrite.
     let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
     // SAFETY: `ts` is a valid, writable timespec.
-    let r = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    let r = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &raw mut ts) };
     assert_eq!(r, 0);
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
@@ -620,7 +620,7 @@ pub fn run_threads_timed(fx: &Fixture, side: Side, op: Op, threads: usize, n: u6
     let timed = |tid: usize| {
         let c0 = thread_cpu();
         let wall = run(fx, side, op, tid, n);
-        (wall, thread_cpu() - c0)
+        (wall, thread_cpu().checked_sub(c0).unwrap())
     };
     if threads == 1 {
         let (wall, cpu) = timed(0);

@@ -28,24 +28,23 @@ impl FileData {
             _ => None,
         };
         let id = self.page_id(idx);
-        Ok(match frame.swap_copy() {
-            Some(o) => EvictSnapshot {
+        Ok(if let Some(o) = frame.swap_copy() {
+            EvictSnapshot {
                 version,
                 swap_copy: Some(o),
                 copy: None,
                 id,
                 slot_hint,
-            },
-            None => {
-                let mut copy = AlignedPage::for_overwrite().map_err(|_| EvictOutcome::Busy)?;
-                copy.copy_from_slice(&bytes[..]);
-                EvictSnapshot {
-                    version,
-                    swap_copy: None,
-                    copy: Some(copy),
-                    id,
-                    slot_hint,
-                }
+            }
+        } else {
+            let mut copy = AlignedPage::for_overwrite().map_err(|_| EvictOutcome::Busy)?;
+            copy.copy_from_slice(&bytes[..]);
+            EvictSnapshot {
+                version,
+                swap_copy: None,
+                copy: Some(copy),
+                id,
+                slot_hint,
             }
         })
     }

@@ -150,24 +150,21 @@ impl PageMap {
         let dense_ok = usize::try_from(l)
             .ok()
             .filter(|&i| i < self.dense.len() || i < DENSE_PER_LEAF * (self.leaves + 1) + DENSE_SLACK);
-        match dense_ok {
-            Some(i) => {
-                if i >= self.dense.len() {
-                    self.grow_dense(i + 1);
-                }
-                let leaves = &mut self.leaves;
-                self.dense[i].get_or_insert_with(|| {
-                    *leaves += 1;
-                    Leaf::new()
-                })
+        if let Some(i) = dense_ok {
+            if i >= self.dense.len() {
+                self.grow_dense(i + 1);
             }
-            None => {
-                let leaves = &mut self.leaves;
-                self.sparse.entry(l).or_insert_with(|| {
-                    *leaves += 1;
-                    Leaf::new()
-                })
-            }
+            let leaves = &mut self.leaves;
+            self.dense[i].get_or_insert_with(|| {
+                *leaves += 1;
+                Leaf::new()
+            })
+        } else {
+            let leaves = &mut self.leaves;
+            self.sparse.entry(l).or_insert_with(|| {
+                *leaves += 1;
+                Leaf::new()
+            })
         }
     }
 

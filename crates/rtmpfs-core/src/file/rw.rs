@@ -85,7 +85,7 @@ impl FileData {
                         }
                         Some(Slot::Swapped(_)) if mode == ReadMode::NoWait => return Ok(ReadOutcome::WouldBlock),
                         Some(Slot::Swapped(e)) => {
-                            swap_in = Some(self.swapped_run(&map, mm, idx, *e, swap_in_last));
+                            swap_in = Some(Self::swapped_run(&map, mm, idx, *e, swap_in_last));
                             break;
                         }
                         Some(Slot::Poisoned) => return Err(FsError::Io),
@@ -236,12 +236,11 @@ impl FileData {
                 continue;
             }
             let new = Slot::Resident(frame.clone());
-            match map.insert(idx, new) {
-                Some(old) => mm.count_moved(old.counted(), PageState::Resident),
-                None => {
-                    mm.count_added(PageState::Resident);
-                    self.charged.fetch_add(1, Ordering::Relaxed);
-                }
+            if let Some(old) = map.insert(idx, new) {
+                mm.count_moved(old.counted(), PageState::Resident);
+            } else {
+                mm.count_added(PageState::Resident);
+                self.charged.fetch_add(1, Ordering::Relaxed);
             }
             drop(map);
             if let SlotState::Swapped(e) = seen {

@@ -59,7 +59,6 @@ impl FileData {
     /// The run of swapped pages starting at `idx` (seen as `first`) whose swap slots are
     /// consecutive, up to page `last` and the memory manager's read-ahead limit: read back with one I/O.
     pub(super) fn swapped_run(
-        &self,
         map: &PageMap,
         mm: &MemoryManager,
         idx: u64,

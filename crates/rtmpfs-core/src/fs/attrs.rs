@@ -101,7 +101,7 @@ impl Filesystem {
         };
         if self.config.enforce_permissions {
             let m = inode.meta.read();
-            self.check_setattr_permission(ctx, &inode, &m, set, via_handle)?;
+            Self::check_setattr_permission(ctx, &inode, &m, set, via_handle)?;
         }
         let mut truncated = false;
         if let (Some(size), Some(file)) = (set.size, inode.file()) {
@@ -164,7 +164,6 @@ impl Filesystem {
     }
 
     pub(super) fn check_setattr_permission(
-        &self,
         ctx: &Ctx,
         inode: &Inode,
         m: &Meta,

@@ -15,6 +15,7 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 
 /// What to create: the kind and its kind-specific content.
+#[derive(Clone, Copy)]
 enum NewKind<'a> {
     File,
     Dir,
@@ -348,7 +349,7 @@ impl Filesystem {
             return Err(FsError::TooManyLinks);
         }
         self.ispace.charge(BOGO_INODE_SIZE)?;
-        let inode = self.build_inode(ctx, &dir_inode, mode, kind);
+        let inode = self.build_inode(ctx, &dir_inode, mode, &kind);
         self.table.insert(inode.clone());
         self.live_inodes.add(1);
         body.insert(&mut d, name, inode.ino, inode.kind);
@@ -364,7 +365,7 @@ impl Filesystem {
         Ok(inode)
     }
 
-    fn build_inode(&self, ctx: &Ctx, dir_inode: &Inode, mode: u32, kind: NewKind<'_>) -> Arc<Inode> {
+    fn build_inode(&self, ctx: &Ctx, dir_inode: &Inode, mode: u32, kind: &NewKind<'_>) -> Arc<Inode> {
         let is_dir = matches!(kind, NewKind::Dir);
         let (perm, gid, acls) = {
             let pm = dir_inode.meta.read();
@@ -405,11 +406,11 @@ impl Filesystem {
                 generation,
                 FileKind::Symlink,
                 meta,
-                Body::Symlink(t.into()),
+                Body::Symlink((*t).into()),
             )),
             NewKind::Special(k, rdev) => {
-                meta.rdev = rdev;
-                Arc::new(Inode::new(ino, generation, k, meta, Body::Special))
+                meta.rdev = *rdev;
+                Arc::new(Inode::new(ino, generation, *k, meta, Body::Special))
             }
         }
     }

@@ -58,7 +58,7 @@ impl Filesystem {
             let mut d = b1.entries.write();
             self.rename_locked(
                 ctx,
-                Parents {
+                &Parents {
                     p1: &p1,
                     b1,
                     p2: &p2,
@@ -88,7 +88,7 @@ impl Filesystem {
             }
             self.rename_locked(
                 ctx,
-                Parents {
+                &Parents {
                     p1: &p1,
                     b1,
                     p2: &p2,
@@ -111,7 +111,7 @@ impl Filesystem {
     fn rename_locked(
         &self,
         ctx: &Ctx,
-        p: Parents<'_>,
+        p: &Parents<'_>,
         mut g: Guards<'_, '_>,
         name: &[u8],
         new_name: &[u8],

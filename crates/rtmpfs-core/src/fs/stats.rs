@@ -11,19 +11,17 @@ impl Filesystem {
     #[must_use]
     pub fn statfs(&self) -> StatFs {
         let used = self.mm.pages_quota().used();
-        let (blocks, bfree) = match self.mm.pages_quota().max() {
-            Some(max) => (max, max.saturating_sub(used)),
-            None => {
-                let free = host_ram_bytes() / PAGE_SIZE;
-                (used + free, free)
-            }
+        let (blocks, bfree) = if let Some(max) = self.mm.pages_quota().max() {
+            (max, max.saturating_sub(used))
+        } else {
+            let free = host_ram_bytes() / PAGE_SIZE;
+            (used + free, free)
         };
-        let (files, ffree) = match self.ispace.max() {
-            Some(max) => (max / BOGO_INODE_SIZE, self.ispace.free().unwrap_or(0) / BOGO_INODE_SIZE),
-            None => {
-                let free = host_ram_bytes() / BOGO_INODE_SIZE;
-                (self.ispace.used() / BOGO_INODE_SIZE + free, free)
-            }
+        let (files, ffree) = if let Some(max) = self.ispace.max() {
+            (max / BOGO_INODE_SIZE, self.ispace.free().unwrap_or(0) / BOGO_INODE_SIZE)
+        } else {
+            let free = host_ram_bytes() / BOGO_INODE_SIZE;
+            (self.ispace.used() / BOGO_INODE_SIZE + free, free)
         };
         StatFs {
             bsize: PAGE_SIZE as u32,

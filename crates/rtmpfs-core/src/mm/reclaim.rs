@@ -293,7 +293,7 @@ impl MemoryManager {
                     done += 1;
                 }
                 EvictOutcome::Busy => tier.clock.requeue(c.entry),
-                _ => {}
+                EvictOutcome::Gone => {}
             }
         }
         Sweep {

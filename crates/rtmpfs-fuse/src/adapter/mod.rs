@@ -38,7 +38,7 @@ use std::ffi::OsStr;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 use swap_in::{ReadRequest, ReadServer, SwapIn};
 
@@ -95,6 +95,10 @@ pub struct Adapter {
     /// `FUSE_DONT_MASK` was negotiated: the kernel leaves the umask to the daemon, which applies
     /// it to a new inode's mode only when the parent has no default ACL (`posix_acl_create`).
     daemon_applies_umask: bool,
+    /// The session's notifier, set once the session exists ([`Adapter::notifier_slot`]): used
+    /// to drop the kernel's cached attributes where a request changes them without the kernel
+    /// knowing (the file-flag ioctls change ctime; the kernel keeps attributes for the TTL).
+    notifier: Arc<OnceLock<fuser::Notifier>>,
 }
 
 impl Adapter {
@@ -117,6 +121,26 @@ impl Adapter {
             swap_in,
             daemon_kills_privs: false,
             daemon_applies_umask: false,
+            notifier: Arc::new(OnceLock::new()),
+        }
+    }
+
+    /// Where the daemon puts the session's notifier once the session is made (the adapter
+    /// moves into the session, so it cannot be given the notifier at construction).
+    #[must_use]
+    pub fn notifier_slot(&self) -> Arc<OnceLock<fuser::Notifier>> {
+        self.notifier.clone()
+    }
+
+    /// Drop the kernel's cached attributes of `i` (FUSE_NOTIFY_INVAL_INODE with a negative
+    /// offset: attributes only, no page cache). It takes no inode lock in the kernel, so it may
+    /// be sent while the request that changed them is still unanswered, which is what makes
+    /// the change visible to the caller's next stat.
+    fn invalidate_attrs(&self, i: Ino) {
+        if let Some(n) = self.notifier.get() {
+            if let Err(e) = n.inval_inode(INodeNo(i.0), -1, 0) {
+                tracing::debug!("attribute invalidation of inode {} failed: {e}", i.0);
+            }
         }
     }
 

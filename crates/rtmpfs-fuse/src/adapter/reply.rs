@@ -131,6 +131,7 @@ impl Drop for Call<'_> {
 }
 
 /// Answer `call` with an error: count it as failed, log it at debug level, reply.
+#[allow(clippy::needless_pass_by_value)] // taken by value: dropping the Call records its latency
 pub(super) fn fail(stats: &Stats, call: Call<'_>, reply: impl ErrorReply, e: impl ToErrno) {
     let errno = e.to_errno();
     stats.count_failed();

@@ -51,6 +51,7 @@ impl ReadServer {
     /// page of it cannot be read, so a lost page costs an `EIO` for this request and the kernel
     /// retries the pages its reader needs one by one — readable pages stay readable, only the
     /// bad one fails.
+    #[allow(clippy::needless_pass_by_value)] // the request is handed over whole, as the reply is
     pub(super) fn serve(&self, rq: ReadRequest, reply: ReplyData) {
         let size = rq.size as usize;
         READ_BUF.with(|buf| {
