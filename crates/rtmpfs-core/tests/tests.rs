@@ -8,6 +8,8 @@
 //! * `bad_input`: absurd offsets, invalid names, wrong inode kinds, stale handles: typed errors,
 //!   never a panic.
 //! * `concurrency`: threads on shared names with a watchdog.
+//! * `memory_budget`: `usage` accounts for data, metadata, buffers and the heap; the memory
+//!   housekeeping gives a deleted file's pages back unasked; host facts come through `Config`.
 //! * `shuttle_tests` (feature `shuttle`): schedule exploration of write × read × truncate × punch;
 //!   run with `cargo test -p rtmpfs-core --features shuttle --test tests shuttle`.
 //!
@@ -24,6 +26,8 @@ mod common;
 mod concurrency;
 #[cfg(not(feature = "shuttle"))]
 mod differential;
+#[cfg(not(feature = "shuttle"))]
+mod memory_budget;
 #[cfg(not(feature = "shuttle"))]
 mod model;
 #[cfg(not(feature = "shuttle"))]

@@ -25,7 +25,7 @@ pub(crate) struct Control {
 /// `_bytes`): what `rtmpfs --stats MOUNTPOINT` prints after the request counters.
 fn render_usage(u: &rtmpfs_core::Usage) -> String {
     let opt = |v: Option<u64>| v.map_or_else(|| "unlimited".to_string(), |n| n.to_string());
-    let lines: [(&str, String); 22] = [
+    let lines: [(&str, String); 27] = [
         ("charged_pages", u.charged_pages.to_string()),
         ("resident_pages", u.resident_pages.to_string()),
         ("swapped_pages", u.swapped_pages.to_string()),
@@ -52,6 +52,11 @@ fn render_usage(u: &rtmpfs_core::Usage) -> String {
         ("direct_reclaims", u.direct_reclaims.to_string()),
         ("page_pool_ram_bytes", u.page_pool_ram_bytes.to_string()),
         ("page_pool_mapped_bytes", u.page_pool_mapped_bytes.to_string()),
+        ("page_pool_free_bytes", u.page_pool_free_bytes.to_string()),
+        ("metadata_bytes", u.metadata_bytes.to_string()),
+        ("buffer_bytes", u.buffer_bytes.to_string()),
+        ("heap_free_bytes", u.heap_free_bytes.to_string()),
+        ("accounted_ram_bytes", u.accounted_ram_bytes().to_string()),
     ];
     lines.iter().map(|(k, v)| format!("{k} {v}\n")).collect()
 }

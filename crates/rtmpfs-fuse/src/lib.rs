@@ -17,7 +17,6 @@ mod health;
 pub mod mountinfo;
 pub mod options;
 mod stats;
-mod trim;
 
 pub use adapter::{Adapter, AdapterOptions, DEFAULT_TTL, MAX_IO};
 pub use options::{Host, MountOptions, OptionError};

@@ -72,6 +72,8 @@ pub struct Filesystem {
     /// How reads update atime (an [`AtimeRule`] as u32); starts as `config.noatime` says,
     /// switched by remount.
     atime_rule: AtomicU32,
+    /// Share in the memory housekeeping thread, with [`Config::own_process_memory`].
+    _housekeeping: Option<crate::housekeeping::Housekeeping>,
     /// Directories' atime stays (`nodiratime`); switched by remount.
     nodiratime: AtomicBool,
 }
@@ -224,6 +226,7 @@ impl Filesystem {
                 AtimeRule::Relatime as u32
             }),
             nodiratime: AtomicBool::new(false),
+            _housekeeping: crate::housekeeping::Housekeeping::for_config(&config)?,
             config,
         };
         fs.ispace
@@ -524,14 +527,14 @@ impl Filesystem {
         let (blocks, bfree) = match self.pager.acct.pages.max() {
             Some(max) => (max, max.saturating_sub(used)),
             None => {
-                let free = host_ram_bytes() / PAGE_SIZE;
+                let free = self.config.host.ram_bytes / PAGE_SIZE;
                 (used + free, free)
             }
         };
         let (files, ffree) = match self.ispace.max() {
             Some(max) => (max / BOGO_INODE_SIZE, self.ispace.free().unwrap_or(0) / BOGO_INODE_SIZE),
             None => {
-                let free = host_ram_bytes() / BOGO_INODE_SIZE;
+                let free = self.config.host.ram_bytes / BOGO_INODE_SIZE;
                 (self.ispace.used() / BOGO_INODE_SIZE + free, free)
             }
         };
@@ -551,7 +554,7 @@ impl Filesystem {
     #[must_use]
     pub fn usage(&self) -> Usage {
         let pool = rtmpfs_pages::stats();
-        Usage {
+        let u = Usage {
             charged_pages: self.pager.acct.pages.used(),
             resident_pages: Accounting::get(&self.pager.acct.resident),
             swapped_pages: Accounting::get(&self.pager.acct.swapped),
@@ -562,7 +565,8 @@ impl Filesystem {
             page_pool_ram_bytes: pool.out_bytes + pool.free_hot_bytes,
             page_pool_mapped_bytes: pool.mapped_bytes,
             ..self.tier_usage()
-        }
+        };
+        crate::housekeeping::with_process_figures(u, &pool)
     }
 
     fn tier_usage(&self) -> Usage {
@@ -824,21 +828,6 @@ fn resolve_time(t: SetTime, now: Timespec) -> Timespec {
 /// day old).
 fn relatime_due(m: &Meta, now: Timespec) -> bool {
     m.atime <= m.mtime || m.atime <= m.ctime || now.sec - m.atime.sec >= 24 * 3600
-}
-
-/// The host's RAM (`MemTotal`), read once; 1 GiB if it cannot be read.
-fn host_ram_bytes() -> u64 {
-    static RAM: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    *RAM.get_or_init(|| {
-        std::fs::read_to_string("/proc/meminfo")
-            .ok()
-            .and_then(|s| {
-                let line = s.lines().find(|l| l.starts_with("MemTotal:"))?;
-                let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-                Some(kib * 1024)
-            })
-            .unwrap_or(1 << 30)
-    })
 }
 
 fn instance_generation() -> u64 {
