@@ -12,13 +12,25 @@
 //! Both stores are global to the process, so the thread is too: the first filesystem that asks
 //! for housekeeping ([`crate::Config::own_process_memory`]) starts it, and it stops when the last
 //! such filesystem is dropped (each holds a [`Housekeeping`] registration).
+//!
+//! **The budget counts the heap.** File data is not all of a daemon's RAM: each inode, name and
+//! page map lives on the heap (about 1.5 KiB per small file, 40 bytes per stored page), and a
+//! tree of 50,000 files holds 75 MB of it — more than a `memory=64m` budget. So on every pass the
+//! thread also lends the heap's bytes in use (`mallinfo2`'s `uordblks`, i.e. metadata) to each
+//! registered filesystem's RAM budget ([`MemBudget::set_heap_pages`]), whose evictor then keeps
+//! file data within what is left, down to a floor of an eighth of the budget. Only filesystems
+//! with a swap tier take part: without swap, the budget is a hard cap on data and lending it
+//! would turn metadata growth into `ENOSPC`. Heap in use is process-wide, so each registered
+//! filesystem counts all of it: the setting is meant for the daemon, one filesystem per process.
 
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use rtmpfs_pages::{heap, PoolStats};
 
-use crate::{Config, ConfigError, Filesystem, Usage};
+use crate::mem::{frame_floor_of, MemBudget};
+use crate::sync::{Arc, Weak};
+use crate::{Config, ConfigError, Filesystem, Usage, PAGE_SIZE};
 
 /// How often the thread looks.
 pub(crate) const PERIOD: Duration = Duration::from_secs(1);
@@ -32,12 +44,17 @@ struct State {
     users: usize,
     generation: u64,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// The RAM budgets that count the heap, by registration id.
+    budgets: Vec<(u64, Weak<MemBudget>)>,
+    next_id: u64,
 }
 
 static STATE: Mutex<State> = Mutex::new(State {
     users: 0,
     generation: 0,
     thread: None,
+    budgets: Vec::new(),
+    next_id: 0,
 });
 /// Wakes the thread to stop.
 static WAKE: Condvar = Condvar::new();
@@ -49,8 +66,9 @@ fn state() -> MutexGuard<'static, State> {
 }
 
 /// A filesystem's share in the housekeeping thread: the thread runs while one exists.
+/// Holds the registration's id.
 #[derive(Debug)]
-pub(crate) struct Housekeeping(());
+pub(crate) struct Housekeeping(u64);
 
 impl Housekeeping {
     /// What a filesystem built with `config` holds: with [`Config::own_process_memory`], the C
@@ -59,12 +77,16 @@ impl Housekeeping {
     ///
     /// # Errors
     /// The housekeeping thread could not be started.
-    pub(crate) fn for_config(config: &Config) -> Result<Option<Housekeeping>, ConfigError> {
+    /// `budget`: the filesystem's RAM budget if it has a swap tier (it then counts the heap).
+    pub(crate) fn for_config(
+        config: &Config,
+        budget: Option<&Arc<MemBudget>>,
+    ) -> Result<Option<Housekeeping>, ConfigError> {
         if !config.own_process_memory {
             return Ok(None);
         }
         heap::configure();
-        Housekeeping::start()
+        Housekeeping::start(budget)
             .map(Some)
             .map_err(|e| ConfigError(format!("cannot start the housekeeping thread: {e}")))
     }
@@ -73,7 +95,7 @@ impl Housekeeping {
     ///
     /// # Errors
     /// The thread could not be started.
-    pub(crate) fn start() -> std::io::Result<Housekeeping> {
+    pub(crate) fn start(budget: Option<&Arc<MemBudget>>) -> std::io::Result<Housekeeping> {
         let mut s = state();
         if s.users == 0 {
             s.generation += 1;
@@ -86,7 +108,12 @@ impl Housekeeping {
             s.thread = Some(thread);
         }
         s.users += 1;
-        Ok(Housekeeping(()))
+        s.next_id += 1;
+        let id = s.next_id;
+        if let Some(b) = budget {
+            s.budgets.push((id, Arc::downgrade(b)));
+        }
+        Ok(Housekeeping(id))
     }
 }
 
@@ -94,6 +121,7 @@ impl Drop for Housekeeping {
     fn drop(&mut self) {
         let thread = {
             let mut s = state();
+            s.budgets.retain(|(id, _)| *id != self.0);
             s.users -= 1;
             if s.users > 0 {
                 return;
@@ -118,10 +146,36 @@ fn run(generation: u64) {
         if s.generation != generation {
             return;
         }
+        let budgets: Vec<Arc<MemBudget>> = s.budgets.iter().filter_map(|(_, b)| b.upgrade()).collect();
         drop(s);
         rtmpfs_pages::trim_idle();
         trimmer.pass();
+        lend_heap(&budgets);
+        drop(budgets);
         s = state();
+    }
+}
+
+/// Lend the heap's bytes in use to each budget (see the module doc).
+fn lend_heap(budgets: &[Arc<MemBudget>]) {
+    if budgets.is_empty() {
+        return;
+    }
+    let Some(h) = heap::stats() else { return };
+    let pages = h.small_in_use_bytes.div_ceil(PAGE_SIZE);
+    for b in budgets {
+        b.set_heap_pages(pages);
+    }
+}
+
+/// Frames of a `mem_pages` budget that file data is sure to get (the swap file's capacity is
+/// sized from it): all of them, or with [`Config::own_process_memory`] and a swap tier, only the
+/// floor the heap cannot take.
+pub(crate) fn frames_kept(config: &Config, mem_pages: u64) -> u64 {
+    if config.own_process_memory {
+        frame_floor_of(mem_pages)
+    } else {
+        mem_pages
     }
 }
 

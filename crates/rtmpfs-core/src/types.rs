@@ -451,6 +451,10 @@ pub struct Usage {
     pub memory_limit_pages: Option<u64>,
     /// Frames alive and charged to the RAM budget (resident pages plus frames in flight).
     pub frames_in_use: u64,
+    /// Pages of the RAM budget counted for the process's heap in use (metadata), with
+    /// `Config::own_process_memory` and a swap tier: file data gets `memory_limit_pages` less
+    /// these (never less than an eighth of the budget).
+    pub memory_heap_pages: u64,
     /// Swap slots in use: swapped pages plus swap copies kept by clean resident pages.
     pub swap_slots_used: u64,
     /// Swap capacity in pages, if bounded.

@@ -9,12 +9,12 @@
 use std::ffi::OsStr;
 use std::time::{Duration, Instant};
 
-use rtmpfs_core::{Config, Ctx, Filesystem, HostFacts, OpenFlags, Usage};
+use rtmpfs_core::{Config, Ctx, Filesystem, HostFacts, OpenFlags, SwapConfig, Usage};
 
 const MIB: u64 = 1 << 20;
 
-/// Held by the tests that free tens of megabytes of pool pages and then watch the pool's free
-/// figure, so that one does not see the other's freshly freed pages.
+/// Held by the tests of this file: each frees tens of megabytes of pool pages or heap and
+/// watches the process-wide figures, so one must not see another's frees.
 static POOL_WATCH: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn pool_watch() -> std::sync::MutexGuard<'static, ()> {
@@ -64,6 +64,7 @@ fn threads_named(prefix: &str) -> usize {
 
 #[test]
 fn usage_accounts_for_data_metadata_and_the_heap() {
+    let _watch = pool_watch();
     let fs = Filesystem::new(Config::default()).unwrap();
     write_file(&fs, "data", 16);
     let u = fs.usage();
@@ -150,6 +151,58 @@ fn housekeeping_gives_a_deleted_files_pages_back_unasked() {
         0,
         "housekeeping thread outlived its filesystem"
     );
+}
+
+#[test]
+fn the_budget_counts_the_heap_so_metadata_pushes_data_to_swap() {
+    let _watch = pool_watch();
+    if cfg!(not(target_env = "gnu")) {
+        return; // no heap figures without glibc's mallinfo2
+    }
+    // A 4 MiB budget (1,024 frames) under 20,000 files' metadata (far more than 4 MiB).
+    let fs = Filesystem::new(Config {
+        size_bytes: Some(256 * MIB),
+        memory_bytes: Some(4 * MIB),
+        swap: Some(SwapConfig {
+            dir: std::env::temp_dir(),
+            size_bytes: None,
+            encrypt: false,
+        }),
+        own_process_memory: true,
+        ..Config::default()
+    })
+    .unwrap();
+    let dir = fs.mkdir(&root(), fs.root(), OsStr::new("many"), 0o755).unwrap().ino;
+    for i in 0..20_000 {
+        let (_, fh) = fs
+            .create(
+                &root(),
+                dir,
+                OsStr::new(&format!("f{i:05}")),
+                0o644,
+                OpenFlags::READ_WRITE,
+            )
+            .unwrap();
+        fs.release(fh).unwrap();
+    }
+    // The housekeeping lends the heap's bytes to the budget within a pass or two: the heap now
+    // takes all of it but the floor (an eighth, 128 frames).
+    let (u, ok) = wait_usage(&fs, Duration::from_secs(10), |u| u.memory_heap_pages == 1024 - 128);
+    assert!(ok, "the heap was not counted against the budget: {u:?}");
+    // So 8 MiB of data lives in 128 frames (plus the swap-in reserve), the rest in swap...
+    write_file(&fs, "data", 8);
+    let (u, ok) = wait_usage(&fs, Duration::from_secs(10), |u| u.frames_in_use <= 128 + 16);
+    assert!(ok, "file data kept more frames than the heap left it: {u:?}");
+    assert!(u.swapped_pages >= 2048 - 144, "{u:?}");
+    // ...and reads back intact.
+    let ino = fs.lookup(&root(), fs.root(), OsStr::new("data")).unwrap().ino;
+    let fh = fs.open(&root(), ino, OpenFlags::READ).unwrap();
+    for i in 0..8 {
+        let mut got = vec![0u8; MIB as usize];
+        assert_eq!(fs.read(fh, i * MIB, &mut got).unwrap(), got.len());
+        assert!(got.iter().all(|&b| b == 0x5a), "MiB {i} damaged");
+    }
+    fs.release(fh).unwrap();
 }
 
 #[test]

@@ -170,10 +170,10 @@ impl Filesystem {
                     None => None,
                     Some(backend) => {
                         let swap_cfg = config.swap.clone().unwrap_or_else(SwapConfig::in_temp_dir);
-                        let cap = swap_cfg
-                            .size_bytes
-                            .map(|b| b / PAGE_SIZE)
-                            .or_else(|| max_pages.map(|size| size - mem / PAGE_SIZE));
+                        let cap = swap_cfg.size_bytes.map(|b| b / PAGE_SIZE).or_else(|| {
+                            let frames = crate::housekeeping::frames_kept(&config, mem / PAGE_SIZE);
+                            max_pages.map(|size| size - frames)
+                        });
                         let sealer = if swap_cfg.encrypt {
                             Sealer::random_key().map_err(|e| ConfigError(e.to_string()))?
                         } else {
@@ -209,6 +209,9 @@ impl Filesystem {
                 threads.push(spawn(name, |p| p.run_readahead())?);
             }
         }
+        // With a swap tier, the budget may count the process heap (see housekeeping.rs).
+        let swapping_budget = pager.tier.as_ref().filter(|t| t.swap.is_some()).map(|t| &t.budget);
+        let housekeeping = crate::housekeeping::Housekeeping::for_config(&config, swapping_budget)?;
         let fs = Filesystem {
             table: InodeTable::new(),
             handles: Handles::new(),
@@ -226,7 +229,7 @@ impl Filesystem {
                 AtimeRule::Relatime as u32
             }),
             nodiratime: AtomicBool::new(false),
-            _housekeeping: crate::housekeeping::Housekeeping::for_config(&config)?,
+            _housekeeping: housekeeping,
             config,
         };
         fs.ispace
@@ -577,6 +580,7 @@ impl Filesystem {
         let mut u = Usage {
             memory_limit_pages: Some(tier.budget.max()),
             frames_in_use: tier.budget.used(),
+            memory_heap_pages: tier.budget.heap_pages(),
             evictions: get(&tier.stats.evictions),
             clean_evictions: get(&tier.stats.clean_evictions),
             swap_ins: get(&tier.stats.swap_ins),

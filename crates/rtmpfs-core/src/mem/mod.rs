@@ -38,6 +38,10 @@ impl Drop for FrameCharge {
 /// Counts frames against the RAM budget, and parks threads waiting for a frame.
 pub(crate) struct MemBudget {
     max: u64,
+    /// Pages of `max` lent to the process's C heap (metadata), set by the memory housekeeping
+    /// with `Config::own_process_memory`; frames get the rest, and never less than
+    /// [`MemBudget::frame_floor`]. See `set_heap_pages`.
+    heap_pages: AtomicU64,
     used: AtomicU64,
     /// Free frames the background evictor tries to keep, so writers rarely wait.
     target_free: u64,
@@ -58,6 +62,7 @@ impl MemBudget {
     pub(crate) fn new(max_pages: u64) -> MemBudget {
         MemBudget {
             max: max_pages,
+            heap_pages: AtomicU64::new(0),
             used: AtomicU64::new(0),
             target_free: (max_pages / 16).clamp(1, 4096),
             waiters: AtomicU64::new(0),
@@ -71,9 +76,10 @@ impl MemBudget {
 
     /// Charge one frame if the budget allows.
     pub(crate) fn try_charge(&self) -> bool {
+        let max = self.frame_limit();
         let mut cur = self.used.load(Ordering::Relaxed);
         loop {
-            if cur >= self.max {
+            if cur >= max {
                 return false;
             }
             match self
@@ -81,7 +87,7 @@ impl MemBudget {
                 .compare_exchange_weak(cur, cur + 1, Ordering::AcqRel, Ordering::Relaxed)
             {
                 Ok(_) => {
-                    if self.max - (cur + 1) < self.target_free / 2 + 1 {
+                    if max - (cur + 1) < self.target_free / 2 + 1 {
                         self.kick();
                     }
                     return true;
@@ -97,7 +103,7 @@ impl MemBudget {
     /// the overdraft is paid back by the next sweeps (a page swapped in keeps its swap copy, so
     /// it can always leave again without I/O).
     pub(crate) fn try_overdraw(&self) -> bool {
-        let limit = self.max + (self.max / 64).clamp(1, 16);
+        let limit = self.frame_limit() + (self.max / 64).clamp(1, 16);
         let mut cur = self.used.load(Ordering::Relaxed);
         loop {
             if cur >= limit {
@@ -144,13 +150,13 @@ impl MemBudget {
         crate::sync::assert_not_held_at_or_above(LockRank::PageMap);
         self.waiters.fetch_add(1, Ordering::AcqRel);
         let g = self.lock.lock();
-        if self.used.load(Ordering::Acquire) >= self.max && self.progress.load(Ordering::Acquire) == seen {
+        if self.used.load(Ordering::Acquire) >= self.frame_limit() && self.progress.load(Ordering::Acquire) == seen {
             drop(self.released.wait_timeout(g, timeout));
         } else {
             drop(g);
         }
         self.waiters.fetch_sub(1, Ordering::AcqRel);
-        self.used.load(Ordering::Acquire) < self.max || self.progress.load(Ordering::Acquire) != seen
+        self.used.load(Ordering::Acquire) < self.frame_limit() || self.progress.load(Ordering::Acquire) != seen
     }
 
     /// Ask the background evictor to run.
@@ -190,8 +196,43 @@ impl MemBudget {
 
     /// Frames the background evictor should free now to restore its headroom.
     pub(crate) fn deficit(&self) -> u64 {
-        (self.used() + self.target_free).saturating_sub(self.max)
+        (self.used() + self.target_free).saturating_sub(self.frame_limit())
     }
+
+    /// Frames the budget allows now: `max` less the pages lent to the heap.
+    pub(crate) fn frame_limit(&self) -> u64 {
+        self.max - self.heap_pages.load(Ordering::Relaxed)
+    }
+
+    /// Frames the budget keeps for file data however large the heap grows: an eighth of it,
+    /// at least 64 frames (or all of a smaller budget), so data still moves when metadata
+    /// dominates.
+    pub(crate) fn frame_floor(&self) -> u64 {
+        frame_floor_of(self.max)
+    }
+
+    /// Count `pages` of process heap against the budget (capped so that `frame_floor` frames
+    /// stay): the evictor then keeps frames within the rest. Growing it kicks the evictor;
+    /// shrinking it wakes writers waiting for a frame.
+    pub(crate) fn set_heap_pages(&self, pages: u64) {
+        let lent = pages.min(self.max - self.frame_floor());
+        let before = self.heap_pages.swap(lent, Ordering::Relaxed);
+        if lent > before {
+            self.kick();
+        } else if lent < before {
+            self.note_progress();
+        }
+    }
+
+    /// Pages of the budget lent to the heap now.
+    pub(crate) fn heap_pages(&self) -> u64 {
+        self.heap_pages.load(Ordering::Relaxed)
+    }
+}
+
+/// [`MemBudget::frame_floor`] of a budget of `max` pages.
+pub(crate) fn frame_floor_of(max: u64) -> u64 {
+    (max / 8).max(max.min(64))
 }
 
 /// Counters of the memory tier.
