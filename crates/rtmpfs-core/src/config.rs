@@ -40,9 +40,10 @@ pub struct Config {
     /// reclaim memory themselves. Off only in deterministic tests.
     pub background_evictor: bool,
     /// This filesystem is what the process is for (the FUSE daemon), so the engine manages the
-    /// process's memory: it tunes the C heap when built ([`rtmpfs_pages::heap::configure`]) and
-    /// runs the housekeeping thread that gives free heap and page-pool memory back to the
-    /// kernel (see `housekeeping.rs`). Off by default: a library user's heap is its own.
+    /// process's memory: a housekeeping thread gives free heap and page-pool memory back to the
+    /// kernel, and, with a swap tier, the RAM budget counts the heap in use (metadata), so
+    /// `memory=` bounds the process and not only file data (see `housekeeping.rs`). Off by
+    /// default: a library user's heap is its own.
     pub own_process_memory: bool,
     /// Facts about the host that defaults depend on, read once.
     pub host: HostFacts,

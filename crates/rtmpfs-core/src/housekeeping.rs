@@ -71,9 +71,8 @@ fn state() -> MutexGuard<'static, State> {
 pub(crate) struct Housekeeping(u64);
 
 impl Housekeeping {
-    /// What a filesystem built with `config` holds: with [`Config::own_process_memory`], the C
-    /// heap is tuned (before the FUSE threads exist, so they share its arenas) and the
-    /// filesystem registers for housekeeping; otherwise nothing.
+    /// What a filesystem built with `config` holds: with [`Config::own_process_memory`], a
+    /// registration for housekeeping; otherwise nothing.
     ///
     /// # Errors
     /// The housekeeping thread could not be started.
@@ -85,7 +84,6 @@ impl Housekeeping {
         if !config.own_process_memory {
             return Ok(None);
         }
-        heap::configure();
         Housekeeping::start(budget)
             .map(Some)
             .map_err(|e| ConfigError(format!("cannot start the housekeeping thread: {e}")))
