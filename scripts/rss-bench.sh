@@ -72,4 +72,4 @@ print(f"bound_mib {bound:.1f}   (memory {mem / 1048576:.0f} MiB + 5% + 40 MiB): 
       + ("within" if mib(hwm) <= bound else "EXCEEDED"))
 PY
 echo "# the engine's figures after the run:"
-echo "$stats" | grep -E '^(charged_pages|resident_pages|inodes|metadata_bytes|heap_|page_pool_|buffer|evictions|poisoned_pages)' || true
+echo "$stats" | grep -E '^(charged_pages|resident_pages|frames_in_use|memory_heap_pages|inodes|metadata_bytes|heap_|page_pool_|buffer|accounted|evictions|poisoned_pages)' || true

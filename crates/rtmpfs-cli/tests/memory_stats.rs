@@ -36,6 +36,7 @@ fn stats_account_for_the_daemons_memory_and_rss_comes_back_after_a_delete() {
         "buffer_bytes",
         "heap_free_bytes",
         "accounted_ram_bytes",
+        "memory_heap_pages",
     ] {
         assert!(s.iter().any(|(k, _)| k == name), "no {name} in rtmpfs --stats: {s:?}");
     }
@@ -92,4 +93,24 @@ fn stats_account_for_the_daemons_memory_and_rss_comes_back_after_a_delete() {
     );
     let free = stat_of(d.path(), "page_pool_free_bytes");
     assert!(free <= 16 * MIB, "the pool still keeps {free} bytes of free pages");
+}
+
+#[test]
+fn a_mounts_budget_counts_its_metadata() {
+    if !can_mount("a_mounts_budget_counts_its_metadata") {
+        return;
+    }
+    // 10,000 files' metadata (about 1.5 KiB each) against an 8 MiB budget with swap.
+    let d = Daemon::start("size=256m,memory=8m");
+    let tree = d.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    for i in 0..10_000 {
+        std::fs::write(tree.join(format!("f{i:05}")), [b'y'; 10]).unwrap();
+    }
+    // Counted within a housekeeping pass or two (every second).
+    let counted = wait_until(Duration::from_secs(10), || {
+        stat_of(d.path(), "memory_heap_pages") * 4096 >= 4 * MIB
+    });
+    let s = stats(d.path());
+    assert!(counted, "the mount's budget does not count its metadata: {s:?}");
 }

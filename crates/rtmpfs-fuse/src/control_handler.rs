@@ -25,7 +25,7 @@ pub(crate) struct Control {
 /// `_bytes`): what `rtmpfs --stats MOUNTPOINT` prints after the request counters.
 fn render_usage(u: &rtmpfs_core::Usage) -> String {
     let opt = |v: Option<u64>| v.map_or_else(|| "unlimited".to_string(), |n| n.to_string());
-    let lines: [(&str, String); 27] = [
+    let lines: [(&str, String); 28] = [
         ("charged_pages", u.charged_pages.to_string()),
         ("resident_pages", u.resident_pages.to_string()),
         ("swapped_pages", u.swapped_pages.to_string()),
@@ -39,6 +39,7 @@ fn render_usage(u: &rtmpfs_core::Usage) -> String {
                 .map_or_else(|| "none".to_string(), |n| n.to_string()),
         ),
         ("frames_in_use", u.frames_in_use.to_string()),
+        ("memory_heap_pages", u.memory_heap_pages.to_string()),
         ("swap_slots_used", u.swap_slots_used.to_string()),
         ("swap_capacity_pages", opt(u.swap_capacity_pages)),
         ("swap_file_bytes", u.swap_file_bytes.to_string()),
