@@ -41,6 +41,44 @@ pub struct Config {
     /// sequential readers (without them, those read ahead synchronously). Off only in
     /// deterministic tests.
     pub background_threads: bool,
+    /// This filesystem is what the process is for (the FUSE daemon), so the engine manages the
+    /// process's memory: a housekeeping thread gives free heap and page-pool memory back to the
+    /// kernel, and, with a swap tier, the RAM budget counts the heap in use (metadata), so
+    /// `memory=` bounds the process and not only file data (see `housekeeping.rs`). Off by
+    /// default: a library user's heap is its own.
+    pub own_process_memory: bool,
+    /// Facts about the host that defaults depend on, read once.
+    pub host: HostFacts,
+}
+
+/// Facts about the host, read once per process ([`HostFacts::current`]) and passed in through
+/// [`Config`], so nothing in the engine reads `/proc` behind the caller's back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostFacts {
+    /// Total RAM in bytes (`MemTotal`): what an unlimited instance reports as free space.
+    pub ram_bytes: u64,
+}
+
+impl HostFacts {
+    /// The running host's facts: `MemTotal` from /proc/meminfo (1 GiB if it cannot be read).
+    /// Read on the first call; later calls return the same facts.
+    #[must_use]
+    pub fn current() -> HostFacts {
+        static HOST: std::sync::OnceLock<HostFacts> = std::sync::OnceLock::new();
+        *HOST.get_or_init(|| HostFacts {
+            ram_bytes: std::fs::read_to_string("/proc/meminfo")
+                .ok()
+                .and_then(|s| parse_mem_total(&s))
+                .unwrap_or(1 << 30),
+        })
+    }
+}
+
+/// `MemTotal` in bytes from the text of /proc/meminfo.
+fn parse_mem_total(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
 }
 
 /// The private swap file.
@@ -82,6 +120,8 @@ impl Default for Config {
             memory_bytes: None,
             swap: None,
             background_threads: true,
+            own_process_memory: false,
+            host: HostFacts::current(),
         }
     }
 }
@@ -133,5 +173,18 @@ impl Config {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_mem_total;
+
+    #[test]
+    fn mem_total_is_read_in_bytes() {
+        let meminfo = "MemFree:         1000 kB\nMemTotal:       16384 kB\n";
+        assert_eq!(parse_mem_total(meminfo), Some(16384 * 1024));
+        assert_eq!(parse_mem_total("MemFree: 1 kB\n"), None);
+        assert_eq!(parse_mem_total("MemTotal: lots kB\n"), None);
     }
 }

@@ -61,6 +61,7 @@ mod dir;
 mod error;
 mod file;
 mod fs;
+mod housekeeping;
 mod ids;
 mod inode;
 mod limits;
@@ -72,7 +73,7 @@ pub mod sync;
 mod types;
 mod xattr;
 
-pub use config::{Config, SwapConfig};
+pub use config::{Config, HostFacts, SwapConfig};
 pub use error::{ConfigError, FsError, Result};
 pub use fs::MemoryLimitError;
 pub use fs::{file_flags, AtimeRule, Filesystem};

@@ -451,6 +451,10 @@ pub struct Usage {
     pub memory_limit_pages: Option<u64>,
     /// Frames alive and charged to the RAM budget (resident pages plus frames in flight).
     pub frames_in_use: u64,
+    /// Pages of the RAM budget counted for the process's heap in use (metadata), with
+    /// `Config::own_process_memory` and a swap tier: file data gets `memory_limit_pages` less
+    /// these (never less than an eighth of the budget).
+    pub memory_heap_pages: u64,
     /// Swap slots in use: swapped pages plus swap copies kept by clean resident pages.
     pub swap_slots_used: u64,
     /// Swap capacity in pages, if bounded.
@@ -479,6 +483,30 @@ pub struct Usage {
     pub page_pool_ram_bytes: u64,
     /// Address space the page pool has mapped (RAM or given back to the kernel). Process-wide.
     pub page_pool_mapped_bytes: u64,
+    /// Of `page_pool_ram_bytes`, the free pages kept with their contents for reuse (given back
+    /// once idle for a second). Process-wide.
+    pub page_pool_free_bytes: u64,
+    /// C heap in use in allocations below 256 KiB: in the daemon, the engine's metadata
+    /// (inodes, directory entries, names, xattrs, page maps, frame headers) and small buffers.
+    /// Process-wide (glibc's `mallinfo2`; 0 on other C libraries).
+    pub metadata_bytes: u64,
+    /// C heap in use in allocations of 256 KiB or more, each its own mapping: in the daemon,
+    /// the FUSE request and reply buffers. Process-wide (0 on other C libraries).
+    pub buffer_bytes: u64,
+    /// C heap free but still mapped: RAM until the housekeeping trims it (or it is reused).
+    /// Process-wide (0 on other C libraries).
+    pub heap_free_bytes: u64,
+}
+
+impl Usage {
+    /// The RAM these figures account for, in bytes: the page pool's (data pages in use, free
+    /// pages kept) plus the C heap's (metadata, buffers, free heap not yet trimmed). An upper
+    /// bound of the daemon's RSS beyond code, stacks and kernel buffers (free heap may already
+    /// have been given back). Process-wide.
+    #[must_use]
+    pub fn accounted_ram_bytes(&self) -> u64 {
+        self.page_pool_ram_bytes + self.metadata_bytes + self.buffer_bytes + self.heap_free_bytes
+    }
 }
 
 /// Whether a read may wait for swap I/O ([`crate::Filesystem::read_with`]).

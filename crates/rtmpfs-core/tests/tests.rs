@@ -12,6 +12,8 @@
 //!   never a panic.
 //! * `concurrency`: threads on shared names with a watchdog.
 //! * `memory_limit`: the RAM budget of a live filesystem raised and cut (`set_memory_limit`).
+//! * `memory_budget`: `usage` accounts for data, metadata, buffers and the heap; the memory
+//!   housekeeping gives a deleted file's pages back unasked; host facts come through `Config`.
 //! * `parity`: the engine's side of the issue-10 fixes (O_APPEND, listings while renaming,
 //!   atime rules, xattr flags, file flags).
 //! * `remount`: the run-time switches a FUSE server needs (remount, `CAP_FSETID`, capability
@@ -37,6 +39,8 @@ mod common;
 mod concurrency;
 #[cfg(not(feature = "shuttle"))]
 mod differential;
+#[cfg(not(feature = "shuttle"))]
+mod memory_budget;
 #[cfg(not(feature = "shuttle"))]
 mod memory_limit;
 #[cfg(not(feature = "shuttle"))]

@@ -33,7 +33,7 @@ pub(crate) struct Control {
 /// `_bytes`): what `rtmpfs --stats MOUNTPOINT` prints after the request counters.
 fn render_usage(u: &rtmpfs_core::Usage) -> String {
     let opt = |v: Option<u64>| v.map_or_else(|| "unlimited".to_string(), |n| n.to_string());
-    let lines: [(&str, String); 22] = [
+    let lines: [(&str, String); 28] = [
         ("charged_pages", u.charged_pages.to_string()),
         ("resident_pages", u.resident_pages.to_string()),
         ("swapped_pages", u.swapped_pages.to_string()),
@@ -47,6 +47,7 @@ fn render_usage(u: &rtmpfs_core::Usage) -> String {
                 .map_or_else(|| "none".to_string(), |n| n.to_string()),
         ),
         ("frames_in_use", u.frames_in_use.to_string()),
+        ("memory_heap_pages", u.memory_heap_pages.to_string()),
         ("swap_slots_used", u.swap_slots_used.to_string()),
         ("swap_capacity_pages", opt(u.swap_capacity_pages)),
         ("swap_file_bytes", u.swap_file_bytes.to_string()),
@@ -60,6 +61,11 @@ fn render_usage(u: &rtmpfs_core::Usage) -> String {
         ("direct_reclaims", u.direct_reclaims.to_string()),
         ("page_pool_ram_bytes", u.page_pool_ram_bytes.to_string()),
         ("page_pool_mapped_bytes", u.page_pool_mapped_bytes.to_string()),
+        ("page_pool_free_bytes", u.page_pool_free_bytes.to_string()),
+        ("metadata_bytes", u.metadata_bytes.to_string()),
+        ("buffer_bytes", u.buffer_bytes.to_string()),
+        ("heap_free_bytes", u.heap_free_bytes.to_string()),
+        ("accounted_ram_bytes", u.accounted_ram_bytes().to_string()),
     ];
     lines.iter().fold(String::new(), |mut out, (k, v)| {
         let _ = writeln!(out, "{k} {v}");

@@ -2,7 +2,7 @@
 //! fusermount3, see `unprivileged`), serve on `threads=` fuser
 //! event loops (or io_uring ring threads) until SIGINT/SIGTERM or an external unmount, and
 //! unmount. It starts the control socket ([`control`], answered by `control_handler`) and the
-//! background threads (`trim`, `health`), but their work lives in their own modules.
+//! background threads (`health`; memory housekeeping is the engine's), but their work lives in their own modules.
 //!
 //! We mount ourselves (and hand the `/dev/fuse` descriptor to `fuser::Session::from_fd`) rather
 //! than let fuser do it, for three reasons: the source and type shown in `/proc/mounts` (TAG and
@@ -485,7 +485,6 @@ fn start(mount_point: &Path, opts: MountOptions) -> Result<Started, MountError> 
     if let Some(bytes) = opts.readahead {
         set_readahead(dev, bytes);
     }
-    crate::trim::start_heap_trimmer(&fs);
     crate::health::start_swap_watch(&fs);
     let rates = Arc::new(crate::status::RateRing::default());
     rates.start_sampling(&fs);

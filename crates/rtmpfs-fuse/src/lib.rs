@@ -19,7 +19,6 @@ pub mod mountinfo;
 pub mod options;
 mod stats;
 pub mod status;
-mod trim;
 pub mod unprivileged;
 
 pub use adapter::{Adapter, AdapterOptions, DEFAULT_TTL, MAX_IO};

@@ -6,7 +6,7 @@
 //! (`defaults`, `noauto`, `_netdev`, `x-*`, ...) are accepted and ignored, so that an fstab line
 //! works unchanged.
 
-use rtmpfs_core::{AtimeRule, Config, SwapConfig, PAGE_SIZE};
+use rtmpfs_core::{AtimeRule, Config, HostFacts, SwapConfig, PAGE_SIZE};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -368,16 +368,11 @@ pub struct Host {
 }
 
 impl Host {
-    /// The running host: `MemTotal` from /proc/meminfo and the caller's effective ids.
+    /// The running host: its RAM as the engine reads it ([`HostFacts::current`]) and the
+    /// caller's effective ids.
     #[must_use]
     pub fn current() -> Host {
-        let ram_bytes = std::fs::read_to_string("/proc/meminfo")
-            .ok()
-            .and_then(|s| {
-                let line = s.lines().find(|l| l.starts_with("MemTotal:"))?;
-                line.split_whitespace().nth(1)?.parse::<u64>().ok()
-            })
-            .map_or(1 << 30, |kib| kib * 1024);
+        let ram_bytes = HostFacts::current().ram_bytes;
         // SAFETY: geteuid/getegid cannot fail and touch no memory.
         let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
         Host { ram_bytes, uid, gid }
@@ -758,6 +753,11 @@ impl MountOptions {
                     encrypt: self.swap_encrypt,
                 }),
                 _ => None,
+            },
+            // The daemon is the engine's: tune and trim the process's heap.
+            own_process_memory: true,
+            host: HostFacts {
+                ram_bytes: host.ram_bytes,
             },
             ..Config::default()
         }

@@ -26,7 +26,7 @@
 //! to the process, as the C allocator is: RAM is a process-wide resource.
 //!
 //! This crate holds the engine's only `unsafe` code: the mappings and the raw pages handed out
-//! as owned buffers.
+//! as owned buffers, and the C heap's tuning and figures ([`heap`]).
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -39,6 +39,8 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use rustix::mm::{Advice, MapFlags, ProtFlags};
+
+pub mod heap;
 
 /// Bytes in a page.
 pub const PAGE: usize = 4096;

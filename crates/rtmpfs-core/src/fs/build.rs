@@ -53,6 +53,8 @@ impl Filesystem {
         config.validate()?;
         let ispace = Quota::new(config.max_inodes.map(|n| n.saturating_mul(BOGO_INODE_SIZE)));
         let mm = MemoryManager::start(&config, backend)?;
+        // With a swap tier, the budget may count the process heap (see housekeeping.rs).
+        let housekeeping = crate::housekeeping::Housekeeping::for_config(&config, mm.swapping_budget())?;
         let fs = Filesystem {
             table: InodeTable::new(),
             handles: Handles::new(),
@@ -69,6 +71,7 @@ impl Filesystem {
                 AtimeRule::Relatime as u32
             }),
             nodiratime: AtomicBool::new(false),
+            _housekeeping: housekeeping,
             config,
         };
         fs.ispace

@@ -63,6 +63,8 @@ pub struct Filesystem {
     /// How reads update atime (an [`AtimeRule`] as u32); starts as `config.noatime` says,
     /// switched by remount.
     atime_rule: AtomicU32,
+    /// Share in the memory housekeeping thread, with [`Config::own_process_memory`].
+    _housekeeping: Option<crate::housekeeping::Housekeeping>,
     /// Directories' atime stays (`nodiratime`); switched by remount.
     nodiratime: AtomicBool,
 }

@@ -14,13 +14,13 @@ impl Filesystem {
         let (blocks, bfree) = if let Some(max) = self.mm.pages_quota().max() {
             (max, max.saturating_sub(used))
         } else {
-            let free = host_ram_bytes() / PAGE_SIZE;
+            let free = self.config.host.ram_bytes / PAGE_SIZE;
             (used + free, free)
         };
         let (files, ffree) = if let Some(max) = self.ispace.max() {
             (max / BOGO_INODE_SIZE, self.ispace.free().unwrap_or(0) / BOGO_INODE_SIZE)
         } else {
-            let free = host_ram_bytes() / BOGO_INODE_SIZE;
+            let free = self.config.host.ram_bytes / BOGO_INODE_SIZE;
             (self.ispace.used() / BOGO_INODE_SIZE + free, free)
         };
         StatFs {
@@ -53,7 +53,7 @@ impl Filesystem {
             ..Usage::default()
         };
         self.mm.fill_usage(&mut u);
-        u
+        crate::housekeeping::with_process_figures(u, &pool)
     }
 
     /// Stop the background evictor and swap read-ahead threads and wait for them to exit.
@@ -119,19 +119,4 @@ impl Filesystem {
         }
         Ok(())
     }
-}
-
-/// The host's RAM (`MemTotal`), read once; 1 GiB if it cannot be read.
-fn host_ram_bytes() -> u64 {
-    static RAM: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    *RAM.get_or_init(|| {
-        std::fs::read_to_string("/proc/meminfo")
-            .ok()
-            .and_then(|s| {
-                let line = s.lines().find(|l| l.starts_with("MemTotal:"))?;
-                let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-                Some(kib * 1024)
-            })
-            .unwrap_or(1 << 30)
-    })
 }

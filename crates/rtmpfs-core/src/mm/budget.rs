@@ -27,6 +27,10 @@ pub(crate) struct FrameBudget {
     /// the mount runs; every reader loads it afresh (relaxed: a charge racing a change sees
     /// either value, and both are valid budgets at that moment).
     max: AtomicU64,
+    /// Pages of `max` lent to the process's C heap (metadata), set by the memory housekeeping
+    /// with `Config::own_process_memory`; frames get the rest, and never less than
+    /// [`FrameBudget::frame_floor`]. See `set_heap_pages`.
+    heap_pages: AtomicU64,
     used: AtomicU64,
     /// Threads parked in [`FrameBudget::wait_for_progress`].
     waiters: AtomicU64,
@@ -45,6 +49,7 @@ impl FrameBudget {
     pub(crate) fn new(max_pages: u64) -> FrameBudget {
         FrameBudget {
             max: AtomicU64::new(max_pages),
+            heap_pages: AtomicU64::new(0),
             used: AtomicU64::new(0),
             waiters: AtomicU64::new(0),
             progress: AtomicU64::new(0),
@@ -57,7 +62,7 @@ impl FrameBudget {
 
     /// Charge one frame if the budget allows.
     pub(crate) fn try_charge(&self) -> bool {
-        let max = self.max();
+        let max = self.frame_limit();
         let mut cur = self.used.load(Ordering::Relaxed);
         loop {
             if cur >= max {
@@ -84,8 +89,7 @@ impl FrameBudget {
     /// the overdraft is paid back by the next sweeps (a page swapped in keeps its swap copy, so
     /// it can always leave again without I/O).
     pub(crate) fn try_overdraw(&self) -> bool {
-        let max = self.max();
-        let limit = max + (max / 64).clamp(1, 16);
+        let limit = self.frame_limit() + (self.max() / 64).clamp(1, 16);
         let mut cur = self.used.load(Ordering::Relaxed);
         loop {
             if cur >= limit {
@@ -132,13 +136,13 @@ impl FrameBudget {
         crate::sync::assert_not_held_at_or_above(LockRank::PageMap);
         self.waiters.fetch_add(1, Ordering::AcqRel);
         let g = self.lock.lock();
-        if self.used.load(Ordering::Acquire) >= self.max() && self.progress.load(Ordering::Acquire) == seen {
+        if self.used.load(Ordering::Acquire) >= self.frame_limit() && self.progress.load(Ordering::Acquire) == seen {
             drop(self.released.wait_timeout(g, timeout));
         } else {
             drop(g);
         }
         self.waiters.fetch_sub(1, Ordering::AcqRel);
-        self.used.load(Ordering::Acquire) < self.max() || self.progress.load(Ordering::Acquire) != seen
+        self.used.load(Ordering::Acquire) < self.frame_limit() || self.progress.load(Ordering::Acquire) != seen
     }
 
     /// Ask the background evictor to run.
@@ -193,6 +197,44 @@ impl FrameBudget {
 
     /// Frames the background evictor should free now to restore its headroom.
     pub(crate) fn deficit(&self) -> u64 {
-        (self.used() + self.target_free()).saturating_sub(self.max())
+        (self.used() + self.target_free()).saturating_sub(self.frame_limit())
     }
+
+    /// Frames the budget allows now: `max` less the pages lent to the heap.
+    /// (The floor holds even when a cut of `max` left more lent than it now allows.)
+    pub(crate) fn frame_limit(&self) -> u64 {
+        let max = self.max();
+        max.saturating_sub(self.heap_pages.load(Ordering::Relaxed))
+            .max(frame_floor_of(max))
+    }
+
+    /// Frames the budget keeps for file data however large the heap grows: an eighth of it,
+    /// at least 64 frames (or all of a smaller budget), so data still moves when metadata
+    /// dominates.
+    pub(crate) fn frame_floor(&self) -> u64 {
+        frame_floor_of(self.max())
+    }
+
+    /// Count `pages` of process heap against the budget (capped so that `frame_floor` frames
+    /// stay): the evictor then keeps frames within the rest. Growing it kicks the evictor;
+    /// shrinking it wakes writers waiting for a frame.
+    pub(crate) fn set_heap_pages(&self, pages: u64) {
+        let lent = pages.min(self.max() - self.frame_floor());
+        let before = self.heap_pages.swap(lent, Ordering::Relaxed);
+        if lent > before {
+            self.kick();
+        } else if lent < before {
+            self.note_progress();
+        }
+    }
+
+    /// Pages of the budget lent to the heap now.
+    pub(crate) fn heap_pages(&self) -> u64 {
+        self.heap_pages.load(Ordering::Relaxed)
+    }
+}
+
+/// [`FrameBudget::frame_floor`] of a budget of `max` pages.
+pub(crate) fn frame_floor_of(max: u64) -> u64 {
+    (max / 8).max(max.min(64))
 }

@@ -35,7 +35,7 @@ pub(crate) use readahead::{FileReadAhead, Queue as ReadAheadQueue, Window};
 pub(crate) use reclaim::FrameFor;
 
 use accounting::Accounting;
-use budget::FrameBudget;
+pub(crate) use budget::{frame_floor_of, FrameBudget};
 use clock::{Clock, ClockEntry};
 
 use crate::config::{Config, SwapConfig};
@@ -179,10 +179,10 @@ impl MemoryManager {
                     None => None,
                     Some(backend) => {
                         let swap_cfg = config.swap.clone().unwrap_or_else(SwapConfig::in_temp_dir);
-                        let cap = swap_cfg
-                            .size_bytes
-                            .map(|b| b / PAGE_SIZE)
-                            .or_else(|| max_pages.map(|size| size - mem / PAGE_SIZE));
+                        let cap = swap_cfg.size_bytes.map(|b| b / PAGE_SIZE).or_else(|| {
+                            let frames = crate::housekeeping::frames_kept(config, mem / PAGE_SIZE);
+                            max_pages.map(|size| size - frames)
+                        });
                         let sealer = if swap_cfg.encrypt {
                             Sealer::random_key().map_err(|e| ConfigError(e.to_string()))?
                         } else {
@@ -228,6 +228,12 @@ impl MemoryManager {
 
     /// Stop the background evictor and read-ahead threads and wait for them to exit. Read-ahead
     /// windows still queued are abandoned (their waiters released).
+    /// The RAM budget when there is a swap tier: the one the memory housekeeping may lend the
+    /// process heap from (see housekeeping.rs).
+    pub(crate) fn swapping_budget(&self) -> Option<&Arc<FrameBudget>> {
+        self.tier.as_ref().filter(|t| t.swap.is_some()).map(|t| &t.budget)
+    }
+
     pub(crate) fn stop_background_threads(&self) {
         self.stop.store(true, Ordering::Release);
         if let Some(tier) = &self.tier {
@@ -296,6 +302,7 @@ impl MemoryManager {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         u.memory_limit_pages = Some(tier.budget.max());
         u.frames_in_use = tier.budget.used();
+        u.memory_heap_pages = tier.budget.heap_pages();
         u.evictions = get(&tier.stats.evictions);
         u.clean_evictions = get(&tier.stats.clean_evictions);
         u.swap_ins = get(&tier.stats.swap_ins);
