@@ -31,6 +31,9 @@ pub(crate) struct FrameBudget {
     /// with `Config::own_process_memory`; frames get the rest, and never less than
     /// [`FrameBudget::frame_floor`]. See `set_heap_pages`.
     heap_pages: AtomicU64,
+    /// Whether the heap's share is taken from the frames now: not while the swap is full or
+    /// failing (`set_lending`), when frames could not leave RAM to make room for it.
+    lending: AtomicBool,
     used: AtomicU64,
     /// Threads parked in [`FrameBudget::wait_for_progress`].
     waiters: AtomicU64,
@@ -50,6 +53,7 @@ impl FrameBudget {
         FrameBudget {
             max: AtomicU64::new(max_pages),
             heap_pages: AtomicU64::new(0),
+            lending: AtomicBool::new(true),
             used: AtomicU64::new(0),
             waiters: AtomicU64::new(0),
             progress: AtomicU64::new(0),
@@ -60,9 +64,20 @@ impl FrameBudget {
         }
     }
 
-    /// Charge one frame if the budget allows.
+    /// Charge one frame if the budget allows (the frames it leaves after the heap's share).
     pub(crate) fn try_charge(&self) -> bool {
-        let max = self.frame_limit();
+        self.try_charge_within(self.frame_limit())
+    }
+
+    /// Charge one frame within the whole budget, taking back the pages lent to the heap: for
+    /// when no frame can leave RAM (swap full or failing). Lending the heap's share is only a
+    /// reason to move data to swap; it must never make stored data unreadable or refuse new
+    /// data that the budget itself has room for.
+    pub(crate) fn try_charge_unlent(&self) -> bool {
+        self.try_charge_within(self.max())
+    }
+
+    fn try_charge_within(&self, max: u64) -> bool {
         let mut cur = self.used.load(Ordering::Relaxed);
         loop {
             if cur >= max {
@@ -204,6 +219,9 @@ impl FrameBudget {
     /// (The floor holds even when a cut of `max` left more lent than it now allows.)
     pub(crate) fn frame_limit(&self) -> u64 {
         let max = self.max();
+        if !self.lending.load(Ordering::Relaxed) {
+            return max;
+        }
         max.saturating_sub(self.heap_pages.load(Ordering::Relaxed))
             .max(frame_floor_of(max))
     }
@@ -224,6 +242,15 @@ impl FrameBudget {
         if lent > before {
             self.kick();
         } else if lent < before {
+            self.note_progress();
+        }
+    }
+
+    /// Take the heap's share from the frames (`true`) or not: the memory manager suspends it
+    /// while the swap is full or failing, where it would only push frames that cannot leave.
+    /// Suspending wakes writers waiting for a frame.
+    pub(crate) fn set_lending(&self, on: bool) {
+        if self.lending.swap(on, Ordering::Relaxed) != on && !on {
             self.note_progress();
         }
     }

@@ -123,7 +123,9 @@ impl MemoryManager {
     /// clean ones leave without I/O); if that freed nothing because the swap is full or failing,
     /// the clean frames wherever they are in the ring (`sweep_clean`: a still-valid swap copy, so
     /// no I/O and no new slot); if there are none, a swap-in overdraws the budget by a few frames
-    /// (`FrameBudget::try_overdraw`) so stored data stays readable, while a new page gives up:
+    /// (`FrameBudget::try_overdraw`) so stored data stays readable, while a new page gives up
+    /// (first, though, any frame takes back the budget's pages lent to the heap,
+    /// `FrameBudget::try_charge_unlent`: lending never makes data unreachable):
     /// `NoSpace` when the swap is full, `Io` when its device is failing, after
     /// `EXHAUSTED_SWEEPS` such rounds. Otherwise (every candidate busy) it yields, then waits for
     /// other threads to release frames, and gives up after `FRAME_WAIT_ROUNDS` waits in which no
@@ -160,6 +162,10 @@ impl MemoryManager {
                 return Err(FsError::NoSpace);
             }
             if sweep.swap_exhausted() {
+                tier.budget.set_lending(false);
+                if tier.budget.try_charge_unlent() {
+                    return Ok(charged());
+                }
                 if purpose == FrameFor::SwapIn && tier.budget.try_overdraw() {
                     return Ok(charged());
                 }
@@ -360,6 +366,10 @@ impl MemoryManager {
         while !self.stop.load(Ordering::Acquire) {
             // Awake anyway (at least every 200 ms): give long-free pool pages back to the kernel.
             rtmpfs_pages::trim_idle();
+            if let Some(swap) = &tier.swap {
+                // The heap's share is taken from the frames only while they can go to swap.
+                tier.budget.set_lending(!(swap.is_full() || swap.failing()));
+            }
             let deficit = tier.budget.deficit();
             if deficit == 0 || tier.swap.is_none() {
                 tier.budget.wait_for_kick(Duration::from_millis(200));
