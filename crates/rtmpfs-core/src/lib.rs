@@ -80,6 +80,7 @@ pub use fs::{file_flags, AtimeRule, Filesystem};
 pub use fs::{fit_xattr_reply, XattrFit};
 pub use types::{
     access, Attr, Ctx, DirEntry, FallocateMode, Fh, FileKind, Ino, OpenFlags, ReadMode, ReadOutcome, RenameFlags,
-    SeekWhence, SetAttr, SetTime, StatFs, Timespec, Usage, MAX_FILE_SIZE, NAME_MAX, PAGE_SIZE, SYMLINK_MAX,
+    SeekWhence, SetAttr, SetIdClearing, SetTime, StatFs, Timespec, Usage, MAX_FILE_SIZE, NAME_MAX, PAGE_SIZE,
+    SYMLINK_MAX,
 };
 pub use xattr::{XattrSetMode, XATTR_LIST_MAX, XATTR_NAME_MAX, XATTR_SIZE_MAX};

@@ -18,6 +18,8 @@
 //!   atime rules, xattr flags, file flags).
 //! * `remount`: the run-time switches a FUSE server needs (remount, `CAP_FSETID`, capability
 //!   stripping, lookup references).
+//! * `setid_clearing`: `SetIdClearing`, who clears set-id bits on a data change (engine or
+//!   client), through every data-changing call.
 //! * `swap`: the RAM budget and the swap tier with in-memory and fault-injecting backends.
 //! * `read_nowait`: one-pass READ: `ReadMode::NoWait` does no swap I/O and answers `WouldBlock`.
 //! * `shuttle_tests` (feature `shuttle`): schedule exploration of write × read × truncate × punch,
@@ -53,6 +55,8 @@ mod read_nowait;
 mod regressions;
 #[cfg(not(feature = "shuttle"))]
 mod remount;
+#[cfg(not(feature = "shuttle"))]
+mod setid_clearing;
 #[cfg(feature = "shuttle")]
 mod shuttle_tests;
 #[cfg(not(feature = "shuttle"))]

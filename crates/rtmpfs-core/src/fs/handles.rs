@@ -10,7 +10,7 @@ use crate::ids::{shard_of, Ids};
 use crate::inode::Inode;
 use crate::perm;
 use crate::sync::{Arc, AtomicU64, LockRank, Mutex, Ordering};
-use crate::types::{access, Ctx, DirEntry, Fh, FileKind, Ino, OpenFlags, Timespec};
+use crate::types::{access, Ctx, DirEntry, Fh, FileKind, Ino, OpenFlags, SetIdClearing, Timespec};
 
 const SHARDS: usize = 32;
 
@@ -88,6 +88,15 @@ impl Filesystem {
     /// # Errors
     /// `IsDir` for a directory opened for writing, `Access`, `ReadOnly`, `NotFound`.
     pub fn open(&self, ctx: &Ctx, ino: Ino, flags: OpenFlags) -> Result<Fh> {
+        self.open_with(ctx, ino, flags, SetIdClearing::Engine)
+    }
+
+    /// As [`Filesystem::open`], with `clearing` saying whether the engine clears set-id bits on
+    /// `O_TRUNC` or the client already has (see [`SetIdClearing`]).
+    ///
+    /// # Errors
+    /// As [`Filesystem::open`].
+    pub fn open_with(&self, ctx: &Ctx, ino: Ino, flags: OpenFlags, clearing: SetIdClearing) -> Result<Fh> {
         let inode = self.inode(ino)?;
         if inode.kind == FileKind::Directory && (flags.write || flags.truncate) {
             return Err(FsError::IsDir);
@@ -119,7 +128,7 @@ impl Filesystem {
                 let mut m = inode.meta.write();
                 m.mtime = now;
                 m.ctime = now;
-                m.perm &= !perm::setid_bits_to_kill_on_write(ctx, m.perm, m.gid, true);
+                m.perm &= !perm::setid_bits_to_kill_on_write(ctx, clearing, m.perm, m.gid, true);
                 self.kill_priv(&mut m);
             }
         }

@@ -419,8 +419,8 @@ impl fuser::Filesystem for Adapter {
             // Handle 0: no handle of ours (e.g. fchmod of a descriptor the kernel holds without
             // one); the inode suffices.
             let h = h.filter(|h| h.0 != 0).map(fh);
-            self.fs
-                .setattr(&self.ctx_changing_data_of(req, word, ino(i)), ino(i), &set, h)
+            let (c, clearing) = self.ctx_changing_data_of(req, word, ino(i));
+            self.fs.setattr_with(&c, ino(i), &set, h, clearing)
         };
         self.reply_attr(call, reply, r);
     }
@@ -493,8 +493,8 @@ impl fuser::Filesystem for Adapter {
             return self.fail(call, reply, Errno::EROFS);
         }
         // O_TRUNC (ATOMIC_O_TRUNC): set-id bits go as on a truncate, by the kernel's word.
-        let octx = self.ctx_changing_data_of(req, KernelWord::KillSuidgid(kill_suidgid), ino(i));
-        self.answer(call, reply, self.fs.open(&octx, ino(i), of), |r, h| {
+        let (octx, clearing) = self.ctx_changing_data_of(req, KernelWord::KillSuidgid(kill_suidgid), ino(i));
+        self.answer(call, reply, self.fs.open_with(&octx, ino(i), of, clearing), |r, h| {
             r.opened(FileHandle(h.0), self.file_open_flags(of));
         });
     }
@@ -550,8 +550,8 @@ impl fuser::Filesystem for Adapter {
             self.fs.write_back(fh(h), offset, data)
         } else {
             let kill = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
-            let wctx = self.ctx_changing_data_of(req, KernelWord::KillSuidgid(kill), ino(i));
-            self.fs.write_at(&wctx, fh(h), offset, data)
+            let (wctx, clearing) = self.ctx_changing_data_of(req, KernelWord::KillSuidgid(kill), ino(i));
+            self.fs.write_at(&wctx, fh(h), offset, data, clearing)
         };
         self.answer(call, reply, r, |r, n| r.written(n as u32));
     }
@@ -789,13 +789,8 @@ impl fuser::Filesystem for Adapter {
         let call = begin_change!(self, RequestType::Other, "fallocate", reply);
         // Set-id bits: see `privs`.
         let r = FallocateMode::from_libc(mode).and_then(|m| {
-            self.fs.fallocate(
-                &self.ctx_changing_data_of(req, KernelWord::Silent, ino(i)),
-                fh(h),
-                offset,
-                length,
-                m,
-            )
+            let (c, clearing) = self.ctx_changing_data_of(req, KernelWord::Silent, ino(i));
+            self.fs.fallocate_with(&c, fh(h), offset, length, m, clearing)
         });
         self.reply_empty(call, reply, r);
     }
@@ -834,13 +829,15 @@ impl fuser::Filesystem for Adapter {
         // Like a write, a copy by a caller without CAP_FSETID clears set-id bits of the
         // target (see `privs`). The kernel refused an O_APPEND target itself
         // (generic_copy_file_checks, seeing F_SETFL changes), so the engine does not check.
+        let (c, clearing) = self.ctx_changing_data_of(req, KernelWord::Silent, ino(ino_out));
         let r = self.fs.copy_file_range_at(
-            &self.ctx_changing_data_of(req, KernelWord::Silent, ino(ino_out)),
+            &c,
             fh(fh_in),
             offset_in,
             fh(fh_out),
             offset_out,
             len.min(MAX_COPY),
+            clearing,
         );
         self.answer(call, reply, r, |r, n| r.written(n as u32));
     }
