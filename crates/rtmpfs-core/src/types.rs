@@ -427,6 +427,24 @@ pub struct DirEntry {
     pub name: Vec<u8>,
 }
 
+/// One entry returned by `readdirplus`: the entry and its attributes. Every entry but `.` and
+/// `..` holds a lookup reference for the caller (see [`crate::Filesystem::readdirplus`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntryPlus {
+    /// The entry, as `readdir` returns it.
+    pub entry: DirEntry,
+    /// Its inode's attributes; `None` only for a `.` or `..` whose inode vanished mid-listing.
+    pub attr: Option<Attr>,
+}
+
+impl DirEntryPlus {
+    /// Whether this is `.` or `..`, which carry no lookup reference.
+    #[must_use]
+    pub fn is_dot(&self) -> bool {
+        self.entry.name == b"." || self.entry.name == b".."
+    }
+}
+
 /// What `statfs` reports, tmpfs style.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StatFs {

@@ -18,6 +18,8 @@
 //!   atime rules, xattr flags, file flags).
 //! * `remount`: the run-time switches a FUSE server needs (remount, `CAP_FSETID`, capability
 //!   stripping, lookup references).
+//! * `readdir_batches`: `readdir`/`readdirplus` batches, resumable by cookie; the lookup
+//!   references `readdirplus` takes.
 //! * `setid_clearing`: `SetIdClearing`, who clears set-id bits on a data change (engine or
 //!   client), through every data-changing call.
 //! * `swap`: the RAM budget and the swap tier with in-memory and fault-injecting backends.
@@ -51,6 +53,8 @@ mod model;
 mod parity;
 #[cfg(not(feature = "shuttle"))]
 mod read_nowait;
+#[cfg(not(feature = "shuttle"))]
+mod readdir_batches;
 #[cfg(not(feature = "shuttle"))]
 mod regressions;
 #[cfg(not(feature = "shuttle"))]

@@ -36,7 +36,6 @@ use rtmpfs_core::{
 };
 use std::ffi::OsStr;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
@@ -626,14 +625,7 @@ impl fuser::Filesystem for Adapter {
     fn readdir(&self, _req: &Request, _i: INodeNo, h: FileHandle, offset: u64, mut reply: ReplyDirectory) {
         let call = self.begin(RequestType::Readdir, "readdir");
         // Each entry's offset is its engine cookie: the kernel resumes after it.
-        let r = self.fs.readdir(fh(h), offset, |e| {
-            !reply.add(
-                INodeNo(e.ino.0),
-                e.cookie,
-                crate::attr::file_type(e.kind),
-                OsStr::from_bytes(&e.name),
-            )
-        });
+        let r = self.fill_readdir(fh(h), offset, &mut reply);
         self.answer(call, reply, r, |r, ()| r.ok());
     }
 
