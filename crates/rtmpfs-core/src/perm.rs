@@ -5,7 +5,7 @@
 //! checks (`default_permissions`) with the caller's real supplementary groups.
 
 use crate::error::{FsError, Result};
-use crate::types::{access, Ctx};
+use crate::types::{access, Ctx, SetIdClearing};
 
 /// Mode bits and owners of an inode, copied out of its metadata for a check.
 #[derive(Debug, Clone, Copy)]
@@ -59,21 +59,35 @@ pub(crate) fn is_owner_or_root(ctx: &Ctx, o: Owner) -> bool {
 
 /// Which set-id bits a write or truncate by `ctx` must clear from a file with mode `perm` and
 /// group `gid` (Linux `setattr_should_drop_suidgid`): set-user-ID always, set-group-ID as
-/// [`sgid_to_drop`] says; never for a caller with `CAP_FSETID`, and only on regular files.
-pub(crate) fn setid_bits_to_kill_on_write(ctx: &Ctx, perm: u32, gid: u32, is_regular: bool) -> u32 {
-    if ctx.has_fsetid() || !is_regular {
+/// [`sgid_to_drop`] says; never for a caller with `CAP_FSETID`, never when the kernel has
+/// done the clearing ([`SetIdClearing::Kernel`]), and only on regular files.
+pub(crate) fn setid_bits_to_kill_on_write(
+    ctx: &Ctx,
+    clearing: SetIdClearing,
+    perm: u32,
+    gid: u32,
+    is_regular: bool,
+) -> u32 {
+    if keeps_setid(ctx, clearing) || !is_regular {
         return 0;
     }
-    (perm & libc::S_ISUID) | sgid_to_drop(ctx, perm, gid)
+    (perm & libc::S_ISUID) | sgid_to_drop(ctx, clearing, perm, gid)
+}
+
+/// Whether the engine's privilege rule keeps set-id bits: the caller holds `CAP_FSETID`, or
+/// the kernel has decided already ([`SetIdClearing::Kernel`]), which the engine treats as the
+/// privileged case: it clears only what it clears whoever asks.
+fn keeps_setid(ctx: &Ctx, clearing: SetIdClearing) -> bool {
+    clearing == SetIdClearing::Kernel || ctx.has_fsetid()
 }
 
 /// Whether set-group-ID must go (Linux `setattr_should_drop_sgid`): `S_ISGID` when the file is
 /// group-executable, or when the caller is neither in the file's group `gid` nor holds
 /// `CAP_FSETID`; else 0. (Without group-execute the bit means mandatory locking, which only a
 /// member of the group may keep on a file it changes.)
-pub(crate) fn sgid_to_drop(ctx: &Ctx, perm: u32, gid: u32) -> u32 {
+pub(crate) fn sgid_to_drop(ctx: &Ctx, clearing: SetIdClearing, perm: u32, gid: u32) -> u32 {
     let group_exec = perm & 0o010 != 0;
-    if perm & libc::S_ISGID != 0 && (group_exec || !(ctx.in_group(gid) || ctx.has_fsetid())) {
+    if perm & libc::S_ISGID != 0 && (group_exec || !(ctx.in_group(gid) || keeps_setid(ctx, clearing))) {
         libc::S_ISGID
     } else {
         0
@@ -150,17 +164,52 @@ mod tests {
     #[test]
     fn kill_setid() {
         let u = Ctx::user(5, 5);
-        assert_eq!(setid_bits_to_kill_on_write(&u, 0o4755, 5, true), libc::S_ISUID);
-        assert_eq!(setid_bits_to_kill_on_write(&u, 0o2755, 5, true), libc::S_ISGID);
-        assert_eq!(setid_bits_to_kill_on_write(&u, 0o2745, 5, true), 0);
-        assert_eq!(setid_bits_to_kill_on_write(&Ctx::root(), 0o6755, 5, true), 0);
+        assert_eq!(
+            setid_bits_to_kill_on_write(&u, SetIdClearing::Engine, 0o4755, 5, true),
+            libc::S_ISUID
+        );
+        assert_eq!(
+            setid_bits_to_kill_on_write(&u, SetIdClearing::Engine, 0o2755, 5, true),
+            libc::S_ISGID
+        );
+        assert_eq!(
+            setid_bits_to_kill_on_write(&u, SetIdClearing::Engine, 0o2745, 5, true),
+            0
+        );
+        assert_eq!(
+            setid_bits_to_kill_on_write(&Ctx::root(), SetIdClearing::Engine, 0o6755, 5, true),
+            0
+        );
         // A caller outside the file's group loses set-group-ID even without group-execute.
-        assert_eq!(setid_bits_to_kill_on_write(&u, 0o6666, 0, true), 0o6000);
-        assert_eq!(setid_bits_to_kill_on_write(&u, 0o2666, 0, true), libc::S_ISGID);
-        assert_eq!(setid_bits_to_kill_on_write(&u, 0o6666, 5, true), libc::S_ISUID);
+        assert_eq!(
+            setid_bits_to_kill_on_write(&u, SetIdClearing::Engine, 0o6666, 0, true),
+            0o6000
+        );
+        assert_eq!(
+            setid_bits_to_kill_on_write(&u, SetIdClearing::Engine, 0o2666, 0, true),
+            libc::S_ISGID
+        );
+        assert_eq!(
+            setid_bits_to_kill_on_write(&u, SetIdClearing::Engine, 0o6666, 5, true),
+            libc::S_ISUID
+        );
         let mut member = Ctx::user(5, 5);
         member.groups.push(0);
-        assert_eq!(setid_bits_to_kill_on_write(&member, 0o2666, 0, true), 0);
-        assert_eq!(setid_bits_to_kill_on_write(&Ctx::root(), 0o2666, 7, true), 0);
+        assert_eq!(
+            setid_bits_to_kill_on_write(&member, SetIdClearing::Engine, 0o2666, 0, true),
+            0
+        );
+        assert_eq!(
+            setid_bits_to_kill_on_write(&Ctx::root(), SetIdClearing::Engine, 0o2666, 7, true),
+            0
+        );
+        // The kernel's clearing leaves the engine nothing to do, whoever the caller.
+        assert_eq!(
+            setid_bits_to_kill_on_write(&u, SetIdClearing::Kernel, 0o6777, 5, true),
+            0
+        );
+        // ... but chown's group-executable set-group-ID still goes (as for a privileged caller).
+        assert_eq!(sgid_to_drop(&u, SetIdClearing::Kernel, 0o2775, 5), libc::S_ISGID);
+        assert_eq!(sgid_to_drop(&u, SetIdClearing::Kernel, 0o2765, 5), 0);
     }
 }

@@ -11,6 +11,11 @@
 //! explore schedules deterministically. Shuttle runs its threads as coroutines on one OS thread,
 //! which would confuse a thread-local rank stack, so rank checking is off under shuttle; the
 //! ordinary debug test run checks ranks.
+//!
+//! The module is public, and not behind `test-util`, because it is the switch itself: the engine
+//! is built on it in every build, and a shuttle test (`tests/shuttle_tests.rs`) must spawn its
+//! threads and share the filesystem with the very primitives the engine was built with
+//! (`rtmpfs_core::sync::{thread, Arc}`), which are std's or shuttle's by the feature.
 
 use std::fmt;
 use std::ops::{Deref, DerefMut};

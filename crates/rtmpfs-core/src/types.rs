@@ -203,6 +203,24 @@ pub struct SetAttr {
     pub ctime: Option<Timespec>,
 }
 
+/// Who clears set-user-ID/set-group-ID bits when a file's data changes (write, truncate,
+/// `O_TRUNC`, fallocate, copy_file_range): an argument of the engine calls that change data,
+/// for a server whose client may already have done it (the Linux FUSE client does, unless
+/// `FUSE_HANDLE_KILLPRIV_V2` gives the job to the server), so that the bits are cleared once,
+/// by one side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SetIdClearing {
+    /// The engine clears them by the caller's credentials, as Linux does: set-user-ID, and
+    /// set-group-ID as `setattr_should_drop_sgid` says, unless the caller holds `CAP_FSETID`
+    /// ([`Ctx::has_fsetid`]).
+    #[default]
+    Engine,
+    /// The client has cleared whatever had to go before the request (or decided nothing
+    /// must): the engine leaves the bits alone, as for a caller holding `CAP_FSETID` (chown
+    /// still drops the set-id bits it drops whoever asks).
+    Kernel,
+}
+
 /// The credentials of a caller: who asks. Permission checks use them; new inodes are owned by
 /// `uid` and `gid` (or the directory's group, below a set-group-ID directory).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -407,6 +425,24 @@ pub struct DirEntry {
     pub kind: FileKind,
     /// Name (bytes, no `/` or NUL).
     pub name: Vec<u8>,
+}
+
+/// One entry returned by `readdirplus`: the entry and its attributes. Every entry but `.` and
+/// `..` holds a lookup reference for the caller (see [`crate::Filesystem::readdirplus`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntryPlus {
+    /// The entry, as `readdir` returns it.
+    pub entry: DirEntry,
+    /// Its inode's attributes; `None` only for a `.` or `..` whose inode vanished mid-listing.
+    pub attr: Option<Attr>,
+}
+
+impl DirEntryPlus {
+    /// Whether this is `.` or `..`, which carry no lookup reference.
+    #[must_use]
+    pub fn is_dot(&self) -> bool {
+        self.entry.name == b"." || self.entry.name == b".."
+    }
 }
 
 /// What `statfs` reports, tmpfs style.

@@ -284,7 +284,8 @@ fn wrong_inode_kinds_for_every_op() {
     assert_eq!(fs.open(&c(), t.d, OpenFlags::READ_WRITE), Err(FsError::IsDir));
     assert_eq!(fs.open(&c(), t.d, OpenFlags::WRITE), Err(FsError::IsDir));
     // A file handle: not a directory.
-    assert_eq!(fs.readdir(t.fh, 0, |_| true), Err(FsError::NotDir));
+    assert_eq!(fs.readdir(t.fh, 0, 8), Err(FsError::NotDir));
+    assert_eq!(fs.readdirplus(t.fh, 0, 8), Err(FsError::NotDir));
     assert_eq!(fs.opendir(&c(), t.f), Err(FsError::NotDir));
     assert_eq!(fs.dir_len(t.f), Err(FsError::NotDir));
     // Names under a non-directory parent.
@@ -404,7 +405,8 @@ fn stale_inodes_and_handles() {
         assert_eq!(fs.lseek(fh, 0, SeekWhence::Data), Err(FsError::BadHandle));
         assert_eq!(fs.fsync(fh), Err(FsError::BadHandle));
         assert_eq!(fs.handle_ino(fh), Err(FsError::BadHandle));
-        assert_eq!(fs.readdir(fh, 0, |_| true), Err(FsError::BadHandle));
+        assert_eq!(fs.readdir(fh, 0, 8), Err(FsError::BadHandle));
+        assert_eq!(fs.readdirplus(fh, 0, 8), Err(FsError::BadHandle));
         assert_eq!(fs.copy_file_range(&c(), fh, 0, t.fh, 0, 1), Err(FsError::BadHandle));
         assert_eq!(fs.copy_file_range(&c(), t.fh, 0, fh, 0, 1), Err(FsError::BadHandle));
         assert_eq!(fs.release(fh), Err(FsError::BadHandle), "release twice");
@@ -430,11 +432,8 @@ fn stale_inodes_and_handles() {
     let (_, tmp) = fs.tmpfile(&c(), rd, 0o600, OpenFlags::READ_WRITE).unwrap();
     fs.release(tmp).unwrap();
     let mut n = 0;
-    fs.readdir(rdh, 0, |_| {
-        n += 1;
-        true
-    })
-    .unwrap();
+    n += fs.readdir(rdh, 0, usize::MAX).unwrap().len();
+    n += fs.readdirplus(rdh, 0, usize::MAX).unwrap().len();
     assert_eq!(n, 0, "a removed directory lists nothing");
     fs.releasedir(rdh).unwrap();
     assert_eq!(fs.releasedir(rdh), Err(FsError::BadHandle));
@@ -631,7 +630,7 @@ fn run_call(fs: &Filesystem, inos: &mut Vec<Ino>, fhs: &mut Vec<Fh>, call: &Call
             let _ = fs.removexattr(&ctx, ino_of(inos, *i), os(&xname(n)));
         }
         Call::Readdir(h, cookie) => {
-            let _ = fs.readdir(fh(*h), *cookie, |_| true);
+            let _ = fs.readdir(fh(*h), *cookie, usize::MAX);
         }
         Call::Forget(i, n) => fs.forget(ino_of(inos, *i), *n),
     }

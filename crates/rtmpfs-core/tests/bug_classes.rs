@@ -580,12 +580,7 @@ fn e_readdir_under_concurrent_create_and_unlink() {
             let mut cookie = 0;
             let mut calls = 0;
             loop {
-                let mut batch = Vec::new();
-                fs.readdir(fh, cookie, |e| {
-                    batch.push(e);
-                    batch.len() < 7
-                })
-                .unwrap();
+                let batch = fs.readdir(fh, cookie, 7).unwrap();
                 calls += 1;
                 assert!(calls < 10_000, "round {round}: readdir does not terminate");
                 let Some(last) = batch.last() else { break };

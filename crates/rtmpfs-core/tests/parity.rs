@@ -4,7 +4,7 @@
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 
-use rtmpfs_core::{Config, Ctx, Filesystem, FsError, OpenFlags, RenameFlags};
+use rtmpfs_core::{Config, Ctx, Filesystem, FsError, OpenFlags, RenameFlags, SetIdClearing};
 
 fn fs() -> Filesystem {
     Filesystem::new(Config {
@@ -29,7 +29,7 @@ fn append_handle_write_appends_but_write_at_and_write_back_do_not() {
     fs.write(&root, fh, 0, b"12").unwrap();
     assert_eq!(fs.read_vec(fh, 0, 64).unwrap(), b"abcdef12");
     // A FUSE client applied O_APPEND itself and says where the data goes.
-    fs.write_at(&root, fh, 0, b"XY").unwrap();
+    fs.write_at(&root, fh, 0, b"XY", SetIdClearing::Engine).unwrap();
     assert_eq!(fs.read_vec(fh, 0, 64).unwrap(), b"XYcdef12");
     // Writeback of a shared mapping stores a page where it belongs, never at the end.
     fs.write_back(fh, 2, b"--").unwrap();
@@ -47,7 +47,10 @@ fn copy_file_range_at_ignores_the_targets_append_flag() {
     fs.write(&root, src, 0, b"0123").unwrap();
     fs.write(&root, dst, 0, b"abcdef").unwrap();
     assert_eq!(fs.copy_file_range(&root, src, 0, dst, 1, 2), Err(FsError::BadHandle));
-    assert_eq!(fs.copy_file_range_at(&root, src, 0, dst, 1, 2), Ok(2));
+    assert_eq!(
+        fs.copy_file_range_at(&root, src, 0, dst, 1, 2, SetIdClearing::Engine),
+        Ok(2)
+    );
     assert_eq!(fs.read_vec(dst, 0, 64).unwrap(), b"a01def");
 }
 
@@ -58,12 +61,7 @@ fn list_while_renaming(fs: &Filesystem, dh: rtmpfs_core::Fh, batch: usize, cap: 
     let mut seen = Vec::new();
     let mut offset = 0;
     loop {
-        let mut got = Vec::new();
-        fs.readdir(dh, offset, |e| {
-            got.push(e);
-            got.len() < batch
-        })
-        .unwrap();
+        let got = fs.readdir(dh, offset, batch).unwrap();
         let Some(last) = got.last() else { break };
         offset = last.cookie;
         for e in got {
@@ -133,7 +131,7 @@ fn atime_rule_switches_at_run_time() {
         let old = Timespec { sec: 1000, nsec: 0 };
         set_atime(d.ino, old);
         let dh = fs.opendir(&root, d.ino).unwrap();
-        fs.readdir(dh, 0, |_| true).unwrap();
+        fs.readdir(dh, 0, usize::MAX).unwrap();
         fs.releasedir(dh).unwrap();
         fs.getattr(d.ino).unwrap().atime != old
     };
@@ -233,7 +231,7 @@ fn immutable_file_and_directory_take_no_change() {
     assert_eq!(fs.read_vec(ro, 0, 9).unwrap(), b"data");
     // A handle opened before the flag was set writes nothing either.
     assert_eq!(fs.write(&root, fh, 0, b"x").map(|_| ()), perm);
-    assert_eq!(fs.write_at(&root, fh, 4, b"x").map(|_| ()), perm);
+    assert_eq!(fs.write_at(&root, fh, 4, b"x", SetIdClearing::Engine).map(|_| ()), perm);
     assert_eq!(fs.fallocate(&root, fh, 0, 8192, FallocateMode::Allocate), perm);
     assert_eq!(fs.copy_file_range(&root, src, 0, fh, 0, 2).map(|_| ()), perm);
     for set in [
@@ -306,9 +304,9 @@ fn append_only_file_and_directory() {
     let ah = fs.open(&root, a.ino, APPEND_RW).unwrap();
     fs.write(&root, ah, 0, b"de").unwrap();
     // Writes land only at the end, whoever places them.
-    assert_eq!(fs.write_at(&root, ah, 0, b"X").map(|_| ()), perm);
+    assert_eq!(fs.write_at(&root, ah, 0, b"X", SetIdClearing::Engine).map(|_| ()), perm);
     assert_eq!(fs.write_back(fh, 1, b"X").map(|_| ()), perm);
-    fs.write_at(&root, ah, 5, b"f").unwrap();
+    fs.write_at(&root, ah, 5, b"f", SetIdClearing::Engine).unwrap();
     assert_eq!(fs.read_vec(ah, 0, 16).unwrap(), b"abcdef");
     fs.fallocate(&root, ah, 0, 8192, FallocateMode::Allocate).unwrap();
     assert_eq!(fs.fallocate(&root, ah, 0, 4096, FallocateMode::PunchHole), perm);

@@ -18,6 +18,10 @@
 //!   atime rules, xattr flags, file flags).
 //! * `remount`: the run-time switches a FUSE server needs (remount, `CAP_FSETID`, capability
 //!   stripping, lookup references).
+//! * `readdir_batches`: `readdir`/`readdirplus` batches, resumable by cookie; the lookup
+//!   references `readdirplus` takes.
+//! * `setid_clearing`: `SetIdClearing`, who clears set-id bits on a data change (engine or
+//!   client), through every data-changing call.
 //! * `swap`: the RAM budget and the swap tier with in-memory and fault-injecting backends.
 //! * `read_nowait`: one-pass READ: `ReadMode::NoWait` does no swap I/O and answers `WouldBlock`.
 //! * `shuttle_tests` (feature `shuttle`): schedule exploration of write × read × truncate × punch,
@@ -50,9 +54,13 @@ mod parity;
 #[cfg(not(feature = "shuttle"))]
 mod read_nowait;
 #[cfg(not(feature = "shuttle"))]
+mod readdir_batches;
+#[cfg(not(feature = "shuttle"))]
 mod regressions;
 #[cfg(not(feature = "shuttle"))]
 mod remount;
+#[cfg(not(feature = "shuttle"))]
+mod setid_clearing;
 #[cfg(feature = "shuttle")]
 mod shuttle_tests;
 #[cfg(not(feature = "shuttle"))]

@@ -10,13 +10,13 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use rtmpfs_fuse::latency::Latency;
-use rtmpfs_fuse::Op;
+use rtmpfs_fuse::RequestType;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 /// One request's accounting, as `Call::start` then `Call::drop`.
 #[inline]
-fn account(lat: &Latency, op: Op) {
+fn account(lat: &Latency, op: RequestType) {
     let start = lat.enabled().then(Instant::now);
     if let Some(s) = start {
         lat.record(op, s.elapsed());
@@ -30,7 +30,14 @@ fn timed(lat: &Latency, threads: usize, iters: u64) -> Duration {
         for _ in 0..threads {
             sc.spawn(|| {
                 for i in 0..iters {
-                    account(black_box(lat), if i % 2 == 0 { Op::Write } else { Op::Create });
+                    account(
+                        black_box(lat),
+                        if i % 2 == 0 {
+                            RequestType::Write
+                        } else {
+                            RequestType::Create
+                        },
+                    );
                 }
             });
         }
@@ -42,7 +49,7 @@ fn bench(c: &mut Criterion) {
     for (name, on) in [("on", true), ("off", false)] {
         let lat = Latency::new(on);
         c.bench_function(&format!("latency_account_{name}_1thread"), |b| {
-            b.iter(|| account(black_box(&lat), black_box(Op::Write)));
+            b.iter(|| account(black_box(&lat), black_box(RequestType::Write)));
         });
         c.bench_function(&format!("latency_account_{name}_2threads"), |b| {
             // Per call on each thread: both threads do `iters` calls at once.

@@ -1,4 +1,4 @@
-//! Request latency: one log-bucketed histogram per request kind ([`Op`]), recorded when the
+//! Request latency: one log-bucketed histogram per request kind ([`RequestType`]), recorded when the
 //! reply has been sent (see `adapter/reply.rs`, `Call`'s `Drop`), read by `rtmpfs status`.
 //!
 //! Cost: two `Instant::now()` (vDSO `clock_gettime`, ~20-40 ns each) and two relaxed atomic
@@ -10,7 +10,7 @@
 //! and a percentile read from it is within 25% of the true value. The last power with buckets
 //! of its own is 2^36 ns (68.7 s): values from 7 * 2^34 ns (120 s) on share the last bucket.
 
-use crate::stats::{Op, OP_COUNT};
+use crate::stats::{RequestType, OP_COUNT};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -133,13 +133,13 @@ impl Latency {
 
     /// Count one request of kind `op` that took `d`.
     #[inline]
-    pub fn record(&self, op: Op, d: Duration) {
+    pub fn record(&self, op: RequestType, d: Duration) {
         self.kinds[op as usize].record(d);
     }
 
     /// Kind `op`'s histogram.
     #[must_use]
-    pub fn histogram(&self, op: Op) -> &Histogram {
+    pub fn histogram(&self, op: RequestType) -> &Histogram {
         &self.kinds[op as usize]
     }
 }

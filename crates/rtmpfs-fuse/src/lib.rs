@@ -23,4 +23,4 @@ pub mod unprivileged;
 
 pub use adapter::{Adapter, AdapterOptions, DEFAULT_TTL, MAX_IO};
 pub use options::{Host, MountOptions, OptionError};
-pub use stats::{Op, Stats, OP_COUNT};
+pub use stats::{RequestType, Stats, OP_COUNT};

@@ -7,10 +7,10 @@ use crate::latency::Latency;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Request kinds counted separately.
+/// The kinds of FUSE request counted and timed separately (each groups one or more opcodes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(usize)]
-pub enum Op {
+pub enum RequestType {
     /// LOOKUP.
     Lookup,
     /// FORGET and BATCH_FORGET.
@@ -50,26 +50,26 @@ pub enum Op {
 /// How many request kinds there are.
 pub const OP_COUNT: usize = 17;
 
-impl Op {
+impl RequestType {
     /// Every kind, in the order of their names.
-    pub const ALL: [Op; OP_COUNT] = [
-        Op::Lookup,
-        Op::Forget,
-        Op::Getattr,
-        Op::Setattr,
-        Op::Create,
-        Op::Remove,
-        Op::Rename,
-        Op::Open,
-        Op::Release,
-        Op::Read,
-        Op::Write,
-        Op::Flush,
-        Op::Readdir,
-        Op::Readdirplus,
-        Op::Getxattr,
-        Op::Xattr,
-        Op::Other,
+    pub const ALL: [RequestType; OP_COUNT] = [
+        RequestType::Lookup,
+        RequestType::Forget,
+        RequestType::Getattr,
+        RequestType::Setattr,
+        RequestType::Create,
+        RequestType::Remove,
+        RequestType::Rename,
+        RequestType::Open,
+        RequestType::Release,
+        RequestType::Read,
+        RequestType::Write,
+        RequestType::Flush,
+        RequestType::Readdir,
+        RequestType::Readdirplus,
+        RequestType::Getxattr,
+        RequestType::Xattr,
+        RequestType::Other,
     ];
 
     /// The kind's name, as `rtmpfs status` shows it.
@@ -129,13 +129,13 @@ impl Stats {
     }
 
     /// Count one request.
-    pub fn count(&self, op: Op) {
+    pub fn count(&self, op: RequestType) {
         self.counts[op as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// One request kind's count.
     #[must_use]
-    pub fn get(&self, op: Op) -> u64 {
+    pub fn get(&self, op: RequestType) -> u64 {
         self.counts[op as usize].load(Ordering::Relaxed)
     }
 
@@ -169,10 +169,10 @@ mod tests {
     #[test]
     fn failed_requests_are_counted_apart_and_rendered_last() {
         let s = Stats::default();
-        s.count(Op::Lookup);
+        s.count(RequestType::Lookup);
         s.count_failed();
         s.count_failed();
-        assert_eq!((s.get(Op::Lookup), s.failed()), (1, 2));
+        assert_eq!((s.get(RequestType::Lookup), s.failed()), (1, 2));
         let text = s.render();
         let lines: Vec<&str> = text.lines().collect();
         // The 17 request kinds keep their lines and order; `failed` comes after them.

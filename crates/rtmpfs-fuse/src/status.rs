@@ -9,7 +9,7 @@
 //! request can read at once (a client sampling twice would have to wait a second).
 
 use crate::latency::percentile;
-use crate::stats::{Op, Stats};
+use crate::stats::{RequestType, Stats};
 use rtmpfs_core::{Filesystem, Usage};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
@@ -288,7 +288,7 @@ pub fn build(src: &Sources<'_>) -> Status {
     // page goes there).
     let config = src.fs.config();
     let swap_enabled = config.memory_bytes.is_some() && config.swap.is_some();
-    let kinds = Op::ALL
+    let kinds = RequestType::ALL
         .iter()
         .map(|&op| {
             let counts = src.stats.latency.histogram(op).snapshot();

@@ -185,15 +185,13 @@ impl EngineBackend {
         let mut cookie = 0;
         // Two entries per call, so that every listing resumes from cookies.
         loop {
-            let mut batch = Vec::new();
-            let r = self.fs.readdir(fh, cookie, |e| {
-                batch.push(e);
-                batch.len() < 2
-            });
-            if let Err(e) = r {
-                let _ = self.fs.releasedir(fh);
-                return Err(errno(e));
-            }
+            let batch = match self.fs.readdir(fh, cookie, 2) {
+                Ok(b) => b,
+                Err(e) => {
+                    let _ = self.fs.releasedir(fh);
+                    return Err(errno(e));
+                }
+            };
             if batch.is_empty() {
                 break;
             }

@@ -4,7 +4,7 @@ use super::{file_flags, Filesystem};
 use crate::error::{FsError, Result};
 use crate::inode::{Inode, Meta};
 use crate::perm;
-use crate::types::{access, Attr, Ctx, FileKind, Ino, SetAttr, SetTime, Timespec};
+use crate::types::{access, Attr, Ctx, FileKind, Ino, SetAttr, SetIdClearing, SetTime, Timespec};
 
 impl Filesystem {
     /// Attributes of an inode.
@@ -30,7 +30,7 @@ impl Filesystem {
         let inode = self.inode(ino)?;
         let mut m = inode.meta.write();
         let is_regular = inode.kind == FileKind::RegularFile;
-        m.perm &= !perm::setid_bits_to_kill_on_write(ctx, m.perm, m.gid, is_regular);
+        m.perm &= !perm::setid_bits_to_kill_on_write(ctx, SetIdClearing::Engine, m.perm, m.gid, is_regular);
         self.kill_priv(&mut m);
         m.ctime = Timespec::now();
         Ok(inode.attr(&m))
@@ -79,6 +79,22 @@ impl Filesystem {
     /// `Perm`/`Access` for permission failures, `IsDir`/`Invalid` for a size on a non-file,
     /// `FileTooBig`, `ReadOnly`, `NotFound`.
     pub fn setattr(&self, ctx: &Ctx, ino: Ino, set: &SetAttr, fh: Option<crate::Fh>) -> Result<Attr> {
+        self.setattr_with(ctx, ino, set, fh, SetIdClearing::Engine)
+    }
+
+    /// As [`Filesystem::setattr`], with `clearing` saying whether the engine clears set-id bits
+    /// on a truncate or chown or the client already has (see [`SetIdClearing`]).
+    ///
+    /// # Errors
+    /// As [`Filesystem::setattr`].
+    pub fn setattr_with(
+        &self,
+        ctx: &Ctx,
+        ino: Ino,
+        set: &SetAttr,
+        fh: Option<crate::Fh>,
+        clearing: SetIdClearing,
+    ) -> Result<Attr> {
         self.check_writable()?;
         let inode = self.inode(ino)?;
         if set.size.is_some() {
@@ -115,7 +131,7 @@ impl Filesystem {
         let mut m = inode.meta.write();
         if truncated {
             m.mtime = now;
-            m.perm &= !perm::setid_bits_to_kill_on_write(ctx, m.perm, m.gid, true);
+            m.perm &= !perm::setid_bits_to_kill_on_write(ctx, clearing, m.perm, m.gid, true);
             self.kill_priv(&mut m);
         }
         if let Some(mode) = set.mode {
@@ -130,7 +146,7 @@ impl Filesystem {
         if set.uid.is_some() || set.gid.is_some() {
             if inode.kind != FileKind::Directory {
                 // chown_common: set-user-ID always, set-group-ID by setattr_should_drop_sgid.
-                let kill = libc::S_ISUID | perm::sgid_to_drop(ctx, m.perm, m.gid);
+                let kill = libc::S_ISUID | perm::sgid_to_drop(ctx, clearing, m.perm, m.gid);
                 if set.mode.is_none() {
                     m.perm &= !kill;
                 }

@@ -31,11 +31,12 @@ impl Filesystem {
     }
 
     /// Build a filesystem whose swap tier stores pages in `backend` instead of a swap file (an
-    /// in-memory or fault-injecting backend, for tests). `config.memory_bytes` must be set;
+    /// in-memory or fault-injecting backend, for tests; feature `test-util`). `config.memory_bytes` must be set;
     /// `config.swap` still gives `size_bytes` (capacity) and `encrypt`.
     ///
     /// # Errors
     /// A [`ConfigError`] for a nonsensical configuration or a missing RAM budget.
+    #[cfg(any(test, feature = "test-util"))]
     pub fn with_swap_backend(
         config: Config,
         backend: Box<dyn SwapBackend>,

@@ -10,7 +10,7 @@ use crate::ids::{shard_of, Ids};
 use crate::inode::Inode;
 use crate::perm;
 use crate::sync::{Arc, AtomicU64, LockRank, Mutex, Ordering};
-use crate::types::{access, Ctx, DirEntry, Fh, FileKind, Ino, OpenFlags, Timespec};
+use crate::types::{access, Ctx, DirEntry, DirEntryPlus, Fh, FileKind, Ino, OpenFlags, SetIdClearing, Timespec};
 
 const SHARDS: usize = 32;
 
@@ -88,6 +88,15 @@ impl Filesystem {
     /// # Errors
     /// `IsDir` for a directory opened for writing, `Access`, `ReadOnly`, `NotFound`.
     pub fn open(&self, ctx: &Ctx, ino: Ino, flags: OpenFlags) -> Result<Fh> {
+        self.open_with(ctx, ino, flags, SetIdClearing::Engine)
+    }
+
+    /// As [`Filesystem::open`], with `clearing` saying whether the engine clears set-id bits on
+    /// `O_TRUNC` or the client already has (see [`SetIdClearing`]).
+    ///
+    /// # Errors
+    /// As [`Filesystem::open`].
+    pub fn open_with(&self, ctx: &Ctx, ino: Ino, flags: OpenFlags, clearing: SetIdClearing) -> Result<Fh> {
         let inode = self.inode(ino)?;
         if inode.kind == FileKind::Directory && (flags.write || flags.truncate) {
             return Err(FsError::IsDir);
@@ -119,7 +128,7 @@ impl Filesystem {
                 let mut m = inode.meta.write();
                 m.mtime = now;
                 m.ctime = now;
-                m.perm &= !perm::setid_bits_to_kill_on_write(ctx, m.perm, m.gid, true);
+                m.perm &= !perm::setid_bits_to_kill_on_write(ctx, clearing, m.perm, m.gid, true);
                 self.kill_priv(&mut m);
             }
         }
@@ -193,7 +202,9 @@ impl Filesystem {
     }
 
     /// List a directory from cookie `offset` (0 = from the start): `.` (cookie 1), `..` (cookie
-    /// 2), then the entries in cookie order, calling `f` for each until it returns false. An entry
+    /// 2), then the entries in cookie order, at most `max` of them. The batch is copied out
+    /// under the directory's lock and returned, so the caller's work on it (replying, taking
+    /// references) holds no engine lock; continue from the last entry's cookie. An entry
     /// untouched during a listing is seen exactly once. A listing from offset 0 records the
     /// directory's end, and this handle's listings stop there until the next one from offset 0
     /// (as Linux tmpfs, which records it at open and rewind): entries created or renamed into
@@ -202,12 +213,23 @@ impl Filesystem {
     ///
     /// # Errors
     /// `BadHandle`, `NotDir`.
-    pub fn readdir(&self, fh: Fh, offset: u64, mut f: impl FnMut(DirEntry) -> bool) -> Result<()> {
+    pub fn readdir(&self, fh: Fh, offset: u64, max: usize) -> Result<Vec<DirEntry>> {
+        let mut batch = Vec::with_capacity(max.min(READDIR_PREALLOC));
+        if max == 0 {
+            // Still the handle's and kind's errors.
+            let h = self.handles.get(fh)?;
+            h.inode.dir().ok_or(FsError::NotDir)?;
+            return Ok(batch);
+        }
+        let mut f = |e: DirEntry| {
+            batch.push(e);
+            batch.len() < max
+        };
         let h = self.handles.get(fh)?;
         let body = h.inode.dir().ok_or(FsError::NotDir)?;
         let d = body.entries.read();
         if d.removed {
-            return Ok(());
+            return Ok(batch);
         }
         let end = if offset == 0 {
             let end = d.end_cookie();
@@ -216,30 +238,76 @@ impl Filesystem {
         } else {
             h.listing_end.load(Ordering::Relaxed)
         };
-        if offset < 1
+        let full = (offset < 1
             && !f(DirEntry {
                 ino: h.inode.ino,
                 cookie: 1,
                 kind: FileKind::Directory,
                 name: b".".to_vec(),
-            })
-        {
-            return Ok(());
+            }))
+            || (offset < 2
+                && !f(DirEntry {
+                    ino: body.parent(),
+                    cookie: 2,
+                    kind: FileKind::Directory,
+                    name: b"..".to_vec(),
+                }));
+        if full {
+            // Stopped at `.` or `..`: as before batches, a listing that reads no entry does not
+            // count as a read for atime.
+            drop(d);
+            return Ok(batch);
         }
-        if offset < 2
-            && !f(DirEntry {
-                ino: body.parent(),
-                cookie: 2,
-                kind: FileKind::Directory,
-                name: b"..".to_vec(),
-            })
-        {
-            return Ok(());
-        }
-        d.for_each_between(offset, end, f);
+        d.for_each_between(offset, end, &mut f);
         drop(d);
         self.touch_atime(&h.inode, false);
-        Ok(())
+        Ok(batch)
+    }
+
+    /// As [`Filesystem::readdir`], each entry with its attributes, for a FUSE server's
+    /// READDIRPLUS: every entry but `.` and `..` carries a lookup reference taken for it (the
+    /// kernel counts each entry it receives as a lookup), after the directory's lock is
+    /// released; an entry removed meanwhile is left out. The caller passes each entry on or
+    /// returns its reference with [`Filesystem::forget`] (`.` and `..` carry none).
+    ///
+    /// # Errors
+    /// As [`Filesystem::readdir`], and an error of [`Filesystem::lookup_ino`] other than
+    /// `NotFound` (after returning the references this batch took).
+    pub fn readdirplus(&self, fh: Fh, mut offset: u64, max: usize) -> Result<Vec<DirEntryPlus>> {
+        let mut batch: Vec<DirEntryPlus> = Vec::new();
+        // Empty only at the listing's end: a batch whose entries were all removed meanwhile is
+        // followed by the next one.
+        loop {
+            let entries = self.readdir(fh, offset, max)?;
+            let Some(last) = entries.last().map(|e| e.cookie) else {
+                return Ok(batch);
+            };
+            batch.reserve(entries.len());
+            for entry in entries {
+                let attr = if entry.name == b"." || entry.name == b".." {
+                    // No reference: the kernel does not count these two. An inode gone
+                    // mid-listing (a removed parent) still gets an entry; the kernel ignores
+                    // its attributes.
+                    self.getattr(entry.ino).ok()
+                } else {
+                    match self.lookup_ino(entry.ino) {
+                        Ok(a) => Some(a),
+                        Err(FsError::NotFound) => continue,
+                        Err(err) => {
+                            for e in batch.iter().filter(|e| !e.is_dot()) {
+                                self.forget(e.entry.ino, 1);
+                            }
+                            return Err(err);
+                        }
+                    }
+                };
+                batch.push(DirEntryPlus { entry, attr });
+            }
+            if !batch.is_empty() {
+                return Ok(batch);
+            }
+            offset = last;
+        }
     }
 
     /// Number of entries in a directory (not counting `.` and `..`).
@@ -276,3 +344,6 @@ impl Filesystem {
         }
     }
 }
+
+/// Entries allocated up front for a `readdir` batch (more grow the vector).
+const READDIR_PREALLOC: usize = 64;

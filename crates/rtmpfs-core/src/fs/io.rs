@@ -7,7 +7,8 @@ use crate::file::FileData;
 use crate::perm;
 use crate::sync::Arc;
 use crate::types::{
-    Ctx, FallocateMode, Fh, FileKind, ReadMode, ReadOutcome, SeekWhence, Timespec, MAX_FILE_SIZE, PAGE_SIZE,
+    Ctx, FallocateMode, Fh, FileKind, ReadMode, ReadOutcome, SeekWhence, SetIdClearing, Timespec, MAX_FILE_SIZE,
+    PAGE_SIZE,
 };
 
 /// Where a write through a handle lands.
@@ -84,18 +85,25 @@ impl Filesystem {
     /// `BadHandle` (not open for writing), `IsDir`, `Invalid`, `FileTooBig`, `NoSpace`, `Io`,
     /// `ReadOnly`.
     pub fn write(&self, ctx: &Ctx, fh: Fh, offset: u64, data: &[u8]) -> Result<usize> {
-        self.write_placed(Some(ctx), fh, offset, data, Placement::HandleMode)
+        self.write_placed(
+            Some((ctx, SetIdClearing::Engine)),
+            fh,
+            offset,
+            data,
+            Placement::HandleMode,
+        )
     }
 
     /// As [`Filesystem::write`], but exactly at `offset` whatever the handle's `append` flag.
     /// For a server whose client applies `O_APPEND` itself: the Linux FUSE client does, under
     /// the inode lock, and also knows what the engine cannot (`fcntl(F_SETFL)` clearing
-    /// `O_APPEND`, `pwritev2(RWF_NOAPPEND)`), so the offset it sends is the truth.
+    /// `O_APPEND`, `pwritev2(RWF_NOAPPEND)`), so the offset it sends is the truth. `clearing`
+    /// says whether the engine clears set-id bits or the client already has.
     ///
     /// # Errors
     /// As [`Filesystem::write`].
-    pub fn write_at(&self, ctx: &Ctx, fh: Fh, offset: u64, data: &[u8]) -> Result<usize> {
-        self.write_placed(Some(ctx), fh, offset, data, Placement::Exact)
+    pub fn write_at(&self, ctx: &Ctx, fh: Fh, offset: u64, data: &[u8], clearing: SetIdClearing) -> Result<usize> {
+        self.write_placed(Some((ctx, clearing)), fh, offset, data, Placement::Exact)
     }
 
     /// Write back data that a program stored through a shared mapping (what a FUSE server
@@ -109,9 +117,16 @@ impl Filesystem {
         self.write_placed(None, fh, offset, data, Placement::Exact)
     }
 
-    /// The write itself; `ctx` is the writer whose privileges decide the set-id clearing, or
-    /// `None` for mapping writeback, which clears nothing.
-    fn write_placed(&self, ctx: Option<&Ctx>, fh: Fh, offset: u64, data: &[u8], placement: Placement) -> Result<usize> {
+    /// The write itself; `ctx` is the writer whose privileges decide the set-id clearing (and
+    /// who does it), or `None` for mapping writeback, which clears nothing.
+    fn write_placed(
+        &self,
+        ctx: Option<(&Ctx, SetIdClearing)>,
+        fh: Fh,
+        offset: u64,
+        data: &[u8],
+        placement: Placement,
+    ) -> Result<usize> {
         let h = self.writable(fh)?;
         let file = file_of(&h)?;
         if data.is_empty() {
@@ -131,13 +146,13 @@ impl Filesystem {
 
     /// mtime/ctime after data changed through a handle, and the set-id and capability clearing
     /// of a change by `ctx` (`None`: mapping writeback, which clears nothing).
-    fn after_modify(&self, ctx: Option<&Ctx>, h: &Handle) {
+    fn after_modify(&self, ctx: Option<(&Ctx, SetIdClearing)>, h: &Handle) {
         let now = Timespec::now();
         let mut m = h.inode.meta.write();
         m.mtime = now;
         m.ctime = now;
-        if let Some(ctx) = ctx {
-            m.perm &= !perm::setid_bits_to_kill_on_write(ctx, m.perm, m.gid, true);
+        if let Some((ctx, clearing)) = ctx {
+            m.perm &= !perm::setid_bits_to_kill_on_write(ctx, clearing, m.perm, m.gid, true);
             self.kill_priv(&mut m);
         }
     }
@@ -148,6 +163,23 @@ impl Filesystem {
     /// # Errors
     /// `Invalid` for a zero length, `FileTooBig`, `NoSpace`, `BadHandle`, `IsDir`, `ReadOnly`.
     pub fn fallocate(&self, ctx: &Ctx, fh: Fh, offset: u64, len: u64, mode: FallocateMode) -> Result<()> {
+        self.fallocate_with(ctx, fh, offset, len, mode, SetIdClearing::Engine)
+    }
+
+    /// As [`Filesystem::fallocate`], with `clearing` saying whether the engine clears set-id
+    /// bits or the client already has (see [`SetIdClearing`]).
+    ///
+    /// # Errors
+    /// As [`Filesystem::fallocate`].
+    pub fn fallocate_with(
+        &self,
+        ctx: &Ctx,
+        fh: Fh,
+        offset: u64,
+        len: u64,
+        mode: FallocateMode,
+        clearing: SetIdClearing,
+    ) -> Result<()> {
         // vfs_fallocate's order: the length, then the handle's mode, then the file's kind.
         if len == 0 {
             return Err(FsError::Invalid);
@@ -181,7 +213,7 @@ impl Filesystem {
             FallocateMode::PunchHole => file.punch(&io, &self.mm, offset, len)?,
         }
         drop(io);
-        self.after_modify(Some(ctx), &h);
+        self.after_modify(Some((ctx, clearing)), &h);
         Ok(())
     }
 
@@ -217,15 +249,18 @@ impl Filesystem {
         len: u64,
     ) -> Result<u64> {
         let (ins, outs) = ((fh_in, off_in), (fh_out, off_out));
-        self.copy_placed(ctx, ins, outs, len, Placement::HandleMode)
+        self.copy_placed((ctx, SetIdClearing::Engine), ins, outs, len, Placement::HandleMode)
     }
 
     /// As [`Filesystem::copy_file_range`], but the target's `append` flag is not checked: for
     /// a server whose client refuses a copy into an `O_APPEND` file itself (Linux does, in
     /// generic_copy_file_checks, seeing `fcntl(F_SETFL)` changes the engine never sees).
+    /// `clearing` says whether the engine clears the target's set-id bits or the client has.
     ///
     /// # Errors
     /// As [`Filesystem::copy_file_range`], without the `BadHandle` of an `append` target.
+    // The syscall's own six values plus who clears set-id bits: a struct would only rename them.
+    #[allow(clippy::too_many_arguments)]
     pub fn copy_file_range_at(
         &self,
         ctx: &Ctx,
@@ -234,14 +269,15 @@ impl Filesystem {
         fh_out: Fh,
         off_out: u64,
         len: u64,
+        clearing: SetIdClearing,
     ) -> Result<u64> {
         let (ins, outs) = ((fh_in, off_in), (fh_out, off_out));
-        self.copy_placed(ctx, ins, outs, len, Placement::Exact)
+        self.copy_placed((ctx, clearing), ins, outs, len, Placement::Exact)
     }
 
     fn copy_placed(
         &self,
-        ctx: &Ctx,
+        ctx: (&Ctx, SetIdClearing),
         (fh_in, off_in): (Fh, u64),
         (fh_out, off_out): (Fh, u64),
         len: u64,

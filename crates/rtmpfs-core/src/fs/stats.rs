@@ -65,7 +65,8 @@ impl Filesystem {
     }
 
     /// Evict up to `pages` cold pages to swap now (the background evictor does this on its own;
-    /// this is for tests and for a "drop caches" control). Returns how many left RAM.
+    /// this is for tests; feature `test-util`). Returns how many left RAM.
+    #[cfg(any(test, feature = "test-util"))]
     pub fn evict_now(&self, pages: usize) -> usize {
         self.mm.evict_now(pages)
     }

@@ -4,7 +4,7 @@
 //!   anonymous (`O_TMPFILE`, mode 0600) file that no other process can open and that disappears
 //!   when the process ends, even on `kill -9`, written with `O_DIRECT` so that the host's page
 //!   cache does not keep the data we evicted (or with `POSIX_FADV_DONTNEED` after each write where
-//!   `O_DIRECT` is refused). [`MemorySwap`] and [`FaultySwap`] serve tests.
+//!   `O_DIRECT` is refused). `MemorySwap` and `FaultySwap` (feature `test-util`) serve tests.
 //! * `Swap` (crate-private) adds the slot allocator (freed slots are reused, lowest first, so the
 //!   file stays compact) and sealing: every page written is encrypted and authenticated under a key
 //!   made at start and held only in memory; the nonce is a per-instance counter (never repeated
@@ -15,9 +15,13 @@
 mod backend;
 mod seal;
 mod slots;
+#[cfg(any(test, feature = "test-util"))]
+mod test_backends;
 
-pub use backend::{AlignedPage, FaultySwap, FileSwap, MemorySwap, SwapBackend};
+pub use backend::{AlignedPage, FileSwap, SwapBackend};
 pub(crate) use seal::Sealer;
+#[cfg(any(test, feature = "test-util"))]
+pub use test_backends::{FaultControl, FaultySwap, MemorySwap};
 
 use crate::sync::{AtomicBool, AtomicU64, LockRank, Mutex, Ordering};
 use crate::types::PAGE_SIZE;

@@ -21,7 +21,7 @@ mod reply;
 mod swap_in;
 
 use crate::attr::{file_attr, negative_attr, set_time};
-use crate::stats::{Op, Stats};
+use crate::stats::{RequestType, Stats};
 use fuser::{
     AccessFlags, CopyFileRangeFlags, Errno, FileHandle, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
     LockOwner, OpenFlags as FuseOpenFlags, RenameFlags as FuseRenameFlags, ReplyAttr, ReplyCreate, ReplyData,
@@ -36,7 +36,6 @@ use rtmpfs_core::{
 };
 use std::ffi::OsStr;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
@@ -341,7 +340,7 @@ impl fuser::Filesystem for Adapter {
     }
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let call = self.begin(Op::Lookup, "lookup");
+        let call = self.begin(RequestType::Lookup, "lookup");
         match self.fs.lookup(&ctx(req), ino(parent), name) {
             Ok(a) => self.entry(reply, &a),
             // A negative entry with the same timeout: names change only through this mount,
@@ -354,7 +353,7 @@ impl fuser::Filesystem for Adapter {
     }
 
     fn forget(&self, _req: &Request, i: INodeNo, nlookup: u64) {
-        let _call = self.begin(Op::Forget, "forget");
+        let _call = self.begin(RequestType::Forget, "forget");
         self.fs.forget(ino(i), nlookup);
     }
 
@@ -362,7 +361,7 @@ impl fuser::Filesystem for Adapter {
     // exported in 0.18, so it cannot be overridden).
 
     fn getattr(&self, _req: &Request, i: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        let call = self.begin(Op::Getattr, "getattr");
+        let call = self.begin(RequestType::Getattr, "getattr");
         self.reply_attr(call, reply, self.fs.getattr(ino(i)));
     }
 
@@ -386,7 +385,7 @@ impl fuser::Filesystem for Adapter {
         kill_suidgid: bool,
         reply: ReplyAttr,
     ) {
-        let call = begin_change!(self, Op::Setattr, "setattr", reply);
+        let call = begin_change!(self, RequestType::Setattr, "setattr", reply);
         let set = SetAttr {
             mode: mode.map(|m| m & 0o7777),
             uid,
@@ -419,19 +418,19 @@ impl fuser::Filesystem for Adapter {
             // Handle 0: no handle of ours (e.g. fchmod of a descriptor the kernel holds without
             // one); the inode suffices.
             let h = h.filter(|h| h.0 != 0).map(fh);
-            self.fs
-                .setattr(&self.ctx_changing_data_of(req, word, ino(i)), ino(i), &set, h)
+            let (c, clearing) = self.ctx_changing_data_of(req, word, ino(i));
+            self.fs.setattr_with(&c, ino(i), &set, h, clearing)
         };
         self.reply_attr(call, reply, r);
     }
 
     fn readlink(&self, _req: &Request, i: INodeNo, reply: ReplyData) {
-        let call = self.begin(Op::Other, "readlink");
+        let call = self.begin(RequestType::Other, "readlink");
         self.answer(call, reply, self.fs.readlink(ino(i)), |r, t| r.data(&t));
     }
 
     fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, rdev: u32, reply: ReplyEntry) {
-        let call = begin_change!(self, Op::Create, "mknod", reply);
+        let call = begin_change!(self, RequestType::Create, "mknod", reply);
         let r = self
             .fs
             .mknod(&self.ctx_creating(req, umask), ino(parent), name, mode, u64::from(rdev));
@@ -439,7 +438,7 @@ impl fuser::Filesystem for Adapter {
     }
 
     fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
-        let call = begin_change!(self, Op::Create, "mkdir", reply);
+        let call = begin_change!(self, RequestType::Create, "mkdir", reply);
         let r = self
             .fs
             .mkdir(&self.ctx_creating(req, umask), ino(parent), name, mode & 0o7777);
@@ -447,19 +446,19 @@ impl fuser::Filesystem for Adapter {
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let call = begin_change!(self, Op::Remove, "unlink", reply);
+        let call = begin_change!(self, RequestType::Remove, "unlink", reply);
         // The kernel drops the victim's nlink and invalidates its attributes itself; the
         // protocol has no attributes in this reply.
         self.reply_empty(call, reply, self.fs.unlink(&ctx(req), ino(parent), name));
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let call = begin_change!(self, Op::Remove, "rmdir", reply);
+        let call = begin_change!(self, RequestType::Remove, "rmdir", reply);
         self.reply_empty(call, reply, self.fs.rmdir(&ctx(req), ino(parent), name));
     }
 
     fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
-        let call = begin_change!(self, Op::Create, "symlink", reply);
+        let call = begin_change!(self, RequestType::Create, "symlink", reply);
         let r = self.fs.symlink(&ctx(req), ino(parent), link_name, target.as_os_str());
         self.reply_entry(call, reply, r);
     }
@@ -474,27 +473,27 @@ impl fuser::Filesystem for Adapter {
         flags: FuseRenameFlags,
         reply: ReplyEmpty,
     ) {
-        let call = begin_change!(self, Op::Rename, "rename", reply);
+        let call = begin_change!(self, RequestType::Rename, "rename", reply);
         let r = RenameFlags::from_libc(flags.bits())
             .and_then(|f| self.fs.rename(&ctx(req), ino(parent), name, ino(newparent), newname, f));
         self.reply_empty(call, reply, r);
     }
 
     fn link(&self, req: &Request, i: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
-        let call = begin_change!(self, Op::Create, "link", reply);
+        let call = begin_change!(self, RequestType::Create, "link", reply);
         // The entry carries the inode's fresh attributes (nlink, ctime) and adds a lookup.
         self.reply_entry(call, reply, self.fs.link(&ctx(req), ino(i), ino(newparent), newname));
     }
 
     fn open(&self, req: &Request, i: INodeNo, flags: FuseOpenFlags, kill_suidgid: bool, reply: ReplyOpen) {
-        let call = self.begin(Op::Open, "open");
+        let call = self.begin(RequestType::Open, "open");
         let of = self.engine_open_flags(flags.0);
         if self.fs.is_read_only() && (of.write || of.truncate) {
             return self.fail(call, reply, Errno::EROFS);
         }
         // O_TRUNC (ATOMIC_O_TRUNC): set-id bits go as on a truncate, by the kernel's word.
-        let octx = self.ctx_changing_data_of(req, KernelWord::KillSuidgid(kill_suidgid), ino(i));
-        self.answer(call, reply, self.fs.open(&octx, ino(i), of), |r, h| {
+        let (octx, clearing) = self.ctx_changing_data_of(req, KernelWord::KillSuidgid(kill_suidgid), ino(i));
+        self.answer(call, reply, self.fs.open_with(&octx, ino(i), of, clearing), |r, h| {
             r.opened(FileHandle(h.0), self.file_open_flags(of));
         });
     }
@@ -511,7 +510,7 @@ impl fuser::Filesystem for Adapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let call = self.begin(Op::Read, "read");
+        let call = self.begin(RequestType::Read, "read");
         let rq = ReadRequest {
             call: call.detach(),
             fh: fh(h),
@@ -537,7 +536,7 @@ impl fuser::Filesystem for Adapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let call = begin_change!(self, Op::Write, "write", reply);
+        let call = begin_change!(self, RequestType::Write, "write", reply);
         // Who clears set-user-ID/set-group-ID on a write: the kernel sets
         // FUSE_WRITE_KILL_SUIDGID exactly when the writer lacks CAP_FSETID, on the cached path
         // under FUSE_HANDLE_KILLPRIV_V2 and on the direct path always; then the engine clears
@@ -550,8 +549,8 @@ impl fuser::Filesystem for Adapter {
             self.fs.write_back(fh(h), offset, data)
         } else {
             let kill = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
-            let wctx = self.ctx_changing_data_of(req, KernelWord::KillSuidgid(kill), ino(i));
-            self.fs.write_at(&wctx, fh(h), offset, data)
+            let (wctx, clearing) = self.ctx_changing_data_of(req, KernelWord::KillSuidgid(kill), ino(i));
+            self.fs.write_at(&wctx, fh(h), offset, data, clearing)
         };
         self.answer(call, reply, r, |r, n| r.written(n as u32));
     }
@@ -564,7 +563,7 @@ impl fuser::Filesystem for Adapter {
         // keeps doing that writeback and error check on every such close. Under `writeback`
         // the kernel ignores NOFLUSH and writes dirty pages back at every close the same way.
         // Not a failure (nothing failed, the kernel is told a fact), so not counted as one.
-        let _call = self.begin(Op::Flush, "flush");
+        let _call = self.begin(RequestType::Flush, "flush");
         reply.error(Errno::ENOSYS);
     }
 
@@ -585,7 +584,7 @@ impl fuser::Filesystem for Adapter {
         // file: every isatty() on the mount sends TCGETS here. That answer is the expected
         // one, not a failed request: it is neither counted as failed nor logged (fuser's
         // default logged each one as a warning).
-        let call = self.begin(Op::Other, "ioctl");
+        let call = self.begin(RequestType::Other, "ioctl");
         match self.file_flags_ioctl(req, ino(i), cmd, in_data) {
             Some(r) => self.answer(call, reply, r, |r, data| r.ioctl(0, &data)),
             None => reply.error(Errno::ENOTTY),
@@ -602,17 +601,17 @@ impl fuser::Filesystem for Adapter {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        let call = self.begin(Op::Release, "release");
+        let call = self.begin(RequestType::Release, "release");
         self.reply_empty(call, reply, self.fs.release(fh(h)));
     }
 
     fn fsync(&self, _req: &Request, _i: INodeNo, h: FileHandle, _datasync: bool, reply: ReplyEmpty) {
-        let call = self.begin(Op::Other, "fsync");
+        let call = self.begin(RequestType::Other, "fsync");
         self.reply_empty(call, reply, self.fs.fsync(fh(h)));
     }
 
     fn opendir(&self, req: &Request, i: INodeNo, _flags: FuseOpenFlags, reply: ReplyOpen) {
-        let call = self.begin(Op::Open, "opendir");
+        let call = self.begin(RequestType::Open, "opendir");
         // CACHE_DIR: the kernel keeps listings in its page cache and drops them when the
         // directory changes through it; KEEP_CACHE: opendir does not drop them.
         self.answer(call, reply, self.fs.opendir(&ctx(req), ino(i)), |r, h| {
@@ -624,37 +623,30 @@ impl fuser::Filesystem for Adapter {
     }
 
     fn readdir(&self, _req: &Request, _i: INodeNo, h: FileHandle, offset: u64, mut reply: ReplyDirectory) {
-        let call = self.begin(Op::Readdir, "readdir");
+        let call = self.begin(RequestType::Readdir, "readdir");
         // Each entry's offset is its engine cookie: the kernel resumes after it.
-        let r = self.fs.readdir(fh(h), offset, |e| {
-            !reply.add(
-                INodeNo(e.ino.0),
-                e.cookie,
-                crate::attr::file_type(e.kind),
-                OsStr::from_bytes(&e.name),
-            )
-        });
+        let r = self.fill_readdir(fh(h), offset, &mut reply);
         self.answer(call, reply, r, |r, ()| r.ok());
     }
 
     fn readdirplus(&self, _req: &Request, _i: INodeNo, h: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
-        let call = self.begin(Op::Readdirplus, "readdirplus");
+        let call = self.begin(RequestType::Readdirplus, "readdirplus");
         let r = self.fill_readdirplus(fh(h), offset, &mut reply);
         self.answer(call, reply, r, |r, ()| r.ok());
     }
 
     fn releasedir(&self, _req: &Request, _i: INodeNo, h: FileHandle, _flags: FuseOpenFlags, reply: ReplyEmpty) {
-        let call = self.begin(Op::Release, "releasedir");
+        let call = self.begin(RequestType::Release, "releasedir");
         self.reply_empty(call, reply, self.fs.releasedir(fh(h)));
     }
 
     fn fsyncdir(&self, _req: &Request, _i: INodeNo, h: FileHandle, _datasync: bool, reply: ReplyEmpty) {
-        let call = self.begin(Op::Other, "fsyncdir");
+        let call = self.begin(RequestType::Other, "fsyncdir");
         self.reply_empty(call, reply, self.fs.fsync(fh(h)));
     }
 
     fn statfs(&self, _req: &Request, _i: INodeNo, reply: ReplyStatfs) {
-        let _call = self.begin(Op::Other, "statfs");
+        let _call = self.begin(RequestType::Other, "statfs");
         let s = self.fs.statfs();
         reply.statfs(
             s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
@@ -671,7 +663,7 @@ impl fuser::Filesystem for Adapter {
         position: u32,
         reply: ReplyEmpty,
     ) {
-        let call = begin_change!(self, Op::Xattr, "setxattr", reply);
+        let call = begin_change!(self, RequestType::Xattr, "setxattr", reply);
         if position != 0 {
             return self.fail(call, reply, Errno::EINVAL);
         }
@@ -685,7 +677,7 @@ impl fuser::Filesystem for Adapter {
     }
 
     fn getxattr(&self, req: &Request, i: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        let call = self.begin(Op::Getxattr, "getxattr");
+        let call = self.begin(RequestType::Getxattr, "getxattr");
         match self.fs.getxattr(&ctx_for_xattr(req, name), ino(i), name) {
             Ok(v) => self.reply_xattr(call, reply, &v, size),
             Err(e) => self.fail(call, reply, e),
@@ -693,7 +685,7 @@ impl fuser::Filesystem for Adapter {
     }
 
     fn listxattr(&self, req: &Request, i: INodeNo, size: u32, reply: ReplyXattr) {
-        let call = self.begin(Op::Xattr, "listxattr");
+        let call = self.begin(RequestType::Xattr, "listxattr");
         // As Linux: the size query answers the length even past 64 KiB; a list that does not
         // fit the buffer is ERANGE, which the kernel turns into E2BIG for a 64 KiB buffer.
         if size == 0 {
@@ -708,7 +700,7 @@ impl fuser::Filesystem for Adapter {
     }
 
     fn removexattr(&self, req: &Request, i: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let call = begin_change!(self, Op::Xattr, "removexattr", reply);
+        let call = begin_change!(self, RequestType::Xattr, "removexattr", reply);
         let c = if is_acl_name(name) {
             self.ctx_setting_acl(req, ino(i))
         } else {
@@ -719,7 +711,7 @@ impl fuser::Filesystem for Adapter {
 
     fn access(&self, req: &Request, i: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
         // Not sent with default_permissions (the kernel answers access(2) itself).
-        let call = self.begin(Op::Other, "access");
+        let call = self.begin(RequestType::Other, "access");
         if self.fs.is_read_only() && mask.contains(AccessFlags::W_OK) {
             return self.fail(call, reply, Errno::EROFS);
         }
@@ -739,7 +731,7 @@ impl fuser::Filesystem for Adapter {
     ) {
         // `_kill_suidgid`: CREATE makes a new file (an existing name answers ESTALE or
         // EEXIST below), so there are no set-id bits to clear.
-        let call = begin_change!(self, Op::Create, "create", reply);
+        let call = begin_change!(self, RequestType::Create, "create", reply);
         let of = self.engine_open_flags(flags);
         match self
             .fs
@@ -756,7 +748,7 @@ impl fuser::Filesystem for Adapter {
     }
 
     fn tmpfile(&self, req: &Request, parent: INodeNo, mode: u32, umask: u32, flags: i32, reply: ReplyCreate) {
-        let call = begin_change!(self, Op::Create, "tmpfile", reply);
+        let call = begin_change!(self, RequestType::Create, "tmpfile", reply);
         // The engine's anonymous file: nlink 0, one lookup reference for the kernel's entry,
         // an open handle. The kernel alone decides whether it may be linked later (O_EXCL).
         let of = self.engine_open_flags(flags);
@@ -770,7 +762,7 @@ impl fuser::Filesystem for Adapter {
         // The kernel asks only for what it lacks (the birth time, or everything after an
         // invalidation); the engine has all fields at once, so every reply carries them all
         // and the kernel caches them like GETATTR's.
-        let call = self.begin(Op::Getattr, "statx");
+        let call = self.begin(RequestType::Getattr, "statx");
         self.answer(call, reply, self.fs.getattr(ino(i)), |r, a| {
             r.statx(&self.opts.ttl, &file_attr(&a));
         });
@@ -786,23 +778,18 @@ impl fuser::Filesystem for Adapter {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        let call = begin_change!(self, Op::Other, "fallocate", reply);
+        let call = begin_change!(self, RequestType::Other, "fallocate", reply);
         // Set-id bits: see `privs`.
         let r = FallocateMode::from_libc(mode).and_then(|m| {
-            self.fs.fallocate(
-                &self.ctx_changing_data_of(req, KernelWord::Silent, ino(i)),
-                fh(h),
-                offset,
-                length,
-                m,
-            )
+            let (c, clearing) = self.ctx_changing_data_of(req, KernelWord::Silent, ino(i));
+            self.fs.fallocate_with(&c, fh(h), offset, length, m, clearing)
         });
         self.reply_empty(call, reply, r);
     }
 
     fn lseek(&self, _req: &Request, _i: INodeNo, h: FileHandle, offset: i64, whence: i32, reply: ReplyLseek) {
         // The kernel answers SEEK_SET/CUR/END itself; only SEEK_DATA/SEEK_HOLE come here.
-        let call = self.begin(Op::Other, "lseek");
+        let call = self.begin(RequestType::Other, "lseek");
         let whence = match whence {
             libc::SEEK_DATA => SeekWhence::Data,
             libc::SEEK_HOLE => SeekWhence::Hole,
@@ -827,20 +814,22 @@ impl fuser::Filesystem for Adapter {
         flags: CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
-        let call = begin_change!(self, Op::Write, "copy_file_range", reply);
+        let call = begin_change!(self, RequestType::Write, "copy_file_range", reply);
         if !flags.is_empty() {
             return self.fail(call, reply, Errno::EINVAL);
         }
         // Like a write, a copy by a caller without CAP_FSETID clears set-id bits of the
         // target (see `privs`). The kernel refused an O_APPEND target itself
         // (generic_copy_file_checks, seeing F_SETFL changes), so the engine does not check.
+        let (c, clearing) = self.ctx_changing_data_of(req, KernelWord::Silent, ino(ino_out));
         let r = self.fs.copy_file_range_at(
-            &self.ctx_changing_data_of(req, KernelWord::Silent, ino(ino_out)),
+            &c,
             fh(fh_in),
             offset_in,
             fh(fh_out),
             offset_out,
             len.min(MAX_COPY),
+            clearing,
         );
         self.answer(call, reply, r, |r, n| r.written(n as u32));
     }

@@ -1,7 +1,8 @@
 //! The adapter's one decision on privilege: which credentials the engine gets for a change of
-//! a file's data (write, truncate, O_TRUNC, fallocate, copy_file_range), so that set-user-ID
-//! and set-group-ID bits are cleared exactly when Linux tmpfs would, whoever (kernel or daemon)
-//! the protocol makes responsible. See docs/fuse.md, "Who clears set-id bits".
+//! a file's data (write, truncate, O_TRUNC, fallocate, copy_file_range), and whether the
+//! engine clears set-id bits at all ([`SetIdClearing`]), so that set-user-ID and set-group-ID
+//! bits are cleared exactly when Linux tmpfs would, whoever (kernel or daemon) the protocol
+//! makes responsible. See docs/fuse.md, "Who clears set-id bits".
 //!
 //! Invariant: the bits are cleared once, by one side. Under `FUSE_HANDLE_KILLPRIV_V2`
 //! (`Adapter::daemon_kills_privs`) the daemon clears them, following the kernel's
@@ -10,7 +11,7 @@
 
 use super::{caller, ctx, Adapter};
 use fuser::Request;
-use rtmpfs_core::{Ctx, Ino, SetAttr};
+use rtmpfs_core::{Ctx, Ino, SetAttr, SetIdClearing};
 
 /// What the kernel says, with a data change, about the caller's privilege to keep set-id bits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,33 +31,41 @@ impl Adapter {
         without_ctime == SetAttr::default() && (set.ctime.is_none() || self.opts.writeback)
     }
 
-    /// The caller's credentials for a change of a file's data, which must clear
-    /// set-user-ID/set-group-ID bits when the caller lacks `CAP_FSETID`:
+    /// The caller's credentials for a change of a file's data, and who clears the
+    /// set-user-ID/set-group-ID bits a caller without `CAP_FSETID` loses:
     ///
     /// * The request carries the kernel's flag (`FUSE_WRITE_KILL_SUIDGID` on WRITE,
     ///   `FATTR_KILL_SUIDGID` on a truncating SETATTR, `FUSE_OPEN_KILL_SUIDGID` on an O_TRUNC
     ///   OPEN): it is the kernel's word, set exactly when the caller lacks `CAP_FSETID` under
-    ///   `FUSE_HANDLE_KILLPRIV_V2` (WRITE: also on the direct path without it). Unset, either
-    ///   the caller holds the capability or the kernel has cleared the bits itself before
-    ///   (file_remove_privs sends a SETATTR): the engine must leave them alone either way.
-    /// * The kernel says nothing (fallocate, copy_file_range): under `KILLPRIV_V2` the
+    ///   `FUSE_HANDLE_KILLPRIV_V2` (WRITE: also on the direct path without it); set, the
+    ///   engine clears them for a caller without the capability. Unset, either the caller
+    ///   holds the capability or the kernel has cleared the bits itself before
+    ///   (file_remove_privs sends a SETATTR): the engine must leave them alone either way
+    ///   ([`SetIdClearing::Kernel`]).
+    /// * The kernel says nothing (fallocate, copy_file_range, chown): under `KILLPRIV_V2` the
     ///   engine's own rule decides (`CAP_FSETID` exactly when root); without it the kernel
-    ///   has cleared them already.
-    fn ctx_changing_data(&self, req: &Request, word: KernelWord) -> Ctx {
+    ///   has cleared them already ([`SetIdClearing::Kernel`]).
+    fn ctx_changing_data(&self, req: &Request, word: KernelWord) -> (Ctx, SetIdClearing) {
         match word {
-            KernelWord::KillSuidgid(kill) => Ctx {
-                cap_fsetid: Some(!kill),
-                ..ctx(req)
-            },
-            KernelWord::Silent if self.daemon_kills_privs => caller(req),
-            KernelWord::Silent => ctx_kernel_killed_privs(req),
+            KernelWord::KillSuidgid(true) => (
+                Ctx {
+                    cap_fsetid: Some(false),
+                    ..ctx(req)
+                },
+                SetIdClearing::Engine,
+            ),
+            KernelWord::Silent if self.daemon_kills_privs => (caller(req), SetIdClearing::Engine),
+            KernelWord::KillSuidgid(false) | KernelWord::Silent => (ctx(req), SetIdClearing::Kernel),
         }
     }
 
     /// [`Adapter::ctx_changing_data`] for a change of inode `i`, with the supplementary groups
-    /// when they decide its set-group-ID bit.
-    pub(super) fn ctx_changing_data_of(&self, req: &Request, word: KernelWord, i: Ino) -> Ctx {
-        self.with_groups_for_setid(req, self.ctx_changing_data(req, word), i)
+    /// when they decide its set-group-ID bit (only when the engine clears).
+    pub(super) fn ctx_changing_data_of(&self, req: &Request, word: KernelWord, i: Ino) -> (Ctx, SetIdClearing) {
+        match self.ctx_changing_data(req, word) {
+            (c, SetIdClearing::Engine) => (self.with_groups_for_setid(req, c, i), SetIdClearing::Engine),
+            kernel @ (_, SetIdClearing::Kernel) => kernel,
+        }
     }
 
     /// `c` with the caller's supplementary groups filled in when they decide a set-group-ID
@@ -118,14 +127,4 @@ fn supplementary_groups(tid: u32) -> Vec<u32> {
         .find_map(|l| l.strip_prefix("Groups:"))
         .map(|g| g.split_whitespace().filter_map(|x| x.parse().ok()).collect())
         .unwrap_or_default()
-}
-
-/// The caller's credentials for a data change after which the *kernel* has already cleared the
-/// set-id bits if they had to go (the cached path: file_remove_privs/file_modified, or the
-/// SETATTR it builds for truncate and chown): the engine must leave the mode alone.
-fn ctx_kernel_killed_privs(req: &Request) -> Ctx {
-    Ctx {
-        cap_fsetid: Some(true),
-        ..ctx(req)
-    }
 }

@@ -5,7 +5,7 @@
 
 use super::Adapter;
 use crate::attr::file_attr;
-use crate::stats::{Op, Stats};
+use crate::stats::{RequestType, Stats};
 use fuser::{
     Errno, Generation, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
     ReplyIoctl, ReplyLseek, ReplyOpen, ReplyStatx, ReplyWrite, ReplyXattr,
@@ -78,7 +78,7 @@ error_reply!(
 #[derive(Debug)]
 pub(super) struct Call<'a> {
     pub(super) name: &'static str,
-    op: Op,
+    op: RequestType,
     /// When the request arrived; None when latency accounting is off.
     start: Option<Instant>,
     stats: &'a Stats,
@@ -88,14 +88,14 @@ pub(super) struct Call<'a> {
 #[derive(Debug, Clone, Copy)]
 pub(super) struct CallState {
     name: &'static str,
-    op: Op,
+    op: RequestType,
     start: Option<Instant>,
 }
 
 impl<'a> Call<'a> {
     /// A request of kind `op` that arrived now.
     #[inline]
-    pub(super) fn start(stats: &'a Stats, op: Op, name: &'static str) -> Call<'a> {
+    pub(super) fn start(stats: &'a Stats, op: RequestType, name: &'static str) -> Call<'a> {
         let start = stats.latency.enabled().then(Instant::now);
         Call { name, op, start, stats }
     }
@@ -156,7 +156,7 @@ pub(super) fn answer<R: ErrorReply, T, E: ToErrno>(
 impl Adapter {
     /// The preamble of every request: count it by kind, and name it for the error log.
     /// A request that changes the file system starts with [`begin_change!`] instead.
-    pub(super) fn begin(&self, op: Op, name: &'static str) -> Call<'_> {
+    pub(super) fn begin(&self, op: RequestType, name: &'static str) -> Call<'_> {
         self.stats.count(op);
         Call::start(&self.stats, op, name)
     }
