@@ -63,6 +63,7 @@ mod file;
 mod fs;
 mod housekeeping;
 mod ids;
+mod image;
 mod inode;
 mod limits;
 mod mm;
@@ -78,6 +79,7 @@ pub use error::{ConfigError, FsError, Result};
 pub use fs::MemoryLimitError;
 pub use fs::{file_flags, AtimeRule, Filesystem};
 pub use fs::{fit_xattr_reply, XattrFit};
+pub use image::{ImageError, ImageKey, LimitSource, RestoreOptions, SnapshotOptions, SnapshotStats, IMAGE_VERSION};
 pub use types::{
     access, Attr, Ctx, DirEntry, DirEntryPlus, FallocateMode, Fh, FileKind, Ino, OpenFlags, ReadMode, ReadOutcome,
     RenameFlags, SeekWhence, SetAttr, SetIdClearing, SetTime, StatFs, Timespec, Usage, MAX_FILE_SIZE, NAME_MAX,
