@@ -65,6 +65,11 @@ enum Sub {
     /// Change size=, nr_inodes= and memory= of a mounted rtmpfs (root and the mount's owner):
     /// a lower memory= evicts to swap before returning; a limit below what is in use is refused.
     Resize(client::ResizeArgs),
+    /// Write an image of a mounted rtmpfs, the tree as it was at one instant, to FILE (root and
+    /// the mount's owner): written beside FILE and renamed over it, so a failure leaves the
+    /// previous FILE intact; encrypted when the mount has image_key=. Restore it with -o
+    /// restore=FILE.
+    Snapshot(client::SnapshotArgs),
 }
 
 /// The command line: the derived flags, with the version and the option list generated
@@ -112,6 +117,7 @@ fn main() -> ExitCode {
     match &cli.sub {
         Some(Sub::Status(args)) => return client::status(args),
         Some(Sub::Resize(args)) => return client::resize(args),
+        Some(Sub::Snapshot(args)) => return client::snapshot(args),
         None => {}
     }
     // clap requires MOUNTPOINT unless --generate was given.

@@ -17,6 +17,7 @@ mod health;
 pub mod latency;
 pub mod mountinfo;
 pub mod options;
+pub mod persist;
 mod stats;
 pub mod status;
 pub mod unprivileged;
