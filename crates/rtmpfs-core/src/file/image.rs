@@ -49,7 +49,7 @@ impl FileData {
         mut visit: impl FnMut(ImageRun<'_>) -> std::result::Result<(), E>,
     ) -> std::result::Result<(), E> {
         let mut next = 0u64;
-        let mut data: Vec<u8> = Vec::with_capacity(BATCH_PAGES * PAGE);
+        let mut data: Vec<u8> = Vec::new();
         let mut data_first = 0u64;
         loop {
             let mut batch: Vec<(u64, Seen)> = Vec::with_capacity(BATCH_PAGES);
