@@ -26,6 +26,7 @@
 //! acquisitions are exempt because they cannot wait.
 //!
 //! ```text
+//! Snapshot          filesystem-wide gate: every change holds it shared, a snapshot exclusively
 //! Rename            filesystem-wide; cross-directory rename only (freezes parent pointers)
 //!  └─ Dir           directory entries; nested: parent before child (rmdir, rename victim),
 //!      │            else ancestor first, else ascending ino (rename's two parents)
