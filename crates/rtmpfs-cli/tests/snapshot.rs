@@ -372,3 +372,67 @@ fn a_save_into_a_full_filesystem_fails_and_keeps_the_previous_image() {
     let r = Daemon::start(&format!("restore={}", image.display()));
     assert_eq!(fs::read(r.path().join("f")).unwrap(), b"small");
 }
+
+/// `kill -9` of the daemon at spread-out points of a save, many times: the image is always the
+/// previous one or the new one, whole (it restores, and its marker is one that was written).
+#[test]
+fn kill_9_during_a_save_leaves_a_whole_image() {
+    if !can_mount("kill_9_during_a_save_leaves_a_whole_image") {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let image = work.path().join("img");
+    let opts = format!("persist={}", image.display());
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut noise = |n: usize| -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    };
+    // How long one save of this tree takes, uninterrupted.
+    let took = {
+        let d = Daemon::start(&opts);
+        fs::write(d.path().join("marker"), b"0").unwrap();
+        fs::write(d.path().join("big"), noise(24 << 20)).unwrap();
+        let t = std::time::Instant::now();
+        assert!(snapshot(d.path(), &image).status.success());
+        t.elapsed()
+    };
+    let mut written = vec![0u32];
+    let mut temp_left = 0;
+    for round in 1..=10u32 {
+        let mut d = Daemon::start(&opts);
+        let marker: u32 = fs::read_to_string(d.path().join("marker")).unwrap().parse().unwrap();
+        assert!(
+            written.contains(&marker),
+            "marker {marker} was never written: {written:?}"
+        );
+        assert_eq!(fs::metadata(d.path().join("big")).unwrap().len(), 24 << 20);
+        fs::write(d.path().join("marker"), round.to_string()).unwrap();
+        fs::write(d.path().join("big"), noise(24 << 20)).unwrap();
+        written.push(round);
+        let mut client = Command::new(rtmpfs_bin())
+            .arg("snapshot")
+            .arg(d.path())
+            .arg(&image)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(took * round / 10);
+        d.signal(libc::SIGKILL);
+        let _ = d.wait();
+        let _ = client.wait();
+        temp_left = fs::read_dir(work.path()).unwrap().count() - 1;
+        drop(d);
+    }
+    let d = Daemon::start(&opts);
+    let marker: u32 = fs::read_to_string(d.path().join("marker")).unwrap().parse().unwrap();
+    assert!(written.contains(&marker));
+    // Some kills landed inside a save: their temporary files are still there.
+    assert!(temp_left > 0, "no kill landed inside a save (one took {took:?})");
+}
