@@ -436,3 +436,68 @@ fn kill_9_during_a_save_leaves_a_whole_image() {
     // Some kills landed inside a save: their temporary files are still there.
     assert!(temp_left > 0, "no kill landed inside a save (one took {took:?})");
 }
+
+/// `rtmpfs export MOUNTPOINT --tar FILE`, extracted by GNU tar into a kernel tmpfs, gives the
+/// mount's tree: modes, owners, mtimes to the ns, sizes, xattrs, symlinks, device nodes,
+/// fifos, the `SEEK_DATA` map of a sparse file and all bytes, and the hard links. The same from
+/// the image file.
+#[test]
+fn export_tar_reads_back_with_gnu_tar() {
+    if !can_mount("export_tar_reads_back_with_gnu_tar") {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let d = Daemon::start("");
+    build(d.path());
+    let long = d.path().join("d").join("n".repeat(120));
+    fs::write(&long, b"a long name").unwrap();
+    let archive = work.path().join("t.tar");
+    let out = rtmpfs(&[
+        "export".as_ref(),
+        d.path().as_os_str(),
+        "--tar".as_ref(),
+        archive.as_os_str(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // 1 GiB of hole: the archive holds only data.
+    assert!(fs::metadata(&archive).unwrap().len() < 256 * 1024);
+    let image = work.path().join("img");
+    assert!(snapshot(d.path(), &image).status.success());
+    let archive2 = work.path().join("t2.tar");
+    let out = rtmpfs(&[
+        "export".as_ref(),
+        image.as_os_str(),
+        "--tar".as_ref(),
+        archive2.as_os_str(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let want = walk(d.path());
+    for a in [&archive, &archive2] {
+        let t = Tmpfs::mount("size=64m");
+        let out = run(
+            Command::new("tar")
+                .args(["-x", "--xattrs", "--xattrs-include=*", "--numeric-owner", "-p", "-f"])
+                .arg(a)
+                .arg("-C")
+                .arg(t.path()),
+            T,
+        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let got = walk(t.path());
+        // What tar carries: all but atime, ctime, blocks, and the root's own attributes.
+        let strip = |m: &Meta| (m.0, m.1, m.2, m.3, m.4, m.6, m.7[1]);
+        for (path, m) in &want.meta {
+            if path.as_os_str().is_empty() {
+                continue;
+            }
+            let g = got
+                .meta
+                .get(path)
+                .unwrap_or_else(|| panic!("{path:?} missing from the extraction"));
+            assert_eq!(strip(g), strip(m), "{path:?}");
+            assert_eq!(got.detail[path], want.detail[path], "{path:?}");
+        }
+        assert_eq!(got.meta.len(), want.meta.len());
+        assert_eq!(got.links, want.links);
+    }
+}
