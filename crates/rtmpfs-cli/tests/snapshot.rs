@@ -501,3 +501,70 @@ fn export_tar_reads_back_with_gnu_tar() {
         assert_eq!(got.links, want.links);
     }
 }
+
+/// `-o restore=` of a tar archive: one written by `rtmpfs export` and one by GNU tar (pax,
+/// sparse 1.0, xattrs) from the mount give the tree again (what tar carries: modes, owners,
+/// nlink, sizes, rdev, mtime to the ns, xattrs, targets, `SEEK_DATA` maps and bytes, links).
+#[test]
+fn restore_takes_a_tar_archive() {
+    if !can_mount("restore_takes_a_tar_archive") {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let d = Daemon::start("");
+    build(d.path());
+    fs::write(d.path().join("d").join("n".repeat(120)), b"a long name").unwrap();
+    let ours = work.path().join("ours.tar");
+    let out = rtmpfs(&[
+        "export".as_ref(),
+        d.path().as_os_str(),
+        "--tar".as_ref(),
+        ours.as_os_str(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let gnu = work.path().join("gnu.tar");
+    let out = run(
+        Command::new("tar")
+            .args([
+                "-c",
+                "--format=pax",
+                "--sparse",
+                "--sparse-version=1.0",
+                "--xattrs",
+                "--xattrs-include=*",
+            ])
+            .arg("-f")
+            .arg(&gnu)
+            .arg("-C")
+            .arg(d.path())
+            .arg("."),
+        T,
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let want = walk(d.path());
+    for archive in [&ours, &gnu] {
+        let r = Daemon::start(&format!("restore={}", archive.display()));
+        let got = walk(r.path());
+        let strip = |m: &Meta| (m.0, m.1, m.2, m.3, m.4, m.6, m.7[1]);
+        for (path, m) in &want.meta {
+            if path.as_os_str().is_empty() {
+                continue;
+            }
+            let g = got
+                .meta
+                .get(path)
+                .unwrap_or_else(|| panic!("{path:?} missing ({archive:?})"));
+            assert_eq!(strip(g), strip(m), "{path:?} ({archive:?})");
+            assert_eq!(got.detail[path], want.detail[path], "{path:?} ({archive:?})");
+        }
+        assert_eq!(got.meta.len(), want.meta.len());
+        assert_eq!(got.links, want.links);
+    }
+    // A damaged archive is refused with the reason, nothing mounted.
+    let mut bad = fs::read(&ours).unwrap();
+    bad.truncate(bad.len() / 2);
+    let cut = work.path().join("cut.tar");
+    fs::write(&cut, &bad).unwrap();
+    let line = refused_mount(&format!("restore={}", cut.display()));
+    assert!(line.contains("tar"), "{line}");
+}

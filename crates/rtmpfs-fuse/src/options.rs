@@ -129,7 +129,8 @@ pub const OPTION_TABLE: &[OptionDoc] = &[
         meaning: "start from the image FILE (written by `rtmpfs snapshot` or `persist=`): its tree, \
                   and its `size=` and `nr_inodes=` unless given here; a damaged, truncated, \
                   wrong-version or wrong-key image is refused with the reason and nothing is \
-                  mounted; refused with `persist=`",
+                  mounted; FILE may also be a tar archive (`rtmpfs export --tar`, GNU tar's pax); \
+                  refused with `persist=`",
         default: "",
     },
     OptionDoc {

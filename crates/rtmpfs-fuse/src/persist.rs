@@ -1,4 +1,5 @@
-//! Images on disk for a mount: the tree restored at mount (`restore=`, `persist=`) and saved
+//! Images on disk for a mount: the tree restored at mount (`restore=`, `persist=`; `restore=`
+//! also takes a tar archive, see `tar_import.rs`) and saved
 //! atomically (`rtmpfs snapshot`, `persist=` at a clean end and every `persist_interval=`).
 //!
 //! A save writes a new file beside the image (`.NAME.rtmpfs-tmp.PID`, mode 0600, created
@@ -8,7 +9,7 @@
 
 use rtmpfs_core::{Config, Filesystem, ImageKey, LimitSource, RestoreOptions, SnapshotOptions, SnapshotStats};
 use std::fs::{File, OpenOptions};
-use std::io::{BufReader, BufWriter};
+use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -38,11 +39,24 @@ pub fn restore(
     limits_given: (bool, bool),
     absent_ok: bool,
 ) -> Result<Option<Filesystem>, String> {
-    let file = match File::open(path) {
+    let mut file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && absent_ok => return Ok(None),
         Err(e) => return Err(format!("image {}: {e}", path.display())),
     };
+    let mut head = Vec::with_capacity(512);
+    (&mut file)
+        .take(512)
+        .read_to_end(&mut head)
+        .and_then(|_| file.seek(SeekFrom::Start(0)))
+        .map_err(|e| format!("image {}: {e}", path.display()))?;
+    if crate::tar_import::looks_like_tar(&head) {
+        // A tar archive has no limits of its own: the mount's options give them.
+        let input = BufReader::with_capacity(IO_BUFFER, file);
+        return crate::tar_import::from_tar(config, input)
+            .map(Some)
+            .map_err(|e| format!("{}: {e}", path.display()));
+    }
     let source = |given: bool| if given { LimitSource::Config } else { LimitSource::Image };
     let opts = RestoreOptions {
         key: key.cloned(),
