@@ -535,6 +535,15 @@ fn build_filesystem(
     key: Option<&rtmpfs_core::ImageKey>,
 ) -> Result<Filesystem, MountError> {
     let config = opts.engine_config(host);
+    if let Some(p) = &opts.persist {
+        let n = crate::persist::remove_stale_temps(p);
+        if n > 0 {
+            tracing::info!(
+                "removed {n} unfinished save(s) of {} left by a killed daemon",
+                p.display()
+            );
+        }
+    }
     let limits_given = (opts.size.is_some(), opts.nr_inodes.is_some());
     let restored = match (&opts.restore, &opts.persist) {
         (Some(p), _) => crate::persist::restore(config.clone(), p, key, limits_given, false),

@@ -69,6 +69,38 @@ pub fn restore(
         .map_err(|e| format!("image {}: {e}", path.display()))
 }
 
+/// Remove the temporary files that saves to `path` killed before they finished left behind
+/// (`.NAME.rtmpfs-tmp.PID` of a process that is gone); returns how many. Called when a
+/// `persist=` mount starts: it owns that image.
+pub fn remove_stale_temps(path: &Path) -> usize {
+    let (Some(name), Some(dir)) = (path.file_name(), path.parent()) else {
+        return 0;
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let prefix = format!(".{}.rtmpfs-tmp.", name.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for e in entries.flatten() {
+        let file = e.file_name();
+        let Some(pid) = file.to_str().and_then(|f| f.strip_prefix(&prefix)) else {
+            continue;
+        };
+        let gone = pid
+            .parse::<u32>()
+            .is_ok_and(|p| !Path::new(&format!("/proc/{p}")).exists());
+        if gone && std::fs::remove_file(e.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
 /// Write an image of `fs` to `path` atomically (see the module docs).
 ///
 /// # Errors
