@@ -63,7 +63,8 @@ while not os.path.exists(stop):
 open(out, "w").write(f"{worst * 1000:.1f} ms over {n} writes\n")
 EOF
 WRITER=$!
-sleep 0.5
+until [ -e "$WORK/mnt/writer" ]; do sleep 0.05; done
+sleep 0.3
 t0=$(now); "$RTMPFS_BIN" snapshot "$WORK/mnt" "$IMG" >"$WORK/snap.out"; sync; t1=$(now)
 SNAP_SAVE=$(secs "$t0" "$t1")
 sleep 0.2; touch "$WORK/stop"; wait "$WRITER"
@@ -75,7 +76,8 @@ TAR_RESTORE=$(secs "$t0" "$t1")
 sync; echo 3 >/proc/sys/vm/drop_caches
 t0=$(now); scripts/mount-rtmpfs.sh "$WORK/mnt2" "restore=$IMG" >/dev/null; t1=$(now); MOUNTS+=("$WORK/mnt2")
 SNAP_RESTORE=$(secs "$t0" "$t1")
-[ "$(find "$WORK/mnt2" -type f | wc -l)" -eq "$((FILES + 1))" ] || { echo "snapshot-bench.sh: restored tree differs" >&2; exit 1; }
+GOT=$(find "$WORK/mnt2" -type f | wc -l)
+[ "$GOT" -eq "$((FILES + 1))" ] || { echo "snapshot-bench.sh: restored tree has $GOT files, not $((FILES + 1))" >&2; exit 1; }
 
 echo "save:    tar -cf $TAR_SAVE s ($(du -m "$TAR" | cut -f1) MiB)   rtmpfs snapshot $SNAP_SAVE s ($(du -m "$IMG" | cut -f1) MiB): $(awk -v a="$TAR_SAVE" -v b="$SNAP_SAVE" 'BEGIN{printf "%.2fx", a/b}')"
 echo "restore: tar -xf $TAR_RESTORE s   restore= $SNAP_RESTORE s: $(awk -v a="$TAR_RESTORE" -v b="$SNAP_RESTORE" 'BEGIN{printf "%.2fx", a/b}')"
