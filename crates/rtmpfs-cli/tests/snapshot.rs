@@ -571,3 +571,34 @@ fn restore_takes_a_tar_archive() {
     let line = refused_mount(&format!("restore={}", cut.display()));
     assert!(line.contains("tar"), "{line}");
 }
+
+/// An image cannot be written inside the mount it is an image of (writing it would wait for the
+/// snapshot that writes it): refused at once, in one line, the mount still working.
+#[test]
+fn a_snapshot_into_its_own_mount_is_refused() {
+    if !can_mount("a_snapshot_into_its_own_mount_is_refused") {
+        return;
+    }
+    let d = Daemon::start("");
+    fs::write(d.path().join("f"), b"x").unwrap();
+    let started = std::time::Instant::now();
+    let out = snapshot(d.path(), &d.path().join("img"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("inside the mount"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(!d.path().join("img").exists());
+    fs::write(d.path().join("g"), b"still works").unwrap();
+    let line = {
+        let archive = d.path().join("t.tar");
+        let out = rtmpfs(&[
+            "export".as_ref(),
+            d.path().as_os_str(),
+            "--tar".as_ref(),
+            archive.as_os_str(),
+        ]);
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    assert!(line.contains("inside the mount"), "{line}");
+}

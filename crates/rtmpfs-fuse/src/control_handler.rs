@@ -30,6 +30,8 @@ pub(crate) struct Control {
     pub(crate) started: Instant,
     /// `image_key=`: what `snapshot` encrypts with.
     pub(crate) image_key: Option<rtmpfs_core::ImageKey>,
+    /// The mount's device: no image goes inside the mount itself.
+    pub(crate) dev: (u32, u32),
 }
 
 /// The engine's live figures, one `name value` line each (sizes in 4 KiB pages unless named
@@ -96,7 +98,9 @@ impl control::Handler for Control {
             "resize" => self.resize(arg),
             // The client is root or the daemon's own user (control.rs), so the file is written
             // with no more privilege than the asker has.
-            "snapshot" => crate::persist::snapshot_to(&self.fs, std::path::Path::new(arg), self.image_key.as_ref()),
+            "snapshot" => {
+                crate::persist::snapshot_to(&self.fs, std::path::Path::new(arg), self.image_key.as_ref(), self.dev)
+            }
             _ => Err("unknown request".to_string()),
         }
     }

@@ -448,14 +448,14 @@ fn start(mount_point: &Path, opts: MountOptions) -> Result<Started, MountError> 
     let fs = build_filesystem(&opts, &host, image_key.as_ref())?;
     fs.set_atime_rule(opts.atime.rule(), opts.nodiratime);
     let fs = Arc::new(fs);
-    let persist = opts
-        .persist
-        .clone()
-        .map(|p| crate::persist::Persist::new(fs.clone(), p, image_key.clone()));
     let path = check_mount_point(mount_point, opts.source())?;
     // A daemon must not pin the directory it was started from (it could not be unmounted).
     let _ = std::env::set_current_dir("/");
     let mounted = mount(&path, &opts)?;
+    let persist = opts
+        .persist
+        .clone()
+        .map(|p| crate::persist::Persist::new(fs.clone(), p, image_key.clone(), mounted.dev));
     // Bound before the FUSE handshake: a name held by someone else fails the mount (a client
     // could otherwise be answered by them; see control.rs), and nothing is served yet.
     let listener = match control::bind(&mounted.entry) {
@@ -510,6 +510,7 @@ fn start(mount_point: &Path, opts: MountOptions) -> Result<Started, MountError> 
     }
     let ctl = crate::control_handler::Control {
         image_key,
+        dev,
         opts: Mutex::new(opts),
         host,
         stats,

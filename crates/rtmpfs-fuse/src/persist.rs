@@ -101,17 +101,34 @@ pub fn remove_stale_temps(path: &Path) -> usize {
     removed
 }
 
-/// Write an image of `fs` to `path` atomically (see the module docs).
+/// Write an image of `fs` to `path` atomically (see the module docs). `served` is the device of
+/// the mount `fs` serves while it is mounted: an image cannot go inside it (writing it would wait
+/// for the very snapshot that writes it: every change to the mount waits for the snapshot).
 ///
 /// # Errors
 /// One line: what failed; the previous image at `path`, if any, is untouched.
-pub fn save(fs: &Filesystem, path: &Path, key: Option<&ImageKey>) -> Result<SnapshotStats, String> {
+pub fn save(
+    fs: &Filesystem,
+    path: &Path,
+    key: Option<&ImageKey>,
+    served: Option<(u32, u32)>,
+) -> Result<SnapshotStats, String> {
     let fail = |what: &str, e: &dyn std::fmt::Display| format!("saving image {}: {what}: {e}", path.display());
     let name = path.file_name().ok_or_else(|| fail("path", &"names no file"))?;
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
+    if let Some(dev) = served {
+        use std::os::unix::fs::MetadataExt;
+        let d = std::fs::metadata(&dir).map_err(|e| fail("the directory", &e))?.dev();
+        if (libc::major(d), libc::minor(d)) == dev {
+            return Err(fail(
+                "refused",
+                &"the image cannot be written inside the mount it is an image of",
+            ));
+        }
+    }
     let tmp = dir.join(format!(".{}.rtmpfs-tmp.{}", name.to_string_lossy(), std::process::id()));
     // A temporary file left by a save that was killed (same pid, reused): ours to replace.
     let _ = std::fs::remove_file(&tmp);
@@ -150,15 +167,18 @@ pub(crate) struct Persist {
     pub(crate) fs: Arc<Filesystem>,
     pub(crate) path: PathBuf,
     pub(crate) key: Option<ImageKey>,
+    /// The mount's device, while it is mounted (see [`save`]).
+    pub(crate) dev: (u32, u32),
     lock: Mutex<()>,
 }
 
 impl Persist {
-    pub(crate) fn new(fs: Arc<Filesystem>, path: PathBuf, key: Option<ImageKey>) -> Arc<Persist> {
+    pub(crate) fn new(fs: Arc<Filesystem>, path: PathBuf, key: Option<ImageKey>, dev: (u32, u32)) -> Arc<Persist> {
         Arc::new(Persist {
             fs,
             path,
             key,
+            dev,
             lock: Mutex::new(()),
         })
     }
@@ -169,7 +189,8 @@ impl Persist {
     /// The one-line reason, also logged.
     pub(crate) fn save(&self) -> Result<(), String> {
         let _one = self.lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        match save(&self.fs, &self.path, self.key.as_ref()) {
+        // Once unmounted, the path no longer leads into the mount: the check passes by itself.
+        match save(&self.fs, &self.path, self.key.as_ref(), Some(self.dev)) {
             Ok(s) => {
                 tracing::info!(
                     "saved {} ({} inodes, {} data pages; writers paused {:.1?})",
@@ -203,11 +224,16 @@ impl Persist {
 }
 
 /// Used by the control socket's `snapshot PATH`.
-pub(crate) fn snapshot_to(fs: &Filesystem, path: &Path, key: Option<&ImageKey>) -> Result<String, String> {
+pub(crate) fn snapshot_to(
+    fs: &Filesystem,
+    path: &Path,
+    key: Option<&ImageKey>,
+    dev: (u32, u32),
+) -> Result<String, String> {
     if !path.is_absolute() {
         return Err("snapshot needs an absolute path".into());
     }
-    let s = save(fs, path, key)?;
+    let s = save(fs, path, key, Some(dev))?;
     Ok(format!(
         "saved {} inodes, {} entries, {} data pages; writers paused {:.3} ms\n",
         s.inodes,
