@@ -1,4 +1,4 @@
-//! `rtmpfs status` and `rtmpfs resize`: requests to the daemon of a live mount over its control
+//! `rtmpfs status`, `rtmpfs resize` and `rtmpfs snapshot`: requests to the daemon of a live mount over its control
 //! socket (`rtmpfs_fuse::control`, which checks both ends with SO_PEERCRED: only root and the
 //! mount's owner are answered, and only a daemon running as root or as that owner is believed).
 
@@ -50,6 +50,50 @@ pub struct ResizeArgs {
     /// memory also as a percentage of RAM); several in one comma-separated list or apart.
     #[arg(required = true, value_name = "LIMIT=VALUE")]
     limits: Vec<String>,
+}
+
+/// `rtmpfs snapshot` arguments.
+#[derive(Debug, clap::Args)]
+pub struct SnapshotArgs {
+    /// The mount point of a running rtmpfs.
+    #[arg(value_hint = clap::ValueHint::DirPath)]
+    mountpoint: PathBuf,
+    /// Where the image goes (replaced atomically if it exists).
+    #[arg(value_hint = clap::ValueHint::FilePath)]
+    file: PathBuf,
+}
+
+/// How long `rtmpfs snapshot` waits for the daemon (a large mount's image takes a while).
+const SNAPSHOT_DEADLINE: Duration = Duration::from_secs(3600);
+
+/// `rtmpfs snapshot MOUNTPOINT FILE`: the daemon writes the image (it serves only root and its
+/// own user, so it writes with no more privilege than the caller), to an absolute path.
+pub fn snapshot(args: &SnapshotArgs) -> ExitCode {
+    let path = match resolve(&args.mountpoint) {
+        Ok(p) => p,
+        Err(e) => return crate::fail(&e),
+    };
+    let Some(name) = args.file.file_name() else {
+        return crate::fail(&format!("{}: not a file name", args.file.display()));
+    };
+    let dir = match args.file.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let file = match dir.canonicalize() {
+        Ok(d) => d.join(name),
+        Err(e) => return crate::fail(&format!("{}: {e}", dir.display())),
+    };
+    let Some(file_str) = file.to_str().filter(|f| !f.contains('\n')) else {
+        return crate::fail(&format!("{}: the path must be UTF-8 without newlines", file.display()));
+    };
+    match control::request_within(&path, &format!("snapshot {file_str}"), SNAPSHOT_DEADLINE) {
+        Ok(body) => {
+            print!("{body}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => crate::fail(&format!("{}: {e}", path.display())),
+    }
 }
 
 /// The mount point as mountinfo names it.

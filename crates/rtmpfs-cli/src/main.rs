@@ -6,6 +6,7 @@
 //! `mount -t fuse.rtmpfs TAG DIR -o ...` and fstab lines; see `helper.rs`.
 
 mod client;
+mod export;
 mod helper;
 mod logging;
 mod manual;
@@ -65,6 +66,15 @@ enum Sub {
     /// Change size=, nr_inodes= and memory= of a mounted rtmpfs (root and the mount's owner):
     /// a lower memory= evicts to swap before returning; a limit below what is in use is refused.
     Resize(client::ResizeArgs),
+    /// Write an image of a mounted rtmpfs, the tree as it was at one instant, to FILE (root and
+    /// the mount's owner): written beside FILE and renamed over it, so a failure leaves the
+    /// previous FILE intact; encrypted when the mount has image_key=. Restore it with -o
+    /// restore=FILE.
+    Snapshot(client::SnapshotArgs),
+    /// Write a mounted rtmpfs (snapshotted first) or an image as a POSIX pax tar archive that
+    /// GNU tar reads back: times to the nanosecond, xattrs, hard links, device nodes, fifos,
+    /// sparse files (GNU sparse 1.0). Sockets are left out, each named on stderr.
+    Export(export::ExportArgs),
 }
 
 /// The command line: the derived flags, with the version and the option list generated
@@ -112,6 +122,8 @@ fn main() -> ExitCode {
     match &cli.sub {
         Some(Sub::Status(args)) => return client::status(args),
         Some(Sub::Resize(args)) => return client::resize(args),
+        Some(Sub::Snapshot(args)) => return client::snapshot(args),
+        Some(Sub::Export(args)) => return export::export(args),
         None => {}
     }
     // clap requires MOUNTPOINT unless --generate was given.

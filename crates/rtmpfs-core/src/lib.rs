@@ -26,6 +26,7 @@
 //! acquisitions are exempt because they cannot wait.
 //!
 //! ```text
+//! Snapshot          filesystem-wide gate: every change holds it shared, a snapshot exclusively
 //! Rename            filesystem-wide; cross-directory rename only (freezes parent pointers)
 //!  └─ Dir           directory entries; nested: parent before child (rmdir, rename victim),
 //!      │            else ancestor first, else ascending ino (rename's two parents)
@@ -63,6 +64,7 @@ mod file;
 mod fs;
 mod housekeeping;
 mod ids;
+mod image;
 mod inode;
 mod limits;
 mod mm;
@@ -78,6 +80,7 @@ pub use error::{ConfigError, FsError, Result};
 pub use fs::MemoryLimitError;
 pub use fs::{file_flags, AtimeRule, Filesystem};
 pub use fs::{fit_xattr_reply, XattrFit};
+pub use image::{ImageError, ImageKey, LimitSource, RestoreOptions, SnapshotOptions, SnapshotStats, IMAGE_VERSION};
 pub use types::{
     access, Attr, Ctx, DirEntry, DirEntryPlus, EntryName, FallocateMode, Fh, FileKind, Ino, OpenFlags, ReadMode,
     ReadOutcome, RenameFlags, SeekWhence, SetAttr, SetIdClearing, SetTime, StatFs, Timespec, Usage, MAX_FILE_SIZE,

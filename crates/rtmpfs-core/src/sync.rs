@@ -42,6 +42,9 @@ pub use shuttle::thread;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 #[repr(u8)]
 pub enum LockRank {
+    /// Filesystem-wide: every change to the tree holds it shared; a snapshot holds it
+    /// exclusively while it copies the tree (`image/save.rs`).
+    Snapshot = 5,
     /// Filesystem-wide lock held by cross-directory renames; makes parent pointers stable.
     Rename = 10,
     /// A directory's entries. Nested: parent before child, else ascending inode number.

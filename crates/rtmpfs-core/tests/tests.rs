@@ -7,6 +7,8 @@
 //!   the backends and runner are `rtmpfs_testkit::differential`, also used through a mount by
 //!   `crates/rtmpfs-cli/tests/differential.rs`).
 //! * `bug_classes`: the classic tmpfs bug classes A–F of the semantics reference.
+//! * `image`: snapshot → restore round trips of random trees (also swapped out), snapshots under
+//!   writers are states that existed, damaged images refused with the reason.
 //! * `acl`: POSIX ACLs for in-process users (set, enforce, inherit, chmod).
 //! * `bad_input`: absurd offsets, invalid names, wrong inode kinds, stale handles: typed errors,
 //!   never a panic.
@@ -43,6 +45,8 @@ mod common;
 mod concurrency;
 #[cfg(not(feature = "shuttle"))]
 mod differential;
+#[cfg(not(feature = "shuttle"))]
+mod image;
 #[cfg(not(feature = "shuttle"))]
 mod memory_budget;
 #[cfg(not(feature = "shuttle"))]

@@ -19,7 +19,8 @@
 //! request.
 //!
 //! Protocol: one request line, then response lines ending with `ok` or `err MESSAGE`.
-//! Requests: `stats`, `status`, `status-json`, `remount OPTIONS`, `resize OPTIONS`.
+//! Requests: `stats`, `status`, `status-json`, `remount OPTIONS`, `resize OPTIONS`,
+//! `snapshot PATH`.
 
 use crate::mountinfo::{self, MountEntry};
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -470,6 +471,15 @@ pub fn may_serve(peer: PeerCred, owner: u32) -> bool {
 /// # Errors
 /// See [`ClientError`].
 pub fn request(mount_point: &Path, request: &str) -> Result<String, ClientError> {
+    request_within(mount_point, request, CLIENT_DEADLINE)
+}
+
+/// [`request`] with another deadline for the whole answer (a snapshot of a large mount takes
+/// longer than the usual requests).
+///
+/// # Errors
+/// See [`ClientError`].
+pub fn request_within(mount_point: &Path, request: &str, within: Duration) -> Result<String, ClientError> {
     let entry = mountinfo::mounted_at(mount_point)
         .map_err(ClientError::Io)?
         .ok_or(ClientError::NotMounted)?;
@@ -477,14 +487,14 @@ pub fn request(mount_point: &Path, request: &str) -> Result<String, ClientError>
     // connections): try again a few times.
     let mut tries = 0;
     loop {
-        match request_once(&entry, request) {
+        match request_once(&entry, request, within) {
             Err(ClientError::Refused(m)) if m == TOO_MANY && tries < 3 => tries += 1,
             r => return r,
         }
     }
 }
 
-fn request_once(entry: &MountEntry, request: &str) -> Result<String, ClientError> {
+fn request_once(entry: &MountEntry, request: &str, within: Duration) -> Result<String, ClientError> {
     let addr = SocketAddr::from_abstract_name(socket_name(entry).as_bytes()).map_err(ClientError::Io)?;
     let conn = match UnixStream::connect_addr(&addr) {
         Ok(c) => c,
@@ -498,13 +508,13 @@ fn request_once(entry: &MountEntry, request: &str) -> Result<String, ClientError
     if !may_serve(peer, owner) {
         return Err(ClientError::Impostor { peer, owner });
     }
-    converse(conn, request)
+    converse(conn, request, within)
 }
 
-/// Send the request line and read the answer, within `CLIENT_DEADLINE` and `MAX_RESPONSE`.
-fn converse(conn: UnixStream, request: &str) -> Result<String, ClientError> {
-    let deadline = Instant::now() + CLIENT_DEADLINE;
-    conn.set_write_timeout(Some(CLIENT_DEADLINE)).map_err(ClientError::Io)?;
+/// Send the request line and read the answer, within `within` and `MAX_RESPONSE`.
+fn converse(conn: UnixStream, request: &str, within: Duration) -> Result<String, ClientError> {
+    let deadline = Instant::now() + within;
+    conn.set_write_timeout(Some(within)).map_err(ClientError::Io)?;
     let mut w = conn.try_clone().map_err(ClientError::Io)?;
     // A daemon that refuses us (SO_PEERCRED) answers and closes before reading: the write may
     // then fail with EPIPE, and the answer to show is the one waiting to be read.

@@ -2,7 +2,8 @@
 //! (the request counters, then the engine's live figures), `status`, `status-json` (the
 //! status object of `rtmpfs status`, one JSON line), `remount OPTIONS`, the daemon's side of
 //! `mount -o remount` — the read-only switch, new `size=`/`nr_inodes=` limits and atime
-//! options — and `resize OPTIONS` (`rtmpfs resize`: `size=`, `nr_inodes=`, `memory=`).
+//! options — `resize OPTIONS` (`rtmpfs resize`: `size=`, `nr_inodes=`, `memory=`) and
+//! `snapshot PATH` (`rtmpfs snapshot`: an image of the tree written atomically to PATH).
 //!
 //! Invariant: a refused remount or resize (an option fixed at mount given a new value, a limit
 //! below what is in use) changes nothing — the checks come before any change — and answers one
@@ -27,6 +28,10 @@ pub(crate) struct Control {
     pub(crate) rates: Arc<RateRing>,
     /// When the mount started serving.
     pub(crate) started: Instant,
+    /// `image_key=`: what `snapshot` encrypts with.
+    pub(crate) image_key: Option<rtmpfs_core::ImageKey>,
+    /// The mount's device: no image goes inside the mount itself.
+    pub(crate) dev: (u32, u32),
 }
 
 /// The engine's live figures, one `name value` line each (sizes in 4 KiB pages unless named
@@ -91,6 +96,11 @@ impl control::Handler for Control {
             "status-json" => self.status_json(),
             "remount" => self.remount(arg),
             "resize" => self.resize(arg),
+            // The client is root or the daemon's own user (control.rs), so the file is written
+            // with no more privilege than the asker has.
+            "snapshot" => {
+                crate::persist::snapshot_to(&self.fs, std::path::Path::new(arg), self.image_key.as_ref(), self.dev)
+            }
             _ => Err("unknown request".to_string()),
         }
     }
@@ -341,6 +351,10 @@ fn fixed_option_changed(
         ("mode=", new.mode != cur.mode),
         ("uid=", new.uid.unwrap_or(host.uid) != cur.uid.unwrap_or(host.uid)),
         ("gid=", new.gid.unwrap_or(host.gid) != cur.gid.unwrap_or(host.gid)),
+        ("restore=", new.restore != cur.restore),
+        ("persist=", new.persist != cur.persist),
+        ("persist_interval=", new.persist_interval != cur.persist_interval),
+        ("image_key=", new.image_key != cur.image_key),
     ];
     checks
         .into_iter()

@@ -358,7 +358,7 @@ impl Ready for ReadyPipe {
 /// Any failure to mount (then nothing is left mounted); a failure of the session itself.
 pub fn serve(mount_point: &Path, opts: MountOptions, ready: Option<Box<dyn Ready>>) -> Result<(), MountError> {
     let result = start(mount_point, opts);
-    let (session, mounted, sigset) = match result {
+    let (session, mounted, sigset, persist) = match result {
         Ok(s) => s,
         Err(e) => {
             if let Some(r) = ready {
@@ -368,6 +368,7 @@ pub fn serve(mount_point: &Path, opts: MountOptions, ready: Option<Box<dyn Ready
         }
     };
     let (path, dev) = (mounted.path.clone(), mounted.dev);
+    let persist_at_signal = persist.clone();
     std::thread::Builder::new()
         .name("rtmpfs-signals".into())
         .spawn(move || loop {
@@ -378,7 +379,9 @@ pub fn serve(mount_point: &Path, opts: MountOptions, ready: Option<Box<dyn Ready
                     // Busy: detached from the namespace; its remaining users lose it now, as
                     // with libfuse daemons (exiting closes /dev/fuse and aborts the connection).
                     tracing::warn!("{} was busy: detached lazily", path.display());
-                    std::process::exit(0);
+                    // A clean end all the same: `persist=` saves before the process goes.
+                    let saved = persist_at_signal.as_ref().map_or(Ok(()), |p| p.save());
+                    std::process::exit(i32::from(saved.is_err()));
                 }
                 Ok(_) => return,
                 Err(e) => tracing::error!("unmounting {}: {e}", path.display()),
@@ -390,7 +393,12 @@ pub fn serve(mount_point: &Path, opts: MountOptions, ready: Option<Box<dyn Ready
     }
     let r = session.run();
     drop(mounted);
-    r.map_err(|e| MountError::Io("serving FUSE requests", e))
+    r.map_err(|e| MountError::Io("serving FUSE requests", e))?;
+    // Unmounted (umount, or a signal): a clean end, when `persist=` saves.
+    if let Some(p) = persist {
+        p.save().map_err(MountError::Config)?;
+    }
+    Ok(())
 }
 
 /// Set in the daemon's environment, this makes io_uring's REGISTER fail (tests only).
@@ -411,7 +419,12 @@ fn log_transport(t: &fuser::Transport) {
     }
 }
 
-type Started = (fuser::Session<Adapter>, MountedLite, libc::sigset_t);
+type Started = (
+    fuser::Session<Adapter>,
+    MountedLite,
+    libc::sigset_t,
+    Option<Arc<crate::persist::Persist>>,
+);
 
 /// What `serve` keeps of [`Mounted`] once the fd went to the session.
 struct MountedLite {
@@ -431,14 +444,18 @@ fn start(mount_point: &Path, opts: MountOptions) -> Result<Started, MountError> 
     if let Some(warning) = opts.prepare_swap(&host)? {
         tracing::warn!("{warning}");
     }
-    let fs = Filesystem::new(opts.engine_config(&host))
-        .map_err(|e| MountError::Config(format!("bad configuration: {e}")))?;
+    let image_key = crate::persist::load_key(opts.image_key.as_deref()).map_err(MountError::Config)?;
+    let fs = build_filesystem(&opts, &host, image_key.as_ref())?;
     fs.set_atime_rule(opts.atime.rule(), opts.nodiratime);
     let fs = Arc::new(fs);
     let path = check_mount_point(mount_point, opts.source())?;
     // A daemon must not pin the directory it was started from (it could not be unmounted).
     let _ = std::env::set_current_dir("/");
     let mounted = mount(&path, &opts)?;
+    let persist = opts
+        .persist
+        .clone()
+        .map(|p| crate::persist::Persist::new(fs.clone(), p, image_key.clone(), mounted.dev));
     // Bound before the FUSE handshake: a name held by someone else fails the mount (a client
     // could otherwise be answered by them; see control.rs), and nothing is served yet.
     let listener = match control::bind(&mounted.entry) {
@@ -488,7 +505,12 @@ fn start(mount_point: &Path, opts: MountOptions) -> Result<Started, MountError> 
     crate::health::start_swap_watch(&fs);
     let rates = Arc::new(crate::status::RateRing::default());
     rates.start_sampling(&fs);
+    if let (Some(p), Some(every)) = (&persist, opts.persist_interval) {
+        p.every(every);
+    }
     let ctl = crate::control_handler::Control {
+        image_key,
+        dev,
         opts: Mutex::new(opts),
         host,
         stats,
@@ -502,5 +524,36 @@ fn start(mount_point: &Path, opts: MountOptions) -> Result<Started, MountError> 
         // can answer for it (we hold the name).
         tracing::error!("no control socket thread: {e}");
     }
-    Ok((session, MountedLite { path, dev }, sigset))
+    Ok((session, MountedLite { path, dev }, sigset, persist))
+}
+
+/// The engine for `opts`: restored from `restore=` or `persist=` (an absent `persist=` file
+/// is an empty filesystem), else new. Before anything is mounted, so a refused image mounts
+/// nothing.
+fn build_filesystem(
+    opts: &MountOptions,
+    host: &Host,
+    key: Option<&rtmpfs_core::ImageKey>,
+) -> Result<Filesystem, MountError> {
+    let config = opts.engine_config(host);
+    if let Some(p) = &opts.persist {
+        let n = crate::persist::remove_stale_temps(p);
+        if n > 0 {
+            tracing::info!(
+                "removed {n} unfinished save(s) of {} left by a killed daemon",
+                p.display()
+            );
+        }
+    }
+    let limits_given = (opts.size.is_some(), opts.nr_inodes.is_some());
+    let restored = match (&opts.restore, &opts.persist) {
+        (Some(p), _) => crate::persist::restore(config.clone(), p, key, limits_given, false),
+        (None, Some(p)) => crate::persist::restore(config.clone(), p, key, limits_given, true),
+        (None, None) => Ok(None),
+    }
+    .map_err(MountError::Config)?;
+    match restored {
+        Some(fs) => Ok(fs),
+        None => Filesystem::new(config).map_err(|e| MountError::Config(format!("bad configuration: {e}"))),
+    }
 }

@@ -17,8 +17,10 @@ mod health;
 pub mod latency;
 pub mod mountinfo;
 pub mod options;
+pub mod persist;
 mod stats;
 pub mod status;
+mod tar_import;
 pub mod unprivileged;
 
 pub use adapter::{Adapter, AdapterOptions, DEFAULT_TTL, MAX_IO};

@@ -125,6 +125,34 @@ pub const OPTION_TABLE: &[OptionDoc] = &[
         default: "`1`",
     },
     OptionDoc {
+        syntax: "restore=FILE",
+        meaning: "start from the image FILE (written by `rtmpfs snapshot` or `persist=`): its tree, \
+                  and its `size=` and `nr_inodes=` unless given here; a damaged, truncated, \
+                  wrong-version or wrong-key image is refused with the reason and nothing is \
+                  mounted; FILE may also be a tar archive (`rtmpfs export --tar`, GNU tar's pax); \
+                  refused with `persist=`",
+        default: "",
+    },
+    OptionDoc {
+        syntax: "persist=FILE",
+        meaning: "restore from the image FILE at mount (an absent FILE: an empty filesystem) and \
+                  save the tree to it at every clean end (SIGINT, SIGTERM, umount); each save \
+                  writes a new file and renames it over FILE, so a failed or killed save leaves \
+                  the previous image intact",
+        default: "",
+    },
+    OptionDoc {
+        syntax: "persist_interval=N[s|m|h]",
+        meaning: "with `persist=`: also save every N seconds (minutes, hours); `0` off",
+        default: "off",
+    },
+    OptionDoc {
+        syntax: "image_key=FILE",
+        meaning: "encrypt saved images (AES-256-GCM) with a key derived from FILE (at least 32 \
+                  bytes, e.g. `head -c 32 /dev/urandom`), and open restored ones with it",
+        default: "images not encrypted",
+    },
+    OptionDoc {
         syntax: "threads=N",
         meaning: "threads serving FUSE requests (1-64), each with its own cloned `/dev/fuse` fd",
         default: "`2`",
@@ -274,6 +302,14 @@ pub struct MountOptions {
     pub readahead: Option<u64>,
     /// `fsname=`: the mount's source as shown by `/proc/mounts` (the helper's TAG).
     pub source: Option<String>,
+    /// `restore=`: the image to start from.
+    pub restore: Option<PathBuf>,
+    /// `persist=`: the image restored at mount (if present) and saved at every clean end.
+    pub persist: Option<PathBuf>,
+    /// `persist_interval=`: also save to `persist=` this often (`None`: only at the end).
+    pub persist_interval: Option<std::time::Duration>,
+    /// `image_key=`: the key file that encrypts saved images and opens restored ones.
+    pub image_key: Option<PathBuf>,
     /// `remount` was given (only meaningful to the mount helper).
     pub remount: bool,
     /// Options accepted and ignored (fstab/mount(8) options and no-op tmpfs options), in order.
@@ -309,6 +345,10 @@ impl Default for MountOptions {
             noswap: false,
             swap_encrypt: true,
             source: None,
+            restore: None,
+            persist: None,
+            persist_interval: None,
+            image_key: None,
             remount: false,
             ignored: Vec::new(),
         }
@@ -407,6 +447,17 @@ impl MountOptions {
         if self.noswap && self.swap_dir.is_some() {
             return Err(OptionError::Conflict(
                 "mount options 'noswap' and 'swap=' contradict each other".into(),
+            ));
+        }
+        if self.restore.is_some() && self.persist.is_some() {
+            return Err(OptionError::Conflict(
+                "mount options 'restore=' and 'persist=' contradict each other (persist= restores from its own file)"
+                    .into(),
+            ));
+        }
+        if self.persist_interval.is_some() && self.persist.is_none() {
+            return Err(OptionError::Conflict(
+                "mount option 'persist_interval=' needs 'persist='".into(),
             ));
         }
         Ok(())
@@ -598,6 +649,23 @@ impl MountOptions {
                     .filter(|b| *b <= 1 << 30)
                     .ok_or_else(|| bad(name, v, "a size up to 1g, e.g. 1m"))?;
                 self.readahead = Some(b);
+            }
+            "restore" | "persist" | "image_key" => {
+                let v = need(value)?;
+                if !v.starts_with('/') {
+                    return Err(bad(name, v, "an absolute file path"));
+                }
+                let path = Some(PathBuf::from(v));
+                match name {
+                    "restore" => self.restore = path,
+                    "persist" => self.persist = path,
+                    _ => self.image_key = path,
+                }
+            }
+            "persist_interval" => {
+                let v = need(value)?;
+                let secs = parse_interval(v).ok_or_else(|| bad(name, v, "a duration such as 30s, 10m or 1h"))?;
+                self.persist_interval = (secs > 0).then(|| std::time::Duration::from_secs(secs));
             }
             "fsname" => {
                 let v = need(value)?;
@@ -1058,6 +1126,17 @@ fn parse_size(s: &str) -> Option<SizeSpec> {
     memparse(s).map(SizeSpec::Bytes)
 }
 
+/// `persist_interval=`: seconds, or a number with `s`, `m` or `h`.
+fn parse_interval(s: &str) -> Option<u64> {
+    let (num, unit) = match s.char_indices().last()? {
+        (i, 's') => (&s[..i], 1),
+        (i, 'm') => (&s[..i], 60),
+        (i, 'h') => (&s[..i], 3600),
+        _ => (s, 1),
+    };
+    num.parse::<u64>().ok()?.checked_mul(unit)
+}
+
 fn parse_id(s: &str) -> Option<u32> {
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
         return None;
@@ -1091,6 +1170,37 @@ mod tests {
         assert_eq!(o.ms_flags(), libc::MS_RELATIME);
         assert_eq!(o.threads, DEFAULT_THREADS);
         assert_eq!(o.source(), "rtmpfs");
+    }
+
+    #[test]
+    fn image_options() {
+        let o = parse("persist=/var/lib/x.img,persist_interval=10m,image_key=/etc/k").unwrap();
+        assert_eq!(o.persist.as_deref(), Some(Path::new("/var/lib/x.img")));
+        assert_eq!(o.persist_interval, Some(std::time::Duration::from_secs(600)));
+        assert_eq!(o.image_key.as_deref(), Some(Path::new("/etc/k")));
+        assert_eq!(
+            parse("persist=/a,persist_interval=90")
+                .unwrap()
+                .persist_interval
+                .map(|d| d.as_secs()),
+            Some(90)
+        );
+        assert_eq!(
+            parse("persist=/a,persist_interval=2h")
+                .unwrap()
+                .persist_interval
+                .map(|d| d.as_secs()),
+            Some(7200)
+        );
+        assert_eq!(parse("persist=/a,persist_interval=0").unwrap().persist_interval, None);
+        assert_eq!(parse("restore=/r").unwrap().restore.as_deref(), Some(Path::new("/r")));
+        assert!(matches!(parse("restore=relative"), Err(OptionError::BadValue { .. })));
+        assert!(matches!(
+            parse("persist=/a,persist_interval=soon"),
+            Err(OptionError::BadValue { .. })
+        ));
+        assert!(matches!(parse("restore=/a,persist=/b"), Err(OptionError::Conflict(_))));
+        assert!(matches!(parse("persist_interval=1m"), Err(OptionError::Conflict(_))));
     }
 
     #[test]

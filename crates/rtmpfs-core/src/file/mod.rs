@@ -18,6 +18,7 @@
 //! read-ahead windows), `evict` (the file side of eviction).
 
 mod evict;
+pub(crate) mod image;
 #[cfg(all(test, debug_assertions, not(feature = "shuttle")))]
 mod io_guard_tests;
 pub(crate) mod page_map;

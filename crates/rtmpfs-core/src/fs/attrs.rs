@@ -26,6 +26,7 @@ impl Filesystem {
     /// # Errors
     /// `ReadOnly`, `NotFound`.
     pub fn remove_privs(&self, ctx: &Ctx, ino: Ino) -> Result<Attr> {
+        let _gate = self.change_gate();
         self.check_writable()?;
         let inode = self.inode(ino)?;
         let mut m = inode.meta.write();
@@ -51,6 +52,7 @@ impl Filesystem {
     /// # Errors
     /// `NotSupported` for a flag tmpfs does not support, `Perm`, `ReadOnly`, `NotFound`.
     pub fn set_file_flags(&self, ctx: &Ctx, ino: Ino, flags: u32) -> Result<Attr> {
+        let _gate = self.change_gate();
         self.check_writable()?;
         let inode = self.inode(ino)?;
         if flags & !file_flags::SUPPORTED != 0 {
@@ -95,6 +97,7 @@ impl Filesystem {
         fh: Option<crate::Fh>,
         clearing: SetIdClearing,
     ) -> Result<Attr> {
+        let _gate = self.change_gate();
         self.check_writable()?;
         let inode = self.inode(ino)?;
         if set.size.is_some() {

@@ -10,7 +10,7 @@ use crate::inode::{Body, Inode, InodeTable, Meta};
 use crate::limits::BOGO_INODE_SIZE;
 use crate::mm::{MemoryManager, Quota};
 use crate::swap::{FileSwap, SwapBackend};
-use crate::sync::{Arc, AtomicBool, AtomicU32, LockRank, Mutex};
+use crate::sync::{Arc, AtomicBool, AtomicU32, LockRank, Mutex, RwLock};
 use crate::types::{FileKind, Ino, Timespec};
 
 impl Filesystem {
@@ -65,6 +65,7 @@ impl Filesystem {
             ispace,
             live_inodes: Striped::new(),
             rename_lock: Mutex::new(LockRank::Rename, ()),
+            gate: RwLock::new(LockRank::Snapshot, ()),
             read_only: AtomicBool::new(config.read_only),
             atime_rule: AtomicU32::new(if config.noatime {
                 AtimeRule::Never as u32

@@ -99,6 +99,7 @@ impl Filesystem {
     /// # Errors
     /// As [`Filesystem::open`].
     pub fn open_with(&self, ctx: &Ctx, ino: Ino, flags: OpenFlags, clearing: SetIdClearing) -> Result<Fh> {
+        let _gate = self.change_gate();
         let inode = self.inode(ino)?;
         if inode.kind == FileKind::Directory && (flags.write || flags.truncate) {
             return Err(FsError::IsDir);

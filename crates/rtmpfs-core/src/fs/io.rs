@@ -127,6 +127,7 @@ impl Filesystem {
         data: &[u8],
         placement: Placement,
     ) -> Result<usize> {
+        let _gate = self.change_gate();
         let h = self.writable(fh)?;
         let file = file_of(&h)?;
         if data.is_empty() {
@@ -180,6 +181,7 @@ impl Filesystem {
         mode: FallocateMode,
         clearing: SetIdClearing,
     ) -> Result<()> {
+        let _gate = self.change_gate();
         // vfs_fallocate's order: the length, then the handle's mode, then the file's kind.
         if len == 0 {
             return Err(FsError::Invalid);
@@ -283,6 +285,7 @@ impl Filesystem {
         len: u64,
         placement: Placement,
     ) -> Result<u64> {
+        let _gate = self.change_gate();
         // generic_copy_file_checks' order: kinds, then modes, then ranges.
         let (hin, hout) = (self.handles.get(fh_in)?, self.handles.get(fh_out)?);
         let fin = file_of(&hin)?;

@@ -26,7 +26,7 @@ use crate::ids::{Ids, Striped};
 use crate::inode::{Inode, InodeTable, Meta};
 use crate::limits::BOGO_INODE_SIZE;
 use crate::mm::{MemoryManager, Quota};
-use crate::sync::{Arc, AtomicBool, AtomicU32, Mutex, Ordering};
+use crate::sync::{Arc, AtomicBool, AtomicU32, Mutex, Ordering, ReadGuard, RwLock};
 use crate::types::{Attr, FileKind, Ino, Timespec, PAGE_SIZE};
 use handles::Handles;
 
@@ -43,21 +43,25 @@ use handles::Handles;
 /// its inode space are freed when the last handle closes.
 pub struct Filesystem {
     config: Config,
-    table: InodeTable,
+    pub(crate) table: InodeTable,
     handles: Handles,
     /// Inode numbers; never reused (handed out in per-thread batches).
     inos: Ids,
     /// Generation given to every inode of this instance (inode numbers are never reused, so one
     /// per instance keeps `(ino, generation)` unique even across a restore into a new instance).
-    generation: u64,
+    pub(crate) generation: u64,
     /// Page accounting and the memory tier, shared with its background threads.
-    mm: Arc<MemoryManager>,
+    pub(crate) mm: Arc<MemoryManager>,
     /// Inode space in bytes (`nr_inodes * 1024` when limited).
-    ispace: Quota,
+    pub(crate) ispace: Quota,
     /// Live inodes (not yet released).
-    live_inodes: Striped,
+    pub(crate) live_inodes: Striped,
     /// Rank `Rename`: held by cross-directory renames; parent pointers change only under it.
     rename_lock: Mutex<()>,
+    /// Rank `Snapshot`: every change to the tree (names, attributes, xattrs, file contents)
+    /// holds it shared, for the whole change; [`Filesystem::snapshot`] holds it exclusively, so
+    /// the image is the tree as it was at one instant.
+    pub(crate) gate: RwLock<()>,
     /// Refuse changes (`ro`); starts as `config.read_only`, switched by remount.
     read_only: AtomicBool,
     /// How reads update atime (an [`AtimeRule`] as u32); starts as `config.noatime` says,
@@ -159,6 +163,7 @@ impl Filesystem {
     /// # Errors
     /// `Invalid`, and nothing changes.
     pub fn set_limits(&self, size_bytes: Option<u64>, max_inodes: Option<u64>) -> Result<()> {
+        let _gate = self.change_gate();
         let pages = size_bytes.map(|b| b / PAGE_SIZE);
         let ispace = max_inodes.map(|n| n.saturating_mul(BOGO_INODE_SIZE));
         for (new, budget) in [(pages, self.mm.pages_quota()), (ispace, &self.ispace)] {
@@ -186,6 +191,12 @@ impl Filesystem {
 
     // ----- helpers shared by the submodules -----
 
+    /// Hold off a snapshot for the duration of a change (see `gate`). Taken first, before any
+    /// other lock, and never twice by one thread (the rank checker says so).
+    pub(crate) fn change_gate(&self) -> ReadGuard<'_, ()> {
+        self.gate.read()
+    }
+
     pub(crate) fn inode(&self, ino: Ino) -> Result<Arc<Inode>> {
         self.table.get(ino).ok_or(FsError::NotFound)
     }
@@ -202,7 +213,7 @@ impl Filesystem {
         u64::try_from(self.live_inodes.sum()).unwrap_or(0)
     }
 
-    fn alloc_ino(&self) -> Ino {
+    pub(crate) fn alloc_ino(&self) -> Ino {
         Ino(self.inos.next())
     }
 

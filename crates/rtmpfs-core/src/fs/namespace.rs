@@ -79,6 +79,7 @@ impl Filesystem {
     /// # Errors
     /// As [`Filesystem::create`].
     pub fn tmpfile(&self, ctx: &Ctx, parent: Ino, mode: u32, flags: OpenFlags) -> Result<(Attr, Fh)> {
+        let _gate = self.change_gate();
         self.check_writable()?;
         let dir_inode = self.inode(parent)?;
         // A removed directory still takes an anonymous file (Linux's vfs_tmpfile checks only
@@ -194,6 +195,7 @@ impl Filesystem {
     /// `TooManyLinks`, `NoSpace` (each extra link costs inode space, as tmpfs), name and
     /// permission errors.
     pub fn link(&self, ctx: &Ctx, ino: Ino, new_parent: Ino, new_name: &OsStr) -> Result<Attr> {
+        let _gate = self.change_gate();
         self.check_writable()?;
         let new_name = new_name.as_bytes();
         name::check_new(new_name)?;
@@ -247,6 +249,7 @@ impl Filesystem {
     /// `IsDir` for a directory (and for `.`/`..`), `NotFound`, `Perm` (sticky directory),
     /// `Access`, `ReadOnly`.
     pub fn unlink(&self, ctx: &Ctx, parent: Ino, name: &OsStr) -> Result<()> {
+        let _gate = self.change_gate();
         self.check_writable()?;
         let name = name.as_bytes();
         if name::check(name)? != NameKind::Normal {
@@ -280,6 +283,7 @@ impl Filesystem {
     /// `NotDir`, `NotEmpty` (also for `..`), `Invalid` for `.`, `NotFound`, `Perm`, `Access`,
     /// `ReadOnly`.
     pub fn rmdir(&self, ctx: &Ctx, parent: Ino, name: &OsStr) -> Result<()> {
+        let _gate = self.change_gate();
         self.check_writable()?;
         let name = name.as_bytes();
         match name::check(name)? {
@@ -329,6 +333,7 @@ impl Filesystem {
 
     /// Create an inode of `kind` named `name` in `parent`, all or nothing.
     fn create_inode(&self, ctx: &Ctx, parent: Ino, name: &[u8], mode: u32, kind: NewKind<'_>) -> Result<Arc<Inode>> {
+        let _gate = self.change_gate();
         self.check_writable()?;
         name::check_new(name)?;
         let dir_inode = self.inode(parent)?;

@@ -38,6 +38,7 @@ impl Filesystem {
         new_name: &OsStr,
         flags: RenameFlags,
     ) -> Result<()> {
+        let _gate = self.change_gate();
         self.check_writable()?;
         if flags.exchange && (flags.noreplace || flags.whiteout) {
             return Err(FsError::Invalid);

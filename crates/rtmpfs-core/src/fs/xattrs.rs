@@ -18,6 +18,7 @@ impl Filesystem {
     /// (value over 64 KiB), `Exists`/`NoData` (create/replace), `Perm`/`Access`, `NoSpace`,
     /// `ReadOnly`, `NotFound`.
     pub fn setxattr(&self, ctx: &Ctx, ino: Ino, name: &OsStr, value: &[u8], mode: XattrSetMode) -> Result<()> {
+        let _gate = self.change_gate();
         self.check_writable()?;
         let name = name.as_bytes();
         if let Some(kind) = crate::acl::AclKind::from_name(name) {
@@ -136,6 +137,7 @@ impl Filesystem {
     /// # Errors
     /// `NoData` if absent, and as [`Filesystem::setxattr`].
     pub fn removexattr(&self, ctx: &Ctx, ino: Ino, name: &OsStr) -> Result<()> {
+        let _gate = self.change_gate();
         self.check_writable()?;
         let name = name.as_bytes();
         if let Some(kind) = crate::acl::AclKind::from_name(name) {

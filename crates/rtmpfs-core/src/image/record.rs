@@ -1,0 +1,293 @@
+//! The records of an image (inside the zstd stream): `kind u8 | len u32 | payload | crc32 u32`,
+//! the checksum over kind, len and payload. Layouts in `docs/image-format.md`.
+
+use std::io::{Read, Write};
+
+use super::ImageError;
+use crate::types::{FileKind, Timespec};
+
+/// Largest payload a reader accepts: a data record of 64 pages, or an xattr (64 KiB value,
+/// 255-byte name), with room to spare. A reader holds one record at a time.
+pub(super) const MAX_PAYLOAD: usize = 1 << 20;
+
+const LIMITS: u8 = 1;
+const INODE: u8 = 2;
+const XATTR: u8 = 3;
+const DATA: u8 = 4;
+const RESERVED: u8 = 5;
+const ENTRY: u8 = 6;
+const END: u8 = 7;
+
+/// An inode's attributes as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct InodeRecord {
+    pub id: u64,
+    pub kind: FileKind,
+    pub perm: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub rdev: u64,
+    pub nlink: u32,
+    pub flags: u32,
+    pub size: u64,
+    pub atime: Timespec,
+    pub mtime: Timespec,
+    pub ctime: Timespec,
+    pub btime: Timespec,
+    /// A symlink's target; empty otherwise.
+    pub target: Vec<u8>,
+}
+
+/// One record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Record {
+    /// The mount's limits (`u64::MAX`: unlimited). The first record.
+    Limits { size_bytes: u64, max_inodes: u64 },
+    /// An inode; the xattr, data and reserved records that follow belong to it.
+    Inode(InodeRecord),
+    /// An xattr of the last inode.
+    Xattr { name: Vec<u8>, value: Vec<u8> },
+    /// Pages of the last inode (a regular file) from page `first`: whole pages.
+    Data { first: u64, bytes: Vec<u8> },
+    /// Reserved (fallocated, unwritten) pages of the last inode.
+    Reserved { first: u64, count: u64 },
+    /// Directory `parent` has entry `name` for inode `child` (both recorded before).
+    Entry { parent: u64, child: u64, name: Vec<u8> },
+    /// The end, with counts to check.
+    End { inodes: u64, entries: u64, data_pages: u64 },
+}
+
+fn kind_code(k: FileKind) -> u8 {
+    match k {
+        FileKind::RegularFile => 1,
+        FileKind::Directory => 2,
+        FileKind::Symlink => 3,
+        FileKind::NamedPipe => 4,
+        FileKind::Socket => 5,
+        FileKind::CharDevice => 6,
+        FileKind::BlockDevice => 7,
+    }
+}
+
+fn kind_of(c: u8) -> Option<FileKind> {
+    Some(match c {
+        1 => FileKind::RegularFile,
+        2 => FileKind::Directory,
+        3 => FileKind::Symlink,
+        4 => FileKind::NamedPipe,
+        5 => FileKind::Socket,
+        6 => FileKind::CharDevice,
+        7 => FileKind::BlockDevice,
+        _ => return None,
+    })
+}
+
+fn put_time(b: &mut Vec<u8>, t: Timespec) {
+    b.extend_from_slice(&t.sec.to_le_bytes());
+    b.extend_from_slice(&t.nsec.to_le_bytes());
+}
+
+impl Record {
+    /// Write the record to `w`.
+    pub(super) fn write(&self, w: &mut impl Write) -> std::io::Result<()> {
+        let mut p = Vec::new();
+        let kind = match self {
+            Record::Limits { size_bytes, max_inodes } => {
+                p.extend_from_slice(&size_bytes.to_le_bytes());
+                p.extend_from_slice(&max_inodes.to_le_bytes());
+                LIMITS
+            }
+            Record::Inode(r) => {
+                p.extend_from_slice(&r.id.to_le_bytes());
+                p.push(kind_code(r.kind));
+                for v in [r.perm, r.uid, r.gid] {
+                    p.extend_from_slice(&v.to_le_bytes());
+                }
+                p.extend_from_slice(&r.rdev.to_le_bytes());
+                p.extend_from_slice(&r.nlink.to_le_bytes());
+                p.extend_from_slice(&r.flags.to_le_bytes());
+                p.extend_from_slice(&r.size.to_le_bytes());
+                for t in [r.atime, r.mtime, r.ctime, r.btime] {
+                    put_time(&mut p, t);
+                }
+                p.extend_from_slice(&r.target);
+                INODE
+            }
+            Record::Xattr { name, value } => {
+                p.push(name.len() as u8);
+                p.extend_from_slice(name);
+                p.extend_from_slice(value);
+                XATTR
+            }
+            Record::Data { first, bytes } => return write_data(w, *first, bytes),
+            Record::Reserved { first, count } => {
+                p.extend_from_slice(&first.to_le_bytes());
+                p.extend_from_slice(&count.to_le_bytes());
+                RESERVED
+            }
+            Record::Entry { parent, child, name } => {
+                p.extend_from_slice(&parent.to_le_bytes());
+                p.extend_from_slice(&child.to_le_bytes());
+                p.extend_from_slice(name);
+                ENTRY
+            }
+            Record::End {
+                inodes,
+                entries,
+                data_pages,
+            } => {
+                for v in [inodes, entries, data_pages] {
+                    p.extend_from_slice(&v.to_le_bytes());
+                }
+                END
+            }
+        };
+        write_raw(w, kind, &[&p])
+    }
+
+    /// Read the next record. The stream (decompressed) must not end before the `End` record.
+    pub(super) fn read(r: &mut impl Read) -> Result<Record, ImageError> {
+        let mut head = [0u8; 5];
+        read_exact(r, &mut head)?;
+        let len = u32::from_le_bytes(head[1..].try_into().expect("4 bytes")) as usize;
+        if len > MAX_PAYLOAD {
+            return Err(ImageError::Corrupt(format!("record of {len} bytes")));
+        }
+        let mut p = vec![0u8; len];
+        read_exact(r, &mut p)?;
+        let mut crc = [0u8; 4];
+        read_exact(r, &mut crc)?;
+        let mut h = crc32fast::Hasher::new();
+        h.update(&head);
+        h.update(&p);
+        if h.finalize() != u32::from_le_bytes(crc) {
+            return Err(ImageError::Corrupt(format!(
+                "record checksum mismatch (kind {})",
+                head[0]
+            )));
+        }
+        decode(head[0], p).ok_or_else(|| ImageError::Corrupt(format!("malformed record (kind {})", head[0])))
+    }
+}
+
+/// A record whose payload is `parts`, concatenated.
+fn write_raw(w: &mut impl Write, kind: u8, parts: &[&[u8]]) -> std::io::Result<()> {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    debug_assert!(len <= MAX_PAYLOAD);
+    let mut head = [0u8; 5];
+    head[0] = kind;
+    head[1..].copy_from_slice(&(len as u32).to_le_bytes());
+    let mut h = crc32fast::Hasher::new();
+    h.update(&head);
+    w.write_all(&head)?;
+    for p in parts {
+        h.update(p);
+        w.write_all(p)?;
+    }
+    w.write_all(&h.finalize().to_le_bytes())
+}
+
+/// A [`Record::Data`] written from borrowed bytes (no copy into a record).
+pub(super) fn write_data(w: &mut impl Write, first: u64, bytes: &[u8]) -> std::io::Result<()> {
+    write_raw(w, DATA, &[&first.to_le_bytes(), bytes])
+}
+
+fn read_exact(r: &mut impl Read, buf: &mut [u8]) -> Result<(), ImageError> {
+    r.read_exact(buf).map_err(|e| match ImageError::from_io(e) {
+        ImageError::Io(e) => ImageError::Corrupt(format!("compressed stream: {e}")),
+        other => other,
+    })
+}
+
+/// A cursor over a payload.
+struct Fields(Vec<u8>, usize);
+
+impl Fields {
+    fn take(&mut self, n: usize) -> Option<&[u8]> {
+        let s = self.0.get(self.1..self.1.checked_add(n)?)?;
+        self.1 += n;
+        Some(s)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        self.take(1).map(|b| b[0])
+    }
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+    fn time(&mut self) -> Option<Timespec> {
+        let sec = i64::from_le_bytes(self.take(8)?.try_into().ok()?);
+        let nsec = self.u32()?;
+        (nsec < 1_000_000_000).then_some(Timespec { sec, nsec })
+    }
+    fn rest(mut self) -> Vec<u8> {
+        self.0.split_off(self.1)
+    }
+    fn end(&self) -> bool {
+        self.1 == self.0.len()
+    }
+}
+
+fn decode(kind: u8, payload: Vec<u8>) -> Option<Record> {
+    let mut f = Fields(payload, 0);
+    // Records with a variable tail take it all; the others must use the payload up exactly.
+    let fixed = |f: &Fields, rec: Record| f.end().then_some(rec);
+    match kind {
+        LIMITS => {
+            let rec = Record::Limits {
+                size_bytes: f.u64()?,
+                max_inodes: f.u64()?,
+            };
+            fixed(&f, rec)
+        }
+        INODE => Some(Record::Inode(InodeRecord {
+            id: f.u64()?,
+            kind: kind_of(f.u8()?)?,
+            perm: f.u32()?,
+            uid: f.u32()?,
+            gid: f.u32()?,
+            rdev: f.u64()?,
+            nlink: f.u32()?,
+            flags: f.u32()?,
+            size: f.u64()?,
+            atime: f.time()?,
+            mtime: f.time()?,
+            ctime: f.time()?,
+            btime: f.time()?,
+            target: f.rest(),
+        })),
+        XATTR => {
+            let n = f.u8()? as usize;
+            let name = f.take(n)?.to_vec();
+            Some(Record::Xattr { name, value: f.rest() })
+        }
+        DATA => {
+            let first = f.u64()?;
+            let bytes = f.rest();
+            (!bytes.is_empty() && bytes.len() % crate::mm::PAGE == 0).then_some(Record::Data { first, bytes })
+        }
+        RESERVED => {
+            let rec = Record::Reserved {
+                first: f.u64()?,
+                count: f.u64()?,
+            };
+            fixed(&f, rec)
+        }
+        ENTRY => Some(Record::Entry {
+            parent: f.u64()?,
+            child: f.u64()?,
+            name: f.rest(),
+        }),
+        END => {
+            let rec = Record::End {
+                inodes: f.u64()?,
+                entries: f.u64()?,
+                data_pages: f.u64()?,
+            };
+            fixed(&f, rec)
+        }
+        _ => None,
+    }
+}

@@ -1,0 +1,612 @@
+//! Images: snapshot → restore round trips of trees built by random operation sequences
+//! (compared inode by inode: attributes with all four times, xattrs, file flags, `SEEK_DATA`
+//! extents, bytes, symlink targets, link structure), under a RAM budget with pages swapped out;
+//! snapshots taken while writers run are states that existed; damaged images are refused.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use rtmpfs_core::{
+    Attr, Config, Ctx, FallocateMode, FileKind, Filesystem, FsError, ImageError, ImageKey, Ino, LimitSource, OpenFlags,
+    RenameFlags, RestoreOptions, SeekWhence, SnapshotOptions, SwapConfig, XattrSetMode,
+};
+use rtmpfs_testkit::engine::EngineBackend;
+use rtmpfs_testkit::model::ModelConfig;
+use rtmpfs_testkit::{Backend, Op};
+
+use crate::common::{check, env_usize, ops};
+
+/// One inode as a user sees it, without its number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Node {
+    attr: Attr,
+    flags: u32,
+    xattrs: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// `SEEK_DATA`/`SEEK_HOLE` extents, and the bytes of the extents (holes read zero).
+    extents: Vec<(u64, u64)>,
+    bytes: Vec<u8>,
+    target: Vec<u8>,
+}
+
+/// Every path of `fs` with its node, and for each path the first path naming the same inode
+/// (the link structure).
+fn dump(fs: &Filesystem) -> (BTreeMap<String, Node>, BTreeMap<String, String>) {
+    let ctx = Ctx::root();
+    let mut nodes = BTreeMap::new();
+    let mut first_name: HashMap<Ino, String> = HashMap::new();
+    let mut links = BTreeMap::new();
+    let mut stack = vec![(fs.root(), String::new())];
+    while let Some((ino, path)) = stack.pop() {
+        let mut attr = fs.getattr(ino).unwrap();
+        let names = fs.listxattr(&ctx, ino).unwrap();
+        let xattrs = names
+            .split(|&b| b == 0)
+            .filter(|n| !n.is_empty())
+            .map(|n| (n.to_vec(), fs.getxattr(&ctx, ino, OsStr::from_bytes(n)).unwrap()))
+            .collect();
+        let (mut extents, mut bytes, mut target) = (Vec::new(), Vec::new(), Vec::new());
+        match attr.kind {
+            FileKind::RegularFile => {
+                let fh = fs.open(&ctx, ino, OpenFlags::READ).unwrap();
+                let mut at = 0;
+                while let Ok(start) = fs.lseek(fh, at as i64, SeekWhence::Data) {
+                    let end = fs.lseek(fh, start as i64, SeekWhence::Hole).unwrap();
+                    extents.push((start, end));
+                    bytes.extend(fs.read_vec(fh, start, (end - start) as usize).unwrap());
+                    at = end;
+                }
+                fs.release(fh).unwrap();
+            }
+            FileKind::Symlink => target = fs.readlink(ino).unwrap(),
+            FileKind::Directory => {
+                let fh = fs.opendir(&ctx, ino).unwrap();
+                for e in fs.readdir(fh, 0, usize::MAX).unwrap() {
+                    if e.name != b"." && e.name != b".." {
+                        stack.push((e.ino, format!("{path}/{}", String::from_utf8_lossy(&e.name))));
+                    }
+                }
+                fs.releasedir(fh).unwrap();
+            }
+            _ => {}
+        }
+        // Reading the file may have moved its atime (relatime): take the attributes again.
+        let after = fs.getattr(ino).unwrap();
+        attr.atime = after.atime;
+        let first = first_name.entry(ino).or_insert_with(|| path.clone()).clone();
+        links.insert(path.clone(), first);
+        attr.ino = Ino(0);
+        attr.generation = 0;
+        let flags = fs.file_flags(ino).unwrap();
+        nodes.insert(
+            path,
+            Node {
+                attr,
+                flags,
+                xattrs,
+                extents,
+                bytes,
+                target,
+            },
+        );
+    }
+    (nodes, links)
+}
+
+trait FromBytes {
+    fn from_bytes(b: &[u8]) -> &OsStr;
+}
+impl FromBytes for OsStr {
+    fn from_bytes(b: &[u8]) -> &OsStr {
+        std::os::unix::ffi::OsStrExt::from_bytes(b)
+    }
+}
+
+fn image_of(fs: &Filesystem) -> Vec<u8> {
+    let mut img = Vec::new();
+    fs.snapshot(&mut img).unwrap();
+    img
+}
+
+fn restore(config: Config, img: &[u8]) -> Result<Filesystem, ImageError> {
+    Filesystem::from_image(config, img, &RestoreOptions::default())
+}
+
+/// Snapshot `fs`, restore it under `config`, and compare the two trees; also the restored
+/// instance's accounting invariant.
+fn round_trip(fs: &Filesystem, config: Config) -> Result<(), String> {
+    let before = dump(fs);
+    let img = image_of(fs);
+    let back = restore(config, &img).map_err(|e| format!("restore: {e}"))?;
+    back.check_invariants()?;
+    let after = dump(&back);
+    if before.0 != after.0 {
+        for (path, node) in &before.0 {
+            if after.0.get(path) != Some(node) {
+                return Err(format!("{path:?} differs:\n{node:?}\n{:?}", after.0.get(path)));
+            }
+        }
+        return Err(format!("paths differ: {:?} vs {:?}", before.0.keys(), after.0.keys()));
+    }
+    if before.1 != after.1 {
+        return Err(format!("link structure differs: {:?} vs {:?}", before.1, after.1));
+    }
+    Ok(())
+}
+
+fn small() -> ModelConfig {
+    ModelConfig {
+        size_pages: Some(64),
+        nr_inodes: Some(48),
+        umask: 0o022,
+        root_mode: 0o1777,
+    }
+}
+
+fn run_ops(engine: &mut EngineBackend, ops: &[Op]) {
+    for op in ops {
+        let _ = engine.apply(op);
+    }
+}
+
+/// Trees built by random operation sequences come back identical, link structure included,
+/// and the restored instance's accounting is consistent.
+#[test]
+fn random_trees_round_trip() {
+    let cases = env_usize("RTMPFS_CASES", 96);
+    check("random_trees_round_trip", cases, ops(80, false), |ops| {
+        let cfg = small();
+        let config = EngineBackend::config_for(&cfg);
+        let mut engine = EngineBackend::new(config.clone(), cfg.umask);
+        run_ops(&mut engine, &ops);
+        round_trip(&engine.fs, config)
+    });
+}
+
+fn swapping(config: &Config, pages: u64) -> Config {
+    Config {
+        memory_bytes: Some(pages * 4096),
+        swap: Some(SwapConfig {
+            dir: std::env::temp_dir(),
+            size_bytes: None,
+            encrypt: true,
+        }),
+        background_threads: false,
+        ..config.clone()
+    }
+}
+
+/// Under a four-page RAM budget with the pages swapped out: the snapshot reads them without
+/// bringing them back (resident pages and frames unchanged), and they restore identical into
+/// another four-page instance.
+#[test]
+fn random_trees_round_trip_swapped_out() {
+    let cases = env_usize("RTMPFS_CASES", 48);
+    check("random_trees_round_trip_swapped_out", cases, ops(80, false), |ops| {
+        let cfg = small();
+        let config = swapping(&EngineBackend::config_for(&cfg), 4);
+        let mut engine = EngineBackend::new(config.clone(), cfg.umask);
+        run_ops(&mut engine, &ops);
+        engine.fs.evict_now(usize::MAX);
+        let before = engine.fs.usage();
+        let img = image_of(&engine.fs);
+        let after = engine.fs.usage();
+        if (before.resident_pages, before.frames_in_use, before.swapped_pages)
+            != (after.resident_pages, after.frames_in_use, after.swapped_pages)
+        {
+            return Err(format!("the snapshot moved pages: {before:?} -> {after:?}"));
+        }
+        drop(img);
+        round_trip(&engine.fs, config)
+    });
+}
+
+#[test]
+fn swapped_pages_are_read_without_being_charged() {
+    let ctx = Ctx::root();
+    let config = swapping(&Config::default(), 4);
+    let fs = Filesystem::new(config.clone()).unwrap();
+    let (a, fh) = fs
+        .create(&ctx, fs.root(), OsStr::new("f"), 0o644, OpenFlags::READ_WRITE)
+        .unwrap();
+    let data: Vec<u8> = (0..64 * 4096u32).map(|i| (i % 251) as u8).collect();
+    fs.write(&ctx, fh, 0, &data).unwrap();
+    fs.evict_now(usize::MAX);
+    let before = fs.usage();
+    assert!(before.swapped_pages >= 60, "{before:?}");
+    let img = image_of(&fs);
+    let after = fs.usage();
+    assert_eq!(before.resident_pages, after.resident_pages);
+    assert_eq!(before.swapped_pages, after.swapped_pages);
+    let back = restore(config, &img).unwrap();
+    let ino = back.lookup(&ctx, back.root(), OsStr::new("f")).unwrap().ino;
+    let rfh = back.open(&ctx, ino, OpenFlags::READ).unwrap();
+    assert_eq!(back.read_vec(rfh, 0, data.len()).unwrap(), data);
+    assert_eq!(back.getattr(ino).unwrap().mtime, fs.getattr(a.ino).unwrap().mtime);
+}
+
+/// Every kind of inode, xattrs of every namespace, an ACL, file flags, hard links, a sparse
+/// file, reserved pages, exact times, and the root's own attributes.
+#[test]
+fn everything_is_kept() {
+    let ctx = Ctx::root();
+    let config = Config {
+        size_bytes: Some(1 << 30),
+        max_inodes: Some(1000),
+        root_mode: 0o750,
+        root_uid: 7,
+        root_gid: 8,
+        ..Config::default()
+    };
+    let fs = Filesystem::new(config).unwrap();
+    let root = fs.root();
+    let d = fs.mkdir(&ctx, root, OsStr::new("d"), 0o2755).unwrap();
+    let (f, fh) = fs
+        .create(&ctx, d.ino, OsStr::new("f"), 0o4644, OpenFlags::READ_WRITE)
+        .unwrap();
+    fs.write(&ctx, fh, 3, b"hello").unwrap();
+    // Sparse: one page at 64 GiB.
+    fs.write(&ctx, fh, 64 << 30, &[7u8; 4096]).unwrap();
+    fs.fallocate(&ctx, fh, 1 << 20, 3 * 4096, FallocateMode::KeepSize)
+        .unwrap();
+    fs.link(&ctx, f.ino, root, OsStr::new("hard")).unwrap();
+    fs.symlink(&ctx, d.ino, OsStr::new("s"), OsStr::new("../hard")).unwrap();
+    fs.mknod(&ctx, root, OsStr::new("fifo"), libc::S_IFIFO | 0o600, 0)
+        .unwrap();
+    fs.mknod(&ctx, root, OsStr::new("sock"), libc::S_IFSOCK | 0o600, 0)
+        .unwrap();
+    fs.mknod(
+        &ctx,
+        root,
+        OsStr::new("chr"),
+        libc::S_IFCHR | 0o600,
+        libc::makedev(1, 3),
+    )
+    .unwrap();
+    fs.mknod(
+        &ctx,
+        root,
+        OsStr::new("blk"),
+        libc::S_IFBLK | 0o600,
+        libc::makedev(7, 0),
+    )
+    .unwrap();
+    for (name, value) in [
+        ("user.a", &b"1"[..]),
+        ("trusted.b", b"two"),
+        ("security.c", b"\x00\x01binary"),
+    ] {
+        fs.setxattr(&ctx, f.ino, OsStr::new(name), value, XattrSetMode::Upsert)
+            .unwrap();
+    }
+    fs.setxattr(&ctx, root, OsStr::new("user.root"), b"r", XattrSetMode::Upsert)
+        .unwrap();
+    // An access ACL with a named user (not equivalent to a mode, so it is stored).
+    let acl = rtmpfs_testkit::acl::encode(&[
+        (1, 6, u32::MAX),
+        (2, 4, 1000),
+        (4, 4, u32::MAX),
+        (0x10, 6, u32::MAX),
+        (0x20, 4, u32::MAX),
+    ]);
+    fs.setxattr(
+        &ctx,
+        d.ino,
+        OsStr::new("system.posix_acl_access"),
+        &acl,
+        XattrSetMode::Upsert,
+    )
+    .unwrap();
+    fs.setattr(
+        &ctx,
+        f.ino,
+        &rtmpfs_core::SetAttr {
+            uid: Some(1000),
+            gid: Some(100),
+            atime: Some(rtmpfs_core::SetTime::At(rtmpfs_core::Timespec {
+                sec: 1_000_000_000,
+                nsec: 123_456_789,
+            })),
+            mtime: Some(rtmpfs_core::SetTime::At(rtmpfs_core::Timespec {
+                sec: 1_200_000_000,
+                nsec: 987_654_321,
+            })),
+            ..Default::default()
+        },
+        None,
+    )
+    .unwrap();
+    fs.set_file_flags(
+        &ctx,
+        f.ino,
+        rtmpfs_core::file_flags::NODUMP | rtmpfs_core::file_flags::APPEND,
+    )
+    .unwrap();
+    fs.release(fh).unwrap();
+    let img = image_of(&fs);
+    assert!(
+        img.len() < 64 * 1024,
+        "a 64 GiB sparse file made a {} byte image",
+        img.len()
+    );
+    // Limits come from the image: a config without them still gets them.
+    let back = restore(Config::default(), &img).unwrap();
+    assert_eq!(back.statfs().blocks, fs.statfs().blocks);
+    assert_eq!(back.statfs().files, fs.statfs().files);
+    round_trip(&fs, Config::default()).unwrap();
+    // ... unless the config's are asked for.
+    let opts = RestoreOptions {
+        size: LimitSource::Config,
+        inodes: LimitSource::Config,
+        ..RestoreOptions::default()
+    };
+    let unlimited = Filesystem::from_image(Config::default(), &img[..], &opts).unwrap();
+    assert_ne!(unlimited.statfs().files, fs.statfs().files);
+    // A limit the tree does not fit is refused.
+    let tight = Config {
+        max_inodes: Some(3),
+        ..Config::default()
+    };
+    let opts = RestoreOptions {
+        inodes: LimitSource::Config,
+        ..RestoreOptions::default()
+    };
+    assert!(matches!(
+        Filesystem::from_image(tight, &img[..], &opts),
+        Err(ImageError::Fs(FsError::NoSpace))
+    ));
+}
+
+/// Writers that keep invariants across files run during snapshots; every image, restored,
+/// satisfies them. A counter is written to `a` then `b` (so `a` is `b` or `b + 1`, as text);
+/// a token file is renamed back and forth between two directories (exactly one holds it);
+/// files are created in order `n0, n1, ...` (the names present are a prefix). A snapshot that
+/// copied files one at a time would catch `a` and `b` at different counts.
+#[test]
+fn snapshots_under_writers_are_states_that_existed() {
+    let ctx = Ctx::root();
+    let fs = Arc::new(Filesystem::new(Config::default()).unwrap());
+    let root = fs.root();
+    let (a, fa) = fs
+        .create(&ctx, root, OsStr::new("a"), 0o644, OpenFlags::READ_WRITE)
+        .unwrap();
+    let (b, fb) = fs
+        .create(&ctx, root, OsStr::new("b"), 0o644, OpenFlags::READ_WRITE)
+        .unwrap();
+    let x = fs.mkdir(&ctx, root, OsStr::new("x"), 0o755).unwrap();
+    let y = fs.mkdir(&ctx, root, OsStr::new("y"), 0o755).unwrap();
+    fs.mknod(&ctx, x.ino, OsStr::new("token"), libc::S_IFREG | 0o644, 0)
+        .unwrap();
+    // Padding so that a snapshot takes a while: 4 MiB in 64 files.
+    for i in 0..64 {
+        let (_, fh) = fs
+            .create(&ctx, root, OsStr::new(&format!("pad{i}")), 0o644, OpenFlags::READ_WRITE)
+            .unwrap();
+        fs.write(&ctx, fh, 0, &vec![i as u8; 64 * 1024]).unwrap();
+        fs.release(fh).unwrap();
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut threads = Vec::new();
+    {
+        let (fs, stop) = (fs.clone(), stop.clone());
+        threads.push(std::thread::spawn(move || {
+            let ctx = Ctx::root();
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let text = format!("{n:020}");
+                fs.write(&ctx, fa, 0, text.as_bytes()).unwrap();
+                fs.write(&ctx, fb, 0, text.as_bytes()).unwrap();
+            }
+            n
+        }));
+    }
+    {
+        let (fs, stop) = (fs.clone(), stop.clone());
+        threads.push(std::thread::spawn(move || {
+            let ctx = Ctx::root();
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let (from, to) = if n % 2 == 0 { (x.ino, y.ino) } else { (y.ino, x.ino) };
+                fs.rename(
+                    &ctx,
+                    from,
+                    OsStr::new("token"),
+                    to,
+                    OsStr::new("token"),
+                    RenameFlags::default(),
+                )
+                .unwrap();
+                n += 1;
+            }
+            n
+        }));
+    }
+    {
+        let (fs, stop) = (fs.clone(), stop.clone());
+        threads.push(std::thread::spawn(move || {
+            let ctx = Ctx::root();
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) && n < 20_000 {
+                let name = format!("n{n}");
+                fs.mknod(&ctx, y.ino, OsStr::new(&name), libc::S_IFREG | 0o644, 0)
+                    .unwrap();
+                n += 1;
+            }
+            n
+        }));
+    }
+    let mut images = Vec::new();
+    for _ in 0..8 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        images.push(image_of(&fs));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let progress: Vec<u64> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    assert!(
+        progress.iter().all(|&n| n > 8),
+        "writers made no progress: {progress:?}"
+    );
+    let _ = (a, b);
+    let mut counters = Vec::new();
+    for img in &images {
+        let back = restore(Config::default(), img).unwrap();
+        let read = |name: &str| {
+            let ino = back.lookup(&ctx, back.root(), OsStr::new(name)).unwrap().ino;
+            let fh = back.open(&ctx, ino, OpenFlags::READ).unwrap();
+            let v = back.read_vec(fh, 0, 64).unwrap();
+            back.release(fh).unwrap();
+            String::from_utf8(v).unwrap().parse::<u64>().unwrap_or(0)
+        };
+        let (ca, cb) = (read("a"), read("b"));
+        assert!(ca == cb || ca == cb + 1, "a = {ca}, b = {cb}: not a state that existed");
+        counters.push(ca);
+        let rx = back.lookup(&ctx, back.root(), OsStr::new("x")).unwrap().ino;
+        let ry = back.lookup(&ctx, back.root(), OsStr::new("y")).unwrap().ino;
+        let in_x = back.lookup(&ctx, rx, OsStr::new("token")).is_ok();
+        let in_y = back.lookup(&ctx, ry, OsStr::new("token")).is_ok();
+        assert!(in_x != in_y, "token in x: {in_x}, in y: {in_y}");
+        let fh = back.opendir(&ctx, ry).unwrap();
+        let mut made: Vec<u64> = back
+            .readdir(fh, 0, usize::MAX)
+            .unwrap()
+            .iter()
+            .filter_map(|e| std::str::from_utf8(&e.name).ok()?.strip_prefix('n')?.parse().ok())
+            .collect();
+        made.sort_unstable();
+        assert!(
+            made.iter().enumerate().all(|(i, &n)| i as u64 == n),
+            "created names are not a prefix"
+        );
+        back.check_invariants().unwrap();
+    }
+    assert!(
+        counters.windows(2).any(|w| w[0] != w[1]),
+        "the writers never moved between snapshots: {counters:?}"
+    );
+}
+
+fn sample_image(key: Option<&ImageKey>) -> Vec<u8> {
+    let ctx = Ctx::root();
+    let fs = Filesystem::new(Config::default()).unwrap();
+    let d = fs.mkdir(&ctx, fs.root(), OsStr::new("d"), 0o755).unwrap();
+    let (f, fh) = fs
+        .create(&ctx, d.ino, OsStr::new("f"), 0o644, OpenFlags::READ_WRITE)
+        .unwrap();
+    // Incompressible data, so that the image has several chunks.
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let data: Vec<u8> = (0..300_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    fs.write(&ctx, fh, 0, &data).unwrap();
+    fs.setxattr(&ctx, f.ino, OsStr::new("user.x"), b"y", XattrSetMode::Upsert)
+        .unwrap();
+    fs.symlink(&ctx, fs.root(), OsStr::new("s"), OsStr::new("d/f")).unwrap();
+    let mut img = Vec::new();
+    fs.snapshot_with(&mut img, &SnapshotOptions { key: key.cloned() })
+        .unwrap();
+    img
+}
+
+fn key(byte: u8) -> ImageKey {
+    ImageKey::from_bytes(&[byte; 32]).unwrap()
+}
+
+/// Every flipped byte and every truncation of an image is refused (never a restored tree),
+/// with the reason: corrupt, truncated.
+#[test]
+fn damaged_images_are_refused() {
+    for k in [None, Some(key(1))] {
+        let img = sample_image(k.as_ref());
+        let opts = RestoreOptions {
+            key: k.clone(),
+            ..RestoreOptions::default()
+        };
+        assert!(Filesystem::from_image(Config::default(), &img[..], &opts).is_ok());
+        // Flipped bytes: every byte of the header and the first 1 KiB, then a stride, and the
+        // last 64 bytes (the final chunk and its trailer).
+        let positions = (0..1024)
+            .chain((1024..img.len()).step_by(1999))
+            .chain(img.len() - 64..img.len());
+        for pos in positions {
+            let mut bad = img.clone();
+            bad[pos] ^= 0x40;
+            match Filesystem::from_image(Config::default(), &bad[..], &opts) {
+                Ok(_) => panic!("flipped byte {pos} accepted (key {})", k.is_some()),
+                Err(
+                    ImageError::Corrupt(_)
+                    | ImageError::NotAnImage
+                    | ImageError::UnsupportedVersion { .. }
+                    | ImageError::WrongKey
+                    | ImageError::KeyRequired
+                    | ImageError::NotEncrypted
+                    | ImageError::Truncated(_),
+                ) => {}
+                Err(e) => panic!("flipped byte {pos}: unexpected {e}"),
+            }
+        }
+        // Truncations: every length through the header and first chunk header, a stride, every
+        // length around the first chunk boundary (header 52 + 5 + 256 KiB + trailer), the end.
+        let boundary = 52 + 5 + 256 * 1024 + if k.is_some() { 16 } else { 4 };
+        let lens = (1..128)
+            .chain((128..img.len()).step_by(1009))
+            .chain(boundary - 8..boundary + 8)
+            .chain(img.len() - 64..img.len());
+        for len in lens {
+            match Filesystem::from_image(Config::default(), &img[..len], &opts) {
+                Err(ImageError::Truncated(_)) => {}
+                Ok(_) => panic!("image cut at {len} of {} accepted", img.len()),
+                Err(e) => panic!("image cut at {len}: {e}, not truncated"),
+            }
+        }
+        // Garbage after the end.
+        let mut long = img.clone();
+        long.push(0);
+        assert!(matches!(
+            Filesystem::from_image(Config::default(), &long[..], &opts),
+            Err(ImageError::Corrupt(_))
+        ));
+    }
+}
+
+#[test]
+fn wrong_version_key_and_magic_are_told_apart() {
+    let plain = sample_image(None);
+    let sealed = sample_image(Some(&key(1)));
+    let with = |k: Option<ImageKey>| RestoreOptions {
+        key: k,
+        ..RestoreOptions::default()
+    };
+    let mut v2 = plain.clone();
+    v2[8] = 2;
+    assert!(matches!(
+        Filesystem::from_image(Config::default(), &v2[..], &with(None)),
+        Err(ImageError::UnsupportedVersion { found: 2, supported: 1 })
+    ));
+    assert!(matches!(
+        Filesystem::from_image(Config::default(), &b"hello, not an image at all"[..], &with(None)),
+        Err(ImageError::NotAnImage)
+    ));
+    assert!(matches!(
+        Filesystem::from_image(Config::default(), &sealed[..], &with(Some(key(2)))),
+        Err(ImageError::WrongKey)
+    ));
+    assert!(matches!(
+        Filesystem::from_image(Config::default(), &sealed[..], &with(None)),
+        Err(ImageError::KeyRequired)
+    ));
+    assert!(matches!(
+        Filesystem::from_image(Config::default(), &plain[..], &with(Some(key(1)))),
+        Err(ImageError::NotEncrypted)
+    ));
+    assert!(matches!(ImageKey::from_bytes(b"short"), Err(ImageError::BadKey(_))));
+    // The sealed image does not hold the plaintext.
+    assert!(!sealed.windows(6).any(|w| w == b"user.x"));
+    assert!(plain.len() > 300_000 && sealed.len() > 300_000);
+}
