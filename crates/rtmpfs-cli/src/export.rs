@@ -160,7 +160,7 @@ fn listing(fs: &Filesystem, dir: Ino) -> rtmpfs_core::Result<Vec<(Vec<u8>, Ino)>
     Ok(entries?
         .into_iter()
         .filter(|e| e.name != b"." && e.name != b"..")
-        .map(|e| (e.name, e.ino))
+        .map(|e| (e.name.to_vec(), e.ino))
         .collect())
 }
 

@@ -120,7 +120,7 @@ impl Filesystem {
                 Record::Entry {
                     parent: dir_id,
                     child: id,
-                    name,
+                    name: name.to_vec(),
                 }
                 .write(w)
                 .map_err(io)?;
