@@ -196,16 +196,25 @@ fn ctx(req: &Request) -> Ctx {
     Ctx::user(req.uid(), req.gid())
 }
 
+/// Whether the request header carries the caller's ids (not under `FUSE_ALLOW_IDMAP`, where
+/// the kernel sends `FUSE_INVALID_UIDGID` with every request that does not create an inode).
+fn has_ids(req: &Request) -> bool {
+    req.uid() != FUSE_INVALID_UIDGID && req.gid() != FUSE_INVALID_UIDGID
+}
+
 /// The caller's credentials where the engine's answer depends on them (owner and capability
 /// rules, the `trusted.` namespace, set-id clearing). Under `FUSE_ALLOW_IDMAP` the kernel sends
 /// the caller's ids only with requests that create an inode (already mapped through the
 /// mount's idmap) and `FUSE_INVALID_UIDGID` with every other one; then they are read from
 /// /proc/TID/status (the fs ids, the groups, and `CAP_FSETID` from the effective set), which
-/// costs a file read, so only these requests ask. A caller gone meanwhile gets no privilege.
-fn caller(req: &Request) -> Ctx {
-    if req.uid() != FUSE_INVALID_UIDGID && req.gid() != FUSE_INVALID_UIDGID {
+/// costs a file read (~35 µs here, three times a round trip), so only the requests whose answer
+/// depends on who asks call this ([`Adapter::caller_for_setid`] decides for set-id clearing).
+/// A caller gone meanwhile gets no privilege.
+fn caller(stats: &Stats, req: &Request) -> Ctx {
+    if has_ids(req) {
         return ctx(req);
     }
+    stats.count_credential_read();
     let status = std::fs::read_to_string(format!("/proc/{}/status", req.pid())).unwrap_or_default();
     let field = |name: &str| {
         status
@@ -232,11 +241,48 @@ fn caller(req: &Request) -> Ctx {
     }
 }
 
+impl Adapter {
+    /// [`caller`] for a request on inode `i` whose only dependence on who asks is the
+    /// clearing of `i`'s set-user-ID/set-group-ID bits (SETATTR, the kernel's privilege
+    /// clearing, fallocate, copy_file_range, setting an ACL): the engine does not check
+    /// permissions here (`default_permissions`: the kernel has), so an inode with neither
+    /// bit gets the same answer whoever asks, and the credentials are read only when one is
+    /// set. The bits cannot appear meanwhile: the kernel holds the inode's lock across each of
+    /// these requests and across every chmod and ACL change that could set them.
+    fn caller_for_setid(&self, req: &Request, i: Ino) -> Ctx {
+        let has_setid = |a: &Attr| a.perm & (libc::S_ISUID | libc::S_ISGID) != 0;
+        if has_ids(req) || !self.fs.getattr(i).is_ok_and(|a| has_setid(&a)) {
+            ctx(req)
+        } else {
+            caller(&self.stats, req)
+        }
+    }
+
+    /// [`caller`] for LISTXATTR of `i`: only `trusted.` names depend on who asks (root sees
+    /// them), so the credentials are read only when `i` has one. `list` lists for a caller.
+    fn caller_for_list<T>(&self, req: &Request, i: Ino, list: impl Fn(&Ctx) -> T) -> T {
+        if has_ids(req) {
+            return list(&ctx(req));
+        }
+        // Root sees every name: if none is trusted., every caller sees the same list.
+        let root = Ctx::user(0, 0);
+        let trusted_free = self
+            .fs
+            .listxattr(&root, i)
+            .is_ok_and(|names| !names.split(|b| *b == 0).any(|n| n.starts_with(b"trusted.")));
+        if trusted_free {
+            list(&root)
+        } else {
+            list(&caller(&self.stats, req))
+        }
+    }
+}
+
 /// The caller's credentials for an xattr request on `name`: only the `trusted.` namespace
 /// (root only) depends on who asks, so only it pays for [`caller`].
-fn ctx_for_xattr(req: &Request, name: &OsStr) -> Ctx {
+fn ctx_for_xattr(stats: &Stats, req: &Request, name: &OsStr) -> Ctx {
     if name.as_encoded_bytes().starts_with(b"trusted.") {
-        caller(req)
+        caller(stats, req)
     } else {
         ctx(req)
     }
@@ -412,7 +458,7 @@ impl fuser::Filesystem for Adapter {
             KernelWord::Silent
         };
         let r = if self.daemon_kills_privs && self.is_kernels_priv_clearing(&set) {
-            let c = self.with_groups_for_setid(req, caller(req), ino(i));
+            let c = self.with_groups_for_setid(req, self.caller_for_setid(req, ino(i)), ino(i));
             self.fs.remove_privs(&c, ino(i))
         } else {
             // Handle 0: no handle of ours (e.g. fchmod of a descriptor the kernel holds without
@@ -670,7 +716,7 @@ impl fuser::Filesystem for Adapter {
         let c = if is_acl_name(name) {
             self.ctx_setting_acl(req, ino(i))
         } else {
-            ctx_for_xattr(req, name)
+            ctx_for_xattr(&self.stats, req, name)
         };
         let r = XattrSetMode::from_libc(flags).and_then(|m| self.fs.setxattr(&c, ino(i), name, value, m));
         self.reply_empty(call, reply, r);
@@ -678,7 +724,7 @@ impl fuser::Filesystem for Adapter {
 
     fn getxattr(&self, req: &Request, i: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         let call = self.begin(RequestType::Getxattr, "getxattr");
-        match self.fs.getxattr(&ctx_for_xattr(req, name), ino(i), name) {
+        match self.fs.getxattr(&ctx_for_xattr(&self.stats, req, name), ino(i), name) {
             Ok(v) => self.reply_xattr(call, reply, &v, size),
             Err(e) => self.fail(call, reply, e),
         }
@@ -689,10 +735,10 @@ impl fuser::Filesystem for Adapter {
         // As Linux: the size query answers the length even past 64 KiB; a list that does not
         // fit the buffer is ERANGE, which the kernel turns into E2BIG for a 64 KiB buffer.
         if size == 0 {
-            let len = self.fs.listxattr_len(&caller(req), ino(i));
+            let len = self.caller_for_list(req, ino(i), |c| self.fs.listxattr_len(c, ino(i)));
             return self.answer(call, reply, len, |r, n| r.size(u32::try_from(n).unwrap_or(u32::MAX)));
         }
-        match self.fs.listxattr(&caller(req), ino(i)) {
+        match self.caller_for_list(req, ino(i), |c| self.fs.listxattr(c, ino(i))) {
             Ok(v) => self.reply_xattr(call, reply, &v, size),
             Err(FsError::TooBig) => self.fail(call, reply, Errno::ERANGE),
             Err(e) => self.fail(call, reply, e),
@@ -704,7 +750,7 @@ impl fuser::Filesystem for Adapter {
         let c = if is_acl_name(name) {
             self.ctx_setting_acl(req, ino(i))
         } else {
-            ctx_for_xattr(req, name)
+            ctx_for_xattr(&self.stats, req, name)
         };
         self.reply_empty(call, reply, self.fs.removexattr(&c, ino(i), name));
     }
