@@ -57,9 +57,14 @@ kill "$sampler" 2>/dev/null || true
 wait "$sampler" 2>/dev/null || true
 sampler=
 peak_kib=$(sort -n "$SAMPLES" | tail -1)
-stats=$("$RTMPFS_BIN" --stats "$MNT" 2>/dev/null || true)
+stats=$("$RTMPFS_BIN" status --raw "$MNT" 2>/dev/null || true)
 mem_bytes=$(echo "$stats" | awk '$1 == "memory_limit_pages" {print $2 * 4096}')
-python3 - "$start_kib" "$peak_kib" "$hwm_kib" "$after_kib" "${mem_bytes:-0}" <<'PY'
+if [ -z "$mem_bytes" ]; then
+    # Without the budget the bound means nothing: say so rather than compare against 0.
+    echo "rss-bench.sh: no memory_limit_pages in \`rtmpfs status --raw $MNT\`" >&2
+    exit 1
+fi
+python3 - "$start_kib" "$peak_kib" "$hwm_kib" "$after_kib" "$mem_bytes" <<'PY'
 import sys
 start, peak, hwm, after, mem = (int(x) for x in sys.argv[1:6])
 mib = lambda kib: kib / 1024

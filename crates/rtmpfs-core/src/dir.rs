@@ -12,6 +12,7 @@
 //! that renames every entry it is given (away and back) would meet each again, for ever.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use crate::limits::BOGO_DIRENT_SIZE;
 use crate::sync::{AtomicU64, LockRank, Ordering, RwLock};
@@ -43,10 +44,12 @@ pub(crate) struct Entry {
 /// The entries of a directory. Protected by `DirBody::entries`.
 ///
 /// Both maps hold the whole entry (it never changes after insertion: a rename is a remove and an
-/// insert), so lookups touch only `by_name` and listings only `by_cookie`.
+/// insert), so lookups touch only `by_name` and listings only `by_cookie`. The name is one
+/// allocation shared by both maps and by every listing batch that carries it, so a listing
+/// allocates nothing per entry.
 pub(crate) struct Dir {
-    by_name: HashMap<Box<[u8]>, Entry>,
-    by_cookie: BTreeMap<u64, (Entry, Box<[u8]>)>,
+    by_name: HashMap<Arc<[u8]>, Entry>,
+    by_cookie: BTreeMap<u64, (Entry, Arc<[u8]>)>,
     next_cookie: u64,
     /// Set by rmdir: no entry may be added any more.
     pub removed: bool,
@@ -86,9 +89,10 @@ impl DirBody {
         let cookie = d.next_cookie;
         d.next_cookie += 1;
         let entry = Entry { ino, kind, cookie };
-        let prev = d.by_name.insert(name.into(), entry);
+        let name: Arc<[u8]> = name.into();
+        let prev = d.by_name.insert(Arc::clone(&name), entry);
         debug_assert!(prev.is_none(), "insert over an existing entry");
-        d.by_cookie.insert(cookie, (entry, name.into()));
+        d.by_cookie.insert(cookie, (entry, name));
         self.size.store(
             2 * BOGO_DIRENT_SIZE + BOGO_DIRENT_SIZE * d.by_name.len() as u64,
             Ordering::Relaxed,
@@ -136,7 +140,7 @@ impl Dir {
                 ino: e.ino,
                 cookie,
                 kind: e.kind,
-                name: name.to_vec(),
+                name: Arc::clone(name).into(),
             });
             if !more {
                 break;
@@ -153,7 +157,7 @@ mod tests {
         let d = body.entries.read();
         let mut v = Vec::new();
         d.for_each_between(after, u64::MAX, |e| {
-            v.push((e.cookie, e.name));
+            v.push((e.cookie, e.name.to_vec()));
             true
         });
         v

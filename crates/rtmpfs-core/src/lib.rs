@@ -79,8 +79,8 @@ pub use fs::MemoryLimitError;
 pub use fs::{file_flags, AtimeRule, Filesystem};
 pub use fs::{fit_xattr_reply, XattrFit};
 pub use types::{
-    access, Attr, Ctx, DirEntry, DirEntryPlus, FallocateMode, Fh, FileKind, Ino, OpenFlags, ReadMode, ReadOutcome,
-    RenameFlags, SeekWhence, SetAttr, SetIdClearing, SetTime, StatFs, Timespec, Usage, MAX_FILE_SIZE, NAME_MAX,
-    PAGE_SIZE, SYMLINK_MAX,
+    access, Attr, Ctx, DirEntry, DirEntryPlus, EntryName, FallocateMode, Fh, FileKind, Ino, OpenFlags, ReadMode,
+    ReadOutcome, RenameFlags, SeekWhence, SetAttr, SetIdClearing, SetTime, StatFs, Timespec, Usage, MAX_FILE_SIZE,
+    NAME_MAX, PAGE_SIZE, SYMLINK_MAX,
 };
 pub use xattr::{XattrSetMode, XATTR_LIST_MAX, XATTR_NAME_MAX, XATTR_SIZE_MAX};

@@ -1,5 +1,6 @@
 //! Plain data types of the engine's API: identifiers, attributes, credentials, times.
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Size of a data page. Every allocation, limit and `st_blocks` figure is in these units.
@@ -424,7 +425,94 @@ pub struct DirEntry {
     /// Kind of the entry's inode.
     pub kind: FileKind,
     /// Name (bytes, no `/` or NUL).
-    pub name: Vec<u8>,
+    pub name: EntryName,
+}
+
+/// A directory entry's name as a listing returns it: the bytes the directory itself keeps,
+/// shared (a reference count, not a copy), so that a listing allocates nothing per entry.
+/// Compares with byte strings, slices and vectors; dereferences to `[u8]`.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EntryName(Arc<[u8]>);
+
+impl EntryName {
+    /// The name as an `OsStr` (Unix names are bytes).
+    #[must_use]
+    pub fn as_os_str(&self) -> &std::ffi::OsStr {
+        std::os::unix::ffi::OsStrExt::from_bytes(&self.0)
+    }
+}
+
+impl From<Arc<[u8]>> for EntryName {
+    fn from(name: Arc<[u8]>) -> Self {
+        EntryName(name)
+    }
+}
+
+impl From<&[u8]> for EntryName {
+    fn from(name: &[u8]) -> Self {
+        EntryName(name.into())
+    }
+}
+
+impl From<EntryName> for Vec<u8> {
+    fn from(name: EntryName) -> Self {
+        name.0.to_vec()
+    }
+}
+
+impl std::ops::Deref for EntryName {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl AsRef<[u8]> for EntryName {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<[u8]> for EntryName {
+    fn borrow(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for EntryName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", String::from_utf8_lossy(&self.0))
+    }
+}
+
+impl PartialEq<[u8]> for EntryName {
+    fn eq(&self, other: &[u8]) -> bool {
+        *self.0 == *other
+    }
+}
+
+impl PartialEq<&[u8]> for EntryName {
+    fn eq(&self, other: &&[u8]) -> bool {
+        *self.0 == **other
+    }
+}
+
+impl<const N: usize> PartialEq<[u8; N]> for EntryName {
+    fn eq(&self, other: &[u8; N]) -> bool {
+        *self.0 == other[..]
+    }
+}
+
+impl<const N: usize> PartialEq<&[u8; N]> for EntryName {
+    fn eq(&self, other: &&[u8; N]) -> bool {
+        *self.0 == other[..]
+    }
+}
+
+impl PartialEq<Vec<u8>> for EntryName {
+    fn eq(&self, other: &Vec<u8>) -> bool {
+        *self.0 == other[..]
+    }
 }
 
 /// One entry returned by `readdirplus`: the entry and its attributes. Every entry but `.` and

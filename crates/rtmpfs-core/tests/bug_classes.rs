@@ -587,7 +587,7 @@ fn e_readdir_under_concurrent_create_and_unlink() {
                 assert!(last.cookie > cookie, "cookies must increase");
                 cookie = last.cookie;
                 for e in batch {
-                    *seen.entry(e.name).or_default() += 1;
+                    *seen.entry(e.name.to_vec()).or_default() += 1;
                 }
             }
             fs.releasedir(fh).unwrap();

@@ -210,7 +210,7 @@ fn remove_tree(fs: &Filesystem, dir: Ino) {
         if e.name == b"." || e.name == b".." {
             continue;
         }
-        let name = std::ffi::OsString::from(String::from_utf8(e.name).unwrap());
+        let name = std::ffi::OsString::from(String::from_utf8(e.name.to_vec()).unwrap());
         if e.kind == FileKind::Directory {
             remove_tree(fs, e.ino);
             fs.rmdir(&ctx, dir, &name).unwrap();

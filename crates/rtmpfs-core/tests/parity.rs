@@ -73,7 +73,7 @@ fn list_while_renaming(fs: &Filesystem, dh: rtmpfs_core::Fh, batch: usize, cap: 
                 .unwrap();
             fs.rename(&root, fs.root(), tmp, fs.root(), name, RenameFlags::default())
                 .unwrap();
-            seen.push(e.name);
+            seen.push(e.name.to_vec());
         }
         if seen.len() > cap {
             break;

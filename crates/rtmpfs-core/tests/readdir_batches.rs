@@ -39,7 +39,7 @@ fn readdir_batches_resume_from_the_last_cookie() {
         calls += 1;
         let Some(last) = batch.last() else { break };
         offset = last.cookie;
-        names.extend(batch.into_iter().map(|e| String::from_utf8(e.name).unwrap()));
+        names.extend(batch.into_iter().map(|e| String::from_utf8(e.name.to_vec()).unwrap()));
     }
     let mut want = vec![".".to_string(), "..".to_string()];
     want.extend((0..10).map(|i| format!("f{i}")));
@@ -93,9 +93,45 @@ fn readdirplus_in_batches_of_one_lists_every_remaining_entry_once() {
             if !e.is_dot() {
                 fs.forget(e.entry.ino, 1);
             }
-            names.push(String::from_utf8(e.entry.name).unwrap());
+            names.push(String::from_utf8(e.entry.name.to_vec()).unwrap());
         }
     }
     fs.releasedir(dh).unwrap();
     assert_eq!(names, [".", "..", "f0", "f2"]);
+}
+
+/// A listing hands out the directory's own copy of each name (a shared reference), not a new
+/// allocation per entry: two listings of the same entry see the same bytes at the same address.
+/// That is what keeps a listing of a large directory as cheap as the entry walk itself.
+#[test]
+fn listing_shares_the_directorys_names() {
+    let fs = fs();
+    files(&fs, 3);
+    let list = || {
+        let dh = fs.opendir(&Ctx::root(), fs.root()).unwrap();
+        let batch = fs.readdir(dh, 2, 100).unwrap();
+        fs.releasedir(dh).unwrap();
+        batch
+    };
+    let (a, b) = (list(), list());
+    assert_eq!(a.len(), 3);
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x.name, y.name);
+        assert_eq!(x.name.as_ptr(), y.name.as_ptr(), "{:?} copied", x.name);
+    }
+    // The name compares with the usual byte forms.
+    assert!(a[0].name == b"f0" && a[0].name == b"f0".to_vec() && a[0].name == b"f0"[..]);
+    assert_eq!(a[0].name.as_os_str(), OsStr::new("f0"));
+    // A renamed entry gets a new name; the old listing keeps the old one.
+    fs.rename(
+        &Ctx::root(),
+        fs.root(),
+        OsStr::new("f0"),
+        fs.root(),
+        OsStr::new("g0"),
+        rtmpfs_core::RenameFlags::default(),
+    )
+    .unwrap();
+    assert_eq!(a[0].name, b"f0");
+    assert!(list().iter().any(|e| e.name == b"g0"));
 }

@@ -24,8 +24,8 @@ pub const SCHEMA: u32 = 1;
 /// Samples kept for the rates: one a second, so rates cover the last `RING - 1` seconds.
 pub const RING: usize = 6;
 
-/// Bytes per page in the figures counted in pages.
-pub const PAGE_SIZE: u64 = 4096;
+/// Bytes per page in the figures counted in pages: the engine's page.
+pub const PAGE_SIZE: u64 = rtmpfs_core::PAGE_SIZE;
 
 /// The status object (`rtmpfs status --json`). Field by field in docs/status.md.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

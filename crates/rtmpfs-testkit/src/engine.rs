@@ -197,7 +197,7 @@ impl EngineBackend {
             }
             for e in batch {
                 cookie = e.cookie;
-                let dup = out.insert(e.name.clone(), (e.kind, e.ino.0));
+                let dup = out.insert(e.name.to_vec(), (e.kind, e.ino.0));
                 assert!(
                     dup.is_none(),
                     "readdir returned {:?} twice",

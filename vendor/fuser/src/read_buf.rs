@@ -3,9 +3,12 @@ use std::mem::align_of;
 use crate::ll::fuse_abi as abi;
 use crate::session::MAX_WRITE_SIZE;
 
-/// Size of the buffer for reading a request from the kernel. Since the kernel may send
-/// up to `MAX_WRITE_SIZE` bytes in a write request, we use that value plus some extra space.
+/// Size of the buffer for reading a request before INIT has settled `max_write`: the kernel may
+/// send up to `MAX_WRITE_SIZE` bytes in a write request, plus some extra space for headers.
 const BUFFER_SIZE: usize = MAX_WRITE_SIZE + 4096;
+
+/// The kernel refuses a read into a buffer smaller than this (`FUSE_MIN_READ_BUFFER`).
+const MIN_READ_BUFFER: usize = 8192;
 
 /// A buffer that provides an aligned sub-slice for FUSE operations.
 ///
@@ -23,6 +26,18 @@ impl FuseReadBuf {
     pub(crate) fn new() -> Self {
         Self {
             buffer: vec![0; BUFFER_SIZE],
+        }
+    }
+
+    /// A buffer for the requests of a session whose INIT reply settled `max_write` (rtmpfs
+    /// fork): the kernel sends nothing larger than a WRITE of `max_write` bytes with its headers
+    /// (it refuses a read into less, so a wrong size fails loudly, not silently). Upstream gives
+    /// every reader 16 MiB whatever `max_write` is: untouched, but heap the daemon's RAM budget
+    /// counts.
+    pub(crate) fn for_max_write(max_write: u32) -> Self {
+        let size = (max_write as usize + 4096).clamp(MIN_READ_BUFFER, BUFFER_SIZE);
+        Self {
+            buffer: vec![0; size],
         }
     }
 

@@ -146,6 +146,8 @@ pub struct Session<FS: Filesystem> {
     uring: Option<Rings<FS>>,
     /// How this session talks to the kernel, decided at INIT.
     transport: Transport,
+    /// `max_write` as the INIT reply settled it: sizes the readers' buffers (rtmpfs fork).
+    max_write: u32,
 }
 
 impl<FS: Filesystem> AsFd for Session<FS> {
@@ -195,6 +197,7 @@ impl<FS: Filesystem> Session<FS> {
             config: options.clone(),
             uring: None,
             transport: Transport::DevFuse,
+            max_write: MAX_WRITE_SIZE as u32,
         };
 
         session.handshake()?;
@@ -225,6 +228,7 @@ impl<FS: Filesystem> Session<FS> {
             config,
             uring: None,
             transport: Transport::DevFuse,
+            max_write: MAX_WRITE_SIZE as u32,
         };
 
         session.handshake()?;
@@ -265,6 +269,7 @@ impl<FS: Filesystem> Session<FS> {
             config,
             mut uring,
             transport: _,
+            max_write,
         } = self;
 
         let n_threads = config.n_threads.unwrap_or(1);
@@ -308,6 +313,7 @@ impl<FS: Filesystem> Session<FS> {
                 allowed,
                 session_owner,
                 uring_active: true,
+                max_write,
             });
         }
         channels.push(ch);
@@ -323,6 +329,7 @@ impl<FS: Filesystem> Session<FS> {
                 allowed,
                 session_owner,
                 uring_active: uring.is_some(),
+                max_write,
             };
             threads.push(
                 thread::Builder::new()
@@ -511,6 +518,7 @@ impl<FS: Filesystem> Session<FS> {
                 }
             };
 
+            self.max_write = config.max_write;
             let response = init.reply(&config);
             <ReplyRaw as Reply>::new(request.unique(), ReplySender::Channel(self.ch.sender()))
                 .send_ll(&response);
@@ -634,13 +642,15 @@ pub(crate) struct SessionEventLoop<FS: Filesystem> {
     pub(crate) session_owner: Uid,
     /// The session serves over io_uring (rtmpfs fork): INTERRUPTs are left unanswered.
     pub(crate) uring_active: bool,
+    /// The negotiated `max_write`: the size of this loop's request buffer (rtmpfs fork).
+    pub(crate) max_write: u32,
 }
 
 impl<FS: Filesystem> SessionEventLoop<FS> {
     fn event_loop(&self) -> io::Result<()> {
         // Buffer for receiving requests from the kernel. Only one is allocated and
         // it is reused immediately after dispatching to conserve memory and allocations.
-        let mut buf = FuseReadBuf::new();
+        let mut buf = FuseReadBuf::for_max_write(self.max_write);
         let buf = buf.as_mut();
         loop {
             // Read the next request from the given channel to kernel driver

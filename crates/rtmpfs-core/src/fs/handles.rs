@@ -10,7 +10,9 @@ use crate::ids::{shard_of, Ids};
 use crate::inode::Inode;
 use crate::perm;
 use crate::sync::{Arc, AtomicU64, LockRank, Mutex, Ordering};
-use crate::types::{access, Ctx, DirEntry, DirEntryPlus, Fh, FileKind, Ino, OpenFlags, SetIdClearing, Timespec};
+use crate::types::{
+    access, Ctx, DirEntry, DirEntryPlus, EntryName, Fh, FileKind, Ino, OpenFlags, SetIdClearing, Timespec,
+};
 
 const SHARDS: usize = 32;
 
@@ -214,23 +216,21 @@ impl Filesystem {
     /// # Errors
     /// `BadHandle`, `NotDir`.
     pub fn readdir(&self, fh: Fh, offset: u64, max: usize) -> Result<Vec<DirEntry>> {
-        let mut batch = Vec::with_capacity(max.min(READDIR_PREALLOC));
+        let h = self.handles.get(fh)?;
+        let body = h.inode.dir().ok_or(FsError::NotDir)?;
         if max == 0 {
-            // Still the handle's and kind's errors.
-            let h = self.handles.get(fh)?;
-            h.inode.dir().ok_or(FsError::NotDir)?;
-            return Ok(batch);
+            return Ok(Vec::new());
         }
+        let d = body.entries.read();
+        if d.removed {
+            return Ok(Vec::new());
+        }
+        // At most the whole directory with `.` and `..`: one allocation, no regrowth.
+        let mut batch = Vec::with_capacity(max.min(d.len() + 2));
         let mut f = |e: DirEntry| {
             batch.push(e);
             batch.len() < max
         };
-        let h = self.handles.get(fh)?;
-        let body = h.inode.dir().ok_or(FsError::NotDir)?;
-        let d = body.entries.read();
-        if d.removed {
-            return Ok(batch);
-        }
         let end = if offset == 0 {
             let end = d.end_cookie();
             h.listing_end.store(end, Ordering::Relaxed);
@@ -243,14 +243,14 @@ impl Filesystem {
                 ino: h.inode.ino,
                 cookie: 1,
                 kind: FileKind::Directory,
-                name: b".".to_vec(),
+                name: EntryName::from(&b"."[..]),
             }))
             || (offset < 2
                 && !f(DirEntry {
                     ino: body.parent(),
                     cookie: 2,
                     kind: FileKind::Directory,
-                    name: b"..".to_vec(),
+                    name: EntryName::from(&b".."[..]),
                 }));
         if full {
             // Stopped at `.` or `..`: as before batches, a listing that reads no entry does not
@@ -344,6 +344,3 @@ impl Filesystem {
         }
     }
 }
-
-/// Entries allocated up front for a `readdir` batch (more grow the vector).
-const READDIR_PREALLOC: usize = 64;

@@ -38,7 +38,10 @@ pub enum MemoryLimitError {
 
 /// `n` pages as MiB, one decimal.
 fn mib(pages: u64) -> String {
-    format!("{:.1} MiB", pages as f64 * 4096.0 / f64::from(1 << 20))
+    format!(
+        "{:.1} MiB",
+        (pages * crate::types::PAGE_SIZE) as f64 / f64::from(1 << 20)
+    )
 }
 
 impl std::fmt::Display for MemoryLimitError {

@@ -31,8 +31,8 @@ use fuser::{
 use privs::KernelWord;
 use reply::begin_change;
 use rtmpfs_core::{
-    Attr, Ctx, FallocateMode, Fh, Filesystem, FsError, Ino, OpenFlags, RenameFlags, SeekWhence, SetAttr, Timespec,
-    XattrSetMode,
+    Attr, Ctx, FallocateMode, Fh, Filesystem, FsError, Ino, OpenFlags, RenameFlags, SeekWhence, SetAttr, SetIdClearing,
+    Timespec, XattrSetMode,
 };
 use std::ffi::OsStr;
 use std::io;
@@ -196,22 +196,17 @@ fn ctx(req: &Request) -> Ctx {
     Ctx::user(req.uid(), req.gid())
 }
 
-/// Whether the request header carries the caller's ids (not under `FUSE_ALLOW_IDMAP`, where
-/// the kernel sends `FUSE_INVALID_UIDGID` with every request that does not create an inode).
-fn has_ids(req: &Request) -> bool {
-    req.uid() != FUSE_INVALID_UIDGID && req.gid() != FUSE_INVALID_UIDGID
-}
-
 /// The caller's credentials where the engine's answer depends on them (owner and capability
 /// rules, the `trusted.` namespace, set-id clearing). Under `FUSE_ALLOW_IDMAP` the kernel sends
 /// the caller's ids only with requests that create an inode (already mapped through the
 /// mount's idmap) and `FUSE_INVALID_UIDGID` with every other one; then they are read from
 /// /proc/TID/status (the fs ids, the groups, and `CAP_FSETID` from the effective set), which
 /// costs a file read (~35 µs here, three times a round trip), so only the requests whose answer
-/// depends on who asks call this ([`Adapter::caller_for_setid`] decides for set-id clearing).
+/// depends on who asks call this (see [`kernel_checked`] and [`Adapter::caller_for_setid`]).
+/// Each read is counted (`credential_reads` in `rtmpfs --stats`).
 /// A caller gone meanwhile gets no privilege.
 fn caller(stats: &Stats, req: &Request) -> Ctx {
-    if has_ids(req) {
+    if !ids_missing(req) {
         return ctx(req);
     }
     stats.count_credential_read();
@@ -251,29 +246,10 @@ impl Adapter {
     /// these requests and across every chmod and ACL change that could set them.
     fn caller_for_setid(&self, req: &Request, i: Ino) -> Ctx {
         let has_setid = |a: &Attr| a.perm & (libc::S_ISUID | libc::S_ISGID) != 0;
-        if has_ids(req) || !self.fs.getattr(i).is_ok_and(|a| has_setid(&a)) {
+        if !ids_missing(req) || !self.fs.getattr(i).is_ok_and(|a| has_setid(&a)) {
             ctx(req)
         } else {
             caller(&self.stats, req)
-        }
-    }
-
-    /// [`caller`] for LISTXATTR of `i`: only `trusted.` names depend on who asks (root sees
-    /// them), so the credentials are read only when `i` has one. `list` lists for a caller.
-    fn caller_for_list<T>(&self, req: &Request, i: Ino, list: impl Fn(&Ctx) -> T) -> T {
-        if has_ids(req) {
-            return list(&ctx(req));
-        }
-        // Root sees every name: if none is trusted., every caller sees the same list.
-        let root = Ctx::user(0, 0);
-        let trusted_free = self
-            .fs
-            .listxattr(&root, i)
-            .is_ok_and(|names| !names.split(|b| *b == 0).any(|n| n.starts_with(b"trusted.")));
-        if trusted_free {
-            list(&root)
-        } else {
-            list(&caller(&self.stats, req))
         }
     }
 }
@@ -290,6 +266,22 @@ fn ctx_for_xattr(stats: &Stats, req: &Request, name: &OsStr) -> Ctx {
 
 /// The id the kernel sends for "no caller" (`FUSE_INVALID_UIDGID`, `(uid_t)-1`).
 const FUSE_INVALID_UIDGID: u32 = u32::MAX;
+
+/// Whether the request came without the caller's ids (`FUSE_ALLOW_IDMAP`, every request that
+/// creates no inode): then only [`caller`]'s /proc read says who asks.
+fn ids_missing(req: &Request) -> bool {
+    req.uid() == FUSE_INVALID_UIDGID || req.gid() == FUSE_INVALID_UIDGID
+}
+
+/// Credentials for the engine where the kernel has already decided everything that depends
+/// on the caller: permission (every rtmpfs mount has `default_permissions`) and, for a chmod,
+/// the set-group-ID bit (`setattr_prepare` strips it from the mode it sends). The engine then
+/// only repeats checks that pass. For requests that came without the caller's ids (see
+/// [`ids_missing`]), so that the common ones (chmod, utimens, listxattr) do not pay for a
+/// /proc read that decides nothing: it cost 28% of the daemon's CPU while untarring.
+fn kernel_checked() -> Ctx {
+    Ctx::root()
+}
 /// `CAP_FSETID`'s bit in a capability set.
 const CAP_FSETID: u32 = 4;
 
@@ -464,7 +456,18 @@ impl fuser::Filesystem for Adapter {
             // Handle 0: no handle of ours (e.g. fchmod of a descriptor the kernel holds without
             // one); the inode suffices.
             let h = h.filter(|h| h.0 != 0).map(fh);
-            let (c, clearing) = self.ctx_changing_data_of(req, word, ino(i));
+            let (c, clearing) = if set.size.is_none() {
+                // No data change (chmod, chown, utimens): as `Silent` below, without a /proc
+                // read where the kernel has decided what depends on the caller.
+                if self.daemon_kills_privs {
+                    let c = self.ctx_changing_attrs(req, &set, ino(i));
+                    (self.with_groups_for_setid(req, c, ino(i)), SetIdClearing::Engine)
+                } else {
+                    (self.ctx_changing_attrs(req, &set, ino(i)), SetIdClearing::Kernel)
+                }
+            } else {
+                self.ctx_changing_data_of(req, word, ino(i))
+            };
             self.fs.setattr_with(&c, ino(i), &set, h, clearing)
         };
         self.reply_attr(call, reply, r);
@@ -734,11 +737,12 @@ impl fuser::Filesystem for Adapter {
         let call = self.begin(RequestType::Xattr, "listxattr");
         // As Linux: the size query answers the length even past 64 KiB; a list that does not
         // fit the buffer is ERANGE, which the kernel turns into E2BIG for a 64 KiB buffer.
+        let c = self.ctx_listing_xattrs(req, ino(i));
         if size == 0 {
-            let len = self.caller_for_list(req, ino(i), |c| self.fs.listxattr_len(c, ino(i)));
+            let len = self.fs.listxattr_len(&c, ino(i));
             return self.answer(call, reply, len, |r, n| r.size(u32::try_from(n).unwrap_or(u32::MAX)));
         }
-        match self.caller_for_list(req, ino(i), |c| self.fs.listxattr(c, ino(i))) {
+        match self.fs.listxattr(&c, ino(i)) {
             Ok(v) => self.reply_xattr(call, reply, &v, size),
             Err(FsError::TooBig) => self.fail(call, reply, Errno::ERANGE),
             Err(e) => self.fail(call, reply, e),
