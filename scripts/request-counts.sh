@@ -50,7 +50,9 @@ def read(p):
 b, a = read(before), read(after)
 d = {k: a.get(k, 0) - b.get(k, 0) for k in kinds}
 parts = " ".join(f"{k}={v}" for k, v in d.items() if v)
-print(f"{name:15} total={sum(d.values()):<8} {parts}")
+# Not a request: the caller's credentials read from /proc (adapter::caller), counted apart.
+creds = f" credential_reads={a['credential_reads'] - b['credential_reads']}" if "credential_reads" in a else ""
+print(f"{name:15} total={sum(d.values()):<8} {parts}{creds}")
 PY
 }
 

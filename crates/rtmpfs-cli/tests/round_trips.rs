@@ -302,3 +302,110 @@ fn writeback_append_and_partial_pages_stay_right() {
     assert_eq!(std::fs::read(&f).unwrap(), model);
     assert_eq!(std::fs::read(&created).unwrap(), b"onetwo");
 }
+
+/// `setxattr(2)` through libc (std has no xattr calls).
+fn set_xattr(path: &Path, name: &str, value: &[u8]) {
+    let n = std::ffi::CString::new(name).unwrap();
+    // SAFETY: both strings are NUL-terminated and live; value/len describe a live buffer.
+    let r = unsafe { libc::setxattr(c_path(path).as_ptr(), n.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
+    assert_eq!(r, 0, "setxattr {name}: {}", std::io::Error::last_os_error());
+}
+
+/// `listxattr(2)`: the names, NUL-separated.
+fn list_xattr(path: &Path) -> Vec<u8> {
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: the path is NUL-terminated; buf is live and its length is passed.
+    let n = unsafe { libc::listxattr(c_path(path).as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    assert!(n >= 0, "listxattr: {}", std::io::Error::last_os_error());
+    buf.truncate(usize::try_from(n).unwrap());
+    buf
+}
+
+/// Under `FUSE_ALLOW_IDMAP` the kernel sends the caller's ids only with requests that create an
+/// inode, so the adapter reads them from /proc (a file read, ~3 round trips' worth) where the
+/// engine's answer depends on who asks. What `tar x` and `cp -a` do to each file (chown, chmod,
+/// utimes, listxattr, an access ACL, fallocate, copy_file_range) reads them nowhere on a file
+/// without set-id bits or `trusted.` names (`credential_reads` in `--stats`); a file with a
+/// set-group-ID bit, where root's chown keeps it and anyone else's would drop it, still reads them,
+/// and so does listing a file with a `trusted.` name, which only root sees.
+#[test]
+fn credentials_are_read_only_where_the_answer_depends_on_them() {
+    if !can_mount("credentials_are_read_only_where_the_answer_depends_on_them") {
+        return;
+    }
+    let d = Daemon::start("size=16m");
+    let reads = || counts(d.path())["credential_reads"];
+    let f = d.path().join("f");
+    let g = d.path().join("g");
+    std::fs::write(&f, b"hello").unwrap();
+    std::fs::write(&g, b"").unwrap();
+    // An access ACL equal to mode 0640, as cp -a copies it.
+    let acl: [u8; 28] = [
+        2, 0, 0, 0, 1, 0, 6, 0, 255, 255, 255, 255, 4, 0, 4, 0, 255, 255, 255, 255, 32, 0, 0, 0, 255, 255, 255, 255,
+    ];
+    let before = reads();
+    std::os::unix::fs::chown(&f, Some(1), Some(2)).unwrap();
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let t = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+    std::fs::File::options()
+        .write(true)
+        .open(&f)
+        .unwrap()
+        .set_modified(t)
+        .unwrap();
+    assert_eq!(list_xattr(&f), b"");
+    set_xattr(&f, "system.posix_acl_access", &acl);
+    set_xattr(&f, "user.note", b"x");
+    assert_eq!(list_xattr(&f), b"user.note\0");
+    {
+        use std::os::fd::AsRawFd;
+        let src = std::fs::File::open(&f).unwrap();
+        let dst = std::fs::File::options().write(true).open(&g).unwrap();
+        // SAFETY: two live descriptors; null offsets use the file positions.
+        let n = unsafe {
+            libc::copy_file_range(
+                src.as_raw_fd(),
+                std::ptr::null_mut(),
+                dst.as_raw_fd(),
+                std::ptr::null_mut(),
+                5,
+                0,
+            )
+        };
+        assert_eq!(n, 5, "copy_file_range: {}", std::io::Error::last_os_error());
+        // SAFETY: a live descriptor.
+        assert_eq!(unsafe { libc::fallocate(dst.as_raw_fd(), 0, 0, 8192) }, 0);
+    }
+    assert_eq!(reads() - before, 0, "no credential read for a file without set-id bits");
+    let m = std::fs::metadata(&f).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        (m.uid(), m.gid(), m.mode() & 0o7777, m.mtime()),
+        (1, 2, 0o640, 1_000_000)
+    );
+    assert_eq!(std::fs::read(&g).unwrap()[..5], *b"hello");
+
+    // Set-group-ID without group-execute: root keeps it across chown (it holds CAP_FSETID);
+    // the engine needs to know who asks, so it reads the credentials.
+    std::fs::set_permissions(&g, std::fs::Permissions::from_mode(0o2644)).unwrap();
+    let before = reads();
+    std::os::unix::fs::chown(&g, Some(3), Some(4)).unwrap();
+    assert!(
+        reads() > before,
+        "a chown of a set-group-ID file reads the caller's credentials"
+    );
+    assert_eq!(
+        std::fs::metadata(&g).unwrap().mode() & 0o7777,
+        0o2644,
+        "root's chown keeps it"
+    );
+
+    // trusted. names are listed for root only.
+    set_xattr(&g, "trusted.t", b"1");
+    let before = reads();
+    assert_eq!(list_xattr(&g), b"trusted.t\0");
+    assert!(
+        reads() > before,
+        "listing a trusted. name reads the caller's credentials"
+    );
+}

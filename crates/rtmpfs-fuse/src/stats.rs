@@ -105,6 +105,9 @@ pub struct Stats {
     counts: [AtomicU64; OP_COUNT],
     /// Requests answered with an errno, of any kind (each is also counted by its kind).
     failed: AtomicU64,
+    /// Callers' credentials read from /proc (see `adapter::caller`): a file read each, so
+    /// counted to check that only the requests whose answer depends on them pay it.
+    credential_reads: AtomicU64,
     /// Each kind's latency, from the request's arrival to its reply.
     pub latency: Latency,
 }
@@ -124,6 +127,7 @@ impl Stats {
         Stats {
             counts: std::array::from_fn(|_| AtomicU64::new(0)),
             failed: AtomicU64::new(0),
+            credential_reads: AtomicU64::new(0),
             latency: Latency::new(latency),
         }
     }
@@ -150,7 +154,18 @@ impl Stats {
         self.failed.load(Ordering::Relaxed)
     }
 
-    /// `name count` lines, one per kind, then `failed count`.
+    /// Count one read of a caller's credentials from /proc.
+    pub fn count_credential_read(&self) {
+        self.credential_reads.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many times a caller's credentials were read from /proc.
+    #[must_use]
+    pub fn credential_reads(&self) -> u64 {
+        self.credential_reads.load(Ordering::Relaxed)
+    }
+
+    /// `name count` lines, one per kind, then `failed count` and `credential_reads count`.
     #[must_use]
     pub fn render(&self) -> String {
         let mut s = String::new();
@@ -158,6 +173,7 @@ impl Stats {
             let _ = writeln!(s, "{name} {}", c.load(Ordering::Relaxed));
         }
         let _ = writeln!(s, "failed {}", self.failed());
+        let _ = writeln!(s, "credential_reads {}", self.credential_reads());
         s
     }
 }
@@ -173,11 +189,14 @@ mod tests {
         s.count_failed();
         s.count_failed();
         assert_eq!((s.get(RequestType::Lookup), s.failed()), (1, 2));
+        // The 17 request kinds keep their lines and order; `failed` and `credential_reads`
+        // come after them.
+        s.count_credential_read();
         let text = s.render();
         let lines: Vec<&str> = text.lines().collect();
-        // The 17 request kinds keep their lines and order; `failed` comes after them.
-        assert_eq!(lines.len(), NAMES.len() + 1);
+        assert_eq!(lines.len(), NAMES.len() + 2);
         assert_eq!(lines[0], "lookup 1");
         assert_eq!(lines[NAMES.len()], "failed 2");
+        assert_eq!(lines[NAMES.len() + 1], "credential_reads 1");
     }
 }

@@ -57,7 +57,10 @@ impl Adapter {
         if self.fs.is_read_only() {
             return Err(FsError::ReadOnly);
         }
-        let r = self.fs.set_file_flags(&caller(req), i, flags).map(|_| Vec::new());
+        let r = self
+            .fs
+            .set_file_flags(&caller(&self.stats, req), i, flags)
+            .map(|_| Vec::new());
         if r.is_ok() {
             // The kernel caches attributes for the TTL and learns nothing from an ioctl's
             // reply: without this a stat after chattr shows the old ctime (tmpfs shows the new).

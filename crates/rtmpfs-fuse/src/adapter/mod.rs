@@ -201,11 +201,15 @@ fn ctx(req: &Request) -> Ctx {
 /// the caller's ids only with requests that create an inode (already mapped through the
 /// mount's idmap) and `FUSE_INVALID_UIDGID` with every other one; then they are read from
 /// /proc/TID/status (the fs ids, the groups, and `CAP_FSETID` from the effective set), which
-/// costs a file read, so only these requests ask. A caller gone meanwhile gets no privilege.
-fn caller(req: &Request) -> Ctx {
-    if req.uid() != FUSE_INVALID_UIDGID && req.gid() != FUSE_INVALID_UIDGID {
+/// costs a file read (~35 µs here, three times a round trip), so only the requests whose answer
+/// depends on who asks call this (see [`kernel_checked`] and [`Adapter::caller_for_setid`]).
+/// Each read is counted (`credential_reads` in `rtmpfs --stats`).
+/// A caller gone meanwhile gets no privilege.
+fn caller(stats: &Stats, req: &Request) -> Ctx {
+    if !ids_missing(req) {
         return ctx(req);
     }
+    stats.count_credential_read();
     let status = std::fs::read_to_string(format!("/proc/{}/status", req.pid())).unwrap_or_default();
     let field = |name: &str| {
         status
@@ -232,11 +236,29 @@ fn caller(req: &Request) -> Ctx {
     }
 }
 
+impl Adapter {
+    /// [`caller`] for a request on inode `i` whose only dependence on who asks is the
+    /// clearing of `i`'s set-user-ID/set-group-ID bits (SETATTR, the kernel's privilege
+    /// clearing, fallocate, copy_file_range, setting an ACL): the engine does not check
+    /// permissions here (`default_permissions`: the kernel has), so an inode with neither
+    /// bit gets the same answer whoever asks, and the credentials are read only when one is
+    /// set. The bits cannot appear meanwhile: the kernel holds the inode's lock across each of
+    /// these requests and across every chmod and ACL change that could set them.
+    fn caller_for_setid(&self, req: &Request, i: Ino) -> Ctx {
+        let has_setid = |a: &Attr| a.perm & (libc::S_ISUID | libc::S_ISGID) != 0;
+        if !ids_missing(req) || !self.fs.getattr(i).is_ok_and(|a| has_setid(&a)) {
+            ctx(req)
+        } else {
+            caller(&self.stats, req)
+        }
+    }
+}
+
 /// The caller's credentials for an xattr request on `name`: only the `trusted.` namespace
 /// (root only) depends on who asks, so only it pays for [`caller`].
-fn ctx_for_xattr(req: &Request, name: &OsStr) -> Ctx {
+fn ctx_for_xattr(stats: &Stats, req: &Request, name: &OsStr) -> Ctx {
     if name.as_encoded_bytes().starts_with(b"trusted.") {
-        caller(req)
+        caller(stats, req)
     } else {
         ctx(req)
     }
@@ -428,7 +450,7 @@ impl fuser::Filesystem for Adapter {
             KernelWord::Silent
         };
         let r = if self.daemon_kills_privs && self.is_kernels_priv_clearing(&set) {
-            let c = self.with_groups_for_setid(req, caller(req), ino(i));
+            let c = self.with_groups_for_setid(req, self.caller_for_setid(req, ino(i)), ino(i));
             self.fs.remove_privs(&c, ino(i))
         } else {
             // Handle 0: no handle of ours (e.g. fchmod of a descriptor the kernel holds without
@@ -697,7 +719,7 @@ impl fuser::Filesystem for Adapter {
         let c = if is_acl_name(name) {
             self.ctx_setting_acl(req, ino(i))
         } else {
-            ctx_for_xattr(req, name)
+            ctx_for_xattr(&self.stats, req, name)
         };
         let r = XattrSetMode::from_libc(flags).and_then(|m| self.fs.setxattr(&c, ino(i), name, value, m));
         self.reply_empty(call, reply, r);
@@ -705,7 +727,7 @@ impl fuser::Filesystem for Adapter {
 
     fn getxattr(&self, req: &Request, i: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         let call = self.begin(RequestType::Getxattr, "getxattr");
-        match self.fs.getxattr(&ctx_for_xattr(req, name), ino(i), name) {
+        match self.fs.getxattr(&ctx_for_xattr(&self.stats, req, name), ino(i), name) {
             Ok(v) => self.reply_xattr(call, reply, &v, size),
             Err(e) => self.fail(call, reply, e),
         }
@@ -732,7 +754,7 @@ impl fuser::Filesystem for Adapter {
         let c = if is_acl_name(name) {
             self.ctx_setting_acl(req, ino(i))
         } else {
-            ctx_for_xattr(req, name)
+            ctx_for_xattr(&self.stats, req, name)
         };
         self.reply_empty(call, reply, self.fs.removexattr(&c, ino(i), name));
     }

@@ -43,9 +43,10 @@ impl Adapter {
     ///   (file_remove_privs sends a SETATTR): the engine must leave them alone either way
     ///   ([`SetIdClearing::Kernel`]).
     /// * The kernel says nothing (fallocate, copy_file_range, chown): under `KILLPRIV_V2` the
-    ///   engine's own rule decides (`CAP_FSETID` exactly when root); without it the kernel
-    ///   has cleared them already ([`SetIdClearing::Kernel`]).
-    fn ctx_changing_data(&self, req: &Request, word: KernelWord) -> (Ctx, SetIdClearing) {
+    ///   engine's own rule decides (`CAP_FSETID` exactly when root), with the caller's
+    ///   credentials when `i` has a set-id bit ([`Adapter::caller_for_setid`]); without it the
+    ///   kernel has cleared them already ([`SetIdClearing::Kernel`]).
+    fn ctx_changing_data(&self, req: &Request, word: KernelWord, i: Ino) -> (Ctx, SetIdClearing) {
         match word {
             KernelWord::KillSuidgid(true) => (
                 Ctx {
@@ -54,7 +55,7 @@ impl Adapter {
                 },
                 SetIdClearing::Engine,
             ),
-            KernelWord::Silent if self.daemon_kills_privs => (caller(req), SetIdClearing::Engine),
+            KernelWord::Silent if self.daemon_kills_privs => (self.caller_for_setid(req, i), SetIdClearing::Engine),
             KernelWord::KillSuidgid(false) | KernelWord::Silent => (ctx(req), SetIdClearing::Kernel),
         }
     }
@@ -62,7 +63,7 @@ impl Adapter {
     /// [`Adapter::ctx_changing_data`] for a change of inode `i`, with the supplementary groups
     /// when they decide its set-group-ID bit (only when the engine clears).
     pub(super) fn ctx_changing_data_of(&self, req: &Request, word: KernelWord, i: Ino) -> (Ctx, SetIdClearing) {
-        match self.ctx_changing_data(req, word) {
+        match self.ctx_changing_data(req, word, i) {
             (c, SetIdClearing::Engine) => (self.with_groups_for_setid(req, c, i), SetIdClearing::Engine),
             kernel @ (_, SetIdClearing::Kernel) => kernel,
         }
@@ -86,7 +87,7 @@ impl Adapter {
         if needs {
             if c.gid == super::FUSE_INVALID_UIDGID {
                 // FUSE_ALLOW_IDMAP: the request came without the caller's ids.
-                let who = caller(req);
+                let who = caller(&self.stats, req);
                 (c.uid, c.gid, c.groups) = (who.uid, who.gid, who.groups);
             } else {
                 c.groups = supplementary_groups(req.pid());
@@ -114,7 +115,7 @@ impl Adapter {
                 .getattr(i)
                 .is_ok_and(|a| a.perm & (libc::S_ISGID | 0o010) == libc::S_ISGID);
         if sgid_decided_by_caller {
-            caller(req)
+            caller(&self.stats, req)
         } else {
             super::kernel_checked()
         }
@@ -132,7 +133,7 @@ impl Adapter {
             .listxattr(&super::kernel_checked(), i)
             .map_or(true, |v| v.split(|&b| b == 0).any(|n| n.starts_with(b"trusted.")));
         if has_trusted {
-            caller(req)
+            caller(&self.stats, req)
         } else {
             super::kernel_checked()
         }
@@ -144,7 +145,7 @@ impl Adapter {
     /// `FUSE_SETXATTR_ACL_KILL_SGID`), so the supplementary groups are read from /proc when
     /// they decide it: the file has set-group-ID and is not of the caller's primary group.
     pub(super) fn ctx_setting_acl(&self, req: &Request, i: Ino) -> Ctx {
-        let mut c = caller(req);
+        let mut c = self.caller_for_setid(req, i);
         if c.has_fsetid() {
             return c;
         }
