@@ -346,6 +346,29 @@ fn a_failing_swap_loses_nothing_that_was_in_the_pool() {
 }
 
 #[test]
+fn a_memory_cut_compresses_even_without_swap_and_cuts_the_pool() {
+    let mut cfg = config(Compression::Lz4, 32, Some(8 * PAGE_SIZE));
+    cfg.swap = None;
+    let fs = Filesystem::new(cfg).unwrap();
+    let fh = new_file(&fs, "log");
+    write_all(&fs, fh, 24, text_page);
+    assert_eq!(fs.usage().compressed_pages, 0, "all resident before the cut");
+    // With noswap, a cut is taken by compressing.
+    fs.set_memory_limit(8).unwrap();
+    let u = fs.usage();
+    assert!(u.frames_in_use + pool_ram_pages(&u) <= 8, "{u:?}");
+    assert!(u.compressed_pages >= 16, "{u:?}");
+    assert_eq!(
+        u.pool_limit_bytes,
+        Some(2 * PAGE_SIZE),
+        "the cap keeps its share of the budget"
+    );
+    check_all(&fs, fh, 24, text_page);
+    fs.check_invariants().unwrap();
+    delete_all(&fs, fh, "log");
+}
+
+#[test]
 fn compression_needs_a_budget_and_room_for_frames() {
     let mut cfg = Config {
         compression: Compression::Lz4,
