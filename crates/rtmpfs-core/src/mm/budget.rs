@@ -73,12 +73,13 @@ impl FrameBudget {
         self.try_charge_within(self.frame_limit())
     }
 
-    /// Charge one frame within the whole budget, taking back the pages lent to the heap: for
+    /// Charge one frame within the whole budget (less the compressed pool's pages), taking back
+    /// the pages lent to the heap: for
     /// when no frame can leave RAM (swap full or failing). Lending the heap's share is only a
     /// reason to move data to swap; it must never make stored data unreadable or refuse new
     /// data that the budget itself has room for.
     pub(crate) fn try_charge_unlent(&self) -> bool {
-        self.try_charge_within(self.max())
+        self.try_charge_within(self.max().saturating_sub(self.pool_pages()))
     }
 
     fn try_charge_within(&self, max: u64) -> bool {

@@ -296,9 +296,14 @@ impl MemoryManager {
                 self.write_back(tier, pool, swap, excess);
             }
         }
-        if tier.pool.is_none() && swap.is_none_or(Swap::is_full) {
-            // No slot for a dirty page: only clean frames could leave, and `sweep_clean` finds
-            // those without copying dirty candidates for nothing.
+        let pool_room = tier
+            .pool
+            .as_ref()
+            .map(|p| p.cap(&tier.budget).saturating_sub(tier.budget.pool_bytes()));
+        if swap.is_none_or(Swap::is_full) && pool_room.is_none_or(|room| room < entry_cost(0)) {
+            // No slot for a dirty page and no room in the pool: only clean frames could leave,
+            // and `sweep_clean` finds those without copying (or compressing) dirty candidates
+            // for nothing.
             return Sweep {
                 full: true,
                 ..Sweep::default()
