@@ -237,6 +237,36 @@ fn a_nowait_read_of_a_compressed_page_does_not_block() {
 }
 
 #[test]
+fn a_scan_leaves_the_pool_alone_and_a_second_read_brings_a_page_back() {
+    let fs = mem_swap(config(Compression::Lz4, 8, None));
+    let fh = new_file(&fs, "log");
+    // Write until the budget is full to the page: frames + the pool's pages = 8.
+    let mut pages = 0;
+    loop {
+        assert_eq!(fs.write(&Ctx::root(), fh, (pages * P) as u64, &text_page(pages)).unwrap(), P);
+        pages += 1;
+        let u = fs.usage();
+        if pages >= 16 && u.frames_in_use + pool_ram_pages(&u) == 8 {
+            break;
+        }
+        assert!(pages < 200, "the budget never filled: {u:?}");
+    }
+    let hits = fs.usage().pool_hits;
+    let read0 = || assert!(fs.read_vec(fh, 0, P).unwrap() == text_page(0));
+    // Page 0 went to the pool first. A first read serves it without taking a frame from anyone.
+    read0();
+    assert_eq!(fs.usage().pool_hits, hits + 1);
+    // A second read brings it back into RAM (reclaiming another page for it)...
+    read0();
+    assert_eq!(fs.usage().pool_hits, hits + 2);
+    // ...so the third finds it resident.
+    read0();
+    assert_eq!(fs.usage().pool_hits, hits + 2);
+    fs.check_invariants().unwrap();
+    delete_all(&fs, fh, "log");
+}
+
+#[test]
 fn truncate_and_punch_give_compressed_pages_back() {
     let fs = mem_swap(config(Compression::Zstd, 8, None));
     let fh = new_file(&fs, "log");

@@ -100,12 +100,14 @@ impl FileData {
             }
             if let Some(packed) = unpack {
                 // Decompressed with no lock held: into a frame, or straight into `buf` when no
-                // frame can be had at once (`NoWait`: no reclaim, so no I/O) or after one
-                // reclaim sweep (`Wait`): a reader never waits for memory for these.
+                // frame can be had. A first read takes a frame only if one is free (a one-pass
+                // scan then leaves the pool as it was); a second read may reclaim one (one
+                // sweep: a reader never waits for memory for these); a `NoWait` read never
+                // reclaims (no I/O).
                 let idx = pos / PAGE_SIZE;
-                let how = match mode {
-                    ReadMode::Wait => UnpackCharge::Reclaim,
-                    ReadMode::NoWait => UnpackCharge::Now,
+                let how = match (mode, packed.note_read()) {
+                    (ReadMode::Wait, true) => UnpackCharge::Reclaim,
+                    _ => UnpackCharge::Now,
                 };
                 if !self.unpack(mm, idx, &packed, how)? {
                     let in_page = (pos % PAGE_SIZE) as usize;

@@ -32,7 +32,7 @@ use super::budget::FrameBudget;
 use super::{PageOwner, PAGE};
 use crate::config::Compression;
 use crate::swap::PageId;
-use crate::sync::{Arc, AtomicU64, LockRank, Mutex, Ordering, Weak};
+use crate::sync::{Arc, AtomicBool, AtomicU64, LockRank, Mutex, Ordering, Weak};
 
 /// A page that compresses to more than this many bytes is incompressible: three quarters of a
 /// page, so every entry saves at least a quarter of a page (zswap's own rule, "compressed size
@@ -65,6 +65,10 @@ pub(crate) struct Packed {
     data: Box<[u8]>,
     cost: u64,
     budget: Arc<FrameBudget>,
+    /// Read since it was stored: a second read brings it back into a frame even at the cost of
+    /// evicting another page; a first one only if a frame is free (so a one-pass scan does not
+    /// churn the pool). CLOCK's second chance, on the pool's side.
+    read_once: AtomicBool,
 }
 
 impl Drop for Packed {
@@ -76,6 +80,11 @@ impl Drop for Packed {
 impl Packed {
     pub(crate) fn id(&self) -> u64 {
         self.id
+    }
+
+    /// Note a read of this entry; returns whether it had been read before.
+    pub(crate) fn note_read(&self) -> bool {
+        self.read_once.swap(true, Ordering::Relaxed)
     }
 
     /// What this entry is charged to the budget, in bytes.
@@ -292,6 +301,7 @@ impl Pool {
             data,
             cost,
             budget: budget.clone(),
+            read_once: AtomicBool::new(false),
         });
         let mut q = self.queue.lock();
         if q.entries.len() >= q.prune_at {
