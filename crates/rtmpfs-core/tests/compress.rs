@@ -243,7 +243,11 @@ fn a_scan_leaves_the_pool_alone_and_a_second_read_brings_a_page_back() {
     // Write until the budget is full to the page: frames + the pool's pages = 8.
     let mut pages = 0;
     loop {
-        assert_eq!(fs.write(&Ctx::root(), fh, (pages * P) as u64, &text_page(pages)).unwrap(), P);
+        assert_eq!(
+            fs.write(&Ctx::root(), fh, (pages * P) as u64, &text_page(pages))
+                .unwrap(),
+            P
+        );
         pages += 1;
         let u = fs.usage();
         if pages >= 16 && u.frames_in_use + pool_ram_pages(&u) == 8 {
