@@ -5,7 +5,9 @@
 #   2. fsx, every operation type, 2 files at once, $RTMPFS_FSX_OPS operations each;
 #   3. stress-ng filesystem stressors for $RTMPFS_STRESS_SECS seconds;
 #   4. fsx again on a mount whose RAM budget is a tenth of the files' size (memory=), so that
-#      eviction and swap-in never stop;
+#      eviction and swap-in never stop: without the compressed tier (compress=off), then with
+#      compress=lz4 and compress=zstd ($RTMPFS_COMPRESS_FSX_OPS operations each), checking
+#      that pages went through the compressed pool;
 #   5. the swap tier on the mount: a file 4x the budget read back intact after drop_caches, the
 #      swap file anonymous and out of the host page cache (O_DIRECT), and gone after kill -9;
 #   6. 1-3 again over FUSE-over-io_uring (io_uring=on), with fuse.enable_uring set to Y for the
@@ -19,6 +21,7 @@ export PATH="$PATH:${CARGO_HOME:-$HOME/.cargo}/bin"
 export RESULTS_DIR=${RESULTS_DIR:-/tmp/rtmpfs-results}
 FSX_OPS=${RTMPFS_FSX_OPS:-100000}
 SWAP_FSX_OPS=${RTMPFS_SWAP_FSX_OPS:-30000}
+COMPRESS_FSX_OPS=${RTMPFS_COMPRESS_FSX_OPS:-10000}
 STRESS_SECS=${RTMPFS_STRESS_SECS:-60}
 export RTMPFS_BIN=${RTMPFS_BIN:-$PWD/target/release/rtmpfs}
 
@@ -116,12 +119,28 @@ core_suites() {
 
 core_suites io_uring=off
 
-echo "--- fsx under a RAM budget a tenth of the files (memory=48k for 2 x 256 KiB files), $SWAP_FSX_OPS ops"
-scripts/mount-rtmpfs.sh "$rt" "size=64m,memory=48k,swap=/var/tmp,io_uring=off" >/dev/null
+echo "--- fsx under a RAM budget a tenth of the files (memory=48k for 2 x 256 KiB files, compress=off), $SWAP_FSX_OPS ops"
+scripts/mount-rtmpfs.sh "$rt" "size=64m,memory=48k,compress=off,swap=/var/tmp,io_uring=off" >/dev/null
 scripts/fsx.sh "$rt" "$SWAP_FSX_OPS" || fail "fsx with memory=48k"
 rtmpfs_stats=$("$RTMPFS_BIN" status --raw "$rt" 2>&1 || true)
 echo "$rtmpfs_stats"
 scripts/mount-rtmpfs.sh --umount "$rt"
+
+# The compressed tier at the same tiny budget: a pool of 12 KiB (25% of 48k), so pages go
+# resident -> compressed -> swapped -> resident all the time.
+for algo in lz4 zstd; do
+    echo "--- fsx under memory=48k with compress=$algo, $COMPRESS_FSX_OPS ops"
+    scripts/mount-rtmpfs.sh "$rt" "size=64m,memory=48k,compress=$algo,swap=/var/tmp,io_uring=off" >/dev/null
+    scripts/fsx.sh "$rt" "$COMPRESS_FSX_OPS" || fail "fsx with memory=48k,compress=$algo"
+    rtmpfs_stats=$("$RTMPFS_BIN" status --raw "$rt" 2>&1 || true)
+    echo "$rtmpfs_stats" | grep -E '^(compression|pool_|compressed_pages|zero_pages|evictions|swap_ins)'
+    stores=$(echo "$rtmpfs_stats" | awk '$1 == "pool_stores" { print $2 }')
+    hits=$(echo "$rtmpfs_stats" | awk '$1 == "pool_hits" { print $2 }')
+    if [ "${stores:-0}" -eq 0 ] || [ "${hits:-0}" -eq 0 ]; then
+        fail "fsx with compress=$algo: no page went through the compressed pool (stores ${stores:-?}, hits ${hits:-?})"
+    fi
+    scripts/mount-rtmpfs.sh --umount "$rt"
+done
 
 echo "--- swap tier on the mount: a file 4x the RAM budget, page cache, kill -9"
 swapdir=$work/swapdir

@@ -11,7 +11,9 @@
 //! * `stat` keeps the size; the daemon stays up.
 //!
 //! Scenarios: the swap full by `swap_size=`, the swap file on a small kernel tmpfs that fills up,
-//! and the swap file on a second rtmpfs whose daemon is killed (a device that dies).
+//! and the swap file on a second rtmpfs whose daemon is killed (a device that dies). Each runs
+//! with `compress=off`: what is proven is the swap tier's (the compressed tier under a failing
+//! swap is `rtmpfs-core`'s tests/compress.rs).
 
 mod common;
 
@@ -201,7 +203,7 @@ fn full_swap_keeps_every_stored_byte_readable() {
     if !can_mount("full_swap_keeps_every_stored_byte_readable") {
         return;
     }
-    let mut d = Daemon::start("size=64m,memory=4m,swap_size=1m");
+    let mut d = Daemon::start("size=64m,memory=4m,swap_size=1m,compress=off");
     let files = fill_six_files(d.path());
     assert!(stat_of(d.path(), "swapped_pages") >= 200, "the setup did not swap");
     check_all_readable(&mut d, &files);
@@ -218,7 +220,10 @@ fn swap_filesystem_full_keeps_every_stored_byte_readable() {
         return;
     }
     let swapdir = Tmpfs::mount("size=1m,mode=0700");
-    let mut d = Daemon::start(&format!("size=64m,memory=4m,swap={}", swapdir.path().display()));
+    let mut d = Daemon::start(&format!(
+        "size=64m,memory=4m,compress=off,swap={}",
+        swapdir.path().display()
+    ));
     let files = fill_six_files(d.path());
     assert!(stat_of(d.path(), "swapped_pages") >= 200, "the setup did not swap");
     check_all_readable(&mut d, &files);
@@ -236,7 +241,10 @@ fn dead_swap_device_fails_exactly_the_lost_pages() {
         return;
     }
     let mut swapfs = Daemon::start("");
-    let mut a = Daemon::start(&format!("size=64m,memory=1m,swap={}", swapfs.path().display()));
+    let mut a = Daemon::start(&format!(
+        "size=64m,memory=1m,compress=off,swap={}",
+        swapfs.path().display()
+    ));
     let big = a.path().join("big");
     let pages = 4 * MIB_PAGES;
     assert_eq!(write_file(&big, 0, pages), pages);

@@ -100,8 +100,9 @@ fn json_figures_agree_with_what_was_written() {
     if !can_mount("json_figures_agree_with_what_was_written") {
         return;
     }
-    // 16 MiB through a RAM budget of 4 MiB, with direct_io so that reads reach the daemon.
-    let d = Daemon::start("size=64m,memory=4m,direct_io");
+    // 16 MiB through a RAM budget of 4 MiB, with direct_io so that reads reach the daemon; no
+    // compressed tier (the next test has one), so every page that leaves RAM goes to swap.
+    let d = Daemon::start("size=64m,memory=4m,compress=off,direct_io");
     let f = d.path().join("f");
     write_pattern(&f, 16);
     let s = status(d.path());
@@ -264,6 +265,42 @@ fn fits(seen: &str, documented: &str) -> bool {
     documented
         .split('|')
         .any(|t| t == seen || (t == "f64" && seen == "u64"))
+}
+
+/// The compressed tier's figures (issue 14): 16 MiB of a compressible pattern through a RAM
+/// budget of 4 MiB with the default `compress=lz4` and a 1 MiB pool: every page is somewhere,
+/// the pool stays within its cap and the budget, the ratio is real, and reading back hits it.
+#[test]
+fn json_figures_of_the_compressed_pool() {
+    if !can_mount("json_figures_of_the_compressed_pool") {
+        return;
+    }
+    let d = Daemon::start("size=64m,memory=4m,direct_io");
+    let f = d.path().join("f");
+    write_pattern(&f, 16);
+    let s = status(d.path());
+    let pages =
+        |s: &Value| u(s, "pages.resident") + u(s, "pages.swapped") + u(s, "pages.compressed") + u(s, "pages.zero");
+    assert_eq!(pages(&s), 16 * MIB / PAGE, "every page is somewhere: {s}");
+    assert_eq!(s["compressed_pool"]["compression"], "lz4");
+    assert_eq!(u(&s, "compressed_pool.limit_bytes"), MIB, "25% of memory=");
+    let pool = u(&s, "compressed_pool.used_bytes");
+    assert!(pool > 0 && pool <= MIB, "{s}");
+    assert_eq!(u(&s, "compressed_pool.pages"), u(&s, "pages.compressed"));
+    assert!(u(&s, "compressed_pool.stores") >= u(&s, "pages.compressed"), "{s}");
+    assert!(s["compressed_pool"]["ratio"].as_f64().unwrap() > 2.0, "{s}");
+    // The budget holds, the pool's bytes included (plus the swap-in reserve of max/64 frames).
+    assert!(u(&s, "limits.memory.used_bytes") <= 4 * MIB + 16 * PAGE, "{s}");
+    assert!(u(&s, "limits.memory.used_bytes") >= pool, "{s}");
+    check_pattern(&f, 16);
+    let s = status(d.path());
+    assert!(u(&s, "compressed_pool.hits") > 0, "{s}");
+    assert_eq!(pages(&s), 16 * MIB / PAGE, "{s}");
+    let table = String::from_utf8(rtmpfs(&["status"], d.path()).stdout).unwrap();
+    assert!(
+        table.contains("(lz4, ratio ") && table.contains("written back"),
+        "{table}"
+    );
 }
 
 #[test]

@@ -36,6 +36,13 @@ pub struct Config {
     pub memory_bytes: Option<u64>,
     /// Where and how pages leave RAM when a budget is set; `None` is `noswap`.
     pub swap: Option<SwapConfig>,
+    /// The compressed tier between RAM and swap (`compress=`): with a budget, cold pages are
+    /// compressed into a pool in RAM first, and only what does not fit or does not compress goes
+    /// to swap (docs/design.md, "The compressed tier"). Needs `memory_bytes`.
+    pub compression: Compression,
+    /// The most the compressed pool may hold, in bytes of RAM, part of `memory_bytes`
+    /// (`compress_max=`); `None`: a quarter of it. Must be below `memory_bytes`.
+    pub compress_max_bytes: Option<u64>,
     /// With a swap tier, run the background threads: an evictor that keeps some of the budget
     /// free, so writers rarely reclaim memory themselves, and two swap read-ahead threads for
     /// sequential readers (without them, those read ahead synchronously). Off only in
@@ -81,6 +88,30 @@ fn parse_mem_total(meminfo: &str) -> Option<u64> {
     kib.checked_mul(1024)
 }
 
+/// The compressor of the compressed tier ([`Config::compression`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Compression {
+    /// No compressed tier: cold pages go straight to swap.
+    #[default]
+    Off,
+    /// LZ4 (`lz4_flex`): the fastest, about 2x on text.
+    Lz4,
+    /// Zstandard at level 1 (`zstd`): slower, denser.
+    Zstd,
+}
+
+impl Compression {
+    /// The option's spelling: `off`, `lz4`, `zstd`.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::Off => "off",
+            Compression::Lz4 => "lz4",
+            Compression::Zstd => "zstd",
+        }
+    }
+}
+
 /// The private swap file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SwapConfig {
@@ -119,6 +150,8 @@ impl Default for Config {
             noatime: false,
             memory_bytes: None,
             swap: None,
+            compression: Compression::Off,
+            compress_max_bytes: None,
             background_threads: true,
             own_process_memory: false,
             host: HostFacts::current(),
@@ -162,6 +195,7 @@ impl Config {
                 "swap_size needs memory= (a RAM budget) to mean anything".into(),
             ));
         }
+        self.validate_compression()?;
         if let Some(swap) = &self.swap {
             if swap.size_bytes.is_some_and(|b| b < crate::PAGE_SIZE) {
                 return Err(ConfigError("swap_size is smaller than one page".into()));
@@ -173,6 +207,38 @@ impl Config {
             ));
         }
         Ok(())
+    }
+}
+
+impl Config {
+    /// `compress=` needs a budget, and the pool must leave frames for data.
+    fn validate_compression(&self) -> Result<(), ConfigError> {
+        if self.compression == Compression::Off {
+            return Ok(());
+        }
+        let Some(mem) = self.memory_bytes else {
+            return Err(ConfigError(format!(
+                "compress={} needs memory= (the compressed pool is part of the RAM budget)",
+                self.compression.name()
+            )));
+        };
+        if let Some(max) = self.compress_max_bytes {
+            if max >= mem {
+                return Err(ConfigError(format!(
+                    "compress_max ({max} bytes) must be below memory ({mem} bytes)"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The compressed pool's cap in bytes, when there is a pool.
+    #[must_use]
+    pub fn compress_max(&self) -> Option<u64> {
+        match (self.compression, self.memory_bytes) {
+            (Compression::Off, _) | (_, None) => None,
+            (_, Some(mem)) => Some(self.compress_max_bytes.unwrap_or(mem / 4)),
+        }
     }
 }
 

@@ -160,9 +160,9 @@ fn lend_heap(budgets: &[Arc<FrameBudget>]) {
         return;
     }
     let Some(h) = heap::stats() else { return };
-    let pages = h.small_in_use_bytes.div_ceil(PAGE_SIZE);
     for b in budgets {
-        b.set_heap_pages(pages);
+        // The compressed pool's entries are on the heap too, and the budget counts them already.
+        b.set_heap_pages(h.small_in_use_bytes.saturating_sub(b.pool_bytes()).div_ceil(PAGE_SIZE));
     }
 }
 
@@ -204,19 +204,16 @@ impl HeapTrimmer {
     }
 }
 
-/// `u` with the process-wide memory figures filled in: the page pool's free pages and the C
+/// Fill in `u`'s process-wide memory figures: the page pool's free pages and the C
 /// heap's parts. Together with the pool's pages in use they account for the RAM the daemon
 /// holds beyond its code, stacks and the kernel's buffers (see docs/design.md, "What the RAM
 /// budget bounds").
-pub(crate) fn with_process_figures(u: Usage, pool: &PoolStats) -> Usage {
+pub(crate) fn fill_process_figures(u: &mut Usage, pool: &PoolStats) {
     let h = heap::stats().unwrap_or_default();
-    Usage {
-        page_pool_free_bytes: pool.free_hot_bytes,
-        metadata_bytes: h.small_in_use_bytes,
-        buffer_bytes: h.mapped_in_use_bytes,
-        heap_free_bytes: h.free_bytes,
-        ..u
-    }
+    u.page_pool_free_bytes = pool.free_hot_bytes;
+    u.metadata_bytes = h.small_in_use_bytes;
+    u.buffer_bytes = h.mapped_in_use_bytes;
+    u.heap_free_bytes = h.free_bytes;
 }
 
 impl Filesystem {

@@ -6,8 +6,9 @@ use crossbeam_utils::CachePadded;
 
 use crate::dir::DirBody;
 use crate::file::FileData;
-use crate::mm::{EvictOutcome, EvictPage, EvictSnapshot, Frame, MemoryManager, PageOwner, SwapTarget, Window};
+use crate::mm::{EvictOutcome, EvictPage, EvictSnapshot, EvictTarget, Frame, MemoryManager, PageOwner, Window};
 use crate::perm::Owner;
+use crate::swap::SwapEntry;
 use crate::sync::{Arc, LockRank, RwLock};
 use crate::types::{Attr, FileKind, Ino, Timespec, PAGE_SIZE};
 use crate::xattr::XattrMap;
@@ -240,15 +241,20 @@ impl PageOwner for Inode {
         self.file().ok_or(EvictOutcome::Gone)?.evict_snapshot(idx, frame)
     }
 
-    fn evict_publish(&self, mm: &MemoryManager, page: EvictPage<'_>, target: SwapTarget) -> EvictOutcome {
+    fn evict_publish(&self, mm: &MemoryManager, page: EvictPage<'_>, target: EvictTarget) -> EvictOutcome {
         if let Some(f) = self.file() {
             f.evict_publish(mm, page, target)
         } else {
-            if let SwapTarget::Written(e) = target {
+            if let EvictTarget::Written(e) = target {
                 mm.free_swap_slot(e);
             }
             EvictOutcome::Gone
         }
+    }
+
+    fn pool_written_back(&self, mm: &MemoryManager, idx: u64, packed_id: u64, entry: SwapEntry) -> bool {
+        self.file()
+            .is_some_and(|f| f.pool_written_back(mm, idx, packed_id, entry))
     }
 
     fn read_ahead(&self, mm: &MemoryManager, window: Window) {

@@ -38,10 +38,15 @@
 //!                  │        I/O, or a wait for memory
 //!                  └─ Frame one page's bytes
 //!                      └─ FrameBudget, ClockRing, CleanList   leaves (mm: frame waits, CLOCK)
+//!                      └─ PoolQueue                           leaf (the compressed pool's order)
 //!                      └─ ReadAhead → ReadAheadQueue (leaf)    a file's read-ahead windows
 //!                      └─ SwapCopy, SwapSlots, MemoryBackend  leaves (swap tier)
 //!                      └─ IdBatch, Threads                    leaves (ino/fh batches; mm threads)
 //! ```
+//!
+//! Compression and decompression (the compressed tier, `mm/pool.rs`) run with no `PageMap`,
+//! `Frame` or lower lock held (checked in debug builds): a pool entry is immutable and shared by
+//! `Arc`, so a fault clones it under `PageMap` and decompresses after letting go.
 //!
 //! The read-ahead locks are leaves taken with nothing above `FileIo` held; a reader waiting for
 //! a read-ahead window holds no lock, and the read-ahead thread never waits for a reader.
@@ -75,7 +80,7 @@ pub mod sync;
 mod types;
 mod xattr;
 
-pub use config::{Config, HostFacts, SwapConfig};
+pub use config::{Compression, Config, HostFacts, SwapConfig};
 pub use error::{ConfigError, FsError, Result};
 pub use fs::MemoryLimitError;
 pub use fs::{file_flags, AtimeRule, Filesystem};

@@ -70,6 +70,8 @@ pub enum LockRank {
     /// The CLOCK's list of clean frames (swapped in, swap copy kept). A leaf, never held with
     /// the ring.
     CleanList = 82,
+    /// The compressed pool's queue of entries, coldest first. A leaf.
+    PoolQueue = 83,
     /// A file's swap read-ahead state. Only the read-ahead queue is taken inside.
     ReadAhead = 84,
     /// The read-ahead job queue. A leaf.
@@ -99,6 +101,7 @@ impl LockRank {
                 | LockRank::FrameBudget
                 | LockRank::ClockRing
                 | LockRank::CleanList
+                | LockRank::PoolQueue
                 | LockRank::ReadAheadQueue
                 | LockRank::SwapCopy
                 | LockRank::SwapSlots

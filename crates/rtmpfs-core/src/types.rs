@@ -601,6 +601,27 @@ pub struct Usage {
     pub swap_write_errors: u64,
     /// Times a thread had to reclaim or wait for memory itself.
     pub direct_reclaims: u64,
+    /// The compressed tier's compressor (`Off`: no compressed tier).
+    pub compression: crate::config::Compression,
+    /// Pages whose data is compressed in the pool (RAM).
+    pub compressed_pages: u64,
+    /// Pages of zeros evicted as nothing (no RAM, no swap).
+    pub zero_pages: u64,
+    /// RAM the compressed pool holds, in bytes (entries and their allocator overhead), charged
+    /// to the RAM budget.
+    pub pool_bytes: u64,
+    /// The most the pool may hold now, in bytes (`compress_max=`), if there is a pool.
+    pub pool_limit_bytes: Option<u64>,
+    /// Pages stored in the pool (compressed) since the start.
+    pub pool_stores: u64,
+    /// Pages of zeros evicted as nothing since the start.
+    pub pool_zero_pages_stored: u64,
+    /// Pages that did not compress well enough and went to swap instead.
+    pub pool_rejected: u64,
+    /// Faults and reads served from the pool (decompressions, no I/O).
+    pub pool_hits: u64,
+    /// Pool entries written to swap because the pool was full.
+    pub pool_writebacks: u64,
     /// RAM held by the page pool that data pages come from: pages in use plus free pages kept
     /// for reuse (at most 4 MiB plus 256 KiB per thread). Process-wide: shared by every
     /// `Filesystem` in the process.
@@ -630,6 +651,13 @@ impl Usage {
     #[must_use]
     pub fn accounted_ram_bytes(&self) -> u64 {
         self.page_pool_ram_bytes + self.metadata_bytes + self.buffer_bytes + self.heap_free_bytes
+    }
+
+    /// The compressed pool's ratio: the bytes of the pages it holds over the RAM it takes
+    /// (`None` while it holds nothing).
+    #[must_use]
+    pub fn pool_ratio(&self) -> Option<f64> {
+        (self.pool_bytes > 0).then(|| (self.compressed_pages * PAGE_SIZE) as f64 / self.pool_bytes as f64)
     }
 }
 

@@ -12,7 +12,9 @@
 
 use std::collections::BTreeMap;
 
+use rtmpfs_core::{Compression, Config, SwapConfig, PAGE_SIZE};
 use rtmpfs_testkit::differential::{diff_config, reason, Differential};
+use rtmpfs_testkit::engine::EngineBackend;
 use rtmpfs_testkit::model::MAX_FILE;
 use rtmpfs_testkit::op;
 use rtmpfs_testkit::tmpfs::Tmpfs;
@@ -40,6 +42,42 @@ fn differential_random_sequences() {
     // What the run leaned on, for the log: each accepted deviation with its reason.
     for (name, n) in used.into_inner().unwrap() {
         eprintln!("deviation {name}: {n} times. {}", reason(name));
+    }
+}
+
+/// The same against the kernel with the compressed tier on at a tiny budget (issue 14): four
+/// pages of RAM (frames and a one-page pool) and a swap that fills when `size` does, lz4 and
+/// zstd in turn. Linux has no such tier: every result must match.
+#[test]
+fn differential_random_sequences_compressed() {
+    must_mount();
+    let cases = env_usize("RTMPFS_DIFF_CASES", 64) / 2;
+    for algo in [Compression::Lz4, Compression::Zstd] {
+        check(
+            "differential_random_sequences_compressed",
+            cases,
+            ops(50, true),
+            |ops| {
+                let cfg = diff_config();
+                let mut d = Differential::with_tmpfs(cfg)?;
+                let size_pages = cfg.size_pages.expect("a size limit");
+                d.engine = EngineBackend::new(
+                    Config {
+                        memory_bytes: Some(4 * PAGE_SIZE),
+                        swap: Some(SwapConfig {
+                            dir: std::env::temp_dir(),
+                            size_bytes: Some((size_pages - 4) * PAGE_SIZE),
+                            encrypt: true,
+                        }),
+                        compression: algo,
+                        background_threads: false,
+                        ..EngineBackend::config_for(&cfg)
+                    },
+                    cfg.umask,
+                );
+                d.run(&ops)
+            },
+        );
     }
 }
 

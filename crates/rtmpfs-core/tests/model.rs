@@ -5,7 +5,7 @@
 
 use std::ffi::OsStr;
 
-use rtmpfs_core::{Config, Ctx, FsError, OpenFlags, SwapConfig};
+use rtmpfs_core::{Compression, Config, Ctx, FsError, OpenFlags, SwapConfig};
 use rtmpfs_testkit::engine::EngineBackend;
 use rtmpfs_testkit::model::ModelConfig;
 use rtmpfs_testkit::{at, DirSel, NodeKind, Op, OpenMode, Runner, Whence};
@@ -72,20 +72,22 @@ fn model_random_sequences_track_lookups() {
 /// An engine for `cfg` with 4 pages of RAM and a swap of `size - 4` pages: memory and swap fill
 /// up exactly when `size` does.
 fn full_swap_engine(cfg: &ModelConfig) -> EngineBackend {
+    EngineBackend::new(full_swap_config(cfg), cfg.umask)
+}
+
+/// The configuration of `full_swap_engine`.
+fn full_swap_config(cfg: &ModelConfig) -> Config {
     let size_pages = cfg.size_pages.expect("a size limit");
-    EngineBackend::new(
-        Config {
-            memory_bytes: Some(4 * 4096),
-            swap: Some(SwapConfig {
-                dir: std::env::temp_dir(),
-                size_bytes: Some((size_pages - 4) * 4096),
-                encrypt: true,
-            }),
-            background_threads: false,
-            ..EngineBackend::config_for(cfg)
-        },
-        cfg.umask,
-    )
+    Config {
+        memory_bytes: Some(4 * 4096),
+        swap: Some(SwapConfig {
+            dir: std::env::temp_dir(),
+            size_bytes: Some((size_pages - 4) * 4096),
+            encrypt: true,
+        }),
+        background_threads: false,
+        ..EngineBackend::config_for(cfg)
+    }
 }
 
 /// A full swap (issue 15): random sequences on `full_swap_engine`. Every read and write must
@@ -98,6 +100,38 @@ fn model_random_sequences_full_swap() {
     check("model_random_sequences_full_swap", cases, ops(80, false), |ops| {
         let cfg = small();
         Runner::with_engine(cfg, full_swap_engine(&cfg)).run(&ops)
+    });
+}
+
+/// The compressed tier at a tiny budget (issue 14): `full_swap_engine` with compression on,
+/// so the four pages of RAM hold frames and a pool of one page, and pages move through every
+/// state (resident, compressed, zero, swapped, back). The model has no tiers: every result must
+/// be the same, and the invariants (pool bytes included) hold after every step.
+fn compressed_engine(cfg: &ModelConfig, algo: Compression) -> EngineBackend {
+    EngineBackend::new(
+        Config {
+            compression: algo,
+            ..full_swap_config(cfg)
+        },
+        cfg.umask,
+    )
+}
+
+#[test]
+fn model_random_sequences_compressed_lz4() {
+    let cases = env_usize("RTMPFS_CASES", 96);
+    check("model_random_sequences_compressed_lz4", cases, ops(80, false), |ops| {
+        let cfg = small();
+        Runner::with_engine(cfg, compressed_engine(&cfg, Compression::Lz4)).run(&ops)
+    });
+}
+
+#[test]
+fn model_random_sequences_compressed_zstd() {
+    let cases = env_usize("RTMPFS_CASES", 96);
+    check("model_random_sequences_compressed_zstd", cases, ops(80, false), |ops| {
+        let cfg = small();
+        Runner::with_engine(cfg, compressed_engine(&cfg, Compression::Zstd)).run(&ops)
     });
 }
 

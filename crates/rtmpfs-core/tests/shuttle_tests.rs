@@ -6,7 +6,9 @@
 //!   linearization allows, and the accounting invariant must hold at the end of every schedule;
 //! * [`budget`]: write × fault-in × truncate × punch × evict on one file under a RAM budget of
 //!   two pages, the real evictor and read-ahead threads, and readers × partial writer ×
-//!   evictor on a dying swap device; named regressions for every failing schedule found.
+//!   evictor on a dying swap device; the compressed tier's states (compressed, zero, written
+//!   back) under faults, writes, a punch and eviction; named regressions for every failing
+//!   schedule found.
 //!
 //! Run: `cargo test -p rtmpfs-core --features shuttle --test tests shuttle`.
 //! `RTMPFS_SHUTTLE_ITERS` sets the schedules per strategy of the first group (default 300).
@@ -170,7 +172,7 @@ mod budget {
 
     use rtmpfs_core::swap::{FaultySwap, MemorySwap};
     use rtmpfs_core::sync::{thread, Arc};
-    use rtmpfs_core::{Config, Ctx, FallocateMode, Filesystem, OpenFlags, SetAttr, SwapConfig, PAGE_SIZE};
+    use rtmpfs_core::{Compression, Config, Ctx, FallocateMode, Filesystem, OpenFlags, SetAttr, SwapConfig, PAGE_SIZE};
 
     const P: u64 = PAGE_SIZE;
     const PAGES: u64 = 4;
@@ -531,6 +533,113 @@ mod budget {
     #[test]
     fn shuttle_dying_swap_readers_writer_evict_pct() {
         shuttle::check_pct(dying_swap_scenario, 500, 3);
+    }
+
+    /// The compressed tier (issue 14): six pages in three pages of RAM with a pool of two small
+    /// entries, so they sit in every state — resident, compressed, zero, swapped (written back
+    /// from the full pool) — while a reader faults them in, a writer changes part of a
+    /// compressed page and overwrites another whole, a puncher removes one and the evictor
+    /// compresses and writes back. Every page reads whole (never torn) and as some order of the
+    /// operations allows; the end state is exact; the invariants (pool bytes included) hold.
+    fn compressed_scenario() {
+        let cfg = Config {
+            size_bytes: Some(64 * P),
+            memory_bytes: Some(3 * P),
+            swap: Some(SwapConfig {
+                dir: std::env::temp_dir(),
+                size_bytes: None,
+                encrypt: false,
+            }),
+            compression: Compression::Lz4,
+            compress_max_bytes: Some(400),
+            background_threads: false,
+            ..Config::default()
+        };
+        let fs = Arc::new(Filesystem::with_swap_backend(cfg, Box::new(MemorySwap::new(None))).unwrap());
+        let ctx = Ctx::root();
+        let (_, fh) = fs
+            .create(&ctx, fs.root(), OsStr::new("f"), 0o644, OpenFlags::READ_WRITE)
+            .unwrap();
+        // Page i holds byte FILL[i]; page 1 is zeros.
+        const FILL: [u8; 6] = [1, 0, 3, 4, 5, 6];
+        for (i, &b) in FILL.iter().enumerate() {
+            fs.write(&ctx, fh, i as u64 * P, &vec![b; P as usize]).unwrap();
+        }
+        fs.evict_now(6);
+        let u = fs.usage();
+        assert!(
+            u.compressed_pages > 0 && u.zero_pages > 0 && u.swapped_pages > 0,
+            "{u:?}"
+        );
+
+        let writer = {
+            let fs = fs.clone();
+            thread::spawn(move || {
+                fs.write(&Ctx::root(), fh, 50, &[2u8; 100]).unwrap();
+                fs.write(&Ctx::root(), fh, 2 * P, &vec![7u8; P as usize]).unwrap();
+            })
+        };
+        let reader = {
+            let fs = fs.clone();
+            thread::spawn(move || {
+                let all = fs.read_vec(fh, 0, (6 * P) as usize).unwrap();
+                for (i, page) in all.chunks(P as usize).enumerate() {
+                    let ok = match i {
+                        0 => page
+                            .iter()
+                            .enumerate()
+                            .all(|(o, &b)| b == 1 || ((50..150).contains(&o) && b == 2)),
+                        2 => page.iter().all(|&b| b == page[0]) && [3, 7].contains(&page[0]),
+                        3 => page.iter().all(|&b| b == page[0]) && [4, 0].contains(&page[0]),
+                        _ => page.iter().all(|&b| b == FILL[i]),
+                    };
+                    assert!(ok, "page {i} read wrong or torn");
+                }
+            })
+        };
+        let puncher = {
+            let fs = fs.clone();
+            thread::spawn(move || {
+                fs.fallocate(&Ctx::root(), fh, 3 * P, P, FallocateMode::PunchHole)
+                    .unwrap();
+            })
+        };
+        let evictor = {
+            let fs = fs.clone();
+            thread::spawn(move || {
+                fs.evict_now(2);
+                fs.evict_now(2);
+            })
+        };
+        for t in [writer, reader, puncher, evictor] {
+            t.join().unwrap();
+        }
+        fs.check_invariants().unwrap();
+        let all = fs.read_vec(fh, 0, (6 * P) as usize).unwrap();
+        for (i, page) in all.chunks(P as usize).enumerate() {
+            let want: Vec<u8> = match i {
+                0 => (0..P as usize)
+                    .map(|o| if (50..150).contains(&o) { 2 } else { 1 })
+                    .collect(),
+                2 => vec![7; P as usize],
+                3 => vec![0; P as usize],
+                _ => vec![FILL[i]; P as usize],
+            };
+            assert!(page == want.as_slice(), "page {i} ends wrong");
+        }
+        delete_and_check_empty(&fs, fh, "f");
+        assert_eq!(fs.usage().pool_bytes, 0);
+        fs.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn shuttle_compressed_fault_write_punch_evict_random() {
+        shuttle::check_random(compressed_scenario, 1000);
+    }
+
+    #[test]
+    fn shuttle_compressed_fault_write_punch_evict_pct() {
+        shuttle::check_pct(compressed_scenario, 1000, 3);
     }
 
     /// Close `fh`, unlink `name` from the root directory, and check that nothing stays

@@ -24,6 +24,8 @@
 //!   references `readdirplus` takes.
 //! * `setid_clearing`: `SetIdClearing`, who clears set-id bits on a data change (engine or
 //!   client), through every data-changing call.
+//! * `compress`: the compressed tier: every page-state transition through the pool, zero and
+//!   incompressible pages, `noswap`, a failing swap device.
 //! * `swap`: the RAM budget and the swap tier with in-memory and fault-injecting backends.
 //! * `read_nowait`: one-pass READ: `ReadMode::NoWait` does no swap I/O and answers `WouldBlock`.
 //! * `shuttle_tests` (feature `shuttle`): schedule exploration of write × read × truncate × punch,
@@ -41,6 +43,8 @@ mod bad_input;
 mod bug_classes;
 #[cfg(not(feature = "shuttle"))]
 mod common;
+#[cfg(not(feature = "shuttle"))]
+mod compress;
 #[cfg(not(feature = "shuttle"))]
 mod concurrency;
 #[cfg(not(feature = "shuttle"))]

@@ -38,7 +38,7 @@ pub(crate) struct Control {
 /// `_bytes`): what `rtmpfs --stats MOUNTPOINT` prints after the request counters.
 fn render_usage(u: &rtmpfs_core::Usage) -> String {
     let opt = |v: Option<u64>| v.map_or_else(|| "unlimited".to_string(), |n| n.to_string());
-    let lines: [(&str, String); 28] = [
+    let lines: [(&str, String); 37] = [
         ("charged_pages", u.charged_pages.to_string()),
         ("resident_pages", u.resident_pages.to_string()),
         ("swapped_pages", u.swapped_pages.to_string()),
@@ -64,6 +64,15 @@ fn render_usage(u: &rtmpfs_core::Usage) -> String {
         ("swap_read_errors", u.swap_read_errors.to_string()),
         ("swap_write_errors", u.swap_write_errors.to_string()),
         ("direct_reclaims", u.direct_reclaims.to_string()),
+        ("compression", u.compression.name().to_string()),
+        ("compressed_pages", u.compressed_pages.to_string()),
+        ("zero_pages", u.zero_pages.to_string()),
+        ("pool_bytes", u.pool_bytes.to_string()),
+        ("pool_limit_bytes", opt(u.pool_limit_bytes)),
+        ("pool_stores", u.pool_stores.to_string()),
+        ("pool_rejected", u.pool_rejected.to_string()),
+        ("pool_hits", u.pool_hits.to_string()),
+        ("pool_writebacks", u.pool_writebacks.to_string()),
         ("page_pool_ram_bytes", u.page_pool_ram_bytes.to_string()),
         ("page_pool_mapped_bytes", u.page_pool_mapped_bytes.to_string()),
         ("page_pool_free_bytes", u.page_pool_free_bytes.to_string()),
@@ -341,6 +350,11 @@ fn fixed_option_changed(
         ("swap=", swap_dir(new) != swap_dir(cur)),
         ("swap_size=", new.swap_size != cur.swap_size),
         ("swap_encrypt=", new.swap_encrypt != cur.swap_encrypt),
+        ("compress=", new.compression() != cur.compression()),
+        (
+            "compress_max=",
+            new.compress_max_bytes(host) != cur.compress_max_bytes(host),
+        ),
         ("noswap", !cur.noswap),
         ("threads=", new.threads != cur.threads),
         ("direct_io", !cur.direct_io),

@@ -6,7 +6,7 @@
 //! (`defaults`, `noauto`, `_netdev`, `x-*`, ...) are accepted and ignored, so that an fstab line
 //! works unchanged.
 
-use rtmpfs_core::{AtimeRule, Config, HostFacts, SwapConfig, PAGE_SIZE};
+use rtmpfs_core::{AtimeRule, Compression, Config, HostFacts, SwapConfig, PAGE_SIZE};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -153,6 +153,19 @@ pub const OPTION_TABLE: &[OptionDoc] = &[
         default: "images not encrypted",
     },
     OptionDoc {
+        syntax: "compress=lz4|zstd|off",
+        meaning: "with `memory=`: compress cold pages into a pool in RAM before anything goes to \
+                  swap (pages of zeros cost nothing; pages that do not compress go straight to \
+                  swap); `lz4` is the faster, `zstd` the denser",
+        default: "`lz4` with `memory=`, else `off`",
+    },
+    OptionDoc {
+        syntax: "compress_max=N[k|m|g|%]",
+        meaning: "the most RAM the compressed pool may take, part of `memory=` (`%` of it); when \
+                  full, its coldest pages go to swap",
+        default: "25% of `memory=`",
+    },
+    OptionDoc {
         syntax: "threads=N",
         meaning: "threads serving FUSE requests (1-64), each with its own cloned `/dev/fuse` fd",
         default: "`2`",
@@ -297,6 +310,11 @@ pub struct MountOptions {
     pub noswap: bool,
     /// `swap_encrypt=0|1`: seal swapped pages (default 1).
     pub swap_encrypt: bool,
+    /// `compress=`: the compressed tier's compressor; `None`: lz4 with `memory=`, else off.
+    pub compress: Option<Compression>,
+    /// `compress_max=`: the compressed pool's cap, in bytes or a percentage of `memory=`;
+    /// `None`: 25 % of it.
+    pub compress_max: Option<SizeSpec>,
     /// `readahead=`: the kernel's readahead window for this mount, in bytes (`None`: the
     /// kernel's default, 128 KiB).
     pub readahead: Option<u64>,
@@ -344,6 +362,8 @@ impl Default for MountOptions {
             swap_size: None,
             noswap: false,
             swap_encrypt: true,
+            compress: None,
+            compress_max: None,
             source: None,
             restore: None,
             persist: None,
@@ -459,6 +479,19 @@ impl MountOptions {
             return Err(OptionError::Conflict(
                 "mount option 'persist_interval=' needs 'persist='".into(),
             ));
+        }
+        if self.memory.is_none() {
+            if let Some(c) = self.compress.filter(|c| *c != Compression::Off) {
+                return Err(OptionError::Conflict(format!(
+                    "mount option 'compress={}' needs 'memory=' (the compressed pool is part of the RAM budget)",
+                    c.name()
+                )));
+            }
+            if self.compress_max.is_some() {
+                return Err(OptionError::Conflict(
+                    "mount option 'compress_max=' needs 'memory=' (it is a part of it)".into(),
+                ));
+            }
         }
         Ok(())
     }
@@ -643,6 +676,23 @@ impl MountOptions {
                     _ => return Err(bad(name, v, "0 or 1")),
                 };
             }
+            "compress" => {
+                let v = need(value)?;
+                self.compress = Some(match v {
+                    "lz4" => Compression::Lz4,
+                    "zstd" => Compression::Zstd,
+                    "off" | "0" | "no" => Compression::Off,
+                    _ => return Err(bad(name, v, "lz4, zstd or off")),
+                });
+            }
+            "compress_max" => {
+                let v = need(value)?;
+                let m = parse_size(v)
+                    .filter(|m| !matches!(m, SizeSpec::Bytes(0) | SizeSpec::Percent(0)))
+                    .filter(|m| !matches!(m, SizeSpec::Percent(p) if *p >= 100))
+                    .ok_or_else(|| bad(name, v, "a size or a percentage of memory= below 100%, e.g. 64m or 25%"))?;
+                self.compress_max = Some(m);
+            }
             "readahead" => {
                 let v = need(value)?;
                 let b = memparse(v)
@@ -822,12 +872,35 @@ impl MountOptions {
                 }),
                 _ => None,
             },
+            compression: self.compression(),
+            compress_max_bytes: self.compress_max_bytes(host),
             // The daemon is the engine's: tune and trim the process's heap.
             own_process_memory: true,
             host: HostFacts {
                 ram_bytes: host.ram_bytes,
             },
             ..Config::default()
+        }
+    }
+
+    /// The compressed tier's compressor: `compress=` as given, else lz4 with `memory=`.
+    #[must_use]
+    pub fn compression(&self) -> Compression {
+        match (self.compress, self.memory) {
+            (Some(c), _) => c,
+            (None, Some(_)) => Compression::Lz4,
+            (None, None) => Compression::Off,
+        }
+    }
+
+    /// The compressed pool's cap in bytes for this host (`compress_max=`, a percentage of
+    /// `memory=`), `None` for the engine's default (25 % of `memory=`) or without a budget.
+    #[must_use]
+    pub fn compress_max_bytes(&self, host: &Host) -> Option<u64> {
+        let mem = self.memory_bytes(host)?;
+        match self.compress_max? {
+            SizeSpec::Bytes(b) => Some(b),
+            SizeSpec::Percent(p) => Some(u64::try_from(u128::from(mem) * u128::from(p) / 100).unwrap_or(u64::MAX)),
         }
     }
 
@@ -1241,6 +1314,54 @@ mod tests {
         }
         // A later swap= switches the swap file back on, as before.
         assert!(!parse("memory=4m,noswap,swap=/tmp").unwrap().noswap);
+    }
+
+    #[test]
+    fn compression_defaults_to_lz4_with_a_budget() {
+        let c = parse("memory=64m").unwrap().engine_config(&HOST);
+        assert_eq!(c.compression, Compression::Lz4);
+        assert_eq!(c.compress_max(), Some(16 << 20), "25% of memory=");
+        c.validate().unwrap();
+        let c = parse("").unwrap().engine_config(&HOST);
+        assert_eq!((c.compression, c.compress_max()), (Compression::Off, None));
+        let c = parse("memory=64m,compress=zstd,compress_max=10%")
+            .unwrap()
+            .engine_config(&HOST);
+        assert_eq!(c.compression, Compression::Zstd);
+        assert_eq!(c.compress_max_bytes, Some((64 << 20) / 10));
+        let c = parse("memory=64m,compress_max=8m,compress=off")
+            .unwrap()
+            .engine_config(&HOST);
+        assert_eq!((c.compression, c.compress_max()), (Compression::Off, None));
+        let c = parse("memory=64m,noswap,compress_max=8m").unwrap().engine_config(&HOST);
+        assert_eq!((c.compression, c.compress_max()), (Compression::Lz4, Some(8 << 20)));
+        assert_eq!(parse("compress=off").unwrap().compression(), Compression::Off);
+        // A pool as large as the budget passes the parser, and the engine refuses it.
+        let c = parse("memory=64m,compress_max=64m").unwrap().engine_config(&HOST);
+        assert!(c.validate().unwrap_err().to_string().contains("compress_max"));
+    }
+
+    #[test]
+    fn bad_compression_options_are_refused_by_name() {
+        for opts in ["compress=lz4", "compress=zstd", "compress_max=10m", "compress_max=5%"] {
+            let e = parse(opts).unwrap_err();
+            assert!(matches!(e, OptionError::Conflict(_)), "{opts}: {e:?}");
+            assert!(e.to_string().contains("needs 'memory='"), "{opts}: {e}");
+        }
+        for opts in [
+            "memory=4m,compress=gzip",
+            "memory=4m,compress=",
+            "memory=4m,compress_max=100%",
+            "memory=4m,compress_max=0",
+            "memory=4m,compress_max=lots",
+        ] {
+            let e = parse(opts).unwrap_err();
+            assert!(
+                matches!(e, OptionError::BadValue { .. } | OptionError::Missing(_)),
+                "{opts}: {e:?}"
+            );
+            assert!(e.to_string().contains("compress"), "{opts}: {e}");
+        }
     }
 
     #[test]

@@ -49,6 +49,8 @@ pub struct Status {
     pub rates: Rates,
     /// Counters since mount.
     pub totals: Totals,
+    /// The compressed tier (`compress=`).
+    pub compressed_pool: CompressedPool,
     /// Requests since mount, per kind.
     pub requests: Requests,
 }
@@ -111,8 +113,10 @@ pub struct Pages {
     pub resident: u64,
     /// Pages whose data is only in the swap file.
     pub swapped: u64,
-    /// Compressed pages: `null` (there is no compressed tier yet).
+    /// Pages compressed in the pool (RAM); `null` without a compressed tier (`compress=off`).
     pub compressed: Option<u64>,
+    /// Pages of zeros evicted as nothing (no RAM, no swap); `null` without a compressed tier.
+    pub zero: Option<u64>,
     /// Pages reserved by fallocate and never written.
     pub reserved: u64,
     /// Pages lost to a failed swap read.
@@ -149,6 +153,33 @@ pub struct Totals {
     pub swap_read_errors: u64,
     /// Failed swap writes.
     pub swap_write_errors: u64,
+}
+
+/// The compressed tier: its pool in RAM and what it did since mount.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompressedPool {
+    /// The compressor: `lz4`, `zstd`, or `off` (no compressed tier; every other field is then
+    /// 0 or `null`).
+    pub compression: String,
+    /// `compress_max=`: the most RAM the pool may hold now; `null` without a pool.
+    pub limit_bytes: Option<u64>,
+    /// RAM the pool holds (compressed bytes and allocator overhead), charged to `memory=`.
+    pub used_bytes: u64,
+    /// Pages it holds.
+    pub pages: u64,
+    /// The bytes of those pages over the RAM they take; `null` while it holds none.
+    pub ratio: Option<f64>,
+    /// Reads and faults served from the pool (a decompression, no I/O).
+    pub hits: u64,
+    /// Pages stored in it.
+    pub stores: u64,
+    /// Pages of zeros evicted as nothing.
+    pub zero_stores: u64,
+    /// Pages that did not compress well enough and went to swap instead.
+    pub rejected: u64,
+    /// Pages written from the full pool to swap.
+    pub writebacks: u64,
 }
 
 /// Requests since mount.
@@ -288,6 +319,7 @@ pub fn build(src: &Sources<'_>) -> Status {
     // page goes there).
     let config = src.fs.config();
     let swap_enabled = config.memory_bytes.is_some() && config.swap.is_some();
+    let compressing = u.compression != rtmpfs_core::Compression::Off;
     let kinds = RequestType::ALL
         .iter()
         .map(|&op| {
@@ -316,7 +348,7 @@ pub fn build(src: &Sources<'_>) -> Status {
             },
             memory: ByteLimit {
                 limit_bytes: u.memory_limit_pages.map(page),
-                used_bytes: page(u.frames_in_use.max(u.resident_pages)),
+                used_bytes: page(u.frames_in_use.max(u.resident_pages)) + u.pool_bytes,
             },
             swap: SwapLimit {
                 enabled: swap_enabled,
@@ -329,7 +361,8 @@ pub fn build(src: &Sources<'_>) -> Status {
         pages: Pages {
             resident: u.resident_pages,
             swapped: u.swapped_pages,
-            compressed: None,
+            compressed: compressing.then_some(u.compressed_pages),
+            zero: compressing.then_some(u.zero_pages),
             reserved: u.reserved_pages,
             poisoned: u.poisoned_pages,
         },
@@ -343,6 +376,18 @@ pub fn build(src: &Sources<'_>) -> Status {
             direct_reclaims: u.direct_reclaims,
             swap_read_errors: u.swap_read_errors,
             swap_write_errors: u.swap_write_errors,
+        },
+        compressed_pool: CompressedPool {
+            compression: u.compression.name().to_string(),
+            limit_bytes: u.pool_limit_bytes,
+            used_bytes: u.pool_bytes,
+            pages: u.compressed_pages,
+            ratio: u.pool_ratio(),
+            hits: u.pool_hits,
+            stores: u.pool_stores,
+            zero_stores: u.pool_zero_pages_stored,
+            rejected: u.pool_rejected,
+            writebacks: u.pool_writebacks,
         },
         requests: Requests {
             latency_recorded: src.stats.latency.enabled(),
@@ -442,12 +487,32 @@ pub fn render_table(s: &Status, mount_point: &str) -> String {
     } else {
         let _ = writeln!(out, "{:<10} {:>12} {:>12}", "swap", "-", "none");
     }
+    let c = &s.compressed_pool;
+    if c.compression == "off" {
+        let _ = writeln!(out, "{:<10} {:>12} {:>12}", "pool", "-", "compress=off");
+    } else {
+        let (used, limit, pct) = bytes_limit(&ByteLimit {
+            limit_bytes: c.limit_bytes,
+            used_bytes: c.used_bytes,
+        });
+        let ratio = c.ratio.map_or_else(|| "—".to_string(), |r| format!("{r:.2}"));
+        let _ = writeln!(
+            out,
+            "{:<10} {used:>12} {limit:>12}{pct}  ({}, ratio {ratio}, hits {})",
+            "pool", c.compression, c.hits
+        );
+    }
     let p = &s.pages;
-    let compressed = p.compressed.map_or_else(|| "—".to_string(), |n| n.to_string());
+    let dash = |v: Option<u64>| v.map_or_else(|| "—".to_string(), |n| n.to_string());
     let _ = writeln!(
         out,
-        "\npages      resident {}  swapped {}  compressed {compressed}  reserved {}  poisoned {}",
-        p.resident, p.swapped, p.reserved, p.poisoned
+        "\npages      resident {}  swapped {}  compressed {}  zero {}  reserved {}  poisoned {}",
+        p.resident,
+        p.swapped,
+        dash(p.compressed),
+        dash(p.zero),
+        p.reserved,
+        p.poisoned
     );
     let _ = writeln!(out, "open files {}", s.open_files);
     let _ = writeln!(
@@ -461,6 +526,13 @@ pub fn render_table(s: &Status, mount_point: &str) -> String {
         "totals     evictions {} (+{} clean)  swap-ins {} ({} read ahead)  direct reclaims {}  swap errors {} read / {} write",
         t.evictions, t.clean_evictions, t.swap_ins, t.readahead_swap_ins, t.direct_reclaims, t.swap_read_errors, t.swap_write_errors
     );
+    if c.compression != "off" {
+        let _ = writeln!(
+            out,
+            "pool       stores {}  zero pages {}  rejected {}  written back {}",
+            c.stores, c.zero_stores, c.rejected, c.writebacks
+        );
+    }
     let r = &s.requests;
     let _ = writeln!(
         out,

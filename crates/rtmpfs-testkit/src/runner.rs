@@ -418,10 +418,11 @@ impl Runner {
         }
         let mu = self.model.usage();
         let eu = self.engine.fs.usage();
-        // Data pages are resident or, with a RAM budget, swapped out: the model knows only data.
+        // Data pages are resident or, with a RAM budget, swapped out, compressed in the pool or
+        // stored as nothing (zeros): the model knows only data.
         let got = (
             eu.charged_pages,
-            eu.resident_pages + eu.swapped_pages,
+            eu.resident_pages + eu.swapped_pages + eu.compressed_pages + eu.zero_pages,
             eu.reserved_pages,
             eu.inodes,
         );
@@ -462,6 +463,9 @@ impl Runner {
         if u.charged_pages != 0
             || u.resident_pages != 0
             || u.swapped_pages != 0
+            || u.compressed_pages != 0
+            || u.zero_pages != 0
+            || u.pool_bytes != 0
             || u.reserved_pages != 0
             || u.inodes != 1
             || u.inode_space_used != 1024

@@ -1,11 +1,11 @@
 //! The file side of eviction: the two phases the memory manager drives through
 //! [`crate::mm::PageOwner`] (implemented by the inode, which delegates here).
 
-use super::page_map::{PageMap, Slot};
+use super::page_map::{PageMap, Slot, SlotState};
 use super::FileData;
 use crate::error::Result;
-use crate::mm::{EvictOutcome, EvictPage, EvictSnapshot, Frame, MemoryManager, PageState, SwapTarget};
-use crate::swap::AlignedPage;
+use crate::mm::{EvictOutcome, EvictPage, EvictSnapshot, EvictTarget, Frame, MemoryManager, PageState};
+use crate::swap::{AlignedPage, SwapEntry};
 use crate::sync::Arc;
 
 /// Whether page `idx` of `map` is resident in exactly `frame`.
@@ -50,36 +50,55 @@ impl FileData {
     }
 
     /// See [`crate::mm::PageOwner::evict_publish`].
-    pub(crate) fn evict_publish(&self, mm: &MemoryManager, page: EvictPage<'_>, target: SwapTarget) -> EvictOutcome {
+    pub(crate) fn evict_publish(&self, mm: &MemoryManager, page: EvictPage<'_>, target: EvictTarget) -> EvictOutcome {
         let EvictPage { idx, frame, version } = page;
         let give_up = |outcome| {
-            if let SwapTarget::Written(e) = target {
+            if let EvictTarget::Written(e) = target {
                 mm.free_swap_slot(e);
             }
+            // (A pool entry's charge goes back as `target` is dropped.)
             outcome
         };
         let Some(mut map) = self.pages.try_write() else {
             return give_up(EvictOutcome::Busy);
         };
         if !is_frame_at(&map, idx, frame) {
+            drop(map);
             return give_up(EvictOutcome::Gone);
         }
         if frame.version() != version {
+            drop(map);
             return give_up(EvictOutcome::Busy);
         }
-        if let SwapTarget::Kept(e) = target {
+        if let EvictTarget::Kept(e) = target {
             if frame.take_swap_copy() != Some(e) {
                 return EvictOutcome::Busy;
             }
         }
-        let entry = target.entry();
-        mm.count_moved(PageState::Resident, PageState::Swapped);
-        let old = map.insert(idx, Slot::Swapped(entry));
+        let outcome = target.outcome();
+        let new = match target {
+            EvictTarget::Written(e) | EvictTarget::Kept(e) => Slot::Swapped(e),
+            EvictTarget::Pool(p) => Slot::Compressed(p),
+            EvictTarget::Zero => Slot::Zero,
+        };
+        mm.count_moved(PageState::Resident, new.counted());
+        let old = map.insert(idx, new);
         drop(map);
         drop(old);
-        match target {
-            SwapTarget::Written(_) => EvictOutcome::Evicted,
-            SwapTarget::Kept(_) => EvictOutcome::Clean,
+        outcome
+    }
+
+    /// See [`crate::mm::PageOwner::pool_written_back`].
+    pub(crate) fn pool_written_back(&self, mm: &MemoryManager, idx: u64, packed_id: u64, entry: SwapEntry) -> bool {
+        let mut map = self.pages.write();
+        if map.state(idx) != SlotState::Compressed(packed_id) {
+            return false;
         }
+        mm.count_moved(PageState::Compressed, PageState::Swapped);
+        let old = map.insert(idx, Slot::Swapped(entry));
+        drop(map);
+        // The pool entry's charge goes back here, with no lock held.
+        drop(old);
+        true
     }
 }

@@ -30,6 +30,10 @@ enum Seen {
     Copied,
     Reserved,
     Swapped(SwapEntry),
+    /// In the compressed pool: unpacked once the map lock is let go (never under it).
+    Packed(crate::sync::Arc<crate::mm::Packed>),
+    /// All zeros, stored as nothing.
+    Zero,
 }
 
 impl FileData {
@@ -65,10 +69,13 @@ impl FileData {
                         Slot::Reserved => Seen::Reserved,
                         Slot::Swapped(e) => Seen::Swapped(*e),
                         Slot::Poisoned => return Err(FsError::Io.into()),
+                        Slot::Compressed(p) => Seen::Packed(p.clone()),
+                        Slot::Zero => Seen::Zero,
                     };
                     batch.push((idx, seen));
                 }
             }
+            Self::unpack_pooled(&mut batch, &mut copies)?;
             let Some(&(last, _)) = batch.last() else {
                 break;
             };
@@ -91,6 +98,33 @@ impl FileData {
                 first: data_first,
                 bytes: &data,
             })?;
+        }
+        Ok(())
+    }
+
+    /// Turn `batch`'s pooled and zero pages into copied ones, in page order within `copies`:
+    /// the decompression runs here, with no lock held (design.md's lock order).
+    fn unpack_pooled(batch: &mut [(u64, Seen)], copies: &mut Vec<u8>) -> Result<(), FsError> {
+        if !batch.iter().any(|(_, s)| matches!(s, Seen::Packed(_) | Seen::Zero)) {
+            return Ok(());
+        }
+        let old = std::mem::take(copies);
+        let mut old_pages = old.chunks_exact(PAGE);
+        for (_, seen) in batch.iter_mut() {
+            match seen {
+                Seen::Copied => copies.extend_from_slice(old_pages.next().ok_or(FsError::Io)?),
+                Seen::Packed(p) => {
+                    let mut page = Box::new([0u8; PAGE]);
+                    p.unpack_into(&mut page).map_err(|()| FsError::Io)?;
+                    copies.extend_from_slice(&page[..]);
+                    *seen = Seen::Copied;
+                }
+                Seen::Zero => {
+                    copies.resize(copies.len() + PAGE, 0);
+                    *seen = Seen::Copied;
+                }
+                Seen::Reserved | Seen::Swapped(_) => {}
+            }
         }
         Ok(())
     }
@@ -167,6 +201,8 @@ impl FileData {
                     continue;
                 }
                 Seen::Copied => copied.next().ok_or(FsError::Io)?,
+                // Unpacked into copies by `unpack_pooled` before the batch gets here.
+                Seen::Packed(_) | Seen::Zero => return Err(FsError::Io.into()),
                 Seen::Swapped(_) => &swapped.next().ok_or(FsError::Io)?[..],
             };
             let contiguous = *data_first + (data.len() / PAGE) as u64 == *idx;

@@ -15,7 +15,8 @@
 //!
 //! The methods are split by topic: `rw` (read, write, making a page resident), `resize`
 //! (truncate, punch, fallocate's reservation, release), `swap_in` (a reader's swap-in run and
-//! read-ahead windows), `evict` (the file side of eviction).
+//! read-ahead windows), `evict` (the file side of eviction), `unpack` (bringing a compressed
+//! page back from the pool).
 
 mod evict;
 pub(crate) mod image;
@@ -25,6 +26,7 @@ pub(crate) mod page_map;
 mod resize;
 mod rw;
 mod swap_in;
+mod unpack;
 
 use crate::error::{FsError, Result};
 use crate::mm::{FileReadAhead, PageOwner, SlotCounts};
@@ -137,6 +139,17 @@ impl FileData {
                 Ok((expect * PAGE_SIZE).max(offset).min(size))
             }
         }
+    }
+
+    /// What this file's compressed pages are charged to the RAM budget, in bytes.
+    pub(crate) fn pool_bytes(&self) -> u64 {
+        let map = self.pages.read();
+        map.iter()
+            .map(|(_, s)| match s {
+                page_map::Slot::Compressed(p) => p.cost(),
+                _ => 0,
+            })
+            .sum()
     }
 
     /// Per-state slot counts of this file.

@@ -8,6 +8,13 @@
 //!     │  └─────────────────────┼───┘                                ▼
 //!     │ fallocate              │ write                           Poisoned (reads: EIO)
 //!     └──────────▶ Reserved ───┘
+//!
+//!   with a compressed tier, eviction goes through the pool first:
+//!   Resident ──evict──▶ Compressed(entry) ──pool full──▶ Swapped(slot)
+//!      ▲  ▲                  │ fault / write (decompress)
+//!      │  └──────────────────┘
+//!      │ write           Resident ──evict, all zeros──▶ Zero
+//!      └──────────────── Zero
 //! ```
 //!
 //! * absent: a hole; reads zero; costs nothing.
@@ -17,6 +24,10 @@
 //! * `Swapped(slot)`: data in the swap file (constructed only by the swap tier).
 //! * `Poisoned`: the data was lost (a failed swap read): reads and writes of the page get EIO, the
 //!   rest of the file is unaffected. Truncate and punch remove it like any page.
+//! * `Compressed(entry)`: data compressed in the pool, in RAM (constructed only by eviction with
+//!   a compressed tier); a fault decompresses it into a frame.
+//! * `Zero`: data that is all zeros, evicted as nothing: reads zero, costs no RAM, is data for
+//!   `SEEK_DATA` (unlike `Reserved`).
 //!
 //! Every transition is made under the page-map lock, and a thread that dropped the lock to do
 //! something slow (allocate, do I/O) re-checks that the slot is still in the state it saw before
@@ -25,7 +36,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::mm::{Frame, PageState};
+use crate::mm::{Frame, Packed, PageState};
 use crate::swap::SwapEntry;
 use crate::sync::Arc;
 
@@ -39,6 +50,10 @@ pub(crate) enum Slot {
     Swapped(SwapEntry),
     /// Data lost to a failed swap read: EIO on access.
     Poisoned,
+    /// Data compressed in the pool (RAM).
+    Compressed(Arc<Packed>),
+    /// Data that is all zeros, stored as nothing.
+    Zero,
 }
 
 /// What a slot looked like when a thread let go of the map lock: the `expected` value of the
@@ -50,6 +65,9 @@ pub(crate) enum SlotState {
     Reserved,
     Swapped(SwapEntry),
     Poisoned,
+    /// The pool entry's unique id.
+    Compressed(u64),
+    Zero,
 }
 
 impl Slot {
@@ -59,6 +77,8 @@ impl Slot {
             Slot::Reserved => SlotState::Reserved,
             Slot::Swapped(s) => SlotState::Swapped(*s),
             Slot::Poisoned => SlotState::Poisoned,
+            Slot::Compressed(p) => SlotState::Compressed(p.id()),
+            Slot::Zero => SlotState::Zero,
         }
     }
 
@@ -69,6 +89,8 @@ impl Slot {
             Slot::Reserved => PageState::Reserved,
             Slot::Swapped(_) => PageState::Swapped,
             Slot::Poisoned => PageState::Poisoned,
+            Slot::Compressed(_) => PageState::Compressed,
+            Slot::Zero => PageState::Zero,
         }
     }
 

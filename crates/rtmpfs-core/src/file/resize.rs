@@ -128,7 +128,8 @@ impl FileData {
             match s {
                 Slot::Swapped(e) => mm.free_swap_slot(*e),
                 Slot::Resident(f) => mm.drop_swap_copy(f.take_swap_copy()),
-                Slot::Reserved | Slot::Poisoned => {}
+                // (A pool entry's charge goes back as `removed` is dropped, with no lock held.)
+                Slot::Reserved | Slot::Poisoned | Slot::Compressed(_) | Slot::Zero => {}
             }
         }
         mm.count_removed(counts);
@@ -136,13 +137,13 @@ impl FileData {
         drop(removed);
     }
 
-    /// Zero bytes `[from, to)` of page `idx` if it holds data (holes and reserved pages read
-    /// zero already; a swapped page is brought back first; a poisoned one stays poisoned and
+    /// Zero bytes `[from, to)` of page `idx` if it holds data (holes, reserved and zero pages
+    /// read zero already; a swapped or compressed page is brought back first; a poisoned one stays poisoned and
     /// unreadable, so no old byte can reappear from it).
     pub(super) fn zero_in_page(&self, mm: &MemoryManager, idx: u64, from: usize, to: usize) -> Result<()> {
         let needs = matches!(
             self.pages.read().state(idx),
-            SlotState::Resident | SlotState::Swapped(_)
+            SlotState::Resident | SlotState::Swapped(_) | SlotState::Compressed(_)
         );
         if !needs {
             return Ok(());

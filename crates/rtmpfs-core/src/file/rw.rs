@@ -3,7 +3,7 @@
 use super::page_map::{Slot, SlotState};
 use super::{FileData, IoGuard};
 use crate::error::{FsError, Result};
-use crate::mm::{FrameFor, MemoryManager, PageState, PAGE};
+use crate::mm::{FrameFor, MemoryManager, PageState, UnpackCharge, PAGE};
 use crate::sync::Ordering;
 use crate::types::{ReadMode, ReadOutcome, MAX_FILE_SIZE, PAGE_SIZE};
 
@@ -69,6 +69,7 @@ impl FileData {
         let mut pos = offset;
         while pos < end {
             let mut swap_in = None;
+            let mut unpack = None;
             {
                 let map = self.pages.read();
                 let batch_end = end.min((pos / PAGE_SIZE + READ_BATCH_PAGES) * PAGE_SIZE);
@@ -78,7 +79,11 @@ impl FileData {
                     let n = (PAGE - in_page).min((batch_end - pos) as usize);
                     let out = &mut buf[(pos - offset) as usize..(pos - offset) as usize + n];
                     match map.get(idx) {
-                        None | Some(Slot::Reserved) => out.fill(0),
+                        None | Some(Slot::Reserved | Slot::Zero) => out.fill(0),
+                        Some(Slot::Compressed(p)) => {
+                            unpack = Some(p.clone());
+                            break;
+                        }
                         Some(Slot::Resident(frame)) => {
                             out.copy_from_slice(&frame.bytes()[in_page..in_page + n]);
                             frame.touch();
@@ -92,6 +97,26 @@ impl FileData {
                     }
                     pos += n as u64;
                 }
+            }
+            if let Some(packed) = unpack {
+                // Decompressed with no lock held: into a frame, or straight into `buf` when no
+                // frame can be had. A first read takes a frame only if one is free (a one-pass
+                // scan then leaves the pool as it was); a second read may reclaim one (one
+                // sweep: a reader never waits for memory for these); a `NoWait` read never
+                // reclaims (no I/O).
+                let idx = pos / PAGE_SIZE;
+                let how = match (mode, packed.note_read()) {
+                    (ReadMode::Wait, true) => UnpackCharge::Reclaim,
+                    _ => UnpackCharge::Now,
+                };
+                if !self.unpack(mm, idx, &packed, how)? {
+                    let in_page = (pos % PAGE_SIZE) as usize;
+                    let n = (PAGE - in_page).min((end - pos) as usize);
+                    let out = &mut buf[(pos - offset) as usize..(pos - offset) as usize + n];
+                    Self::unpack_into_buffer(mm, &packed, in_page, out)?;
+                    pos += n as u64;
+                }
+                continue;
             }
             if let Some(run) = swap_in {
                 // Read-ahead is fetching this page: wait for it rather than read it twice.
@@ -196,29 +221,42 @@ impl FileData {
         true
     }
 
-    /// Make page `idx` resident: allocate (and charge) a hole, materialise a reserved page,
-    /// swap a swapped one in. Holds no lock while allocating or doing I/O.
+    /// Make page `idx` resident: allocate (and charge) a hole, materialise a reserved or zero
+    /// page, swap a swapped one in, decompress a compressed one. Holds no lock while
+    /// allocating, decompressing or doing I/O.
     ///
     /// With `fill`, a page that is not resident gets a new frame holding `fill` instead (a
-    /// swapped page is not read back: its swap copy is dropped), and the result says so.
+    /// swapped page is not read back: its swap copy is dropped; a compressed one is not
+    /// decompressed), and the result says so.
     pub(super) fn make_resident(&self, mm: &MemoryManager, idx: u64, fill: Option<&[u8; PAGE]>) -> Result<Resident> {
         loop {
-            let seen = {
+            let (seen, packed) = {
                 let map = self.pages.read();
                 match map.get(idx) {
                     Some(Slot::Resident(_)) => return Ok(Resident::Already),
                     Some(Slot::Poisoned) => return Err(FsError::Io),
-                    other => other.map_or(SlotState::Hole, Slot::state),
+                    Some(Slot::Compressed(p)) => (SlotState::Compressed(p.id()), Some(p.clone())),
+                    other => (other.map_or(SlotState::Hole, Slot::state), None),
                 }
             };
             if let (SlotState::Swapped(e), None) = (seen, fill) {
                 self.swap_in(mm, &[(idx, e)], FrameFor::SwapIn)?;
                 continue;
             }
+            if let (Some(p), None) = (&packed, fill) {
+                // No frame for it: as a swap-in that finds none, `Io` (the page stays stored).
+                if !self.unpack(mm, idx, p, UnpackCharge::Wait)? {
+                    return Err(FsError::Io);
+                }
+                continue;
+            }
+            drop(packed);
             if seen == SlotState::Hole {
                 mm.charge_pages(1)?;
             }
-            let frame = match mm.new_frame(fill, matches!(seen, SlotState::Swapped(_))) {
+            // A page whose data is stored (swapped, compressed) may overdraw as a swap-in does.
+            let stored = matches!(seen, SlotState::Swapped(_) | SlotState::Compressed(_));
+            let frame = match mm.new_frame(fill, stored) {
                 Ok(f) => f,
                 Err(e) => {
                     if seen == SlotState::Hole {
@@ -236,13 +274,16 @@ impl FileData {
                 continue;
             }
             let new = Slot::Resident(frame.clone());
-            if let Some(old) = map.insert(idx, new) {
+            let old = map.insert(idx, new);
+            if let Some(old) = &old {
                 mm.count_moved(old.counted(), PageState::Resident);
             } else {
                 mm.count_added(PageState::Resident);
                 self.charged.fetch_add(1, Ordering::Relaxed);
             }
             drop(map);
+            // (A pool entry overwritten gives its charge back here, with no lock held.)
+            drop(old);
             if let SlotState::Swapped(e) = seen {
                 // Overwritten without being read back: the swap copy is garbage now.
                 mm.free_swap_slot(e);

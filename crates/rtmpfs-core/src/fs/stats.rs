@@ -48,12 +48,15 @@ impl Filesystem {
             inodes: self.live_inodes_count(),
             inode_space_used: self.ispace.used(),
             poisoned_pages: pages.poisoned,
+            compressed_pages: pages.compressed,
+            zero_pages: pages.zero,
             page_pool_ram_bytes: pool.out_bytes + pool.free_hot_bytes,
             page_pool_mapped_bytes: pool.mapped_bytes,
             ..Usage::default()
         };
         self.mm.fill_usage(&mut u);
-        crate::housekeeping::with_process_figures(u, &pool)
+        crate::housekeeping::fill_process_figures(&mut u, &pool);
+        u
     }
 
     /// Stop the background evictor and swap read-ahead threads and wait for them to exit.
@@ -85,6 +88,7 @@ impl Filesystem {
             ));
         }
         let mut sum = SlotCounts::default();
+        let mut pool_bytes = 0u64;
         let mut live = 0u64;
         let mut ispace = 0u64;
         for inode in self.table.all() {
@@ -107,10 +111,17 @@ impl Filesystem {
                     ));
                 }
                 sum = sum.plus(c);
+                pool_bytes += f.pool_bytes();
             }
         }
         if sum != counters {
             return Err(format!("per-file slots {sum:?} != counters {counters:?}"));
+        }
+        if pool_bytes != self.mm.pool_bytes() {
+            return Err(format!(
+                "pool entries in page maps cost {pool_bytes} bytes != the pool's charge {}",
+                self.mm.pool_bytes()
+            ));
         }
         if live != self.live_inodes_count() {
             return Err(format!("live inodes {live} != counter {}", self.live_inodes_count()));

@@ -4,13 +4,14 @@
 //! model-test step):
 //!
 //! ```text
-//! charged == resident + swapped + reserved + poisoned      (filesystem-wide counters)
+//! charged == resident + swapped + reserved + poisoned + compressed + zero   (filesystem-wide)
 //! charged == Σ over live files of their non-hole slots
 //! ```
 //!
 //! and both return to 0 when every file is deleted and closed. `charged` is what the `size` limit
 //! bounds; `resident` is what the RAM budget ([`super::FrameBudget`]) bounds, and `swapped`
-//! what the swap tier holds.
+//! what the swap tier holds; `compressed` is what the compressed pool holds (its bytes are
+//! charged to the RAM budget, see `pool.rs`) and `zero` the pages stored as nothing.
 
 use super::quota::Quota;
 use crate::sync::{AtomicU64, Ordering};
@@ -22,6 +23,8 @@ pub(crate) enum PageState {
     Reserved,
     Swapped,
     Poisoned,
+    Compressed,
+    Zero,
 }
 
 /// Pages per state: of one file, or of the whole filesystem.
@@ -31,6 +34,8 @@ pub(crate) struct SlotCounts {
     pub reserved: u64,
     pub swapped: u64,
     pub poisoned: u64,
+    pub compressed: u64,
+    pub zero: u64,
 }
 
 impl SlotCounts {
@@ -41,12 +46,14 @@ impl SlotCounts {
             PageState::Reserved => &mut self.reserved,
             PageState::Swapped => &mut self.swapped,
             PageState::Poisoned => &mut self.poisoned,
+            PageState::Compressed => &mut self.compressed,
+            PageState::Zero => &mut self.zero,
         } += 1;
     }
 
     /// Every page counted.
     pub(crate) fn total(&self) -> u64 {
-        self.resident + self.reserved + self.swapped + self.poisoned
+        self.resident + self.reserved + self.swapped + self.poisoned + self.compressed + self.zero
     }
 
     /// The sum of two counts.
@@ -56,6 +63,8 @@ impl SlotCounts {
             reserved: self.reserved + o.reserved,
             swapped: self.swapped + o.swapped,
             poisoned: self.poisoned + o.poisoned,
+            compressed: self.compressed + o.compressed,
+            zero: self.zero + o.zero,
         }
     }
 }
@@ -69,6 +78,8 @@ pub(crate) struct Accounting {
     reserved: AtomicU64,
     swapped: AtomicU64,
     poisoned: AtomicU64,
+    compressed: AtomicU64,
+    zero: AtomicU64,
 }
 
 impl Accounting {
@@ -79,6 +90,8 @@ impl Accounting {
             reserved: AtomicU64::new(0),
             swapped: AtomicU64::new(0),
             poisoned: AtomicU64::new(0),
+            compressed: AtomicU64::new(0),
+            zero: AtomicU64::new(0),
         }
     }
 
@@ -93,6 +106,8 @@ impl Accounting {
             PageState::Reserved => &self.reserved,
             PageState::Swapped => &self.swapped,
             PageState::Poisoned => &self.poisoned,
+            PageState::Compressed => &self.compressed,
+            PageState::Zero => &self.zero,
         }
     }
 
@@ -114,6 +129,8 @@ impl Accounting {
             (PageState::Reserved, removed.reserved),
             (PageState::Swapped, removed.swapped),
             (PageState::Poisoned, removed.poisoned),
+            (PageState::Compressed, removed.compressed),
+            (PageState::Zero, removed.zero),
         ] {
             if n > 0 {
                 self.counter(state).fetch_sub(n, Ordering::Relaxed);
@@ -133,6 +150,8 @@ impl Accounting {
             reserved: get(&self.reserved),
             swapped: get(&self.swapped),
             poisoned: get(&self.poisoned),
+            compressed: get(&self.compressed),
+            zero: get(&self.zero),
         }
     }
 }

@@ -35,6 +35,9 @@ pub(crate) struct FrameBudget {
     /// failing (`set_lending`), when frames could not leave RAM to make room for it.
     lending: AtomicBool,
     used: AtomicU64,
+    /// Bytes of RAM the compressed pool holds (its entries' real cost, see `mm/pool.rs`): they
+    /// come off the frames' share, rounded up to whole pages (`pool_pages`).
+    pool_bytes: AtomicU64,
     /// Threads parked in [`FrameBudget::wait_for_progress`].
     waiters: AtomicU64,
     /// Bumped whenever a frame is released: a thread that found nothing to evict sleeps only if
@@ -55,6 +58,7 @@ impl FrameBudget {
             heap_pages: AtomicU64::new(0),
             lending: AtomicBool::new(true),
             used: AtomicU64::new(0),
+            pool_bytes: AtomicU64::new(0),
             waiters: AtomicU64::new(0),
             progress: AtomicU64::new(0),
             lock: Mutex::new(LockRank::FrameBudget, ()),
@@ -69,12 +73,13 @@ impl FrameBudget {
         self.try_charge_within(self.frame_limit())
     }
 
-    /// Charge one frame within the whole budget, taking back the pages lent to the heap: for
+    /// Charge one frame within the whole budget (less the compressed pool's pages), taking back
+    /// the pages lent to the heap: for
     /// when no frame can leave RAM (swap full or failing). Lending the heap's share is only a
     /// reason to move data to swap; it must never make stored data unreadable or refuse new
     /// data that the budget itself has room for.
     pub(crate) fn try_charge_unlent(&self) -> bool {
-        self.try_charge_within(self.max())
+        self.try_charge_within(self.max().saturating_sub(self.pool_pages()))
     }
 
     fn try_charge_within(&self, max: u64) -> bool {
@@ -215,15 +220,55 @@ impl FrameBudget {
         (self.used() + self.target_free()).saturating_sub(self.frame_limit())
     }
 
-    /// Frames the budget allows now: `max` less the pages lent to the heap.
-    /// (The floor holds even when a cut of `max` left more lent than it now allows.)
+    /// Frames the budget allows now: `max` less the compressed pool's pages, less the pages lent
+    /// to the heap (never below the floor of what the pool leaves).
     pub(crate) fn frame_limit(&self) -> u64 {
-        let max = self.max();
+        let data = self.max().saturating_sub(self.pool_pages());
         if !self.lending.load(Ordering::Relaxed) {
-            return max;
+            return data;
         }
-        max.saturating_sub(self.heap_pages.load(Ordering::Relaxed))
-            .max(frame_floor_of(max))
+        data.saturating_sub(self.heap_pages.load(Ordering::Relaxed))
+            .max(frame_floor_of(data))
+    }
+
+    /// Charge `bytes` of compressed pool, if the pool stays within `cap` bytes.
+    pub(crate) fn try_charge_pool(&self, bytes: u64, cap: u64) -> bool {
+        let mut cur = self.pool_bytes.load(Ordering::Relaxed);
+        loop {
+            if cur + bytes > cap {
+                return false;
+            }
+            match self
+                .pool_bytes
+                .compare_exchange_weak(cur, cur + bytes, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => return true,
+                Err(seen) => cur = seen,
+            }
+        }
+    }
+
+    /// Give back `bytes` of compressed pool (a pool entry was dropped): room for frames.
+    pub(crate) fn release_pool(&self, bytes: u64) {
+        let prev = self.pool_bytes.fetch_sub(bytes, Ordering::AcqRel);
+        debug_assert!(prev >= bytes, "compressed pool released below zero");
+        self.note_progress();
+    }
+
+    /// Bytes the compressed pool holds.
+    pub(crate) fn pool_bytes(&self) -> u64 {
+        self.pool_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Pages of the budget the compressed pool takes: its bytes rounded up.
+    pub(crate) fn pool_pages(&self) -> u64 {
+        self.pool_bytes().div_ceil(crate::types::PAGE_SIZE)
+    }
+
+    /// RAM the budget's data holds, in pages: live frames plus the compressed pool's pages. What
+    /// a cut of the budget evicts down to.
+    pub(crate) fn in_use(&self) -> u64 {
+        self.used() + self.pool_pages()
     }
 
     /// Frames the budget keeps for file data however large the heap grows: an eighth of it,

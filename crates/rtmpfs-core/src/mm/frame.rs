@@ -28,6 +28,9 @@ pub(crate) struct Frame {
     /// A swap copy identical to `data` (swapped in, not changed since): evicting the page again
     /// needs no I/O. Rank `SwapCopy` (a leaf). Taken (and its slot freed) by the first change.
     swap_copy: Mutex<Option<SwapEntry>>,
+    /// The compressed tier found these bytes incompressible once: evictions send the page
+    /// straight to swap without trying again (see `mm/pool.rs`).
+    incompressible: AtomicBool,
     /// The RAM budget this frame is charged to, released when it is dropped.
     _charge: FrameCharge,
 }
@@ -40,8 +43,19 @@ impl Frame {
             version: AtomicU64::new(0),
             referenced: AtomicBool::new(true),
             swap_copy: Mutex::new(LockRank::SwapCopy, None),
+            incompressible: AtomicBool::new(false),
             _charge: charge,
         })
+    }
+
+    /// Whether the compressed tier gave up on these bytes (see `mm/pool.rs`).
+    pub(crate) fn incompressible(&self) -> bool {
+        self.incompressible.load(Ordering::Relaxed)
+    }
+
+    /// Remember that these bytes do not compress: later evictions go straight to swap.
+    pub(crate) fn mark_incompressible(&self) {
+        self.incompressible.store(true, Ordering::Relaxed);
     }
 
     /// Mark as used (CLOCK).

@@ -23,6 +23,7 @@ mod accounting;
 mod budget;
 mod clock;
 mod frame;
+mod pool;
 mod quota;
 mod readahead;
 mod reclaim;
@@ -30,15 +31,17 @@ mod resize;
 
 pub(crate) use accounting::{PageState, SlotCounts};
 pub(crate) use frame::{Frame, PAGE};
+pub(crate) use pool::Packed;
 pub(crate) use quota::Quota;
 pub(crate) use readahead::{FileReadAhead, Queue as ReadAheadQueue, Window};
-pub(crate) use reclaim::FrameFor;
+pub(crate) use reclaim::{FrameFor, UnpackCharge};
 
 use accounting::Accounting;
 pub(crate) use budget::{frame_floor_of, FrameBudget};
 use clock::{Clock, ClockEntry};
+use pool::Pool;
 
-use crate::config::{Config, SwapConfig};
+use crate::config::{Compression, Config, SwapConfig};
 use crate::error::{ConfigError, FsError, Result};
 use crate::swap::{AlignedPage, PageId, Sealer, Swap, SwapBackend, SwapEntry};
 use crate::sync::{thread::JoinHandle, Arc, AtomicBool, AtomicU64, LockRank, Mutex, Ordering, Weak};
@@ -55,9 +58,14 @@ pub(crate) trait PageOwner: Send + Sync {
     /// `Busy` if a lock is held, `Gone` if the page is no longer this frame.
     fn evict_snapshot(&self, idx: u64, frame: &Arc<Frame>) -> Result<EvictSnapshot, EvictOutcome>;
 
-    /// Last phase: publish "swapped to `target`" in place of `page` by compare-and-set, only if
-    /// the slot still holds the frame at the version seen.
-    fn evict_publish(&self, mm: &MemoryManager, page: EvictPage<'_>, target: SwapTarget) -> EvictOutcome;
+    /// Last phase: publish `target` (swapped, compressed or zero) in place of `page` by
+    /// compare-and-set, only if the slot still holds the frame at the version seen.
+    fn evict_publish(&self, mm: &MemoryManager, page: EvictPage<'_>, target: EvictTarget) -> EvictOutcome;
+
+    /// A compressed page was written to swap (the pool was full): publish `Swapped(entry)` in
+    /// place of page `idx` by compare-and-set, only if the slot still holds pool entry
+    /// `packed_id`. Returns whether it did; if not, the caller frees the slot.
+    fn pool_written_back(&self, mm: &MemoryManager, idx: u64, packed_id: u64, entry: SwapEntry) -> bool;
 
     /// Swap in the swapped pages of `window`, then mark it done (the read-ahead thread's job).
     fn read_ahead(&self, mm: &MemoryManager, window: Window);
@@ -102,20 +110,26 @@ pub(crate) struct EvictPage<'a> {
     pub version: u64,
 }
 
-/// Where an evicted page's bytes are on swap.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum SwapTarget {
-    /// Just written there by this eviction: the slot is freed if the eviction gives up.
+/// Where an evicted page goes.
+#[derive(Clone)]
+pub(crate) enum EvictTarget {
+    /// Just written to swap there by this eviction: the slot is freed if the eviction gives up.
     Written(SwapEntry),
     /// The frame's own still-valid swap copy: eviction needs no I/O, and the copy stays the
     /// frame's if it gives up.
     Kept(SwapEntry),
+    /// Compressed into the pool (the entry's charge goes back if the eviction gives up).
+    Pool(Arc<Packed>),
+    /// All zeros: stored as nothing.
+    Zero,
 }
 
-impl SwapTarget {
-    pub(crate) fn entry(self) -> SwapEntry {
+impl EvictTarget {
+    /// The outcome of publishing this target.
+    pub(crate) fn outcome(&self) -> EvictOutcome {
         match self {
-            SwapTarget::Written(e) | SwapTarget::Kept(e) => e,
+            EvictTarget::Kept(_) => EvictOutcome::Clean,
+            _ => EvictOutcome::Evicted,
         }
     }
 }
@@ -141,9 +155,19 @@ struct TierStats {
 struct MemTier {
     budget: Arc<FrameBudget>,
     clock: Clock,
-    /// `None` with `noswap`: the budget is then a hard cap (`NoSpace` when full).
+    /// `None` with `noswap`: the budget is then a hard cap (`NoSpace` when full), less what
+    /// the compressed pool can take.
     swap: Option<Swap>,
+    /// The compressed tier (`compress=`), if on.
+    pool: Option<Pool>,
     stats: TierStats,
+}
+
+impl MemTier {
+    /// Whether frames can leave RAM at all: to swap, or into the compressed pool.
+    fn can_evict(&self) -> bool {
+        self.swap.is_some() || self.pool.is_some()
+    }
 }
 
 /// Everything the data path needs besides a file's own page map. Shared by the filesystem and
@@ -191,20 +215,25 @@ impl MemoryManager {
                         Some(Swap::new(backend, cap, sealer))
                     }
                 };
+                let pool = config
+                    .compress_max()
+                    .map(|cap| Pool::new(config.compression, cap, mem / PAGE_SIZE));
                 Some(MemTier {
                     budget: Arc::new(FrameBudget::new(mem / PAGE_SIZE)),
                     clock: Clock::new(),
                     swap,
+                    pool,
                     stats: TierStats::default(),
                 })
             }
         };
-        let background = config.background_threads && tier.as_ref().is_some_and(|t| t.swap.is_some());
+        let background = config.background_threads && tier.as_ref().is_some_and(MemTier::can_evict);
+        let swapping = tier.as_ref().is_some_and(|t| t.swap.is_some());
         let mm = Arc::new(MemoryManager {
             acct: Accounting::new(max_pages),
             tier,
             stop: AtomicBool::new(false),
-            readahead: background.then(ReadAheadQueue::new),
+            readahead: (background && swapping).then(ReadAheadQueue::new),
             threads: Mutex::new(LockRank::Threads, Vec::new()),
         });
         if background {
@@ -219,7 +248,9 @@ impl MemoryManager {
             let mut threads = vec![spawn("rtmpfs-evictor", |m| m.run_evictor())?];
             // Two read-ahead threads: one window's swap read overlaps the other's decryption.
             for name in ["rtmpfs-readahead-0", "rtmpfs-readahead-1"] {
-                threads.push(spawn(name, |m| m.run_readahead())?);
+                if swapping {
+                    threads.push(spawn(name, |m| m.run_readahead())?);
+                }
             }
             *mm.threads.lock() = threads;
         }
@@ -308,6 +339,16 @@ impl MemoryManager {
         u.swap_ins = get(&tier.stats.swap_ins);
         u.readahead_swap_ins = get(&tier.stats.readahead_swap_ins);
         u.direct_reclaims = get(&tier.stats.direct_reclaims);
+        u.compression = tier.pool.as_ref().map_or(Compression::Off, Pool::algo);
+        if let Some(pool) = &tier.pool {
+            u.pool_bytes = tier.budget.pool_bytes();
+            u.pool_limit_bytes = Some(pool.cap(&tier.budget));
+            u.pool_stores = get(&pool.stats.stores);
+            u.pool_zero_pages_stored = get(&pool.stats.zero_pages);
+            u.pool_rejected = get(&pool.stats.rejected);
+            u.pool_hits = get(&pool.stats.hits);
+            u.pool_writebacks = get(&pool.stats.writebacks);
+        }
         if let Some(swap) = &tier.swap {
             u.swap_slots_used = swap.used_slots();
             u.swap_capacity_pages = swap.capacity_slots();
@@ -382,6 +423,11 @@ impl MemoryManager {
                 swap.stats.read_errors.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+
+    /// The bytes the compressed pool is charged (0 without one): for the invariant check.
+    pub(crate) fn pool_bytes(&self) -> u64 {
+        self.tier.as_ref().map_or(0, |t| t.budget.pool_bytes())
     }
 
     /// The queue to the read-ahead threads, if they run.

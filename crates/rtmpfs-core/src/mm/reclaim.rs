@@ -8,7 +8,10 @@ use rtmpfs_pages::{OutOfMemory, PageBuf};
 
 use super::budget::FrameCharge;
 use super::clock::ClockEntry;
-use super::{EvictOutcome, EvictPage, EvictSnapshot, Frame, MemTier, MemoryManager, PageOwner, SwapTarget, PAGE};
+use super::pool::{entry_cost, Packing, Pool, PoolEntry};
+use super::{
+    EvictOutcome, EvictPage, EvictSnapshot, EvictTarget, Frame, MemTier, MemoryManager, Packed, PageOwner, PAGE,
+};
 use crate::error::{FsError, Result};
 use crate::swap::{AlignedPage, PageId, StoreError, Swap};
 use crate::sync::{Arc, Ordering};
@@ -57,6 +60,18 @@ pub(crate) enum FrameFor {
     SwapInExtra,
 }
 
+/// How a frame for a page coming back from the compressed pool is charged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum UnpackCharge {
+    /// Only if the budget has room at once: a `NoWait` read (no reclaim, so no I/O).
+    Now,
+    /// After one reclaim sweep at most: a reader, who can copy the bytes straight from the
+    /// entry if there is no frame, so it never waits for memory.
+    Reclaim,
+    /// As a swap-in (`FrameFor::SwapIn`): a writer, who needs the frame.
+    Wait,
+}
+
 /// Pages examined per eviction attempt before giving up on a sweep.
 const SWEEP_FACTOR: usize = 4;
 /// Most pages written out by one sweep, or read back by one swap-in (one vectored I/O of up to
@@ -69,6 +84,16 @@ struct Candidate {
     owner: Arc<dyn PageOwner>,
     frame: Arc<Frame>,
     snap: EvictSnapshot,
+}
+
+/// Where a candidate goes, as the sweep decides it.
+enum Plan {
+    /// Decided: publish this.
+    To(EvictTarget),
+    /// Compressed, waiting for room in the pool (its copy is kept in case there is none).
+    Packed(Box<[u8]>),
+    /// To swap, with the copy in the candidate's snapshot.
+    Swap,
 }
 
 impl MemoryManager {
@@ -117,6 +142,55 @@ impl MemoryManager {
         Ok((charge, page))
     }
 
+    /// A frame holding compressed page `packed`, decompressed with no lock held, counted as a
+    /// pool hit, charged as `how` allows. `None`: no frame could be had. Same preconditions as
+    /// `new_frame`.
+    ///
+    /// # Errors
+    /// `Io` if the entry does not decompress.
+    pub(crate) fn unpack_frame(&self, packed: &Packed, how: UnpackCharge) -> Result<Option<Arc<Frame>>> {
+        let charge = match how {
+            UnpackCharge::Now => self.try_charge_frame_now(),
+            UnpackCharge::Reclaim => self.try_charge_frame_reclaiming(),
+            UnpackCharge::Wait => self.charge_frame(FrameFor::SwapIn).ok(),
+        };
+        let Some(charge) = charge else { return Ok(None) };
+        let Ok(mut page) = PageBuf::for_overwrite() else {
+            return Ok(None);
+        };
+        packed.unpack_into(&mut page).map_err(|()| FsError::Io)?;
+        self.note_pool_hit();
+        Ok(Some(Frame::new(charge, page)))
+    }
+
+    /// A frame's charge, after one reclaim sweep if the budget is full; no wait, and no
+    /// overdraft (a reader of a compressed page can do without a frame).
+    fn try_charge_frame_reclaiming(&self) -> Option<FrameCharge> {
+        crate::sync::assert_not_held_at_or_above(crate::sync::LockRank::PageMap);
+        if let Some(c) = self.try_charge_frame_now() {
+            return Some(c);
+        }
+        if self.sweep(8).evicted == 0 {
+            return None;
+        }
+        self.try_charge_frame_now()
+    }
+
+    /// A frame's charge if the budget has room now: no reclaim, no wait.
+    fn try_charge_frame_now(&self) -> Option<FrameCharge> {
+        match &self.tier {
+            None => Some(FrameCharge(None)),
+            Some(tier) => tier.budget.try_charge().then(|| FrameCharge(Some(tier.budget.clone()))),
+        }
+    }
+
+    /// Count a read served from the compressed pool.
+    pub(crate) fn note_pool_hit(&self) {
+        if let Some(pool) = self.tier.as_ref().and_then(|t| t.pool.as_ref()) {
+            pool.stats.hits.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Charge one frame to the RAM budget, if there is one. See `new_frame`.
     ///
     /// Reclaim order when the budget is full: a CLOCK sweep (dirty pages are written to swap,
@@ -144,13 +218,13 @@ impl MemoryManager {
                 return Ok(charged());
             }
             tier.stats.direct_reclaims.fetch_add(1, Ordering::Relaxed);
-            let Some(swap) = &tier.swap else {
+            if !tier.can_evict() {
                 return Err(FsError::NoSpace);
-            };
+            }
             let seen = tier.budget.progress();
             let want = if purpose == FrameFor::SwapInExtra { 1 } else { 8 };
             let mut sweep = self.sweep(want);
-            if sweep.evicted == 0 && sweep.swap_exhausted() {
+            if let (true, Some(swap)) = (sweep.evicted == 0 && sweep.swap_exhausted(), &tier.swap) {
                 sweep.evicted = self.sweep_clean(tier, swap, want);
             }
             if sweep.evicted > 0 {
@@ -206,25 +280,89 @@ impl MemoryManager {
     /// Sweep the CLOCK ring for up to `want` victims, giving referenced frames a second chance
     /// and skipping (requeueing) anything busy.
     fn sweep(&self, want: usize) -> Sweep {
-        let Some(tier) = &self.tier else {
-            return Sweep::default();
-        };
-        let Some(swap) = &tier.swap else {
-            return Sweep::default();
-        };
-        self.sweep_ring(tier, swap, want)
+        match &self.tier {
+            Some(tier) if tier.can_evict() => self.sweep_ring(tier, want),
+            _ => Sweep::default(),
+        }
     }
 
-    fn sweep_ring(&self, tier: &MemTier, swap: &Swap, want: usize) -> Sweep {
+    fn sweep_ring(&self, tier: &MemTier, want: usize) -> Sweep {
         let want = want.min(MAX_BATCH);
-        if swap.is_full() {
-            // No slot for a dirty page: only clean frames could leave, and `sweep_clean` finds
-            // those without copying dirty candidates for nothing.
+        let swap = tier.swap.as_ref();
+        if let (Some(pool), Some(swap)) = (&tier.pool, swap) {
+            // A cut of the budget left the pool above its cap: its coldest entries go first.
+            let excess = pool.excess(&tier.budget);
+            if excess > 0 {
+                self.write_back(tier, pool, swap, excess);
+            }
+        }
+        let pool_room = tier
+            .pool
+            .as_ref()
+            .map(|p| p.cap(&tier.budget).saturating_sub(tier.budget.pool_bytes()));
+        if swap.is_none_or(Swap::is_full) && pool_room.is_none_or(|room| room < entry_cost(0)) {
+            // No slot for a dirty page and no room in the pool: only clean frames could leave,
+            // and `sweep_clean` finds those without copying (or compressing) dirty candidates
+            // for nothing.
             return Sweep {
                 full: true,
                 ..Sweep::default()
             };
         }
+        let mut batch = Self::pick(tier, want);
+        // Write every dirty page of the batch together, in file order: consecutive slots, few I/Os.
+        batch.sort_by_key(|c| (c.snap.id.ino, c.snap.id.idx));
+        let mut plans = self.plan(tier, &mut batch);
+        let mut dirty: Vec<(AlignedPage, PageId, Option<u64>)> = batch
+            .iter_mut()
+            .zip(&plans)
+            .filter(|(_, plan)| matches!(plan, Plan::Swap))
+            .filter_map(|(c, _)| c.snap.copy.take().map(|copy| (copy, c.snap.id, c.snap.slot_hint)))
+            .collect();
+        let mut stored = match swap {
+            Some(swap) if !dirty.is_empty() => swap.store_batch(&mut dirty).into_iter(),
+            _ => Vec::new().into_iter(),
+        };
+        // After this batch's own writes: they are the freshest news of the device.
+        let failing = swap.is_some_and(Swap::failing);
+        let (mut done, mut full, mut io_error) = (0, false, false);
+        for (c, plan) in batch.into_iter().zip(plans.drain(..)) {
+            let target = match plan {
+                // The swap copy may be unreadable: keep the page in RAM (see `sweep_clean`).
+                Plan::To(EvictTarget::Kept(_)) if failing => {
+                    io_error = true;
+                    tier.clock.requeue(c.entry);
+                    continue;
+                }
+                Plan::To(t) => t,
+                Plan::Packed(_) => unreachable!("`plan` settles every packed page"),
+                Plan::Swap => match stored.next() {
+                    Some(Ok(e)) => EvictTarget::Written(e),
+                    Some(Err(StoreError::Full)) | None => {
+                        full = true;
+                        tier.clock.requeue(c.entry);
+                        continue;
+                    }
+                    Some(Err(StoreError::Io)) => {
+                        io_error = true;
+                        tier.clock.requeue(c.entry);
+                        continue;
+                    }
+                },
+            };
+            if self.publish(tier, c, target) {
+                done += 1;
+            }
+        }
+        Sweep {
+            evicted: done,
+            full,
+            io_error,
+        }
+    }
+
+    /// Take up to `want` eviction candidates from the CLOCK ring, snapshotted.
+    fn pick(tier: &MemTier, want: usize) -> Vec<Candidate> {
         let examine_limit = (tier.clock.len() + want)
             .min(want * SWEEP_FACTOR * 64)
             .max(want * SWEEP_FACTOR);
@@ -251,62 +389,132 @@ impl MemoryManager {
                 Err(_) => {}
             }
         }
-        // Write every dirty page of the batch together, in file order: consecutive slots, few I/Os.
-        batch.sort_by_key(|c| (c.snap.id.ino, c.snap.id.idx));
-        let mut dirty: Vec<(AlignedPage, PageId, Option<u64>)> = batch
-            .iter_mut()
-            .filter_map(|c| c.snap.copy.take().map(|copy| (copy, c.snap.id, c.snap.slot_hint)))
-            .collect();
-        let mut stored = swap.store_batch(&mut dirty).into_iter();
-        // After this batch's own writes: they are the freshest news of the device.
-        let failing = swap.failing();
-        let (mut done, mut full, mut io_error) = (0, false, false);
-        for c in batch {
-            let target = match c.snap.swap_copy {
-                // The swap copy may be unreadable: keep the page in RAM (see `sweep_clean`).
-                Some(_) if failing => {
-                    io_error = true;
-                    tier.clock.requeue(c.entry);
-                    continue;
-                }
-                Some(kept) => SwapTarget::Kept(kept),
-                None => match stored.next() {
-                    Some(Ok(e)) => SwapTarget::Written(e),
-                    Some(Err(StoreError::Full)) | None => {
-                        full = true;
-                        tier.clock.requeue(c.entry);
-                        continue;
-                    }
-                    Some(Err(StoreError::Io)) => {
-                        io_error = true;
-                        tier.clock.requeue(c.entry);
-                        continue;
+        batch
+    }
+
+    /// Decide where each candidate goes: its swap copy (clean), nothing (zeros), the pool
+    /// (compressed, if it fits: else the pool's coldest entries go to swap to make room), or
+    /// swap. Compression runs here, with no lock held.
+    fn plan(&self, tier: &MemTier, batch: &mut [Candidate]) -> Vec<Plan> {
+        let mut plans: Vec<Plan> = batch
+            .iter()
+            .map(|c| match (c.snap.swap_copy, &tier.pool, &c.snap.copy) {
+                (Some(kept), _, _) => Plan::To(EvictTarget::Kept(kept)),
+                (None, Some(pool), Some(copy)) if !c.frame.incompressible() => match pool.pack(copy) {
+                    Packing::Zero => Plan::To(EvictTarget::Zero),
+                    Packing::Packed(data) => Plan::Packed(data),
+                    Packing::Incompressible => {
+                        c.frame.mark_incompressible();
+                        Plan::Swap
                     }
                 },
-            };
-            let page = EvictPage {
-                idx: c.entry.idx,
-                frame: &c.frame,
-                version: c.snap.version,
-            };
-            match c.owner.evict_publish(self, page, target) {
-                EvictOutcome::Evicted => {
-                    tier.stats.evictions.fetch_add(1, Ordering::Relaxed);
-                    done += 1;
-                }
-                EvictOutcome::Clean => {
-                    tier.stats.clean_evictions.fetch_add(1, Ordering::Relaxed);
-                    done += 1;
-                }
-                EvictOutcome::Busy => tier.clock.requeue(c.entry),
-                EvictOutcome::Gone => {}
+                _ => Plan::Swap,
+            })
+            .collect();
+        let Some(pool) = &tier.pool else { return plans };
+        let need: u64 = plans
+            .iter()
+            .map(|p| match p {
+                Plan::Packed(data) => entry_cost(data.len()),
+                _ => 0,
+            })
+            .sum();
+        let room = pool.cap(&tier.budget).saturating_sub(tier.budget.pool_bytes());
+        if let (true, Some(swap)) = (need > room, &tier.swap) {
+            self.write_back(tier, pool, swap, need - room);
+        }
+        for (c, plan) in batch.iter().zip(plans.iter_mut()) {
+            if let Plan::Packed(data) = plan {
+                let data = std::mem::take(data);
+                *plan = match pool.admit(&tier.budget, data, &c.entry.owner, c.snap.id) {
+                    Some(packed) => Plan::To(EvictTarget::Pool(packed)),
+                    // The pool is full: to swap, uncompressed.
+                    None => Plan::Swap,
+                };
             }
         }
-        Sweep {
-            evicted: done,
-            full,
-            io_error,
+        plans
+    }
+
+    /// Publish candidate `c`'s eviction to `target`; returns whether its frame left RAM.
+    fn publish(&self, tier: &MemTier, c: Candidate, target: EvictTarget) -> bool {
+        let page = EvictPage {
+            idx: c.entry.idx,
+            frame: &c.frame,
+            version: c.snap.version,
+        };
+        let counter = match (&target, &tier.pool) {
+            (EvictTarget::Pool(_), Some(pool)) => &pool.stats.stores,
+            (EvictTarget::Zero, Some(pool)) => &pool.stats.zero_pages,
+            (EvictTarget::Kept(_), _) => &tier.stats.clean_evictions,
+            _ => &tier.stats.evictions,
+        };
+        match c.owner.evict_publish(self, page, target) {
+            EvictOutcome::Evicted | EvictOutcome::Clean => {
+                counter.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            EvictOutcome::Busy => {
+                tier.clock.requeue(c.entry);
+                false
+            }
+            EvictOutcome::Gone => false,
         }
+    }
+
+    /// The pool is full (or above its cap): write its coldest entries, at least `bytes` of
+    /// them, to swap, decompressed into ordinary slots, and publish each `Swapped` in place of
+    /// its `Compressed` slot by compare-and-set. A fault on one of them meanwhile decompresses
+    /// from the entry it still holds and never waits for this write; it then wins the
+    /// compare-and-set and the slot written is freed. Entries that could not be written stay in
+    /// the pool, coldest still.
+    fn write_back(&self, tier: &MemTier, pool: &Pool, swap: &Swap, bytes: u64) {
+        if swap.is_full() {
+            return;
+        }
+        let mut victims: Vec<(PoolEntry, Arc<dyn PageOwner>, Arc<Packed>)> = Vec::new();
+        let mut freed = 0;
+        while freed < bytes && victims.len() < MAX_BATCH {
+            let Some(e) = pool.pop_coldest() else { break };
+            let (Some(owner), Some(packed)) = (e.owner.upgrade(), e.packed.upgrade()) else {
+                continue;
+            };
+            freed += packed.cost();
+            victims.push((e, owner, packed));
+        }
+        victims.sort_by_key(|(e, _, _)| (e.id.ino, e.id.idx));
+        let mut pages: Vec<(AlignedPage, PageId, Option<u64>)> = Vec::with_capacity(victims.len());
+        let mut keep = Vec::new();
+        victims.retain(|(e, _, packed)| {
+            let mut page = AlignedPage::for_overwrite().ok();
+            if let Some(Ok(())) = page.as_mut().map(|p| packed.unpack_into(p)) {
+                pages.extend(page.map(|p| (p, e.id, None)));
+                return true;
+            }
+            keep.push(PoolEntry {
+                owner: e.owner.clone(),
+                id: e.id,
+                packed: e.packed.clone(),
+            });
+            false
+        });
+        let stored = swap.store_batch(&mut pages);
+        drop(pages);
+        for ((e, owner, packed), result) in victims.into_iter().zip(stored) {
+            match result {
+                Ok(entry) => {
+                    if owner.pool_written_back(self, e.id.idx, packed.id(), entry) {
+                        pool.stats.writebacks.fetch_add(1, Ordering::Relaxed);
+                        tier.stats.evictions.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        // Faulted back, rewritten or removed meanwhile.
+                        swap.free(entry.slot);
+                    }
+                }
+                Err(_) => keep.push(e),
+            }
+        }
+        pool.requeue_coldest(keep);
     }
 
     /// Reclaim when the swap cannot take more pages: up to `want` clean frames — swapped in,
@@ -337,7 +545,7 @@ impl MemoryManager {
                 frame: &frame,
                 version: frame.version(),
             };
-            match owner.evict_publish(self, page, SwapTarget::Kept(kept)) {
+            match owner.evict_publish(self, page, EvictTarget::Kept(kept)) {
                 EvictOutcome::Clean => {
                     tier.stats.clean_evictions.fetch_add(1, Ordering::Relaxed);
                     done += 1;
@@ -371,7 +579,7 @@ impl MemoryManager {
                 tier.budget.set_lending(!(swap.is_full() || swap.failing()));
             }
             let deficit = tier.budget.deficit();
-            if deficit == 0 || tier.swap.is_none() {
+            if deficit == 0 || !tier.can_evict() {
                 tier.budget.wait_for_kick(Duration::from_millis(200));
                 continue;
             }

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::MemoryManager;
 use crate::fs::MemoryLimitError;
+use crate::swap::Swap;
 
 /// How long the shrink may go without freeing a single frame before it gives up (swap full or
 /// failing, every resident page busy).
@@ -34,18 +35,21 @@ impl MemoryManager {
         }
         // From here new charges see the new budget, so the figure below can only fall.
         tier.budget.set_max(pages);
-        let Some(swap) = &tier.swap else {
-            let in_use = tier.budget.used();
+        if !tier.can_evict() {
+            let in_use = tier.budget.in_use();
             if in_use > pages {
                 tier.budget.set_max(old);
                 return Err(MemoryLimitError::NoSwap { in_use, asked: pages });
             }
             return Ok(());
-        };
+        }
+        let swap = tier.swap.as_ref();
         let started = Instant::now();
         let mut last_progress = started;
         loop {
-            let in_use = tier.budget.used();
+            // Frames and the compressed pool's pages (a cut also cuts the pool's cap: the
+            // sweep writes the excess back first).
+            let in_use = tier.budget.in_use();
             if in_use <= pages {
                 return Ok(());
             }
@@ -61,13 +65,13 @@ impl MemoryManager {
                 last_progress = Instant::now();
             }
             if last_progress.elapsed() > STALL_LIMIT || started.elapsed() > SHRINK_LIMIT {
-                let in_use = tier.budget.used();
+                let in_use = tier.budget.in_use();
                 tier.budget.set_max(old);
                 return Err(MemoryLimitError::Stuck {
                     in_use,
                     asked: pages,
-                    swap_used: swap.used_slots(),
-                    swap_capacity: swap.capacity_slots(),
+                    swap_used: swap.map_or(0, Swap::used_slots),
+                    swap_capacity: swap.and_then(Swap::capacity_slots),
                 });
             }
         }

@@ -1,0 +1,412 @@
+//! The compressed tier: a pool of compressed pages in RAM, between the frames and swap (as
+//! Linux's zswap). With `Config::compression`, eviction compresses a cold page and keeps it here
+//! instead of writing it to swap; a fault on it decompresses it back into a frame, with no I/O.
+//!
+//! * **What goes in.** A page of zeros is stored as nothing (`Slot::Zero`). A page whose
+//!   compressed form is at most [`MAX_PACKED`] bytes (three quarters of a page: the pool must
+//!   save at least a quarter of what it holds, allocator rounding included) is stored. A page
+//!   that does not compress that well is *incompressible*: it goes straight to swap, and its
+//!   frame is marked (`Frame::mark_incompressible`) so that later sweeps do not try it again
+//!   (the mark lives as long as the frame: a page read back from swap and changed is tried once
+//!   more).
+//! * **What it costs.** Each entry is charged to the RAM budget at its real cost
+//!   ([`entry_cost`]: the compressed bytes and the entry's header as glibc's malloc rounds
+//!   them, plus its place in the pool's queue), and the pool's bytes, rounded up to pages, come
+//!   off the frames' share (`FrameBudget::frame_limit`). The pool may hold at most its cap
+//!   (`compress_max=`, a quarter of `memory=` by default), kept as the same share of the budget
+//!   when the budget is resized.
+//! * **When it is full**, the sweep writes its coldest entries (the oldest: a fault takes an
+//!   entry out, so the queue is in order of last use) to swap, decompressed into ordinary slots,
+//!   before it stores new ones. Known gap: the issue asks for compressed, variable-size sealed
+//!   records on swap; the swap file's slots are fixed pages, so the records would need their
+//!   own allocator (docs/design.md, "The compressed tier").
+//! * **Locks.** An entry ([`Packed`]) is immutable and shared by `Arc` between the page map's
+//!   slot and whoever decompresses it, so compression and decompression run with no `PageMap`,
+//!   `Frame` or lower lock held (asserted in debug builds); a fault never waits for a write of
+//!   the entry to swap in progress (the slot keeps the entry until that write is published).
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+
+use super::budget::FrameBudget;
+use super::{PageOwner, PAGE};
+use crate::config::Compression;
+use crate::swap::PageId;
+use crate::sync::{Arc, AtomicBool, AtomicU64, LockRank, Mutex, Ordering, Weak};
+
+/// A page that compresses to more than this many bytes is incompressible: three quarters of a
+/// page, so every entry saves at least a quarter of a page (zswap's own rule, "compressed size
+/// not below the page size", would keep entries that save nothing once the allocator rounds).
+pub(crate) const MAX_PACKED: usize = PAGE * 3 / 4;
+
+/// Zstandard's level: 1, its fastest standard level; on 4 KiB pages the higher levels gain
+/// little (the window is the page) and cost several times the time.
+const ZSTD_LEVEL: i32 = 1;
+
+/// glibc malloc's cost of an allocation of `n` bytes: 8 bytes of header, rounded up to 16, at
+/// least 32 (the allocator the daemon runs on; other allocators round similarly).
+fn malloc_chunk(n: usize) -> u64 {
+    ((n + 8 + 15) & !15).max(32) as u64
+}
+
+/// The RAM an entry of `len` compressed bytes costs: its bytes and its `Arc` header, as the
+/// allocator rounds them, and its place in the pool's queue.
+pub(crate) fn entry_cost(len: usize) -> u64 {
+    malloc_chunk(len) + malloc_chunk(2 * size_of::<usize>() + size_of::<Packed>()) + size_of::<PoolEntry>() as u64
+}
+
+/// One compressed page in the pool. Immutable; the page map's `Compressed` slot holds it, and
+/// a fault or a write-back to swap holds a clone while it decompresses. Its charge to the RAM
+/// budget is given back when the last holder drops it.
+pub(crate) struct Packed {
+    /// Unique for the filesystem's life: what the page map's compare-and-set compares.
+    id: u64,
+    algo: Compression,
+    data: Box<[u8]>,
+    cost: u64,
+    budget: Arc<FrameBudget>,
+    /// Read since it was stored: a second read brings it back into a frame even at the cost of
+    /// evicting another page; a first one only if a frame is free (so a one-pass scan does not
+    /// churn the pool). CLOCK's second chance, on the pool's side.
+    read_once: AtomicBool,
+}
+
+impl Drop for Packed {
+    fn drop(&mut self) {
+        self.budget.release_pool(self.cost);
+    }
+}
+
+impl Packed {
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Note a read of this entry; returns whether it had been read before.
+    pub(crate) fn note_read(&self) -> bool {
+        self.read_once.swap(true, Ordering::Relaxed)
+    }
+
+    /// What this entry is charged to the budget, in bytes.
+    pub(crate) fn cost(&self) -> u64 {
+        self.cost
+    }
+
+    /// Decompress into `out`. No `PageMap` or lower lock may be held (checked in debug builds).
+    ///
+    /// # Errors
+    /// The entry does not decompress to a whole page (a bug: entries are made in process and
+    /// never change).
+    pub(crate) fn unpack_into(&self, out: &mut [u8; PAGE]) -> Result<(), ()> {
+        crate::sync::assert_not_held_at_or_above(LockRank::PageMap);
+        let n = match self.algo {
+            Compression::Lz4 => lz4_flex::block::decompress_into(&self.data, &mut out[..]).map_err(|_| ())?,
+            Compression::Zstd => CODECS.with(|c| {
+                let mut c = c.borrow_mut();
+                let d = c.zstd_decompressor().ok_or(())?;
+                d.decompress_to_buffer(&self.data, &mut out[..]).map_err(|_| ())
+            })?,
+            Compression::Off => return Err(()),
+        };
+        if n == PAGE {
+            Ok(())
+        } else {
+            Err(())
+        }
+    }
+}
+
+/// What compressing a page gave.
+pub(crate) enum Packing {
+    /// Every byte is zero: store nothing.
+    Zero,
+    /// Compressed to at most `MAX_PACKED` bytes.
+    Packed(Box<[u8]>),
+    /// Does not compress well enough: to swap.
+    Incompressible,
+}
+
+/// Per-thread compression state: a scratch buffer and zstd's contexts (made on first use).
+struct Codecs {
+    scratch: Vec<u8>,
+    zstd_c: Option<zstd::bulk::Compressor<'static>>,
+    zstd_d: Option<zstd::bulk::Decompressor<'static>>,
+}
+
+impl Codecs {
+    fn zstd_decompressor(&mut self) -> Option<&mut zstd::bulk::Decompressor<'static>> {
+        if self.zstd_d.is_none() {
+            self.zstd_d = zstd::bulk::Decompressor::new().ok();
+        }
+        self.zstd_d.as_mut()
+    }
+}
+
+thread_local! {
+    static CODECS: RefCell<Codecs> = const {
+        RefCell::new(Codecs {
+            scratch: Vec::new(),
+            zstd_c: None,
+            zstd_d: None,
+        })
+    };
+}
+
+/// Whether every byte of `page` is zero.
+fn is_zero(page: &[u8; PAGE]) -> bool {
+    page.chunks_exact(16).all(|c| c == [0u8; 16])
+}
+
+/// Compress `page` with `algo`. No `PageMap` or lower lock may be held (checked in debug
+/// builds).
+pub(crate) fn pack(algo: Compression, page: &[u8; PAGE]) -> Packing {
+    crate::sync::assert_not_held_at_or_above(LockRank::PageMap);
+    if is_zero(page) {
+        return Packing::Zero;
+    }
+    CODECS.with(|c| {
+        let mut c = c.borrow_mut();
+        let n = match algo {
+            Compression::Lz4 => {
+                let bound = lz4_flex::block::get_maximum_output_size(PAGE);
+                c.scratch.resize(bound, 0);
+                let Codecs { scratch, .. } = &mut *c;
+                lz4_flex::block::compress_into(&page[..], scratch).ok()
+            }
+            Compression::Zstd => {
+                let bound = zstd::zstd_safe::compress_bound(PAGE);
+                c.scratch.resize(bound, 0);
+                let Codecs { scratch, zstd_c, .. } = &mut *c;
+                if zstd_c.is_none() {
+                    *zstd_c = zstd::bulk::Compressor::new(ZSTD_LEVEL).ok();
+                }
+                zstd_c
+                    .as_mut()
+                    .and_then(|z| z.compress_to_buffer(&page[..], &mut scratch[..]).ok())
+            }
+            Compression::Off => None,
+        };
+        match n {
+            Some(n) if n <= MAX_PACKED => Packing::Packed(c.scratch[..n].into()),
+            _ => Packing::Incompressible,
+        }
+    })
+}
+
+/// A pool entry as the pool's queue sees it (weakly: a fault or a truncate drops the entry,
+/// and the queue forgets it when it reaches it).
+pub(crate) struct PoolEntry {
+    pub owner: Weak<dyn PageOwner>,
+    pub id: PageId,
+    pub packed: Weak<Packed>,
+}
+
+/// The queue and when to prune it of dead entries.
+struct Queue {
+    entries: VecDeque<PoolEntry>,
+    prune_at: usize,
+}
+
+/// Counters of the compressed tier.
+#[derive(Debug, Default)]
+pub(crate) struct PoolStats {
+    /// Pages stored compressed.
+    pub stores: AtomicU64,
+    /// Zero pages stored as nothing.
+    pub zero_pages: AtomicU64,
+    /// Pages that did not compress well enough (marked, sent to swap).
+    pub rejected: AtomicU64,
+    /// Faults served from the pool.
+    pub hits: AtomicU64,
+    /// Entries written to swap because the pool was full.
+    pub writebacks: AtomicU64,
+}
+
+/// The compressed pool: its compressor, its cap and its entries in order of coldness.
+pub(crate) struct Pool {
+    algo: Compression,
+    /// The cap in bytes when the budget was `cap_of_pages` pages: a resize keeps the share.
+    cap_bytes: u64,
+    cap_of_pages: u64,
+    /// Rank `PoolQueue` (a leaf). Oldest (coldest) first.
+    queue: Mutex<Queue>,
+    next_id: AtomicU64,
+    pub stats: PoolStats,
+}
+
+impl Pool {
+    /// A pool compressing with `algo` (not `Off`), holding at most `cap_bytes` of a budget of
+    /// `budget_pages`.
+    pub(crate) fn new(algo: Compression, cap_bytes: u64, budget_pages: u64) -> Pool {
+        Pool {
+            algo,
+            cap_bytes,
+            cap_of_pages: budget_pages.max(1),
+            queue: Mutex::new(
+                LockRank::PoolQueue,
+                Queue {
+                    entries: VecDeque::new(),
+                    prune_at: 1024,
+                },
+            ),
+            next_id: AtomicU64::new(1),
+            stats: PoolStats::default(),
+        }
+    }
+
+    pub(crate) fn algo(&self) -> Compression {
+        self.algo
+    }
+
+    /// The cap now, in bytes: the configured share of the budget's `max` pages, leaving at
+    /// least one page to frames.
+    pub(crate) fn cap(&self, budget: &FrameBudget) -> u64 {
+        let max = budget.max();
+        let share = u128::from(self.cap_bytes) * u128::from(max) / u128::from(self.cap_of_pages);
+        u64::try_from(share)
+            .unwrap_or(u64::MAX)
+            .min(max.saturating_sub(1) * PAGE as u64)
+    }
+
+    /// Bytes the pool holds beyond its cap (after a cut of the budget).
+    pub(crate) fn excess(&self, budget: &FrameBudget) -> u64 {
+        budget.pool_bytes().saturating_sub(self.cap(budget))
+    }
+
+    /// Compress `page` (see [`pack`]) and count the outcome.
+    pub(crate) fn pack(&self, page: &[u8; PAGE]) -> Packing {
+        let p = pack(self.algo, page);
+        if matches!(p, Packing::Incompressible) {
+            self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+        }
+        p
+    }
+
+    /// Store `data` (compressed page `id` of `owner`) if it fits under the cap: charge it and
+    /// queue it as the warmest entry. `None`: the pool is full.
+    pub(crate) fn admit(
+        &self,
+        budget: &Arc<FrameBudget>,
+        data: Box<[u8]>,
+        owner: &Weak<dyn PageOwner>,
+        id: PageId,
+    ) -> Option<Arc<Packed>> {
+        let cost = entry_cost(data.len());
+        if !budget.try_charge_pool(cost, self.cap(budget)) {
+            return None;
+        }
+        let packed = Arc::new(Packed {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            algo: self.algo,
+            data,
+            cost,
+            budget: budget.clone(),
+            read_once: AtomicBool::new(false),
+        });
+        let mut q = self.queue.lock();
+        if q.entries.len() >= q.prune_at {
+            q.entries.retain(|e| e.packed.strong_count() > 0);
+            q.prune_at = 2 * q.entries.len() + 1024;
+        }
+        q.entries.push_back(PoolEntry {
+            owner: owner.clone(),
+            id,
+            packed: Arc::downgrade(&packed),
+        });
+        Some(packed)
+    }
+
+    /// Take the coldest entry.
+    pub(crate) fn pop_coldest(&self) -> Option<PoolEntry> {
+        self.queue.lock().entries.pop_front()
+    }
+
+    /// Put entries back as the coldest (their write-back failed), in their order.
+    pub(crate) fn requeue_coldest(&self, entries: Vec<PoolEntry>) {
+        let mut q = self.queue.lock();
+        for e in entries.into_iter().rev() {
+            q.entries.push_front(e);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text_page() -> Box<[u8; PAGE]> {
+        let line = b"2026-12-05T11:35:14Z INFO rtmpfs: evicted page 42 of inode 7 to swap\n";
+        let mut p = Box::new([0u8; PAGE]);
+        for (i, b) in p.iter_mut().enumerate() {
+            *b = line[i % line.len()];
+        }
+        p
+    }
+
+    fn random_page(seed: u64) -> Box<[u8; PAGE]> {
+        let mut x = seed | 1;
+        let mut p = Box::new([0u8; PAGE]);
+        for b in p.iter_mut() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = (x >> 24) as u8;
+        }
+        p
+    }
+
+    #[test]
+    fn text_compresses_and_round_trips_with_both_algorithms() {
+        let budget = Arc::new(FrameBudget::new(64));
+        for algo in [Compression::Lz4, Compression::Zstd] {
+            let page = text_page();
+            let Packing::Packed(data) = pack(algo, &page) else {
+                panic!("{algo:?}: a text page did not compress");
+            };
+            assert!(data.len() < PAGE / 4, "{algo:?}: {} bytes", data.len());
+            let pool = Pool::new(algo, 16 * PAGE as u64, 64);
+            let owner: Weak<dyn PageOwner> = Weak::<crate::inode::Inode>::new();
+            let packed = pool.admit(&budget, data, &owner, PageId { ino: 1, idx: 0 }).unwrap();
+            assert_eq!(budget.pool_bytes(), packed.cost());
+            let mut out = [0u8; PAGE];
+            packed.unpack_into(&mut out).unwrap();
+            assert_eq!(&out, &*page);
+            drop(packed);
+            assert_eq!(budget.pool_bytes(), 0, "dropping an entry gives its bytes back");
+        }
+    }
+
+    #[test]
+    fn zero_and_random_pages_are_not_stored() {
+        for algo in [Compression::Lz4, Compression::Zstd] {
+            assert!(matches!(pack(algo, &[0u8; PAGE]), Packing::Zero));
+            assert!(matches!(pack(algo, &random_page(7)), Packing::Incompressible));
+            let mut one = [0u8; PAGE];
+            one[PAGE - 1] = 1;
+            assert!(
+                matches!(pack(algo, &one), Packing::Packed(_)),
+                "one non-zero byte is not zero"
+            );
+        }
+    }
+
+    #[test]
+    fn the_cap_bounds_the_pool_and_follows_the_budget() {
+        let budget = Arc::new(FrameBudget::new(8));
+        let pool = Pool::new(Compression::Lz4, 2 * PAGE as u64, 8);
+        let owner: Weak<dyn PageOwner> = Weak::<crate::inode::Inode>::new();
+        let mut kept = Vec::new();
+        while let Some(p) = pool.admit(&budget, vec![7u8; 1000].into(), &owner, PageId { ino: 1, idx: 0 }) {
+            kept.push(p);
+        }
+        assert!(budget.pool_bytes() <= 2 * PAGE as u64);
+        assert!(
+            budget.pool_bytes() + entry_cost(1000) > 2 * PAGE as u64,
+            "stopped before full"
+        );
+        assert_eq!(budget.frame_limit(), 8 - budget.pool_pages());
+        budget.set_max(4);
+        assert_eq!(pool.cap(&budget), PAGE as u64, "a cut keeps the pool's share");
+        assert!(pool.excess(&budget) > 0);
+    }
+}

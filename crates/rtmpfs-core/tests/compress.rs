@@ -1,0 +1,417 @@
+//! The compressed tier (`Config::compression`): every page-state transition through the
+//! public API — resident → compressed → resident, compressed → swapped (the pool full) →
+//! resident, incompressible → swapped (and not tried again), zero pages stored as nothing —
+//! with `noswap`, and with a failing swap device.
+
+use std::ffi::OsStr;
+
+use rtmpfs_core::swap::{FaultySwap, MemorySwap};
+use rtmpfs_core::sync::Ordering;
+use rtmpfs_core::{
+    Compression, Config, Ctx, Fh, Filesystem, FsError, OpenFlags, ReadMode, ReadOutcome, SeekWhence, SwapConfig, Usage,
+    PAGE_SIZE,
+};
+
+const P: usize = PAGE_SIZE as usize;
+
+fn config(algo: Compression, memory_pages: u64, compress_max: Option<u64>) -> Config {
+    Config {
+        size_bytes: Some(4096 * PAGE_SIZE),
+        memory_bytes: Some(memory_pages * PAGE_SIZE),
+        swap: Some(SwapConfig {
+            dir: std::env::temp_dir(),
+            size_bytes: None,
+            encrypt: true,
+        }),
+        compression: algo,
+        compress_max_bytes: compress_max,
+        background_threads: false,
+        ..Config::default()
+    }
+}
+
+fn mem_swap(config: Config) -> Filesystem {
+    Filesystem::with_swap_backend(config, Box::new(MemorySwap::new(None))).unwrap()
+}
+
+/// A log-like page: compresses many times over.
+fn text_page(idx: usize) -> Vec<u8> {
+    let line = format!(
+        "2026-12-05T11:35:{:02}Z INFO rtmpfs: page {idx} of the log file\n",
+        idx % 60
+    );
+    line.bytes().cycle().take(P).collect()
+}
+
+/// A page that compresses to about 60 %: its first 2400 bytes random, the rest zeros.
+fn half_page(idx: usize) -> Vec<u8> {
+    let mut page = random_page(idx);
+    page[2400..].fill(0);
+    page
+}
+
+fn random_page(idx: usize) -> Vec<u8> {
+    let mut x = (idx as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..P)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+fn new_file(fs: &Filesystem, name: &str) -> Fh {
+    fs.create(&Ctx::root(), fs.root(), OsStr::new(name), 0o644, OpenFlags::READ_WRITE)
+        .unwrap()
+        .1
+}
+
+fn write_all(fs: &Filesystem, fh: Fh, pages: usize, page: fn(usize) -> Vec<u8>) {
+    for i in 0..pages {
+        assert_eq!(
+            fs.write(&Ctx::root(), fh, (i * P) as u64, &page(i)).unwrap(),
+            P,
+            "page {i}"
+        );
+    }
+}
+
+fn check_all(fs: &Filesystem, fh: Fh, pages: usize, page: fn(usize) -> Vec<u8>) {
+    for i in (0..pages).rev() {
+        assert!(
+            fs.read_vec(fh, (i * P) as u64, P).unwrap() == page(i),
+            "page {i} reads wrong"
+        );
+    }
+}
+
+fn delete_all(fs: &Filesystem, fh: Fh, name: &str) {
+    fs.release(fh).unwrap();
+    fs.unlink(&Ctx::root(), fs.root(), OsStr::new(name)).unwrap();
+    let u = fs.usage();
+    assert_eq!(
+        (
+            u.charged_pages,
+            u.compressed_pages,
+            u.zero_pages,
+            u.pool_bytes,
+            u.swap_slots_used,
+            u.frames_in_use
+        ),
+        (0, 0, 0, 0, 0, 0),
+        "{u:?}"
+    );
+    fs.check_invariants().unwrap();
+}
+
+fn pool_ram_pages(u: &Usage) -> u64 {
+    u.pool_bytes.div_ceil(PAGE_SIZE)
+}
+
+#[test]
+fn resident_compressed_resident_without_swap_io() {
+    for algo in [Compression::Lz4, Compression::Zstd] {
+        let fs = mem_swap(config(algo, 8, None));
+        let fh = new_file(&fs, "log");
+        write_all(&fs, fh, 32, text_page);
+        let u = fs.usage();
+        assert!(u.compressed_pages >= 16, "{algo:?}: {u:?}");
+        assert_eq!(
+            (u.evictions, u.swap_slots_used, u.swapped_pages),
+            (0, 0, 0),
+            "{algo:?}: {u:?}"
+        );
+        assert!(u.pool_ratio().unwrap() > 4.0, "{algo:?}: ratio {:?}", u.pool_ratio());
+        assert!(
+            u.frames_in_use + pool_ram_pages(&u) <= 8,
+            "{algo:?}: over the budget: {u:?}"
+        );
+        assert_eq!(u.compression, algo);
+        fs.check_invariants().unwrap();
+        check_all(&fs, fh, 32, text_page);
+        let u = fs.usage();
+        assert!(u.pool_hits >= 16, "{algo:?}: {u:?}");
+        assert_eq!((u.swap_ins, u.swap_slots_used), (0, 0), "{algo:?}: {u:?}");
+        fs.check_invariants().unwrap();
+        delete_all(&fs, fh, "log");
+    }
+}
+
+#[test]
+fn a_full_pool_sends_its_coldest_pages_to_swap_and_they_come_back() {
+    for algo in [Compression::Lz4, Compression::Zstd] {
+        // A pool of two pages: about three half-random entries.
+        let fs = mem_swap(config(algo, 16, Some(2 * PAGE_SIZE)));
+        let fh = new_file(&fs, "f");
+        write_all(&fs, fh, 48, half_page);
+        let u = fs.usage();
+        assert!(u.pool_writebacks > 0 && u.swapped_pages > 0, "{algo:?}: {u:?}");
+        assert!(u.compressed_pages > 0, "{algo:?}: {u:?}");
+        assert!(u.pool_bytes <= 2 * PAGE_SIZE, "{algo:?}: {u:?}");
+        assert!(u.frames_in_use + pool_ram_pages(&u) <= 16, "{algo:?}: {u:?}");
+        fs.check_invariants().unwrap();
+        // The first pages went compressed, then to swap: they read back from swap.
+        check_all(&fs, fh, 48, half_page);
+        let u = fs.usage();
+        assert!(u.swap_ins > 0 && u.pool_hits > 0, "{algo:?}: {u:?}");
+        fs.check_invariants().unwrap();
+        // Changed after coming back, and evicted again.
+        assert_eq!(fs.write(&Ctx::root(), fh, 5, b"changed").unwrap(), 7);
+        fs.evict_now(16);
+        let mut want = half_page(0);
+        want[5..12].copy_from_slice(b"changed");
+        assert!(fs.read_vec(fh, 0, P).unwrap() == want);
+        fs.check_invariants().unwrap();
+        delete_all(&fs, fh, "f");
+    }
+}
+
+#[test]
+fn incompressible_pages_go_straight_to_swap_and_are_tried_once() {
+    // Swap for 8 pages, RAM for 8: 16 random pages fill both.
+    let fs =
+        Filesystem::with_swap_backend(config(Compression::Lz4, 8, None), Box::new(MemorySwap::new(Some(8)))).unwrap();
+    let fh = new_file(&fs, "random");
+    write_all(&fs, fh, 16, random_page);
+    for _ in 0..4 {
+        // The swap is full: every resident page is a candidate again and again.
+        fs.evict_now(8);
+    }
+    let u = fs.usage();
+    assert_eq!((u.compressed_pages, u.pool_stores, u.pool_bytes), (0, 0, 0), "{u:?}");
+    assert_eq!(u.swapped_pages, 8, "{u:?}");
+    assert!(u.pool_rejected >= 8, "{u:?}");
+    assert!(u.pool_rejected <= 16, "a page was tried more than once: {u:?}");
+    check_all(&fs, fh, 16, random_page);
+    fs.check_invariants().unwrap();
+    delete_all(&fs, fh, "random");
+}
+
+#[test]
+fn zero_pages_are_stored_as_nothing() {
+    let fs = mem_swap(config(Compression::Lz4, 8, None));
+    let fh = new_file(&fs, "zeros");
+    write_all(&fs, fh, 32, |_| vec![0u8; P]);
+    let u = fs.usage();
+    assert!(u.zero_pages >= 16, "{u:?}");
+    assert_eq!(
+        (u.pool_bytes, u.swap_slots_used, u.compressed_pages),
+        (0, 0, 0),
+        "{u:?}"
+    );
+    assert_eq!(u.charged_pages, 32, "zero pages are still charged against size");
+    fs.check_invariants().unwrap();
+    // Data, not holes.
+    assert_eq!(fs.lseek(fh, 0, SeekWhence::Data).unwrap(), 0);
+    assert_eq!(fs.lseek(fh, 0, SeekWhence::Hole).unwrap(), 32 * PAGE_SIZE);
+    check_all(&fs, fh, 32, |_| vec![0u8; P]);
+    // A write into a zero page.
+    assert_eq!(fs.write(&Ctx::root(), fh, 3, b"xyz").unwrap(), 3);
+    let mut want = vec![0u8; P];
+    want[3..6].copy_from_slice(b"xyz");
+    assert!(fs.read_vec(fh, 0, P).unwrap() == want);
+    fs.check_invariants().unwrap();
+    delete_all(&fs, fh, "zeros");
+}
+
+#[test]
+fn a_nowait_read_of_a_compressed_page_does_not_block() {
+    let fs = mem_swap(config(Compression::Lz4, 8, None));
+    let fh = new_file(&fs, "log");
+    write_all(&fs, fh, 32, text_page);
+    let hits = fs.usage().pool_hits;
+    let mut buf = vec![0u8; 4 * P];
+    // The first pages were evicted first: they are in the pool.
+    match fs.read_with(fh, 0, &mut buf, ReadMode::NoWait).unwrap() {
+        ReadOutcome::Done(n) => assert_eq!(n, 4 * P),
+        ReadOutcome::WouldBlock => panic!("a compressed page needs no I/O"),
+    }
+    for i in 0..4 {
+        assert!(buf[i * P..(i + 1) * P] == text_page(i)[..], "page {i}");
+    }
+    assert!(fs.usage().pool_hits > hits);
+    fs.check_invariants().unwrap();
+    delete_all(&fs, fh, "log");
+}
+
+#[test]
+fn a_scan_leaves_the_pool_alone_and_a_second_read_brings_a_page_back() {
+    let fs = mem_swap(config(Compression::Lz4, 8, None));
+    let fh = new_file(&fs, "log");
+    // Write until the budget is full to the page: frames + the pool's pages = 8.
+    let mut pages = 0;
+    loop {
+        assert_eq!(
+            fs.write(&Ctx::root(), fh, (pages * P) as u64, &text_page(pages))
+                .unwrap(),
+            P
+        );
+        pages += 1;
+        let u = fs.usage();
+        if pages >= 16 && u.frames_in_use + pool_ram_pages(&u) == 8 {
+            break;
+        }
+        assert!(pages < 200, "the budget never filled: {u:?}");
+    }
+    let hits = fs.usage().pool_hits;
+    let read0 = || assert!(fs.read_vec(fh, 0, P).unwrap() == text_page(0));
+    // Page 0 went to the pool first. A first read serves it without taking a frame from anyone.
+    read0();
+    assert_eq!(fs.usage().pool_hits, hits + 1);
+    // A second read brings it back into RAM (reclaiming another page for it)...
+    read0();
+    assert_eq!(fs.usage().pool_hits, hits + 2);
+    // ...so the third finds it resident.
+    read0();
+    assert_eq!(fs.usage().pool_hits, hits + 2);
+    fs.check_invariants().unwrap();
+    delete_all(&fs, fh, "log");
+}
+
+#[test]
+fn truncate_and_punch_give_compressed_pages_back() {
+    let fs = mem_swap(config(Compression::Zstd, 8, None));
+    let fh = new_file(&fs, "log");
+    write_all(&fs, fh, 32, text_page);
+    assert!(fs.usage().compressed_pages > 0);
+    fs.fallocate(
+        &Ctx::root(),
+        fh,
+        PAGE_SIZE + 100,
+        4 * PAGE_SIZE,
+        rtmpfs_core::FallocateMode::PunchHole,
+    )
+    .unwrap();
+    let mut want = text_page(1);
+    want[100..].fill(0);
+    assert!(fs.read_vec(fh, PAGE_SIZE, P).unwrap() == want);
+    fs.check_invariants().unwrap();
+    let set = rtmpfs_core::SetAttr {
+        size: Some(3 * PAGE_SIZE / 2),
+        ..rtmpfs_core::SetAttr::default()
+    };
+    let ino = fs.handle_ino(fh).unwrap();
+    fs.setattr(&Ctx::root(), ino, &set, None).unwrap();
+    let u = fs.usage();
+    assert_eq!(u.charged_pages, 2, "{u:?}");
+    fs.check_invariants().unwrap();
+    delete_all(&fs, fh, "log");
+}
+
+#[test]
+fn with_noswap_the_pool_is_the_only_destination() {
+    let mut cfg = config(Compression::Lz4, 8, None);
+    cfg.swap = None;
+    let fs = Filesystem::new(cfg).unwrap();
+    let fh = new_file(&fs, "log");
+    // 32 pages of text in 8 pages of RAM: the pool takes them.
+    write_all(&fs, fh, 32, text_page);
+    let u = fs.usage();
+    assert!(u.compressed_pages >= 24, "{u:?}");
+    assert!(u.frames_in_use + pool_ram_pages(&u) <= 8, "{u:?}");
+    check_all(&fs, fh, 32, text_page);
+    fs.check_invariants().unwrap();
+    // Random data cannot be compressed: the budget fills and writes fail with NoSpace.
+    let g = new_file(&fs, "random");
+    let mut err = None;
+    for i in 0..64 {
+        if let Err(e) = fs.write(&Ctx::root(), g, (i * P) as u64, &random_page(i)) {
+            err = Some(e);
+            break;
+        }
+    }
+    assert_eq!(err, Some(FsError::NoSpace));
+    check_all(&fs, fh, 32, text_page);
+    fs.check_invariants().unwrap();
+    fs.release(g).unwrap();
+    fs.unlink(&Ctx::root(), fs.root(), OsStr::new("random")).unwrap();
+    delete_all(&fs, fh, "log");
+}
+
+#[test]
+fn a_failing_swap_loses_nothing_that_was_in_the_pool() {
+    for algo in [Compression::Lz4, Compression::Zstd] {
+        let (faulty, control) = FaultySwap::new(Box::new(MemorySwap::new(None)));
+        let fs = Filesystem::with_swap_backend(config(algo, 16, Some(8 * PAGE_SIZE)), Box::new(faulty)).unwrap();
+        let fh = new_file(&fs, "f");
+        // Healthy: 18 pages in 16 pages of RAM, the cold ones in the pool, none on swap.
+        write_all(&fs, fh, 18, half_page);
+        let u = fs.usage();
+        assert!(u.compressed_pages > 0, "{algo:?}: {u:?}");
+        assert_eq!((u.swapped_pages, u.pool_writebacks), (0, 0), "{algo:?}: {u:?}");
+        // Now the swap device fails every write and every read: the pool fills, and its
+        // write-backs fail and keep their entries.
+        control.fail_writes.store(true, Ordering::Relaxed);
+        control.fail_reads.store(true, Ordering::Relaxed);
+        let mut written = 18;
+        for i in 18..96 {
+            match fs.write(&Ctx::root(), fh, (i * P) as u64, &half_page(i)) {
+                Ok(n) => {
+                    assert_eq!(n, P);
+                    written = i + 1;
+                }
+                Err(e) => {
+                    assert!(matches!(e, FsError::Io | FsError::NoSpace), "{algo:?}: {e:?}");
+                    break;
+                }
+            }
+        }
+        let u = fs.usage();
+        assert!(written > 18, "{algo:?}: the pool took nothing more: {u:?}");
+        assert!(
+            u.swap_write_errors > 0,
+            "{algo:?}: the full pool's write-back was not tried: {u:?}"
+        );
+        assert_eq!((u.swapped_pages, u.poisoned_pages), (0, 0), "{algo:?}: {u:?}");
+        fs.check_invariants().unwrap();
+        // Every page was in RAM or in the pool: all read right while the device still fails.
+        check_all(&fs, fh, written, half_page);
+        assert_eq!(fs.usage().poisoned_pages, 0);
+        // Healthy again: the pool drains to swap as new pages come, and everything is there.
+        control.fail_reads.store(false, Ordering::Relaxed);
+        control.fail_writes.store(false, Ordering::Relaxed);
+        write_all(&fs, fh, 96, half_page);
+        check_all(&fs, fh, 96, half_page);
+        fs.check_invariants().unwrap();
+        delete_all(&fs, fh, "f");
+    }
+}
+
+#[test]
+fn a_memory_cut_compresses_even_without_swap_and_cuts_the_pool() {
+    let mut cfg = config(Compression::Lz4, 32, Some(8 * PAGE_SIZE));
+    cfg.swap = None;
+    let fs = Filesystem::new(cfg).unwrap();
+    let fh = new_file(&fs, "log");
+    write_all(&fs, fh, 24, text_page);
+    assert_eq!(fs.usage().compressed_pages, 0, "all resident before the cut");
+    // With noswap, a cut is taken by compressing.
+    fs.set_memory_limit(8).unwrap();
+    let u = fs.usage();
+    assert!(u.frames_in_use + pool_ram_pages(&u) <= 8, "{u:?}");
+    assert!(u.compressed_pages >= 16, "{u:?}");
+    assert_eq!(
+        u.pool_limit_bytes,
+        Some(2 * PAGE_SIZE),
+        "the cap keeps its share of the budget"
+    );
+    check_all(&fs, fh, 24, text_page);
+    fs.check_invariants().unwrap();
+    delete_all(&fs, fh, "log");
+}
+
+#[test]
+fn compression_needs_a_budget_and_room_for_frames() {
+    let mut cfg = Config {
+        compression: Compression::Lz4,
+        ..Config::default()
+    };
+    assert!(Filesystem::new(cfg.clone()).is_err(), "compress without memory=");
+    cfg.memory_bytes = Some(16 * PAGE_SIZE);
+    cfg.compress_max_bytes = Some(16 * PAGE_SIZE);
+    assert!(Filesystem::new(cfg.clone()).is_err(), "a pool as large as the budget");
+    cfg.compress_max_bytes = Some(4 * PAGE_SIZE);
+    assert!(Filesystem::new(cfg).is_ok());
+}
