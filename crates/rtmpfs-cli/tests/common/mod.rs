@@ -212,6 +212,22 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// The bytes free to an ordinary user (`f_bavail * f_frsize`), as `df` sees them; every call
+/// reaches the daemon (FUSE keeps no statfs cache).
+pub fn free_bytes(path: &Path) -> u64 {
+    let c = c_path(path);
+    // SAFETY: plain data that statvfs fills, and a valid NUL-terminated path.
+    let mut sv: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; `sv` outlives the call.
+    assert_eq!(
+        unsafe { libc::statvfs(c.as_ptr(), &raw mut sv) },
+        0,
+        "statvfs: {}",
+        errno()
+    );
+    sv.f_bavail * sv.f_frsize
+}
+
 /// Wait for a child with a deadline; kills it on timeout and returns None.
 pub fn wait_child(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
     let end = Instant::now() + timeout;
