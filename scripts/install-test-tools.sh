@@ -20,7 +20,7 @@ fi
 # Versions verified against kernel tmpfs (see scripts/README-conformance.md).
 PJDFSTEST_VERSION=0.2.2
 FSX_VERSION=0.3.2
-APT_PACKAGES=(fuse3 stress-ng fio libacl1-dev acl)
+APT_PACKAGES=(fuse3 stress-ng fio libacl1-dev acl libarchive-tools)
 
 log() { printf 'install-test-tools: %s\n' "$*" >&2; }
 

@@ -440,13 +440,13 @@ fn kill_9_during_a_save_leaves_a_whole_image() {
     assert_eq!(fs::read_dir(work.path()).unwrap().count(), 1, "unfinished saves left");
 }
 
-/// `rtmpfs export MOUNTPOINT --tar FILE`, extracted by GNU tar into a kernel tmpfs, gives the
-/// mount's tree: modes, owners, mtimes to the ns, sizes, xattrs, symlinks, device nodes,
-/// fifos, the `SEEK_DATA` map of a sparse file and all bytes, and the hard links. The same from
-/// the image file.
+/// `rtmpfs export MOUNTPOINT --tar FILE`, extracted by GNU tar and by bsdtar (libarchive) into
+/// a kernel tmpfs, gives the mount's tree: modes, owners, mtimes to the ns, sizes, xattrs,
+/// symlinks, device nodes, fifos, the `SEEK_DATA` map of a sparse file and all bytes, and the
+/// hard links. The same from the image file.
 #[test]
-fn export_tar_reads_back_with_gnu_tar() {
-    if !can_mount("export_tar_reads_back_with_gnu_tar") {
+fn export_tar_reads_back_with_gnu_tar_and_bsdtar() {
+    if !can_mount("export_tar_reads_back_with_gnu_tar_and_bsdtar") {
         return;
     }
     let work = tempfile::tempdir().unwrap();
@@ -475,17 +475,29 @@ fn export_tar_reads_back_with_gnu_tar() {
     ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let want = walk(d.path());
-    for a in [&archive, &archive2] {
+    // scripts/install-test-tools.sh installs both (libarchive-tools gives bsdtar).
+    let gnu_tar: &[&str] = &[
+        "tar",
+        "-x",
+        "--xattrs",
+        "--xattrs-include=*",
+        "--numeric-owner",
+        "-p",
+        "-f",
+    ];
+    let bsdtar: &[&str] = &["bsdtar", "-x", "--xattrs", "--numeric-owner", "-p", "-f"];
+    for (a, tar) in [&archive, &archive2]
+        .into_iter()
+        .flat_map(|a| [(a, gnu_tar), (a, bsdtar)])
+    {
         let t = Tmpfs::mount("size=64m");
-        let out = run(
-            Command::new("tar")
-                .args(["-x", "--xattrs", "--xattrs-include=*", "--numeric-owner", "-p", "-f"])
-                .arg(a)
-                .arg("-C")
-                .arg(t.path()),
-            T,
+        let out = run(Command::new(tar[0]).args(&tar[1..]).arg(a).arg("-C").arg(t.path()), T);
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            tar[0],
+            String::from_utf8_lossy(&out.stderr)
         );
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let got = walk(t.path());
         // What tar carries: all but atime, ctime, blocks, and the root's own attributes.
         let strip = |m: &Meta| (m.0, m.1, m.2, m.3, m.4, m.6, m.7[1]);
@@ -496,12 +508,12 @@ fn export_tar_reads_back_with_gnu_tar() {
             let g = got
                 .meta
                 .get(path)
-                .unwrap_or_else(|| panic!("{path:?} missing from the extraction"));
-            assert_eq!(strip(g), strip(m), "{path:?}");
-            assert_eq!(got.detail[path], want.detail[path], "{path:?}");
+                .unwrap_or_else(|| panic!("{}: {path:?} missing from the extraction", tar[0]));
+            assert_eq!(strip(g), strip(m), "{}: {path:?}", tar[0]);
+            assert_eq!(got.detail[path], want.detail[path], "{}: {path:?}", tar[0]);
         }
-        assert_eq!(got.meta.len(), want.meta.len());
-        assert_eq!(got.links, want.links);
+        assert_eq!(got.meta.len(), want.meta.len(), "{}", tar[0]);
+        assert_eq!(got.links, want.links, "{}", tar[0]);
     }
 }
 
