@@ -25,24 +25,6 @@ const STRANGER: u32 = 65530;
 /// A supplementary group of OWNER in the chown cases.
 const SIDE_GROUP: u32 = 65529;
 
-/// Run `f` on a new thread with credentials `uid`/`gid` and `groups` (raw syscalls: only that
-/// thread's credentials change, and every capability goes with uid 0).
-fn as_user<T: Send>(uid: u32, gid: u32, groups: &[u32], f: impl FnOnce() -> T + Send) -> T {
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            // SAFETY: raw credential syscalls on the calling thread only.
-            unsafe {
-                assert_eq!(libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()), 0);
-                assert_eq!(libc::syscall(libc::SYS_setresgid, gid, gid, gid), 0);
-                assert_eq!(libc::syscall(libc::SYS_setresuid, uid, uid, uid), 0);
-            }
-            f()
-        })
-        .join()
-        .unwrap()
-    })
-}
-
 fn errno_of(r: libc::c_int) -> i32 {
     if r < 0 {
         common::errno()
@@ -135,25 +117,25 @@ fn scenario(dir: &Path) -> Vec<String> {
     out.push(format!("root lists xattrs: {}", list(&f)));
     out.push(format!(
         "owner lists xattrs: {}",
-        as_user(OWNER, OWNER, &[], || list(&f))
+        common::as_ids(OWNER, OWNER, &[], || list(&f))
     ));
     out.push(format!(
         "stranger lists xattrs: {}",
-        as_user(STRANGER, STRANGER, &[], || list(&f))
+        common::as_ids(STRANGER, STRANGER, &[], || list(&f))
     ));
     out.push(format!(
         "stranger lists plain: {}",
-        as_user(STRANGER, STRANGER, &[], || list(&plain))
+        common::as_ids(STRANGER, STRANGER, &[], || list(&plain))
     ));
 
     // chmod g+s by an owner outside the file's group: the kernel strips set-group-ID.
     let g = file(dir, "chmod-outside", OWNER, 0, 0o644);
-    let e = as_user(OWNER, OWNER, &[], || chmod(&g, 0o2644));
+    let e = common::as_ids(OWNER, OWNER, &[], || chmod(&g, 0o2644));
     out.push(format!("owner outside group chmod 2644: errno {e}, {}", mode(&g)));
     let g2 = file(dir, "chmod-inside", OWNER, OWNER, 0o644);
-    let e = as_user(OWNER, OWNER, &[], || chmod(&g2, 0o2644));
+    let e = common::as_ids(OWNER, OWNER, &[], || chmod(&g2, 0o2644));
     out.push(format!("owner in group chmod 2644: errno {e}, {}", mode(&g2)));
-    let e = as_user(STRANGER, STRANGER, &[], || chmod(&g2, 0o600));
+    let e = common::as_ids(STRANGER, STRANGER, &[], || chmod(&g2, 0o600));
     out.push(format!("stranger chmod: errno {e}, {}", mode(&g2)));
 
     // chown: set-user-ID always goes; set-group-ID without group-execute stays for root and
@@ -163,15 +145,15 @@ fn scenario(dir: &Path) -> Vec<String> {
         let e = chown(&h, 0, 0);
         out.push(format!("root chown {start:o} to 0:0: errno {e}, {}", mode(&h)));
         let h = file(dir, &format!("chgrp-member-{name}"), OWNER, OWNER, start);
-        let e = as_user(OWNER, OWNER, &[SIDE_GROUP], || chown(&h, u32::MAX, SIDE_GROUP));
+        let e = common::as_ids(OWNER, OWNER, &[SIDE_GROUP], || chown(&h, u32::MAX, SIDE_GROUP));
         out.push(format!(
             "owner chgrp {start:o} to a group of its: errno {e}, {}",
             mode(&h)
         ));
         let h = file(dir, &format!("chgrp-outside-{name}"), OWNER, 0, start);
-        let e = as_user(OWNER, OWNER, &[SIDE_GROUP], || chown(&h, u32::MAX, SIDE_GROUP));
+        let e = common::as_ids(OWNER, OWNER, &[SIDE_GROUP], || chown(&h, u32::MAX, SIDE_GROUP));
         out.push(format!("owner outside group chgrp {start:o}: errno {e}, {}", mode(&h)));
-        let e = as_user(STRANGER, STRANGER, &[], || chown(&h, u32::MAX, STRANGER));
+        let e = common::as_ids(STRANGER, STRANGER, &[], || chown(&h, u32::MAX, STRANGER));
         out.push(format!("stranger chgrp: errno {e}, {}", mode(&h)));
     }
 
@@ -179,15 +161,15 @@ fn scenario(dir: &Path) -> Vec<String> {
     let t = file(dir, "times", OWNER, OWNER, 0o666);
     out.push(format!(
         "stranger touch now: errno {}",
-        as_user(STRANGER, STRANGER, &[], || utimens(&t, true))
+        common::as_ids(STRANGER, STRANGER, &[], || utimens(&t, true))
     ));
     out.push(format!(
         "stranger touch -d: errno {}",
-        as_user(STRANGER, STRANGER, &[], || utimens(&t, false))
+        common::as_ids(STRANGER, STRANGER, &[], || utimens(&t, false))
     ));
     out.push(format!(
         "owner touch -d: errno {}",
-        as_user(OWNER, OWNER, &[], || utimens(&t, false))
+        common::as_ids(OWNER, OWNER, &[], || utimens(&t, false))
     ));
     out
 }

@@ -78,23 +78,13 @@ fn as_user<T: Send>(uid: Option<u32>, f: impl FnOnce() -> T + Send) -> T {
     as_user_in(uid, &[], f)
 }
 
-/// As `as_user`, with supplementary `groups`.
+/// As `as_user`, with supplementary `groups`; `None` runs `f` as root (on its own thread, as
+/// the others).
 fn as_user_in<T: Send>(uid: Option<u32>, groups: &[u32], f: impl FnOnce() -> T + Send) -> T {
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            if let Some(id) = uid {
-                // SAFETY: raw credential syscalls on the calling thread only.
-                unsafe {
-                    assert_eq!(libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()), 0);
-                    assert_eq!(libc::syscall(libc::SYS_setresgid, id, id, id), 0);
-                    assert_eq!(libc::syscall(libc::SYS_setresuid, id, id, id), 0);
-                }
-            }
-            f()
-        })
-        .join()
-        .unwrap()
-    })
+    match uid {
+        Some(id) => common::as_ids(id, id, groups, f),
+        None => std::thread::scope(|s| s.spawn(f).join().unwrap()),
+    }
 }
 
 fn errno_of(r: i64) -> i32 {

@@ -219,13 +219,30 @@ pub fn free_bytes(path: &Path) -> u64 {
     // SAFETY: plain data that statvfs fills, and a valid NUL-terminated path.
     let mut sv: libc::statvfs = unsafe { std::mem::zeroed() };
     // SAFETY: as above; `sv` outlives the call.
-    assert_eq!(
-        unsafe { libc::statvfs(c.as_ptr(), &raw mut sv) },
-        0,
-        "statvfs: {}",
-        errno()
-    );
+    let r = unsafe { libc::statvfs(c.as_ptr(), &raw mut sv) };
+    assert_eq!(r, 0, "statvfs: {}", errno());
     sv.f_bavail * sv.f_frsize
+}
+
+/// Run `f` on a new thread whose credentials are `uid`/`gid` with supplementary `groups`, and
+/// return what it returns. Raw syscalls, not glibc's process-wide wrappers: only that thread
+/// changes, so the test's other threads (and the daemon it started) keep root; a non-zero uid
+/// drops every capability.
+pub fn as_ids<T: Send>(uid: u32, gid: u32, groups: &[u32], f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: raw credential syscalls on the calling thread only, with a valid array of
+            // `groups.len()` group ids.
+            unsafe {
+                assert_eq!(libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()), 0);
+                assert_eq!(libc::syscall(libc::SYS_setresgid, gid, gid, gid), 0);
+                assert_eq!(libc::syscall(libc::SYS_setresuid, uid, uid, uid), 0);
+            }
+            f()
+        })
+        .join()
+        .unwrap()
+    })
 }
 
 /// Wait for a child with a deadline; kills it on timeout and returns None.

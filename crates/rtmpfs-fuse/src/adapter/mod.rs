@@ -237,8 +237,24 @@ fn caller(stats: &Stats, req: &Request) -> Ctx {
 }
 
 impl Adapter {
-    /// [`caller`] for a request on inode `i` whose only dependence on who asks is the
-    /// clearing of `i`'s set-user-ID/set-group-ID bits (SETATTR, the kernel's privilege
+    /// Credentials for a request on which the kernel has decided everything that depends on
+    /// who asks, but possibly one thing: the request's own ids when it carries them; when it
+    /// came without ([`ids_missing`]), the caller's, read from /proc ([`caller`]), only if
+    /// `at_stake()` says that one thing is decided by them, else [`kernel_checked`]. Each
+    /// request kind names its one thing: set-id clearing ([`Adapter::caller_for_setid`]), a
+    /// chown's set-group-ID bit (`privs::ctx_changing_attrs`), a `trusted.` name in a list.
+    fn caller_if(&self, req: &Request, at_stake: impl FnOnce() -> bool) -> Ctx {
+        if !ids_missing(req) {
+            ctx(req)
+        } else if at_stake() {
+            caller(&self.stats, req)
+        } else {
+            kernel_checked()
+        }
+    }
+
+    /// [`Adapter::caller_if`] for a request on inode `i` whose only dependence on who asks is
+    /// the clearing of `i`'s set-user-ID/set-group-ID bits (SETATTR, the kernel's privilege
     /// clearing, fallocate, copy_file_range, setting an ACL): the engine does not check
     /// permissions here (`default_permissions`: the kernel has), so an inode with neither
     /// bit gets the same answer whoever asks, and the credentials are read only when one is
@@ -246,11 +262,7 @@ impl Adapter {
     /// these requests and across every chmod and ACL change that could set them.
     fn caller_for_setid(&self, req: &Request, i: Ino) -> Ctx {
         let has_setid = |a: &Attr| a.perm & (libc::S_ISUID | libc::S_ISGID) != 0;
-        if !ids_missing(req) || !self.fs.getattr(i).is_ok_and(|a| has_setid(&a)) {
-            ctx(req)
-        } else {
-            caller(&self.stats, req)
-        }
+        self.caller_if(req, || self.fs.getattr(i).is_ok_and(|a| has_setid(&a)))
     }
 }
 
@@ -737,7 +749,26 @@ impl fuser::Filesystem for Adapter {
         let call = self.begin(RequestType::Xattr, "listxattr");
         // As Linux: the size query answers the length even past 64 KiB; a list that does not
         // fit the buffer is ERANGE, which the kernel turns into E2BIG for a 64 KiB buffer.
-        let c = self.ctx_listing_xattrs(req, ino(i));
+        // Without the caller's ids, list once as root, who sees every name: only a list with
+        // a `trusted.` name (root's alone) depends on who asks; only then is it listed again
+        // with the caller's credentials, read from /proc. A root list too long to answer may
+        // still fit the caller's, so it is asked again too.
+        let c = if ids_missing(req) {
+            match self.fs.listxattr(&kernel_checked(), ino(i)) {
+                Ok(v) if !v.split(|&b| b == 0).any(|n| n.starts_with(b"trusted.")) => {
+                    if size == 0 {
+                        return self.answer(call, reply, Ok::<_, FsError>(v.len()), |r, n| {
+                            r.size(u32::try_from(n).unwrap_or(u32::MAX));
+                        });
+                    }
+                    return self.reply_xattr(call, reply, &v, size);
+                }
+                Ok(_) | Err(FsError::TooBig) => caller(&self.stats, req),
+                Err(e) => return self.fail(call, reply, e),
+            }
+        } else {
+            ctx(req)
+        };
         if size == 0 {
             let len = self.fs.listxattr_len(&c, ino(i));
             return self.answer(call, reply, len, |r, n| r.size(u32::try_from(n).unwrap_or(u32::MAX)));

@@ -98,45 +98,21 @@ impl Adapter {
 }
 
 impl Adapter {
-    /// The caller's credentials for a SETATTR that changes no data (chmod, chown, utimens),
-    /// when the request came without them ([`super::ids_missing`]); otherwise the request's.
-    /// The kernel has checked permission and stripped set-group-ID from a chmod's mode; what
-    /// is left to the daemon under `FUSE_HANDLE_KILLPRIV_V2` is a chown's set-id clearing,
-    /// and only its set-group-ID bit without group-execute depends on the caller (its groups
-    /// and `CAP_FSETID`, `setattr_should_drop_sgid`): only that case reads /proc.
+    /// The caller's credentials for a SETATTR that changes no data (chmod, chown, utimens)
+    /// ([`Adapter::caller_if`]). The kernel has checked permission and stripped set-group-ID
+    /// from a chmod's mode; what is left to the daemon under `FUSE_HANDLE_KILLPRIV_V2` is a
+    /// chown's set-id clearing, and only its set-group-ID bit without group-execute depends on
+    /// the caller (its groups and `CAP_FSETID`, `setattr_should_drop_sgid`): only that case
+    /// reads /proc.
     pub(super) fn ctx_changing_attrs(&self, req: &Request, set: &SetAttr, i: Ino) -> Ctx {
-        if !super::ids_missing(req) {
-            return ctx(req);
-        }
         let chown = set.uid.is_some() || set.gid.is_some();
-        let sgid_decided_by_caller = chown
-            && self
-                .fs
-                .getattr(i)
-                .is_ok_and(|a| a.perm & (libc::S_ISGID | 0o010) == libc::S_ISGID);
-        if sgid_decided_by_caller {
-            caller(&self.stats, req)
-        } else {
-            super::kernel_checked()
-        }
-    }
-
-    /// The credentials a LISTXATTR on `i` is answered with: `trusted.` names are listed to
-    /// `CAP_SYS_ADMIN` only, so only an inode that has one needs to know who asks (a /proc
-    /// read when the request came without the caller's ids).
-    pub(super) fn ctx_listing_xattrs(&self, req: &Request, i: Ino) -> Ctx {
-        if !super::ids_missing(req) {
-            return ctx(req);
-        }
-        let has_trusted = self
-            .fs
-            .listxattr(&super::kernel_checked(), i)
-            .map_or(true, |v| v.split(|&b| b == 0).any(|n| n.starts_with(b"trusted.")));
-        if has_trusted {
-            caller(&self.stats, req)
-        } else {
-            super::kernel_checked()
-        }
+        self.caller_if(req, || {
+            chown
+                && self
+                    .fs
+                    .getattr(i)
+                    .is_ok_and(|a| a.perm & (libc::S_ISGID | 0o010) == libc::S_ISGID)
+        })
     }
 
     /// The caller's credentials for setting or removing a POSIX ACL on `i`, which drops the
