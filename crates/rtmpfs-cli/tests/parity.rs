@@ -645,3 +645,76 @@ fn o_append_cases_with_writeback_cache_match_tmpfs() {
         out
     });
 }
+
+/// Why every regular-file open reaches the daemon (docs/fuse.md, "Tried and withdrawn:
+/// `FUSE_NO_OPEN_SUPPORT`"): the kernel does not know the file flags of a FUSE inode, so only
+/// OPEN can refuse writing to an immutable or append-only file at `open`, as tmpfs does. Without
+/// it (an OPEN answered ENOSYS) `open(O_RDWR)` of an immutable file succeeds, a store through a
+/// shared mapping lands in the page cache, and readers see content the daemon refused.
+fn flagged_files_refuse_write_opens(dir: &Path) -> Vec<String> {
+    const SETFLAGS: libc::c_ulong = 0x4008_6602;
+    const APPEND: i32 = 0x20;
+    const IMMUTABLE: i32 = 0x10;
+    let (a, i) = (dir.join("append-only"), dir.join("immutable"));
+    std::fs::write(&a, "abc").unwrap();
+    std::fs::write(&i, vec![b'x'; 4096]).unwrap();
+    let setflags = |p: &Path, flags: i32| {
+        let fd = open(p, libc::O_RDONLY);
+        // SAFETY: FS_IOC_SETFLAGS reads an int from a valid pointer.
+        let r = unsafe { libc::ioctl(fd, SETFLAGS, &flags) };
+        close(fd);
+        ret(r.into())
+    };
+    let try_open = |p: &Path, flags: i32| {
+        let c = c_path(p);
+        // SAFETY: valid path; flags are plain integers.
+        let fd = unsafe { libc::open(c.as_ptr(), flags | libc::O_CLOEXEC) };
+        (fd, ret(fd.min(0).into()))
+    };
+    let mut out = vec![
+        format!("set append-only: {}", setflags(&a, APPEND)),
+        format!("set immutable: {}", setflags(&i, IMMUTABLE)),
+    ];
+    let (fd, r) = try_open(&a, libc::O_WRONLY);
+    out.push(format!("append-only, O_WRONLY: {r}"));
+    if fd >= 0 {
+        close(fd);
+    }
+    let (fd, r) = try_open(&i, libc::O_RDWR);
+    out.push(format!("immutable, O_RDWR: {r}"));
+    if fd >= 0 {
+        // SAFETY: a new shared mapping of our fd, one page of a file that long.
+        let map = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        };
+        if map != libc::MAP_FAILED {
+            // SAFETY: byte 0 lies inside the mapping.
+            unsafe { map.cast::<u8>().write(b'Z') };
+            // SAFETY: our own mapping, of this length; nothing refers into it afterwards.
+            unsafe {
+                libc::msync(map, 4096, libc::MS_SYNC);
+                libc::munmap(map, 4096);
+            }
+        }
+        close(fd);
+    }
+    out.push(format!("immutable starts with: {}", &content(&i)[..1]));
+    out.push(format!("clear: {} {}", setflags(&a, 0), setflags(&i, 0)));
+    out
+}
+
+#[test]
+fn flagged_files_refuse_write_opens_as_on_tmpfs() {
+    same_as_tmpfs(
+        "flagged_files_refuse_write_opens_as_on_tmpfs",
+        "",
+        flagged_files_refuse_write_opens,
+    );
+}
