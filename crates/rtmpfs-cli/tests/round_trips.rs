@@ -37,10 +37,28 @@ const REQUEST_KINDS: [&str; 17] = [
     "other",
 ];
 
-/// How many requests of each kind `f` cost (only kinds that changed).
+/// Wait until the daemon holds no handle. The kernel sends RELEASE asynchronously (`close`
+/// returns before the daemon hears of it; over io_uring it waits for the closing CPU's ring
+/// thread), so a count taken right after a close may miss its RELEASE, and the next count may
+/// then see it as part of what it measures.
+fn settle(mnt: &Path) {
+    assert!(
+        common::wait_until(std::time::Duration::from_secs(10), || common::stat_of(
+            mnt,
+            "open_files"
+        ) == 0),
+        "handles still open after 10 s: {}",
+        common::stat_of(mnt, "open_files")
+    );
+}
+
+/// How many requests of each kind `f` cost (only kinds that changed). `f` must close what it
+/// opens: the counts are taken when the daemon holds no handle.
 fn requests_of(mnt: &Path, f: impl FnOnce()) -> HashMap<String, u64> {
+    settle(mnt);
     let before = counts(mnt);
     f();
+    settle(mnt);
     let after = counts(mnt);
     REQUEST_KINDS
         .iter()

@@ -91,7 +91,12 @@ impl control::Handler for Control {
     fn handle(&self, request: &str) -> Result<String, String> {
         let (cmd, arg) = request.split_once(' ').unwrap_or((request, ""));
         match cmd {
-            "stats" => Ok(format!("{}{}", self.stats.render(), render_usage(&self.fs.usage()))),
+            "stats" => Ok(format!(
+                "{}{}open_files {}\n",
+                self.stats.render(),
+                render_usage(&self.fs.usage()),
+                self.fs.open_handles()
+            )),
             "status" => {
                 let o = self.opts.lock().map_err(|_| "poisoned".to_string())?;
                 Ok(format!(
