@@ -55,8 +55,9 @@ fn get(m: &HashMap<String, u64>, k: &str) -> u64 {
     m.get(k).copied().unwrap_or(0)
 }
 
-/// Files keep OPEN and RELEASE (the engine frees an unlinked file's data at the last RELEASE,
-/// docs/fuse.md says why `FUSE_NO_OPEN_SUPPORT` is not used), but no FLUSH (FOPEN_NOFLUSH),
+/// Files keep OPEN and RELEASE (no-open would lose `O_TRUNC` under `ATOMIC_O_TRUNC`, the
+/// RELEASE of created files and the open-time refusals of immutable and append-only files:
+/// docs/fuse.md, "The open and release of a file"), but no FLUSH (FOPEN_NOFLUSH),
 /// and reads of a cached file reach the daemon not at all (FOPEN_KEEP_CACHE).
 #[test]
 fn open_and_close_cost_open_and_release_only() {
