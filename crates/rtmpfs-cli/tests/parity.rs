@@ -256,6 +256,56 @@ fn reopen_unlinked_through_o_path(dir: &Path) -> Vec<String> {
     out
 }
 
+/// The lifetime of an unlinked file's data (what a no-open mount would rely on, docs/fuse.md
+/// "The open and release of a file"): while two descriptors are open it keeps its data and
+/// space through `unlink` and the first `close`; after the last `close` (RELEASE and FORGET
+/// over FUSE, both asynchronous) the space comes back, and so does that of a file removed
+/// while closed (FORGET alone). Space waits are bounded.
+fn unlinked_data_lives_until_last_close(dir: &Path) -> Vec<String> {
+    let free = || {
+        // SAFETY: a zeroed statvfs filled by the call on a valid path.
+        let mut sv: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::statvfs(c_path(dir).as_ptr(), &raw mut sv) }, 0);
+        (sv.f_ffree, sv.f_bfree)
+    };
+    let before = free();
+    let back = || common::wait_until(std::time::Duration::from_secs(5), || free() == before);
+    let data: Vec<u8> = (0..1 << 20).map(|i: u32| (i % 251) as u8).collect();
+    let path = dir.join("big");
+    std::fs::write(&path, &data).unwrap();
+    let (rw, ro) = (open(&path, libc::O_RDWR), open(&path, libc::O_RDONLY));
+    std::fs::remove_file(&path).unwrap();
+    let mut out = vec![format!("held after unlink: {}", free() != before)];
+    out.push(format!("write after unlink: {}", pwrite(rw, b"XY", 0)));
+    close(rw);
+    let mut buf = vec![0u8; data.len()];
+    // SAFETY: `buf` is a valid buffer of its length; `ro` is our open descriptor.
+    let n = unsafe { libc::pread(ro, buf.as_mut_ptr().cast(), buf.len(), 0) };
+    out.push(format!(
+        "read after first close: {} intact {}",
+        ret(n as i64),
+        buf[..2] == *b"XY" && buf[2..] == data[2..]
+    ));
+    out.push(format!("held after first close: {}", free() != before));
+    close(ro);
+    out.push(format!("back after last close: {}", back()));
+    std::fs::write(dir.join("closed"), &data).unwrap();
+    out.push(format!("closed file charged: {}", free() != before));
+    std::fs::remove_file(dir.join("closed")).unwrap();
+    out.push(format!("back after rm of a closed file: {}", back()));
+    out
+}
+
+#[test]
+fn unlinked_data_lives_until_last_close_as_on_tmpfs() {
+    same_as_tmpfs(
+        "unlinked_data_lives_until_last_close_as_on_tmpfs",
+        "",
+        unlinked_data_lives_until_last_close,
+    );
+}
+
 #[test]
 fn removed_cwd_lists_as_on_tmpfs() {
     same_as_tmpfs("removed_cwd_lists_as_on_tmpfs", "", list_removed_cwd);
