@@ -257,7 +257,7 @@ fn reopen_unlinked_through_o_path(dir: &Path) -> Vec<String> {
 }
 
 /// The lifetime of an unlinked file's data (what a no-open mount would rely on, docs/fuse.md
-/// "The open and release of a file"): while two descriptors are open it keeps its data and
+/// "Tried and withdrawn: `FUSE_NO_OPEN_SUPPORT`"): while two descriptors are open it keeps its data and
 /// space through `unlink` and the first `close`; after the last `close` (RELEASE and FORGET
 /// over FUSE, both asynchronous) the space comes back, and so does that of a file removed
 /// while closed (FORGET alone). Space waits are bounded.
