@@ -246,16 +246,13 @@ impl Swap {
         let mut offsets = vec![0usize; records.len()];
         for (i, (data, _)) in records.iter().enumerate() {
             debug_assert!(!data.is_empty() && data.len() < page);
-            match bins.iter_mut().find(|(used, _)| used + data.len() <= page) {
-                Some((used, members)) => {
-                    offsets[i] = *used;
-                    *used += data.len();
-                    members.push(i);
-                }
-                None => {
-                    offsets[i] = 0;
-                    bins.push((data.len(), vec![i]));
-                }
+            if let Some((used, members)) = bins.iter_mut().find(|(used, _)| used + data.len() <= page) {
+                offsets[i] = *used;
+                *used += data.len();
+                members.push(i);
+            } else {
+                offsets[i] = 0;
+                bins.push((data.len(), vec![i]));
             }
         }
         let mut out: Vec<Result<RecordEntry, StoreError>> = vec![Err(StoreError::Full); records.len()];
