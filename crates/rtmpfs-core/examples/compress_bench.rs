@@ -150,6 +150,7 @@ fn run(set: &str, files: &[Vec<u8>], algo: Compression, swap_dir: &Path) {
     })
     .expect("filesystem");
     let (handles, held, took) = write_all(&fs, files);
+    let after_write = fs.usage();
     let mut x: u64 = 42;
     let (mut pool, mut swap, mut ram) = (Vec::new(), Vec::new(), Vec::new());
     let mut buf = vec![0u8; PAGE_SIZE as usize];
@@ -178,7 +179,8 @@ fn run(set: &str, files: &[Vec<u8>], algo: Compression, swap_dir: &Path) {
     let u = fs.usage();
     println!(
         "set={set} data_mib={:.0} memory_mib={:.0} compress={} pool_cap_mib={} held_mib={:.1} write_mb_s={:.0} \
-         pool_ratio={} reads_pool={} reads_swap={} reads_ram={} pool_us={} swap_us={} ram_us={}",
+         pool_ratio={} reads_pool={} reads_swap={} reads_ram={} pool_us={} swap_us={} ram_us={} \
+         swap_written_mib={:.1} swap_read_mib={:.2} swap_records={} swap_record_slots={}",
         total as f64 / MIB as f64,
         memory as f64 / MIB as f64,
         algo.name(),
@@ -193,6 +195,10 @@ fn run(set: &str, files: &[Vec<u8>], algo: Compression, swap_dir: &Path) {
         median_us(&mut pool),
         median_us(&mut swap),
         median_us(&mut ram),
+        after_write.swap_bytes_written as f64 / MIB as f64,
+        (u.swap_bytes_read - after_write.swap_bytes_read) as f64 / MIB as f64,
+        after_write.swap_records,
+        after_write.swap_record_slots,
     );
 }
 

@@ -8,7 +8,6 @@ use crate::dir::DirBody;
 use crate::file::FileData;
 use crate::mm::{EvictOutcome, EvictPage, EvictSnapshot, EvictTarget, Frame, MemoryManager, PageOwner, Window};
 use crate::perm::Owner;
-use crate::swap::SwapEntry;
 use crate::sync::{Arc, LockRank, RwLock};
 use crate::types::{Attr, FileKind, Ino, Timespec, PAGE_SIZE};
 use crate::xattr::XattrMap;
@@ -252,7 +251,7 @@ impl PageOwner for Inode {
         }
     }
 
-    fn pool_written_back(&self, mm: &MemoryManager, idx: u64, packed_id: u64, entry: SwapEntry) -> bool {
+    fn pool_written_back(&self, mm: &MemoryManager, idx: u64, packed_id: u64, entry: crate::swap::RecordEntry) -> bool {
         self.file()
             .is_some_and(|f| f.pool_written_back(mm, idx, packed_id, entry))
     }

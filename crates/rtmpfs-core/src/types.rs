@@ -622,6 +622,21 @@ pub struct Usage {
     pub pool_hits: u64,
     /// Pool entries written to swap because the pool was full.
     pub pool_writebacks: u64,
+    /// Bytes written to the swap file (whole 4 KiB slots), since the start.
+    pub swap_bytes_written: u64,
+    /// Bytes read from the swap file (whole slots, or the sectors of a compressed record),
+    /// since the start.
+    pub swap_bytes_read: u64,
+    /// Swap slots holding compressed records (part of `swap_slots_used`).
+    pub swap_record_slots: u64,
+    /// Compressed records live in those slots (pool entries written back and not read since).
+    pub swap_records: u64,
+    /// Their bytes (sealed compressed data; the rest of those slots is dead records or padding).
+    pub swap_record_bytes: u64,
+    /// Compressed records written to swap, since the start.
+    pub swap_records_written: u64,
+    /// Compressed records read back from swap, since the start.
+    pub swap_records_read: u64,
     /// RAM held by the page pool that data pages come from: pages in use plus free pages kept
     /// for reuse (at most 4 MiB plus 256 KiB per thread). Process-wide: shared by every
     /// `Filesystem` in the process.

@@ -50,6 +50,14 @@ fn half_page(idx: usize) -> Vec<u8> {
     page
 }
 
+/// A page that compresses to about 920 bytes: its first 900 bytes random, the rest zeros. Four
+/// such records fit a swap slot.
+fn quarter_page(idx: usize) -> Vec<u8> {
+    let mut page = random_page(idx + 1000);
+    page[900..].fill(0);
+    page
+}
+
 fn random_page(idx: usize) -> Vec<u8> {
     let mut x = (idx as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
     (0..P)
@@ -414,4 +422,142 @@ fn compression_needs_a_budget_and_room_for_frames() {
     assert!(Filesystem::new(cfg.clone()).is_err(), "a pool as large as the budget");
     cfg.compress_max_bytes = Some(4 * PAGE_SIZE);
     assert!(Filesystem::new(cfg).is_ok());
+}
+
+/// A filesystem with RAM for every page (`memory_pages`) and a one-page pool: `evict_now`
+/// compresses pages, and all but the pool's few go to swap as compressed records.
+fn records_fs(algo: Compression, backend: Box<dyn rtmpfs_core::swap::SwapBackend>) -> Filesystem {
+    Filesystem::with_swap_backend(config(algo, 64, Some(PAGE_SIZE)), backend).unwrap()
+}
+
+#[test]
+fn written_back_pages_are_packed_sealed_records_read_by_their_sectors() {
+    for algo in [Compression::Lz4, Compression::Zstd] {
+        let fs = records_fs(algo, Box::new(MemorySwap::new(None)));
+        let fh = new_file(&fs, "f");
+        write_all(&fs, fh, 32, quarter_page);
+        assert_eq!(fs.usage().swapped_pages, 0);
+        fs.evict_now(32);
+        let u = fs.usage();
+        // Resident → compressed → swapped (a compressed record).
+        assert!(u.swap_records >= 16, "{algo:?}: {u:?}");
+        assert_eq!(
+            u.swapped_pages, u.swap_records,
+            "{algo:?}: every swapped page is a record: {u:?}"
+        );
+        assert_eq!(u.swap_slots_used, u.swap_record_slots, "{algo:?}: {u:?}");
+        assert!(
+            3 * u.swap_record_slots <= u.swap_records + 3,
+            "{algo:?}: records of ~920 bytes are not packed several to a slot: {u:?}"
+        );
+        assert_eq!(u.swap_bytes_written, u.swap_record_slots * PAGE_SIZE, "{algo:?}: {u:?}");
+        assert!(u.swap_record_bytes < u.swap_records * 1000, "{algo:?}: {u:?}");
+        fs.check_invariants().unwrap();
+        // → resident: each record read alone, by the 512-byte sectors that hold it (a record of
+        // ~920 bytes spans at most three), never a whole slot.
+        check_all(&fs, fh, 32, quarter_page);
+        let v = fs.usage();
+        assert_eq!(v.swap_records_read, u.swap_records, "{algo:?}: {v:?}");
+        assert!(
+            v.swap_bytes_read <= v.swap_records_read * 3 * 512,
+            "{algo:?}: read more than the records' sectors: {v:?}"
+        );
+        assert_eq!(v.swap_ins, u.swap_records, "{algo:?}: {v:?}");
+        // Read back, the records are dead and their slots free.
+        assert_eq!(
+            (v.swapped_pages, v.swap_records, v.swap_record_slots, v.swap_slots_used),
+            (0, 0, 0, 0),
+            "{algo:?}: {v:?}"
+        );
+        fs.check_invariants().unwrap();
+        delete_all(&fs, fh, "f");
+    }
+}
+
+#[test]
+fn records_sharing_a_slot_die_in_any_order_and_the_slot_is_reused_only_then() {
+    let fs = records_fs(Compression::Lz4, Box::new(MemorySwap::new(None)));
+    let fh = new_file(&fs, "old");
+    write_all(&fs, fh, 40, quarter_page);
+    fs.evict_now(40);
+    let u = fs.usage();
+    assert!(
+        u.swap_records >= 24 && u.swap_record_slots * 2 <= u.swap_records,
+        "{u:?}"
+    );
+    // Punch every other page, in a scrambled order: records die one by one in their slots.
+    let punched: Vec<usize> = (0..40).map(|i| i * 7 % 40).filter(|i| i % 2 == 0).collect();
+    for &i in &punched {
+        fs.fallocate(
+            &Ctx::root(),
+            fh,
+            (i * P) as u64,
+            P as u64,
+            rtmpfs_core::FallocateMode::PunchHole,
+        )
+        .unwrap();
+        fs.check_invariants().unwrap();
+    }
+    let v = fs.usage();
+    assert!(v.swap_records < u.swap_records, "{u:?} -> {v:?}");
+    // New records now: they may take only the slots whose records are all dead. Had a slot
+    // been reused while a record in it lived, that record would fail to authenticate (EIO).
+    let g = new_file(&fs, "new");
+    write_all(&fs, g, 40, half_page);
+    fs.evict_now(40);
+    assert!(fs.usage().swap_records > v.swap_records, "{:?}", fs.usage());
+    fs.check_invariants().unwrap();
+    for i in 0..40 {
+        let want = if i % 2 == 0 { vec![0u8; P] } else { quarter_page(i) };
+        assert!(
+            fs.read_vec(fh, (i * P) as u64, P).unwrap() == want,
+            "page {i} reads wrong"
+        );
+    }
+    check_all(&fs, g, 40, half_page);
+    assert_eq!(fs.usage().poisoned_pages, 0);
+    fs.release(g).unwrap();
+    fs.unlink(&Ctx::root(), fs.root(), OsStr::new("new")).unwrap();
+    delete_all(&fs, fh, "old");
+}
+
+#[test]
+fn a_corrupt_record_is_eio_and_its_slot_mates_read_right() {
+    for algo in [Compression::Lz4, Compression::Zstd] {
+        let (faulty, control) = FaultySwap::new(Box::new(MemorySwap::new(None)));
+        let fs = records_fs(algo, Box::new(faulty));
+        let fh = new_file(&fs, "f");
+        write_all(&fs, fh, 32, quarter_page);
+        fs.evict_now(32);
+        let u = fs.usage();
+        assert!(
+            u.swap_records >= 16 && u.swap_record_slots * 2 <= u.swap_records,
+            "{algo:?}: {u:?}"
+        );
+        // Every slot read now has byte 17 flipped: that is inside the record at the start of
+        // each slot, and in none of its slot-mates.
+        control.corrupt_reads.store(true, Ordering::Relaxed);
+        let mut lost = 0;
+        for i in 0..32 {
+            match fs.read_vec(fh, (i * P) as u64, P) {
+                Ok(page) => assert!(page == quarter_page(i), "{algo:?}: page {i} reads wrong"),
+                Err(e) => {
+                    assert_eq!(e, FsError::Io, "{algo:?}: page {i}");
+                    lost += 1;
+                }
+            }
+        }
+        let v = fs.usage();
+        assert_eq!(
+            lost, u.swap_record_slots,
+            "{algo:?}: one record per slot corrupted: {v:?}"
+        );
+        assert_eq!((v.poisoned_pages, v.swap_read_errors), (lost, lost), "{algo:?}: {v:?}");
+        assert_eq!((v.swap_records, v.swap_slots_used), (0, 0), "{algo:?}: {v:?}");
+        fs.check_invariants().unwrap();
+        control.corrupt_reads.store(false, Ordering::Relaxed);
+        fs.release(fh).unwrap();
+        fs.unlink(&Ctx::root(), fs.root(), OsStr::new("f")).unwrap();
+        fs.check_invariants().unwrap();
+    }
 }

@@ -38,7 +38,7 @@ pub(crate) struct Control {
 /// `_bytes`): what `rtmpfs --stats MOUNTPOINT` prints after the request counters.
 fn render_usage(u: &rtmpfs_core::Usage) -> String {
     let opt = |v: Option<u64>| v.map_or_else(|| "unlimited".to_string(), |n| n.to_string());
-    let lines: [(&str, String); 37] = [
+    let lines: [(&str, String); 44] = [
         ("charged_pages", u.charged_pages.to_string()),
         ("resident_pages", u.resident_pages.to_string()),
         ("swapped_pages", u.swapped_pages.to_string()),
@@ -73,6 +73,13 @@ fn render_usage(u: &rtmpfs_core::Usage) -> String {
         ("pool_rejected", u.pool_rejected.to_string()),
         ("pool_hits", u.pool_hits.to_string()),
         ("pool_writebacks", u.pool_writebacks.to_string()),
+        ("swap_bytes_written", u.swap_bytes_written.to_string()),
+        ("swap_bytes_read", u.swap_bytes_read.to_string()),
+        ("swap_records", u.swap_records.to_string()),
+        ("swap_record_bytes", u.swap_record_bytes.to_string()),
+        ("swap_record_slots", u.swap_record_slots.to_string()),
+        ("swap_records_written", u.swap_records_written.to_string()),
+        ("swap_records_read", u.swap_records_read.to_string()),
         ("page_pool_ram_bytes", u.page_pool_ram_bytes.to_string()),
         ("page_pool_mapped_bytes", u.page_pool_mapped_bytes.to_string()),
         ("page_pool_free_bytes", u.page_pool_free_bytes.to_string()),

@@ -153,6 +153,10 @@ pub struct Totals {
     pub swap_read_errors: u64,
     /// Failed swap writes.
     pub swap_write_errors: u64,
+    /// Bytes written to the swap file (whole 4 KiB slots).
+    pub swap_bytes_written: u64,
+    /// Bytes read from it (whole slots, or the 512-byte sectors of a compressed record).
+    pub swap_bytes_read: u64,
 }
 
 /// The compressed tier: its pool in RAM and what it did since mount.
@@ -178,8 +182,16 @@ pub struct CompressedPool {
     pub zero_stores: u64,
     /// Pages that did not compress well enough and went to swap instead.
     pub rejected: u64,
-    /// Pages written from the full pool to swap.
+    /// Pages written from the full pool to swap (as compressed records).
     pub writebacks: u64,
+    /// Compressed records live in swap (pages written back and not read since).
+    pub swap_records: u64,
+    /// Their bytes (sealed compressed data).
+    pub swap_record_bytes: u64,
+    /// Swap slots holding them (part of `limits.swap.used_bytes`, 4096 bytes each).
+    pub swap_record_slots: u64,
+    /// Records read back from swap.
+    pub swap_records_read: u64,
 }
 
 /// Requests since mount.
@@ -376,6 +388,8 @@ pub fn build(src: &Sources<'_>) -> Status {
             direct_reclaims: u.direct_reclaims,
             swap_read_errors: u.swap_read_errors,
             swap_write_errors: u.swap_write_errors,
+            swap_bytes_written: u.swap_bytes_written,
+            swap_bytes_read: u.swap_bytes_read,
         },
         compressed_pool: CompressedPool {
             compression: u.compression.name().to_string(),
@@ -388,6 +402,10 @@ pub fn build(src: &Sources<'_>) -> Status {
             zero_stores: u.pool_zero_pages_stored,
             rejected: u.pool_rejected,
             writebacks: u.pool_writebacks,
+            swap_records: u.swap_records,
+            swap_record_bytes: u.swap_record_bytes,
+            swap_record_slots: u.swap_record_slots,
+            swap_records_read: u.swap_records_read,
         },
         requests: Requests {
             latency_recorded: src.stats.latency.enabled(),
@@ -531,6 +549,14 @@ pub fn render_table(s: &Status, mount_point: &str) -> String {
             out,
             "pool       stores {}  zero pages {}  rejected {}  written back {}",
             c.stores, c.zero_stores, c.rejected, c.writebacks
+        );
+        let _ = writeln!(
+            out,
+            "records    {} in swap ({} in {} slots)  read back {}",
+            c.swap_records,
+            human_bytes(c.swap_record_bytes),
+            c.swap_record_slots,
+            c.swap_records_read
         );
     }
     let r = &s.requests;

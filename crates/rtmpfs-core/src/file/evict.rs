@@ -5,7 +5,7 @@ use super::page_map::{PageMap, Slot, SlotState};
 use super::FileData;
 use crate::error::Result;
 use crate::mm::{EvictOutcome, EvictPage, EvictSnapshot, EvictTarget, Frame, MemoryManager, PageState};
-use crate::swap::{AlignedPage, SwapEntry};
+use crate::swap::{AlignedPage, RecordEntry};
 use crate::sync::Arc;
 
 /// Whether page `idx` of `map` is resident in exactly `frame`.
@@ -53,8 +53,10 @@ impl FileData {
     pub(crate) fn evict_publish(&self, mm: &MemoryManager, page: EvictPage<'_>, target: EvictTarget) -> EvictOutcome {
         let EvictPage { idx, frame, version } = page;
         let give_up = |outcome| {
-            if let EvictTarget::Written(e) = target {
-                mm.free_swap_slot(e);
+            match target {
+                EvictTarget::Written(e) => mm.free_swap_slot(e),
+                EvictTarget::Record(r) => mm.free_swap_record(r),
+                _ => {}
             }
             // (A pool entry's charge goes back as `target` is dropped.)
             outcome
@@ -79,6 +81,7 @@ impl FileData {
         let new = match target {
             EvictTarget::Written(e) | EvictTarget::Kept(e) => Slot::Swapped(e),
             EvictTarget::Pool(p) => Slot::Compressed(p),
+            EvictTarget::Record(r) => Slot::SwappedRecord(r),
             EvictTarget::Zero => Slot::Zero,
         };
         mm.count_moved(PageState::Resident, new.counted());
@@ -89,13 +92,13 @@ impl FileData {
     }
 
     /// See [`crate::mm::PageOwner::pool_written_back`].
-    pub(crate) fn pool_written_back(&self, mm: &MemoryManager, idx: u64, packed_id: u64, entry: SwapEntry) -> bool {
+    pub(crate) fn pool_written_back(&self, mm: &MemoryManager, idx: u64, packed_id: u64, entry: RecordEntry) -> bool {
         let mut map = self.pages.write();
         if map.state(idx) != SlotState::Compressed(packed_id) {
             return false;
         }
         mm.count_moved(PageState::Compressed, PageState::Swapped);
-        let old = map.insert(idx, Slot::Swapped(entry));
+        let old = map.insert(idx, Slot::SwappedRecord(entry));
         drop(map);
         // The pool entry's charge goes back here, with no lock held.
         drop(old);

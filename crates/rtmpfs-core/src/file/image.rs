@@ -6,13 +6,14 @@
 //! slots, but into scratch pages that are not frames: nothing is charged to the budget, nothing
 //! is published, and the page stays swapped. The caller holds the snapshot gate, so no page's
 //! *contents* change meanwhile; eviction and swap-in (which only move a page) may, and a swapped
-//! page whose load failed is looked at again before it counts as lost.
+//! page whose load failed is looked at again before it counts as lost. A compressed record in
+//! swap is read and decompressed into the batch's copies, with no lock held, the same way.
 
 use super::page_map::{Slot, SlotState};
 use super::FileData;
 use crate::error::FsError;
 use crate::mm::{MemoryManager, PAGE};
-use crate::swap::{AlignedPage, SwapEntry};
+use crate::swap::{AlignedPage, RecordEntry, SwapEntry};
 
 /// Pages looked at per hold of the page-map lock, and most pages in one [`ImageRun::Data`].
 const BATCH_PAGES: usize = 64;
@@ -32,6 +33,8 @@ enum Seen {
     Swapped(SwapEntry),
     /// In the compressed pool: unpacked once the map lock is let go (never under it).
     Packed(crate::sync::Arc<crate::mm::Packed>),
+    /// A compressed record in swap: read and unpacked once the map lock is let go.
+    Record(RecordEntry),
     /// All zeros, stored as nothing.
     Zero,
 }
@@ -70,25 +73,28 @@ impl FileData {
                         Slot::Swapped(e) => Seen::Swapped(*e),
                         Slot::Poisoned => return Err(FsError::Io.into()),
                         Slot::Compressed(p) => Seen::Packed(p.clone()),
+                        Slot::SwappedRecord(r) => Seen::Record(*r),
                         Slot::Zero => Seen::Zero,
                     };
                     batch.push((idx, seen));
                 }
             }
-            Self::unpack_pooled(&mut batch, &mut copies)?;
-            let Some(&(last, _)) = batch.last() else {
-                break;
-            };
-            let loaded = match self.load_swapped(mm, &batch) {
+            let loaded = match self
+                .unpack_pooled(mm, &mut batch, &mut copies)
+                .and_then(|()| self.load_swapped(mm, &batch))
+            {
                 Ok(pages) => pages,
                 // A page that failed to load is lost if its slot still holds what was read;
                 // otherwise it moved (swapped in, evicted again): the batch is looked at again.
-                Err(Retry(idx, entry)) => {
-                    if self.pages.read().state(idx) == SlotState::Swapped(entry) {
+                Err(Retry(idx, seen)) => {
+                    if self.pages.read().state(idx) == seen {
                         return Err(FsError::Io.into());
                     }
                     continue;
                 }
+            };
+            let Some(&(last, _)) = batch.last() else {
+                break;
             };
             Self::emit(&batch, &copies, &loaded, &mut data, &mut data_first, &mut visit)?;
             next = last + 1;
@@ -102,20 +108,41 @@ impl FileData {
         Ok(())
     }
 
-    /// Turn `batch`'s pooled and zero pages into copied ones, in page order within `copies`:
-    /// the decompression runs here, with no lock held (design.md's lock order).
-    fn unpack_pooled(batch: &mut [(u64, Seen)], copies: &mut Vec<u8>) -> Result<(), FsError> {
-        if !batch.iter().any(|(_, s)| matches!(s, Seen::Packed(_) | Seen::Zero)) {
+    /// Turn `batch`'s pooled, zero and record pages into copied ones, in page order within
+    /// `copies`: the reads and decompression run here, with no lock held (design.md's lock
+    /// order). A page that fails is `Retry` (the caller decides whether it moved or is lost).
+    fn unpack_pooled(
+        &self,
+        mm: &MemoryManager,
+        batch: &mut [(u64, Seen)],
+        copies: &mut Vec<u8>,
+    ) -> std::result::Result<(), Retry> {
+        if !batch
+            .iter()
+            .any(|(_, s)| matches!(s, Seen::Packed(_) | Seen::Record(_) | Seen::Zero))
+        {
             return Ok(());
         }
         let old = std::mem::take(copies);
         let mut old_pages = old.chunks_exact(PAGE);
-        for (_, seen) in batch.iter_mut() {
+        for (idx, seen) in batch.iter_mut() {
+            let retry = Retry(*idx, SlotState::Hole);
             match seen {
-                Seen::Copied => copies.extend_from_slice(old_pages.next().ok_or(FsError::Io)?),
+                Seen::Copied => copies.extend_from_slice(old_pages.next().ok_or(retry)?),
                 Seen::Packed(p) => {
                     let mut page = Box::new([0u8; PAGE]);
-                    p.unpack_into(&mut page).map_err(|()| FsError::Io)?;
+                    p.unpack_into(&mut page)
+                        .map_err(|()| Retry(*idx, SlotState::Compressed(p.id())))?;
+                    copies.extend_from_slice(&page[..]);
+                    *seen = Seen::Copied;
+                }
+                Seen::Record(r) => {
+                    let retry = Retry(*idx, SlotState::SwappedRecord(*r));
+                    let swap = mm.swap().map_err(|_| retry)?;
+                    let mut buf = AlignedPage::for_overwrite().map_err(|_| retry)?;
+                    let range = swap.load_record(*r, self.page_id(*idx), &mut buf).map_err(|()| retry)?;
+                    let mut page = Box::new([0u8; PAGE]);
+                    mm.unpack_record(&buf[range], &mut page).map_err(|_| retry)?;
                     copies.extend_from_slice(&page[..]);
                     *seen = Seen::Copied;
                 }
@@ -145,7 +172,7 @@ impl FileData {
             return Ok(pages);
         }
         let Ok(swap) = mm.swap() else {
-            return Err(Retry(swapped[0].0, swapped[0].1));
+            return Err(Retry(swapped[0].0, SlotState::Swapped(swapped[0].1)));
         };
         let mut start = 0;
         while start < swapped.len() {
@@ -159,7 +186,7 @@ impl FileData {
             let run = &swapped[start..end];
             let mut bufs: Vec<AlignedPage> = Vec::with_capacity(run.len());
             for _ in run {
-                bufs.push(AlignedPage::for_overwrite().map_err(|_| Retry(run[0].0, run[0].1))?);
+                bufs.push(AlignedPage::for_overwrite().map_err(|_| Retry(run[0].0, SlotState::Swapped(run[0].1)))?);
             }
             let entries: Vec<_> = run.iter().map(|&(i, e)| Some((e, self.page_id(i)))).collect();
             let results = {
@@ -167,7 +194,7 @@ impl FileData {
                 swap.load_span(run[0].1.slot, &entries, &mut outs)
             };
             if let Some(bad) = results.iter().position(Result::is_err) {
-                return Err(Retry(run[bad].0, run[bad].1));
+                return Err(Retry(run[bad].0, SlotState::Swapped(run[bad].1)));
             }
             pages.extend(bufs);
             start = end;
@@ -202,7 +229,7 @@ impl FileData {
                 }
                 Seen::Copied => copied.next().ok_or(FsError::Io)?,
                 // Unpacked into copies by `unpack_pooled` before the batch gets here.
-                Seen::Packed(_) | Seen::Zero => return Err(FsError::Io.into()),
+                Seen::Packed(_) | Seen::Record(_) | Seen::Zero => return Err(FsError::Io.into()),
                 Seen::Swapped(_) => &swapped.next().ok_or(FsError::Io)?[..],
             };
             let contiguous = *data_first + (data.len() / PAGE) as u64 == *idx;
@@ -225,5 +252,6 @@ impl FileData {
     }
 }
 
-/// A swapped page (index, entry seen) that failed to load.
-struct Retry(u64, SwapEntry);
+/// A stored page (index, state seen) that failed to load.
+#[derive(Clone, Copy)]
+struct Retry(u64, SlotState);

@@ -152,6 +152,15 @@ impl FileData {
             .sum()
     }
 
+    /// This file's compressed records in swap: how many, and their bytes.
+    pub(crate) fn swap_records(&self) -> (u64, u64) {
+        let map = self.pages.read();
+        map.iter().fold((0, 0), |(n, b), (_, s)| match s {
+            page_map::Slot::SwappedRecord(r) => (n + 1, b + u64::from(r.len())),
+            _ => (n, b),
+        })
+    }
+
     /// Per-state slot counts of this file.
     pub(crate) fn slot_counts(&self) -> SlotCounts {
         let map = self.pages.read();

@@ -10,9 +10,11 @@
 //!     └──────────▶ Reserved ───┘
 //!
 //!   with a compressed tier, eviction goes through the pool first:
-//!   Resident ──evict──▶ Compressed(entry) ──pool full──▶ Swapped(slot)
-//!      ▲  ▲                  │ fault / write (decompress)
-//!      │  └──────────────────┘
+//!   Resident ──evict──▶ Compressed(entry) ──pool full──▶ SwappedRecord(record)
+//!      ▲  ▲                  │ fault / write (decompress)          │
+//!      │  └──────────────────┘                                     │ fault / write: read the
+//!      ├────────────────────────────────────────────────────────────┘ record, decompress
+//!      │                                                             (read fails: Poisoned)
 //!      │ write           Resident ──evict, all zeros──▶ Zero
 //!      └──────────────── Zero
 //! ```
@@ -26,6 +28,8 @@
 //!   rest of the file is unaffected. Truncate and punch remove it like any page.
 //! * `Compressed(entry)`: data compressed in the pool, in RAM (constructed only by eviction with
 //!   a compressed tier); a fault decompresses it into a frame.
+//! * `SwappedRecord(record)`: data compressed in a sealed record in the swap file, packed with
+//!   others in one slot (a pool entry written back when the pool was full); counted as swapped.
 //! * `Zero`: data that is all zeros, evicted as nothing: reads zero, costs no RAM, is data for
 //!   `SEEK_DATA` (unlike `Reserved`).
 //!
@@ -37,7 +41,7 @@
 use std::collections::BTreeMap;
 
 use crate::mm::{Frame, Packed, PageState};
-use crate::swap::SwapEntry;
+use crate::swap::{RecordEntry, SwapEntry};
 use crate::sync::Arc;
 
 /// The state of one page that is not a hole.
@@ -52,6 +56,8 @@ pub(crate) enum Slot {
     Poisoned,
     /// Data compressed in the pool (RAM).
     Compressed(Arc<Packed>),
+    /// Data compressed in a record in the swap file.
+    SwappedRecord(RecordEntry),
     /// Data that is all zeros, stored as nothing.
     Zero,
 }
@@ -67,6 +73,7 @@ pub(crate) enum SlotState {
     Poisoned,
     /// The pool entry's unique id.
     Compressed(u64),
+    SwappedRecord(RecordEntry),
     Zero,
 }
 
@@ -78,6 +85,7 @@ impl Slot {
             Slot::Swapped(s) => SlotState::Swapped(*s),
             Slot::Poisoned => SlotState::Poisoned,
             Slot::Compressed(p) => SlotState::Compressed(p.id()),
+            Slot::SwappedRecord(r) => SlotState::SwappedRecord(*r),
             Slot::Zero => SlotState::Zero,
         }
     }
@@ -87,7 +95,7 @@ impl Slot {
         match self {
             Slot::Resident(_) => PageState::Resident,
             Slot::Reserved => PageState::Reserved,
-            Slot::Swapped(_) => PageState::Swapped,
+            Slot::Swapped(_) | Slot::SwappedRecord(_) => PageState::Swapped,
             Slot::Poisoned => PageState::Poisoned,
             Slot::Compressed(_) => PageState::Compressed,
             Slot::Zero => PageState::Zero,

@@ -127,6 +127,7 @@ impl FileData {
             // Their swap slots (and the swap copies of clean frames) are free now.
             match s {
                 Slot::Swapped(e) => mm.free_swap_slot(*e),
+                Slot::SwappedRecord(r) => mm.free_swap_record(*r),
                 Slot::Resident(f) => mm.drop_swap_copy(f.take_swap_copy()),
                 // (A pool entry's charge goes back as `removed` is dropped, with no lock held.)
                 Slot::Reserved | Slot::Poisoned | Slot::Compressed(_) | Slot::Zero => {}
@@ -143,7 +144,7 @@ impl FileData {
     pub(super) fn zero_in_page(&self, mm: &MemoryManager, idx: u64, from: usize, to: usize) -> Result<()> {
         let needs = matches!(
             self.pages.read().state(idx),
-            SlotState::Resident | SlotState::Swapped(_) | SlotState::Compressed(_)
+            SlotState::Resident | SlotState::Swapped(_) | SlotState::SwappedRecord(_) | SlotState::Compressed(_)
         );
         if !needs {
             return Ok(());

@@ -70,6 +70,7 @@ impl FileData {
         while pos < end {
             let mut swap_in = None;
             let mut unpack = None;
+            let mut record = None;
             {
                 let map = self.pages.read();
                 let batch_end = end.min((pos / PAGE_SIZE + READ_BATCH_PAGES) * PAGE_SIZE);
@@ -88,7 +89,13 @@ impl FileData {
                             out.copy_from_slice(&frame.bytes()[in_page..in_page + n]);
                             frame.touch();
                         }
-                        Some(Slot::Swapped(_)) if mode == ReadMode::NoWait => return Ok(ReadOutcome::WouldBlock),
+                        Some(Slot::Swapped(_) | Slot::SwappedRecord(_)) if mode == ReadMode::NoWait => {
+                            return Ok(ReadOutcome::WouldBlock)
+                        }
+                        Some(Slot::SwappedRecord(r)) => {
+                            record = Some(*r);
+                            break;
+                        }
                         Some(Slot::Swapped(e)) => {
                             swap_in = Some(Self::swapped_run(&map, mm, idx, *e, swap_in_last));
                             break;
@@ -118,12 +125,17 @@ impl FileData {
                 }
                 continue;
             }
-            if let Some(run) = swap_in {
+            if swap_in.is_some() || record.is_some() {
                 // Read-ahead is fetching this page: wait for it rather than read it twice.
                 if mm.readahead_queue().is_some() && self.ra.wait_for(pos / PAGE_SIZE) {
                     continue;
                 }
+            }
+            if let Some(run) = swap_in {
                 self.swap_in(mm, &run, FrameFor::SwapIn)?;
+            }
+            if let Some(r) = record {
+                self.swap_in_record(mm, pos / PAGE_SIZE, r, FrameFor::SwapIn)?;
             }
         }
         if mode == ReadMode::NoWait {
@@ -243,6 +255,10 @@ impl FileData {
                 self.swap_in(mm, &[(idx, e)], FrameFor::SwapIn)?;
                 continue;
             }
+            if let (SlotState::SwappedRecord(r), None) = (seen, fill) {
+                self.swap_in_record(mm, idx, r, FrameFor::SwapIn)?;
+                continue;
+            }
             if let (Some(p), None) = (&packed, fill) {
                 // No frame for it: as a swap-in that finds none, `Io` (the page stays stored).
                 if !self.unpack(mm, idx, p, UnpackCharge::Wait)? {
@@ -255,7 +271,10 @@ impl FileData {
                 mm.charge_pages(1)?;
             }
             // A page whose data is stored (swapped, compressed) may overdraw as a swap-in does.
-            let stored = matches!(seen, SlotState::Swapped(_) | SlotState::Compressed(_));
+            let stored = matches!(
+                seen,
+                SlotState::Swapped(_) | SlotState::SwappedRecord(_) | SlotState::Compressed(_)
+            );
             let frame = match mm.new_frame(fill, stored) {
                 Ok(f) => f,
                 Err(e) => {
@@ -284,9 +303,11 @@ impl FileData {
             drop(map);
             // (A pool entry overwritten gives its charge back here, with no lock held.)
             drop(old);
-            if let SlotState::Swapped(e) = seen {
+            match seen {
                 // Overwritten without being read back: the swap copy is garbage now.
-                mm.free_swap_slot(e);
+                SlotState::Swapped(e) => mm.free_swap_slot(e),
+                SlotState::SwappedRecord(r) => mm.free_swap_record(r),
+                _ => {}
             }
             mm.track(&self.owner, idx, &frame, false);
             return Ok(if fill.is_some() {

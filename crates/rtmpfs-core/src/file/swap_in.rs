@@ -4,7 +4,7 @@ use super::page_map::{PageMap, Slot, SlotState};
 use super::FileData;
 use crate::error::{FsError, Result};
 use crate::mm::{Frame, FrameFor, MemoryManager, Window};
-use crate::swap::{AlignedPage, SwapEntry};
+use crate::swap::{AlignedPage, RecordEntry, SwapEntry};
 use crate::sync::Arc;
 
 /// Read-ahead reads across gaps of up to this many slots (ignoring them) rather than splitting
@@ -20,11 +20,16 @@ impl FileData {
         // The window's swapped pages in slot order. Eviction does not always give consecutive
         // pages consecutive slots (concurrent sweeps interleave), so grouping by slot, with small
         // gaps read and ignored, turns a window into a few large reads instead of many small.
+        let mut records: Vec<(u64, RecordEntry)> = Vec::new();
         let mut swapped: Vec<(u64, SwapEntry)> = {
             let map = self.pages.read();
             map.range(first, last)
                 .filter_map(|(i, s)| match s {
                     Slot::Swapped(e) => Some((i, *e)),
+                    Slot::SwappedRecord(r) => {
+                        records.push((i, *r));
+                        None
+                    }
                     _ => None,
                 })
                 .collect()
@@ -47,6 +52,14 @@ impl FileData {
                 Err(_) => break,
             }
             start = end;
+        }
+        // Compressed records: one small read each (they are packed by coldness, not by file).
+        for (idx, r) in records {
+            match self.swap_in_record(mm, idx, r, FrameFor::NewPage) {
+                Ok(true) => mm.note_readahead_swap_ins(1),
+                Ok(false) => {}
+                Err(_) => break,
+            }
         }
         self.ra.finished(seq);
     }
@@ -76,6 +89,60 @@ impl FileData {
             next += 1;
         }
         run
+    }
+
+    /// Bring page `idx`, seen as compressed record `record` in swap, back into RAM: charge a
+    /// frame as `purpose` allows, read only the record's sectors, verify and decompress it, all
+    /// with no lock held, then publish it resident by compare-and-set (the record is freed: the
+    /// page comes back dirty, as from the pool). A record that cannot be read or does not
+    /// authenticate poisons its page only: its slot-mates are sealed on their own. Returns
+    /// whether it published; `false`: the slot changed meanwhile (the caller looks again).
+    ///
+    /// # Errors
+    /// `Io` if the page was poisoned, or no frame could be had (the page stays swapped).
+    pub(super) fn swap_in_record(
+        &self,
+        mm: &MemoryManager,
+        idx: u64,
+        record: RecordEntry,
+        purpose: FrameFor,
+    ) -> Result<bool> {
+        let swap = mm.swap()?;
+        let (charge, mut page) = mm.new_swap_in_buffer(purpose)?;
+        let mut buf = AlignedPage::for_overwrite().map_err(|_| FsError::Io)?;
+        let loaded = swap
+            .load_record(record, self.page_id(idx), &mut buf)
+            .map_err(|()| FsError::Io)
+            .and_then(|range| mm.unpack_record(&buf[range], &mut page));
+        drop(buf);
+        let frame = Frame::new(charge, page.into_page());
+        let mut map = self.pages.write();
+        if map.state(idx) != SlotState::SwappedRecord(record) {
+            // Swapped in by another thread, rewritten or removed: its record is not ours to free.
+            return Ok(false);
+        }
+        let new = if loaded.is_ok() {
+            Slot::Resident(frame.clone())
+        } else {
+            tracing::warn!(
+                ino = self.ino,
+                idx,
+                slot = record.slot(),
+                "swap record lost: read failed, did not authenticate or did not decompress"
+            );
+            mm.note_lost_page();
+            Slot::Poisoned
+        };
+        let new_state = new.counted();
+        if let Some(old) = map.insert(idx, new) {
+            mm.count_moved(old.counted(), new_state);
+        }
+        drop(map);
+        mm.free_swap_record(record);
+        loaded?;
+        mm.note_swap_ins(1);
+        mm.track(&self.owner, idx, &frame, false);
+        Ok(true)
     }
 
     /// Bring the swapped pages `run` (page index, entry seen) back into RAM with one read, or

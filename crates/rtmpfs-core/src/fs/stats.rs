@@ -89,6 +89,7 @@ impl Filesystem {
         }
         let mut sum = SlotCounts::default();
         let mut pool_bytes = 0u64;
+        let mut records = (0u64, 0u64);
         let mut live = 0u64;
         let mut ispace = 0u64;
         for inode in self.table.all() {
@@ -112,6 +113,8 @@ impl Filesystem {
                 }
                 sum = sum.plus(c);
                 pool_bytes += f.pool_bytes();
+                let (n, b) = f.swap_records();
+                records = (records.0 + n, records.1 + b);
             }
         }
         if sum != counters {
@@ -121,6 +124,13 @@ impl Filesystem {
             return Err(format!(
                 "pool entries in page maps cost {pool_bytes} bytes != the pool's charge {}",
                 self.mm.pool_bytes()
+            ));
+        }
+        let (_, swap_records, swap_record_bytes) = self.mm.swap_record_usage();
+        if records != (swap_records, swap_record_bytes) {
+            return Err(format!(
+                "swap records in page maps (count, bytes) {records:?} != the swap's live records {:?}",
+                (swap_records, swap_record_bytes)
             ));
         }
         if live != self.live_inodes_count() {

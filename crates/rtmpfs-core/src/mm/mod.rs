@@ -43,7 +43,7 @@ use pool::Pool;
 
 use crate::config::{Compression, Config, SwapConfig};
 use crate::error::{ConfigError, FsError, Result};
-use crate::swap::{AlignedPage, PageId, Sealer, Swap, SwapBackend, SwapEntry};
+use crate::swap::{AlignedPage, PageId, RecordEntry, Sealer, Swap, SwapBackend, SwapEntry};
 use crate::sync::{thread::JoinHandle, Arc, AtomicBool, AtomicU64, LockRank, Mutex, Ordering, Weak};
 use crate::types::{Usage, PAGE_SIZE};
 
@@ -62,10 +62,10 @@ pub(crate) trait PageOwner: Send + Sync {
     /// compare-and-set, only if the slot still holds the frame at the version seen.
     fn evict_publish(&self, mm: &MemoryManager, page: EvictPage<'_>, target: EvictTarget) -> EvictOutcome;
 
-    /// A compressed page was written to swap (the pool was full): publish `Swapped(entry)` in
-    /// place of page `idx` by compare-and-set, only if the slot still holds pool entry
-    /// `packed_id`. Returns whether it did; if not, the caller frees the slot.
-    fn pool_written_back(&self, mm: &MemoryManager, idx: u64, packed_id: u64, entry: SwapEntry) -> bool;
+    /// A compressed page was written to swap as a record (the pool was full): publish
+    /// `SwappedRecord(entry)` in place of page `idx` by compare-and-set, only if the slot still
+    /// holds pool entry `packed_id`. Returns whether it did; if not, the caller frees the record.
+    fn pool_written_back(&self, mm: &MemoryManager, idx: u64, packed_id: u64, entry: RecordEntry) -> bool;
 
     /// Swap in the swapped pages of `window`, then mark it done (the read-ahead thread's job).
     fn read_ahead(&self, mm: &MemoryManager, window: Window);
@@ -120,6 +120,9 @@ pub(crate) enum EvictTarget {
     Kept(SwapEntry),
     /// Compressed into the pool (the entry's charge goes back if the eviction gives up).
     Pool(Arc<Packed>),
+    /// Just written to swap compressed, as a record (freed if the eviction gives up): the pool
+    /// had no room.
+    Record(RecordEntry),
     /// All zeros: stored as nothing.
     Zero,
 }
@@ -356,6 +359,11 @@ impl MemoryManager {
             u.swap_encrypted = swap.encrypted();
             u.swap_read_errors = get(&swap.stats.read_errors);
             u.swap_write_errors = get(&swap.stats.write_errors);
+            u.swap_bytes_written = get(&swap.stats.bytes_written);
+            u.swap_bytes_read = get(&swap.stats.bytes_read);
+            u.swap_records_written = get(&swap.stats.records_written);
+            u.swap_records_read = get(&swap.stats.records_read);
+            (u.swap_record_slots, u.swap_records, u.swap_record_bytes) = swap.record_usage();
         }
     }
 
@@ -394,6 +402,24 @@ impl MemoryManager {
         }
     }
 
+    /// Free a compressed record in swap that no longer holds a page (read back, removed, or
+    /// overwritten without being read back).
+    pub(crate) fn free_swap_record(&self, entry: RecordEntry) {
+        if let Some(swap) = self.tier.as_ref().and_then(|t| t.swap.as_ref()) {
+            swap.free_record(entry);
+        }
+    }
+
+    /// Decompress a page's compressed bytes (read back from a swap record) into `out`, with the
+    /// pool's compressor. No `PageMap` or lower lock may be held.
+    ///
+    /// # Errors
+    /// `Io` without a pool, or if `data` does not decompress to a page.
+    pub(crate) fn unpack_record(&self, data: &[u8], out: &mut [u8; PAGE]) -> Result<()> {
+        let pool = self.tier.as_ref().and_then(|t| t.pool.as_ref()).ok_or(FsError::Io)?;
+        pool::unpack(pool.algo(), data, out).map_err(|()| FsError::Io)
+    }
+
     /// A frame is changed or removed: its swap copy, if any, is stale; free its slot.
     pub(crate) fn drop_swap_copy(&self, stale: Option<SwapEntry>) {
         if let Some(e) = stale {
@@ -428,6 +454,15 @@ impl MemoryManager {
     /// The bytes the compressed pool is charged (0 without one): for the invariant check.
     pub(crate) fn pool_bytes(&self) -> u64 {
         self.tier.as_ref().map_or(0, |t| t.budget.pool_bytes())
+    }
+
+    /// The swap's record slots, live records and their bytes (zeros without swap): for the
+    /// invariant check.
+    pub(crate) fn swap_record_usage(&self) -> (u64, u64, u64) {
+        self.tier
+            .as_ref()
+            .and_then(|t| t.swap.as_ref())
+            .map_or((0, 0, 0), Swap::record_usage)
     }
 
     /// The queue to the read-ahead threads, if they run.

@@ -16,10 +16,10 @@
 //!   (`compress_max=`, a quarter of `memory=` by default), kept as the same share of the budget
 //!   when the budget is resized.
 //! * **When it is full**, the sweep writes its coldest entries (the oldest: a fault takes an
-//!   entry out, so the queue is in order of last use) to swap, decompressed into ordinary slots,
-//!   before it stores new ones. Known gap: the issue asks for compressed, variable-size sealed
-//!   records on swap; the swap file's slots are fixed pages, so the records would need their
-//!   own allocator (docs/design.md, "The compressed tier").
+//!   entry out, so the queue is in order of last use) to swap before it stores new ones, still
+//!   compressed: each as its own sealed record, several packed to a slot
+//!   (`Swap::store_records`); a fault reads back only the record's sectors and decompresses it
+//!   (docs/design.md, "The compressed tier").
 //! * **Locks.** An entry ([`Packed`]) is immutable and shared by `Arc` between the page map's
 //!   slot and whoever decompresses it, so compression and decompression run with no `PageMap`,
 //!   `Frame` or lower lock held (asserted in debug builds); a fault never waits for a write of
@@ -98,21 +98,35 @@ impl Packed {
     /// The entry does not decompress to a whole page (a bug: entries are made in process and
     /// never change).
     pub(crate) fn unpack_into(&self, out: &mut [u8; PAGE]) -> Result<(), ()> {
-        crate::sync::assert_not_held_at_or_above(LockRank::PageMap);
-        let n = match self.algo {
-            Compression::Lz4 => lz4_flex::block::decompress_into(&self.data, &mut out[..]).map_err(|_| ())?,
-            Compression::Zstd => CODECS.with(|c| {
-                let mut c = c.borrow_mut();
-                let d = c.zstd_decompressor().ok_or(())?;
-                d.decompress_to_buffer(&self.data, &mut out[..]).map_err(|_| ())
-            })?,
-            Compression::Off => return Err(()),
-        };
-        if n == PAGE {
-            Ok(())
-        } else {
-            Err(())
-        }
+        unpack(self.algo, &self.data, out)
+    }
+
+    /// Its compressed bytes: what a write-back stores in swap.
+    pub(crate) fn data(&self) -> &[u8] {
+        &self.data
+    }
+}
+
+/// Decompress `data` (compressed with `algo`) into `out`. No `PageMap` or lower lock may be
+/// held (checked in debug builds).
+///
+/// # Errors
+/// `data` does not decompress to a whole page.
+pub(crate) fn unpack(algo: Compression, data: &[u8], out: &mut [u8; PAGE]) -> Result<(), ()> {
+    crate::sync::assert_not_held_at_or_above(LockRank::PageMap);
+    let n = match algo {
+        Compression::Lz4 => lz4_flex::block::decompress_into(data, &mut out[..]).map_err(|_| ())?,
+        Compression::Zstd => CODECS.with(|c| {
+            let mut c = c.borrow_mut();
+            let d = c.zstd_decompressor().ok_or(())?;
+            d.decompress_to_buffer(data, &mut out[..]).map_err(|_| ())
+        })?,
+        Compression::Off => return Err(()),
+    };
+    if n == PAGE {
+        Ok(())
+    } else {
+        Err(())
     }
 }
 
@@ -283,17 +297,20 @@ impl Pool {
     }
 
     /// Store `data` (compressed page `id` of `owner`) if it fits under the cap: charge it and
-    /// queue it as the warmest entry. `None`: the pool is full.
+    /// queue it as the warmest entry.
+    ///
+    /// # Errors
+    /// The pool is full: `data` comes back.
     pub(crate) fn admit(
         &self,
         budget: &Arc<FrameBudget>,
         data: Box<[u8]>,
         owner: &Weak<dyn PageOwner>,
         id: PageId,
-    ) -> Option<Arc<Packed>> {
+    ) -> Result<Arc<Packed>, Box<[u8]>> {
         let cost = entry_cost(data.len());
         if !budget.try_charge_pool(cost, self.cap(budget)) {
-            return None;
+            return Err(data);
         }
         let packed = Arc::new(Packed {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
@@ -313,7 +330,7 @@ impl Pool {
             id,
             packed: Arc::downgrade(&packed),
         });
-        Some(packed)
+        Ok(packed)
     }
 
     /// Take the coldest entry.
@@ -396,7 +413,7 @@ mod tests {
         let pool = Pool::new(Compression::Lz4, 2 * PAGE as u64, 8);
         let owner: Weak<dyn PageOwner> = Weak::<crate::inode::Inode>::new();
         let mut kept = Vec::new();
-        while let Some(p) = pool.admit(&budget, vec![7u8; 1000].into(), &owner, PageId { ino: 1, idx: 0 }) {
+        while let Ok(p) = pool.admit(&budget, vec![7u8; 1000].into(), &owner, PageId { ino: 1, idx: 0 }) {
             kept.push(p);
         }
         assert!(budget.pool_bytes() <= 2 * PAGE as u64);

@@ -72,6 +72,10 @@ pub(crate) enum UnpackCharge {
     Wait,
 }
 
+/// Least pool bytes one write-back writes to swap: 16 slots' worth, so that its records are
+/// packed into full slots (one small entry alone would take a slot that is mostly padding).
+const WRITE_BACK_MIN: u64 = 16 * PAGE as u64;
+
 /// Pages examined per eviction attempt before giving up on a sweep.
 const SWEEP_FACTOR: usize = 4;
 /// Most pages written out by one sweep, or read back by one swap-in (one vectored I/O of up to
@@ -94,6 +98,9 @@ enum Plan {
     Packed(Box<[u8]>),
     /// To swap, with the copy in the candidate's snapshot.
     Swap,
+    /// Compressed, with no room in the pool even after a write-back: to swap as a compressed
+    /// record.
+    Record(Box<[u8]>),
 }
 
 impl MemoryManager {
@@ -323,6 +330,20 @@ impl MemoryManager {
             Some(swap) if !dirty.is_empty() => swap.store_batch(&mut dirty).into_iter(),
             _ => Vec::new().into_iter(),
         };
+        let mut records = {
+            let packed: Vec<(&[u8], PageId)> = batch
+                .iter()
+                .zip(&plans)
+                .filter_map(|(c, plan)| match plan {
+                    Plan::Record(data) => Some((&data[..], c.snap.id)),
+                    _ => None,
+                })
+                .collect();
+            match swap {
+                Some(swap) if !packed.is_empty() => swap.store_records(&packed).into_iter(),
+                _ => Vec::new().into_iter(),
+            }
+        };
         // After this batch's own writes: they are the freshest news of the device.
         let failing = swap.is_some_and(Swap::failing);
         let (mut done, mut full, mut io_error) = (0, false, false);
@@ -336,8 +357,12 @@ impl MemoryManager {
                 }
                 Plan::To(t) => t,
                 Plan::Packed(_) => unreachable!("`plan` settles every packed page"),
-                Plan::Swap => match stored.next() {
-                    Some(Ok(e)) => EvictTarget::Written(e),
+                Plan::Swap | Plan::Record(_) => match if matches!(plan, Plan::Swap) {
+                    stored.next().map(|r| r.map(EvictTarget::Written))
+                } else {
+                    records.next().map(|r| r.map(EvictTarget::Record))
+                } {
+                    Some(Ok(target)) => target,
                     Some(Err(StoreError::Full)) | None => {
                         full = true;
                         tier.clock.requeue(c.entry);
@@ -427,9 +452,11 @@ impl MemoryManager {
             if let Plan::Packed(data) = plan {
                 let data = std::mem::take(data);
                 *plan = match pool.admit(&tier.budget, data, &c.entry.owner, c.snap.id) {
-                    Some(packed) => Plan::To(EvictTarget::Pool(packed)),
-                    // The pool is full: to swap, uncompressed.
-                    None => Plan::Swap,
+                    Ok(packed) => Plan::To(EvictTarget::Pool(packed)),
+                    // The pool is full and its write-back made too little room (this batch is
+                    // larger than the pool, or the swap is full or failing): to swap, still
+                    // compressed, as a record.
+                    Err(data) => Plan::Record(data),
                 };
             }
         }
@@ -463,15 +490,18 @@ impl MemoryManager {
     }
 
     /// The pool is full (or above its cap): write its coldest entries, at least `bytes` of
-    /// them, to swap, decompressed into ordinary slots, and publish each `Swapped` in place of
-    /// its `Compressed` slot by compare-and-set. A fault on one of them meanwhile decompresses
-    /// from the entry it still holds and never waits for this write; it then wins the
-    /// compare-and-set and the slot written is freed. Entries that could not be written stay in
-    /// the pool, coldest still.
+    /// them (and at least `WRITE_BACK_MIN`, so that their records fill slots), to swap as
+    /// compressed records (`Swap::store_records`: each sealed on its own, several to a slot),
+    /// and publish each `SwappedRecord` in place of its `Compressed` slot by compare-and-set.
+    /// Sealing and the write run with no engine lock held. A fault on one of them meanwhile
+    /// decompresses from the entry it still holds and never waits for this write; it then wins
+    /// the compare-and-set and the record written is freed. Entries that could not be written
+    /// stay in the pool, coldest still.
     fn write_back(&self, tier: &MemTier, pool: &Pool, swap: &Swap, bytes: u64) {
         if swap.is_full() {
             return;
         }
+        let bytes = bytes.max(WRITE_BACK_MIN);
         let mut victims: Vec<(PoolEntry, Arc<dyn PageOwner>, Arc<Packed>)> = Vec::new();
         let mut freed = 0;
         while freed < bytes && victims.len() < MAX_BATCH {
@@ -483,23 +513,11 @@ impl MemoryManager {
             victims.push((e, owner, packed));
         }
         victims.sort_by_key(|(e, _, _)| (e.id.ino, e.id.idx));
-        let mut pages: Vec<(AlignedPage, PageId, Option<u64>)> = Vec::with_capacity(victims.len());
+        let stored = {
+            let records: Vec<(&[u8], PageId)> = victims.iter().map(|(e, _, p)| (p.data(), e.id)).collect();
+            swap.store_records(&records)
+        };
         let mut keep = Vec::new();
-        victims.retain(|(e, _, packed)| {
-            let mut page = AlignedPage::for_overwrite().ok();
-            if let Some(Ok(())) = page.as_mut().map(|p| packed.unpack_into(p)) {
-                pages.extend(page.map(|p| (p, e.id, None)));
-                return true;
-            }
-            keep.push(PoolEntry {
-                owner: e.owner.clone(),
-                id: e.id,
-                packed: e.packed.clone(),
-            });
-            false
-        });
-        let stored = swap.store_batch(&mut pages);
-        drop(pages);
         for ((e, owner, packed), result) in victims.into_iter().zip(stored) {
             match result {
                 Ok(entry) => {
@@ -508,7 +526,7 @@ impl MemoryManager {
                         tier.stats.evictions.fetch_add(1, Ordering::Relaxed);
                     } else {
                         // Faulted back, rewritten or removed meanwhile.
-                        swap.free(entry.slot);
+                        swap.free_record(entry);
                     }
                 }
                 Err(_) => keep.push(e),

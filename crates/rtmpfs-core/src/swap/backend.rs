@@ -8,6 +8,7 @@ use std::path::Path;
 
 use rtmpfs_pages::{OutOfMemory, PageBuf};
 
+use crate::sync::{AtomicBool, Ordering};
 use crate::types::PAGE_SIZE;
 
 /// One page in a 4096-aligned buffer, as `O_DIRECT` I/O requires: a page of the page pool, so
@@ -69,6 +70,23 @@ pub trait SwapBackend: Send + Sync {
         None
     }
 
+    /// Read bytes `[offset, offset + buf.len())` of the page at `slot`: the sectors holding a
+    /// compressed record. `offset` and `buf.len()` are multiples of 512 and `buf` starts at a
+    /// page boundary of an [`AlignedPage`] (what `O_DIRECT` asks). The default reads the whole
+    /// page and copies the part.
+    ///
+    /// # Errors
+    /// Any I/O error; then nothing counts as read.
+    fn read_part(&self, slot: u64, offset: usize, buf: &mut [u8]) -> io::Result<()> {
+        let mut page = AlignedPage::for_overwrite().map_err(|_| io::Error::from(io::ErrorKind::OutOfMemory))?;
+        self.read_page(slot, &mut page)?;
+        let part = page
+            .get(offset..offset + buf.len())
+            .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+        buf.copy_from_slice(part);
+        Ok(())
+    }
+
     /// Store consecutive pages at slots `first..first + pages.len()` (one I/O where the backend
     /// can).
     ///
@@ -100,6 +118,9 @@ pub struct FileSwap {
     /// `O_DIRECT` was refused by the directory's filesystem: drop written pages from the host
     /// page cache with `POSIX_FADV_DONTNEED` instead.
     fadvise: bool,
+    /// A sector-sized `O_DIRECT` read was refused (`EINVAL`: the device's logical blocks are
+    /// larger than 512 bytes): records are read as whole pages from then on.
+    whole_pages: AtomicBool,
 }
 
 impl FileSwap {
@@ -128,7 +149,13 @@ impl FileSwap {
                 .custom_flags(flags)
                 .open(dir)
             {
-                Ok(file) => return Ok(FileSwap { file, fadvise }),
+                Ok(file) => {
+                    return Ok(FileSwap {
+                        file,
+                        fadvise,
+                        whole_pages: AtomicBool::new(false),
+                    })
+                }
                 Err(e) => last = Some(e),
             }
         }
@@ -147,7 +174,11 @@ impl FileSwap {
         match named {
             Ok(file) => {
                 std::fs::remove_file(&name)?;
-                Ok(FileSwap { file, fadvise: true })
+                Ok(FileSwap {
+                    file,
+                    fadvise: true,
+                    whole_pages: AtomicBool::new(false),
+                })
             }
             Err(e) => {
                 let first = last.map(|l| format!("{l}; ")).unwrap_or_default();
@@ -189,6 +220,35 @@ impl SwapBackend for FileSwap {
                 &self.file,
                 off,
                 std::num::NonZeroU64::new(PAGE_SIZE),
+                rustix::fs::Advice::DontNeed,
+            )?;
+        }
+        Ok(())
+    }
+
+    fn read_part(&self, slot: u64, offset: usize, buf: &mut [u8]) -> io::Result<()> {
+        let whole = |buf: &mut [u8]| {
+            let mut page = AlignedPage::for_overwrite().map_err(|_| io::Error::from(io::ErrorKind::OutOfMemory))?;
+            self.read_page(slot, &mut page)?;
+            buf.copy_from_slice(&page[offset..offset + buf.len()]);
+            Ok(())
+        };
+        if self.whole_pages.load(Ordering::Relaxed) {
+            return whole(buf);
+        }
+        let off = slot * PAGE_SIZE + offset as u64;
+        match self.file.read_exact_at(buf, off) {
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) && !self.fadvise => {
+                self.whole_pages.store(true, Ordering::Relaxed);
+                return whole(buf);
+            }
+            other => other?,
+        }
+        if self.fadvise {
+            rustix::fs::fadvise(
+                &self.file,
+                off,
+                std::num::NonZeroU64::new(buf.len() as u64),
                 rustix::fs::Advice::DontNeed,
             )?;
         }

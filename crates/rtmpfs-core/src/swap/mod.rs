@@ -11,6 +11,12 @@
 //!   under one key) and the associated data binds the ciphertext to its slot, file and page, so a
 //!   page read back from the wrong place, torn or altered fails authentication and the page is
 //!   poisoned.
+//! * Compressed records (`store_records`): pages of the compressed pool written back to swap
+//!   keep their compressed bytes. Each is sealed on its own (its own nonce and tag; its slot,
+//!   offset and length in the associated data) and packed with others into a slot, first fit
+//!   within the batch being written; a slot of records is freed when its last record dies
+//!   (`slots.rs`). A record is read back alone: only the 512-byte sectors that hold it
+//!   (`load_record`).
 
 mod backend;
 mod seal;
@@ -33,6 +39,52 @@ pub(crate) struct SwapEntry {
     pub slot: u64,
     pub nonce: u64,
     pub tag: [u8; 16],
+}
+
+/// Where a compressed record is in the swap file and how to verify it: kept in the page map's
+/// `SwappedRecord` slot. Its slot, offset and length are packed in one word (40, 12 and 12
+/// bits), so the entry is no larger than a whole page's [`SwapEntry`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RecordEntry {
+    place: u64,
+    pub nonce: u64,
+    pub tag: [u8; 16],
+}
+
+/// Most slots a swap file of records can address: 2^40 (4 PiB).
+const RECORD_SLOT_LIMIT: u64 = 1 << 40;
+/// The sector size records are read in: `O_DIRECT`'s usual alignment.
+const SECTOR: usize = 512;
+
+impl RecordEntry {
+    fn at(slot: u64, offset: usize, len: usize) -> RecordEntry {
+        debug_assert!(slot < RECORD_SLOT_LIMIT && offset < 4096 && len > 0 && len < 4096);
+        RecordEntry {
+            place: slot << 24 | (offset as u64) << 12 | len as u64,
+            nonce: 0,
+            tag: [0; 16],
+        }
+    }
+
+    pub(crate) fn slot(&self) -> u64 {
+        self.place >> 24
+    }
+
+    pub(crate) fn offset(&self) -> u16 {
+        ((self.place >> 12) & 0xfff) as u16
+    }
+
+    #[allow(clippy::len_without_is_empty)]
+    pub(crate) fn len(&self) -> u16 {
+        (self.place & 0xfff) as u16
+    }
+
+    /// The sectors that hold it: (offset of the first in its slot, bytes).
+    fn sectors(&self) -> (usize, usize) {
+        let start = usize::from(self.offset()) / SECTOR * SECTOR;
+        let end = (usize::from(self.offset()) + usize::from(self.len())).div_ceil(SECTOR) * SECTOR;
+        (start, end - start)
+    }
 }
 
 /// Identity of a page, bound into the seal: (inode number, page index).
@@ -64,6 +116,13 @@ pub(crate) struct SwapStats {
     pub reads: AtomicU64,
     pub write_errors: AtomicU64,
     pub read_errors: AtomicU64,
+    /// Bytes written to the swap file (whole slots).
+    pub bytes_written: AtomicU64,
+    /// Bytes read from it (whole slots, or a record's sectors).
+    pub bytes_read: AtomicU64,
+    /// Compressed records written, and read back.
+    pub records_written: AtomicU64,
+    pub records_read: AtomicU64,
 }
 
 /// Slots + sealing over a backend.
@@ -121,14 +180,34 @@ impl Swap {
             let (nonce, tag) = self.sealer.seal(&mut page[..], slot, *id);
             out.push(Ok(SwapEntry { slot, nonce, tag }));
         }
+        let written = {
+            let refs: Vec<&AlignedPage> = pages.iter().map(|(p, _, _)| p).collect();
+            self.write_runs(&slots, &refs)
+        };
+        let mut alloc = None;
+        for (r, w) in out.iter_mut().zip(written) {
+            if let (Err(why), Ok(e)) = (w, &r) {
+                alloc.get_or_insert_with(|| self.slots.lock()).free(e.slot);
+                *r = Err(why);
+            }
+        }
+        drop(alloc);
+        out.resize(pages.len(), Err(StoreError::Full));
+        out
+    }
+
+    /// Write `pages` to `slots` (one each), consecutive slots with one vectored write; one
+    /// result per page. Counts what it wrote; on a "no space" failure, tells the allocator to
+    /// prefer slots the file already spans. The caller frees the slots of failed pages.
+    fn write_runs(&self, slots: &[u64], pages: &[&AlignedPage]) -> Vec<Result<(), StoreError>> {
+        let mut out = vec![Ok(()); slots.len()];
         let mut start = 0;
         while start < slots.len() {
             let mut end = start + 1;
             while end < slots.len() && slots[end] == slots[end - 1] + 1 {
                 end += 1;
             }
-            let run: Vec<&AlignedPage> = pages[start..end].iter().map(|(p, _, _)| p).collect();
-            if let Err(e) = self.backend.write_pages(slots[start], &run) {
+            if let Err(e) = self.backend.write_pages(slots[start], &pages[start..end]) {
                 tracing::warn!(first = slots[start], pages = end - start, error = %e, "swap write failed");
                 self.stats
                     .write_errors
@@ -139,26 +218,134 @@ impl Swap {
                     self.failing.store(true, Ordering::Relaxed);
                     StoreError::Io
                 };
-                let mut alloc = self.slots.lock();
-                for r in &mut out[start..end] {
-                    if let Ok(e) = r {
-                        alloc.free(e.slot);
-                    }
-                    *r = Err(why);
-                }
+                out[start..end].fill(Err(why));
                 if why == StoreError::Full {
                     // Slots the file already spans can still be rewritten: prefer those while any
                     // is free.
-                    alloc.block_growth();
+                    self.slots.lock().block_growth();
                 }
             } else {
                 self.failing.store(false, Ordering::Relaxed);
-                self.stats.writes.fetch_add((end - start) as u64, Ordering::Relaxed);
+                let n = (end - start) as u64;
+                self.stats.writes.fetch_add(n, Ordering::Relaxed);
+                self.stats.bytes_written.fetch_add(n * PAGE_SIZE, Ordering::Relaxed);
             }
             start = end;
         }
-        out.resize(pages.len(), Err(StoreError::Full));
         out
+    }
+
+    /// Seal and write compressed records (`records[i]`: the compressed bytes of page `id`, at
+    /// most 3072 bytes), packed several to a slot: first fit within this batch, each record
+    /// sealed on its own. Returns one result per record, in order; the records of a slot that
+    /// could not be had or written fail together. No engine lock may be held.
+    pub(crate) fn store_records(&self, records: &[(&[u8], PageId)]) -> Vec<Result<RecordEntry, StoreError>> {
+        let page = PAGE_SIZE as usize;
+        // First fit: each record goes into the first slot of the batch with room for it.
+        let mut bins: Vec<(usize, Vec<usize>)> = Vec::new();
+        let mut offsets = vec![0usize; records.len()];
+        for (i, (data, _)) in records.iter().enumerate() {
+            debug_assert!(!data.is_empty() && data.len() < page);
+            if let Some((used, members)) = bins.iter_mut().find(|(used, _)| used + data.len() <= page) {
+                offsets[i] = *used;
+                *used += data.len();
+                members.push(i);
+            } else {
+                offsets[i] = 0;
+                bins.push((data.len(), vec![i]));
+            }
+        }
+        let mut out: Vec<Result<RecordEntry, StoreError>> = vec![Err(StoreError::Full); records.len()];
+        let mut bufs: Vec<AlignedPage> = Vec::with_capacity(bins.len());
+        for _ in &bins {
+            match AlignedPage::zeroed() {
+                Ok(p) => bufs.push(p),
+                Err(_) => return out,
+            }
+        }
+        let slots: Vec<u64> = {
+            let mut alloc = self.slots.lock();
+            let mut slots: Vec<u64> = Vec::with_capacity(bins.len());
+            for (_, members) in &bins {
+                let Some(s) = alloc.alloc_near(slots.last().map(|s| s + 1)) else {
+                    break;
+                };
+                if s >= RECORD_SLOT_LIMIT {
+                    alloc.free(s);
+                    break;
+                }
+                let lens: Vec<u32> = members.iter().map(|&i| records[i].0.len() as u32).collect();
+                alloc.hold_records(s, &lens);
+                slots.push(s);
+            }
+            slots
+        };
+        bufs.truncate(slots.len());
+        for ((buf, &slot), (_, members)) in bufs.iter_mut().zip(&slots).zip(&bins) {
+            for &i in members {
+                let (data, id) = records[i];
+                let mut e = RecordEntry::at(slot, offsets[i], data.len());
+                let place = &mut buf[offsets[i]..offsets[i] + data.len()];
+                place.copy_from_slice(data);
+                (e.nonce, e.tag) = self.sealer.seal_record(place, e, id);
+                out[i] = Ok(e);
+            }
+        }
+        let written = {
+            let refs: Vec<&AlignedPage> = bufs.iter().collect();
+            self.write_runs(&slots, &refs)
+        };
+        for ((w, &slot), (_, members)) in written.into_iter().zip(&slots).zip(&bins) {
+            match w {
+                Ok(()) => {
+                    self.stats
+                        .records_written
+                        .fetch_add(members.len() as u64, Ordering::Relaxed);
+                }
+                Err(why) => {
+                    let mut alloc = self.slots.lock();
+                    for &i in members {
+                        alloc.free_record(slot, records[i].0.len() as u32);
+                        out[i] = Err(why);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Read record `entry` of page `id` (only the sectors that hold it) into `buf`, verify and
+    /// decrypt it; returns the range of `buf` that holds its compressed bytes. Failures are not
+    /// counted here (see `FileData::swap_in_record`). No engine lock may be held.
+    pub(crate) fn load_record(
+        &self,
+        entry: RecordEntry,
+        id: PageId,
+        buf: &mut AlignedPage,
+    ) -> Result<std::ops::Range<usize>, ()> {
+        let (start, len) = entry.sectors();
+        if let Err(e) = self.backend.read_part(entry.slot(), start, &mut buf[..len]) {
+            tracing::warn!(slot = entry.slot(), error = %e, "swap record read failed");
+            self.failing.store(true, Ordering::Relaxed);
+            return Err(());
+        }
+        self.failing.store(false, Ordering::Relaxed);
+        self.stats.bytes_read.fetch_add(len as u64, Ordering::Relaxed);
+        let from = usize::from(entry.offset()) - start;
+        let range = from..from + usize::from(entry.len());
+        self.sealer.open_record(&mut buf[range.clone()], entry, id)?;
+        self.stats.records_read.fetch_add(1, Ordering::Relaxed);
+        Ok(range)
+    }
+
+    /// A record is dead (read back, overwritten, removed): its slot is freed with its last one.
+    pub(crate) fn free_record(&self, entry: RecordEntry) {
+        self.slots.lock().free_record(entry.slot(), u32::from(entry.len()));
+    }
+
+    /// Record slots in use, the live records in them, and those records' bytes.
+    pub(crate) fn record_usage(&self) -> (u64, u64, u64) {
+        self.slots.lock().record_usage()
     }
 
     /// Read and verify the pages stored in slots `first..first + entries.len()` with one I/O,
@@ -217,6 +404,7 @@ impl Swap {
                 *result = Err(());
             } else {
                 self.stats.reads.fetch_add(1, Ordering::Relaxed);
+                self.stats.bytes_read.fetch_add(PAGE_SIZE, Ordering::Relaxed);
             }
         }
         results

@@ -4,7 +4,7 @@
 use ring::aead::{Aad, LessSafeKey, Nonce, Tag, UnboundKey, AES_256_GCM};
 use ring::rand::{SecureRandom, SystemRandom};
 
-use super::{PageId, SwapEntry};
+use super::{PageId, RecordEntry, SwapEntry};
 use crate::sync::{AtomicU64, Ordering};
 
 /// Encrypts and authenticates pages, or passes them through (`encrypt=false`).
@@ -73,6 +73,41 @@ impl Sealer {
         }
     }
 
+    /// Seal compressed record `data` in place, to be stored at `at` (its slot, offset and
+    /// length are bound into the seal, so a record read from any other place fails); returns
+    /// (nonce, tag). The nonce comes from the same counter as whole pages'.
+    pub(crate) fn seal_record(&self, data: &mut [u8], at: RecordEntry, id: PageId) -> (u64, [u8; 16]) {
+        match self {
+            Sealer::Plain { next_nonce } => (next_nonce.fetch_add(1, Ordering::Relaxed), [0; 16]),
+            Sealer::Aes { key, next_nonce } => {
+                let n = next_nonce.fetch_add(1, Ordering::Relaxed);
+                let tag = key
+                    .seal_in_place_separate_tag(nonce(n), Aad::from(record_aad(at, id)), data)
+                    .expect("AES-GCM sealing of one record cannot fail");
+                let mut t = [0u8; 16];
+                t.copy_from_slice(tag.as_ref());
+                (n, t)
+            }
+        }
+    }
+
+    /// Verify and decrypt record `data` (sealed by `seal_record` for `entry`) in place.
+    pub(crate) fn open_record(&self, data: &mut [u8], entry: RecordEntry, id: PageId) -> Result<(), ()> {
+        match self {
+            Sealer::Plain { .. } => Ok(()),
+            Sealer::Aes { key, .. } => key
+                .open_in_place_separate_tag(
+                    nonce(entry.nonce),
+                    Aad::from(record_aad(entry, id)),
+                    Tag::from(entry.tag),
+                    data,
+                    0..,
+                )
+                .map(|_| ())
+                .map_err(|_| ()),
+        }
+    }
+
     /// Verify and decrypt `page` in place.
     pub(crate) fn open(&self, page: &mut [u8], entry: SwapEntry, id: PageId) -> Result<(), ()> {
         match self {
@@ -102,6 +137,18 @@ fn aad(slot: u64, id: PageId) -> [u8; 24] {
     a[..8].copy_from_slice(&slot.to_le_bytes());
     a[8..16].copy_from_slice(&id.ino.to_le_bytes());
     a[16..].copy_from_slice(&id.idx.to_le_bytes());
+    a
+}
+
+/// A record's associated data: its place (slot, offset, length) and page, 32 bytes (a whole
+/// page's is 24, so the two kinds can never be taken for each other).
+fn record_aad(at: RecordEntry, id: PageId) -> [u8; 32] {
+    let mut a = [0u8; 32];
+    a[..8].copy_from_slice(&at.slot().to_le_bytes());
+    a[8..12].copy_from_slice(&u32::from(at.offset()).to_le_bytes());
+    a[12..16].copy_from_slice(&u32::from(at.len()).to_le_bytes());
+    a[16..24].copy_from_slice(&id.ino.to_le_bytes());
+    a[24..].copy_from_slice(&id.idx.to_le_bytes());
     a
 }
 

@@ -1,7 +1,12 @@
 //! Swap slot allocator: lowest free slot first, so the swap file stays compact, and no leak:
 //! `used() == allocated - freed` at all times.
+//!
+//! A slot either holds one whole page or is a *record slot*: several compressed records packed
+//! into it (`Swap::store_records`). A record slot keeps a count of its live records and is freed
+//! when the last one dies (zbud's rule, with up to as many records as fit): its dead records'
+//! bytes are not reused meanwhile (no compaction).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 /// Protected by `Swap::slots` (rank `Swap`).
 #[derive(Debug)]
@@ -15,6 +20,11 @@ pub(crate) struct SlotAllocator {
     /// mark (space the file already holds) are free, they are used even against a hint to grow.
     /// Cleared when no such slot is left and growing is tried again.
     growth_blocked: bool,
+    /// Record slots: slot -> (live records, their bytes).
+    records: HashMap<u64, (u32, u32)>,
+    /// Live records and their bytes, over all record slots.
+    live_records: u64,
+    live_record_bytes: u64,
 }
 
 impl SlotAllocator {
@@ -24,6 +34,9 @@ impl SlotAllocator {
             free: BTreeSet::new(),
             next: 0,
             growth_blocked: false,
+            records: HashMap::new(),
+            live_records: 0,
+            live_record_bytes: 0,
         }
     }
 
@@ -75,6 +88,41 @@ impl SlotAllocator {
         }
     }
 
+    /// Make allocated `slot` a record slot holding records of `lens` bytes.
+    pub(crate) fn hold_records(&mut self, slot: u64, lens: &[u32]) {
+        let bytes: u32 = lens.iter().sum();
+        let n = u32::try_from(lens.len()).unwrap_or(u32::MAX);
+        let old = self.records.insert(slot, (n, bytes));
+        debug_assert!(old.is_none(), "swap slot {slot} already holds records");
+        self.live_records += u64::from(n);
+        self.live_record_bytes += u64::from(bytes);
+    }
+
+    /// A record of `len` bytes in `slot` is dead; the slot is freed with its last one.
+    /// Returns whether the slot was freed.
+    pub(crate) fn free_record(&mut self, slot: u64, len: u32) -> bool {
+        let Some((live, bytes)) = self.records.get_mut(&slot) else {
+            debug_assert!(false, "swap slot {slot} holds no records");
+            return false;
+        };
+        debug_assert!(*live > 0 && *bytes >= len);
+        *live -= 1;
+        *bytes -= len;
+        self.live_records -= 1;
+        self.live_record_bytes -= u64::from(len);
+        if *live > 0 {
+            return false;
+        }
+        self.records.remove(&slot);
+        self.free(slot);
+        true
+    }
+
+    /// Record slots in use, the live records in them, and those records' bytes.
+    pub(crate) fn record_usage(&self) -> (u64, u64, u64) {
+        (self.records.len() as u64, self.live_records, self.live_record_bytes)
+    }
+
     /// No slot free and none can be added (capacity reached).
     pub(crate) fn is_full(&self) -> bool {
         self.free.is_empty() && self.capacity.is_some_and(|c| self.next >= c)
@@ -112,6 +160,34 @@ mod tests {
         assert_eq!(a.high_water(), 1);
         a.free(0);
         assert_eq!((a.used(), a.high_water()), (0, 0));
+    }
+
+    #[test]
+    fn a_record_slot_is_freed_with_its_last_record_in_any_order() {
+        for order in [[0usize, 1, 2], [2, 0, 1], [1, 2, 0]] {
+            let mut a = SlotAllocator::new(Some(4));
+            let s = a.alloc().unwrap();
+            let lens = [1000u32, 700, 1200];
+            a.hold_records(s, &lens);
+            assert_eq!(a.record_usage(), (1, 3, 2900));
+            for (k, &i) in order.iter().enumerate() {
+                let freed = a.free_record(s, lens[i]);
+                assert_eq!(freed, k == 2, "{order:?}: freed only with the last record");
+                if k < 2 {
+                    assert_eq!(a.used(), 1, "{order:?}: a slot with a live record stays in use");
+                    assert_ne!(
+                        a.alloc_near(Some(s)),
+                        Some(s),
+                        "{order:?}: not reused while a record lives"
+                    );
+                    // (the slot just allocated is given back)
+                    let other = a.high_water() - 1;
+                    a.free(other);
+                }
+            }
+            assert_eq!((a.used(), a.record_usage()), (0, (0, 0, 0)), "{order:?}");
+            assert_eq!(a.alloc(), Some(s), "{order:?}: reused once all are dead");
+        }
     }
 
     #[test]
