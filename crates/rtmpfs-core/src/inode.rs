@@ -8,6 +8,7 @@ use crate::dir::DirBody;
 use crate::file::FileData;
 use crate::mm::{EvictOutcome, EvictPage, EvictSnapshot, EvictTarget, Frame, MemoryManager, PageOwner, Window};
 use crate::perm::Owner;
+use crate::swap::RecordEntry;
 use crate::sync::{Arc, LockRank, RwLock};
 use crate::types::{Attr, FileKind, Ino, Timespec, PAGE_SIZE};
 use crate::xattr::XattrMap;
@@ -244,14 +245,17 @@ impl PageOwner for Inode {
         if let Some(f) = self.file() {
             f.evict_publish(mm, page, target)
         } else {
-            if let EvictTarget::Written(e) = target {
-                mm.free_swap_slot(e);
+            match target {
+                EvictTarget::Written(e) => mm.free_swap_slot(e),
+                EvictTarget::Record(r) => mm.free_swap_record(r),
+                // (A pool entry's charge goes back as `target` is dropped.)
+                EvictTarget::Kept(_) | EvictTarget::Pool(_) | EvictTarget::Zero => {}
             }
             EvictOutcome::Gone
         }
     }
 
-    fn pool_written_back(&self, mm: &MemoryManager, idx: u64, packed_id: u64, entry: crate::swap::RecordEntry) -> bool {
+    fn pool_written_back(&self, mm: &MemoryManager, idx: u64, packed_id: u64, entry: RecordEntry) -> bool {
         self.file()
             .is_some_and(|f| f.pool_written_back(mm, idx, packed_id, entry))
     }
