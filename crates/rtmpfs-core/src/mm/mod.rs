@@ -182,6 +182,8 @@ pub(crate) struct MemoryManager {
     readahead: Option<ReadAheadQueue>,
     /// Rank `Threads`. The background evictor and the read-ahead threads, joined on stop.
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// Frames a snapshot's capture pins now (`file/image.rs`; 0 between snapshots).
+    pinned_frames: AtomicU64,
 }
 
 impl MemoryManager {
@@ -235,6 +237,7 @@ impl MemoryManager {
             stop: AtomicBool::new(false),
             readahead: (background && swapping).then(ReadAheadQueue::new),
             threads: Mutex::new(LockRank::Threads, Vec::new()),
+            pinned_frames: AtomicU64::new(0),
         });
         if background {
             let spawn = |name: &str, run: fn(&Arc<MemoryManager>)| {
@@ -392,6 +395,46 @@ impl MemoryManager {
         if let Some(swap) = self.tier.as_ref().and_then(|t| t.swap.as_ref()) {
             swap.free(entry.slot);
         }
+    }
+
+    /// Keep the slots of `entries` from being reused until [`MemoryManager::unpin_swap_slots`]
+    /// (a snapshot's capture; frees meanwhile are deferred).
+    pub(crate) fn pin_swap_slots(&self, entries: &[SwapEntry]) {
+        if let Some(swap) = self.tier.as_ref().and_then(|t| t.swap.as_ref()) {
+            swap.pin(entries.iter().map(|e| e.slot));
+        }
+    }
+
+    /// Let go of slots pinned by [`MemoryManager::pin_swap_slots`].
+    pub(crate) fn unpin_swap_slots(&self, entries: &[SwapEntry]) {
+        if entries.is_empty() {
+            return;
+        }
+        if let Some(swap) = self.tier.as_ref().and_then(|t| t.swap.as_ref()) {
+            swap.unpin(entries.iter().map(|e| e.slot));
+        }
+    }
+
+    /// A capture pinned (`n > 0`) or let go of (`n < 0`) `n` frames.
+    pub(crate) fn note_pinned_frames(&self, n: i64) {
+        if n >= 0 {
+            self.pinned_frames.fetch_add(n.unsigned_abs(), Ordering::Relaxed);
+        } else {
+            self.pinned_frames.fetch_sub(n.unsigned_abs(), Ordering::Relaxed);
+        }
+    }
+
+    /// Frames pinned by a snapshot's capture now.
+    pub(crate) fn pinned_frames(&self) -> u64 {
+        self.pinned_frames.load(Ordering::Relaxed)
+    }
+
+    /// Swap slots pinned by a snapshot now (0 without swap).
+    pub(crate) fn pinned_swap_slots(&self) -> usize {
+        self.tier
+            .as_ref()
+            .and_then(|t| t.swap.as_ref())
+            .map_or(0, crate::swap::Swap::pinned_slots)
     }
 
     /// A frame is changed or removed: its swap copy, if any, is stale; free its slot.

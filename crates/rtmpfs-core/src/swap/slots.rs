@@ -1,7 +1,7 @@
 //! Swap slot allocator: lowest free slot first, so the swap file stays compact, and no leak:
 //! `used() == allocated - freed` at all times.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 /// Protected by `Swap::slots` (rank `Swap`).
 #[derive(Debug)]
@@ -15,6 +15,10 @@ pub(crate) struct SlotAllocator {
     /// mark (space the file already holds) are free, they are used even against a hint to grow.
     /// Cleared when no such slot is left and growing is tried again.
     growth_blocked: bool,
+    /// Slots a snapshot's capture still has to read (`docs/design.md`, "Snapshots"): a free of
+    /// one of them is deferred (the flag says it was asked for) until the capture lets go, so
+    /// the slot is not reused under the walker.
+    pinned: HashMap<u64, bool>,
 }
 
 impl SlotAllocator {
@@ -24,6 +28,7 @@ impl SlotAllocator {
             free: BTreeSet::new(),
             next: 0,
             growth_blocked: false,
+            pinned: HashMap::new(),
         }
     }
 
@@ -64,6 +69,38 @@ impl SlotAllocator {
     }
 
     pub(crate) fn free(&mut self, slot: u64) {
+        if let Some(freed) = self.pinned.get_mut(&slot) {
+            debug_assert!(!*freed, "double free of pinned swap slot {slot}");
+            *freed = true;
+            return;
+        }
+        self.free_now(slot);
+    }
+
+    /// Keep `slot` from being reused until [`SlotAllocator::unpin`]: a free meanwhile is
+    /// deferred. The slot is in use (it holds a page) when pinned.
+    pub(crate) fn pin(&mut self, slot: u64) {
+        debug_assert!(
+            slot < self.next && !self.free.contains(&slot),
+            "pinning free slot {slot}"
+        );
+        let prev = self.pinned.insert(slot, false);
+        debug_assert!(prev.is_none(), "swap slot {slot} pinned twice");
+    }
+
+    /// Let go of a pinned slot; a free asked for meanwhile happens now.
+    pub(crate) fn unpin(&mut self, slot: u64) {
+        if self.pinned.remove(&slot) == Some(true) {
+            self.free_now(slot);
+        }
+    }
+
+    /// Slots pinned now (a capture in progress).
+    pub(crate) fn pinned(&self) -> usize {
+        self.pinned.len()
+    }
+
+    fn free_now(&mut self, slot: u64) {
         debug_assert!(
             slot < self.next && !self.free.contains(&slot),
             "double free of swap slot {slot}"
