@@ -674,7 +674,7 @@ fn pages_changed_after_the_gate_are_imaged_as_they_were() {
     let t_old = noise(4, 8 * P);
     let w = put(&fs, "w", &w_old);
     let t = put(&fs, "t", &t_old);
-    let (w_resident, _) = (fs.usage().resident_pages, ());
+    let w_resident = fs.usage().resident_pages;
     assert!(w_resident >= 16, "{:?}", fs.usage());
 
     let changer = fs.clone();
