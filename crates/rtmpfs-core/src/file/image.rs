@@ -2,10 +2,10 @@
 //! read as runs of data and of reserved pages, in page order, without charging the RAM budget.
 //!
 //! [`FileData::capture`] takes the page list under the page-map read lock (the caller holds the
-//! file's I/O lock, so no page changes meanwhile): resident frames by `Arc` and *pinned* (a
-//! change to a pinned frame copies its bytes first, `Frame::change`), swapped pages by their
-//! entry with the slot pinned (a free of it is deferred, so it is not reused under the walker),
-//! compressed pages by their immutable pool entry, reserved and zero pages as they are. The
+//! snapshot gate exclusively, so no page changes meanwhile): resident frames by `Arc` and
+//! *pinned* (a change to a pinned frame copies its bytes first, `Frame::change`), swapped pages
+//! by their entry with the slot pinned (a free of it is deferred, so it is not reused under the
+//! walker), compressed pages by their immutable pool entry, reserved and zero pages as they are. The
 //! walker then reads the capture with no engine lock held across I/O: a frame's bytes (or its
 //! pre-image) under its read lock, swapped pages with one `load_span` per run of consecutive
 //! slots into scratch pages that are not frames (nothing is charged, nothing is published, the
