@@ -67,7 +67,10 @@ fn detached_daemon_logs_to_syslog_once_per_state_change() {
             .arg0("mount.fuse.rtmpfs")
             .arg("tagged")
             .arg(mnt.path())
-            .args(["-o", &format!("size=64m,memory=1m,compress=off,swap={}", small.path().display())])
+            .args([
+                "-o",
+                &format!("size=64m,memory=1m,compress=off,swap={}", small.path().display()),
+            ])
             .env("RTMPFS_SYSLOG_SOCKET", &sock_path),
         Duration::from_secs(20),
     );

@@ -26,7 +26,9 @@
 //! acquisitions are exempt because they cannot wait.
 //!
 //! ```text
+//! SnapshotRun       one snapshot at a time (held across its I/O; no change takes it)
 //! Snapshot          filesystem-wide gate: every change holds it shared, a snapshot exclusively
+//!                   while it captures the tree (not while it reads pages or writes the image)
 //! Rename            filesystem-wide; cross-directory rename only (freezes parent pointers)
 //!  └─ Dir           directory entries; nested: parent before child (rmdir, rename victim),
 //!      │            else ancestor first, else ascending ino (rename's two parents)
@@ -41,7 +43,9 @@
 //!                      └─ PoolQueue                           leaf (the compressed pool's order)
 //!                      └─ ReadAhead → ReadAheadQueue (leaf)    a file's read-ahead windows
 //!                      └─ SwapCopy, SwapSlots, MemoryBackend  leaves (swap tier)
-//!                      └─ IdBatch, Threads                    leaves (ino/fh batches; mm threads)
+//!                      └─ PreImage                            leaf (a pinned frame's copy)
+//!                      └─ IdBatch, SnapshotHook, Threads      leaves (ino/fh batches; test hook;
+//!                                                             mm threads)
 //! ```
 //!
 //! Compression and decompression (the compressed tier, `mm/pool.rs`) run with no `PageMap`,

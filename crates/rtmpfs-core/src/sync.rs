@@ -42,6 +42,9 @@ pub use shuttle::thread;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 #[repr(u8)]
 pub enum LockRank {
+    /// Filesystem-wide: one snapshot at a time (held across the snapshot's I/O; no change
+    /// takes it).
+    SnapshotRun = 2,
     /// Filesystem-wide: every change to the tree holds it shared; a snapshot holds it
     /// exclusively while it copies the tree (`image/save.rs`).
     Snapshot = 5,
@@ -78,12 +81,16 @@ pub enum LockRank {
     ReadAheadQueue = 86,
     /// A frame's still-valid swap copy. A leaf.
     SwapCopy = 88,
+    /// A frame's bytes as a snapshot's capture saw them, copied before a change. A leaf.
+    PreImage = 89,
     /// The swap slot allocator. A leaf.
     SwapSlots = 90,
     /// The in-memory swap backend's pages (tests). A leaf.
     MemoryBackend = 92,
     /// A thread slot's batch of inode or handle numbers. A leaf.
     IdBatch = 95,
+    /// The snapshot test hook (`Filesystem::snapshot_hook`, feature `test-util`). A leaf.
+    SnapshotHook = 97,
     /// The memory manager's list of background threads (taken only to start and stop them). A
     /// leaf.
     Threads = 99,
@@ -104,9 +111,11 @@ impl LockRank {
                 | LockRank::PoolQueue
                 | LockRank::ReadAheadQueue
                 | LockRank::SwapCopy
+                | LockRank::PreImage
                 | LockRank::SwapSlots
                 | LockRank::MemoryBackend
                 | LockRank::IdBatch
+                | LockRank::SnapshotHook
                 | LockRank::Threads
         )
     }

@@ -1,21 +1,26 @@
-//! A file's pages as an image sees them: runs of data and of reserved pages, in page order,
-//! read without charging the RAM budget.
+//! A file's pages as an image sees them: captured by reference at the snapshot's epoch, then
+//! read as runs of data and of reserved pages, in page order, without charging the RAM budget.
 //!
-//! Resident pages are copied under the page-map read lock (as [`FileData::read`] copies them);
-//! swapped pages are read, as `swap_in` reads them, with one `load_span` per run of consecutive
-//! slots, but into scratch pages that are not frames: nothing is charged to the budget, nothing
-//! is published, and the page stays swapped. The caller holds the snapshot gate, so no page's
-//! *contents* change meanwhile; eviction and swap-in (which only move a page) may, and a swapped
-//! page whose load failed is looked at again before it counts as lost. A compressed record in
-//! swap is read and decompressed into the batch's copies, with no lock held, the same way.
+//! [`FileData::capture`] takes the page list under the page-map read lock (the caller holds the
+//! snapshot gate exclusively, so no page changes meanwhile): resident frames by `Arc` and
+//! *pinned* (a change to a pinned frame copies its bytes first, `Frame::change`), swapped pages
+//! by their entry with the slot pinned (a free of it is deferred, so it is not reused under the
+//! walker), compressed pages by their immutable pool entry, reserved and zero pages as they are. The
+//! walker then reads the capture with no engine lock held across I/O: a frame's bytes (or its
+//! pre-image) under its read lock, swapped pages with one `load_span` per run of consecutive
+//! slots into scratch pages that are not frames (nothing is charged, nothing is published, the
+//! page stays swapped), pool entries decompressed with no lock held, and compressed records in
+//! swap (their slot pinned once per record, as a record slot holds several) read by their
+//! sectors and decompressed the same way.
 
-use super::page_map::{Slot, SlotState};
+use super::page_map::Slot;
 use super::FileData;
 use crate::error::FsError;
-use crate::mm::{MemoryManager, PAGE};
-use crate::swap::{AlignedPage, RecordEntry, SwapEntry};
+use crate::mm::{Frame, MemoryManager, Packed, PAGE};
+use crate::swap::{AlignedPage, PageId, RecordEntry, SwapEntry};
+use crate::sync::Arc;
 
-/// Pages looked at per hold of the page-map lock, and most pages in one [`ImageRun::Data`].
+/// Pages looked at per batch, and most pages in one [`ImageRun::Data`].
 const BATCH_PAGES: usize = 64;
 
 /// A run of a file's pages, as the image records it.
@@ -26,78 +31,166 @@ pub(crate) enum ImageRun<'a> {
     Reserved { first: u64, count: u64 },
 }
 
+/// One page of a capture.
+enum Captured {
+    /// A pinned frame: its bytes, or its pre-image if changed since.
+    Resident(Arc<Frame>),
+    Reserved,
+    /// A pinned swap slot.
+    Swapped(SwapEntry),
+    /// An immutable pool entry.
+    Packed(Arc<Packed>),
+    /// A compressed record in swap, its slot pinned.
+    Record(RecordEntry),
+    Zero,
+    Poisoned,
+}
+
+/// A file's size and pages at a snapshot's epoch, holding what it references (frames and swap
+/// slots pinned) until read or dropped.
+pub(crate) struct CapturedFile {
+    ino: u64,
+    pages: Vec<(u64, Captured)>,
+    /// Pages before this index are read (their pins let go).
+    done: usize,
+    mm: Arc<MemoryManager>,
+}
+
 /// One page of a batch, before its bytes are known.
 enum Seen {
     Copied,
     Reserved,
     Swapped(SwapEntry),
-    /// In the compressed pool: unpacked once the map lock is let go (never under it).
-    Packed(crate::sync::Arc<crate::mm::Packed>),
-    /// A compressed record in swap: read and unpacked once the map lock is let go.
+    /// In the compressed pool: unpacked with no lock held.
+    Packed(Arc<Packed>),
+    /// A compressed record in swap: read and unpacked with no lock held.
     Record(RecordEntry),
     /// All zeros, stored as nothing.
     Zero,
 }
 
 impl FileData {
-    /// Call `visit` for each run of non-hole pages in page order. Resident and swapped pages are
-    /// data; reserved pages are their own runs.
+    /// Capture the size and the page list by reference (see the module docs).
     ///
     /// # Preconditions
-    /// No page's contents change during the call (the caller holds the snapshot gate). No lock
-    /// is held by the caller.
+    /// The caller holds the snapshot gate exclusively, so no page's contents change during the
+    /// call (eviction and swap-in, which only move pages, are held off by the page-map read
+    /// lock taken here), and no lock below it.
+    pub(crate) fn capture(&self, mm: &Arc<MemoryManager>) -> CapturedFile {
+        let map = self.pages.read();
+        let mut pages = Vec::with_capacity(usize::try_from(self.charged_pages()).unwrap_or(0));
+        let mut swapped = Vec::new();
+        let mut frames = 0i64;
+        let mut pool_bytes = 0u64;
+        for (idx, slot) in map.range(0, u64::MAX) {
+            let c = match slot {
+                Slot::Resident(f) => {
+                    frames += 1;
+                    f.pin();
+                    Captured::Resident(f.clone())
+                }
+                Slot::Reserved => Captured::Reserved,
+                Slot::Swapped(e) => {
+                    swapped.push(e.slot);
+                    Captured::Swapped(*e)
+                }
+                Slot::SwappedRecord(r) => {
+                    swapped.push(r.slot());
+                    Captured::Record(*r)
+                }
+                Slot::Poisoned => Captured::Poisoned,
+                Slot::Compressed(p) => {
+                    pool_bytes += p.cost();
+                    Captured::Packed(p.clone())
+                }
+                Slot::Zero => Captured::Zero,
+            };
+            pages.push((idx, c));
+        }
+        // Under the map lock: a swap-in cannot move these pages (and free nothing) meanwhile.
+        mm.pin_swap_slots(&swapped);
+        drop(map);
+        mm.note_pinned_frames(frames);
+        mm.note_captured_pool_bytes(i64::try_from(pool_bytes).unwrap_or(i64::MAX));
+        CapturedFile {
+            ino: self.ino,
+            pages,
+            done: 0,
+            mm: mm.clone(),
+        }
+    }
+}
+
+impl CapturedFile {
+    /// Call `visit` for each run of non-hole pages in page order, as they were at the epoch.
+    /// Resident, swapped, compressed and zero pages are data; reserved pages are their own runs.
+    /// Each page's pin is let go once it is read. Called with no engine lock held.
     ///
     /// # Errors
     /// `Io` for a page whose data is lost (poisoned, or its swap copy unreadable); `visit`'s
-    /// error, which ends the walk.
+    /// error, which ends the walk. Returns the number of pre-images used (pages changed after
+    /// the epoch, read from their copy).
     pub(crate) fn for_each_image_run<E: From<FsError>>(
-        &self,
-        mm: &MemoryManager,
+        &mut self,
         mut visit: impl FnMut(ImageRun<'_>) -> std::result::Result<(), E>,
-    ) -> std::result::Result<(), E> {
-        let mut next = 0u64;
+    ) -> std::result::Result<u64, E> {
         let mut data: Vec<u8> = Vec::new();
         let mut data_first = 0u64;
-        loop {
-            let mut batch: Vec<(u64, Seen)> = Vec::with_capacity(BATCH_PAGES);
+        let mut pre_images = 0u64;
+        while self.done < self.pages.len() {
+            let end = (self.done + BATCH_PAGES).min(self.pages.len());
+            let mut batch: Vec<(u64, Seen)> = Vec::with_capacity(end - self.done);
             let mut copies: Vec<u8> = Vec::new();
+            let mut pinned_slots = Vec::new();
+            let mut frames = 0i64;
+            let mut pool_bytes = 0u64;
+            if self.pages[self.done..end]
+                .iter()
+                .any(|(_, c)| matches!(c, Captured::Poisoned))
             {
-                let map = self.pages.read();
-                for (idx, slot) in map.range(next, u64::MAX).take(BATCH_PAGES) {
-                    let seen = match slot {
-                        Slot::Resident(frame) => {
-                            copies.extend_from_slice(&frame.bytes()[..]);
-                            Seen::Copied
-                        }
-                        Slot::Reserved => Seen::Reserved,
-                        Slot::Swapped(e) => Seen::Swapped(*e),
-                        Slot::Poisoned => return Err(FsError::Io.into()),
-                        Slot::Compressed(p) => Seen::Packed(p.clone()),
-                        Slot::SwappedRecord(r) => Seen::Record(*r),
-                        Slot::Zero => Seen::Zero,
-                    };
-                    batch.push((idx, seen));
-                }
+                return Err(FsError::Io.into());
             }
-            let loaded = match self
-                .unpack_pooled(mm, &mut batch, &mut copies)
-                .and_then(|()| self.load_swapped(mm, &batch))
-            {
-                Ok(pages) => pages,
-                // A page that failed to load is lost if its slot still holds what was read;
-                // otherwise it moved (swapped in, evicted again): the batch is looked at again.
-                Err(Retry(idx, seen)) => {
-                    if self.pages.read().state(idx) == seen {
-                        return Err(FsError::Io.into());
+            for (idx, c) in &self.pages[self.done..end] {
+                let seen = match c {
+                    Captured::Resident(f) => {
+                        frames += 1;
+                        pre_images += u64::from(f.take_for_image(&mut copies));
+                        Seen::Copied
                     }
-                    continue;
-                }
-            };
-            let Some(&(last, _)) = batch.last() else {
-                break;
-            };
-            Self::emit(&batch, &copies, &loaded, &mut data, &mut data_first, &mut visit)?;
-            next = last + 1;
+                    Captured::Reserved => Seen::Reserved,
+                    Captured::Swapped(e) => {
+                        pinned_slots.push(e.slot);
+                        Seen::Swapped(*e)
+                    }
+                    Captured::Record(r) => {
+                        pinned_slots.push(r.slot());
+                        Seen::Record(*r)
+                    }
+                    Captured::Packed(p) => {
+                        pool_bytes += p.cost();
+                        Seen::Packed(p.clone())
+                    }
+                    Captured::Zero | Captured::Poisoned => Seen::Zero,
+                };
+                batch.push((*idx, seen));
+            }
+            let loaded = self.load_swapped(&batch);
+            // Records are read (while their slots are pinned) and unpacked with pool entries.
+            let unpacked = self.unpack_pooled(&mut batch, &mut copies);
+            // The batch is read (or lost): its pins go.
+            self.mm.unpin_swap_slots(&pinned_slots);
+            self.mm.note_pinned_frames(-frames);
+            self.mm
+                .note_captured_pool_bytes(-i64::try_from(pool_bytes).unwrap_or(i64::MAX));
+            // Frames read are let go now, not when the whole file is: a frame eviction already
+            // took out of the map stays charged while held.
+            for (_, c) in &mut self.pages[self.done..end] {
+                *c = Captured::Zero;
+            }
+            self.done = end;
+            let loaded = loaded?;
+            unpacked?;
+            emit(&batch, &copies, &loaded, &mut data, &mut data_first, &mut visit)?;
         }
         if !data.is_empty() {
             visit(ImageRun::Data {
@@ -105,18 +198,37 @@ impl FileData {
                 bytes: &data,
             })?;
         }
-        Ok(())
+        Ok(pre_images)
     }
 
-    /// Turn `batch`'s pooled, zero and record pages into copied ones, in page order within
-    /// `copies`: the reads and decompression run here, with no lock held (design.md's lock
-    /// order). A page that fails is `Retry` (the caller decides whether it moved or is lost).
-    fn unpack_pooled(
-        &self,
-        mm: &MemoryManager,
-        batch: &mut [(u64, Seen)],
-        copies: &mut Vec<u8>,
-    ) -> std::result::Result<(), Retry> {
+    /// Let go of the pins of pages `from..` (a walk that stopped, or a capture never read).
+    fn release_from(&mut self, from: usize) {
+        let mut swapped = Vec::new();
+        let mut frames = 0i64;
+        let mut pool_bytes = 0u64;
+        for (_, c) in &self.pages[from..] {
+            match c {
+                Captured::Resident(f) => {
+                    frames += 1;
+                    f.unpin();
+                }
+                Captured::Swapped(e) => swapped.push(e.slot),
+                Captured::Record(r) => swapped.push(r.slot()),
+                Captured::Packed(p) => pool_bytes += p.cost(),
+                _ => {}
+            }
+        }
+        self.mm.unpin_swap_slots(&swapped);
+        self.mm.note_pinned_frames(-frames);
+        self.mm
+            .note_captured_pool_bytes(-i64::try_from(pool_bytes).unwrap_or(i64::MAX));
+        self.done = self.pages.len();
+    }
+
+    /// Turn `batch`'s pooled, record and zero pages into copied ones, in page order within
+    /// `copies`: the record reads and the decompression run here, with no lock held
+    /// (design.md's lock order); the records' slots are pinned by the caller.
+    fn unpack_pooled(&self, batch: &mut [(u64, Seen)], copies: &mut Vec<u8>) -> Result<(), FsError> {
         if !batch
             .iter()
             .any(|(_, s)| matches!(s, Seen::Packed(_) | Seen::Record(_) | Seen::Zero))
@@ -126,23 +238,24 @@ impl FileData {
         let old = std::mem::take(copies);
         let mut old_pages = old.chunks_exact(PAGE);
         for (idx, seen) in batch.iter_mut() {
-            let retry = Retry(*idx, SlotState::Hole);
             match seen {
-                Seen::Copied => copies.extend_from_slice(old_pages.next().ok_or(retry)?),
+                Seen::Copied => copies.extend_from_slice(old_pages.next().ok_or(FsError::Io)?),
                 Seen::Packed(p) => {
                     let mut page = Box::new([0u8; PAGE]);
-                    p.unpack_into(&mut page)
-                        .map_err(|()| Retry(*idx, SlotState::Compressed(p.id())))?;
+                    p.unpack_into(&mut page).map_err(|()| FsError::Io)?;
                     copies.extend_from_slice(&page[..]);
                     *seen = Seen::Copied;
                 }
                 Seen::Record(r) => {
-                    let retry = Retry(*idx, SlotState::SwappedRecord(*r));
-                    let swap = mm.swap().map_err(|_| retry)?;
-                    let mut buf = AlignedPage::for_overwrite().map_err(|_| retry)?;
-                    let range = swap.load_record(*r, self.page_id(*idx), &mut buf).map_err(|()| retry)?;
+                    let swap = self.mm.swap()?;
+                    let mut buf = AlignedPage::for_overwrite().map_err(|_| FsError::Io)?;
+                    let id = PageId {
+                        ino: self.ino,
+                        idx: *idx,
+                    };
+                    let range = swap.load_record(*r, id, &mut buf).map_err(|()| FsError::Io)?;
                     let mut page = Box::new([0u8; PAGE]);
-                    mm.unpack_record(&buf[range], &mut page).map_err(|_| retry)?;
+                    self.mm.unpack_record(&buf[range], &mut page)?;
                     copies.extend_from_slice(&page[..]);
                     *seen = Seen::Copied;
                 }
@@ -157,9 +270,8 @@ impl FileData {
     }
 
     /// Read the swapped pages of `batch` (consecutive slots of consecutive pages in one I/O),
-    /// into scratch pages that are not charged to the budget. The first page that fails to load
-    /// is `Retry` (the caller decides whether it moved or is lost).
-    fn load_swapped(&self, mm: &MemoryManager, batch: &[(u64, Seen)]) -> std::result::Result<Vec<AlignedPage>, Retry> {
+    /// into scratch pages that are not charged to the budget. Their slots are pinned.
+    fn load_swapped(&self, batch: &[(u64, Seen)]) -> Result<Vec<AlignedPage>, FsError> {
         let swapped: Vec<(u64, SwapEntry)> = batch
             .iter()
             .filter_map(|(i, s)| match s {
@@ -171,9 +283,7 @@ impl FileData {
         if swapped.is_empty() {
             return Ok(pages);
         }
-        let Ok(swap) = mm.swap() else {
-            return Err(Retry(swapped[0].0, SlotState::Swapped(swapped[0].1)));
-        };
+        let swap = self.mm.swap()?;
         let mut start = 0;
         while start < swapped.len() {
             let mut end = start + 1;
@@ -186,72 +296,79 @@ impl FileData {
             let run = &swapped[start..end];
             let mut bufs: Vec<AlignedPage> = Vec::with_capacity(run.len());
             for _ in run {
-                bufs.push(AlignedPage::for_overwrite().map_err(|_| Retry(run[0].0, SlotState::Swapped(run[0].1)))?);
+                bufs.push(AlignedPage::for_overwrite().map_err(|_| FsError::Io)?);
             }
-            let entries: Vec<_> = run.iter().map(|&(i, e)| Some((e, self.page_id(i)))).collect();
+            let entries: Vec<_> = run
+                .iter()
+                .map(|&(i, e)| Some((e, PageId { ino: self.ino, idx: i })))
+                .collect();
             let results = {
                 let mut outs: Vec<&mut AlignedPage> = bufs.iter_mut().collect();
                 swap.load_span(run[0].1.slot, &entries, &mut outs)
             };
-            if let Some(bad) = results.iter().position(Result::is_err) {
-                return Err(Retry(run[bad].0, SlotState::Swapped(run[bad].1)));
+            if results.iter().any(Result::is_err) {
+                return Err(FsError::Io);
             }
             pages.extend(bufs);
             start = end;
         }
         Ok(pages)
     }
+}
 
-    /// Hand the pages of `batch` to `visit`, data pages gathered into runs of consecutive pages
-    /// (`data` starting at page `data_first`), reserved pages as runs of their own.
-    fn emit<E: From<FsError>>(
-        batch: &[(u64, Seen)],
-        copies: &[u8],
-        loaded: &[AlignedPage],
-        data: &mut Vec<u8>,
-        data_first: &mut u64,
-        visit: &mut impl FnMut(ImageRun<'_>) -> std::result::Result<(), E>,
-    ) -> std::result::Result<(), E> {
-        let (mut copied, mut swapped) = (copies.chunks_exact(PAGE), loaded.iter());
-        let mut reserved: Option<(u64, u64)> = None;
-        for (idx, seen) in batch {
-            let bytes: &[u8] = match seen {
-                Seen::Reserved => {
-                    match &mut reserved {
-                        Some((first, count)) if *first + *count == *idx => *count += 1,
-                        _ => {
-                            if let Some((first, count)) = reserved.replace((*idx, 1)) {
-                                visit(ImageRun::Reserved { first, count })?;
-                            }
-                        }
-                    }
-                    continue;
-                }
-                Seen::Copied => copied.next().ok_or(FsError::Io)?,
-                // Unpacked into copies by `unpack_pooled` before the batch gets here.
-                Seen::Packed(_) | Seen::Record(_) | Seen::Zero => return Err(FsError::Io.into()),
-                Seen::Swapped(_) => &swapped.next().ok_or(FsError::Io)?[..],
-            };
-            let contiguous = *data_first + (data.len() / PAGE) as u64 == *idx;
-            if !data.is_empty() && (!contiguous || data.len() >= BATCH_PAGES * PAGE) {
-                visit(ImageRun::Data {
-                    first: *data_first,
-                    bytes: data,
-                })?;
-                data.clear();
-            }
-            if data.is_empty() {
-                *data_first = *idx;
-            }
-            data.extend_from_slice(bytes);
+impl Drop for CapturedFile {
+    fn drop(&mut self) {
+        if self.done < self.pages.len() {
+            self.release_from(self.done);
         }
-        if let Some((first, count)) = reserved {
-            visit(ImageRun::Reserved { first, count })?;
-        }
-        Ok(())
     }
 }
 
-/// A stored page (index, state seen) that failed to load.
-#[derive(Clone, Copy)]
-struct Retry(u64, SlotState);
+/// Hand the pages of `batch` to `visit`, data pages gathered into runs of consecutive pages
+/// (`data` starting at page `data_first`), reserved pages as runs of their own.
+fn emit<E: From<FsError>>(
+    batch: &[(u64, Seen)],
+    copies: &[u8],
+    loaded: &[AlignedPage],
+    data: &mut Vec<u8>,
+    data_first: &mut u64,
+    visit: &mut impl FnMut(ImageRun<'_>) -> std::result::Result<(), E>,
+) -> std::result::Result<(), E> {
+    let (mut copied, mut swapped) = (copies.chunks_exact(PAGE), loaded.iter());
+    let mut reserved: Option<(u64, u64)> = None;
+    for (idx, seen) in batch {
+        let bytes: &[u8] = match seen {
+            Seen::Reserved => {
+                match &mut reserved {
+                    Some((first, count)) if *first + *count == *idx => *count += 1,
+                    _ => {
+                        if let Some((first, count)) = reserved.replace((*idx, 1)) {
+                            visit(ImageRun::Reserved { first, count })?;
+                        }
+                    }
+                }
+                continue;
+            }
+            Seen::Copied => copied.next().ok_or(FsError::Io)?,
+            // Unpacked into copies by `unpack_pooled` before the batch gets here.
+            Seen::Packed(_) | Seen::Record(_) | Seen::Zero => return Err(FsError::Io.into()),
+            Seen::Swapped(_) => &swapped.next().ok_or(FsError::Io)?[..],
+        };
+        let contiguous = *data_first + (data.len() / PAGE) as u64 == *idx;
+        if !data.is_empty() && (!contiguous || data.len() >= BATCH_PAGES * PAGE) {
+            visit(ImageRun::Data {
+                first: *data_first,
+                bytes: data,
+            })?;
+            data.clear();
+        }
+        if data.is_empty() {
+            *data_first = *idx;
+        }
+        data.extend_from_slice(bytes);
+    }
+    if let Some((first, count)) = reserved {
+        visit(ImageRun::Reserved { first, count })?;
+    }
+    Ok(())
+}

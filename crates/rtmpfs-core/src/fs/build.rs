@@ -66,6 +66,9 @@ impl Filesystem {
             live_inodes: Striped::new(),
             rename_lock: Mutex::new(LockRank::Rename, ()),
             gate: RwLock::new(LockRank::Snapshot, ()),
+            snapshot_run: Mutex::new(LockRank::SnapshotRun, ()),
+            #[cfg(any(test, feature = "test-util"))]
+            snapshot_hook: Mutex::new(LockRank::SnapshotHook, None),
             read_only: AtomicBool::new(config.read_only),
             atime_rule: AtomicU32::new(if config.noatime {
                 AtimeRule::Never as u32

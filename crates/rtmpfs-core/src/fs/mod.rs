@@ -62,6 +62,13 @@ pub struct Filesystem {
     /// holds it shared, for the whole change; [`Filesystem::snapshot`] holds it exclusively, so
     /// the image is the tree as it was at one instant.
     pub(crate) gate: RwLock<()>,
+    /// Rank `SnapshotRun`: one snapshot at a time (a capture's pins are per frame and slot, not
+    /// per snapshot). Held for the whole snapshot, I/O included; no change takes it.
+    pub(crate) snapshot_run: Mutex<()>,
+    /// Rank `SnapshotHook`: run once by the next snapshot after it lets go of the gate, before
+    /// it reads any page (tests hold the walker there; feature `test-util`).
+    #[cfg(any(test, feature = "test-util"))]
+    pub(crate) snapshot_hook: Mutex<Option<Box<dyn FnOnce() + Send>>>,
     /// Refuse changes (`ro`); starts as `config.read_only`, switched by remount.
     read_only: AtomicBool,
     /// How reads update atime (an [`AtimeRule`] as u32); starts as `config.noatime` says,

@@ -157,8 +157,13 @@ pub struct SnapshotStats {
     /// Pages of file data in the image (holes and reserved pages excluded).
     pub data_pages: u64,
     /// How long changes to the tree were held off: from the moment the snapshot had the gate
-    /// to when it let go (waiting for changes in flight to finish is not counted).
+    /// to when it let go (waiting for changes in flight to finish is not counted). Under the
+    /// gate the snapshot walks the namespace and captures each file's page list by reference;
+    /// page data is read, compressed and written after.
     pub pause: Duration,
+    /// Pages changed after the gate was let go and before the snapshot read them: written from
+    /// the copy their first change made (copy-on-write).
+    pub pre_images: u64,
 }
 
 /// Where a restored filesystem's `size` and `nr_inodes` limits come from.

@@ -1,12 +1,14 @@
-//! Writing an image: the tree walked under the snapshot gate.
+//! Writing an image: the tree captured under the snapshot gate, then written outside it.
 //!
 //! Every change to the tree holds the filesystem's gate shared for its whole length
 //! (`Filesystem::change_gate`); the snapshot takes it exclusively, so it waits for changes in
-//! flight to finish, and none starts until it lets go: what it writes is the tree as it was at
-//! that instant. Reads go on meanwhile (their atime updates are the one change not held off:
-//! each inode's times are copied under its own lock). The whole walk, data included, runs under
-//! the gate: the pause writers see is the time to compress and write the image (see
-//! docs/design.md, "Snapshots", for the figures and what would shorten it).
+//! flight to finish, and none starts until it lets go: what it captures is the tree as it was at
+//! that instant. Under the gate it walks the namespace, encodes each inode's record, xattrs and
+//! entries into memory (no compression, no I/O), and captures each regular file's page list by
+//! reference (`file/image.rs`: frames pinned for copy-on-write, swap slots pinned against
+//! reuse). It then lets go of the gate and reads the pages, compresses, encrypts and writes the
+//! image with no engine lock held across I/O; a page changed meanwhile is written from its
+//! pre-image. One snapshot at a time (`snapshot_run`). See docs/design.md, "Snapshots".
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -15,14 +17,14 @@ use std::time::Instant;
 use super::chunk::ChunkWriter;
 use super::record::{write_data, InodeRecord, Record};
 use super::{ImageError, SnapshotOptions, SnapshotStats};
-use crate::file::image::ImageRun;
+use crate::file::image::{CapturedFile, ImageRun};
 use crate::fs::Filesystem;
 use crate::inode::{Body, Inode};
 use crate::limits::BOGO_INODE_SIZE;
 use crate::sync::Arc;
 use crate::types::{Ino, PAGE_SIZE};
 
-/// zstd level: 1, the fastest, since the whole walk runs under the gate.
+/// zstd level: 1, the fastest (compression is most of a snapshot's time).
 const ZSTD_LEVEL: i32 = 1;
 
 /// Bytes of records gathered before they go to the compressor.
@@ -34,6 +36,42 @@ struct Counts {
     inodes: u64,
     entries: u64,
     data_pages: u64,
+    pre_images: u64,
+}
+
+/// The tree as captured under the gate: encoded records, and the files whose pages follow
+/// them in the image, in image order.
+#[derive(Default)]
+struct Capture {
+    segments: Vec<Segment>,
+    /// Records since the last file.
+    records: Vec<u8>,
+}
+
+enum Segment {
+    Records(Vec<u8>),
+    File(CapturedFile),
+}
+
+impl Capture {
+    /// `f`'s pages come next in the image.
+    fn file(&mut self, f: CapturedFile) {
+        if !self.records.is_empty() {
+            self.segments.push(Segment::Records(std::mem::take(&mut self.records)));
+        }
+        self.segments.push(Segment::File(f));
+    }
+}
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.records.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 fn io(e: std::io::Error) -> ImageError {
@@ -42,8 +80,9 @@ fn io(e: std::io::Error) -> ImageError {
 
 impl Filesystem {
     /// Write an image of the whole tree as it is at one instant to `out` (unencrypted). The
-    /// filesystem stays usable: reads go on, changes wait until the walk is done (see
-    /// [`SnapshotStats::pause`]). Swapped-out pages are read into scratch pages without being
+    /// filesystem stays usable: reads go on, changes wait only while the namespace is walked
+    /// and the page lists captured (see [`SnapshotStats::pause`]); pages changed after are
+    /// written as they were (copy-on-write). Swapped-out pages are read into scratch pages without being
     /// charged to the RAM budget. Unlinked files that are still open, and anonymous
     /// (`O_TMPFILE`) files never linked, are not in the tree and not in the image.
     ///
@@ -59,16 +98,53 @@ impl Filesystem {
     /// # Errors
     /// As [`Filesystem::snapshot`].
     pub fn snapshot_with(&self, out: impl Write, opts: &SnapshotOptions) -> Result<SnapshotStats, ImageError> {
+        let _one = self.snapshot_run.lock();
         let chunks = ChunkWriter::new(out, opts.key.as_ref())?;
         let z = zstd::Encoder::new(chunks, ZSTD_LEVEL).map_err(ImageError::Io)?;
         // Records are small: batched before they reach zstd, whose every call has a fixed cost.
         let mut w = std::io::BufWriter::with_capacity(RECORD_BUFFER, z);
+        let mut cap = Capture::default();
         let gate = self.gate.write();
         let start = Instant::now();
-        let walked = self.write_tree(&mut w);
+        let walked = self.capture_tree(&mut cap);
         drop(gate);
         let pause = start.elapsed();
-        let counts = walked?;
+        // On any error below, the captures not yet read are dropped: their pins go.
+        let mut counts = walked?;
+        #[cfg(any(test, feature = "test-util"))]
+        {
+            let hook = self.snapshot_hook.lock().take();
+            if let Some(hook) = hook {
+                hook();
+            }
+        }
+        if !cap.records.is_empty() {
+            cap.segments.push(Segment::Records(std::mem::take(&mut cap.records)));
+        }
+        for segment in cap.segments {
+            match segment {
+                Segment::Records(bytes) => w.write_all(&bytes).map_err(io)?,
+                Segment::File(mut f) => {
+                    let c = &mut counts;
+                    c.pre_images += f.for_each_image_run(|run| match run {
+                        ImageRun::Data { first, bytes } => {
+                            c.data_pages += bytes.len() as u64 / PAGE_SIZE;
+                            write_data(&mut w, first, bytes).map_err(io)
+                        }
+                        ImageRun::Reserved { first, count } => {
+                            Record::Reserved { first, count }.write(&mut w).map_err(io)
+                        }
+                    })?;
+                }
+            }
+        }
+        Record::End {
+            inodes: counts.inodes,
+            entries: counts.entries,
+            data_pages: counts.data_pages,
+        }
+        .write(&mut w)
+        .map_err(io)?;
         let z = w.into_inner().map_err(|e| io(e.into_error()))?;
         let chunks = z.finish().map_err(io)?;
         chunks.finish().map_err(io)?;
@@ -77,13 +153,28 @@ impl Filesystem {
             entries: counts.entries,
             data_pages: counts.data_pages,
             pause,
+            pre_images: counts.pre_images,
         })
+    }
+
+    /// Run `hook` once in the next snapshot, after it lets go of the gate and before it reads
+    /// any page: changes made while `hook` runs are after the snapshot's instant (tests hold the
+    /// walker there).
+    #[cfg(any(test, feature = "test-util"))]
+    pub fn set_snapshot_hook(&self, hook: impl FnOnce() + Send + 'static) {
+        *self.snapshot_hook.lock() = Some(Box::new(hook));
+    }
+
+    /// Frames and swap slots a snapshot's capture pins now (both 0 between snapshots).
+    #[cfg(any(test, feature = "test-util"))]
+    pub fn snapshot_pins(&self) -> (u64, u64) {
+        (self.mm.pinned_frames(), self.mm.pinned_swap_slots() as u64)
     }
 
     /// The records of the whole tree: limits, the root, then each directory's entries depth
     /// first, every inode recorded (with its xattrs and pages) before the first entry naming it.
-    /// Caller holds the gate exclusively.
-    fn write_tree(&self, w: &mut impl Write) -> Result<Counts, ImageError> {
+    /// Caller holds the gate exclusively. The end record is left to the caller.
+    fn capture_tree(&self, w: &mut Capture) -> Result<Counts, ImageError> {
         let limits = Record::Limits {
             size_bytes: self.mm.pages_quota().max().map_or(u64::MAX, |p| p * PAGE_SIZE),
             max_inodes: self.ispace.max().map_or(u64::MAX, |b| b / BOGO_INODE_SIZE),
@@ -127,18 +218,11 @@ impl Filesystem {
                 c.entries += 1;
             }
         }
-        Record::End {
-            inodes: c.inodes,
-            entries: c.entries,
-            data_pages: c.data_pages,
-        }
-        .write(w)
-        .map_err(io)?;
         Ok(c)
     }
 
     /// An inode's record, its xattrs, and (a regular file) its pages.
-    fn write_inode(&self, w: &mut impl Write, inode: &Inode, id: u64, c: &mut Counts) -> Result<(), ImageError> {
+    fn write_inode(&self, w: &mut Capture, inode: &Inode, id: u64, c: &mut Counts) -> Result<(), ImageError> {
         let (rec, xattrs) = {
             let m = inode.meta.read();
             let attr = inode.attr(&m);
@@ -171,13 +255,7 @@ impl Filesystem {
             Record::Xattr { name, value }.write(w).map_err(io)?;
         }
         if let Some(f) = inode.file() {
-            f.for_each_image_run(&self.mm, |run| match run {
-                ImageRun::Data { first, bytes } => {
-                    c.data_pages += bytes.len() as u64 / PAGE_SIZE;
-                    write_data(w, first, bytes).map_err(io)
-                }
-                ImageRun::Reserved { first, count } => Record::Reserved { first, count }.write(w).map_err(io),
-            })?;
+            w.file(f.capture(&self.mm));
         }
         Ok(())
     }

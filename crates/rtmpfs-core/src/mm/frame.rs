@@ -31,6 +31,12 @@ pub(crate) struct Frame {
     /// The compressed tier found these bytes incompressible once: evictions send the page
     /// straight to swap without trying again (see `mm/pool.rs`).
     incompressible: AtomicBool,
+    /// A snapshot's capture holds this frame and has not read it yet: the first change copies
+    /// the bytes to `pre_image` first (copy-on-write, `docs/design.md` "Snapshots").
+    pinned: AtomicBool,
+    /// The bytes as the capture saw them, copied by the first change while `pinned`. Rank
+    /// `PreImage` (a leaf), taken under the bytes' lock.
+    pre_image: Mutex<Option<Box<[u8]>>>,
     /// The RAM budget this frame is charged to, released when it is dropped.
     _charge: FrameCharge,
 }
@@ -44,6 +50,8 @@ impl Frame {
             referenced: AtomicBool::new(true),
             swap_copy: Mutex::new(LockRank::SwapCopy, None),
             incompressible: AtomicBool::new(false),
+            pinned: AtomicBool::new(false),
+            pre_image: Mutex::new(LockRank::PreImage, None),
             _charge: charge,
         })
     }
@@ -85,6 +93,12 @@ impl Frame {
     /// frees its slot.
     pub(crate) fn change(&self, change: impl FnOnce(&mut [u8; PAGE])) -> Option<SwapEntry> {
         let mut bytes = self.data.write();
+        if self.pinned.load(Ordering::Acquire) {
+            let mut pre = self.pre_image.lock();
+            if pre.is_none() {
+                *pre = Some(bytes[..].into());
+            }
+        }
         change(&mut bytes);
         self.version.fetch_add(1, Ordering::AcqRel);
         self.touch();
@@ -93,6 +107,34 @@ impl Frame {
         let stale = self.take_swap_copy();
         drop(bytes);
         stale
+    }
+
+    /// A snapshot's capture holds this frame: changes copy the bytes first, until
+    /// [`Frame::take_for_image`] or [`Frame::unpin`]. Caller holds the owning page map's lock.
+    pub(crate) fn pin(&self) {
+        self.pinned.store(true, Ordering::Release);
+    }
+
+    /// Append the bytes as they were when pinned to `out` (the pre-image if a change came
+    /// since, else the bytes), and let go of the pin. Returns whether a pre-image was used.
+    pub(crate) fn take_for_image(&self, out: &mut Vec<u8>) -> bool {
+        let bytes = self.data.read();
+        self.pinned.store(false, Ordering::Release);
+        let pre = self.pre_image.lock().take();
+        if let Some(p) = pre {
+            out.extend_from_slice(&p);
+            true
+        } else {
+            out.extend_from_slice(&bytes[..]);
+            false
+        }
+    }
+
+    /// Let go of the pin without reading (a capture dropped before its walk reached it).
+    pub(crate) fn unpin(&self) {
+        let _bytes = self.data.read();
+        self.pinned.store(false, Ordering::Release);
+        self.pre_image.lock().take();
     }
 
     /// The version: how many changes the bytes have seen.

@@ -185,6 +185,11 @@ pub(crate) struct MemoryManager {
     readahead: Option<ReadAheadQueue>,
     /// Rank `Threads`. The background evictor and the read-ahead threads, joined on stop.
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// Frames a snapshot's capture pins now (`file/image.rs`; 0 between snapshots).
+    pinned_frames: AtomicU64,
+    /// Bytes of pool entries a snapshot's capture holds now (in a page map or not any more:
+    /// an entry taken out of its map stays charged until the capture lets go of it).
+    captured_pool_bytes: AtomicU64,
 }
 
 impl MemoryManager {
@@ -238,6 +243,8 @@ impl MemoryManager {
             stop: AtomicBool::new(false),
             readahead: (background && swapping).then(ReadAheadQueue::new),
             threads: Mutex::new(LockRank::Threads, Vec::new()),
+            pinned_frames: AtomicU64::new(0),
+            captured_pool_bytes: AtomicU64::new(0),
         });
         if background {
             let spawn = |name: &str, run: fn(&Arc<MemoryManager>)| {
@@ -418,6 +425,64 @@ impl MemoryManager {
     pub(crate) fn unpack_record(&self, data: &[u8], out: &mut [u8; PAGE]) -> Result<()> {
         let pool = self.tier.as_ref().and_then(|t| t.pool.as_ref()).ok_or(FsError::Io)?;
         pool::unpack(pool.algo(), data, out).map_err(|()| FsError::Io)
+    }
+
+    /// Keep swap `slots` from being reused until [`MemoryManager::unpin_swap_slots`] (a
+    /// snapshot's capture; frees meanwhile are deferred). A slot appears once per page or
+    /// record captured in it, and is let go of as many times.
+    pub(crate) fn pin_swap_slots(&self, slots: &[u64]) {
+        if slots.is_empty() {
+            return;
+        }
+        if let Some(swap) = self.tier.as_ref().and_then(|t| t.swap.as_ref()) {
+            swap.pin(slots.iter().copied());
+        }
+    }
+
+    /// Let go of slots pinned by [`MemoryManager::pin_swap_slots`].
+    pub(crate) fn unpin_swap_slots(&self, slots: &[u64]) {
+        if slots.is_empty() {
+            return;
+        }
+        if let Some(swap) = self.tier.as_ref().and_then(|t| t.swap.as_ref()) {
+            swap.unpin(slots.iter().copied());
+        }
+    }
+
+    /// A capture pinned (`n > 0`) or let go of (`n < 0`) `n` frames.
+    pub(crate) fn note_pinned_frames(&self, n: i64) {
+        if n >= 0 {
+            self.pinned_frames.fetch_add(n.unsigned_abs(), Ordering::Relaxed);
+        } else {
+            self.pinned_frames.fetch_sub(n.unsigned_abs(), Ordering::Relaxed);
+        }
+    }
+
+    /// A capture took (`n > 0`) or let go of (`n < 0`) pool entries of `n` bytes.
+    pub(crate) fn note_captured_pool_bytes(&self, n: i64) {
+        if n >= 0 {
+            self.captured_pool_bytes.fetch_add(n.unsigned_abs(), Ordering::Relaxed);
+        } else {
+            self.captured_pool_bytes.fetch_sub(n.unsigned_abs(), Ordering::Relaxed);
+        }
+    }
+
+    /// Bytes of pool entries a snapshot's capture holds now.
+    pub(crate) fn captured_pool_bytes(&self) -> u64 {
+        self.captured_pool_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Frames pinned by a snapshot's capture now.
+    pub(crate) fn pinned_frames(&self) -> u64 {
+        self.pinned_frames.load(Ordering::Relaxed)
+    }
+
+    /// Swap slots pinned by a snapshot now (0 without swap).
+    pub(crate) fn pinned_swap_slots(&self) -> usize {
+        self.tier
+            .as_ref()
+            .and_then(|t| t.swap.as_ref())
+            .map_or(0, crate::swap::Swap::pinned_slots)
     }
 
     /// A frame is changed or removed: its swap copy, if any, is stale; free its slot.

@@ -415,9 +415,30 @@ impl Swap {
         self.failing.load(Ordering::Relaxed)
     }
 
-    /// Give a slot back for reuse.
+    /// Give a slot back for reuse (deferred while a snapshot's capture pins it).
     pub(crate) fn free(&self, slot: u64) {
         self.slots.lock().free(slot);
+    }
+
+    /// Keep `slots` (in use) from being reused until unpinned: a snapshot will read them.
+    pub(crate) fn pin(&self, slots: impl IntoIterator<Item = u64>) {
+        let mut alloc = self.slots.lock();
+        for s in slots {
+            alloc.pin(s);
+        }
+    }
+
+    /// Let go of pinned `slots`; frees deferred meanwhile happen now.
+    pub(crate) fn unpin(&self, slots: impl IntoIterator<Item = u64>) {
+        let mut alloc = self.slots.lock();
+        for s in slots {
+            alloc.unpin(s);
+        }
+    }
+
+    /// Slots pinned now.
+    pub(crate) fn pinned_slots(&self) -> usize {
+        self.slots.lock().pinned()
     }
 
     /// Whether no slot is free at all (capacity reached): a store would fail at once.

@@ -25,6 +25,11 @@ pub(crate) struct SlotAllocator {
     /// Live records and their bytes, over all record slots.
     live_records: u64,
     live_record_bytes: u64,
+    /// Slots a snapshot's capture still has to read (`docs/design.md`, "Snapshots"): slot ->
+    /// (pins held, a free was asked for). A free of a pinned slot is deferred until its last
+    /// pin goes, so the slot is not reused under the walker. A record slot is pinned once per
+    /// captured record in it.
+    pinned: HashMap<u64, (u32, bool)>,
 }
 
 impl SlotAllocator {
@@ -37,6 +42,7 @@ impl SlotAllocator {
             records: HashMap::new(),
             live_records: 0,
             live_record_bytes: 0,
+            pinned: HashMap::new(),
         }
     }
 
@@ -77,6 +83,49 @@ impl SlotAllocator {
     }
 
     pub(crate) fn free(&mut self, slot: u64) {
+        if let Some((_, freed)) = self.pinned.get_mut(&slot) {
+            debug_assert!(!*freed, "double free of pinned swap slot {slot}");
+            *freed = true;
+            return;
+        }
+        self.free_now(slot);
+    }
+
+    /// Keep `slot` from being reused until as many [`SlotAllocator::unpin`]s: a free meanwhile
+    /// is deferred. The slot is in use (it holds a page or records) when pinned.
+    pub(crate) fn pin(&mut self, slot: u64) {
+        debug_assert!(
+            slot < self.next && !self.free.contains(&slot),
+            "pinning free slot {slot}"
+        );
+        let (pins, freed) = self.pinned.entry(slot).or_insert((0, false));
+        debug_assert!(!*freed, "pinning swap slot {slot} after its free");
+        *pins += 1;
+    }
+
+    /// Let go of one pin of `slot`; a free asked for meanwhile happens with the last.
+    pub(crate) fn unpin(&mut self, slot: u64) {
+        let Some((pins, freed)) = self.pinned.get_mut(&slot) else {
+            debug_assert!(false, "swap slot {slot} is not pinned");
+            return;
+        };
+        *pins -= 1;
+        if *pins > 0 {
+            return;
+        }
+        let freed = *freed;
+        self.pinned.remove(&slot);
+        if freed {
+            self.free_now(slot);
+        }
+    }
+
+    /// Slots pinned now (a capture in progress).
+    pub(crate) fn pinned(&self) -> usize {
+        self.pinned.len()
+    }
+
+    fn free_now(&mut self, slot: u64) {
         debug_assert!(
             slot < self.next && !self.free.contains(&slot),
             "double free of swap slot {slot}"
@@ -188,6 +237,23 @@ mod tests {
             assert_eq!((a.used(), a.record_usage()), (0, (0, 0, 0)), "{order:?}");
             assert_eq!(a.alloc(), Some(s), "{order:?}: reused once all are dead");
         }
+    }
+
+    #[test]
+    fn a_pinned_record_slot_is_freed_with_its_last_pin_after_its_last_record() {
+        let mut a = SlotAllocator::new(None);
+        let s = a.alloc().unwrap();
+        a.hold_records(s, &[100, 200]);
+        // A capture took both records: the slot is pinned twice.
+        a.pin(s);
+        a.pin(s);
+        assert!(!a.free_record(s, 100) && a.free_record(s, 200));
+        assert_eq!(a.used(), 1, "freed records, slot kept for the capture");
+        a.unpin(s);
+        assert_eq!((a.used(), a.pinned()), (1, 1));
+        a.unpin(s);
+        assert_eq!((a.used(), a.pinned()), (0, 0), "the last pin frees it");
+        assert_eq!(a.alloc(), Some(s));
     }
 
     #[test]
