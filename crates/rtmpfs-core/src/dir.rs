@@ -31,6 +31,9 @@ pub(crate) struct DirBody {
     pub parent: AtomicU64,
     /// `i_size` as tmpfs reports it: 40 + 20 per entry. Written under `entries`, read atomically.
     size: AtomicU64,
+    /// The epoch of the snapshot that has captured the entries (0: none). Read and set under
+    /// `entries`, with the capture (`image/cow.rs`).
+    pub snap_entries: AtomicU64,
 }
 
 /// One entry as stored by name.
@@ -69,6 +72,7 @@ impl DirBody {
             ),
             parent: AtomicU64::new(parent.0),
             size: AtomicU64::new(2 * BOGO_DIRENT_SIZE),
+            snap_entries: AtomicU64::new(0),
         }
     }
 
@@ -127,6 +131,11 @@ impl Dir {
     /// The cookie the next inserted entry will get: where a listing that begins now ends.
     pub(crate) fn end_cookie(&self) -> u64 {
         self.next_cookie
+    }
+
+    /// Every entry's name and inode, in cookie order (a snapshot's capture of the directory).
+    pub(crate) fn names_and_inos(&self) -> Vec<(Arc<[u8]>, Ino)> {
+        self.by_cookie.values().map(|(e, name)| (Arc::clone(name), e.ino)).collect()
     }
 
     /// Entries with `after` < cookie < `end`, in cookie order, until `f` returns false.

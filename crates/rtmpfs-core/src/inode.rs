@@ -9,7 +9,7 @@ use crate::file::FileData;
 use crate::mm::{EvictOutcome, EvictPage, EvictSnapshot, EvictTarget, Frame, MemoryManager, PageOwner, Window};
 use crate::perm::Owner;
 use crate::swap::RecordEntry;
-use crate::sync::{Arc, LockRank, RwLock};
+use crate::sync::{Arc, AtomicU64, LockRank, RwLock};
 use crate::types::{Attr, FileKind, Ino, Timespec, PAGE_SIZE};
 use crate::xattr::XattrMap;
 
@@ -26,6 +26,10 @@ pub(crate) struct Inode {
     pub meta: RwLock<Meta>,
     /// Immutable choice of body; each body has its own locks.
     pub body: Body,
+    /// The epoch of the snapshot that has captured this inode's record, xattrs and pages (0:
+    /// none). Set under `meta`, with the capture (`image/cow.rs`); an inode born during a
+    /// snapshot starts at that snapshot's epoch (it is not in the image).
+    pub snap_meta: AtomicU64,
 }
 
 /// The kind-specific part of an inode.
@@ -126,6 +130,7 @@ impl Inode {
             kind,
             meta: RwLock::new(LockRank::Meta, meta),
             body,
+            snap_meta: AtomicU64::new(0),
         }
     }
 

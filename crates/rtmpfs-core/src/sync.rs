@@ -89,6 +89,9 @@ pub enum LockRank {
     MemoryBackend = 92,
     /// A thread slot's batch of inode or handle numbers. A leaf.
     IdBatch = 95,
+    /// The pre-images a snapshot's changers captured, by inode (`Filesystem::snap_store`). A
+    /// leaf.
+    SnapStore = 96,
     /// The snapshot test hook (`Filesystem::snapshot_hook`, feature `test-util`). A leaf.
     SnapshotHook = 97,
     /// The memory manager's list of background threads (taken only to start and stop them). A
@@ -115,6 +118,7 @@ impl LockRank {
                 | LockRank::SwapSlots
                 | LockRank::MemoryBackend
                 | LockRank::IdBatch
+                | LockRank::SnapStore
                 | LockRank::SnapshotHook
                 | LockRank::Threads
         )

@@ -654,10 +654,11 @@ fn contents(fs: &Filesystem, name: &str) -> Vec<u8> {
     bytes
 }
 
-/// The snapshot lets go of the gate before it reads any page: pages changed after (a resident
+/// The snapshot lets go of the gate before it captures any file: pages changed after (a resident
 /// page overwritten, a file truncated, swapped pages overwritten whole so their slots are freed
 /// and then reused by new evictions, a file unlinked and released) are in the image as they were
-/// at the snapshot's instant; every pin is let go after.
+/// at the snapshot's instant, through the page lists each change captured first (frames and
+/// slots pinned until the walker reads them); every pin is let go after.
 #[test]
 fn pages_changed_after_the_gate_are_imaged_as_they_were() {
     const P: usize = 4096;
@@ -682,7 +683,7 @@ fn pages_changed_after_the_gate_are_imaged_as_they_were() {
     let pins = pins_seen.clone();
     fs.set_snapshot_hook(move || {
         let fs = changer;
-        *pins.lock().unwrap() = fs.snapshot_pins();
+        assert_eq!(fs.snapshot_pins(), (0, 0), "nothing is captured under the gate");
         // The gate is let go: these changes do not wait for the snapshot.
         overwrite(&fs, w, 0, &noise(5, 3 * P));
         overwrite(&fs, w, 5 * P as u64 + 100, b"late");
@@ -693,6 +694,7 @@ fn pages_changed_after_the_gate_are_imaged_as_they_were() {
         fs.setattr(&Ctx::root(), t, &trunc, None).unwrap();
         overwrite(&fs, s, 0, &noise(6, 8 * P));
         fs.unlink(&Ctx::root(), fs.root(), OsStr::new("u")).unwrap();
+        *pins.lock().unwrap() = fs.snapshot_pins();
         // New data evicted into the lowest free slots: the freed ones, were they not pinned.
         put(&fs, "n", &noise(7, 24 * P));
         fs.evict_now(usize::MAX);
@@ -750,15 +752,20 @@ fn a_failed_snapshot_lets_every_pin_go() {
     let config = swapping(&Config::default(), 64);
     let fs = Arc::new(Filesystem::new(config.clone()).unwrap());
     let a_old = noise(11, 32 * P);
-    put(&fs, "a", &a_old);
+    let a = put(&fs, "a", &a_old);
     fs.evict_now(usize::MAX);
     let b = put(&fs, "b", &noise(12, 32 * P));
     let changer = fs.clone();
     let pins_seen = Arc::new(std::sync::Mutex::new((0, 0)));
     let pins = pins_seen.clone();
     fs.set_snapshot_hook(move || {
-        *pins.lock().unwrap() = changer.snapshot_pins();
+        // A change to `a` captures it (its swapped pages' slots pinned), the write to `b`
+        // captures `b` (its frames pinned): both captures wait in the store for the walker.
+        changer
+            .setattr(&Ctx::root(), a, &mode(0o600), None)
+            .unwrap();
         overwrite(&changer, b, 0, &noise(13, 4 * P));
+        *pins.lock().unwrap() = changer.snapshot_pins();
     });
     let err = fs.snapshot(FailAfter { left: 64 * 1024 }).unwrap_err();
     assert!(matches!(err, ImageError::Io(_)), "{err:?}");
@@ -778,6 +785,14 @@ fn a_failed_snapshot_lets_every_pin_go() {
     let back = restore(config, &img).unwrap();
     assert_eq!(contents(&back, "a"), a_old);
     assert_eq!(contents(&back, "b"), contents(&fs, "b"));
+}
+
+/// A `SetAttr` that sets the mode only.
+fn mode(perm: u32) -> rtmpfs_core::SetAttr {
+    rtmpfs_core::SetAttr {
+        mode: Some(perm),
+        ..Default::default()
+    }
 }
 
 /// Pages that compress to about 920 bytes (900 random bytes, then zeros): with a one-page pool
@@ -821,6 +836,9 @@ fn compressed_records_in_swap_are_imaged_as_they_were() {
         let rewrite = new_half.clone();
         fs.set_snapshot_hook(move || {
             let fs = changer;
+            assert_eq!(fs.snapshot_pins(), (0, 0), "nothing is captured under the gate");
+            // A change to `r` captures it first: its records' slots pinned, once per slot.
+            fs.setattr(&Ctx::root(), r, &mode(0o600), None).unwrap();
             *pins.lock().unwrap() = fs.snapshot_pins();
             // Every record read back (and freed), then half the pages rewritten and evicted
             // again, and a new file's records: all into the lowest free slots.

@@ -20,6 +20,7 @@ impl Filesystem {
             None => None,
         };
         let inode = self.inode(ino)?;
+        self.snap_meta(&inode);
         if inode.kind == FileKind::Symlink {
             // tmpfs symlinks have no ACL operations.
             return Err(FsError::NotSupported);

@@ -29,6 +29,7 @@ impl Filesystem {
         let _gate = self.change_gate();
         self.check_writable()?;
         let inode = self.inode(ino)?;
+        self.snap_meta(&inode);
         let mut m = inode.meta.write();
         let is_regular = inode.kind == FileKind::RegularFile;
         m.perm &= !perm::setid_bits_to_kill_on_write(ctx, SetIdClearing::Engine, m.perm, m.gid, is_regular);
@@ -55,6 +56,7 @@ impl Filesystem {
         let _gate = self.change_gate();
         self.check_writable()?;
         let inode = self.inode(ino)?;
+        self.snap_meta(&inode);
         if flags & !file_flags::SUPPORTED != 0 {
             return Err(FsError::NotSupported);
         }
@@ -100,6 +102,7 @@ impl Filesystem {
         let _gate = self.change_gate();
         self.check_writable()?;
         let inode = self.inode(ino)?;
+        self.snap_meta(&inode);
         if set.size.is_some() {
             match inode.kind {
                 FileKind::RegularFile => {}

@@ -10,7 +10,7 @@ use crate::inode::{Body, Inode, InodeTable, Meta};
 use crate::limits::BOGO_INODE_SIZE;
 use crate::mm::{MemoryManager, Quota};
 use crate::swap::{FileSwap, SwapBackend};
-use crate::sync::{Arc, AtomicBool, AtomicU32, LockRank, Mutex, RwLock};
+use crate::sync::{Arc, AtomicBool, AtomicU32, AtomicU64, LockRank, Mutex, RwLock};
 use crate::types::{FileKind, Ino, Timespec};
 
 impl Filesystem {
@@ -66,7 +66,9 @@ impl Filesystem {
             live_inodes: Striped::new(),
             rename_lock: Mutex::new(LockRank::Rename, ()),
             gate: RwLock::new(LockRank::Snapshot, ()),
-            snapshot_run: Mutex::new(LockRank::SnapshotRun, ()),
+            snapshot_run: Mutex::new(LockRank::SnapshotRun, 0),
+            snap_epoch: AtomicU64::new(0),
+            snap_store: Mutex::new(LockRank::SnapStore, None),
             #[cfg(any(test, feature = "test-util"))]
             snapshot_hook: Mutex::new(LockRank::SnapshotHook, None),
             read_only: AtomicBool::new(config.read_only),

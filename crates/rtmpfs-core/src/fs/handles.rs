@@ -120,6 +120,7 @@ impl Filesystem {
             crate::acl::check(ctx, inode.owner(&m), &m.xattrs, mask)?;
         }
         if flags.truncate {
+            self.snap_meta(&inode);
             // O_TRUNC truncates whatever the access mode (the permission check above asked for
             // write access) and, like do_truncate with ATTR_MTIME|ATTR_CTIME, stamps the times
             // even when the file is already empty.

@@ -130,6 +130,7 @@ impl Filesystem {
         let _gate = self.change_gate();
         let h = self.writable(fh)?;
         let file = file_of(&h)?;
+        self.snap_meta(&h.inode);
         if data.is_empty() {
             return Ok(0);
         }
@@ -188,6 +189,7 @@ impl Filesystem {
         }
         let h = self.writable(fh)?;
         let file = file_of(&h)?;
+        self.snap_meta(&h.inode);
         if offset.checked_add(len).is_none_or(|e| e > MAX_FILE_SIZE) {
             return Err(FsError::FileTooBig);
         }
@@ -292,6 +294,7 @@ impl Filesystem {
         let fout = file_of(&hout)?;
         let hin = self.readable(fh_in)?;
         let hout = self.writable(fh_out)?;
+        self.snap_meta(&hout.inode);
         if placement == Placement::HandleMode && hout.flags.append {
             return Err(FsError::BadHandle);
         }

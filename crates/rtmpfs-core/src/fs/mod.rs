@@ -26,7 +26,7 @@ use crate::ids::{Ids, Striped};
 use crate::inode::{Inode, InodeTable, Meta};
 use crate::limits::BOGO_INODE_SIZE;
 use crate::mm::{MemoryManager, Quota};
-use crate::sync::{Arc, AtomicBool, AtomicU32, Mutex, Ordering, ReadGuard, RwLock};
+use crate::sync::{Arc, AtomicBool, AtomicU32, AtomicU64, Mutex, Ordering, ReadGuard, RwLock};
 use crate::types::{Attr, FileKind, Ino, Timespec, PAGE_SIZE};
 use handles::Handles;
 
@@ -63,8 +63,16 @@ pub struct Filesystem {
     /// the image is the tree as it was at one instant.
     pub(crate) gate: RwLock<()>,
     /// Rank `SnapshotRun`: one snapshot at a time (a capture's pins are per frame and slot, not
-    /// per snapshot). Held for the whole snapshot, I/O included; no change takes it.
-    pub(crate) snapshot_run: Mutex<()>,
+    /// per snapshot). Held for the whole snapshot, I/O included; no change takes it. Holds the
+    /// last snapshot epoch handed out.
+    pub(crate) snapshot_run: Mutex<u64>,
+    /// The epoch of the snapshot now walking the tree (0: none). Set under the gate held
+    /// exclusively, so a change (which holds it shared) sees one value for its whole length;
+    /// cleared when the walk ends. See `image/cow.rs`.
+    pub(crate) snap_epoch: AtomicU64,
+    /// Rank `SnapStore`: the pre-images changers captured for the walking snapshot, by inode
+    /// number (`None` when no snapshot walks).
+    pub(crate) snap_store: Mutex<Option<crate::image::SnapStore>>,
     /// Rank `SnapshotHook`: run once by the next snapshot after it lets go of the gate, before
     /// it reads any page (tests hold the walker there; feature `test-util`).
     #[cfg(any(test, feature = "test-util"))]

@@ -106,6 +106,7 @@ impl Filesystem {
                 Body::File(FileData::new(ino.0, me.clone())),
             )
         });
+        self.snap_born(&inode);
         self.table.insert(inode.clone());
         self.live_inodes.add(1);
         let fh = match self.open_inode(&inode, flags) {
@@ -217,6 +218,10 @@ impl Filesystem {
         if inode.kind == FileKind::Directory {
             return Err(FsError::Perm);
         }
+        // The walking snapshot's pre-images: the inode (link count, ctime), the directory.
+        self.snap_meta(&inode);
+        self.snap_entries(&dir_inode, &d);
+        self.snap_meta(&dir_inode);
         let now = Timespec::now();
         {
             let mut m = inode.meta.write();
@@ -268,6 +273,9 @@ impl Filesystem {
         if e.kind == FileKind::Directory {
             return Err(FsError::IsDir);
         }
+        self.snap_entries(&dir_inode, &d);
+        self.snap_meta(&dir_inode);
+        self.snap_meta(&child);
         body.remove(&mut d, name);
         let now = Timespec::now();
         touch_dir(&dir_inode, now);
@@ -309,6 +317,10 @@ impl Filesystem {
         if !cd.is_empty() {
             return Err(FsError::NotEmpty);
         }
+        // The child's entries do not change (none; `removed` is not in an image).
+        self.snap_entries(&dir_inode, &d);
+        self.snap_meta(&dir_inode);
+        self.snap_meta(&child);
         cd.removed = true;
         drop(cd);
         body.remove(&mut d, name);
@@ -353,8 +365,11 @@ impl Filesystem {
         if is_dir && dir_inode.meta.read().nlink == u32::MAX {
             return Err(FsError::TooManyLinks);
         }
+        self.snap_entries(&dir_inode, &d);
+        self.snap_meta(&dir_inode);
         self.ispace.charge(BOGO_INODE_SIZE)?;
         let inode = self.build_inode(ctx, &dir_inode, mode, &kind);
+        self.snap_born(&inode);
         self.table.insert(inode.clone());
         self.live_inodes.add(1);
         body.insert(&mut d, name, inode.ino, inode.kind);

@@ -193,6 +193,19 @@ impl Filesystem {
             victim_dir_guard = Some(vd);
         }
 
+        // The walking snapshot's pre-images of everything that changes: both parents' entries
+        // and records (link counts, times), the moved inode and the victim (ctime, link count).
+        // A moved directory's entries do not change (its parent pointer is not in an image).
+        self.snap_entries(p.p1, g.first());
+        self.snap_meta(p.p1);
+        if cross {
+            self.snap_entries(p.p2, g.second());
+            self.snap_meta(p.p2);
+        }
+        self.snap_meta(&moved);
+        if let Some(v) = &victim {
+            self.snap_meta(v);
+        }
         // Whiteouts cost an inode; charge after every check, before anything changes.
         if flags.whiteout {
             self.ispace.charge(BOGO_INODE_SIZE)?;
@@ -262,13 +275,15 @@ impl Filesystem {
             }
         };
         let meta = Meta::new(0, ctx.uid, gid, 1, Timespec::now());
-        Arc::new(Inode::new(
+        let wo = Arc::new(Inode::new(
             self.alloc_ino(),
             self.generation,
             FileKind::CharDevice,
             meta,
             Body::Special,
-        ))
+        ));
+        self.snap_born(&wo);
+        wo
     }
 }
 

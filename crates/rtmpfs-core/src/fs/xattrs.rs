@@ -29,6 +29,7 @@ impl Filesystem {
         let ns = xattr::prefix_namespace(name)?;
         xattr::check_value(value)?;
         let inode = self.inode(ino)?;
+        self.snap_meta(&inode);
         // xattr_permission: an immutable or append-only inode's xattrs do not change.
         inode.meta.read().check_no_fixed_flags()?;
         xattr::namespace_permission(ctx, ns, inode.kind, true)?;
@@ -145,6 +146,7 @@ impl Filesystem {
         }
         let ns = xattr::prefix_namespace(name)?;
         let inode = self.inode(ino)?;
+        self.snap_meta(&inode);
         // xattr_permission: an immutable or append-only inode's xattrs do not change.
         inode.meta.read().check_no_fixed_flags()?;
         xattr::namespace_permission(ctx, ns, inode.kind, true)?;

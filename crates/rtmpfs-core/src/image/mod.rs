@@ -10,9 +10,12 @@
 //! [`Filesystem::from_image`]: crate::Filesystem::from_image
 
 mod chunk;
+mod cow;
 mod load;
 mod record;
 mod save;
+
+pub(crate) use cow::SnapStore;
 
 use std::time::Duration;
 

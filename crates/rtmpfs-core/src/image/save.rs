@@ -15,11 +15,13 @@ use std::io::Write;
 use std::time::Instant;
 
 use super::chunk::ChunkWriter;
-use super::record::{write_data, InodeRecord, Record};
+use super::cow::CapturedMeta;
+use super::record::{write_data, Record};
 use super::{ImageError, SnapshotOptions, SnapshotStats};
-use crate::file::image::{CapturedFile, ImageRun};
+use crate::error::FsError;
+use crate::file::image::ImageRun;
 use crate::fs::Filesystem;
-use crate::inode::{Body, Inode};
+use crate::inode::Inode;
 use crate::limits::BOGO_INODE_SIZE;
 use crate::sync::Arc;
 use crate::types::{Ino, PAGE_SIZE};
@@ -39,40 +41,18 @@ struct Counts {
     pre_images: u64,
 }
 
-/// The tree as captured under the gate: encoded records, and the files whose pages follow
-/// them in the image, in image order.
-#[derive(Default)]
-struct Capture {
-    segments: Vec<Segment>,
-    /// Records since the last file.
-    records: Vec<u8>,
-}
+/// Ends the walk (changers stop capturing, the store's pins go) however the snapshot ends.
+struct Walking<'a>(&'a Filesystem);
 
-enum Segment {
-    Records(Vec<u8>),
-    File(CapturedFile),
-}
-
-impl Capture {
-    /// `f`'s pages come next in the image.
-    fn file(&mut self, f: CapturedFile) {
-        if !self.records.is_empty() {
-            self.segments.push(Segment::Records(std::mem::take(&mut self.records)));
-        }
-        self.segments.push(Segment::File(f));
+impl Drop for Walking<'_> {
+    fn drop(&mut self) {
+        self.0.snap_end();
     }
 }
 
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.records.extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
+/// A part of the epoch's tree the walk cannot find: a capture that should be in the store is
+/// not (a bug; the snapshot fails rather than write a wrong image).
+const LOST: ImageError = ImageError::Fs(FsError::Io);
 
 fn io(e: std::io::Error) -> ImageError {
     ImageError::from_io(e)
@@ -98,19 +78,23 @@ impl Filesystem {
     /// # Errors
     /// As [`Filesystem::snapshot`].
     pub fn snapshot_with(&self, out: impl Write, opts: &SnapshotOptions) -> Result<SnapshotStats, ImageError> {
-        let _one = self.snapshot_run.lock();
+        let mut last_epoch = self.snapshot_run.lock();
         let chunks = ChunkWriter::new(out, opts.key.as_ref())?;
         let z = zstd::Encoder::new(chunks, ZSTD_LEVEL).map_err(ImageError::Io)?;
         // Records are small: batched before they reach zstd, whose every call has a fixed cost.
         let mut w = std::io::BufWriter::with_capacity(RECORD_BUFFER, z);
-        let mut cap = Capture::default();
         let gate = self.gate.write();
         let start = Instant::now();
-        let walked = self.capture_tree(&mut cap);
+        *last_epoch += 1;
+        let epoch = *last_epoch;
+        self.snap_begin(epoch);
+        let walking = Walking(self);
+        let limits = Record::Limits {
+            size_bytes: self.mm.pages_quota().max().map_or(u64::MAX, |p| p * PAGE_SIZE),
+            max_inodes: self.ispace.max().map_or(u64::MAX, |b| b / BOGO_INODE_SIZE),
+        };
         drop(gate);
         let pause = start.elapsed();
-        // On any error below, the captures not yet read are dropped: their pins go.
-        let mut counts = walked?;
         #[cfg(any(test, feature = "test-util"))]
         {
             let hook = self.snapshot_hook.lock().take();
@@ -118,26 +102,10 @@ impl Filesystem {
                 hook();
             }
         }
-        if !cap.records.is_empty() {
-            cap.segments.push(Segment::Records(std::mem::take(&mut cap.records)));
-        }
-        for segment in cap.segments {
-            match segment {
-                Segment::Records(bytes) => w.write_all(&bytes).map_err(io)?,
-                Segment::File(mut f) => {
-                    let c = &mut counts;
-                    c.pre_images += f.for_each_image_run(|run| match run {
-                        ImageRun::Data { first, bytes } => {
-                            c.data_pages += bytes.len() as u64 / PAGE_SIZE;
-                            write_data(&mut w, first, bytes).map_err(io)
-                        }
-                        ImageRun::Reserved { first, count } => {
-                            Record::Reserved { first, count }.write(&mut w).map_err(io)
-                        }
-                    })?;
-                }
-            }
-        }
+        limits.write(&mut w).map_err(io)?;
+        // On any error below, the captures not yet read are dropped (`walking`): their pins go.
+        let counts = self.walk_tree(&mut w, epoch)?;
+        drop(walking);
         Record::End {
             inodes: counts.inodes,
             entries: counts.entries,
@@ -171,38 +139,28 @@ impl Filesystem {
         (self.mm.pinned_frames(), self.mm.pinned_swap_slots() as u64)
     }
 
-    /// The records of the whole tree: limits, the root, then each directory's entries depth
-    /// first, every inode recorded (with its xattrs and pages) before the first entry naming it.
-    /// Caller holds the gate exclusively. The end record is left to the caller.
-    fn capture_tree(&self, w: &mut Capture) -> Result<Counts, ImageError> {
-        let limits = Record::Limits {
-            size_bytes: self.mm.pages_quota().max().map_or(u64::MAX, |p| p * PAGE_SIZE),
-            max_inodes: self.ispace.max().map_or(u64::MAX, |b| b / BOGO_INODE_SIZE),
-        };
-        limits.write(w).map_err(io)?;
+    /// The records of the whole tree after the limits: the root, then each directory's entries
+    /// depth first, every inode recorded (with its xattrs and pages) before the first entry
+    /// naming it; each inode and directory as it was at `epoch` (`cow.rs`). The end record is
+    /// left to the caller.
+    fn walk_tree(&self, w: &mut impl Write, epoch: u64) -> Result<Counts, ImageError> {
         let mut c = Counts::default();
         let root = self.inode(Ino::ROOT)?;
         let mut ids: HashMap<u64, u64> = HashMap::new();
         ids.insert(Ino::ROOT.0, 1);
-        self.write_inode(w, &root, 1, &mut c)?;
+        self.write_inode(w, &root, 1, epoch, &mut c)?;
         let mut dirs: Vec<(Arc<Inode>, u64)> = vec![(root, 1)];
         while let Some((dir, dir_id)) = dirs.pop() {
-            let mut names = Vec::new();
-            if let Some(body) = dir.dir() {
-                body.entries.read().for_each_between(0, u64::MAX, |e| {
-                    names.push((e.name, e.ino));
-                    true
-                });
-            }
+            let names = self.walk_entries(&dir, epoch).ok_or(LOST)?;
             for (name, ino) in names {
-                // The gate keeps the tree still: a named inode is in the table.
-                let child = self.inode(ino)?;
                 let next_id = ids.len() as u64 + 1;
                 let id = if let Some(&id) = ids.get(&ino.0) {
                     id
                 } else {
+                    // Named at the epoch: in the table, or (removed since) kept by the store.
+                    let child = self.snap_inode(ino).ok_or(LOST)?;
                     ids.insert(ino.0, next_id);
-                    self.write_inode(w, &child, next_id, &mut c)?;
+                    self.write_inode(w, &child, next_id, epoch, &mut c)?;
                     if child.dir().is_some() {
                         dirs.push((child, next_id));
                     }
@@ -213,7 +171,7 @@ impl Filesystem {
                     child: id,
                     name: name.to_vec(),
                 }
-                .write(w)
+                .write(&mut *w)
                 .map_err(io)?;
                 c.entries += 1;
             }
@@ -221,41 +179,30 @@ impl Filesystem {
         Ok(c)
     }
 
-    /// An inode's record, its xattrs, and (a regular file) its pages.
-    fn write_inode(&self, w: &mut Capture, inode: &Inode, id: u64, c: &mut Counts) -> Result<(), ImageError> {
-        let (rec, xattrs) = {
-            let m = inode.meta.read();
-            let attr = inode.attr(&m);
-            let target = match &inode.body {
-                Body::Symlink(t) => t.to_vec(),
-                _ => Vec::new(),
-            };
-            let rec = InodeRecord {
-                id,
-                kind: inode.kind,
-                perm: m.perm,
-                uid: m.uid,
-                gid: m.gid,
-                rdev: m.rdev,
-                nlink: m.nlink,
-                flags: m.flags,
-                size: attr.size,
-                atime: m.atime,
-                mtime: m.mtime,
-                ctime: m.ctime,
-                btime: m.btime,
-                target,
-            };
-            let xattrs: Vec<(Vec<u8>, Vec<u8>)> = m.xattrs.iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect();
-            (rec, xattrs)
-        };
-        Record::Inode(rec).write(w).map_err(io)?;
+    /// An inode's record, its xattrs, and (a regular file) its pages, as at `epoch`.
+    fn write_inode(
+        &self,
+        w: &mut impl Write,
+        inode: &Arc<Inode>,
+        id: u64,
+        epoch: u64,
+        c: &mut Counts,
+    ) -> Result<(), ImageError> {
+        let CapturedMeta { mut rec, xattrs, file } = self.walk_meta(inode, epoch).ok_or(LOST)?;
+        rec.id = id;
+        Record::Inode(rec).write(&mut *w).map_err(io)?;
         c.inodes += 1;
         for (name, value) in xattrs {
-            Record::Xattr { name, value }.write(w).map_err(io)?;
+            Record::Xattr { name, value }.write(&mut *w).map_err(io)?;
         }
-        if let Some(f) = inode.file() {
-            w.file(f.capture(&self.mm));
+        if let Some(mut f) = file {
+            c.pre_images += f.for_each_image_run(|run| match run {
+                ImageRun::Data { first, bytes } => {
+                    c.data_pages += bytes.len() as u64 / PAGE_SIZE;
+                    write_data(&mut *w, first, bytes).map_err(io)
+                }
+                ImageRun::Reserved { first, count } => Record::Reserved { first, count }.write(&mut *w).map_err(io),
+            })?;
         }
         Ok(())
     }
