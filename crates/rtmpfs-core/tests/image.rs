@@ -868,3 +868,334 @@ fn compressed_records_in_swap_are_imaged_as_they_were() {
         assert_eq!(fs.usage().poisoned_pages, 0, "{algo:?}");
     }
 }
+
+/// The inode at `path` ("/a/b"), looked up from the root.
+fn at(fs: &Filesystem, path: &str) -> Ino {
+    let ctx = Ctx::root();
+    path.split('/')
+        .filter(|c| !c.is_empty())
+        .fold(fs.root(), |dir, name| fs.lookup(&ctx, dir, OsStr::new(name)).unwrap().ino)
+}
+
+/// The tree every change of `every_change_after_the_gate_leaves_the_image_at_the_epoch`
+/// starts from: files with data, holes and xattrs, a hard link, a symlink, a fifo, an empty
+/// directory and a directory with a child.
+fn epoch_tree(fs: &Filesystem) {
+    const P: usize = 4096;
+    let ctx = Ctx::root();
+    let root = fs.root();
+    let f = put(fs, "f", &noise(21, 3 * P));
+    fs.setxattr(&ctx, f, OsStr::new("user.a"), b"1", XattrSetMode::Upsert).unwrap();
+    let d = fs.mkdir(&ctx, root, OsStr::new("d"), 0o755).unwrap().ino;
+    let (g, fh) = fs
+        .create(&ctx, d, OsStr::new("g"), 0o640, OpenFlags::READ_WRITE)
+        .unwrap();
+    fs.write(&ctx, fh, 2 * P as u64, &noise(22, 2 * P)).unwrap();
+    fs.release(fh).unwrap();
+    fs.setxattr(&ctx, g.ino, OsStr::new("user.g"), b"gee", XattrSetMode::Upsert).unwrap();
+    fs.link(&ctx, f, d, OsStr::new("h")).unwrap();
+    fs.symlink(&ctx, d, OsStr::new("s"), OsStr::new("../f")).unwrap();
+    fs.mknod(&ctx, root, OsStr::new("p"), libc::S_IFIFO | 0o600, 0).unwrap();
+    fs.mkdir(&ctx, root, OsStr::new("e"), 0o700).unwrap();
+    let m = fs.mkdir(&ctx, root, OsStr::new("m"), 0o750).unwrap().ino;
+    put_in(fs, m, "k", &noise(23, P + 10));
+}
+
+/// Create `name` in directory `dir` holding `data`.
+fn put_in(fs: &Filesystem, dir: Ino, name: &str, data: &[u8]) -> Ino {
+    let ctx = Ctx::root();
+    let (e, fh) = fs.create(&ctx, dir, OsStr::new(name), 0o644, OpenFlags::READ_WRITE).unwrap();
+    fs.write(&ctx, fh, 0, data).unwrap();
+    fs.release(fh).unwrap();
+    e.ino
+}
+
+type Change = fn(&Filesystem);
+
+/// A node for a failure message: the bytes by length and a checksum.
+fn brief(n: &Node) -> String {
+    let sum = n.bytes.iter().fold(0u64, |h, &b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+    format!(
+        "{:?} flags {:#x} xattrs {:?} extents {:?} bytes {} (sum {sum:#x}) target {:?}",
+        n.attr,
+        n.flags,
+        n.xattrs,
+        n.extents,
+        n.bytes.len(),
+        String::from_utf8_lossy(&n.target)
+    )
+}
+
+/// One change of every kind, each made after the snapshot has let go of the gate and before
+/// its walker has captured anything.
+fn changes() -> Vec<(&'static str, Change)> {
+    const P: u64 = 4096;
+    fn ctx() -> Ctx {
+        Ctx::root()
+    }
+    fn name(n: &str) -> &OsStr {
+        OsStr::new(n)
+    }
+    fn rename(fs: &Filesystem, from: &str, to: &str, flags: RenameFlags) {
+        let (fp, fname) = from.rsplit_once('/').unwrap();
+        let (tp, tname) = to.rsplit_once('/').unwrap();
+        fs.rename(&ctx(), at(fs, fp), name(fname), at(fs, tp), name(tname), flags)
+            .unwrap();
+    }
+    fn setattr(fs: &Filesystem, path: &str, set: rtmpfs_core::SetAttr) {
+        fs.setattr(&ctx(), at(fs, path), &set, None).unwrap();
+    }
+    fn rw(fs: &Filesystem, path: &str) -> rtmpfs_core::Fh {
+        fs.open(&ctx(), at(fs, path), OpenFlags::READ_WRITE).unwrap()
+    }
+    vec![
+        ("create", |fs| {
+            let (_, fh) = fs.create(&ctx(), at(fs, "/d"), name("new"), 0o600, OpenFlags::WRITE).unwrap();
+            fs.write(&ctx(), fh, 0, b"new").unwrap();
+            fs.release(fh).unwrap();
+        }),
+        ("mkdir", |fs| {
+            fs.mkdir(&ctx(), at(fs, "/d"), name("nd"), 0o700).unwrap();
+        }),
+        ("mkdir in a new directory", |fs| {
+            let nd = fs.mkdir(&ctx(), at(fs, "/e"), name("nd"), 0o700).unwrap().ino;
+            fs.mkdir(&ctx(), nd, name("deeper"), 0o700).unwrap();
+        }),
+        ("mknod", |fs| {
+            fs.mknod(&ctx(), at(fs, "/e"), name("sock"), libc::S_IFSOCK | 0o600, 0).unwrap();
+        }),
+        ("symlink", |fs| {
+            fs.symlink(&ctx(), fs.root(), name("sl"), name("d/g")).unwrap();
+        }),
+        ("link", |fs| {
+            fs.link(&ctx(), at(fs, "/d/g"), at(fs, "/e"), name("g2")).unwrap();
+        }),
+        ("unlink (last link)", |fs| {
+            fs.unlink(&ctx(), at(fs, "/d"), name("g")).unwrap();
+        }),
+        ("unlink (one of two links)", |fs| {
+            fs.unlink(&ctx(), fs.root(), name("f")).unwrap();
+        }),
+        ("unlink of every file, then rmdir", |fs| {
+            fs.unlink(&ctx(), at(fs, "/m"), name("k")).unwrap();
+            fs.rmdir(&ctx(), fs.root(), name("m")).unwrap();
+        }),
+        ("rmdir", |fs| {
+            fs.rmdir(&ctx(), fs.root(), name("e")).unwrap();
+        }),
+        ("rename in a directory", |fs| {
+            rename(fs, "/d/g", "/d/g2", RenameFlags::default());
+        }),
+        ("rename over an existing file", |fs| {
+            rename(fs, "/m/k", "/d/g", RenameFlags::default());
+        }),
+        ("rename over one of two links", |fs| {
+            rename(fs, "/d/g", "/f", RenameFlags::default());
+        }),
+        ("rename exchange", |fs| {
+            let exchange = RenameFlags {
+                exchange: true,
+                ..RenameFlags::default()
+            };
+            rename(fs, "/d/g", "/m/k", exchange);
+        }),
+        ("rename exchange of directories", |fs| {
+            let exchange = RenameFlags {
+                exchange: true,
+                ..RenameFlags::default()
+            };
+            rename(fs, "/e", "/d", exchange);
+        }),
+        ("rename of a directory to another", |fs| {
+            rename(fs, "/m", "/d/m2", RenameFlags::default());
+        }),
+        ("rename of a directory over an empty one", |fs| {
+            rename(fs, "/m", "/e", RenameFlags::default());
+        }),
+        ("rename with a whiteout", |fs| {
+            let whiteout = RenameFlags {
+                whiteout: true,
+                ..RenameFlags::default()
+            };
+            rename(fs, "/d/g", "/e/g", whiteout);
+        }),
+        ("setattr mode", |fs| {
+            setattr(fs, "/d/g", mode(0o4711));
+        }),
+        ("setattr owner", |fs| {
+            let set = rtmpfs_core::SetAttr {
+                uid: Some(1000),
+                gid: Some(1000),
+                ..Default::default()
+            };
+            setattr(fs, "/d", set);
+        }),
+        ("setattr times", |fs| {
+            let t = rtmpfs_core::SetTime::At(rtmpfs_core::Timespec { sec: 12345, nsec: 678 });
+            let set = rtmpfs_core::SetAttr {
+                atime: Some(t),
+                mtime: Some(t),
+                ..Default::default()
+            };
+            setattr(fs, "/p", set);
+        }),
+        ("setattr size down", |fs| {
+            let set = rtmpfs_core::SetAttr {
+                size: Some(P + 1),
+                ..Default::default()
+            };
+            setattr(fs, "/f", set);
+        }),
+        ("setattr size up", |fs| {
+            let set = rtmpfs_core::SetAttr {
+                size: Some(40 * P),
+                ..Default::default()
+            };
+            setattr(fs, "/d/g", set);
+        }),
+        ("setxattr", |fs| {
+            fs.setxattr(&ctx(), at(fs, "/f"), name("user.a"), b"2", XattrSetMode::Upsert).unwrap();
+            fs.setxattr(&ctx(), at(fs, "/d"), name("user.n"), b"new", XattrSetMode::Upsert).unwrap();
+        }),
+        ("setxattr of an ACL", |fs| {
+            // user::rw-, group::r--, other::--- (version 2, tag, perm, id).
+            let mut acl = 2u32.to_le_bytes().to_vec();
+            for (tag, perm) in [(1u16, 6u16), (4, 4), (0x20, 0)] {
+                acl.extend(tag.to_le_bytes());
+                acl.extend(perm.to_le_bytes());
+                acl.extend(u32::MAX.to_le_bytes());
+            }
+            fs.setxattr(&ctx(), at(fs, "/d/g"), name("system.posix_acl_access"), &acl, XattrSetMode::Upsert)
+                .unwrap();
+        }),
+        ("removexattr", |fs| {
+            fs.removexattr(&ctx(), at(fs, "/d/g"), name("user.g")).unwrap();
+        }),
+        ("file flags", |fs| {
+            fs.set_file_flags(&ctx(), at(fs, "/f"), rtmpfs_core::file_flags::NODUMP).unwrap();
+        }),
+        ("write in place and past the end", |fs| {
+            let fh = rw(fs, "/f");
+            fs.write(&ctx(), fh, 100, &noise(31, 5000)).unwrap();
+            fs.write(&ctx(), fh, 9 * P, b"tail").unwrap();
+            fs.release(fh).unwrap();
+        }),
+        ("write into a hole", |fs| {
+            let fh = rw(fs, "/d/g");
+            fs.write(&ctx(), fh, 10, b"in the hole").unwrap();
+            fs.release(fh).unwrap();
+        }),
+        ("fallocate", |fs| {
+            let fh = rw(fs, "/d/g");
+            fs.fallocate(&ctx(), fh, 0, 8 * P, FallocateMode::Allocate).unwrap();
+            fs.release(fh).unwrap();
+        }),
+        ("fallocate keep size", |fs| {
+            let fh = rw(fs, "/f");
+            fs.fallocate(&ctx(), fh, 3 * P, 8 * P, FallocateMode::KeepSize).unwrap();
+            fs.release(fh).unwrap();
+        }),
+        ("punch a hole", |fs| {
+            let fh = rw(fs, "/f");
+            fs.fallocate(&ctx(), fh, 100, P + 100, FallocateMode::PunchHole).unwrap();
+            fs.release(fh).unwrap();
+        }),
+        ("copy_file_range", |fs| {
+            let (fin, fout) = (rw(fs, "/f"), rw(fs, "/d/g"));
+            fs.copy_file_range(&ctx(), fin, 0, fout, 0, 3 * P).unwrap();
+            fs.release(fin).unwrap();
+            fs.release(fout).unwrap();
+        }),
+        ("open O_TRUNC", |fs| {
+            let flags = OpenFlags {
+                truncate: true,
+                ..OpenFlags::WRITE
+            };
+            let fh = fs.open(&ctx(), at(fs, "/f"), flags).unwrap();
+            fs.release(fh).unwrap();
+        }),
+        ("tmpfile and link", |fs| {
+            let (t, fh) = fs.tmpfile(&ctx(), at(fs, "/d"), 0o600, OpenFlags::READ_WRITE).unwrap();
+            fs.write(&ctx(), fh, 0, b"anonymous").unwrap();
+            fs.link(&ctx(), t.ino, at(fs, "/d"), name("t")).unwrap();
+            fs.release(fh).unwrap();
+        }),
+        ("remove_privs", |fs| {
+            setattr(fs, "/d/g", mode(0o6755));
+            fs.remove_privs(&Ctx { uid: 1000, gid: 1000, ..Ctx::root() }, at(fs, "/d/g")).unwrap();
+        }),
+        ("everything at once", |fs| {
+            let fh = rw(fs, "/d/g");
+            fs.write(&ctx(), fh, 0, b"changed").unwrap();
+            rename(fs, "/d/g", "/m/g", RenameFlags::default());
+            rename(fs, "/m", "/e/m", RenameFlags::default());
+            fs.unlink(&ctx(), at(fs, "/e/m"), name("g")).unwrap();
+            fs.release(fh).unwrap();
+            fs.unlink(&ctx(), at(fs, "/e/m"), name("k")).unwrap();
+            fs.rmdir(&ctx(), at(fs, "/e"), name("m")).unwrap();
+            fs.unlink(&ctx(), at(fs, "/d"), name("h")).unwrap();
+            fs.unlink(&ctx(), fs.root(), name("f")).unwrap();
+            fs.rmdir(&ctx(), fs.root(), name("e")).unwrap();
+        }),
+    ]
+}
+
+/// Every kind of change, made after the snapshot lets go of the gate and before its walker has
+/// captured anything (the snapshot hook), leaves the image as the tree was at the snapshot's
+/// instant, compared path by path (attributes with all four times, xattrs, flags, extents,
+/// bytes, targets, link structure); with a RAM budget and the data swapped out too. The change
+/// is also checked to have changed the live tree. Limits changed after the gate are imaged as
+/// they were.
+#[test]
+fn every_change_after_the_gate_leaves_the_image_at_the_epoch() {
+    let limited = Config {
+        size_bytes: Some(64 << 20),
+        max_inodes: Some(1000),
+        ..Config::default()
+    };
+    for (i, config) in [limited.clone(), swapping(&limited, 4)].into_iter().enumerate() {
+        for (what, change) in changes() {
+            let fs = Arc::new(Filesystem::new(config.clone()).unwrap());
+            epoch_tree(&fs);
+            if i == 1 {
+                fs.evict_now(usize::MAX);
+            }
+            let before = dump(&fs);
+            let changer = fs.clone();
+            fs.set_snapshot_hook(move || {
+                assert_eq!(changer.snapshot_pins(), (0, 0), "{what}: captured under the gate");
+                change(&changer);
+            });
+            let mut img = Vec::new();
+            fs.snapshot(&mut img).unwrap();
+            assert_eq!(fs.snapshot_pins(), (0, 0), "{what}");
+            fs.check_invariants().unwrap();
+            assert_ne!(dump(&fs), before, "{what}: the change changed nothing");
+            let back = restore(config.clone(), &img).unwrap();
+            back.check_invariants().unwrap();
+            let after = dump(&back);
+            for (path, node) in &before.0 {
+                let got = after.0.get(path);
+                assert!(
+                    got == Some(node),
+                    "{what} (config {i}): {path} is\n{}\nin the image, was\n{}",
+                    got.map_or("absent".into(), brief),
+                    brief(node)
+                );
+            }
+            assert!(after == before, "{what} (config {i}): {:?}\nvs\n{:?}", after.1, before.1);
+        }
+    }
+    // set_limits after the gate: the image keeps the limits of the epoch.
+    let fs = Arc::new(Filesystem::new(limited.clone()).unwrap());
+    epoch_tree(&fs);
+    let changer = fs.clone();
+    fs.set_snapshot_hook(move || changer.set_limits(Some(128 << 20), Some(2000)).unwrap());
+    let mut img = Vec::new();
+    fs.snapshot(&mut img).unwrap();
+    let live = fs.statfs();
+    let back = restore(Config::default(), &img).unwrap();
+    let s = back.statfs();
+    assert_eq!((live.blocks, live.files), ((128 << 20) / 4096, 2000));
+    assert_eq!((s.blocks, s.files), ((64 << 20) / 4096, 1000));
+}
