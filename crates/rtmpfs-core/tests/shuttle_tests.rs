@@ -8,7 +8,10 @@
 //!   two pages, the real evictor and read-ahead threads, and readers × partial writer ×
 //!   evictor on a dying swap device; the compressed tier's states (compressed, zero, written
 //!   back) under faults, writes, a punch and eviction; named regressions for every failing
-//!   schedule found.
+//!   schedule found;
+//! * [`snapshot`]: a snapshot racing changes to one inode and its directory (copy-on-write of
+//!   metadata: exactly one capture of each, checked by the engine's debug assertions; the
+//!   image one state of the tree).
 //!
 //! Run: `cargo test -p rtmpfs-core --features shuttle --test tests shuttle`.
 //! `RTMPFS_SHUTTLE_ITERS` sets the schedules per strategy of the first group (default 300).
@@ -653,5 +656,172 @@ mod budget {
             (0, 0, 0),
             "{u:?}"
         );
+    }
+}
+
+/// A snapshot racing changes to the same inode and directory (issue 13's copy-on-write of
+/// metadata): the walker and the changers each try to capture `d/f` and `d`, exactly one of
+/// them does (the engine's debug checks panic on a second capture of an inode), and the image
+/// restores to one state the tree was in.
+mod snapshot {
+    use super::*;
+    use rtmpfs_core::{RestoreOptions, XattrSetMode};
+
+    const A: u8 = 0x11;
+
+    fn contents(fs: &Filesystem, ino: rtmpfs_core::Ino) -> Vec<u8> {
+        let fh = fs.open(&Ctx::root(), ino, OpenFlags::READ).unwrap();
+        let size = usize::try_from(fs.getattr(ino).unwrap().size).unwrap();
+        let v = fs.read_vec(fh, 0, size).unwrap();
+        fs.release(fh).unwrap();
+        v
+    }
+
+    /// Intersect `ks` with `allowed`.
+    fn keep(ks: &mut Vec<u32>, allowed: &[u32]) {
+        ks.retain(|k| allowed.contains(k));
+    }
+
+    /// The states of the changer (`k` in 0..=8, see `scenario`) an image's `d` allows: each
+    /// inode's part of the image narrows them down; an image of one instant leaves one or two.
+    fn states_of(fs: &Filesystem, d: rtmpfs_core::Ino) -> Vec<u32> {
+        let ctx = Ctx::root();
+        let mut ks: Vec<u32> = (0..=8).collect();
+        match fs.getxattr(&ctx, d, OsStr::new("user.s")).ok().as_deref() {
+            None => keep(&mut ks, &[0]),
+            Some(b"1") => keep(&mut ks, &[1, 2]),
+            Some(b"2") => keep(&mut ks, &[3, 4]),
+            Some(b"3") => keep(&mut ks, &[5, 6]),
+            Some(b"4") => keep(&mut ks, &[7, 8]),
+            Some(_) => keep(&mut ks, &[]),
+        }
+        let f = fs.lookup(&ctx, d, OsStr::new("f")).ok();
+        let g = fs.lookup(&ctx, d, OsStr::new("g")).ok();
+        let attr = match (f, g) {
+            (None, None) => {
+                keep(&mut ks, &[8]);
+                return ks;
+            }
+            (Some(a), None) => {
+                keep(&mut ks, &[0, 1, 2, 3, 4, 5]);
+                a
+            }
+            (None, Some(a)) => {
+                keep(&mut ks, &[6, 7]);
+                a
+            }
+            (Some(_), Some(_)) => return vec![],
+        };
+        match fs.getxattr(&ctx, attr.ino, OsStr::new("user.v")).unwrap().as_slice() {
+            b"0" => keep(&mut ks, &[0, 1]),
+            b"1" => keep(&mut ks, &[2, 3, 4, 5, 6, 7]),
+            _ => keep(&mut ks, &[]),
+        }
+        let data = contents(fs, attr.ino);
+        if data == [[OLD; P as usize], [OLD; P as usize]].concat() {
+            keep(&mut ks, &[0, 1, 2, 3]);
+        } else if data == [[A; P as usize], [OLD; P as usize]].concat() {
+            keep(&mut ks, &[4, 5, 6, 7]);
+        } else {
+            keep(&mut ks, &[]);
+        }
+        ks
+    }
+
+    #[allow(clippy::needless_pass_by_value)] // the scenario owns the engine its threads clone
+    fn scenario(fs: Arc<Filesystem>) {
+        let ctx = Ctx::root();
+        let d = fs.mkdir(&ctx, fs.root(), OsStr::new("d"), 0o755).unwrap().ino;
+        let (f, fh) = fs.create(&ctx, d, OsStr::new("f"), 0o644, OpenFlags::READ_WRITE).unwrap();
+        fs.write(&ctx, fh, 0, &[OLD; 2 * P as usize]).unwrap();
+        fs.setxattr(&ctx, f.ino, OsStr::new("user.v"), b"0", XattrSetMode::Upsert).unwrap();
+        let (o, ofh) = fs.create(&ctx, d, OsStr::new("o"), 0o644, OpenFlags::READ_WRITE).unwrap();
+        fs.write(&ctx, ofh, 0, &[NEW; 100]).unwrap();
+        fs.release(ofh).unwrap();
+        fs.evict_now(usize::MAX);
+        let snapper = {
+            let fs = fs.clone();
+            thread::spawn(move || {
+                let mut img = Vec::new();
+                fs.snapshot(&mut img).unwrap();
+                img
+            })
+        };
+        // States 1..=8, in order, alternating between `d`'s record and `f`: a change that
+        // failed to capture its inode first would show in the image with the change before it
+        // (captured) missing.
+        let file_changer = {
+            let fs = fs.clone();
+            thread::spawn(move || {
+                let ctx = Ctx::root();
+                let (s, v) = (OsStr::new("user.s"), OsStr::new("user.v"));
+                let set = |ino, name, value: &[u8]| {
+                    fs.setxattr(&ctx, ino, name, value, XattrSetMode::Upsert).unwrap();
+                };
+                set(d, s, b"1");
+                set(f.ino, v, b"1");
+                set(d, s, b"2");
+                fs.write(&ctx, fh, 0, &[A; P as usize]).unwrap();
+                set(d, s, b"3");
+                fs.rename(&ctx, d, OsStr::new("f"), d, OsStr::new("g"), rtmpfs_core::RenameFlags::default())
+                    .unwrap();
+                set(d, s, b"4");
+                fs.unlink(&ctx, d, OsStr::new("g")).unwrap();
+                fs.release(fh).unwrap();
+            })
+        };
+        // The same directory: a name created, then `o` removed.
+        let dir_changer = {
+            let fs = fs.clone();
+            thread::spawn(move || {
+                let ctx = Ctx::root();
+                fs.mknod(&ctx, d, OsStr::new("n"), libc::S_IFIFO | 0o600, 0).unwrap();
+                fs.unlink(&ctx, d, OsStr::new("o")).unwrap();
+            })
+        };
+        file_changer.join().unwrap();
+        dir_changer.join().unwrap();
+        let img = snapper.join().unwrap();
+        assert_eq!(fs.snapshot_pins(), (0, 0));
+        fs.check_invariants().unwrap();
+
+        let back = Filesystem::from_image(Config::default(), img.as_slice(), &RestoreOptions::default()).unwrap();
+        back.check_invariants().unwrap();
+        let bd = back.lookup(&ctx, back.root(), OsStr::new("d")).unwrap().ino;
+        let ks = states_of(&back, bd);
+        assert!(!ks.is_empty(), "the image (d's record, d/f) is no state the tree was in");
+        let n = back.lookup(&ctx, bd, OsStr::new("n")).is_ok();
+        let o_back = back.lookup(&ctx, bd, OsStr::new("o")).ok();
+        assert!(n || o_back.is_some(), "`o` removed before `n` was made");
+        if let Some(a) = o_back {
+            assert_eq!(contents(&back, a.ino), [NEW; 100]);
+        }
+        let entries = back.getattr(bd).unwrap().size;
+        let fg = ["f", "g"]
+            .into_iter()
+            .filter(|name| back.lookup(&ctx, bd, OsStr::new(name)).is_ok())
+            .count();
+        let names = fg + usize::from(n) + usize::from(o_back.is_some());
+        assert_eq!(entries, 40 + 20 * names as u64, "d's size and entries disagree");
+        let _ = o;
+    }
+
+    fn tiny() -> Arc<Filesystem> {
+        tiny_ram()
+    }
+
+    #[test]
+    fn shuttle_snapshot_races_changes_to_one_inode_random() {
+        shuttle::check_random(|| scenario(plain()), iters());
+    }
+
+    #[test]
+    fn shuttle_snapshot_races_changes_to_one_inode_pct() {
+        shuttle::check_pct(|| scenario(plain()), iters(), 3);
+    }
+
+    #[test]
+    fn shuttle_snapshot_races_changes_to_one_inode_swapped_random() {
+        shuttle::check_random(|| scenario(tiny()), iters());
     }
 }

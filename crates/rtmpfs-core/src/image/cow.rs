@@ -124,7 +124,10 @@ impl Filesystem {
             return;
         }
         let cap = capture_meta(self, inode, &m);
-        let refused = self.snap_keep(inode, |p| p.meta = Some(cap));
+        let refused = self.snap_keep(inode, |p| {
+            debug_assert!(p.meta.is_none(), "inode {} captured twice", inode.ino.0);
+            p.meta = Some(cap);
+        });
         inode.snap_meta.store(e, Ordering::Release);
         drop(m);
         // A walk that ended meanwhile: the capture's pins go, with no leaf lock held.
@@ -144,7 +147,10 @@ impl Filesystem {
             return;
         }
         let cap = d.names_and_inos();
-        let refused = self.snap_keep(inode, |p| p.entries = Some(cap));
+        let refused = self.snap_keep(inode, |p| {
+            debug_assert!(p.entries.is_none(), "directory {} captured twice", inode.ino.0);
+            p.entries = Some(cap);
+        });
         body.snap_entries.store(e, Ordering::Release);
         drop(refused);
     }
@@ -201,6 +207,7 @@ impl Filesystem {
     pub(super) fn walk_meta(&self, inode: &Arc<Inode>, e: u64) -> Option<CapturedMeta> {
         let m = inode.meta.read();
         if inode.snap_meta.load(Ordering::Acquire) != e {
+            debug_assert!(!self.snap_stored(inode.ino, |p| p.meta.is_some()), "captured twice");
             let cap = capture_meta(self, inode, &m);
             inode.snap_meta.store(e, Ordering::Release);
             return Some(cap);
@@ -215,12 +222,22 @@ impl Filesystem {
         let body = inode.dir()?;
         let d = body.entries.read();
         if body.snap_entries.load(Ordering::Acquire) != e {
+            debug_assert!(!self.snap_stored(inode.ino, |p| p.entries.is_some()), "captured twice");
             let cap = d.names_and_inos();
             body.snap_entries.store(e, Ordering::Release);
             return Some(cap);
         }
         drop(d);
         self.snap_take(inode.ino, |p| p.entries.take())
+    }
+
+    /// Whether the store holds what `has` looks for of `ino` (debug checks: one capture each).
+    fn snap_stored(&self, ino: Ino, has: impl FnOnce(&PreImages) -> bool) -> bool {
+        self.snap_store
+            .lock()
+            .as_ref()
+            .and_then(|s| s.get(&ino.0))
+            .is_some_and(has)
     }
 
     fn snap_take<T>(&self, ino: Ino, take: impl FnOnce(&mut PreImages) -> Option<T>) -> Option<T> {
