@@ -135,7 +135,10 @@ impl Dir {
 
     /// Every entry's name and inode, in cookie order (a snapshot's capture of the directory).
     pub(crate) fn names_and_inos(&self) -> Vec<(Arc<[u8]>, Ino)> {
-        self.by_cookie.values().map(|(e, name)| (Arc::clone(name), e.ino)).collect()
+        self.by_cookie
+            .values()
+            .map(|(e, name)| (Arc::clone(name), e.ino))
+            .collect()
     }
 
     /// Entries with `after` < cookie < `end`, in cookie order, until `f` returns false.

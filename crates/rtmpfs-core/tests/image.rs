@@ -761,9 +761,7 @@ fn a_failed_snapshot_lets_every_pin_go() {
     fs.set_snapshot_hook(move || {
         // A change to `a` captures it (its swapped pages' slots pinned), the write to `b`
         // captures `b` (its frames pinned): both captures wait in the store for the walker.
-        changer
-            .setattr(&Ctx::root(), a, &mode(0o600), None)
-            .unwrap();
+        changer.setattr(&Ctx::root(), a, &mode(0o600), None).unwrap();
         overwrite(&changer, b, 0, &noise(13, 4 * P));
         *pins.lock().unwrap() = changer.snapshot_pins();
     });
@@ -872,9 +870,9 @@ fn compressed_records_in_swap_are_imaged_as_they_were() {
 /// The inode at `path` ("/a/b"), looked up from the root.
 fn at(fs: &Filesystem, path: &str) -> Ino {
     let ctx = Ctx::root();
-    path.split('/')
-        .filter(|c| !c.is_empty())
-        .fold(fs.root(), |dir, name| fs.lookup(&ctx, dir, OsStr::new(name)).unwrap().ino)
+    path.split('/').filter(|c| !c.is_empty()).fold(fs.root(), |dir, name| {
+        fs.lookup(&ctx, dir, OsStr::new(name)).unwrap().ino
+    })
 }
 
 /// The tree every change of `every_change_after_the_gate_leaves_the_image_at_the_epoch`
@@ -885,14 +883,16 @@ fn epoch_tree(fs: &Filesystem) {
     let ctx = Ctx::root();
     let root = fs.root();
     let f = put(fs, "f", &noise(21, 3 * P));
-    fs.setxattr(&ctx, f, OsStr::new("user.a"), b"1", XattrSetMode::Upsert).unwrap();
+    fs.setxattr(&ctx, f, OsStr::new("user.a"), b"1", XattrSetMode::Upsert)
+        .unwrap();
     let d = fs.mkdir(&ctx, root, OsStr::new("d"), 0o755).unwrap().ino;
     let (g, fh) = fs
         .create(&ctx, d, OsStr::new("g"), 0o640, OpenFlags::READ_WRITE)
         .unwrap();
     fs.write(&ctx, fh, 2 * P as u64, &noise(22, 2 * P)).unwrap();
     fs.release(fh).unwrap();
-    fs.setxattr(&ctx, g.ino, OsStr::new("user.g"), b"gee", XattrSetMode::Upsert).unwrap();
+    fs.setxattr(&ctx, g.ino, OsStr::new("user.g"), b"gee", XattrSetMode::Upsert)
+        .unwrap();
     fs.link(&ctx, f, d, OsStr::new("h")).unwrap();
     fs.symlink(&ctx, d, OsStr::new("s"), OsStr::new("../f")).unwrap();
     fs.mknod(&ctx, root, OsStr::new("p"), libc::S_IFIFO | 0o600, 0).unwrap();
@@ -904,7 +904,9 @@ fn epoch_tree(fs: &Filesystem) {
 /// Create `name` in directory `dir` holding `data`.
 fn put_in(fs: &Filesystem, dir: Ino, name: &str, data: &[u8]) -> Ino {
     let ctx = Ctx::root();
-    let (e, fh) = fs.create(&ctx, dir, OsStr::new(name), 0o644, OpenFlags::READ_WRITE).unwrap();
+    let (e, fh) = fs
+        .create(&ctx, dir, OsStr::new(name), 0o644, OpenFlags::READ_WRITE)
+        .unwrap();
     fs.write(&ctx, fh, 0, data).unwrap();
     fs.release(fh).unwrap();
     e.ino
@@ -914,7 +916,10 @@ type Change = fn(&Filesystem);
 
 /// A node for a failure message: the bytes by length and a checksum.
 fn brief(n: &Node) -> String {
-    let sum = n.bytes.iter().fold(0u64, |h, &b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+    let sum = n
+        .bytes
+        .iter()
+        .fold(0u64, |h, &b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
     format!(
         "{:?} flags {:#x} xattrs {:?} extents {:?} bytes {} (sum {sum:#x}) target {:?}",
         n.attr,
@@ -950,7 +955,9 @@ fn changes() -> Vec<(&'static str, Change)> {
     }
     vec![
         ("create", |fs| {
-            let (_, fh) = fs.create(&ctx(), at(fs, "/d"), name("new"), 0o600, OpenFlags::WRITE).unwrap();
+            let (_, fh) = fs
+                .create(&ctx(), at(fs, "/d"), name("new"), 0o600, OpenFlags::WRITE)
+                .unwrap();
             fs.write(&ctx(), fh, 0, b"new").unwrap();
             fs.release(fh).unwrap();
         }),
@@ -962,7 +969,8 @@ fn changes() -> Vec<(&'static str, Change)> {
             fs.mkdir(&ctx(), nd, name("deeper"), 0o700).unwrap();
         }),
         ("mknod", |fs| {
-            fs.mknod(&ctx(), at(fs, "/e"), name("sock"), libc::S_IFSOCK | 0o600, 0).unwrap();
+            fs.mknod(&ctx(), at(fs, "/e"), name("sock"), libc::S_IFSOCK | 0o600, 0)
+                .unwrap();
         }),
         ("symlink", |fs| {
             fs.symlink(&ctx(), fs.root(), name("sl"), name("d/g")).unwrap();
@@ -1054,8 +1062,10 @@ fn changes() -> Vec<(&'static str, Change)> {
             setattr(fs, "/d/g", set);
         }),
         ("setxattr", |fs| {
-            fs.setxattr(&ctx(), at(fs, "/f"), name("user.a"), b"2", XattrSetMode::Upsert).unwrap();
-            fs.setxattr(&ctx(), at(fs, "/d"), name("user.n"), b"new", XattrSetMode::Upsert).unwrap();
+            fs.setxattr(&ctx(), at(fs, "/f"), name("user.a"), b"2", XattrSetMode::Upsert)
+                .unwrap();
+            fs.setxattr(&ctx(), at(fs, "/d"), name("user.n"), b"new", XattrSetMode::Upsert)
+                .unwrap();
         }),
         ("setxattr of an ACL", |fs| {
             // user::rw-, group::r--, other::--- (version 2, tag, perm, id).
@@ -1065,14 +1075,21 @@ fn changes() -> Vec<(&'static str, Change)> {
                 acl.extend(perm.to_le_bytes());
                 acl.extend(u32::MAX.to_le_bytes());
             }
-            fs.setxattr(&ctx(), at(fs, "/d/g"), name("system.posix_acl_access"), &acl, XattrSetMode::Upsert)
-                .unwrap();
+            fs.setxattr(
+                &ctx(),
+                at(fs, "/d/g"),
+                name("system.posix_acl_access"),
+                &acl,
+                XattrSetMode::Upsert,
+            )
+            .unwrap();
         }),
         ("removexattr", |fs| {
             fs.removexattr(&ctx(), at(fs, "/d/g"), name("user.g")).unwrap();
         }),
         ("file flags", |fs| {
-            fs.set_file_flags(&ctx(), at(fs, "/f"), rtmpfs_core::file_flags::NODUMP).unwrap();
+            fs.set_file_flags(&ctx(), at(fs, "/f"), rtmpfs_core::file_flags::NODUMP)
+                .unwrap();
         }),
         ("write in place and past the end", |fs| {
             let fh = rw(fs, "/f");
@@ -1097,7 +1114,8 @@ fn changes() -> Vec<(&'static str, Change)> {
         }),
         ("punch a hole", |fs| {
             let fh = rw(fs, "/f");
-            fs.fallocate(&ctx(), fh, 100, P + 100, FallocateMode::PunchHole).unwrap();
+            fs.fallocate(&ctx(), fh, 100, P + 100, FallocateMode::PunchHole)
+                .unwrap();
             fs.release(fh).unwrap();
         }),
         ("copy_file_range", |fs| {
@@ -1122,7 +1140,15 @@ fn changes() -> Vec<(&'static str, Change)> {
         }),
         ("remove_privs", |fs| {
             setattr(fs, "/d/g", mode(0o6755));
-            fs.remove_privs(&Ctx { uid: 1000, gid: 1000, ..Ctx::root() }, at(fs, "/d/g")).unwrap();
+            fs.remove_privs(
+                &Ctx {
+                    uid: 1000,
+                    gid: 1000,
+                    ..Ctx::root()
+                },
+                at(fs, "/d/g"),
+            )
+            .unwrap();
         }),
         ("everything at once", |fs| {
             let fh = rw(fs, "/d/g");
@@ -1183,7 +1209,12 @@ fn every_change_after_the_gate_leaves_the_image_at_the_epoch() {
                     brief(node)
                 );
             }
-            assert!(after == before, "{what} (config {i}): {:?}\nvs\n{:?}", after.1, before.1);
+            assert!(
+                after == before,
+                "{what} (config {i}): {:?}\nvs\n{:?}",
+                after.1,
+                before.1
+            );
         }
     }
     // set_limits after the gate: the image keeps the limits of the epoch.

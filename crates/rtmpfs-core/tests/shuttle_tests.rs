@@ -732,10 +732,15 @@ mod snapshot {
     fn scenario(fs: Arc<Filesystem>) {
         let ctx = Ctx::root();
         let d = fs.mkdir(&ctx, fs.root(), OsStr::new("d"), 0o755).unwrap().ino;
-        let (f, fh) = fs.create(&ctx, d, OsStr::new("f"), 0o644, OpenFlags::READ_WRITE).unwrap();
+        let (f, fh) = fs
+            .create(&ctx, d, OsStr::new("f"), 0o644, OpenFlags::READ_WRITE)
+            .unwrap();
         fs.write(&ctx, fh, 0, &[OLD; 2 * P as usize]).unwrap();
-        fs.setxattr(&ctx, f.ino, OsStr::new("user.v"), b"0", XattrSetMode::Upsert).unwrap();
-        let (o, ofh) = fs.create(&ctx, d, OsStr::new("o"), 0o644, OpenFlags::READ_WRITE).unwrap();
+        fs.setxattr(&ctx, f.ino, OsStr::new("user.v"), b"0", XattrSetMode::Upsert)
+            .unwrap();
+        let (o, ofh) = fs
+            .create(&ctx, d, OsStr::new("o"), 0o644, OpenFlags::READ_WRITE)
+            .unwrap();
         fs.write(&ctx, ofh, 0, &[NEW; 100]).unwrap();
         fs.release(ofh).unwrap();
         fs.evict_now(usize::MAX);
@@ -763,8 +768,15 @@ mod snapshot {
                 set(d, s, b"2");
                 fs.write(&ctx, fh, 0, &[A; P as usize]).unwrap();
                 set(d, s, b"3");
-                fs.rename(&ctx, d, OsStr::new("f"), d, OsStr::new("g"), rtmpfs_core::RenameFlags::default())
-                    .unwrap();
+                fs.rename(
+                    &ctx,
+                    d,
+                    OsStr::new("f"),
+                    d,
+                    OsStr::new("g"),
+                    rtmpfs_core::RenameFlags::default(),
+                )
+                .unwrap();
                 set(d, s, b"4");
                 fs.unlink(&ctx, d, OsStr::new("g")).unwrap();
                 fs.release(fh).unwrap();
@@ -789,7 +801,10 @@ mod snapshot {
         back.check_invariants().unwrap();
         let bd = back.lookup(&ctx, back.root(), OsStr::new("d")).unwrap().ino;
         let ks = states_of(&back, bd);
-        assert!(!ks.is_empty(), "the image (d's record, d/f) is no state the tree was in");
+        assert!(
+            !ks.is_empty(),
+            "the image (d's record, d/f) is no state the tree was in"
+        );
         let n = back.lookup(&ctx, bd, OsStr::new("n")).is_ok();
         let o_back = back.lookup(&ctx, bd, OsStr::new("o")).ok();
         assert!(n || o_back.is_some(), "`o` removed before `n` was made");

@@ -164,15 +164,12 @@ impl Filesystem {
             meta: None,
             entries: None,
         };
-        match store.as_mut() {
-            Some(map) => {
-                put(map.entry(inode.ino.0).or_insert(fresh));
-                None
-            }
-            None => {
-                put(&mut fresh);
-                Some(fresh)
-            }
+        if let Some(map) = store.as_mut() {
+            put(map.entry(inode.ino.0).or_insert(fresh));
+            None
+        } else {
+            put(&mut fresh);
+            Some(fresh)
         }
     }
 
