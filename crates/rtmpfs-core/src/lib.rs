@@ -28,7 +28,8 @@
 //! ```text
 //! SnapshotRun       one snapshot at a time (held across its I/O; no change takes it)
 //! Snapshot          filesystem-wide gate: every change holds it shared, a snapshot exclusively
-//!                   while it captures the tree (not while it reads pages or writes the image)
+//!                   only to start its epoch (inodes are captured after, copy-on-write:
+//!                   image/cow.rs)
 //! Rename            filesystem-wide; cross-directory rename only (freezes parent pointers)
 //!  └─ Dir           directory entries; nested: parent before child (rmdir, rename victim),
 //!      │            else ancestor first, else ascending ino (rename's two parents)
@@ -44,6 +45,8 @@
 //!                      └─ ReadAhead → ReadAheadQueue (leaf)    a file's read-ahead windows
 //!                      └─ SwapCopy, SwapSlots, MemoryBackend  leaves (swap tier)
 //!                      └─ PreImage                            leaf (a pinned frame's copy)
+//!                      └─ SnapStore                           leaf (a snapshot's pre-images,
+//!                                                             taken under Dir or Meta)
 //!                      └─ IdBatch, SnapshotHook, Threads      leaves (ino/fh batches; test hook;
 //!                                                             mm threads)
 //! ```

@@ -1,9 +1,9 @@
 //! A file's pages as an image sees them: captured by reference at the snapshot's epoch, then
 //! read as runs of data and of reserved pages, in page order, without charging the RAM budget.
 //!
-//! [`FileData::capture`] takes the page list under the page-map read lock (the caller holds the
-//! snapshot gate exclusively, so no page changes meanwhile): resident frames by `Arc` and
-//! *pinned* (a change to a pinned frame copies its bytes first, `Frame::change`), swapped pages
+//! [`FileData::capture`] takes the page list under the page-map read lock (the caller captures
+//! the file's record for a snapshot, before any change alters it: `image/cow.rs`): resident
+//! frames by `Arc` and *pinned* (a change to a pinned frame copies its bytes first, `Frame::change`), swapped pages
 //! by their entry with the slot pinned (a free of it is deferred, so it is not reused under the
 //! walker), compressed pages by their immutable pool entry, reserved and zero pages as they are. The
 //! walker then reads the capture with no engine lock held across I/O: a frame's bytes (or its
@@ -73,9 +73,10 @@ impl FileData {
     /// Capture the size and the page list by reference (see the module docs).
     ///
     /// # Preconditions
-    /// The caller holds the snapshot gate exclusively, so no page's contents change during the
-    /// call (eviction and swap-in, which only move pages, are held off by the page-map read
-    /// lock taken here), and no lock below it.
+    /// The caller holds the file's `Meta` lock and captures the file for the walking snapshot
+    /// (`image/cow.rs`): no change has altered the file since the epoch (each captures it
+    /// first), and none alters it during the call; eviction and swap-in, which only move pages,
+    /// are held off by the page-map read lock taken here.
     pub(crate) fn capture(&self, mm: &Arc<MemoryManager>) -> CapturedFile {
         let map = self.pages.read();
         let mut pages = Vec::with_capacity(usize::try_from(self.charged_pages()).unwrap_or(0));

@@ -59,8 +59,8 @@ pub struct Filesystem {
     /// Rank `Rename`: held by cross-directory renames; parent pointers change only under it.
     rename_lock: Mutex<()>,
     /// Rank `Snapshot`: every change to the tree (names, attributes, xattrs, file contents)
-    /// holds it shared, for the whole change; [`Filesystem::snapshot`] holds it exclusively, so
-    /// the image is the tree as it was at one instant.
+    /// holds it shared, for the whole change; [`Filesystem::snapshot`] holds it exclusively to
+    /// start its epoch, so the epoch falls between changes (`image/cow.rs`).
     pub(crate) gate: RwLock<()>,
     /// Rank `SnapshotRun`: one snapshot at a time (a capture's pins are per frame and slot, not
     /// per snapshot). Held for the whole snapshot, I/O included; no change takes it. Holds the

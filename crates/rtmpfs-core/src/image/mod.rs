@@ -161,11 +161,11 @@ pub struct SnapshotStats {
     pub data_pages: u64,
     /// How long changes to the tree were held off: from the moment the snapshot had the gate
     /// to when it let go (waiting for changes in flight to finish is not counted). Under the
-    /// gate the snapshot walks the namespace and captures each file's page list by reference;
-    /// page data is read, compressed and written after.
+    /// gate the snapshot only starts its epoch; inodes are captured after it (copy-on-write),
+    /// and page data is read, compressed and written after.
     pub pause: Duration,
-    /// Pages changed after the gate was let go and before the snapshot read them: written from
-    /// the copy their first change made (copy-on-write).
+    /// Pages changed after their file was captured and before the snapshot read them: written
+    /// from the copy their first change made (copy-on-write).
     pub pre_images: u64,
 }
 

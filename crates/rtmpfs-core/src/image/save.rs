@@ -1,14 +1,14 @@
-//! Writing an image: the tree captured under the snapshot gate, then written outside it.
+//! Writing an image: an epoch set under the snapshot gate, the tree captured and written after.
 //!
 //! Every change to the tree holds the filesystem's gate shared for its whole length
-//! (`Filesystem::change_gate`); the snapshot takes it exclusively, so it waits for changes in
-//! flight to finish, and none starts until it lets go: what it captures is the tree as it was at
-//! that instant. Under the gate it walks the namespace, encodes each inode's record, xattrs and
-//! entries into memory (no compression, no I/O), and captures each regular file's page list by
+//! (`Filesystem::change_gate`); the snapshot takes it exclusively only to start a new epoch, so
+//! the epoch falls between changes. After it lets go, it walks the namespace; each inode's
+//! record, xattrs, entries and (a regular file) page list are captured at the epoch by the
+//! walker or, first, by a change about to alter them (`cow.rs`); the page lists are captured by
 //! reference (`file/image.rs`: frames pinned for copy-on-write, swap slots pinned against
-//! reuse). It then lets go of the gate and reads the pages, compresses, encrypts and writes the
-//! image with no engine lock held across I/O; a page changed meanwhile is written from its
-//! pre-image. One snapshot at a time (`snapshot_run`). See docs/design.md, "Snapshots".
+//! reuse). The walker writes each inode's records and pages as it goes, with no engine lock
+//! held across I/O; a page changed after its capture is written from its pre-image. One
+//! snapshot at a time (`snapshot_run`). See docs/design.md, "Snapshots".
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -60,8 +60,8 @@ fn io(e: std::io::Error) -> ImageError {
 
 impl Filesystem {
     /// Write an image of the whole tree as it is at one instant to `out` (unencrypted). The
-    /// filesystem stays usable: reads go on, changes wait only while the namespace is walked
-    /// and the page lists captured (see [`SnapshotStats::pause`]); pages changed after are
+    /// filesystem stays usable: reads go on, changes wait only while the snapshot's epoch is
+    /// set (see [`SnapshotStats::pause`]); inodes, directories and pages changed after are
     /// written as they were (copy-on-write). Swapped-out pages are read into scratch pages without being
     /// charged to the RAM budget. Unlinked files that are still open, and anonymous
     /// (`O_TMPFILE`) files never linked, are not in the tree and not in the image.
