@@ -12,16 +12,21 @@
 //!
 //! One line per compressor, `key=value` fields. `COMPRESS_MAX_PCT` sets the pool's cap as a
 //! percentage of `memory=` (default: the engine's, 25 %).
+//!
+//! `compress_bench classify SET MIB`: the incompressibility estimate's verdict on every page of
+//! the set against lz4's and zstd's trials, and each test's cost per page (see [`classify`]).
 
 use std::ffi::OsStr;
 use std::fmt::Write as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use rtmpfs_core::bench;
 use rtmpfs_core::{Compression, Config, Ctx, Fh, Filesystem, OpenFlags, SwapConfig, PAGE_SIZE};
 
 const MIB: usize = 1 << 20;
 const READS: usize = 4000;
+const PAGE: usize = PAGE_SIZE as usize;
 
 /// The data set: file contents, one entry per file.
 fn load(set: &str, mib: usize) -> Vec<Vec<u8>> {
@@ -202,10 +207,93 @@ fn run(set: &str, files: &[Vec<u8>], algo: Compression, swap_dir: &Path) {
     );
 }
 
+/// The data set's pages as the engine stores them (a file's last page zero-padded), zero
+/// pages left out (the tier stores those as nothing before any test).
+fn pages_of(files: &[Vec<u8>]) -> Vec<[u8; PAGE]> {
+    files
+        .iter()
+        .flat_map(|f| f.chunks(PAGE))
+        .map(|c| {
+            let mut p = [0u8; PAGE];
+            p[..c.len()].copy_from_slice(c);
+            p
+        })
+        .filter(|p| p.iter().any(|&b| b != 0))
+        .collect()
+}
+
+/// Nanoseconds per page of `f` over `pages`, best of three passes.
+fn ns_per_page(pages: &[[u8; PAGE]], mut f: impl FnMut(&[u8; PAGE]) -> bool) -> String {
+    if pages.is_empty() {
+        return "-".into();
+    }
+    let best = (0..3)
+        .map(|_| {
+            let t = Instant::now();
+            let n = pages.iter().filter(|p| f(std::hint::black_box(p))).count();
+            std::hint::black_box(n);
+            t.elapsed()
+        })
+        .min()
+        .unwrap_or_default();
+    format!("{:.0}", best.as_secs_f64() * 1e9 / pages.len() as f64)
+}
+
+/// `classify`: how the incompressibility estimate's verdicts compare with the compressors'
+/// own (a page is incompressible for a compressor when it packs to more than `MAX_PACKED`), and
+/// what each test costs per page: on all the set's non-zero pages, and on the pages the
+/// estimate rejects (the trials it saves). Also lz4's trial as a filter before zstd.
+fn classify(set: &str, files: &[Vec<u8>]) {
+    let pages = pages_of(files);
+    let est: Vec<bool> = pages.iter().map(bench::looks_incompressible).collect();
+    let lz4: Vec<bool> = pages
+        .iter()
+        .map(|p| bench::trial_len(Compression::Lz4, p).is_none())
+        .collect();
+    let zstd: Vec<bool> = pages
+        .iter()
+        .map(|p| bench::trial_len(Compression::Zstd, p).is_none())
+        .collect();
+    let count = |v: &[bool]| v.iter().filter(|&&x| x).count();
+    let both = |a: &[bool], b: &[bool], want_b: bool| a.iter().zip(b).filter(|&(&x, &y)| x && y == want_b).count();
+    let rejected: Vec<[u8; PAGE]> = pages.iter().zip(&est).filter(|&(_, &e)| e).map(|(p, _)| *p).collect();
+    println!(
+        "classify set={set} pages={} est_incompressible={} lz4_rejects={} zstd_rejects={} \
+         est_wrong_lz4={} est_wrong_zstd={} est_missed_lz4={} est_missed_zstd={} lz4_wrong_for_zstd={} \
+         est_ns={} lz4_ns={} zstd_ns={} on_est_rejected: est_ns={} lz4_ns={} zstd_ns={}",
+        pages.len(),
+        count(&est),
+        count(&lz4),
+        count(&zstd),
+        both(&est, &lz4, false),
+        both(&est, &zstd, false),
+        both(&lz4, &est, false),
+        both(&zstd, &est, false),
+        both(&lz4, &zstd, false),
+        ns_per_page(&pages, bench::looks_incompressible),
+        ns_per_page(&pages, |p| bench::trial_len(Compression::Lz4, p).is_none()),
+        ns_per_page(&pages, |p| bench::trial_len(Compression::Zstd, p).is_none()),
+        ns_per_page(&rejected, bench::looks_incompressible),
+        ns_per_page(&rejected, |p| bench::trial_len(Compression::Lz4, p).is_none()),
+        ns_per_page(&rejected, |p| bench::trial_len(Compression::Zstd, p).is_none()),
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if let [_, mode, set, mib] = args.as_slice() {
+        if mode == "classify" {
+            let Ok(mib) = mib.parse::<usize>() else {
+                eprintln!("compress_bench: MIB must be a number");
+                std::process::exit(2);
+            };
+            let label = if set.starts_with("src:") { "src" } else { set.as_str() };
+            classify(label, &load(set, mib));
+            return;
+        }
+    }
     let [_, set, mib, swap_dir] = args.as_slice() else {
-        eprintln!("usage: compress_bench src:DIR|logs|random MIB SWAPDIR");
+        eprintln!("usage: compress_bench src:DIR|logs|random MIB SWAPDIR | compress_bench classify SET MIB");
         std::process::exit(2);
     };
     let Ok(mib) = mib.parse::<usize>() else {
