@@ -7,8 +7,12 @@
 //!
 //! * `held_mib`: data written before the first page was written to swap;
 //! * `write_mb_s`: throughput of writing it all;
-//! * then 4,000 random 4 KiB reads, each classed by what served it (the pool, the swap, RAM) by
-//!   the counters around it: the median time of each class, in microseconds.
+//! * then 4,000 random 4 KiB reads, each classed by what served it (the pool, a whole page from
+//!   swap, a compressed record from swap, RAM) by the counters around it: the median time of
+//!   each class, in microseconds (`pool_us`, `swap_us`, `record_us`, `ram_us`); and of the swap
+//!   reads that evicted no page themselves (`swap_bare_us`, `record_bare_us`: the swap-in
+//!   alone, where the others include the eviction that made room for it: compressing a page,
+//!   or writing it to swap).
 //!
 //! One line per compressor, `key=value` fields. `COMPRESS_MAX_PCT` sets the pool's cap as a
 //! percentage of `memory=` (default: the engine's, 25 %).
@@ -101,6 +105,13 @@ fn walk(dir: &Path, files: &mut Vec<Vec<u8>>, total: &mut usize, budget: usize) 
     }
 }
 
+/// Pages evicted between two `usage()` snapshots, by any route (to swap, clean, to the pool, as
+/// zeros).
+fn evicted(before: &rtmpfs_core::Usage, after: &rtmpfs_core::Usage) -> u64 {
+    let sum = |u: &rtmpfs_core::Usage| u.evictions + u.clean_evictions + u.pool_stores + u.pool_zero_pages_stored;
+    sum(after) - sum(before)
+}
+
 fn median_us(v: &mut [Duration]) -> String {
     if v.is_empty() {
         return "-".into();
@@ -157,7 +168,9 @@ fn run(set: &str, files: &[Vec<u8>], algo: Compression, swap_dir: &Path) {
     let (handles, held, took) = write_all(&fs, files);
     let after_write = fs.usage();
     let mut x: u64 = 42;
-    let (mut pool, mut swap, mut ram) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut pool, mut swap, mut record, mut ram) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    // Swap reads (whole pages, records) that evicted no page to make room: the swap-in alone.
+    let (mut swap_bare, mut record_bare, mut reclaiming) = (Vec::new(), Vec::new(), 0);
     let mut buf = vec![0u8; PAGE_SIZE as usize];
     let pages: Vec<(Fh, u64)> = handles
         .iter()
@@ -173,10 +186,21 @@ fn run(set: &str, files: &[Vec<u8>], algo: Compression, swap_dir: &Path) {
         fs.read(fh, page * PAGE_SIZE, &mut buf).expect("read");
         let dt = t.elapsed();
         let after = fs.usage();
+        if evicted(&before, &after) > 0 {
+            reclaiming += 1;
+        }
         if after.pool_hits > before.pool_hits {
             pool.push(dt);
+        } else if after.swap_records_read > before.swap_records_read {
+            record.push(dt);
+            if evicted(&before, &after) == 0 {
+                record_bare.push(dt);
+            }
         } else if after.swap_ins > before.swap_ins {
             swap.push(dt);
+            if evicted(&before, &after) == 0 {
+                swap_bare.push(dt);
+            }
         } else {
             ram.push(dt);
         }
@@ -184,7 +208,8 @@ fn run(set: &str, files: &[Vec<u8>], algo: Compression, swap_dir: &Path) {
     let u = fs.usage();
     println!(
         "set={set} data_mib={:.0} memory_mib={:.0} compress={} pool_cap_mib={} held_mib={:.1} write_mb_s={:.0} \
-         pool_ratio={} reads_pool={} reads_swap={} reads_ram={} pool_us={} swap_us={} ram_us={} \
+         pool_ratio={} reads_pool={} reads_swap={} reads_record={} reads_ram={} pool_us={} swap_us={} record_us={} ram_us={} \
+         reads_evicting={reclaiming} swap_bare_us={} record_bare_us={} \
          swap_written_mib={:.1} swap_read_mib={:.2} swap_records={} swap_record_slots={}",
         total as f64 / MIB as f64,
         memory as f64 / MIB as f64,
@@ -196,10 +221,14 @@ fn run(set: &str, files: &[Vec<u8>], algo: Compression, swap_dir: &Path) {
         u.pool_ratio().map_or_else(|| "-".into(), |r| format!("{r:.2}")),
         pool.len(),
         swap.len(),
+        record.len(),
         ram.len(),
         median_us(&mut pool),
         median_us(&mut swap),
+        median_us(&mut record),
         median_us(&mut ram),
+        median_us(&mut swap_bare),
+        median_us(&mut record_bare),
         after_write.swap_bytes_written as f64 / MIB as f64,
         (u.swap_bytes_read - after_write.swap_bytes_read) as f64 / MIB as f64,
         after_write.swap_records,

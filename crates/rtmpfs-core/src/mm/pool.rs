@@ -185,7 +185,7 @@ const SAMPLE_RUN: usize = 16;
 ///   *collision entropy* `H2 = log2(n² / Σ count²)` (Rényi's entropy of order 2: integers only,
 ///   no logarithm, and never above Shannon's, so it errs towards trying). The page is
 ///   incompressible when `H2 ≥ 7` bits per byte, i.e. `128 · Σ count² ≤ n²`: uniformly random
-///   bytes measure 7.68 at this sample size, text and logs 4–5.5, and a page whose tail of even
+///   bytes measure 7.6–7.7 at this sample size, source text 1–5, and a page whose tail of even
 ///   7 % is zeros falls below 7 (LZ needs a quarter of the page in zeros or repeats to fit
 ///   `MAX_PACKED`, so every page this test rejects would have been rejected by the trial too).
 ///
