@@ -7,21 +7,30 @@
 //!
 //! * `held_mib`: data written before the first page was written to swap;
 //! * `write_mb_s`: throughput of writing it all;
-//! * then 4,000 random 4 KiB reads, each classed by what served it (the pool, the swap, RAM) by
-//!   the counters around it: the median time of each class, in microseconds.
+//! * then 4,000 random 4 KiB reads, each classed by what served it (the pool, a whole page from
+//!   swap, a compressed record from swap, RAM) by the counters around it: the median time of
+//!   each class, in microseconds (`pool_us`, `swap_us`, `record_us`, `ram_us`); and of the swap
+//!   reads that evicted no page themselves (`swap_bare_us`, `record_bare_us`: the swap-in
+//!   alone, where the others include the eviction that made room for it: compressing a page,
+//!   or writing it to swap).
 //!
 //! One line per compressor, `key=value` fields. `COMPRESS_MAX_PCT` sets the pool's cap as a
 //! percentage of `memory=` (default: the engine's, 25 %).
+//!
+//! `compress_bench classify SET MIB`: the incompressibility estimate's verdict on every page of
+//! the set against lz4's and zstd's trials, and each test's cost per page (see [`classify`]).
 
 use std::ffi::OsStr;
 use std::fmt::Write as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use rtmpfs_core::bench;
 use rtmpfs_core::{Compression, Config, Ctx, Fh, Filesystem, OpenFlags, SwapConfig, PAGE_SIZE};
 
 const MIB: usize = 1 << 20;
 const READS: usize = 4000;
+const PAGE: usize = PAGE_SIZE as usize;
 
 /// The data set: file contents, one entry per file.
 fn load(set: &str, mib: usize) -> Vec<Vec<u8>> {
@@ -96,6 +105,13 @@ fn walk(dir: &Path, files: &mut Vec<Vec<u8>>, total: &mut usize, budget: usize) 
     }
 }
 
+/// Pages evicted between two `usage()` snapshots, by any route (to swap, clean, to the pool, as
+/// zeros).
+fn evicted(before: &rtmpfs_core::Usage, after: &rtmpfs_core::Usage) -> u64 {
+    let sum = |u: &rtmpfs_core::Usage| u.evictions + u.clean_evictions + u.pool_stores + u.pool_zero_pages_stored;
+    sum(after) - sum(before)
+}
+
 fn median_us(v: &mut [Duration]) -> String {
     if v.is_empty() {
         return "-".into();
@@ -152,7 +168,9 @@ fn run(set: &str, files: &[Vec<u8>], algo: Compression, swap_dir: &Path) {
     let (handles, held, took) = write_all(&fs, files);
     let after_write = fs.usage();
     let mut x: u64 = 42;
-    let (mut pool, mut swap, mut ram) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut pool, mut swap, mut record, mut ram) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    // Swap reads (whole pages, records) that evicted no page to make room: the swap-in alone.
+    let (mut swap_bare, mut record_bare, mut reclaiming) = (Vec::new(), Vec::new(), 0);
     let mut buf = vec![0u8; PAGE_SIZE as usize];
     let pages: Vec<(Fh, u64)> = handles
         .iter()
@@ -168,10 +186,21 @@ fn run(set: &str, files: &[Vec<u8>], algo: Compression, swap_dir: &Path) {
         fs.read(fh, page * PAGE_SIZE, &mut buf).expect("read");
         let dt = t.elapsed();
         let after = fs.usage();
+        if evicted(&before, &after) > 0 {
+            reclaiming += 1;
+        }
         if after.pool_hits > before.pool_hits {
             pool.push(dt);
+        } else if after.swap_records_read > before.swap_records_read {
+            record.push(dt);
+            if evicted(&before, &after) == 0 {
+                record_bare.push(dt);
+            }
         } else if after.swap_ins > before.swap_ins {
             swap.push(dt);
+            if evicted(&before, &after) == 0 {
+                swap_bare.push(dt);
+            }
         } else {
             ram.push(dt);
         }
@@ -179,7 +208,8 @@ fn run(set: &str, files: &[Vec<u8>], algo: Compression, swap_dir: &Path) {
     let u = fs.usage();
     println!(
         "set={set} data_mib={:.0} memory_mib={:.0} compress={} pool_cap_mib={} held_mib={:.1} write_mb_s={:.0} \
-         pool_ratio={} reads_pool={} reads_swap={} reads_ram={} pool_us={} swap_us={} ram_us={} \
+         pool_ratio={} reads_pool={} reads_swap={} reads_record={} reads_ram={} pool_us={} swap_us={} record_us={} ram_us={} \
+         reads_evicting={reclaiming} swap_bare_us={} record_bare_us={} \
          swap_written_mib={:.1} swap_read_mib={:.2} swap_records={} swap_record_slots={}",
         total as f64 / MIB as f64,
         memory as f64 / MIB as f64,
@@ -191,10 +221,14 @@ fn run(set: &str, files: &[Vec<u8>], algo: Compression, swap_dir: &Path) {
         u.pool_ratio().map_or_else(|| "-".into(), |r| format!("{r:.2}")),
         pool.len(),
         swap.len(),
+        record.len(),
         ram.len(),
         median_us(&mut pool),
         median_us(&mut swap),
+        median_us(&mut record),
         median_us(&mut ram),
+        median_us(&mut swap_bare),
+        median_us(&mut record_bare),
         after_write.swap_bytes_written as f64 / MIB as f64,
         (u.swap_bytes_read - after_write.swap_bytes_read) as f64 / MIB as f64,
         after_write.swap_records,
@@ -202,10 +236,93 @@ fn run(set: &str, files: &[Vec<u8>], algo: Compression, swap_dir: &Path) {
     );
 }
 
+/// The data set's pages as the engine stores them (a file's last page zero-padded), zero
+/// pages left out (the tier stores those as nothing before any test).
+fn pages_of(files: &[Vec<u8>]) -> Vec<[u8; PAGE]> {
+    files
+        .iter()
+        .flat_map(|f| f.chunks(PAGE))
+        .map(|c| {
+            let mut p = [0u8; PAGE];
+            p[..c.len()].copy_from_slice(c);
+            p
+        })
+        .filter(|p| p.iter().any(|&b| b != 0))
+        .collect()
+}
+
+/// Nanoseconds per page of `f` over `pages`, best of three passes.
+fn ns_per_page(pages: &[[u8; PAGE]], mut f: impl FnMut(&[u8; PAGE]) -> bool) -> String {
+    if pages.is_empty() {
+        return "-".into();
+    }
+    let best = (0..3)
+        .map(|_| {
+            let t = Instant::now();
+            let n = pages.iter().filter(|p| f(std::hint::black_box(p))).count();
+            std::hint::black_box(n);
+            t.elapsed()
+        })
+        .min()
+        .unwrap_or_default();
+    format!("{:.0}", best.as_secs_f64() * 1e9 / pages.len() as f64)
+}
+
+/// `classify`: how the incompressibility estimate's verdicts compare with the compressors'
+/// own (a page is incompressible for a compressor when it packs to more than `MAX_PACKED`), and
+/// what each test costs per page: on all the set's non-zero pages, and on the pages the
+/// estimate rejects (the trials it saves). Also lz4's trial as a filter before zstd.
+fn classify(set: &str, files: &[Vec<u8>]) {
+    let pages = pages_of(files);
+    let est: Vec<bool> = pages.iter().map(bench::looks_incompressible).collect();
+    let lz4: Vec<bool> = pages
+        .iter()
+        .map(|p| bench::trial_len(Compression::Lz4, p).is_none())
+        .collect();
+    let zstd: Vec<bool> = pages
+        .iter()
+        .map(|p| bench::trial_len(Compression::Zstd, p).is_none())
+        .collect();
+    let count = |v: &[bool]| v.iter().filter(|&&x| x).count();
+    let both = |a: &[bool], b: &[bool], want_b: bool| a.iter().zip(b).filter(|&(&x, &y)| x && y == want_b).count();
+    let rejected: Vec<[u8; PAGE]> = pages.iter().zip(&est).filter(|&(_, &e)| e).map(|(p, _)| *p).collect();
+    println!(
+        "classify set={set} pages={} est_incompressible={} lz4_rejects={} zstd_rejects={} \
+         est_wrong_lz4={} est_wrong_zstd={} est_missed_lz4={} est_missed_zstd={} lz4_wrong_for_zstd={} \
+         est_ns={} lz4_ns={} zstd_ns={} on_est_rejected: est_ns={} lz4_ns={} zstd_ns={}",
+        pages.len(),
+        count(&est),
+        count(&lz4),
+        count(&zstd),
+        both(&est, &lz4, false),
+        both(&est, &zstd, false),
+        both(&lz4, &est, false),
+        both(&zstd, &est, false),
+        both(&lz4, &zstd, false),
+        ns_per_page(&pages, bench::looks_incompressible),
+        ns_per_page(&pages, |p| bench::trial_len(Compression::Lz4, p).is_none()),
+        ns_per_page(&pages, |p| bench::trial_len(Compression::Zstd, p).is_none()),
+        ns_per_page(&rejected, bench::looks_incompressible),
+        ns_per_page(&rejected, |p| bench::trial_len(Compression::Lz4, p).is_none()),
+        ns_per_page(&rejected, |p| bench::trial_len(Compression::Zstd, p).is_none()),
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if let [_, mode, set, mib] = args.as_slice() {
+        if mode == "classify" {
+            let Ok(mib) = mib.parse::<usize>() else {
+                eprintln!("compress_bench: MIB must be a number");
+                std::process::exit(2);
+            };
+            let label = if set.starts_with("src:") { "src" } else { set.as_str() };
+            classify(label, &load(set, mib));
+            return;
+        }
+    }
     let [_, set, mib, swap_dir] = args.as_slice() else {
-        eprintln!("usage: compress_bench src:DIR|logs|random MIB SWAPDIR");
+        eprintln!("usage: compress_bench src:DIR|logs|random MIB SWAPDIR | compress_bench classify SET MIB");
         std::process::exit(2);
     };
     let Ok(mib) = mib.parse::<usize>() else {

@@ -83,6 +83,32 @@ mod mm;
 mod name;
 mod perm;
 pub mod swap;
+#[doc(hidden)]
+pub mod bench {
+    //! The compressed tier's classification, for `examples/compress_bench.rs` (which measures
+    //! it against the compressors' own verdicts): not a stable API.
+    use crate::mm::{Packing, PAGE};
+    use crate::Compression;
+
+    /// Whether the compressed tier's estimate calls `page` incompressible without a trial.
+    #[must_use]
+    pub fn looks_incompressible(page: &[u8; PAGE]) -> bool {
+        crate::mm::looks_incompressible(page)
+    }
+
+    /// `algo`'s trial on `page` alone (no zero test, no estimate): the compressed length if it
+    /// is at most the pool's limit (3,072 bytes), else `None`.
+    #[must_use]
+    pub fn trial_len(algo: Compression, page: &[u8; PAGE]) -> Option<usize> {
+        match crate::mm::trial(algo, page) {
+            Packing::Packed(data) => Some(data.len()),
+            Packing::Zero | Packing::Incompressible => None,
+        }
+    }
+
+    /// The largest compressed page the pool stores.
+    pub const MAX_PACKED: usize = crate::mm::MAX_PACKED;
+}
 pub mod sync;
 mod types;
 mod xattr;

@@ -618,6 +618,9 @@ pub struct Usage {
     pub pool_zero_pages_stored: u64,
     /// Pages that did not compress well enough and went to swap instead.
     pub pool_rejected: u64,
+    /// Of those, the pages the estimate rejected before any compressor's trial (random or
+    /// already compressed data: docs/design.md, "The compressed tier").
+    pub pool_rejected_by_estimate: u64,
     /// Faults and reads served from the pool (decompressions, no I/O).
     pub pool_hits: u64,
     /// Pool entries written to swap because the pool was full.

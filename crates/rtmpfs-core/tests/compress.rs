@@ -178,23 +178,77 @@ fn a_full_pool_sends_its_coldest_pages_to_swap_and_they_come_back() {
 
 #[test]
 fn incompressible_pages_go_straight_to_swap_and_are_tried_once() {
-    // Swap for 8 pages, RAM for 8: 16 random pages fill both.
-    let fs =
-        Filesystem::with_swap_backend(config(Compression::Lz4, 8, None), Box::new(MemorySwap::new(Some(8)))).unwrap();
-    let fh = new_file(&fs, "random");
-    write_all(&fs, fh, 16, random_page);
-    for _ in 0..4 {
-        // The swap is full: every resident page is a candidate again and again.
-        fs.evict_now(8);
+    for algo in [Compression::Lz4, Compression::Zstd] {
+        // Swap for 8 pages, RAM for 8: 16 random pages fill both.
+        let fs = Filesystem::with_swap_backend(config(algo, 8, None), Box::new(MemorySwap::new(Some(8)))).unwrap();
+        let fh = new_file(&fs, "random");
+        write_all(&fs, fh, 16, random_page);
+        for _ in 0..4 {
+            // The swap is full: every resident page is a candidate again and again.
+            fs.evict_now(8);
+        }
+        let u = fs.usage();
+        assert_eq!(
+            (u.compressed_pages, u.pool_stores, u.pool_bytes),
+            (0, 0, 0),
+            "{algo:?}: {u:?}"
+        );
+        assert_eq!(u.swapped_pages, 8, "{algo:?}: {u:?}");
+        assert!(u.pool_rejected >= 8, "{algo:?}: {u:?}");
+        assert!(
+            u.pool_rejected <= 16,
+            "{algo:?}: a page was tried more than once: {u:?}"
+        );
+        assert_eq!(
+            u.pool_rejected_by_estimate, u.pool_rejected,
+            "{algo:?}: random pages are rejected by the estimate, with no trial: {u:?}"
+        );
+        check_all(&fs, fh, 16, random_page);
+        fs.check_invariants().unwrap();
+        delete_all(&fs, fh, "random");
     }
-    let u = fs.usage();
-    assert_eq!((u.compressed_pages, u.pool_stores, u.pool_bytes), (0, 0, 0), "{u:?}");
-    assert_eq!(u.swapped_pages, 8, "{u:?}");
-    assert!(u.pool_rejected >= 8, "{u:?}");
-    assert!(u.pool_rejected <= 16, "a page was tried more than once: {u:?}");
-    check_all(&fs, fh, 16, random_page);
-    fs.check_invariants().unwrap();
-    delete_all(&fs, fh, "random");
+}
+
+/// Page `idx` of a mix: random, random with a 10 % zero tail (too little for the estimate to
+/// call it incompressible, too much random for a compressor), and `half_page` (compresses).
+fn mixed_page(idx: usize) -> Vec<u8> {
+    let mut page = random_page(idx);
+    match idx % 3 {
+        0 => {}
+        1 => page[P - P / 10..].fill(0),
+        _ => return half_page(idx),
+    }
+    page
+}
+
+#[test]
+fn the_estimate_rejects_random_pages_and_leaves_the_rest_to_the_trial() {
+    for algo in [Compression::Lz4, Compression::Zstd] {
+        let fs = mem_swap(config(algo, 8, None));
+        let fh = new_file(&fs, "mixed");
+        write_all(&fs, fh, 48, mixed_page);
+        fs.evict_now(8);
+        let u = fs.usage();
+        assert!(
+            u.pool_rejected_by_estimate >= 4,
+            "{algo:?}: random pages not caught: {u:?}"
+        );
+        assert!(
+            u.pool_rejected_by_estimate <= 16,
+            "{algo:?}: more pages rejected by the estimate than random ones: {u:?}"
+        );
+        assert!(
+            u.pool_rejected >= u.pool_rejected_by_estimate + 4,
+            "{algo:?}: the 10 %-zero pages were not left to the trial: {u:?}"
+        );
+        assert!(
+            u.pool_stores >= 4,
+            "{algo:?}: the compressible pages were not stored: {u:?}"
+        );
+        check_all(&fs, fh, 48, mixed_page);
+        fs.check_invariants().unwrap();
+        delete_all(&fs, fh, "mixed");
+    }
 }
 
 #[test]

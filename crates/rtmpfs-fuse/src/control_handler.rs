@@ -38,7 +38,7 @@ pub(crate) struct Control {
 /// `_bytes`): what `rtmpfs --stats MOUNTPOINT` prints after the request counters.
 fn render_usage(u: &rtmpfs_core::Usage) -> String {
     let opt = |v: Option<u64>| v.map_or_else(|| "unlimited".to_string(), |n| n.to_string());
-    let lines: [(&str, String); 44] = [
+    let lines: [(&str, String); 45] = [
         ("charged_pages", u.charged_pages.to_string()),
         ("resident_pages", u.resident_pages.to_string()),
         ("swapped_pages", u.swapped_pages.to_string()),
@@ -71,6 +71,7 @@ fn render_usage(u: &rtmpfs_core::Usage) -> String {
         ("pool_limit_bytes", opt(u.pool_limit_bytes)),
         ("pool_stores", u.pool_stores.to_string()),
         ("pool_rejected", u.pool_rejected.to_string()),
+        ("pool_rejected_by_estimate", u.pool_rejected_by_estimate.to_string()),
         ("pool_hits", u.pool_hits.to_string()),
         ("pool_writebacks", u.pool_writebacks.to_string()),
         ("swap_bytes_written", u.swap_bytes_written.to_string()),

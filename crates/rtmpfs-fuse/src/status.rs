@@ -182,6 +182,8 @@ pub struct CompressedPool {
     pub zero_stores: u64,
     /// Pages that did not compress well enough and went to swap instead.
     pub rejected: u64,
+    /// Of those, the pages rejected by the estimate, without a compressor's trial.
+    pub rejected_by_estimate: u64,
     /// Pages written from the full pool to swap (as compressed records).
     pub writebacks: u64,
     /// Compressed records live in swap (pages written back and not read since).
@@ -401,6 +403,7 @@ pub fn build(src: &Sources<'_>) -> Status {
             stores: u.pool_stores,
             zero_stores: u.pool_zero_pages_stored,
             rejected: u.pool_rejected,
+            rejected_by_estimate: u.pool_rejected_by_estimate,
             writebacks: u.pool_writebacks,
             swap_records: u.swap_records,
             swap_record_bytes: u.swap_record_bytes,
@@ -547,8 +550,8 @@ pub fn render_table(s: &Status, mount_point: &str) -> String {
     if c.compression != "off" {
         let _ = writeln!(
             out,
-            "pool       stores {}  zero pages {}  rejected {}  written back {}",
-            c.stores, c.zero_stores, c.rejected, c.writebacks
+            "pool       stores {}  zero pages {}  rejected {} ({} by the estimate)  written back {}",
+            c.stores, c.zero_stores, c.rejected, c.rejected_by_estimate, c.writebacks
         );
         let _ = writeln!(
             out,

@@ -32,6 +32,7 @@ mod resize;
 pub(crate) use accounting::{PageState, SlotCounts};
 pub(crate) use frame::{Frame, PAGE};
 pub(crate) use pool::Packed;
+pub(crate) use pool::{looks_incompressible, trial, Packing, MAX_PACKED};
 pub(crate) use quota::Quota;
 pub(crate) use readahead::{FileReadAhead, Queue as ReadAheadQueue, Window};
 pub(crate) use reclaim::{FrameFor, UnpackCharge};
@@ -356,6 +357,7 @@ impl MemoryManager {
             u.pool_stores = get(&pool.stats.stores);
             u.pool_zero_pages_stored = get(&pool.stats.zero_pages);
             u.pool_rejected = get(&pool.stats.rejected);
+            u.pool_rejected_by_estimate = get(&pool.stats.estimated);
             u.pool_hits = get(&pool.stats.hits);
             u.pool_writebacks = get(&pool.stats.writebacks);
         }
