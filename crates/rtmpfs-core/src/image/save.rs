@@ -29,6 +29,12 @@ use crate::types::{Ino, PAGE_SIZE};
 /// zstd level: 1, the fastest (compression is most of a snapshot's time).
 const ZSTD_LEVEL: i32 = 1;
 
+/// zstd worker threads for an image: the host's CPUs, at most 4 (0 would compress on the
+/// caller's thread). The output does not depend on it: any zstd decoder reads it.
+fn zstd_workers() -> u32 {
+    std::thread::available_parallelism().map_or(1, |n| u32::try_from(n.get().min(4)).unwrap_or(1))
+}
+
 /// Bytes of records gathered before they go to the compressor.
 const RECORD_BUFFER: usize = 128 * 1024;
 
@@ -80,7 +86,10 @@ impl Filesystem {
     pub fn snapshot_with(&self, out: impl Write, opts: &SnapshotOptions) -> Result<SnapshotStats, ImageError> {
         let mut last_epoch = self.snapshot_run.lock();
         let chunks = ChunkWriter::new(out, opts.key.as_ref())?;
-        let z = zstd::Encoder::new(chunks, ZSTD_LEVEL).map_err(ImageError::Io)?;
+        let mut z = zstd::Encoder::new(chunks, ZSTD_LEVEL).map_err(ImageError::Io)?;
+        // Compression on zstd's own worker threads, so the walker's page reads and the
+        // compression overlap (the snapshot is compression-bound on one core otherwise).
+        z.multithread(zstd_workers()).map_err(ImageError::Io)?;
         // Records are small: batched before they reach zstd, whose every call has a fixed cost.
         let mut w = std::io::BufWriter::with_capacity(RECORD_BUFFER, z);
         let gate = self.gate.write();

@@ -474,11 +474,13 @@ impl MemoryManager {
         self.captured_pool_bytes.load(Ordering::Relaxed)
     }
 
+    #[cfg(any(test, feature = "test-util"))]
     /// Frames pinned by a snapshot's capture now.
     pub(crate) fn pinned_frames(&self) -> u64 {
         self.pinned_frames.load(Ordering::Relaxed)
     }
 
+    #[cfg(any(test, feature = "test-util"))]
     /// Swap slots pinned by a snapshot now (0 without swap).
     pub(crate) fn pinned_swap_slots(&self) -> usize {
         self.tier

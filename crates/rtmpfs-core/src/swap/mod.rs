@@ -436,6 +436,7 @@ impl Swap {
         }
     }
 
+    #[cfg(any(test, feature = "test-util"))]
     /// Slots pinned now.
     pub(crate) fn pinned_slots(&self) -> usize {
         self.slots.lock().pinned()

@@ -120,6 +120,7 @@ impl SlotAllocator {
         }
     }
 
+    #[cfg(any(test, feature = "test-util"))]
     /// Slots pinned now (a capture in progress).
     pub(crate) fn pinned(&self) -> usize {
         self.pinned.len()
