@@ -645,3 +645,90 @@ fn records_round_trip_through_a_real_swap_file_by_sector_reads() {
         delete_all(&fs, fh, "f");
     }
 }
+
+/// A swap backend that counts read I/Os: one per call, whatever its size.
+struct CountingIo {
+    inner: MemorySwap,
+    reads: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl rtmpfs_core::swap::SwapBackend for CountingIo {
+    fn write_page(&self, slot: u64, page: &rtmpfs_core::swap::AlignedPage) -> std::io::Result<()> {
+        self.inner.write_page(slot, page)
+    }
+
+    fn write_pages(&self, first: u64, pages: &[&rtmpfs_core::swap::AlignedPage]) -> std::io::Result<()> {
+        self.inner.write_pages(first, pages)
+    }
+
+    fn read_page(&self, slot: u64, page: &mut rtmpfs_core::swap::AlignedPage) -> std::io::Result<()> {
+        self.reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.read_page(slot, page)
+    }
+
+    fn read_pages(&self, first: u64, pages: &mut [&mut rtmpfs_core::swap::AlignedPage]) -> std::io::Result<()> {
+        self.reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.read_pages(first, pages)
+    }
+
+    fn read_part(&self, slot: u64, offset: usize, buf: &mut [u8]) -> std::io::Result<()> {
+        self.reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.read_part(slot, offset, buf)
+    }
+}
+
+/// A sequential reader of pages that went to swap as compressed records gets them a run of
+/// record slots per read I/O (the synchronous read-ahead here; the read-ahead thread uses the
+/// same path), not one small read per page; a random reader still reads one record alone, by
+/// its sectors. Every page reads right.
+#[test]
+fn a_sequential_reader_gets_records_a_slot_run_per_read() {
+    for algo in [Compression::Lz4, Compression::Zstd] {
+        let reads = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let backend = CountingIo {
+            inner: MemorySwap::new(None),
+            reads: reads.clone(),
+        };
+        let fs = Filesystem::with_swap_backend(config(algo, 64, Some(PAGE_SIZE)), Box::new(backend)).unwrap();
+        let fh = new_file(&fs, "f");
+        write_all(&fs, fh, 128, quarter_page);
+        fs.evict_now(usize::MAX);
+        let u = fs.usage();
+        assert!(u.swap_records >= 100, "{algo:?}: {u:?}");
+        let before = reads.load(std::sync::atomic::Ordering::Relaxed);
+        for chunk in 0..16 {
+            let got = fs.read_vec(fh, (chunk * 8 * P) as u64, 8 * P).unwrap();
+            for (j, page) in got.chunks(P).enumerate() {
+                assert!(
+                    page == &quarter_page(chunk * 8 + j)[..],
+                    "{algo:?}: page {}",
+                    chunk * 8 + j
+                );
+            }
+        }
+        let v = fs.usage();
+        let ios = reads.load(std::sync::atomic::Ordering::Relaxed) - before;
+        let records_read = v.swap_records_read - u.swap_records_read;
+        assert!(records_read >= 100, "{algo:?}: {v:?}");
+        // Records of ~920 bytes, several to a slot: a run per read means far fewer reads
+        // than records (one per record before).
+        assert!(
+            ios * 4 <= records_read,
+            "{algo:?}: {ios} read I/Os for {records_read} records"
+        );
+        assert_eq!(v.poisoned_pages, 0, "{algo:?}");
+        fs.check_invariants().unwrap();
+        // A random read of a record: one small read of its sectors.
+        fs.evict_now(usize::MAX);
+        let w = fs.usage();
+        let before = reads.load(std::sync::atomic::Ordering::Relaxed);
+        let bytes = w.swap_bytes_read;
+        assert!(fs.read_vec(fh, (77 * P) as u64, P).unwrap() == quarter_page(77));
+        let x = fs.usage();
+        if x.swap_records_read > w.swap_records_read {
+            assert_eq!(reads.load(std::sync::atomic::Ordering::Relaxed) - before, 1, "{algo:?}");
+            assert!(x.swap_bytes_read - bytes <= 3 * 512, "{algo:?}: {x:?}");
+        }
+        delete_all(&fs, fh, "f");
+    }
+}

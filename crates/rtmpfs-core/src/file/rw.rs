@@ -93,7 +93,7 @@ impl FileData {
                             return Ok(ReadOutcome::WouldBlock)
                         }
                         Some(Slot::SwappedRecord(r)) => {
-                            record = Some(*r);
+                            record = Some(Self::record_run(&map, mm, idx, *r, swap_in_last));
                             break;
                         }
                         Some(Slot::Swapped(e)) => {
@@ -134,8 +134,12 @@ impl FileData {
             if let Some(run) = swap_in {
                 self.swap_in(mm, &run, FrameFor::SwapIn)?;
             }
-            if let Some(r) = record {
-                self.swap_in_record(mm, pos / PAGE_SIZE, r, FrameFor::SwapIn)?;
+            if let Some(run) = record {
+                if let [(idx, r)] = run[..] {
+                    self.swap_in_record(mm, idx, r, FrameFor::SwapIn)?;
+                } else {
+                    self.swap_in_records(mm, run, Some(pos / PAGE_SIZE), FrameFor::SwapInExtra)?;
+                }
             }
         }
         if mode == ReadMode::NoWait {

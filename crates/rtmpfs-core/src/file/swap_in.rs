@@ -53,15 +53,102 @@ impl FileData {
             }
             start = end;
         }
-        // Compressed records: one small read each (they are packed by coldness, not by file).
-        for (idx, r) in records {
-            match self.swap_in_record(mm, idx, r, FrameFor::NewPage) {
-                Ok(true) => mm.note_readahead_swap_ins(1),
-                Ok(false) => {}
-                Err(_) => break,
-            }
+        if let Ok(n) = self.swap_in_records(mm, records, None, FrameFor::NewPage) {
+            mm.note_readahead_swap_ins(n as u64);
         }
         self.ra.finished(seq);
+    }
+
+    /// Swap in compressed records `records` (page index, record seen), several per I/O: they
+    /// are grouped by slot, and each run of consecutive record slots (small gaps read and
+    /// ignored, as for whole pages) is read whole with one I/O; every record is then opened
+    /// and unpacked from its slot's copy and published, as [`FileData::swap_in_record`] does
+    /// with one small read. A pool written back in eviction order puts a file's consecutive
+    /// pages into a few consecutive slots, so a sequential reader's window costs a few reads,
+    /// not one per page. A slot freed and reused after the map was looked at fails to
+    /// authenticate its record, and the page's compare-and-set then finds it changed (a
+    /// record's slot is reused only after its last record died).
+    ///
+    /// `needed`: the page a reader waits for (charged as `SwapIn`; its failure is the result);
+    /// the others are charged as `extra` and skipped from the first that fails. Returns how
+    /// many pages were published.
+    ///
+    /// # Errors
+    /// `Io` if `needed` was poisoned or no frame could be had for it.
+    pub(super) fn swap_in_records(
+        &self,
+        mm: &MemoryManager,
+        mut records: Vec<(u64, RecordEntry)>,
+        needed: Option<u64>,
+        extra: FrameFor,
+    ) -> Result<usize> {
+        let swap = mm.swap()?;
+        records.sort_unstable_by_key(|&(i, r)| (r.slot(), i));
+        let limit = mm.swap_in_run_limit() as u64;
+        let mut published = 0;
+        let mut extras_stopped = false;
+        let mut start = 0;
+        while start < records.len() {
+            let first = records[start].1.slot();
+            let mut end = start + 1;
+            while end < records.len()
+                && records[end].1.slot() - records[end - 1].1.slot() <= READ_AHEAD_MAX_GAP
+                && records[end].1.slot() - first < limit
+            {
+                end += 1;
+            }
+            let run = &records[start..end];
+            start = end;
+            let has_needed = run.iter().any(|&(i, _)| Some(i) == needed);
+            if extras_stopped && !has_needed {
+                continue;
+            }
+            let count = usize::try_from(run[run.len() - 1].1.slot() - first + 1).map_err(|_| FsError::Io)?;
+            let mut slots: Vec<AlignedPage> = Vec::with_capacity(count);
+            let mut read = Ok(());
+            for _ in 0..count {
+                match AlignedPage::for_overwrite() {
+                    Ok(p) => slots.push(p),
+                    Err(_) => read = Err(()),
+                }
+            }
+            if read.is_ok() {
+                let mut outs: Vec<&mut AlignedPage> = slots.iter_mut().collect();
+                read = swap.load_record_slots(first, &mut outs);
+            }
+            if read.is_err() {
+                // The device failed (or no buffer): the needed page is read alone, which
+                // poisons it if it fails too; the others are left for their readers.
+                extras_stopped = true;
+                if let Some(&(idx, r)) = run.iter().find(|&&(i, _)| Some(i) == needed) {
+                    published += usize::from(self.swap_in_record(mm, idx, r, FrameFor::SwapIn)?);
+                }
+                continue;
+            }
+            for &(idx, r) in run {
+                let is_needed = Some(idx) == needed;
+                if extras_stopped && !is_needed {
+                    continue;
+                }
+                // Opened in place: a slot's records are disjoint byte ranges of it.
+                let slot = usize::try_from(r.slot() - first)
+                    .ok()
+                    .and_then(|k| slots.get_mut(k))
+                    .ok_or(FsError::Io)?;
+                let id = self.page_id(idx);
+                let purpose = if is_needed { FrameFor::SwapIn } else { extra };
+                let result = self.publish_record(mm, idx, r, purpose, |page| {
+                    let range = swap.open_record_in(r, id, slot).map_err(|()| FsError::Io)?;
+                    mm.unpack_record(&slot[range], page)
+                });
+                match result {
+                    Ok(p) => published += usize::from(p),
+                    Err(e) if is_needed => return Err(e),
+                    Err(_) => extras_stopped = true,
+                }
+            }
+        }
+        Ok(published)
     }
 
     /// Read-ahead window `seq` will not be run (the threads stopped): release its waiters.
@@ -91,6 +178,29 @@ impl FileData {
         run
     }
 
+    /// The compressed records of pages `idx..=last` from `idx` (seen as `first`) up to the first
+    /// page that is not one and the read-ahead limit: a sequential reader's synchronous
+    /// read-ahead, swapped in a slot run per I/O by [`FileData::swap_in_records`].
+    pub(super) fn record_run(
+        map: &PageMap,
+        mm: &MemoryManager,
+        idx: u64,
+        first: RecordEntry,
+        last: u64,
+    ) -> Vec<(u64, RecordEntry)> {
+        let mut run = vec![(idx, first)];
+        let limit = mm.swap_in_run_limit();
+        let mut next = idx + 1;
+        while next <= last && run.len() < limit {
+            match map.get(next) {
+                Some(Slot::SwappedRecord(r)) => run.push((next, *r)),
+                _ => break,
+            }
+            next += 1;
+        }
+        run
+    }
+
     /// Bring page `idx`, seen as compressed record `record` in swap, back into RAM: charge a
     /// frame as `purpose` allows, read only the record's sectors, verify and decompress it, all
     /// with no lock held, then publish it resident by compare-and-set (the record is freed: the
@@ -108,13 +218,27 @@ impl FileData {
         purpose: FrameFor,
     ) -> Result<bool> {
         let swap = mm.swap()?;
+        let id = self.page_id(idx);
+        self.publish_record(mm, idx, record, purpose, |page| {
+            let mut buf = AlignedPage::for_overwrite().map_err(|_| FsError::Io)?;
+            let range = swap.load_record(record, id, &mut buf).map_err(|()| FsError::Io)?;
+            mm.unpack_record(&buf[range], page)
+        })
+    }
+
+    /// The second half of [`FileData::swap_in_record`]: charge a frame as `purpose` allows,
+    /// fill it with `load` (which reads, verifies and decompresses the record, with no lock
+    /// held), and publish it by compare-and-set, or poison the page if `load` failed.
+    fn publish_record(
+        &self,
+        mm: &MemoryManager,
+        idx: u64,
+        record: RecordEntry,
+        purpose: FrameFor,
+        load: impl FnOnce(&mut [u8; crate::mm::PAGE]) -> Result<()>,
+    ) -> Result<bool> {
         let (charge, mut page) = mm.new_swap_in_buffer(purpose)?;
-        let mut buf = AlignedPage::for_overwrite().map_err(|_| FsError::Io)?;
-        let loaded = swap
-            .load_record(record, self.page_id(idx), &mut buf)
-            .map_err(|()| FsError::Io)
-            .and_then(|range| mm.unpack_record(&buf[range], &mut page));
-        drop(buf);
+        let loaded = load(&mut page);
         let frame = Frame::new(charge, page.into_page());
         let mut map = self.pages.write();
         if map.state(idx) != SlotState::SwappedRecord(record) {

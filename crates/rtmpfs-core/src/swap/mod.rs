@@ -338,6 +338,38 @@ impl Swap {
         Ok(range)
     }
 
+    /// Read record slots `first..first + outs.len()` whole, with one I/O (read-ahead of a window
+    /// whose records sit in consecutive slots); each record in them is then opened with
+    /// [`Swap::open_record_in`]. No engine lock may be held.
+    pub(crate) fn load_record_slots(&self, first: u64, outs: &mut [&mut AlignedPage]) -> Result<(), ()> {
+        if let Err(e) = self.backend.read_pages(first, outs) {
+            tracing::warn!(first, slots = outs.len(), error = %e, "swap record read failed");
+            self.failing.store(true, Ordering::Relaxed);
+            return Err(());
+        }
+        self.failing.store(false, Ordering::Relaxed);
+        self.stats
+            .bytes_read
+            .fetch_add(outs.len() as u64 * PAGE_SIZE, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Verify and decrypt record `entry` of page `id` in place in `slot`, the whole slot as
+    /// [`Swap::load_record_slots`] read it; returns the range of `slot` that holds its
+    /// compressed bytes.
+    pub(crate) fn open_record_in(
+        &self,
+        entry: RecordEntry,
+        id: PageId,
+        slot: &mut AlignedPage,
+    ) -> Result<std::ops::Range<usize>, ()> {
+        let from = usize::from(entry.offset());
+        let range = from..from + usize::from(entry.len());
+        self.sealer.open_record(&mut slot[range.clone()], entry, id)?;
+        self.stats.records_read.fetch_add(1, Ordering::Relaxed);
+        Ok(range)
+    }
+
     /// A record is dead (read back, overwritten, removed): its slot is freed with its last one.
     pub(crate) fn free_record(&self, entry: RecordEntry) {
         self.slots.lock().free_record(entry.slot(), u32::from(entry.len()));
