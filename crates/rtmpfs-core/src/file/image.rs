@@ -46,6 +46,35 @@ enum Captured {
     Poisoned,
 }
 
+/// What captured pages hold beyond themselves: a swap slot pin per swapped page or record,
+/// pinned frames, and the bytes of pool entries (`MemoryManager::hold_capture`).
+#[derive(Default)]
+struct Holds {
+    slots: Vec<u64>,
+    frames: u64,
+    pool_bytes: u64,
+}
+
+impl Holds {
+    fn add(&mut self, c: &Captured) {
+        match c {
+            Captured::Resident(_) => self.frames += 1,
+            Captured::Swapped(e) => self.slots.push(e.slot),
+            Captured::Record(r) => self.slots.push(r.slot()),
+            Captured::Packed(p) => self.pool_bytes += p.cost(),
+            Captured::Reserved | Captured::Zero | Captured::Poisoned => {}
+        }
+    }
+
+    fn hold(&self, mm: &MemoryManager) {
+        mm.hold_capture(&self.slots, self.frames, self.pool_bytes);
+    }
+
+    fn release(&self, mm: &MemoryManager) {
+        mm.release_capture(&self.slots, self.frames, self.pool_bytes);
+    }
+}
+
 /// A file's size and pages at a snapshot's epoch, holding what it references (frames and swap
 /// slots pinned) until read or dropped.
 pub(crate) struct CapturedFile {
@@ -80,39 +109,26 @@ impl FileData {
     pub(crate) fn capture(&self, mm: &Arc<MemoryManager>) -> CapturedFile {
         let map = self.pages.read();
         let mut pages = Vec::with_capacity(usize::try_from(self.charged_pages()).unwrap_or(0));
-        let mut swapped = Vec::new();
-        let mut frames = 0i64;
-        let mut pool_bytes = 0u64;
+        let mut holds = Holds::default();
         for (idx, slot) in map.range(0, u64::MAX) {
             let c = match slot {
                 Slot::Resident(f) => {
-                    frames += 1;
                     f.pin();
                     Captured::Resident(f.clone())
                 }
                 Slot::Reserved => Captured::Reserved,
-                Slot::Swapped(e) => {
-                    swapped.push(e.slot);
-                    Captured::Swapped(*e)
-                }
-                Slot::SwappedRecord(r) => {
-                    swapped.push(r.slot());
-                    Captured::Record(*r)
-                }
+                Slot::Swapped(e) => Captured::Swapped(*e),
+                Slot::SwappedRecord(r) => Captured::Record(*r),
                 Slot::Poisoned => Captured::Poisoned,
-                Slot::Compressed(p) => {
-                    pool_bytes += p.cost();
-                    Captured::Packed(p.clone())
-                }
+                Slot::Compressed(p) => Captured::Packed(p.clone()),
                 Slot::Zero => Captured::Zero,
             };
+            holds.add(&c);
             pages.push((idx, c));
         }
         // Under the map lock: a swap-in cannot move these pages (and free nothing) meanwhile.
-        mm.pin_swap_slots(&swapped);
+        holds.hold(mm);
         drop(map);
-        mm.note_pinned_frames(frames);
-        mm.note_captured_pool_bytes(i64::try_from(pool_bytes).unwrap_or(i64::MAX));
         CapturedFile {
             ino: self.ino,
             pages,
@@ -142,9 +158,7 @@ impl CapturedFile {
             let end = (self.done + BATCH_PAGES).min(self.pages.len());
             let mut batch: Vec<(u64, Seen)> = Vec::with_capacity(end - self.done);
             let mut copies: Vec<u8> = Vec::new();
-            let mut pinned_slots = Vec::new();
-            let mut frames = 0i64;
-            let mut pool_bytes = 0u64;
+            let mut holds = Holds::default();
             if self.pages[self.done..end]
                 .iter()
                 .any(|(_, c)| matches!(c, Captured::Poisoned))
@@ -152,25 +166,16 @@ impl CapturedFile {
                 return Err(FsError::Io.into());
             }
             for (idx, c) in &self.pages[self.done..end] {
+                holds.add(c);
                 let seen = match c {
                     Captured::Resident(f) => {
-                        frames += 1;
                         pre_images += u64::from(f.take_for_image(&mut copies));
                         Seen::Copied
                     }
                     Captured::Reserved => Seen::Reserved,
-                    Captured::Swapped(e) => {
-                        pinned_slots.push(e.slot);
-                        Seen::Swapped(*e)
-                    }
-                    Captured::Record(r) => {
-                        pinned_slots.push(r.slot());
-                        Seen::Record(*r)
-                    }
-                    Captured::Packed(p) => {
-                        pool_bytes += p.cost();
-                        Seen::Packed(p.clone())
-                    }
+                    Captured::Swapped(e) => Seen::Swapped(*e),
+                    Captured::Record(r) => Seen::Record(*r),
+                    Captured::Packed(p) => Seen::Packed(p.clone()),
                     Captured::Zero | Captured::Poisoned => Seen::Zero,
                 };
                 batch.push((*idx, seen));
@@ -179,10 +184,7 @@ impl CapturedFile {
             // Records are read (while their slots are pinned) and unpacked with pool entries.
             let unpacked = self.unpack_pooled(&mut batch, &mut copies);
             // The batch is read (or lost): its pins go.
-            self.mm.unpin_swap_slots(&pinned_slots);
-            self.mm.note_pinned_frames(-frames);
-            self.mm
-                .note_captured_pool_bytes(-i64::try_from(pool_bytes).unwrap_or(i64::MAX));
+            holds.release(&self.mm);
             // Frames read are let go now, not when the whole file is: a frame eviction already
             // took out of the map stays charged while held.
             for (_, c) in &mut self.pages[self.done..end] {
@@ -204,25 +206,14 @@ impl CapturedFile {
 
     /// Let go of the pins of pages `from..` (a walk that stopped, or a capture never read).
     fn release_from(&mut self, from: usize) {
-        let mut swapped = Vec::new();
-        let mut frames = 0i64;
-        let mut pool_bytes = 0u64;
+        let mut holds = Holds::default();
         for (_, c) in &self.pages[from..] {
-            match c {
-                Captured::Resident(f) => {
-                    frames += 1;
-                    f.unpin();
-                }
-                Captured::Swapped(e) => swapped.push(e.slot),
-                Captured::Record(r) => swapped.push(r.slot()),
-                Captured::Packed(p) => pool_bytes += p.cost(),
-                _ => {}
+            holds.add(c);
+            if let Captured::Resident(f) = c {
+                f.unpin();
             }
         }
-        self.mm.unpin_swap_slots(&swapped);
-        self.mm.note_pinned_frames(-frames);
-        self.mm
-            .note_captured_pool_bytes(-i64::try_from(pool_bytes).unwrap_or(i64::MAX));
+        holds.release(&self.mm);
         self.done = self.pages.len();
     }
 

@@ -38,14 +38,7 @@ impl FileData {
         let limit = mm.swap_in_run_limit();
         let mut start = 0;
         while start < swapped.len() {
-            let mut end = start + 1;
-            while end < swapped.len()
-                && end - start < limit
-                && swapped[end].1.slot - swapped[end - 1].1.slot <= READ_AHEAD_MAX_GAP
-                && swapped[end].1.slot - swapped[start].1.slot < 2 * limit as u64
-            {
-                end += 1;
-            }
+            let end = slot_run_end(&swapped, start, |&(_, e)| e.slot, limit, 2 * limit as u64);
             // Speculative: waits for memory like new data, never overdraws the reserve.
             match self.swap_in(mm, &swapped[start..end], FrameFor::NewPage) {
                 Ok(n) => mm.note_readahead_swap_ins(n as u64),
@@ -90,32 +83,24 @@ impl FileData {
         let mut start = 0;
         while start < records.len() {
             let first = records[start].1.slot();
-            let mut end = start + 1;
-            while end < records.len()
-                && records[end].1.slot() - records[end - 1].1.slot() <= READ_AHEAD_MAX_GAP
-                && records[end].1.slot() - first < limit
-            {
-                end += 1;
-            }
+            // No cap on records per run: the I/O is bounded by the slots it spans.
+            let end = slot_run_end(&records, start, |&(_, r)| r.slot(), usize::MAX, limit);
             let run = &records[start..end];
             start = end;
             let has_needed = run.iter().any(|&(i, _)| Some(i) == needed);
             if extras_stopped && !has_needed {
                 continue;
             }
-            let count = usize::try_from(run[run.len() - 1].1.slot() - first + 1).map_err(|_| FsError::Io)?;
-            let mut slots: Vec<AlignedPage> = Vec::with_capacity(count);
-            let mut read = Ok(());
-            for _ in 0..count {
-                match AlignedPage::for_overwrite() {
-                    Ok(p) => slots.push(p),
-                    Err(_) => read = Err(()),
-                }
-            }
-            if read.is_ok() {
-                let mut outs: Vec<&mut AlignedPage> = slots.iter_mut().collect();
-                read = swap.load_record_slots(first, &mut outs);
-            }
+            let count = run[run.len() - 1].1.slot() - first + 1;
+            let mut slots: Vec<AlignedPage> = (0..count)
+                .map(|_| AlignedPage::for_overwrite())
+                .collect::<Result<_, _>>()
+                .unwrap_or_default();
+            let read = if slots.len() as u64 == count {
+                swap.load_record_slots(first, &mut slots.iter_mut().collect::<Vec<_>>())
+            } else {
+                Err(())
+            };
             if read.is_err() {
                 // The device failed (or no buffer): the needed page is read alone, which
                 // poisons it if it fails too; the others are left for their readers.
@@ -165,17 +150,10 @@ impl FileData {
         first: SwapEntry,
         last: u64,
     ) -> Vec<(u64, SwapEntry)> {
-        let mut run = vec![(idx, first)];
-        let limit = mm.swap_in_run_limit();
-        let mut next = idx + 1;
-        while next <= last && run.len() < limit {
-            match map.get(next) {
-                Some(Slot::Swapped(e)) if e.slot == first.slot + run.len() as u64 => run.push((next, *e)),
-                _ => break,
-            }
-            next += 1;
-        }
-        run
+        page_run(map, mm, idx, first, last, |slot, n| match slot {
+            Slot::Swapped(e) if e.slot == first.slot + n as u64 => Some(*e),
+            _ => None,
+        })
     }
 
     /// The compressed records of pages `idx..=last` from `idx` (seen as `first`) up to the first
@@ -188,17 +166,10 @@ impl FileData {
         first: RecordEntry,
         last: u64,
     ) -> Vec<(u64, RecordEntry)> {
-        let mut run = vec![(idx, first)];
-        let limit = mm.swap_in_run_limit();
-        let mut next = idx + 1;
-        while next <= last && run.len() < limit {
-            match map.get(next) {
-                Some(Slot::SwappedRecord(r)) => run.push((next, *r)),
-                _ => break,
-            }
-            next += 1;
-        }
-        run
+        page_run(map, mm, idx, first, last, |slot, _| match slot {
+            Slot::SwappedRecord(r) => Some(*r),
+            _ => None,
+        })
     }
 
     /// Bring page `idx`, seen as compressed record `record` in swap, back into RAM: charge a
@@ -381,4 +352,42 @@ impl FileData {
             Ok(published.len())
         }
     }
+}
+
+/// Pages `idx, idx + 1, ...` up to page `last` and the memory manager's read-ahead limit, for
+/// as long as `next(slot, pages so far)` takes the next page's slot; `first` is `idx`'s.
+fn page_run<T>(
+    map: &PageMap,
+    mm: &MemoryManager,
+    idx: u64,
+    first: T,
+    last: u64,
+    next: impl Fn(&Slot, usize) -> Option<T>,
+) -> Vec<(u64, T)> {
+    let mut run = vec![(idx, first)];
+    let limit = mm.swap_in_run_limit();
+    let mut page = idx + 1;
+    while page <= last && run.len() < limit {
+        match map.get(page).and_then(|slot| next(slot, run.len())) {
+            Some(t) => run.push((page, t)),
+            None => break,
+        }
+        page += 1;
+    }
+    run
+}
+
+/// The end of the run of `items` (in slot order) that starts at `start` and is read with one
+/// I/O: slot gaps of at most [`READ_AHEAD_MAX_GAP`] (read and ignored), at most `max_items`
+/// items, slots spanning less than `max_span`.
+fn slot_run_end<T>(items: &[T], start: usize, slot: impl Fn(&T) -> u64, max_items: usize, max_span: u64) -> usize {
+    let mut end = start + 1;
+    while end < items.len()
+        && end - start < max_items
+        && slot(&items[end]) - slot(&items[end - 1]) <= READ_AHEAD_MAX_GAP
+        && slot(&items[end]) - slot(&items[start]) < max_span
+    {
+        end += 1;
+    }
+    end
 }

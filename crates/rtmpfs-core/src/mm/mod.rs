@@ -429,44 +429,25 @@ impl MemoryManager {
         pool::unpack(pool.algo(), data, out).map_err(|()| FsError::Io)
     }
 
-    /// Keep swap `slots` from being reused until [`MemoryManager::unpin_swap_slots`] (a
-    /// snapshot's capture; frees meanwhile are deferred). A slot appears once per page or
-    /// record captured in it, and is let go of as many times.
-    pub(crate) fn pin_swap_slots(&self, slots: &[u64]) {
-        if slots.is_empty() {
-            return;
-        }
-        if let Some(swap) = self.tier.as_ref().and_then(|t| t.swap.as_ref()) {
+    /// A snapshot's capture takes hold of pages: swap `slots` are kept from being reused until
+    /// [`MemoryManager::release_capture`] (frees meanwhile are deferred; a slot appears once
+    /// per page or record captured in it, and is let go of as many times), and the `frames` it
+    /// pinned and the `pool_bytes` of pool entries it holds are counted.
+    pub(crate) fn hold_capture(&self, slots: &[u64], frames: u64, pool_bytes: u64) {
+        if let (false, Some(swap)) = (slots.is_empty(), self.tier.as_ref().and_then(|t| t.swap.as_ref())) {
             swap.pin(slots.iter().copied());
         }
+        self.pinned_frames.fetch_add(frames, Ordering::Relaxed);
+        self.captured_pool_bytes.fetch_add(pool_bytes, Ordering::Relaxed);
     }
 
-    /// Let go of slots pinned by [`MemoryManager::pin_swap_slots`].
-    pub(crate) fn unpin_swap_slots(&self, slots: &[u64]) {
-        if slots.is_empty() {
-            return;
-        }
-        if let Some(swap) = self.tier.as_ref().and_then(|t| t.swap.as_ref()) {
+    /// Let go of what [`MemoryManager::hold_capture`] took (all of it, or part of it).
+    pub(crate) fn release_capture(&self, slots: &[u64], frames: u64, pool_bytes: u64) {
+        if let (false, Some(swap)) = (slots.is_empty(), self.tier.as_ref().and_then(|t| t.swap.as_ref())) {
             swap.unpin(slots.iter().copied());
         }
-    }
-
-    /// A capture pinned (`n > 0`) or let go of (`n < 0`) `n` frames.
-    pub(crate) fn note_pinned_frames(&self, n: i64) {
-        if n >= 0 {
-            self.pinned_frames.fetch_add(n.unsigned_abs(), Ordering::Relaxed);
-        } else {
-            self.pinned_frames.fetch_sub(n.unsigned_abs(), Ordering::Relaxed);
-        }
-    }
-
-    /// A capture took (`n > 0`) or let go of (`n < 0`) pool entries of `n` bytes.
-    pub(crate) fn note_captured_pool_bytes(&self, n: i64) {
-        if n >= 0 {
-            self.captured_pool_bytes.fetch_add(n.unsigned_abs(), Ordering::Relaxed);
-        } else {
-            self.captured_pool_bytes.fetch_sub(n.unsigned_abs(), Ordering::Relaxed);
-        }
+        self.pinned_frames.fetch_sub(frames, Ordering::Relaxed);
+        self.captured_pool_bytes.fetch_sub(pool_bytes, Ordering::Relaxed);
     }
 
     /// Bytes of pool entries a snapshot's capture holds now.
