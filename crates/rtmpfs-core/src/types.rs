@@ -202,6 +202,11 @@ pub struct SetAttr {
     pub mtime: Option<SetTime>,
     /// Explicit ctime (FUSE can send one); otherwise ctime becomes now.
     pub ctime: Option<Timespec>,
+    /// With `size`: this is an `open(O_TRUNC)`, which, as `ftruncate` does (Linux's
+    /// `do_truncate` with `ATTR_MTIME|ATTR_CTIME`), stamps mtime and ctime and clears set-id
+    /// bits even when the size does not change; `truncate(2)` by path does that only when it
+    /// changes the file. A setattr through a handle (`fh`) always counts as `ftruncate`.
+    pub open_trunc: bool,
 }
 
 /// Who clears set-user-ID/set-group-ID bits when a file's data changes (write, truncate,

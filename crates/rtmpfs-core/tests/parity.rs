@@ -368,3 +368,50 @@ fn noatime_flag_keeps_atime() {
     fs.read_vec(fh, 0, 1).unwrap();
     assert_ne!(fs.getattr(a.ino).unwrap().atime, old);
 }
+
+/// `open(O_TRUNC)` of an empty file stamps mtime and ctime (Linux's `do_truncate` passes
+/// ATTR_MTIME|ATTR_CTIME), a `truncate(path)` to the same size of a file without pages does
+/// not; a server that gets O_TRUNC as a setattr says which with `SetAttr::open_trunc`.
+#[test]
+fn open_trunc_setattr_stamps_an_empty_file_and_truncate_by_path_does_not() {
+    use rtmpfs_core::{SetAttr, SetTime, Timespec};
+    let fs = fs();
+    let root = Ctx::root();
+    let (attr, fh) = fs
+        .create(&root, fs.root(), OsStr::new("e"), 0o644, OpenFlags::READ_WRITE)
+        .unwrap();
+    fs.release(fh).unwrap();
+    let ino = attr.ino;
+    let old = Timespec { sec: 1000, nsec: 0 };
+    let reset = SetAttr {
+        atime: Some(SetTime::At(old)),
+        mtime: Some(SetTime::At(old)),
+        ctime: Some(old),
+        ..SetAttr::default()
+    };
+    fs.setattr_with(&root, ino, &reset, None, SetIdClearing::Engine)
+        .unwrap();
+    let by_path = SetAttr {
+        size: Some(0),
+        ..SetAttr::default()
+    };
+    let a = fs
+        .setattr_with(&root, ino, &by_path, None, SetIdClearing::Engine)
+        .unwrap();
+    assert_eq!(
+        (a.mtime, a.ctime),
+        (old, old),
+        "truncate(path) of an empty file stamped it"
+    );
+    let o_trunc = SetAttr {
+        open_trunc: true,
+        ..by_path
+    };
+    let a = fs
+        .setattr_with(&root, ino, &o_trunc, None, SetIdClearing::Engine)
+        .unwrap();
+    assert!(
+        a.mtime != old && a.ctime != old,
+        "O_TRUNC of an empty file left its times"
+    );
+}

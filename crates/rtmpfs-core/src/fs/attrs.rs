@@ -128,7 +128,7 @@ impl Filesystem {
         let mut truncated = false;
         if let (Some(size), Some(file)) = (set.size, inode.file()) {
             let io = file.lock_io();
-            truncated = truncation_stamps(size, file.size(), file.charged_pages(), fh.is_some());
+            truncated = truncation_stamps(size, file.size(), file.charged_pages(), fh.is_some() || set.open_trunc);
             // Even to the same size: pages reserved past EOF (fallocate KEEP_SIZE) go, as
             // shmem_setattr truncates the range whenever the size does not grow.
             file.truncate(&io, &self.mm, size)?;
@@ -262,10 +262,10 @@ fn check_setattr_flags(m: &Meta, set: &SetAttr) -> Result<()> {
 /// Whether a truncation from `old` to `new` bytes stamps mtime and ctime (and clears set-id
 /// bits and the capability), as on Linux tmpfs: when the size changes; always through a
 /// handle (`ftruncate` passes ATTR_MTIME|ATTR_CTIME; over FUSE the kernel leaves that stamp to
-/// the server when FATTR_FH is set); and, to the same or a smaller size, whenever the file has
+/// the server when FATTR_FH is set) and for `open(O_TRUNC)` (`always`); and, to the same or a smaller size, whenever the file has
 /// pages (`shmem_setattr` calls `shmem_truncate_range`, which stamps, when `info->alloced`).
-fn truncation_stamps(new: u64, old: u64, charged_pages: u64, via_handle: bool) -> bool {
-    new != old || via_handle || charged_pages > 0
+fn truncation_stamps(new: u64, old: u64, charged_pages: u64, always: bool) -> bool {
+    new != old || always || charged_pages > 0
 }
 
 fn resolve_time(t: SetTime, now: Timespec) -> Timespec {

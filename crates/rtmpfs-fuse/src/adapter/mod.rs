@@ -331,8 +331,12 @@ fn ino(i: INodeNo) -> Ino {
 /// enforcing them (`default_permissions`) and the engine inheriting default ACLs. HANDLE_KILLPRIV_V2 is asked for in `init`: the engine clears
 /// set-id bits and capabilities itself on every path that needs it.
 fn wanted_capabilities(direct_io: bool) -> Vec<(InitFlags, &'static str)> {
+    // Not FUSE_ATOMIC_O_TRUNC, although it spares the SETATTR of every O_TRUNC open: with it
+    // the server truncates in OPEN, before the kernel's checks that come after `->open` (a
+    // running executable's ETXTBSY for `O_RDONLY|O_TRUNC`, the LSMs' file_truncate hook such
+    // as Landlock's truncate right). Those refusals then arrive with the file already empty
+    // (docs/fuse.md, "Why not ATOMIC_O_TRUNC"; tests/parity.rs).
     let mut v = vec![
-        (InitFlags::FUSE_ATOMIC_O_TRUNC, "atomic_o_trunc"),
         (InitFlags::FUSE_EXPORT_SUPPORT, "export_support"),
         (InitFlags::FUSE_DO_READDIRPLUS, "readdirplus"),
         (InitFlags::FUSE_READDIRPLUS_AUTO, "readdirplus_auto"),
@@ -444,6 +448,19 @@ impl fuser::Filesystem for Adapter {
             atime: atime.map(set_time),
             mtime: mtime.map(set_time),
             ctime: ctime.map(Timespec::from_system_time),
+            // The kernel truncates an O_TRUNC open with a SETATTR of size 0 carrying no times
+            // (`update_mtime` leaves the stamp of an ATTR_OPEN truncation to the server) and no
+            // handle. A truncate(2) to 0 by path looks the same, so it gets O_TRUNC's stamp
+            // too: a deviation only when the file is already empty (docs/semantics.md), and
+            // POSIX requires the stamp of O_TRUNC, not the absence of truncate's.
+            open_trunc: size == Some(0)
+                && h.is_none_or(|h| h.0 == 0)
+                && atime.is_none()
+                && mtime.is_none()
+                && ctime.is_none()
+                && mode.is_none()
+                && uid.is_none()
+                && gid.is_none(),
         };
         // Under KILLPRIV_V2 the kernel turns its own privilege clearing (file_remove_privs
         // before a change, and chown(-1, -1)) into a SETATTR that sets nothing: clear what a
@@ -548,11 +565,14 @@ impl fuser::Filesystem for Adapter {
 
     fn open(&self, req: &Request, i: INodeNo, flags: FuseOpenFlags, kill_suidgid: bool, reply: ReplyOpen) {
         let call = self.begin(RequestType::Open, "open");
-        let of = self.engine_open_flags(flags.0);
-        if self.fs.is_read_only() && (of.write || of.truncate) {
+        let mut of = self.engine_open_flags(flags.0);
+        // OPEN never truncates: without ATOMIC_O_TRUNC the kernel strips O_TRUNC from OPEN and
+        // truncates by SETATTR once its own checks have passed (see `wanted_capabilities`).
+        // Ignoring the flag here keeps that true whatever a kernel sends.
+        of.truncate = false;
+        if self.fs.is_read_only() && of.write {
             return self.fail(call, reply, Errno::EROFS);
         }
-        // O_TRUNC (ATOMIC_O_TRUNC): set-id bits go as on a truncate, by the kernel's word.
         let (octx, clearing) = self.ctx_changing_data_of(req, KernelWord::KillSuidgid(kill_suidgid), ino(i));
         self.answer(call, reply, self.fs.open_with(&octx, ino(i), of, clearing), |r, h| {
             r.opened(FileHandle(h.0), self.file_open_flags(of));
