@@ -523,11 +523,33 @@ fn written_back_pages_are_packed_sealed_records_read_by_their_sectors() {
             "{algo:?}: read more than the records' sectors: {v:?}"
         );
         assert_eq!(v.swap_ins, u.swap_records, "{algo:?}: {v:?}");
-        // Read back, the records are dead and their slots free.
+        // Read back, each record stays as its frame's swap copy (the swap cache).
+        assert_eq!(v.swapped_pages, 0, "{algo:?}: {v:?}");
         assert_eq!(
-            (v.swapped_pages, v.swap_records, v.swap_record_slots, v.swap_slots_used),
-            (0, 0, 0, 0),
+            (v.swap_records, v.swap_record_slots),
+            (u.swap_records, u.swap_record_slots),
             "{algo:?}: {v:?}"
+        );
+        fs.check_invariants().unwrap();
+        // Evicted again unchanged: back to their records, with no compression and no write.
+        fs.evict_now(32);
+        let w = fs.usage();
+        assert_eq!(w.swapped_pages, u.swapped_pages, "{algo:?}: {w:?}");
+        assert_eq!(w.swap_bytes_written, v.swap_bytes_written, "{algo:?}: {w:?}");
+        // Only the pages that had been in the pool (no copy in swap) are compressed again.
+        assert_eq!(w.pool_stores - v.pool_stores, u.compressed_pages, "{algo:?}: {w:?}");
+        assert_eq!(w.clean_evictions - v.clean_evictions, u.swap_records, "{algo:?}: {w:?}");
+        fs.check_invariants().unwrap();
+        check_all(&fs, fh, 32, quarter_page);
+        // The first change of a page frees its record: changed all, the swap is empty.
+        for i in 0..32u64 {
+            fs.write(&Ctx::root(), fh, i * PAGE_SIZE, b"changed").unwrap();
+        }
+        let x = fs.usage();
+        assert_eq!(
+            (x.swapped_pages, x.swap_records, x.swap_record_slots, x.swap_slots_used),
+            (0, 0, 0, 0),
+            "{algo:?}: {x:?}"
         );
         fs.check_invariants().unwrap();
         delete_all(&fs, fh, "f");
@@ -613,11 +635,14 @@ fn a_corrupt_record_is_eio_and_its_slot_mates_read_right() {
             "{algo:?}: one record per slot corrupted: {v:?}"
         );
         assert_eq!((v.poisoned_pages, v.swap_read_errors), (lost, lost), "{algo:?}: {v:?}");
-        assert_eq!((v.swap_records, v.swap_slots_used), (0, 0), "{algo:?}: {v:?}");
+        // A lost page's record is freed; a page read right keeps its record as its copy.
+        assert_eq!(v.swap_records, u.swap_records - lost, "{algo:?}: {v:?}");
         fs.check_invariants().unwrap();
         control.corrupt_reads.store(false, Ordering::Relaxed);
         fs.release(fh).unwrap();
         fs.unlink(&Ctx::root(), fs.root(), OsStr::new("f")).unwrap();
+        let w = fs.usage();
+        assert_eq!((w.swap_records, w.swap_slots_used), (0, 0), "{algo:?}: {w:?}");
         fs.check_invariants().unwrap();
     }
 }

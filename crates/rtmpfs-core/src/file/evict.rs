@@ -5,7 +5,7 @@ use super::page_map::{PageMap, Slot, SlotState};
 use super::FileData;
 use crate::error::Result;
 use crate::mm::{EvictOutcome, EvictPage, EvictSnapshot, EvictTarget, Frame, MemoryManager, PageState};
-use crate::swap::{AlignedPage, RecordEntry};
+use crate::swap::{AlignedPage, RecordEntry, SwapCopy};
 use crate::sync::Arc;
 
 /// Whether page `idx` of `map` is resident in exactly `frame`.
@@ -24,7 +24,10 @@ impl FileData {
         let version = frame.version();
         let slot_hint = match idx.checked_sub(1).and_then(|prev| map.get(prev)) {
             Some(Slot::Swapped(e)) => Some(e.slot + 1),
-            Some(Slot::Resident(f)) => f.swap_copy().map(|o| o.slot + 1),
+            Some(Slot::Resident(f)) => match f.swap_copy() {
+                Some(SwapCopy::Page(o)) => Some(o.slot + 1),
+                _ => None,
+            },
             _ => None,
         };
         let id = self.page_id(idx);
@@ -79,9 +82,9 @@ impl FileData {
         }
         let outcome = target.outcome();
         let new = match target {
-            EvictTarget::Written(e) | EvictTarget::Kept(e) => Slot::Swapped(e),
+            EvictTarget::Written(e) | EvictTarget::Kept(SwapCopy::Page(e)) => Slot::Swapped(e),
+            EvictTarget::Record(r) | EvictTarget::Kept(SwapCopy::Record(r)) => Slot::SwappedRecord(r),
             EvictTarget::Pool(p) => Slot::Compressed(p),
-            EvictTarget::Record(r) => Slot::SwappedRecord(r),
             EvictTarget::Zero => Slot::Zero,
         };
         mm.count_moved(PageState::Resident, new.counted());

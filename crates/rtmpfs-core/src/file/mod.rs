@@ -152,11 +152,17 @@ impl FileData {
             .sum()
     }
 
-    /// This file's compressed records in swap: how many, and their bytes.
+    /// This file's compressed records in swap (in its map, and kept as its frames' swap
+    /// copies): how many, and their bytes.
     pub(crate) fn swap_records(&self) -> (u64, u64) {
         let map = self.pages.read();
         map.iter().fold((0, 0), |(n, b), (_, s)| match s {
             page_map::Slot::SwappedRecord(r) => (n + 1, b + u64::from(r.len())),
+            // A record kept as a resident frame's swap copy is live in swap too.
+            page_map::Slot::Resident(f) => match f.swap_copy() {
+                Some(crate::swap::SwapCopy::Record(r)) => (n + 1, b + u64::from(r.len())),
+                _ => (n, b),
+            },
             _ => (n, b),
         })
     }

@@ -4,7 +4,7 @@ use super::page_map::{PageMap, Slot, SlotState};
 use super::FileData;
 use crate::error::{FsError, Result};
 use crate::mm::{Frame, FrameFor, MemoryManager, Window};
-use crate::swap::{AlignedPage, RecordEntry, SwapEntry};
+use crate::swap::{AlignedPage, RecordEntry, SwapCopy, SwapEntry};
 use crate::sync::Arc;
 
 /// Read-ahead reads across gaps of up to this many slots (ignoring them) rather than splitting
@@ -217,6 +217,10 @@ impl FileData {
             return Ok(false);
         }
         let new = if loaded.is_ok() {
+            // The record stays, as the frame's swap copy: evicting the page unchanged again
+            // costs no compression and no write (and leaves the pool as it was, which is what
+            // lets a scan larger than memory find the pool's pages still there).
+            frame.set_swap_copy(SwapCopy::Record(record));
             Slot::Resident(frame.clone())
         } else {
             tracing::warn!(
@@ -233,7 +237,9 @@ impl FileData {
             mm.count_moved(old.counted(), new_state);
         }
         drop(map);
-        mm.free_swap_record(record);
+        if loaded.is_err() {
+            mm.free_swap_record(record);
+        }
         loaded?;
         mm.note_swap_ins(1);
         mm.track(&self.owner, idx, &frame, false);
@@ -317,7 +323,7 @@ impl FileData {
                     continue;
                 }
                 let new = if loaded[(entry.slot - first_slot) as usize].is_ok() {
-                    frame.set_swap_copy(entry);
+                    frame.set_swap_copy(SwapCopy::Page(entry));
                     published.push((idx, frame.clone()));
                     Slot::Resident(frame.clone())
                 } else {

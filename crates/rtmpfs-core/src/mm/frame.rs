@@ -3,7 +3,7 @@
 use rtmpfs_pages::PageBuf;
 
 use super::budget::FrameCharge;
-use crate::swap::SwapEntry;
+use crate::swap::SwapCopy;
 use crate::sync::{Arc, AtomicBool, AtomicU64, LockRank, Mutex, Ordering, ReadGuard, RwLock};
 
 /// Bytes in one page, as `usize`: the page pool's page (the one definition of the page size;
@@ -26,8 +26,9 @@ pub(crate) struct Frame {
     /// CLOCK reference bit: set on every access, cleared by the evictor's sweep.
     referenced: AtomicBool,
     /// A swap copy identical to `data` (swapped in, not changed since): evicting the page again
-    /// needs no I/O. Rank `SwapCopy` (a leaf). Taken (and its slot freed) by the first change.
-    swap_copy: Mutex<Option<SwapEntry>>,
+    /// needs no I/O. Rank `SwapCopy` (a leaf). Taken (and its slot or record freed) by the first
+    /// change.
+    swap_copy: Mutex<Option<SwapCopy>>,
     /// The compressed tier found these bytes incompressible once: evictions send the page
     /// straight to swap without trying again (see `mm/pool.rs`).
     incompressible: AtomicBool,
@@ -91,7 +92,7 @@ impl Frame {
     /// Apply `change` to the bytes and bump the version; marks the frame used. Caller holds the
     /// owning page map's read lock. Returns the swap copy the page had, now stale: the caller
     /// frees its slot.
-    pub(crate) fn change(&self, change: impl FnOnce(&mut [u8; PAGE])) -> Option<SwapEntry> {
+    pub(crate) fn change(&self, change: impl FnOnce(&mut [u8; PAGE])) -> Option<SwapCopy> {
         let mut bytes = self.data.write();
         if self.pinned.load(Ordering::Acquire) {
             let mut pre = self.pre_image.lock();
@@ -143,17 +144,17 @@ impl Frame {
     }
 
     /// The still-valid swap copy of these bytes, if any.
-    pub(crate) fn swap_copy(&self) -> Option<SwapEntry> {
+    pub(crate) fn swap_copy(&self) -> Option<SwapCopy> {
         *self.swap_copy.lock()
     }
 
     /// Record that `e` holds the same bytes (the frame was just read back from it).
-    pub(crate) fn set_swap_copy(&self, e: SwapEntry) {
+    pub(crate) fn set_swap_copy(&self, e: SwapCopy) {
         *self.swap_copy.lock() = Some(e);
     }
 
-    /// Forget the swap copy and return it (its slot is the caller's to free).
-    pub(crate) fn take_swap_copy(&self) -> Option<SwapEntry> {
+    /// Forget the swap copy and return it (its slot or record is the caller's to free).
+    pub(crate) fn take_swap_copy(&self) -> Option<SwapCopy> {
         self.swap_copy.lock().take()
     }
 }

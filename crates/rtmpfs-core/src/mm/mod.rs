@@ -44,7 +44,7 @@ use pool::Pool;
 
 use crate::config::{Compression, Config, SwapConfig};
 use crate::error::{ConfigError, FsError, Result};
-use crate::swap::{AlignedPage, PageId, RecordEntry, Sealer, Swap, SwapBackend, SwapEntry};
+use crate::swap::{AlignedPage, PageId, RecordEntry, Sealer, Swap, SwapBackend, SwapCopy, SwapEntry};
 use crate::sync::{thread::JoinHandle, Arc, AtomicBool, AtomicU64, LockRank, Mutex, Ordering, Weak};
 use crate::types::{Usage, PAGE_SIZE};
 
@@ -93,7 +93,7 @@ pub(crate) struct EvictSnapshot {
     /// The frame's version when copied: publishing needs it unchanged.
     pub version: u64,
     /// The frame's still-valid swap copy: evict without I/O.
-    pub swap_copy: Option<SwapEntry>,
+    pub swap_copy: Option<SwapCopy>,
     /// Otherwise, the bytes to write out (in an I/O-aligned buffer, sealed in place).
     pub copy: Option<AlignedPage>,
     /// Bound into the seal.
@@ -116,9 +116,9 @@ pub(crate) struct EvictPage<'a> {
 pub(crate) enum EvictTarget {
     /// Just written to swap there by this eviction: the slot is freed if the eviction gives up.
     Written(SwapEntry),
-    /// The frame's own still-valid swap copy: eviction needs no I/O, and the copy stays the
-    /// frame's if it gives up.
-    Kept(SwapEntry),
+    /// The frame's own still-valid swap copy (a page's slot or a record): eviction needs no
+    /// I/O, and the copy stays the frame's if it gives up.
+    Kept(SwapCopy),
     /// Compressed into the pool (the entry's charge goes back if the eviction gives up).
     Pool(Arc<Packed>),
     /// Just written to swap compressed, as a record (freed if the eviction gives up): the pool
@@ -470,10 +470,13 @@ impl MemoryManager {
             .map_or(0, crate::swap::Swap::pinned_slots)
     }
 
-    /// A frame is changed or removed: its swap copy, if any, is stale; free its slot.
-    pub(crate) fn drop_swap_copy(&self, stale: Option<SwapEntry>) {
-        if let Some(e) = stale {
-            self.free_swap_slot(e);
+    /// A frame is changed or removed: its swap copy, if any, is stale; free its slot or
+    /// record.
+    pub(crate) fn drop_swap_copy(&self, stale: Option<SwapCopy>) {
+        match stale {
+            Some(SwapCopy::Page(e)) => self.free_swap_slot(e),
+            Some(SwapCopy::Record(r)) => self.free_swap_record(r),
+            None => {}
         }
     }
 

@@ -41,6 +41,17 @@ pub(crate) struct SwapEntry {
     pub tag: [u8; 16],
 }
 
+/// A page's still-valid copy in swap, kept by its frame after a swap-in (Linux's swap cache):
+/// evicting the unchanged page again needs no I/O (and, for a record, no compression). The
+/// first change of the frame frees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SwapCopy {
+    /// A whole page in its own slot.
+    Page(SwapEntry),
+    /// A compressed record (the compressed tier's write-back).
+    Record(RecordEntry),
+}
+
 /// Where a compressed record is in the swap file and how to verify it: kept in the page map's
 /// `SwappedRecord` slot. Its slot, offset and length are packed in one word (40, 12 and 12
 /// bits), so the entry is no larger than a whole page's [`SwapEntry`].
