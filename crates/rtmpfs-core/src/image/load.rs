@@ -58,7 +58,11 @@ impl Filesystem {
     /// `UnsupportedVersion`, `Truncated`, `Corrupt`, `WrongKey`, `KeyRequired`,
     /// `NotEncrypted`; `Fs(NoSpace)` if the tree does not fit the limits; `Config`; `Io`.
     /// Nothing of a refused image survives the call.
-    pub fn from_image(mut config: Config, input: impl Read, opts: &RestoreOptions) -> Result<Filesystem, ImageError> {
+    pub fn from_image(
+        mut config: Config,
+        input: impl Read + Send,
+        opts: &RestoreOptions,
+    ) -> Result<Filesystem, ImageError> {
         let chunks = ChunkReader::new(input, opts.key.as_ref())?;
         let mut z = zstd::Decoder::new(chunks).map_err(ImageError::from_io)?;
         let Record::Limits { size_bytes, max_inodes } = Record::read(&mut z)? else {
@@ -82,31 +86,114 @@ impl Filesystem {
             entries: 0,
             data_pages: 0,
         };
-        loop {
-            match Record::read(&mut z)? {
-                Record::Limits { .. } => return Err(corrupt("a second limits record")),
-                Record::Inode(r) => loader.inode(&r)?,
-                Record::Xattr { name, value } => loader.xattr(&name, &value)?,
-                Record::Data { first, bytes } => loader.data(first, &bytes)?,
-                Record::Reserved { first, count } => loader.reserved(first, count)?,
-                Record::Entry { parent, child, name } => loader.entry(parent, child, &name)?,
-                Record::End {
-                    inodes,
-                    entries,
-                    data_pages,
-                } => {
-                    loader.finish(inodes, entries, data_pages)?;
-                    break;
-                }
-            }
-        }
-        let mut extra = [0u8; 1];
-        if z.read(&mut extra).map_err(ImageError::from_io)? != 0 {
-            return Err(corrupt("records after the end record"));
-        }
+        for_each_record(z, |r| loader.apply(r))?;
         drop(loader);
         Ok(fs)
     }
+}
+
+/// Read the records after the limits, up to and including the end record, and hand each to
+/// `apply` (which returns whether it was the end); then check that nothing follows the end.
+/// The decoding (chunk checksums, decryption, zstd, record checksums) runs on a thread of its
+/// own while `apply` builds the tree on the caller's. Records travel in batches (at most
+/// `BATCH_RECORDS` records or about `BATCH_BYTES` of payload, so that a tree of small files
+/// costs one hand-over per batch, not per record) through a queue of `QUEUE` batches, so a
+/// reader's memory stays bounded (records are at most `MAX_PAYLOAD`, 1 MiB). An error on either
+/// side ends both: the decoder's is passed on in order, and a failed `apply` drops the queue,
+/// which stops the decoder at its next batch. Under shuttle, where an unscheduled thread has
+/// no place, the same runs on one thread.
+fn for_each_record<R: Read + Send>(
+    mut z: R,
+    mut apply: impl FnMut(Record) -> Result<bool, ImageError>,
+) -> Result<(), ImageError> {
+    /// Batches in flight between the decoder and the builder.
+    const QUEUE: usize = 2;
+    const BATCH_RECORDS: usize = 512;
+    const BATCH_BYTES: usize = 512 * 1024;
+    type Batch = Vec<Result<Record, ImageError>>;
+    /// The decoder's side: the records in order, up to the end record, then the verdict on
+    /// what follows it; stops at its first error or when `send` says nobody listens.
+    fn decode(z: &mut impl Read, mut send: impl FnMut(Batch) -> bool) {
+        let mut batch: Batch = Vec::new();
+        let mut bytes = 0;
+        loop {
+            let r = Record::read(z);
+            let (end, failed) = (matches!(r, Ok(Record::End { .. })), r.is_err());
+            if let Ok(Record::Data { bytes: b, .. }) = &r {
+                bytes += b.len();
+            }
+            batch.push(r);
+            if failed {
+                send(batch);
+                return;
+            }
+            if end {
+                break;
+            }
+            if batch.len() >= BATCH_RECORDS || bytes >= BATCH_BYTES {
+                if !send(std::mem::take(&mut batch)) {
+                    return;
+                }
+                bytes = 0;
+            }
+        }
+        let mut extra = [0u8; 1];
+        match z.read(&mut extra) {
+            Ok(0) => {}
+            Ok(_) => batch.push(Err(corrupt("records after the end record"))),
+            Err(e) => batch.push(Err(ImageError::from_io(e))),
+        }
+        send(batch);
+    }
+    /// The builder's side of one batch; `Some` once the image is done (or refused).
+    fn build(
+        batch: Batch,
+        ended: &mut bool,
+        apply: &mut impl FnMut(Record) -> Result<bool, ImageError>,
+    ) -> Option<Result<(), ImageError>> {
+        for r in batch {
+            let step = r.and_then(|r| {
+                if *ended {
+                    return Err(corrupt("records after the end record"));
+                }
+                *ended = apply(r)?;
+                Ok(())
+            });
+            if step.is_err() {
+                return Some(step);
+            }
+        }
+        None
+    }
+    let mut ended = false;
+    if cfg!(feature = "shuttle") {
+        let mut verdict = None;
+        decode(&mut z, |batch| {
+            verdict = build(batch, &mut ended, &mut apply);
+            verdict.is_none()
+        });
+        return match verdict {
+            Some(v) => v,
+            None if ended => Ok(()),
+            None => Err(corrupt("the image ended early")),
+        };
+    }
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
+        scope.spawn(move || decode(&mut z, |batch| tx.send(batch).is_ok()));
+        // The queue closes after the decoder's last batch (the end record and its verdict, or
+        // an error); a batch that fails to build drops the queue as this returns.
+        for batch in rx {
+            if let Some(v) = build(batch, &mut ended, &mut apply) {
+                return v;
+            }
+        }
+        if ended {
+            Ok(())
+        } else {
+            Err(corrupt("the image ended early"))
+        }
+    })
 }
 
 fn meta_of(r: &InodeRecord) -> Meta {
@@ -120,6 +207,27 @@ fn meta_of(r: &InodeRecord) -> Meta {
 }
 
 impl Loader<'_> {
+    /// Apply one record; returns whether it was the end record (then checked).
+    fn apply(&mut self, r: Record) -> Result<bool, ImageError> {
+        match r {
+            Record::Limits { .. } => return Err(corrupt("a second limits record")),
+            Record::Inode(r) => self.inode(&r)?,
+            Record::Xattr { name, value } => self.xattr(&name, &value)?,
+            Record::Data { first, bytes } => self.data(first, &bytes)?,
+            Record::Reserved { first, count } => self.reserved(first, count)?,
+            Record::Entry { parent, child, name } => self.entry(parent, child, &name)?,
+            Record::End {
+                inodes,
+                entries,
+                data_pages,
+            } => {
+                self.finish(inodes, entries, data_pages)?;
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     fn inode(&mut self, r: &InodeRecord) -> Result<(), ImageError> {
         let id = r.id;
         if self.inodes.contains_key(&id) {
