@@ -153,12 +153,18 @@ impl Record {
         if len > MAX_PAYLOAD {
             return Err(ImageError::Corrupt(format!("record of {len} bytes")));
         }
-        let mut p = vec![0u8; len];
+        // A data record's pages are read into a vector of their own, after its first-page
+        // field: taking them out of the payload afterwards would copy every byte once more.
+        let prefix = if head[0] == DATA { 8.min(len) } else { 0 };
+        let mut first = [0u8; 8];
+        read_exact(r, &mut first[..prefix])?;
+        let mut p = vec![0u8; len - prefix];
         read_exact(r, &mut p)?;
         let mut crc = [0u8; 4];
         read_exact(r, &mut crc)?;
         let mut h = crc32fast::Hasher::new();
         h.update(&head);
+        h.update(&first[..prefix]);
         h.update(&p);
         if h.finalize() != u32::from_le_bytes(crc) {
             return Err(ImageError::Corrupt(format!(
@@ -166,7 +172,17 @@ impl Record {
                 head[0]
             )));
         }
-        decode(head[0], p).ok_or_else(|| ImageError::Corrupt(format!("malformed record (kind {})", head[0])))
+        let malformed = || ImageError::Corrupt(format!("malformed record (kind {})", head[0]));
+        if head[0] == DATA {
+            if prefix < 8 || p.is_empty() || p.len() % crate::mm::PAGE != 0 {
+                return Err(malformed());
+            }
+            return Ok(Record::Data {
+                first: u64::from_le_bytes(first),
+                bytes: p,
+            });
+        }
+        decode(head[0], p).ok_or_else(malformed)
     }
 }
 
@@ -263,11 +279,7 @@ fn decode(kind: u8, payload: Vec<u8>) -> Option<Record> {
             let name = f.take(n)?.to_vec();
             Some(Record::Xattr { name, value: f.rest() })
         }
-        DATA => {
-            let first = f.u64()?;
-            let bytes = f.rest();
-            (!bytes.is_empty() && bytes.len() % crate::mm::PAGE == 0).then_some(Record::Data { first, bytes })
-        }
+        // DATA is read by `Record::read` itself, without a copy.
         RESERVED => {
             let rec = Record::Reserved {
                 first: f.u64()?,
