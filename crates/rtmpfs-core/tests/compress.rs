@@ -757,3 +757,39 @@ fn a_sequential_reader_gets_records_a_slot_run_per_read() {
         delete_all(&fs, fh, "f");
     }
 }
+
+/// A removed file's pool entries leave the pool's queue soon, with nothing admitted after: a
+/// dead entry's `Weak`s keep its header and its inode allocated, uncharged, so a queue pruned
+/// only at admissions kept a removed tree's metadata for good (issue 14's RSS over its bound).
+/// The evictor prunes on every wake-up (at least every 200 ms) once an eighth of the queue is
+/// dead; here all of it is.
+#[test]
+fn a_removed_files_pool_entries_leave_the_queue_without_new_admissions() {
+    for algo in [Compression::Lz4, Compression::Zstd] {
+        let fs = mem_swap(Config {
+            background_threads: true,
+            ..config(algo, 1024, Some(512 * PAGE_SIZE))
+        });
+        let fh = new_file(&fs, "f");
+        write_all(&fs, fh, 2048, quarter_page);
+        fs.evict_now(2048);
+        let queued = fs.pool_queue_len();
+        assert!(
+            queued >= 512,
+            "{algo:?}: only {queued} entries queued: {:?}",
+            fs.usage()
+        );
+        delete_all(&fs, fh, "f");
+        assert_eq!(fs.usage().pool_bytes, 0, "{algo:?}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while fs.pool_queue_len() > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert_eq!(
+            fs.pool_queue_len(),
+            0,
+            "{algo:?}: {queued} dead entries still queued after 10 s"
+        );
+        fs.check_invariants().unwrap();
+    }
+}

@@ -74,6 +74,13 @@ impl Filesystem {
         self.mm.evict_now(pages)
     }
 
+    /// Entries in the compressed pool's queue, dead ones included: what the queue keeps
+    /// allocated (tests of its pruning).
+    #[cfg(any(test, feature = "test-util"))]
+    pub fn pool_queue_len(&self) -> usize {
+        self.mm.pool_queued()
+    }
+
     /// Check the accounting invariants by walking every inode. Meant for tests and debugging;
     /// only meaningful while no other thread changes the filesystem.
     ///

@@ -456,6 +456,15 @@ impl MemoryManager {
     }
 
     #[cfg(any(test, feature = "test-util"))]
+    /// Entries in the compressed pool's queue, dead ones included (0 without a pool).
+    pub(crate) fn pool_queued(&self) -> usize {
+        self.tier
+            .as_ref()
+            .and_then(|t| t.pool.as_ref())
+            .map_or(0, pool::Pool::queued)
+    }
+
+    #[cfg(any(test, feature = "test-util"))]
     /// Frames pinned by a snapshot's capture now.
     pub(crate) fn pinned_frames(&self) -> u64 {
         self.pinned_frames.load(Ordering::Relaxed)

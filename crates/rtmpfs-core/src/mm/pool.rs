@@ -32,7 +32,7 @@ use super::budget::FrameBudget;
 use super::{PageOwner, PAGE};
 use crate::config::Compression;
 use crate::swap::PageId;
-use crate::sync::{Arc, AtomicBool, AtomicU64, LockRank, Mutex, Ordering, Weak};
+use crate::sync::{Arc, AtomicBool, AtomicU64, AtomicUsize, LockRank, Mutex, Ordering, Weak};
 
 /// A page that compresses to more than this many bytes is incompressible: three quarters of a
 /// page, so every entry saves at least a quarter of a page (zswap's own rule, "compressed size
@@ -65,6 +65,8 @@ pub(crate) struct Packed {
     data: Box<[u8]>,
     cost: u64,
     budget: Arc<FrameBudget>,
+    /// The pool's count of dead entries still in its queue (see [`Pool::prune`]).
+    dead: Arc<AtomicUsize>,
     /// Read since it was stored: a second read brings it back into a frame even at the cost of
     /// evicting another page; a first one only if a frame is free (so a one-pass scan does not
     /// churn the pool). CLOCK's second chance, on the pool's side.
@@ -74,6 +76,7 @@ pub(crate) struct Packed {
 impl Drop for Packed {
     fn drop(&mut self) {
         self.budget.release_pool(self.cost);
+        self.dead.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -255,7 +258,8 @@ pub(crate) struct PoolEntry {
     pub packed: Weak<Packed>,
 }
 
-/// The queue and when to prune it of dead entries.
+/// The queue and when to prune it of dead entries (at the latest: the evictor prunes it sooner,
+/// see [`Pool::prune`]).
 struct Queue {
     entries: VecDeque<PoolEntry>,
     prune_at: usize,
@@ -286,6 +290,10 @@ pub(crate) struct Pool {
     cap_of_pages: u64,
     /// Rank `PoolQueue` (a leaf). Oldest (coldest) first.
     queue: Mutex<Queue>,
+    /// Entries that died (faulted back, written back, truncated, their file removed) since the
+    /// last prune: each still holds its place in the queue, and through its `Weak`s the
+    /// allocations of its `Packed` and of its file's inode, none of it charged to the budget.
+    dead: Arc<AtomicUsize>,
     next_id: AtomicU64,
     pub stats: PoolStats,
 }
@@ -305,6 +313,7 @@ impl Pool {
                     prune_at: 1024,
                 },
             ),
+            dead: Arc::new(AtomicUsize::new(0)),
             next_id: AtomicU64::new(1),
             stats: PoolStats::default(),
         }
@@ -371,10 +380,12 @@ impl Pool {
             data,
             cost,
             budget: budget.clone(),
+            dead: self.dead.clone(),
             read_once: AtomicBool::new(false),
         });
         let mut q = self.queue.lock();
         if q.entries.len() >= q.prune_at {
+            self.dead.store(0, Ordering::Relaxed);
             q.entries.retain(|e| e.packed.strong_count() > 0);
             q.prune_at = 2 * q.entries.len() + 1024;
         }
@@ -386,9 +397,46 @@ impl Pool {
         Ok(packed)
     }
 
-    /// Take the coldest entry.
+    /// Drop the queue's dead entries once they are an eighth of it (or 256, whichever is more),
+    /// which frees what their `Weak`s keep allocated: the `Packed` headers and the inodes of
+    /// removed files. Called by the evictor on every wake-up (at least every 200 ms), so a
+    /// removed tree's entries go within a fraction of a second, not at the next admission
+    /// (which, after an `rm -rf`, may never come). Returns the entries dropped.
+    pub(crate) fn prune(&self) -> usize {
+        let dead = self.dead.load(Ordering::Relaxed);
+        if dead < 256 {
+            return 0;
+        }
+        let mut q = self.queue.lock();
+        if dead * 8 < q.entries.len() {
+            return 0;
+        }
+        // Entries that die from here on are counted again and caught by a later prune.
+        self.dead.store(0, Ordering::Relaxed);
+        let before = q.entries.len();
+        q.entries.retain(|e| e.packed.strong_count() > 0);
+        q.prune_at = 2 * q.entries.len() + 1024;
+        before - q.entries.len()
+    }
+
+    /// Entries in the queue, dead ones included (tests).
+    #[cfg(any(test, feature = "test-util"))]
+    pub(crate) fn queued(&self) -> usize {
+        self.queue.lock().entries.len()
+    }
+
+    /// Take the coldest live entry (dead ones on the way are dropped, and uncounted).
     pub(crate) fn pop_coldest(&self) -> Option<PoolEntry> {
-        self.queue.lock().entries.pop_front()
+        let mut q = self.queue.lock();
+        while let Some(e) = q.entries.pop_front() {
+            if e.packed.strong_count() > 0 {
+                return Some(e);
+            }
+            let _ = self
+                .dead
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |d| d.checked_sub(1));
+        }
+        None
     }
 
     /// Put entries back as the coldest (their write-back failed), in their order.

@@ -590,8 +590,12 @@ impl MemoryManager {
     pub(super) fn run_evictor(&self) {
         let Some(tier) = &self.tier else { return };
         while !self.stop.load(Ordering::Acquire) {
-            // Awake anyway (at least every 200 ms): give long-free pool pages back to the kernel.
+            // Awake anyway (at least every 200 ms): give long-free pool pages back to the kernel,
+            // and forget the compressed pool's dead entries.
             rtmpfs_pages::trim_idle();
+            if let Some(pool) = &tier.pool {
+                pool.prune();
+            }
             if let Some(swap) = &tier.swap {
                 // The heap's share is taken from the frames only while they can go to swap.
                 tier.budget.set_lending(!(swap.is_full() || swap.failing()));
