@@ -174,8 +174,8 @@ impl FileData {
 
     /// Bring page `idx`, seen as compressed record `record` in swap, back into RAM: charge a
     /// frame as `purpose` allows, read only the record's sectors, verify and decompress it, all
-    /// with no lock held, then publish it resident by compare-and-set (the record is freed: the
-    /// page comes back dirty, as from the pool). A record that cannot be read or does not
+    /// with no lock held, then publish it resident by compare-and-set (the record stays, as the
+    /// frame's swap copy, until the page's first change). A record that cannot be read or does not
     /// authenticate poisons its page only: its slot-mates are sealed on their own. Returns
     /// whether it published; `false`: the slot changed meanwhile (the caller looks again).
     ///

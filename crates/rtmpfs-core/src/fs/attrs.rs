@@ -260,10 +260,11 @@ fn check_setattr_flags(m: &Meta, set: &SetAttr) -> Result<()> {
 }
 
 /// Whether a truncation from `old` to `new` bytes stamps mtime and ctime (and clears set-id
-/// bits and the capability), as on Linux tmpfs: when the size changes; always through a
+/// bits and the capability), as on Linux tmpfs: when the size changes; `always` through a
 /// handle (`ftruncate` passes ATTR_MTIME|ATTR_CTIME; over FUSE the kernel leaves that stamp to
-/// the server when FATTR_FH is set) and for `open(O_TRUNC)` (`always`); and, to the same or a smaller size, whenever the file has
-/// pages (`shmem_setattr` calls `shmem_truncate_range`, which stamps, when `info->alloced`).
+/// the server when FATTR_FH is set) and for `open(O_TRUNC)`; and, to the same or a smaller
+/// size, whenever the file has pages (`shmem_setattr` calls `shmem_truncate_range`, which
+/// stamps, when `info->alloced`).
 fn truncation_stamps(new: u64, old: u64, charged_pages: u64, always: bool) -> bool {
     new != old || always || charged_pages > 0
 }

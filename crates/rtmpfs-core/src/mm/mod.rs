@@ -411,8 +411,8 @@ impl MemoryManager {
         }
     }
 
-    /// Free a compressed record in swap that no longer holds a page (read back, removed, or
-    /// overwritten without being read back).
+    /// Free a compressed record in swap that no longer holds a page (removed, overwritten
+    /// without being read back, or changed since it was).
     pub(crate) fn free_swap_record(&self, entry: RecordEntry) {
         if let Some(swap) = self.tier.as_ref().and_then(|t| t.swap.as_ref()) {
             swap.free_record(entry);

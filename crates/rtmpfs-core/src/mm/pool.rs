@@ -385,9 +385,7 @@ impl Pool {
         });
         let mut q = self.queue.lock();
         if q.entries.len() >= q.prune_at {
-            self.dead.store(0, Ordering::Relaxed);
-            q.entries.retain(|e| e.packed.strong_count() > 0);
-            q.prune_at = 2 * q.entries.len() + 1024;
+            self.drop_dead(&mut q);
         }
         q.entries.push_back(PoolEntry {
             owner: owner.clone(),
@@ -411,12 +409,17 @@ impl Pool {
         if dead * 8 < q.entries.len() {
             return 0;
         }
-        // Entries that die from here on are counted again and caught by a later prune.
-        self.dead.store(0, Ordering::Relaxed);
         let before = q.entries.len();
+        self.drop_dead(&mut q);
+        before - q.entries.len()
+    }
+
+    /// Drop the dead entries of `q` (the queue, locked) and reset the count of them; entries
+    /// that die from here on are counted again and caught by a later prune.
+    fn drop_dead(&self, q: &mut Queue) {
+        self.dead.store(0, Ordering::Relaxed);
         q.entries.retain(|e| e.packed.strong_count() > 0);
         q.prune_at = 2 * q.entries.len() + 1024;
-        before - q.entries.len()
     }
 
     /// Entries in the queue, dead ones included (tests).

@@ -381,7 +381,8 @@ impl Swap {
         Ok(range)
     }
 
-    /// A record is dead (read back, overwritten, removed): its slot is freed with its last one.
+    /// A record is dead (overwritten, removed, or its page changed after a read back): its slot
+    /// is freed with its last one.
     pub(crate) fn free_record(&self, entry: RecordEntry) {
         self.slots.lock().free_record(entry.slot(), u32::from(entry.len()));
     }

@@ -335,7 +335,7 @@ fn wanted_capabilities(direct_io: bool) -> Vec<(InitFlags, &'static str)> {
     // the server truncates in OPEN, before the kernel's checks that come after `->open` (a
     // running executable's ETXTBSY for `O_RDONLY|O_TRUNC`, the LSMs' file_truncate hook such
     // as Landlock's truncate right). Those refusals then arrive with the file already empty
-    // (docs/fuse.md, "Why not ATOMIC_O_TRUNC"; tests/parity.rs).
+    // (docs/fuse.md, "Not requested: `ATOMIC_O_TRUNC`"; tests/parity.rs).
     let mut v = vec![
         (InitFlags::FUSE_EXPORT_SUPPORT, "export_support"),
         (InitFlags::FUSE_DO_READDIRPLUS, "readdirplus"),
@@ -563,18 +563,19 @@ impl fuser::Filesystem for Adapter {
         self.reply_entry(call, reply, self.fs.link(&ctx(req), ino(i), ino(newparent), newname));
     }
 
-    fn open(&self, req: &Request, i: INodeNo, flags: FuseOpenFlags, kill_suidgid: bool, reply: ReplyOpen) {
+    fn open(&self, req: &Request, i: INodeNo, flags: FuseOpenFlags, _kill_suidgid: bool, reply: ReplyOpen) {
         let call = self.begin(RequestType::Open, "open");
         let mut of = self.engine_open_flags(flags.0);
         // OPEN never truncates: without ATOMIC_O_TRUNC the kernel strips O_TRUNC from OPEN and
         // truncates by SETATTR once its own checks have passed (see `wanted_capabilities`).
-        // Ignoring the flag here keeps that true whatever a kernel sends.
+        // Ignoring the flag here keeps that true whatever a kernel sends; so OPEN changes no
+        // data, and its set-id word (FUSE_OPEN_KILL_SUIDGID, sent only with O_TRUNC) has
+        // nothing to apply to.
         of.truncate = false;
         if self.fs.is_read_only() && of.write {
             return self.fail(call, reply, Errno::EROFS);
         }
-        let (octx, clearing) = self.ctx_changing_data_of(req, KernelWord::KillSuidgid(kill_suidgid), ino(i));
-        self.answer(call, reply, self.fs.open_with(&octx, ino(i), of, clearing), |r, h| {
+        self.answer(call, reply, self.fs.open(&ctx(req), ino(i), of), |r, h| {
             r.opened(FileHandle(h.0), self.file_open_flags(of));
         });
     }

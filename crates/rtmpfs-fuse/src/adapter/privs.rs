@@ -35,8 +35,8 @@ impl Adapter {
     /// set-user-ID/set-group-ID bits a caller without `CAP_FSETID` loses:
     ///
     /// * The request carries the kernel's flag (`FUSE_WRITE_KILL_SUIDGID` on WRITE,
-    ///   `FATTR_KILL_SUIDGID` on a truncating SETATTR, `FUSE_OPEN_KILL_SUIDGID` on an O_TRUNC
-    ///   OPEN): it is the kernel's word, set exactly when the caller lacks `CAP_FSETID` under
+    ///   `FATTR_KILL_SUIDGID` on a truncating SETATTR, `O_TRUNC`'s included): it is the
+    ///   kernel's word, set exactly when the caller lacks `CAP_FSETID` under
     ///   `FUSE_HANDLE_KILLPRIV_V2` (WRITE: also on the direct path without it); set, the
     ///   engine clears them for a caller without the capability. Unset, either the caller
     ///   holds the capability or the kernel has cleared the bits itself before
