@@ -33,6 +33,12 @@ struct Node {
 /// Every path of `fs` with its node, and for each path the first path naming the same inode
 /// (the link structure).
 fn dump(fs: &Filesystem) -> (BTreeMap<String, Node>, BTreeMap<String, String>) {
+    dump_atime(fs, true)
+}
+
+/// `dump`, with each atime as it is after the dump read the inode (`after_read`, so that two
+/// trees read the same way compare equal) or as it was before.
+fn dump_atime(fs: &Filesystem, after_read: bool) -> (BTreeMap<String, Node>, BTreeMap<String, String>) {
     let ctx = Ctx::root();
     let mut nodes = BTreeMap::new();
     let mut first_name: HashMap<Ino, String> = HashMap::new();
@@ -72,8 +78,9 @@ fn dump(fs: &Filesystem) -> (BTreeMap<String, Node>, BTreeMap<String, String>) {
             _ => {}
         }
         // Reading the file may have moved its atime (relatime): take the attributes again.
-        let after = fs.getattr(ino).unwrap();
-        attr.atime = after.atime;
+        if after_read {
+            attr.atime = fs.getattr(ino).unwrap().atime;
+        }
         let first = first_name.entry(ino).or_insert_with(|| path.clone()).clone();
         links.insert(path.clone(), first);
         attr.ino = Ino(0);
@@ -228,8 +235,11 @@ fn swapped_pages_are_read_without_being_charged() {
 
 /// Every kind of inode, xattrs of every namespace, an ACL, file flags, hard links, a sparse
 /// file, reserved pages, exact times, and the root's own attributes.
-#[test]
-fn everything_is_kept() {
+/// A small tree with one of everything an image keeps: a set-id directory and file, text at
+/// an offset, a page at 64 GiB (a hole before it), reserved pages, a hard link, a symlink, a
+/// fifo, a socket, two device nodes, xattrs of three namespaces, an access ACL, explicit
+/// owners, times and file flags, and the mount's limits.
+fn rich_tree() -> Filesystem {
     let ctx = Ctx::root();
     let config = Config {
         size_bytes: Some(1 << 30),
@@ -324,6 +334,12 @@ fn everything_is_kept() {
     )
     .unwrap();
     fs.release(fh).unwrap();
+    fs
+}
+
+#[test]
+fn everything_is_kept() {
+    let fs = rich_tree();
     let img = image_of(&fs);
     assert!(
         img.len() < 64 * 1024,
@@ -356,6 +372,108 @@ fn everything_is_kept() {
         Filesystem::from_image(tight, &img[..], &opts),
         Err(ImageError::Fs(FsError::NoSpace))
     ));
+}
+
+/// `dump` as text with every field spelled out (not `Debug`, so that a field added to `Attr`
+/// does not change it): what the version-1 fixtures below are compared with.
+fn describe(fs: &Filesystem) -> String {
+    let (nodes, links) = dump_atime(fs, false);
+    let mut out = String::new();
+    for (path, n) in &nodes {
+        // A second name: its inode is described under its first (whose read moved the atime).
+        if links[path] != *path {
+            out += &format!("{path:?} another name of {:?}\n", links[path]);
+            continue;
+        }
+        let a = &n.attr;
+        let t = |t: rtmpfs_core::Timespec| format!("{}.{:09}", t.sec, t.nsec);
+        out += &format!(
+            "{path:?} {:?} {:o} nlink {} owner {}:{} rdev {} size {} blocks {} times {} {} {} {} flags {:#x}\n",
+            a.kind,
+            a.perm,
+            a.nlink,
+            a.uid,
+            a.gid,
+            a.rdev,
+            a.size,
+            a.blocks,
+            t(a.atime),
+            t(a.mtime),
+            t(a.ctime),
+            t(a.btime),
+            n.flags
+        );
+        for (name, value) in &n.xattrs {
+            out += &format!("  xattr {:?} = {:?}\n", String::from_utf8_lossy(name), value);
+        }
+        if !n.extents.is_empty() {
+            out += &format!("  extents {:?}, bytes crc32 {:08x}\n", n.extents, crc32(&n.bytes));
+        }
+        if !n.target.is_empty() {
+            out += &format!("  target {:?}\n", String::from_utf8_lossy(&n.target));
+        }
+    }
+    out += &format!("statfs blocks {} files {}\n", fs.statfs().blocks, fs.statfs().files);
+    out
+}
+
+/// Bitwise CRC-32 (IEEE), for `describe`: short and dependency-free.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+
+/// Images written by format version 1 (one zstd stream; rtmpfs before format version 2, kept
+/// as persist= files by its users) still restore, plain and sealed, to the tree they hold.
+/// The fixtures are `rich_tree` imaged by version 1, with `describe` of that tree as the
+/// expected text (`RTMPFS_WRITE_FIXTURES=1` rewrites them from the current build, which is
+/// only right while it writes version 1).
+#[test]
+fn version_1_images_still_restore() {
+    let sealed_key = key(0x5a);
+    if std::env::var_os("RTMPFS_WRITE_FIXTURES").is_some() {
+        let fs = rich_tree();
+        std::fs::create_dir_all(FIXTURES).unwrap();
+        std::fs::write(format!("{FIXTURES}/image-v1.img"), image_of(&fs)).unwrap();
+        let mut sealed = Vec::new();
+        fs.snapshot_with(
+            &mut sealed,
+            &SnapshotOptions {
+                key: Some(sealed_key.clone()),
+            },
+        )
+        .unwrap();
+        std::fs::write(format!("{FIXTURES}/image-v1-sealed.img"), sealed).unwrap();
+        std::fs::write(format!("{FIXTURES}/image-v1.expected"), describe(&fs)).unwrap();
+    }
+    let expected = std::fs::read_to_string(format!("{FIXTURES}/image-v1.expected")).unwrap();
+    for (file, k) in [("image-v1.img", None), ("image-v1-sealed.img", Some(sealed_key))] {
+        let img = std::fs::read(format!("{FIXTURES}/{file}")).unwrap();
+        assert_eq!(
+            u32::from_le_bytes(img[8..12].try_into().unwrap()),
+            1,
+            "{file} is not version 1"
+        );
+        let opts = RestoreOptions {
+            key: k,
+            ..RestoreOptions::default()
+        };
+        let back = Filesystem::from_image(Config::default(), &img[..], &opts).unwrap();
+        back.check_invariants().unwrap();
+        assert_eq!(describe(&back), expected, "{file}");
+    }
 }
 
 /// Writers that keep invariants across files run during snapshots; every image, restored,
