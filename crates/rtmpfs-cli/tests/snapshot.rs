@@ -322,9 +322,9 @@ fn damaged_and_wrong_key_images_mount_nothing() {
     fs::write(&damaged, &good[..good.len() - 10]).unwrap();
     let line = refused_mount(&format!("restore={},image_key={}", damaged.display(), key.display()));
     assert!(line.contains("truncated"), "{line}");
-    let mut v2 = good.clone();
-    v2[8] = 9;
-    fs::write(&damaged, &v2).unwrap();
+    let mut newer = good.clone();
+    newer[8] = 9;
+    fs::write(&damaged, &newer).unwrap();
     let line = refused_mount(&format!("restore={},image_key={}", damaged.display(), key.display()));
     assert!(line.contains("version 9"), "{line}");
     let line = refused_mount(&format!("restore={}", work.path().join("absent").display()));

@@ -6,6 +6,9 @@
 //! every write (4 KiB at random offsets of their own files), takes a snapshot, and prints the
 //! snapshot's own pause figure, the writers' longest write during it, the throughput, the
 //! image size, and a restore of the image (when OUT is a file).
+//!
+//! `... --example snapshot_bench -- restore IMAGE [ROUNDS]` restores an existing image (one
+//! written by `rtmpfs snapshot`, say) ROUNDS times (default 3) and prints each time.
 
 use std::ffi::OsStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -16,6 +19,13 @@ use rtmpfs_core::{Config, Ctx, Filesystem, OpenFlags, RestoreOptions};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("restore") {
+        restore_only(
+            args.get(2).expect("restore IMAGE [ROUNDS]"),
+            args.get(3).map_or(3, |r| r.parse().expect("ROUNDS")),
+        );
+        return;
+    }
     let files: u64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(100_000);
     let mib: u64 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(1024);
     let out = args.get(3).cloned().unwrap_or_else(|| "/dev/null".into());
@@ -118,6 +128,23 @@ fn main() {
             took,
             (total as f64 / f64::from(1 << 20)) / took.as_secs_f64(),
             back.usage().inodes
+        );
+    }
+}
+
+/// Restore `image` `rounds` times, each timed (the file read from the page cache after the first).
+fn restore_only(image: &str, rounds: u32) {
+    for _ in 0..rounds {
+        let t = Instant::now();
+        let input = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(image).expect("open IMAGE"));
+        let back = Filesystem::from_image(Config::default(), input, &RestoreOptions::default()).expect("restore");
+        let took = t.elapsed();
+        let usage = back.usage();
+        drop(back);
+        println!(
+            "restore: {took:.2?}, {} inodes, {} MiB of data",
+            usage.inodes,
+            usage.charged_pages >> 8
         );
     }
 }

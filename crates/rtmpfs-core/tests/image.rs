@@ -377,18 +377,20 @@ fn everything_is_kept() {
 /// `dump` as text with every field spelled out (not `Debug`, so that a field added to `Attr`
 /// does not change it): what the version-1 fixtures below are compared with.
 fn describe(fs: &Filesystem) -> String {
+    use std::fmt::Write;
     let (nodes, links) = dump_atime(fs, false);
     let mut out = String::new();
     for (path, n) in &nodes {
         // A second name: its inode is described under its first (whose read moved the atime).
         if links[path] != *path {
-            out += &format!("{path:?} another name of {:?}\n", links[path]);
+            writeln!(out, "{path:?} another name of {:?}", links[path]).unwrap();
             continue;
         }
         let a = &n.attr;
         let t = |t: rtmpfs_core::Timespec| format!("{}.{:09}", t.sec, t.nsec);
-        out += &format!(
-            "{path:?} {:?} {:o} nlink {} owner {}:{} rdev {} size {} blocks {} times {} {} {} {} flags {:#x}\n",
+        writeln!(
+            out,
+            "{path:?} {:?} {:o} nlink {} owner {}:{} rdev {} size {} blocks {} times {} {} {} {} flags {:#x}",
             a.kind,
             a.perm,
             a.nlink,
@@ -402,18 +404,19 @@ fn describe(fs: &Filesystem) -> String {
             t(a.ctime),
             t(a.btime),
             n.flags
-        );
+        )
+        .unwrap();
         for (name, value) in &n.xattrs {
-            out += &format!("  xattr {:?} = {:?}\n", String::from_utf8_lossy(name), value);
+            writeln!(out, "  xattr {:?} = {:?}", String::from_utf8_lossy(name), value).unwrap();
         }
         if !n.extents.is_empty() {
-            out += &format!("  extents {:?}, bytes crc32 {:08x}\n", n.extents, crc32(&n.bytes));
+            writeln!(out, "  extents {:?}, bytes crc32 {:08x}", n.extents, crc32(&n.bytes)).unwrap();
         }
         if !n.target.is_empty() {
-            out += &format!("  target {:?}\n", String::from_utf8_lossy(&n.target));
+            writeln!(out, "  target {:?}", String::from_utf8_lossy(&n.target)).unwrap();
         }
     }
-    out += &format!("statfs blocks {} files {}\n", fs.statfs().blocks, fs.statfs().files);
+    writeln!(out, "statfs blocks {} files {}", fs.statfs().blocks, fs.statfs().files).unwrap();
     out
 }
 
@@ -612,9 +615,9 @@ fn sample_image(key: Option<&ImageKey>) -> Vec<u8> {
     let (f, fh) = fs
         .create(&ctx, d.ino, OsStr::new("f"), 0o644, OpenFlags::READ_WRITE)
         .unwrap();
-    // Incompressible data, so that the image has several chunks.
+    // Incompressible data, so that the image has several chunks (frames of about 1 MiB).
     let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    let data: Vec<u8> = (0..300_000)
+    let data: Vec<u8> = (0..2_600_000)
         .map(|_| {
             x ^= x << 13;
             x ^= x >> 7;
@@ -636,21 +639,45 @@ fn key(byte: u8) -> ImageKey {
     ImageKey::from_bytes(&[byte; 32]).unwrap()
 }
 
+/// Where each chunk of an image starts (after the 52-byte header), and the image's end.
+fn chunk_starts(img: &[u8], sealed: bool) -> Vec<usize> {
+    let mut at = 52;
+    let mut starts = Vec::new();
+    while at < img.len() {
+        starts.push(at);
+        let len = u32::from_le_bytes(img[at..at + 4].try_into().unwrap()) as usize;
+        at += 5 + len + if sealed { 16 } else { 4 };
+    }
+    assert_eq!(at, img.len(), "chunks do not tile the image");
+    starts.push(at);
+    starts
+}
+
 /// Every flipped byte and every truncation of an image is refused (never a restored tree),
 /// with the reason: corrupt, truncated.
 #[test]
 fn damaged_images_are_refused() {
     for k in [None, Some(key(1))] {
         let img = sample_image(k.as_ref());
+        let starts = chunk_starts(&img, k.is_some());
+        assert!(
+            starts.len() >= 4,
+            "the sample image should have at least 3 chunks: {starts:?}"
+        );
         let opts = RestoreOptions {
             key: k.clone(),
             ..RestoreOptions::default()
         };
         assert!(Filesystem::from_image(Config::default(), &img[..], &opts).is_ok());
-        // Flipped bytes: every byte of the header and the first 1 KiB, then a stride, and the
-        // last 64 bytes (the final chunk and its trailer).
+        // Around each chunk's start (the end of the one before), and the image's end.
+        let boundaries = || starts.iter().flat_map(|&b| b.saturating_sub(8)..(b + 8).min(img.len()));
+        // Flipped bytes: every byte of the header and the first 1 KiB, about 300 more spread
+        // over the image, every byte around a chunk boundary, and the last 64 bytes (the final
+        // chunk's end and its trailer).
+        let stride = img.len() / 300;
         let positions = (0..1024)
-            .chain((1024..img.len()).step_by(1999))
+            .chain((1024..img.len()).step_by(stride))
+            .chain(boundaries().filter(|&p| p < img.len()))
             .chain(img.len() - 64..img.len());
         for pos in positions {
             let mut bad = img.clone();
@@ -669,12 +696,11 @@ fn damaged_images_are_refused() {
                 Err(e) => panic!("flipped byte {pos}: unexpected {e}"),
             }
         }
-        // Truncations: every length through the header and first chunk header, a stride, every
-        // length around the first chunk boundary (header 52 + 5 + 256 KiB + trailer), the end.
-        let boundary = 52 + 5 + 256 * 1024 + if k.is_some() { 16 } else { 4 };
+        // Truncations: every length through the header and first chunk header, a stride,
+        // every length around each chunk boundary, the end.
         let lens = (1..128)
-            .chain((128..img.len()).step_by(1009))
-            .chain(boundary - 8..boundary + 8)
+            .chain((128..img.len()).step_by(stride))
+            .chain(boundaries())
             .chain(img.len() - 64..img.len());
         for len in lens {
             match Filesystem::from_image(Config::default(), &img[..len], &opts) {
@@ -701,11 +727,17 @@ fn wrong_version_key_and_magic_are_told_apart() {
         key: k,
         ..RestoreOptions::default()
     };
-    let mut v2 = plain.clone();
-    v2[8] = 2;
+    let mut v3 = plain.clone();
+    v3[8] = 3;
     assert!(matches!(
-        Filesystem::from_image(Config::default(), &v2[..], &with(None)),
-        Err(ImageError::UnsupportedVersion { found: 2, supported: 1 })
+        Filesystem::from_image(Config::default(), &v3[..], &with(None)),
+        Err(ImageError::UnsupportedVersion { found: 3, supported: 2 })
+    ));
+    let mut v0 = plain.clone();
+    v0[8] = 0;
+    assert!(matches!(
+        Filesystem::from_image(Config::default(), &v0[..], &with(None)),
+        Err(ImageError::UnsupportedVersion { found: 0, supported: 2 })
     ));
     assert!(matches!(
         Filesystem::from_image(Config::default(), &b"hello, not an image at all"[..], &with(None)),
@@ -726,7 +758,7 @@ fn wrong_version_key_and_magic_are_told_apart() {
     assert!(matches!(ImageKey::from_bytes(b"short"), Err(ImageError::BadKey(_))));
     // The sealed image does not hold the plaintext.
     assert!(!sealed.windows(6).any(|w| w == b"user.x"));
-    assert!(plain.len() > 300_000 && sealed.len() > 300_000);
+    assert!(plain.len() > 2_600_000 && sealed.len() > 2_600_000);
 }
 
 /// Pseudo-random (incompressible) bytes, so evicted pages go to swap, not the compressed pool.

@@ -1,4 +1,6 @@
-//! The outer layer of an image: the header and the chunks that carry the compressed stream.
+//! The outer layer of an image: the header and the chunks that carry the compressed data (in
+//! format version 2, each chunk one zstd frame; in version 1, which is still read, one zstd
+//! stream cut into chunks of 256 KiB).
 //!
 //! ```text
 //! header  "RTMPFSIM" | version u32 | flags u32 | salt [16] | key check [16] | crc32 u32   (52 bytes)
@@ -15,17 +17,19 @@
 //! dropped, repeated or reordered unnoticed.
 
 use std::io::{Read, Write};
+use std::sync::Arc;
 
 use ring::aead::{Aad, LessSafeKey, Nonce, Tag, UnboundKey, AES_256_GCM};
 use ring::hkdf;
 use ring::rand::{SecureRandom, SystemRandom};
 
+use super::frames::FRAME_MAX;
 use super::{ImageError, ImageKey, IMAGE_VERSION};
 
 pub(super) const MAGIC: &[u8; 8] = b"RTMPFSIM";
 pub(super) const HEADER_LEN: usize = 52;
-/// Payload bytes per chunk (what a reader holds at once, besides zstd's window).
-const CHUNK: usize = 256 * 1024;
+/// Payload bytes per chunk in format version 1.
+const V1_CHUNK: usize = 256 * 1024;
 const FLAG_ENCRYPTED: u32 = 1;
 const TAG_LEN: usize = 16;
 const KEY_CHECK_AAD: &[u8] = b"rtmpfs image key check";
@@ -72,18 +76,17 @@ fn key_check(key: &LessSafeKey) -> [u8; TAG_LEN] {
     t
 }
 
-/// Writes the header, then the stream written to it as chunks.
+/// Writes the header, then chunks, each sealed or checksummed as it goes out.
 pub(super) struct ChunkWriter<W: Write> {
     out: W,
     key: Option<LessSafeKey>,
-    buf: Vec<u8>,
     index: u64,
     /// Bytes written to `out` so far.
     written: u64,
 }
 
 impl<W: Write> ChunkWriter<W> {
-    /// Write the header to `out`.
+    /// Write the header (this build's version, [`IMAGE_VERSION`]) to `out`.
     pub(super) fn new(mut out: W, key: Option<&ImageKey>) -> Result<Self, ImageError> {
         let mut header = [0u8; HEADER_LEN];
         header[..8].copy_from_slice(MAGIC);
@@ -108,63 +111,99 @@ impl<W: Write> ChunkWriter<W> {
         Ok(ChunkWriter {
             out,
             key: sealing,
-            buf: Vec::with_capacity(CHUNK),
             index: 0,
             written: HEADER_LEN as u64,
         })
     }
 
-    fn emit(&mut self, last: bool) -> std::io::Result<()> {
-        let len = self.buf.len() as u32;
+    /// Write `payload` (at most [`FRAME_MAX`] bytes) as the next chunk, the final one if
+    /// `last`; sealing encrypts it in place.
+    pub(super) fn put(&mut self, payload: &mut [u8], last: bool) -> std::io::Result<()> {
+        debug_assert!(payload.len() <= FRAME_MAX);
+        let len = payload.len() as u32;
         let mut head = [0u8; 5];
         head[..4].copy_from_slice(&len.to_le_bytes());
         head[4] = u8::from(last);
-        let trailer: Vec<u8> = if let Some(key) = &self.key {
+        let mut trailer = [0u8; TAG_LEN];
+        let trailer: &[u8] = if let Some(key) = &self.key {
             let aad = chunk_aad(self.index, last, len);
             let tag = key
-                .seal_in_place_separate_tag(nonce(self.index), Aad::from(aad), &mut self.buf)
+                .seal_in_place_separate_tag(nonce(self.index), Aad::from(aad), payload)
                 .map_err(|_| std::io::Error::other("AES-GCM sealing failed"))?;
-            tag.as_ref().to_vec()
+            trailer.copy_from_slice(tag.as_ref());
+            &trailer
         } else {
-            chunk_crc(self.index, head, &self.buf).to_le_bytes().to_vec()
+            trailer[..4].copy_from_slice(&chunk_crc(self.index, head, payload).to_le_bytes());
+            &trailer[..4]
         };
         self.out.write_all(&head)?;
-        self.out.write_all(&self.buf)?;
-        self.out.write_all(&trailer)?;
-        self.written += (head.len() + self.buf.len() + trailer.len()) as u64;
-        self.buf.clear();
+        self.out.write_all(payload)?;
+        self.out.write_all(trailer)?;
+        self.written += (head.len() + payload.len() + trailer.len()) as u64;
         self.index += 1;
         Ok(())
     }
 
-    /// Write the last chunk and flush; returns the output and the bytes written in all.
+    /// Flush after the last chunk; returns the output and the bytes written in all.
     pub(super) fn finish(mut self) -> std::io::Result<(W, u64)> {
-        self.emit(true)?;
         self.out.flush()?;
         Ok((self.out, self.written))
     }
 }
 
-impl<W: Write> Write for ChunkWriter<W> {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        let n = data.len().min(CHUNK - self.buf.len());
-        self.buf.extend_from_slice(&data[..n]);
-        if self.buf.len() == CHUNK {
-            self.emit(false)?;
-        }
-        Ok(n)
+/// A chunk as read, not yet checked or opened.
+pub(super) struct RawChunk {
+    index: u64,
+    head: [u8; 5],
+    payload: Vec<u8>,
+    trailer: [u8; TAG_LEN],
+}
+
+impl RawChunk {
+    /// Its position in the image (0, 1, ...).
+    pub(super) fn index(&self) -> u64 {
+        self.index
     }
 
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
+    /// Whether this is the image's final chunk.
+    pub(super) fn last(&self) -> bool {
+        self.head[4] == 1
     }
 }
 
-/// Reads and checks the header, then yields the payload of the chunks, each verified (or
-/// opened) before a byte of it is given out. Errors are [`ImageError`]s inside `io::Error`s.
+/// Checks (plain) or opens (sealed) chunks; shared by the threads that decode them.
+pub(super) struct Opener {
+    key: Option<LessSafeKey>,
+}
+
+impl Opener {
+    /// The payload of `chunk`, checked against its checksum or opened with the image's key.
+    pub(super) fn open(&self, chunk: RawChunk) -> Result<Vec<u8>, ImageError> {
+        let RawChunk {
+            index,
+            head,
+            mut payload,
+            trailer,
+        } = chunk;
+        if let Some(key) = &self.key {
+            let aad = chunk_aad(index, head[4] == 1, payload.len() as u32);
+            key.open_in_place_separate_tag(nonce(index), Aad::from(aad), Tag::from(trailer), &mut payload, 0..)
+                .map_err(|_| ImageError::Corrupt(format!("chunk {index} does not authenticate")))?;
+        } else if chunk_crc(index, head, &payload) != u32::from_le_bytes(trailer[..4].try_into().expect("4 bytes")) {
+            return Err(ImageError::Corrupt(format!("chunk {index}: checksum mismatch")));
+        }
+        Ok(payload)
+    }
+}
+
+/// Reads and checks the header, then the chunks: one at a time, unchecked ([`ChunkReader::next_raw`],
+/// for threads that check and decode them), or (format version 1) as the stream of their
+/// payloads, each checked before a byte of it is given out ([`Read`]; errors are
+/// [`ImageError`]s inside `io::Error`s).
 pub(super) struct ChunkReader<R: Read> {
     input: R,
-    key: Option<LessSafeKey>,
+    opener: Arc<Opener>,
+    version: u32,
     buf: Vec<u8>,
     pos: usize,
     index: u64,
@@ -212,8 +251,8 @@ impl<R: Read> ChunkReader<R> {
         let crc_ok = got == HEADER_LEN
             && crc32fast::hash(&header[..48]) == u32::from_le_bytes(header[48..].try_into().expect("4 bytes"));
         // A header of another version may have another layout: its version says so even when
-        // this version's checksum does not fit it.
-        if version != IMAGE_VERSION {
+        // this version's checksum does not fit it. Versions 1 and 2 share the header.
+        if !(1..=IMAGE_VERSION).contains(&version) {
             return Err(ImageError::UnsupportedVersion {
                 found: version,
                 supported: IMAGE_VERSION,
@@ -244,7 +283,8 @@ impl<R: Read> ChunkReader<R> {
         };
         Ok(ChunkReader {
             input,
-            key: opening,
+            opener: Arc::new(Opener { key: opening }),
+            version,
             buf: Vec::new(),
             pos: 0,
             index: 0,
@@ -252,8 +292,22 @@ impl<R: Read> ChunkReader<R> {
         })
     }
 
-    /// Read, check and (if sealed) open the next chunk into `buf`.
-    fn next_chunk(&mut self) -> Result<(), ImageError> {
+    /// The image's format version (1 or 2).
+    pub(super) fn version(&self) -> u32 {
+        self.version
+    }
+
+    /// What checks and opens this image's chunks.
+    pub(super) fn opener(&self) -> Arc<Opener> {
+        Arc::clone(&self.opener)
+    }
+
+    /// The next chunk as read (`None` after the last one), its length and end flag checked;
+    /// after the last chunk, that nothing follows it. Its payload is read into `buf`.
+    pub(super) fn next_raw(&mut self, mut buf: Vec<u8>) -> Result<Option<RawChunk>, ImageError> {
+        if self.done {
+            return Ok(None);
+        }
         let mut head = [0u8; 5];
         read_full(&mut self.input, &mut head, "before its last chunk")?;
         let len = u32::from_le_bytes(head[..4].try_into().expect("4 bytes"));
@@ -262,28 +316,26 @@ impl<R: Read> ChunkReader<R> {
             1 => true,
             b => return Err(ImageError::Corrupt(format!("chunk {}: bad end flag {b}", self.index))),
         };
-        if len as usize > CHUNK {
+        let max = if self.version == 1 { V1_CHUNK } else { FRAME_MAX };
+        if len as usize > max {
             return Err(ImageError::Corrupt(format!(
                 "chunk {}: length {len} too large",
                 self.index
             )));
         }
-        self.buf.resize(len as usize, 0);
-        self.pos = 0;
-        read_full(&mut self.input, &mut self.buf, "inside a chunk")?;
-        if let Some(key) = &self.key {
-            let mut tag = [0u8; TAG_LEN];
-            read_full(&mut self.input, &mut tag, "inside a chunk")?;
-            let aad = chunk_aad(self.index, last, len);
-            key.open_in_place_separate_tag(nonce(self.index), Aad::from(aad), Tag::from(tag), &mut self.buf, 0..)
-                .map_err(|_| ImageError::Corrupt(format!("chunk {} does not authenticate", self.index)))?;
-        } else {
-            let mut crc = [0u8; 4];
-            read_full(&mut self.input, &mut crc, "inside a chunk")?;
-            if chunk_crc(self.index, head, &self.buf) != u32::from_le_bytes(crc) {
-                return Err(ImageError::Corrupt(format!("chunk {}: checksum mismatch", self.index)));
-            }
-        }
+        buf.clear();
+        buf.resize(len as usize, 0);
+        let mut payload = buf;
+        read_full(&mut self.input, &mut payload, "inside a chunk")?;
+        let mut trailer = [0u8; TAG_LEN];
+        let trailer_len = if self.opener.key.is_some() { TAG_LEN } else { 4 };
+        read_full(&mut self.input, &mut trailer[..trailer_len], "inside a chunk")?;
+        let chunk = RawChunk {
+            index: self.index,
+            head,
+            payload,
+            trailer,
+        };
         self.index += 1;
         if last {
             self.done = true;
@@ -297,17 +349,19 @@ impl<R: Read> ChunkReader<R> {
                 }
             }
         }
-        Ok(())
+        Ok(Some(chunk))
     }
 }
 
 impl<R: Read> Read for ChunkReader<R> {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
         while self.pos == self.buf.len() {
-            if self.done {
+            let buf = std::mem::take(&mut self.buf);
+            let Some(chunk) = self.next_raw(buf).map_err(ImageError::into_io)? else {
                 return Ok(0);
-            }
-            self.next_chunk().map_err(ImageError::into_io)?;
+            };
+            self.buf = self.opener.open(chunk).map_err(ImageError::into_io)?;
+            self.pos = 0;
         }
         let n = out.len().min(self.buf.len() - self.pos);
         out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);

@@ -10,7 +10,8 @@ use std::collections::{HashMap, HashSet};
 use std::io::Read;
 
 use super::chunk::ChunkReader;
-use super::record::{InodeRecord, Record};
+use super::frames::{decoder, for_each_segment, Buffers, Segment};
+use super::record::{InodeRecord, Item, Parsed, Record};
 use super::{ImageError, LimitSource, RestoreOptions};
 use crate::acl::{Acl, AclKind};
 use crate::config::Config;
@@ -45,6 +46,8 @@ struct Loader<'a> {
     current: Option<(u64, u64)>,
     entries: u64,
     data_pages: u64,
+    /// The end record has been applied (and checked): nothing may follow it.
+    ended: bool,
 }
 
 impl Filesystem {
@@ -59,37 +62,58 @@ impl Filesystem {
     /// `NotEncrypted`; `Fs(NoSpace)` if the tree does not fit the limits; `Config`; `Io`.
     /// Nothing of a refused image survives the call.
     pub fn from_image(
-        mut config: Config,
+        config: Config,
         input: impl Read + Send,
         opts: &RestoreOptions,
     ) -> Result<Filesystem, ImageError> {
-        let chunks = ChunkReader::new(input, opts.key.as_ref())?;
-        let mut z = zstd::Decoder::new(chunks).map_err(ImageError::from_io)?;
-        let Record::Limits { size_bytes, max_inodes } = Record::read(&mut z)? else {
+        let mut chunks = ChunkReader::new(input, opts.key.as_ref())?;
+        if chunks.version() == 1 {
+            let mut z = zstd::Decoder::new(chunks).map_err(ImageError::from_io)?;
+            let fs = Filesystem::new(limited(config, opts, &Record::read(&mut z)?)?)?;
+            let mut loader = Loader::new(&fs);
+            for_each_record(z, |r| loader.apply(Item::Record(r)))?;
+            drop(loader);
+            return Ok(fs);
+        }
+        // Version 2: the first frame is decoded first, on this thread: it holds the limits the
+        // filesystem is made with. The rest are decoded in parallel (`frames.rs`).
+        let first = chunks
+            .next_raw(Vec::new())?
+            .ok_or(ImageError::Truncated("before its first chunk"))?;
+        let last = first.last();
+        let opener = chunks.opener();
+        let Segment { bytes, records } = decoder(&opener, &Buffers::new())(first)?;
+        let mut records = records.into_iter();
+        let Some(Parsed::Record(limits)) = records.next() else {
             return Err(corrupt("the first record is not the limits"));
         };
-        if opts.size == LimitSource::Image {
-            config.size_bytes = (size_bytes != u64::MAX).then_some(size_bytes);
+        let fs = Filesystem::new(limited(config, opts, &limits)?)?;
+        let mut loader = Loader::new(&fs);
+        loader.apply_all(records, &bytes)?;
+        if !last {
+            for_each_segment(&mut chunks, |seg| loader.apply_all(seg.records.drain(..), &seg.bytes))?;
         }
-        if opts.inodes == LimitSource::Image {
-            config.max_inodes = (max_inodes != u64::MAX).then_some(max_inodes);
+        if !loader.ended {
+            return Err(corrupt("the image ended early"));
         }
-        let fs = Filesystem::new(config)?;
-        let mut loader = Loader {
-            fs: &fs,
-            inodes: HashMap::new(),
-            links: HashMap::new(),
-            subdirs: HashMap::new(),
-            recorded_nlink: HashMap::new(),
-            reachable: HashSet::new(),
-            current: None,
-            entries: 0,
-            data_pages: 0,
-        };
-        for_each_record(z, |r| loader.apply(r))?;
         drop(loader);
         Ok(fs)
     }
+}
+
+/// `config` with the limits `first` records, unless `opts` says the config's own apply;
+/// `first` must be the limits record.
+fn limited(mut config: Config, opts: &RestoreOptions, first: &Record) -> Result<Config, ImageError> {
+    let &Record::Limits { size_bytes, max_inodes } = first else {
+        return Err(corrupt("the first record is not the limits"));
+    };
+    if opts.size == LimitSource::Image {
+        config.size_bytes = (size_bytes != u64::MAX).then_some(size_bytes);
+    }
+    if opts.inodes == LimitSource::Image {
+        config.max_inodes = (max_inodes != u64::MAX).then_some(max_inodes);
+    }
+    Ok(config)
 }
 
 /// Read the records after the limits, up to and including the end record, and hand each to
@@ -206,9 +230,43 @@ fn meta_of(r: &InodeRecord) -> Meta {
     m
 }
 
-impl Loader<'_> {
+impl<'a> Loader<'a> {
+    fn new(fs: &'a Filesystem) -> Self {
+        Loader {
+            fs,
+            inodes: HashMap::new(),
+            links: HashMap::new(),
+            subdirs: HashMap::new(),
+            recorded_nlink: HashMap::new(),
+            reachable: HashSet::new(),
+            current: None,
+            entries: 0,
+            data_pages: 0,
+            ended: false,
+        }
+    }
+
+    /// Apply the records of one segment (format version 2), their pages borrowed from
+    /// `bytes`; returns whether the end record has been applied.
+    fn apply_all(&mut self, records: impl IntoIterator<Item = Parsed>, bytes: &[u8]) -> Result<bool, ImageError> {
+        for r in records {
+            if self.ended {
+                return Err(corrupt("records after the end record"));
+            }
+            self.ended = self.apply(r.item(bytes))?;
+        }
+        Ok(self.ended)
+    }
+
     /// Apply one record; returns whether it was the end record (then checked).
-    fn apply(&mut self, r: Record) -> Result<bool, ImageError> {
+    fn apply(&mut self, item: Item<'_>) -> Result<bool, ImageError> {
+        let r = match item {
+            Item::Data { first, pages } => {
+                self.data(first, pages)?;
+                return Ok(false);
+            }
+            Item::Record(r) => r,
+        };
         match r {
             Record::Limits { .. } => return Err(corrupt("a second limits record")),
             Record::Inode(r) => self.inode(&r)?,

@@ -2,15 +2,18 @@
 //! and a filesystem built back from one ([`Filesystem::from_image`]).
 //!
 //! The format is documented in `docs/image-format.md`: a header, then chunks (each checksummed,
-//! or sealed with AES-256-GCM when a key is given) carrying one zstd stream of records (each
-//! checksummed). Layers, outermost first: `chunk` (framing, integrity, encryption), zstd,
-//! `record` (the records themselves); `save` walks the tree, `load` builds one.
+//! or sealed with AES-256-GCM when a key is given), each carrying one independent zstd frame of
+//! whole records (each checksummed). Layers, outermost first: `chunk` (framing, integrity,
+//! encryption), `frames` (records cut into frames, compressed and decoded on several threads),
+//! `record` (the records themselves); `save` walks the tree, `load` builds one. Version 1
+//! images (one zstd stream across the chunks) are still read.
 //!
 //! [`Filesystem::snapshot`]: crate::Filesystem::snapshot
 //! [`Filesystem::from_image`]: crate::Filesystem::from_image
 
 mod chunk;
 mod cow;
+mod frames;
 mod load;
 mod record;
 mod save;
@@ -21,8 +24,8 @@ use std::time::Duration;
 
 use crate::error::{ConfigError, FsError};
 
-/// The image format version this build writes and reads.
-pub const IMAGE_VERSION: u32 = 1;
+/// The image format version this build writes; it reads this one and every one before it.
+pub const IMAGE_VERSION: u32 = 2;
 
 /// Why an image was refused or could not be written. Restoring never returns a partly built
 /// filesystem: any error drops everything built so far.
@@ -36,11 +39,11 @@ pub enum ImageError {
     #[error("not an rtmpfs image (bad magic)")]
     NotAnImage,
     /// The image is of a format version this build does not read.
-    #[error("image format version {found} is not supported (this build reads version {supported})")]
+    #[error("image format version {found} is not supported (this build reads versions 1 to {supported})")]
     UnsupportedVersion {
         /// The version the image says it is.
         found: u32,
-        /// The version this build reads.
+        /// The newest version this build reads (it reads every one from 1).
         supported: u32,
     },
     /// The image ends before its end record: it was cut short.

@@ -1,4 +1,4 @@
-//! The records of an image (inside the zstd stream): `kind u8 | len u32 | payload | crc32 u32`,
+//! The records of an image (inside the zstd frames): `kind u8 | len u32 | payload | crc32 u32`,
 //! the checksum over kind, len and payload. Layouts in `docs/image-format.md`.
 
 use std::io::{Read, Write};
@@ -89,7 +89,7 @@ fn put_time(b: &mut Vec<u8>, t: Timespec) {
 
 impl Record {
     /// Write the record to `w`.
-    pub(super) fn write(&self, w: &mut impl Write) -> std::io::Result<()> {
+    pub(super) fn write(&self, w: &mut impl RecordSink) -> std::io::Result<()> {
         let mut p = Vec::new();
         let kind = match self {
             Record::Limits { size_bytes, max_inodes } => {
@@ -142,7 +142,7 @@ impl Record {
                 END
             }
         };
-        write_raw(w, kind, &[&p])
+        w.put_record(kind, &[&p])
     }
 
     /// Read the next record. The stream (decompressed) must not end before the `End` record.
@@ -186,8 +186,26 @@ impl Record {
     }
 }
 
+/// Where records go: a byte stream, or (`frames::FrameWriter`) a writer that cuts its stream
+/// into independent frames between records and so must see where each record ends.
+pub(super) trait RecordSink {
+    /// Write one record whose payload is `parts`, concatenated.
+    fn put_record(&mut self, kind: u8, parts: &[&[u8]]) -> std::io::Result<()>;
+}
+
+impl<W: Write> RecordSink for W {
+    fn put_record(&mut self, kind: u8, parts: &[&[u8]]) -> std::io::Result<()> {
+        write_raw(self, kind, parts)
+    }
+}
+
+/// Bytes a record of these payload parts takes: kind, length, payload, checksum.
+pub(super) fn record_len(parts: &[&[u8]]) -> usize {
+    5 + parts.iter().map(|p| p.len()).sum::<usize>() + 4
+}
+
 /// A record whose payload is `parts`, concatenated.
-fn write_raw(w: &mut impl Write, kind: u8, parts: &[&[u8]]) -> std::io::Result<()> {
+pub(super) fn write_raw(w: &mut impl Write, kind: u8, parts: &[&[u8]]) -> std::io::Result<()> {
     let len: usize = parts.iter().map(|p| p.len()).sum();
     debug_assert!(len <= MAX_PAYLOAD);
     let mut head = [0u8; 5];
@@ -204,8 +222,81 @@ fn write_raw(w: &mut impl Write, kind: u8, parts: &[&[u8]]) -> std::io::Result<(
 }
 
 /// A [`Record::Data`] written from borrowed bytes (no copy into a record).
-pub(super) fn write_data(w: &mut impl Write, first: u64, bytes: &[u8]) -> std::io::Result<()> {
-    write_raw(w, DATA, &[&first.to_le_bytes(), bytes])
+pub(super) fn write_data(w: &mut impl RecordSink, first: u64, bytes: &[u8]) -> std::io::Result<()> {
+    w.put_record(DATA, &[&first.to_le_bytes(), bytes])
+}
+
+/// A record as the builder takes it: a data record's pages borrowed from the segment they were
+/// decoded into (format version 2), or a whole record.
+pub(super) enum Item<'a> {
+    /// A record; a version-1 data record carries its pages in it.
+    Record(Record),
+    /// Pages of the last inode from page `first` (whole pages, checked).
+    Data { first: u64, pages: &'a [u8] },
+}
+
+/// One record of a segment, parsed: a data record as its place in the segment.
+pub(super) enum Parsed {
+    Record(Record),
+    Data { first: u64, at: std::ops::Range<usize> },
+}
+
+impl Parsed {
+    /// This record as an [`Item`], its pages borrowed from `segment`.
+    pub(super) fn item(self, segment: &[u8]) -> Item<'_> {
+        match self {
+            Parsed::Record(r) => Item::Record(r),
+            Parsed::Data { first, at } => Item::Data {
+                first,
+                pages: &segment[at],
+            },
+        }
+    }
+}
+
+/// Parse every record of a segment (format version 2: a frame's content, records that neither
+/// start before it nor end after it), each checksum checked. Data records are not copied: they
+/// are given as ranges of `segment`.
+pub(super) fn parse_segment(segment: &[u8]) -> Result<Vec<Parsed>, ImageError> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < segment.len() {
+        let rest = &segment[at..];
+        let cut = || ImageError::Corrupt("a record runs past the end of its frame".into());
+        let head: [u8; 5] = rest.get(..5).ok_or_else(cut)?.try_into().expect("5 bytes");
+        let len = u32::from_le_bytes(head[1..].try_into().expect("4 bytes")) as usize;
+        if len > MAX_PAYLOAD {
+            return Err(ImageError::Corrupt(format!("record of {len} bytes")));
+        }
+        let payload = rest.get(5..5 + len).ok_or_else(cut)?;
+        let crc = rest.get(5 + len..9 + len).ok_or_else(cut)?;
+        let mut h = crc32fast::Hasher::new();
+        h.update(&head);
+        h.update(payload);
+        if h.finalize() != u32::from_le_bytes(crc.try_into().expect("4 bytes")) {
+            return Err(ImageError::Corrupt(format!(
+                "record checksum mismatch (kind {})",
+                head[0]
+            )));
+        }
+        let malformed = || ImageError::Corrupt(format!("malformed record (kind {})", head[0]));
+        if head[0] == DATA {
+            let pages = len.checked_sub(8).ok_or_else(malformed)?;
+            if pages == 0 || pages % crate::mm::PAGE != 0 {
+                return Err(malformed());
+            }
+            let first = u64::from_le_bytes(payload[..8].try_into().expect("8 bytes"));
+            let start = at + 5 + 8;
+            out.push(Parsed::Data {
+                first,
+                at: start..start + pages,
+            });
+        } else {
+            out.push(Parsed::Record(decode(head[0], payload.to_vec()).ok_or_else(malformed)?));
+        }
+        at += 9 + len;
+    }
+    Ok(out)
 }
 
 fn read_exact(r: &mut impl Read, buf: &mut [u8]) -> Result<(), ImageError> {

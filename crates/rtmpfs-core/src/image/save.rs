@@ -16,7 +16,8 @@ use std::time::Instant;
 
 use super::chunk::ChunkWriter;
 use super::cow::CapturedMeta;
-use super::record::{write_data, Record};
+use super::frames::{compressor, frame_workers, Buffers, FrameWriter, Ordered};
+use super::record::{write_data, Record, RecordSink};
 use super::{ImageError, SnapshotOptions, SnapshotStats};
 use crate::error::FsError;
 use crate::file::image::ImageRun;
@@ -25,18 +26,6 @@ use crate::inode::Inode;
 use crate::limits::BOGO_INODE_SIZE;
 use crate::sync::Arc;
 use crate::types::{Ino, PAGE_SIZE};
-
-/// zstd level: 1, the fastest (compression is most of a snapshot's time).
-const ZSTD_LEVEL: i32 = 1;
-
-/// zstd worker threads for an image: the host's CPUs, at most 4 (0 would compress on the
-/// caller's thread). The output does not depend on it: any zstd decoder reads it.
-fn zstd_workers() -> u32 {
-    std::thread::available_parallelism().map_or(1, |n| u32::try_from(n.get().min(4)).unwrap_or(1))
-}
-
-/// Bytes of records gathered before they go to the compressor.
-const RECORD_BUFFER: usize = 128 * 1024;
 
 /// Counts kept while walking, for the end record and the stats.
 #[derive(Default)]
@@ -86,51 +75,52 @@ impl Filesystem {
     pub fn snapshot_with(&self, out: impl Write, opts: &SnapshotOptions) -> Result<SnapshotStats, ImageError> {
         let mut last_epoch = self.snapshot_run.lock();
         let chunks = ChunkWriter::new(out, opts.key.as_ref())?;
-        let mut z = zstd::Encoder::new(chunks, ZSTD_LEVEL).map_err(ImageError::Io)?;
-        // Compression on zstd's own worker threads, so the walker's page reads and the
+        let workers = frame_workers();
+        // Frames are compressed on threads of their own, so the walker's page reads and the
         // compression overlap (the snapshot is compression-bound on one core otherwise).
-        z.multithread(zstd_workers()).map_err(ImageError::Io)?;
-        // Records are small: batched before they reach zstd, whose every call has a fixed cost.
-        let mut w = std::io::BufWriter::with_capacity(RECORD_BUFFER, z);
-        let gate = self.gate.write();
-        let start = Instant::now();
-        *last_epoch += 1;
-        let epoch = *last_epoch;
-        self.snap_begin(epoch);
-        let walking = Walking(self);
-        let limits = Record::Limits {
-            size_bytes: self.mm.pages_quota().max().map_or(u64::MAX, |p| p * PAGE_SIZE),
-            max_inodes: self.ispace.max().map_or(u64::MAX, |b| b / BOGO_INODE_SIZE),
-        };
-        drop(gate);
-        let pause = start.elapsed();
-        #[cfg(any(test, feature = "test-util"))]
-        {
-            let hook = self.snapshot_hook.lock().take();
-            if let Some(hook) = hook {
-                hook();
+        let buffers = Buffers::new();
+        let make = || compressor(&buffers);
+        std::thread::scope(|scope| {
+            let pool = Ordered::new(scope, workers, &make);
+            let mut w = FrameWriter::new(chunks, &buffers, pool, workers);
+            let gate = self.gate.write();
+            let start = Instant::now();
+            *last_epoch += 1;
+            let epoch = *last_epoch;
+            self.snap_begin(epoch);
+            let walking = Walking(self);
+            let limits = Record::Limits {
+                size_bytes: self.mm.pages_quota().max().map_or(u64::MAX, |p| p * PAGE_SIZE),
+                max_inodes: self.ispace.max().map_or(u64::MAX, |b| b / BOGO_INODE_SIZE),
+            };
+            drop(gate);
+            let pause = start.elapsed();
+            #[cfg(any(test, feature = "test-util"))]
+            {
+                let hook = self.snapshot_hook.lock().take();
+                if let Some(hook) = hook {
+                    hook();
+                }
             }
-        }
-        limits.write(&mut w).map_err(io)?;
-        // On any error below, the captures not yet read are dropped (`walking`): their pins go.
-        let counts = self.walk_tree(&mut w, epoch)?;
-        drop(walking);
-        Record::End {
-            inodes: counts.inodes,
-            entries: counts.entries,
-            data_pages: counts.data_pages,
-        }
-        .write(&mut w)
-        .map_err(io)?;
-        let z = w.into_inner().map_err(|e| io(e.into_error()))?;
-        let chunks = z.finish().map_err(io)?;
-        chunks.finish().map_err(io)?;
-        Ok(SnapshotStats {
-            inodes: counts.inodes,
-            entries: counts.entries,
-            data_pages: counts.data_pages,
-            pause,
-            pre_images: counts.pre_images,
+            limits.write(&mut w).map_err(io)?;
+            // On any error below, the captures not yet read are dropped (`walking`): their pins go.
+            let counts = self.walk_tree(&mut w, epoch)?;
+            drop(walking);
+            Record::End {
+                inodes: counts.inodes,
+                entries: counts.entries,
+                data_pages: counts.data_pages,
+            }
+            .write(&mut w)
+            .map_err(io)?;
+            w.finish().map_err(io)?;
+            Ok(SnapshotStats {
+                inodes: counts.inodes,
+                entries: counts.entries,
+                data_pages: counts.data_pages,
+                pause,
+                pre_images: counts.pre_images,
+            })
         })
     }
 
@@ -152,7 +142,7 @@ impl Filesystem {
     /// depth first, every inode recorded (with its xattrs and pages) before the first entry
     /// naming it; each inode and directory as it was at `epoch` (`cow.rs`). The end record is
     /// left to the caller.
-    fn walk_tree(&self, w: &mut impl Write, epoch: u64) -> Result<Counts, ImageError> {
+    fn walk_tree(&self, w: &mut impl RecordSink, epoch: u64) -> Result<Counts, ImageError> {
         let mut c = Counts::default();
         let root = self.inode(Ino::ROOT)?;
         let mut ids: HashMap<u64, u64> = HashMap::new();
@@ -191,7 +181,7 @@ impl Filesystem {
     /// An inode's record, its xattrs, and (a regular file) its pages, as at `epoch`.
     fn write_inode(
         &self,
-        w: &mut impl Write,
+        w: &mut impl RecordSink,
         inode: &Arc<Inode>,
         id: u64,
         epoch: u64,
