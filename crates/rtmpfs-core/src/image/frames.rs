@@ -99,6 +99,20 @@ impl Buffers {
 pub(super) struct Ordered<'s, I, O> {
     jobs: Option<SyncSender<Job<I, O>>>,
     inline: Option<Box<dyn FnMut(I) -> O + Send + 's>>,
+    /// Joined on drop: the scope alone returns once a worker's closure returns, before its
+    /// thread-locals are destroyed (a leak checker then sees them live).
+    workers: Vec<std::thread::ScopedJoinHandle<'s, ()>>,
+}
+
+impl<I, O> Drop for Ordered<'_, I, O> {
+    fn drop(&mut self) {
+        // Closing the queue ends each worker after its current job.
+        self.jobs = None;
+        for w in self.workers.drain(..) {
+            // A worker that panicked has dropped its reply: its waiter was told already.
+            let _ = w.join();
+        }
+    }
 }
 
 impl<'s, I: Send + 's, O: Send + 's> Ordered<'s, I, O> {
@@ -113,13 +127,15 @@ impl<'s, I: Send + 's, O: Send + 's> Ordered<'s, I, O> {
             return Ordered {
                 jobs: None,
                 inline: Some(Box::new(make())),
+                workers: Vec::new(),
             };
         }
         let (tx, rx) = sync_channel::<Job<I, O>>(workers);
         let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
+        let mut handles = Vec::with_capacity(workers);
         for _ in 0..workers {
             let rx = std::sync::Arc::clone(&rx);
-            scope.spawn(move || {
+            handles.push(scope.spawn(move || {
                 let mut f = make();
                 loop {
                     // The lock is held only to take the next job, not while doing it.
@@ -128,11 +144,12 @@ impl<'s, I: Send + 's, O: Send + 's> Ordered<'s, I, O> {
                     // The waiter may have gone (an error elsewhere ended the run): nothing to do.
                     let _ = reply.send(f(input));
                 }
-            });
+            }));
         }
         Ordered {
             jobs: Some(tx),
             inline: None,
+            workers: handles,
         }
     }
 
@@ -318,7 +335,7 @@ pub(super) fn for_each_segment<R: Read + Send>(
         let mut pool = Ordered::new(scope, workers, &make);
         let (tx, rx) = sync_channel::<Pending<Result<Segment, ImageError>>>(workers);
         let buffers = &buffers;
-        scope.spawn(move || loop {
+        let reader = scope.spawn(move || loop {
             let next = match chunks.next_raw(buffers.take()) {
                 Ok(Some(raw)) => pool.submit(raw),
                 Ok(None) => return,
@@ -329,10 +346,18 @@ pub(super) fn for_each_segment<R: Read + Send>(
                 return;
             }
         });
-        for next in rx {
-            consume(next.wait().ok_or_else(lost)??)?;
+        let mut verdict = Ok(());
+        for next in &rx {
+            if let Err(e) = next.wait().ok_or_else(lost).and_then(|r| r).and_then(&mut consume) {
+                verdict = Err(e);
+                break;
+            }
         }
-        Ok::<(), ImageError>(())
+        // Dropping the queue stops the reader at its next chunk; joined (with its pool, whose
+        // workers it joins) so that no thread of this restore outlives it.
+        drop(rx);
+        let _ = reader.join();
+        verdict
     })?;
     Ok(ended)
 }

@@ -204,18 +204,23 @@ fn for_each_record<R: Read + Send>(
     }
     std::thread::scope(|scope| {
         let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
-        scope.spawn(move || decode(&mut z, |batch| tx.send(batch).is_ok()));
+        let decoder = scope.spawn(move || decode(&mut z, |batch| tx.send(batch).is_ok()));
         // The queue closes after the decoder's last batch (the end record and its verdict, or
-        // an error); a batch that fails to build drops the queue as this returns.
-        for batch in rx {
-            if let Some(v) = build(batch, &mut ended, &mut apply) {
-                return v;
+        // an error); a batch that fails to build drops the queue, which stops the decoder.
+        let mut verdict = None;
+        for batch in &rx {
+            verdict = build(batch, &mut ended, &mut apply);
+            if verdict.is_some() {
+                break;
             }
         }
-        if ended {
-            Ok(())
-        } else {
-            Err(corrupt("the image ended early"))
+        drop(rx);
+        // Joined, so that its thread-locals are gone too when this returns.
+        let _ = decoder.join();
+        match verdict {
+            Some(v) => v,
+            None if ended => Ok(()),
+            None => Err(corrupt("the image ended early")),
         }
     })
 }
