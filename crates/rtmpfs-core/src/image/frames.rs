@@ -292,6 +292,15 @@ pub(super) fn decoder<'a>(
         ctx.as_mut()
             .expect("made above")
             .decompress_to_buffer(&frame[..], &mut bytes)
+            .map_err(|e| e.to_string())
+            // A recycled buffer may hold a little more than a segment: the bound is checked.
+            .and_then(|n| {
+                if n <= SEGMENT_MAX {
+                    Ok(())
+                } else {
+                    Err(format!("{n} bytes"))
+                }
+            })
             .map_err(|e| {
                 ImageError::Corrupt(format!(
                     "chunk {index}: its frame does not decompress to a segment of at most {SEGMENT_MAX} bytes ({e})"
@@ -463,10 +472,35 @@ mod tests {
         // No end record.
         let msg = refusal(&image(&[l.clone(), r.clone()], true));
         assert!(msg.contains("ended early"), "{msg}");
-        // A frame that decompresses to more than a segment may hold.
-        let big = vec![0u8; SEGMENT_MAX + 1];
-        let msg = refusal(&image(&[whole.clone(), big], true));
-        assert!(msg.contains("does not decompress to a segment"), "{msg}");
+        // A frame that decompresses to more than a segment may hold, by a byte and by more
+        // than the slack a recycled buffer may have.
+        for extra in [1, FRAME_MAX] {
+            let big = vec![0u8; SEGMENT_MAX + extra];
+            let msg = refusal(&image(&[whole.clone(), big], true));
+            assert!(msg.contains("does not decompress to a segment"), "{msg}");
+        }
+        // The same, well-formed records 512 bytes over, decoded into a buffer from the free
+        // list that has room for them.
+        let buffers = Buffers::new();
+        buffers.give(Vec::with_capacity(FRAME_MAX));
+        let xattr = rec(&Record::Xattr {
+            name: b"user.a".to_vec(),
+            value: vec![0; 65_536],
+        });
+        let over = xattr.repeat(32);
+        assert_eq!(over.len(), SEGMENT_MAX + 512);
+        let mut frame = zstd::bulk::compress(&over, 1).unwrap();
+        let mut w = ChunkWriter::new(Vec::new(), None).unwrap();
+        w.put(&mut frame, true).unwrap();
+        let img = w.finish().unwrap().0;
+        let mut reader = ChunkReader::new(&img[..], None).unwrap();
+        let opener = reader.opener();
+        let raw = reader.next_raw(Vec::new()).unwrap().unwrap();
+        match decoder(&opener, &buffers)(raw) {
+            Err(ImageError::Corrupt(msg)) => assert!(msg.contains("does not decompress to a segment"), "{msg}"),
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("a segment over 2 MiB accepted"),
+        }
         // A payload that is no zstd frame.
         let msg = refusal(&image(&[whole.clone(), b"not zstd at all".to_vec()], false));
         assert!(msg.contains("does not decompress"), "{msg}");
