@@ -410,7 +410,13 @@ fn describe(fs: &Filesystem) -> String {
             writeln!(out, "  xattr {:?} = {:?}", String::from_utf8_lossy(name), value).unwrap();
         }
         if !n.extents.is_empty() {
-            writeln!(out, "  extents {:?}, bytes crc32 {:08x}", n.extents, crc32(&n.bytes)).unwrap();
+            writeln!(
+                out,
+                "  extents {:?}, bytes crc32 {:08x}",
+                n.extents,
+                crc32fast::hash(&n.bytes)
+            )
+            .unwrap();
         }
         if !n.target.is_empty() {
             writeln!(out, "  target {:?}", String::from_utf8_lossy(&n.target)).unwrap();
@@ -418,22 +424,6 @@ fn describe(fs: &Filesystem) -> String {
     }
     writeln!(out, "statfs blocks {} files {}", fs.statfs().blocks, fs.statfs().files).unwrap();
     out
-}
-
-/// Bitwise CRC-32 (IEEE), for `describe`: short and dependency-free.
-fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in bytes {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ 0xedb8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
 }
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");

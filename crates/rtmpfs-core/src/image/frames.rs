@@ -153,6 +153,11 @@ impl<'s, I: Send + 's, O: Send + 's> Ordered<'s, I, O> {
         }
     }
 
+    /// Worker threads (0: inputs are done by `submit` itself).
+    pub(super) fn width(&self) -> usize {
+        self.workers.len()
+    }
+
     /// Start on `input`; waits while every worker is busy and a job is already queued.
     pub(super) fn submit(&mut self, input: I) -> Pending<O> {
         match (&self.jobs, &mut self.inline) {
@@ -205,21 +210,20 @@ pub(super) fn compressor(buffers: &Buffers) -> impl FnMut(Vec<u8>) -> std::io::R
 }
 
 impl<'s, W: Write> FrameWriter<'s, W> {
-    /// Frames go to `chunks`, compressed by `pool` (made with [`compressor`] and `workers`
-    /// threads).
+    /// Frames go to `chunks`, compressed by `pool` (made with [`compressor`]); up to twice
+    /// as many in the works as it has workers.
     pub(super) fn new(
         chunks: ChunkWriter<W>,
         buffers: &'s Buffers,
         pool: Ordered<'s, Vec<u8>, std::io::Result<Vec<u8>>>,
-        workers: usize,
     ) -> Self {
         FrameWriter {
             chunks,
             segment: buffers.take(),
             buffers,
+            depth: pool.width().max(1) * 2,
             pool,
             pending: VecDeque::new(),
-            depth: workers.max(1) * 2,
         }
     }
 
@@ -313,23 +317,21 @@ pub(super) fn decoder<'a>(
 }
 
 /// Read the rest of `chunks` (format version 2), decode their frames on [`frame_workers`]
-/// threads, and hand each segment, in order, to `apply` (which may take its records and
-/// returns whether it held the end record). A reading thread feeds the workers and passes
+/// threads, and hand each segment, in order, to `apply` (which may take its records). A reading thread feeds the workers and passes
 /// their results on in order through a queue of `workers` segments; an error on any side ends
 /// all of them: the reader's and the workers' are passed on in order, and a failed `apply`
 /// drops the queue, which stops the reader at its next chunk.
 pub(super) fn for_each_segment<R: Read + Send>(
     chunks: &mut ChunkReader<R>,
-    mut apply: impl FnMut(&mut Segment) -> Result<bool, ImageError>,
-) -> Result<bool, ImageError> {
+    mut apply: impl FnMut(&mut Segment) -> Result<(), ImageError>,
+) -> Result<(), ImageError> {
     let opener = chunks.opener();
     let buffers = Buffers::new();
     let workers = frame_workers();
     let make = || decoder(&opener, &buffers);
     let lost = || ImageError::Io(worker_lost());
-    let mut ended = false;
     let mut consume = |mut segment: Segment| -> Result<(), ImageError> {
-        ended |= apply(&mut segment)?;
+        apply(&mut segment)?;
         buffers.give(segment.bytes);
         Ok(())
     };
@@ -338,7 +340,7 @@ pub(super) fn for_each_segment<R: Read + Send>(
         while let Some(raw) = chunks.next_raw(buffers.take())? {
             consume(decode(raw)?)?;
         }
-        return Ok(ended);
+        return Ok(());
     }
     std::thread::scope(|scope| {
         let mut pool = Ordered::new(scope, workers, &make);
@@ -367,8 +369,7 @@ pub(super) fn for_each_segment<R: Read + Send>(
         drop(rx);
         let _ = reader.join();
         verdict
-    })?;
-    Ok(ended)
+    })
 }
 
 #[cfg(test)]
@@ -523,7 +524,7 @@ mod tests {
         let page = vec![7u8; 64 * 4096];
         let img = std::thread::scope(|scope| {
             let pool = Ordered::new(scope, 2, &make);
-            let mut w = FrameWriter::new(ChunkWriter::new(Vec::new(), None).unwrap(), &buffers, pool, 2);
+            let mut w = FrameWriter::new(ChunkWriter::new(Vec::new(), None).unwrap(), &buffers, pool);
             for i in 0..40u64 {
                 crate::image::record::write_data(&mut w, i * 64, &page).unwrap();
             }

@@ -252,15 +252,15 @@ impl<'a> Loader<'a> {
     }
 
     /// Apply the records of one segment (format version 2), their pages borrowed from
-    /// `bytes`; returns whether the end record has been applied.
-    fn apply_all(&mut self, records: impl IntoIterator<Item = Parsed>, bytes: &[u8]) -> Result<bool, ImageError> {
+    /// `bytes`; `ended` says afterwards whether the end record has been applied.
+    fn apply_all(&mut self, records: impl IntoIterator<Item = Parsed>, bytes: &[u8]) -> Result<(), ImageError> {
         for r in records {
             if self.ended {
                 return Err(corrupt("records after the end record"));
             }
             self.ended = self.apply(r.item(bytes))?;
         }
-        Ok(self.ended)
+        Ok(())
     }
 
     /// Apply one record; returns whether it was the end record (then checked).

@@ -162,27 +162,45 @@ impl Record {
         read_exact(r, &mut p)?;
         let mut crc = [0u8; 4];
         read_exact(r, &mut crc)?;
-        let mut h = crc32fast::Hasher::new();
-        h.update(&head);
-        h.update(&first[..prefix]);
-        h.update(&p);
-        if h.finalize() != u32::from_le_bytes(crc) {
-            return Err(ImageError::Corrupt(format!(
-                "record checksum mismatch (kind {})",
-                head[0]
-            )));
-        }
-        let malformed = || ImageError::Corrupt(format!("malformed record (kind {})", head[0]));
+        check_sum(head, &[&first[..prefix], &p], crc)?;
         if head[0] == DATA {
-            if prefix < 8 || p.is_empty() || p.len() % crate::mm::PAGE != 0 {
-                return Err(malformed());
-            }
+            data_pages(head[0], len)?;
             return Ok(Record::Data {
                 first: u64::from_le_bytes(first),
                 bytes: p,
             });
         }
-        decode(head[0], p).ok_or_else(malformed)
+        decode(head[0], p).ok_or_else(|| malformed(head[0]))
+    }
+}
+
+fn malformed(kind: u8) -> ImageError {
+    ImageError::Corrupt(format!("malformed record (kind {kind})"))
+}
+
+/// Check a record's checksum: over its head (`kind`, `len`) and its payload, in `parts`.
+fn check_sum(head: [u8; 5], parts: &[&[u8]], crc: [u8; 4]) -> Result<(), ImageError> {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&head);
+    for p in parts {
+        h.update(p);
+    }
+    if h.finalize() == u32::from_le_bytes(crc) {
+        Ok(())
+    } else {
+        Err(ImageError::Corrupt(format!(
+            "record checksum mismatch (kind {})",
+            head[0]
+        )))
+    }
+}
+
+/// The bytes of pages a data record of payload `len` carries after its first-page field: at
+/// least one page, and whole pages.
+fn data_pages(kind: u8, len: usize) -> Result<usize, ImageError> {
+    match len.checked_sub(8) {
+        Some(pages) if pages > 0 && pages % crate::mm::PAGE == 0 => Ok(pages),
+        _ => Err(malformed(kind)),
     }
 }
 
@@ -270,21 +288,9 @@ pub(super) fn parse_segment(segment: &[u8]) -> Result<Vec<Parsed>, ImageError> {
         }
         let payload = rest.get(5..5 + len).ok_or_else(cut)?;
         let crc = rest.get(5 + len..9 + len).ok_or_else(cut)?;
-        let mut h = crc32fast::Hasher::new();
-        h.update(&head);
-        h.update(payload);
-        if h.finalize() != u32::from_le_bytes(crc.try_into().expect("4 bytes")) {
-            return Err(ImageError::Corrupt(format!(
-                "record checksum mismatch (kind {})",
-                head[0]
-            )));
-        }
-        let malformed = || ImageError::Corrupt(format!("malformed record (kind {})", head[0]));
+        check_sum(head, &[payload], crc.try_into().expect("4 bytes"))?;
         if head[0] == DATA {
-            let pages = len.checked_sub(8).ok_or_else(malformed)?;
-            if pages == 0 || pages % crate::mm::PAGE != 0 {
-                return Err(malformed());
-            }
+            let pages = data_pages(head[0], len)?;
             let first = u64::from_le_bytes(payload[..8].try_into().expect("8 bytes"));
             let start = at + 5 + 8;
             out.push(Parsed::Data {
@@ -292,7 +298,9 @@ pub(super) fn parse_segment(segment: &[u8]) -> Result<Vec<Parsed>, ImageError> {
                 at: start..start + pages,
             });
         } else {
-            out.push(Parsed::Record(decode(head[0], payload.to_vec()).ok_or_else(malformed)?));
+            out.push(Parsed::Record(
+                decode(head[0], payload.to_vec()).ok_or_else(|| malformed(head[0]))?,
+            ));
         }
         at += 9 + len;
     }

@@ -75,14 +75,13 @@ impl Filesystem {
     pub fn snapshot_with(&self, out: impl Write, opts: &SnapshotOptions) -> Result<SnapshotStats, ImageError> {
         let mut last_epoch = self.snapshot_run.lock();
         let chunks = ChunkWriter::new(out, opts.key.as_ref())?;
-        let workers = frame_workers();
         // Frames are compressed on threads of their own, so the walker's page reads and the
         // compression overlap (the snapshot is compression-bound on one core otherwise).
         let buffers = Buffers::new();
         let make = || compressor(&buffers);
         std::thread::scope(|scope| {
-            let pool = Ordered::new(scope, workers, &make);
-            let mut w = FrameWriter::new(chunks, &buffers, pool, workers);
+            let pool = Ordered::new(scope, frame_workers(), &make);
+            let mut w = FrameWriter::new(chunks, &buffers, pool);
             let gate = self.gate.write();
             let start = Instant::now();
             *last_epoch += 1;
